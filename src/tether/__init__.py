@@ -1,0 +1,64 @@
+"""tether: a durable runtime for LLM agents.
+
+Every model call, tool call, timer and human decision is journaled; a crashed worker's runs
+resume elsewhere from the last completed step. See README.md and docs/ for the tour.
+"""
+
+from tether.engine import (
+    App,
+    Budget,
+    Context,
+    Retry,
+    RunHandle,
+    RunInfo,
+    StepContext,
+    StepInfo,
+    Usage,
+    current_step,
+)
+from tether.errors import (
+    BudgetExceeded,
+    LeaseLost,
+    NonDeterminismError,
+    RunCancelled,
+    RunError,
+    RunFailed,
+    RunRefused,
+    SignalTimeout,
+    StepFailed,
+    StoreError,
+    TetherError,
+    UnknownRun,
+    UnknownWorkflow,
+    UserError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "Budget",
+    "BudgetExceeded",
+    "Context",
+    "LeaseLost",
+    "NonDeterminismError",
+    "Retry",
+    "RunCancelled",
+    "RunError",
+    "RunFailed",
+    "RunHandle",
+    "RunInfo",
+    "RunRefused",
+    "SignalTimeout",
+    "StepContext",
+    "StepFailed",
+    "StepInfo",
+    "StoreError",
+    "TetherError",
+    "UnknownRun",
+    "UnknownWorkflow",
+    "Usage",
+    "UserError",
+    "__version__",
+    "current_step",
+]

@@ -1,0 +1,543 @@
+"""`App`: where workflows and steps are registered, and the client API to runs.
+
+The core is async (`start_async`, `get_run_async`…). The synchronous twins are thin shims that
+run the coroutine on the App's portal: one background event loop per App, so the store's
+connections live on one loop whatever thread calls. Two Apps can live in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal as signal_module
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, TypeVar, overload
+
+from tether.engine.budget import Budget
+from tether.engine.context import Context
+from tether.engine.executor import RunExecutor
+from tether.engine.records import RunInfo
+from tether.engine.registry import WorkflowDef, make_step, make_workflow, step_wrapper
+from tether.engine.retry import Retry
+from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
+from tether.errors import UnknownRun, UnknownWorkflow, UserError, error_from_record
+from tether.store import open_store
+from tether.store.base import FINISHED_STATUSES, RUN_STATUSES, Claim, NewRun, Store
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def new_run_id() -> str:
+    """Time-ordered and unguessable: 12 hex digits of milliseconds, 12 random."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+class _Portal:
+    """A background event loop that runs the synchronous API's coroutines."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self._ensure()
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise UserError(
+                "a synchronous tether call was made from inside a workflow or step; "
+                "use the async twin (e.g. `await app.start_async(...)`)"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                quiet_control_flow(loop)
+                ready = threading.Event()
+
+                def main() -> None:
+                    asyncio.set_event_loop(loop)
+                    ready.set()
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=main, name="tether-portal", daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+
+class RunHandle:
+    """A reference to a run; cheap to create, holds no connection."""
+
+    def __init__(self, app: App, run_id: str) -> None:
+        self.app = app
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.id!r})"
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to finish and return its output. Raises `RunFailed` (or
+        `BudgetExceeded`…), `RunRefused`, `RunCancelled`, or `TimeoutError`."""
+        return self.app._portal.run(self.result_async(timeout))
+
+    async def result_async(self, timeout: float | None = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            run = await self.app.store.get_run(self.id)
+            if run is None:
+                raise UnknownRun(self.id)
+            if run.status in FINISHED_STATUSES:
+                if run.status == "succeeded":
+                    return run.output
+                raise error_from_record(run.id, run.status, run.error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"run {self.id} did not finish within {timeout}s (status {run.status}"
+                    + (f", waiting for signal {run.waiting_for!r}" if run.waiting_for else "")
+                    + ")"
+                )
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(pause)
+            delay = min(delay * 1.5, 0.2)
+
+    def info(self) -> RunInfo:
+        return self.app.get_run(self.id)
+
+    @property
+    def status(self) -> str:
+        return self.info().status
+
+
+class App:
+    """A tether application: its workflows, steps, store and client API.
+
+    `store` is a URL (``sqlite:///tether.db``, ``postgresql://…``) or a `Store`; default
+    ``$TETHER_STORE``, else ``sqlite:///tether.db``.
+    """
+
+    def __init__(
+        self,
+        store: str | Store | None = None,
+        *,
+        lease_seconds: float = 10.0,
+        max_recoveries: int = 5,
+        policy: Any = None,
+        version: str | None = None,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise UserError(f"lease_seconds must be positive, got {lease_seconds}")
+        self.store: Store = store if isinstance(store, Store) else open_store(store)
+        self.lease_seconds = lease_seconds
+        self.max_recoveries = max_recoveries
+        self.policy = policy
+        """The trust policy (see `tether.Policy`); the engine only keeps it."""
+        self.version = version or os.environ.get("TETHER_APP_VERSION")
+        """The application's version, recorded in model-step fingerprints."""
+        self.extensions: dict[str, Any] = {}
+        """Where upper layers (agents, trust, observe) keep per-App state."""
+        self._workflows: dict[tuple[str, str], WorkflowDef] = {}
+        self._latest: dict[str, WorkflowDef] = {}
+        self._steps: dict[str, Any] = {}
+        self._portal = _Portal()
+        self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tether-step")
+        self.live_contexts: dict[str, Context] = {}
+        """Contexts of the runs this process is executing right now, by run id."""
+        self.executor = RunExecutor(
+            self.store,
+            self._workflows,
+            max_recoveries=max_recoveries,
+            executor=self._threads,
+            live=self.live_contexts,
+        )
+
+    # --- registration ----------------------------------------------------------------------------
+
+    @overload
+    def workflow(self, fn: F, /) -> F: ...
+    @overload
+    def workflow(
+        self, *, name: str | None = None, version: str = "1", budget: Budget | None = None
+    ) -> Callable[[F], F]: ...
+
+    def workflow(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "1",
+        budget: Budget | None = None,
+    ) -> Any:
+        """Register an ``async def wf(ctx: tether.Context, **input)`` as a durable workflow."""
+
+        def register(fn: F) -> F:
+            self.add_workflow(make_workflow(fn, name=name, version=version, budget=budget))
+            fn.__tether_workflow__ = name or fn.__name__  # type: ignore[attr-defined]
+            return fn
+
+        return register(fn) if fn is not None else register
+
+    def add_workflow(self, definition: WorkflowDef) -> None:
+        """Register a workflow definition (used by `register` and upper layers)."""
+        key = (definition.name, definition.version)
+        if key in self._workflows and self._workflows[key].fn is not definition.fn:
+            raise UserError(
+                f"workflow {definition.name!r} version {definition.version!r} is registered "
+                "twice; give the new one another name or version"
+            )
+        self._workflows[key] = definition
+        latest = self._latest.get(definition.name)
+        if latest is None or _version_key(definition.version) >= _version_key(latest.version):
+            self._latest[definition.name] = definition
+
+    @overload
+    def step(self, fn: F, /) -> F: ...
+    @overload
+    def step(
+        self,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def step(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Make a function a journaled step when called inside a workflow (a plain call
+        outside one). ``def`` steps run in a thread, off the event loop."""
+
+        def register(fn: F) -> F:
+            definition = make_step(fn, name=name, retry=retry, timeout=timeout)
+            self._steps[definition.name] = definition
+            return step_wrapper(definition)  # type: ignore[return-value]
+
+        return register(fn) if fn is not None else register
+
+    def register(self, component: Any) -> Any:
+        """Register something that knows how to become a workflow (an agent pipeline)."""
+        hook = getattr(component, "register_on", None)
+        if not callable(hook):
+            raise UserError(
+                f"cannot register {component!r}: expected an Agent or pipeline "
+                "(Sequential/Parallel/Loop); decorate functions with @app.workflow"
+            )
+        hook(self)
+        return component
+
+    def workflow_keys(self) -> list[tuple[str, str]]:
+        return list(self._workflows)
+
+    def workflow_names(self) -> list[str]:
+        return sorted(self._latest)
+
+    def get_workflow(self, name: str, version: str | None = None) -> WorkflowDef | None:
+        if version is None:
+            return self._latest.get(name)
+        return self._workflows.get((name, version))
+
+    # --- client API (async core) --------------------------------------------------------------
+
+    async def start_async(
+        self,
+        workflow: str | Callable[..., Any],
+        input: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        labels: dict[str, str] | None = None,
+        budget: Budget | None = None,
+        delay: float | timedelta | None = None,
+    ) -> RunHandle:
+        new = self._new_run(workflow, input, run_id, labels, budget, delay)
+        run, _, created = await self.store.create_run(new)
+        if not created and run.workflow != new.workflow:
+            raise UserError(
+                f"run id {new.id!r} is already used by a run of workflow {run.workflow!r}"
+            )
+        return RunHandle(self, run.id)
+
+    async def signal_async(self, run_id: str, name: str, data: Any = None) -> None:
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise UnknownRun(run_id)
+        if run.status in FINISHED_STATUSES:
+            raise UserError(
+                f"run {run_id} already ended ({run.status}); signal {name!r} was not delivered"
+            )
+        from tether.engine.serde import to_jsonable
+
+        payload = to_jsonable(data, what=f"the payload of signal {name!r}")
+        if await self.store.send_signal(run_id, name, payload) is None:
+            raise UnknownRun(run_id)
+
+    async def get_run_async(self, run_id: str) -> RunInfo:
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise UnknownRun(run_id)
+        return RunInfo.from_records(run, await self.store.load_steps(run_id))
+
+    async def list_runs_async(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        if status is not None and status not in RUN_STATUSES:
+            raise UserError(f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}")
+        runs = await self.store.list_runs(
+            status=status, workflow=workflow, labels=labels, limit=limit
+        )
+        return [RunInfo.from_records(run, await self.store.load_steps(run.id)) for run in runs]
+
+    async def cancel_async(self, run_id: str, reason: str = "cancelled by request") -> RunInfo:
+        run = await self.store.cancel_run(run_id, reason)
+        if run is None:
+            raise UnknownRun(run_id)
+        ctx = self.live_contexts.get(run_id)
+        if ctx is not None:
+            ctx.request_cancel()
+        return await self.get_run_async(run_id)
+
+    async def fork_async(self, run_id: str, from_step: int) -> RunHandle:
+        source = await self.store.get_run(run_id)
+        if source is None:
+            raise UnknownRun(run_id)
+        if from_step < 1:
+            raise UserError(f"from_step must be 1 or more (steps are numbered from 1), got {from_step}")
+        new = NewRun(
+            id=new_run_id(),
+            workflow=source.workflow,
+            version=source.version,
+            input=source.input,
+            labels=source.labels,
+            budget=source.budget,
+            parent_id=source.id,
+        )
+        run = await self.store.fork_run(source.id, from_step, new)
+        return RunHandle(self, run.id)
+
+    async def raise_budget_async(self, run_id: str, budget: Budget) -> RunInfo:
+        """Replace a run's budget; a run suspended on its budget resumes."""
+        run = await self.store.set_budget(run_id, budget.to_dict())
+        if run is None:
+            raise UnknownRun(run_id)
+        return await self.get_run_async(run_id)
+
+    async def prune_async(self, older_than: timedelta | float) -> int:
+        """Delete runs that finished more than `older_than` ago, with journals and mailboxes."""
+        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        return await self.store.prune(time.time() - seconds)
+
+    async def run_async(
+        self,
+        workflow: str | Callable[..., Any],
+        input: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        labels: dict[str, str] | None = None,
+        budget: Budget | None = None,
+    ) -> RunInfo:
+        """Start (or pick up) a run and execute it in this process until it finishes, suspends
+        or fails."""
+        new = self._new_run(workflow, input, run_id, labels, budget, None)
+        owner = f"{default_worker_name()}:run:{secrets.token_hex(4)}"
+        run, token, created = await self.store.create_run(
+            new, owner=owner, lease_seconds=self.lease_seconds
+        )
+        claim: Claim | None = None
+        if created and token is not None:
+            claim = Claim(run=run, token=token, recovered=False)
+        elif run.status not in FINISHED_STATUSES:
+            claim = await self.store.claim_run(run.id, owner, lease_seconds=self.lease_seconds)
+        if claim is not None:
+            quiet_control_flow(asyncio.get_running_loop())
+            beat = asyncio.create_task(self._keep_lease(owner))
+            try:
+                await self.executor.execute(claim)
+            finally:
+                beat.cancel()
+        return await self.get_run_async(run.id)
+
+    async def run_worker_async(
+        self,
+        *,
+        concurrency: int = 100,
+        name: str | None = None,
+        stop: asyncio.Event | None = None,
+        grace_period: float = 10.0,
+    ) -> None:
+        """Run a worker in the current event loop until `stop` is set."""
+        worker = Worker(self, concurrency=concurrency, name=name, grace_period=grace_period)
+        await worker.run(stop or asyncio.Event())
+
+    # --- synchronous twins -----------------------------------------------------------------------
+
+    def start(
+        self,
+        workflow: str | Callable[..., Any],
+        input: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        labels: dict[str, str] | None = None,
+        budget: Budget | None = None,
+        delay: float | timedelta | None = None,
+    ) -> RunHandle:
+        """Queue a run; with `run_id`, starting twice returns the same run."""
+        return self._portal.run(
+            self.start_async(
+                workflow, input, run_id=run_id, labels=labels, budget=budget, delay=delay
+            )
+        )
+
+    def signal(self, run_id: str, name: str, data: Any = None) -> None:
+        """Deliver a signal to the run's mailbox (kept until the run waits for it)."""
+        self._portal.run(self.signal_async(run_id, name, data))
+
+    def get_run(self, run_id: str) -> RunInfo:
+        return self._portal.run(self.get_run_async(run_id))
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        """Newest first."""
+        return self._portal.run(
+            self.list_runs_async(status=status, workflow=workflow, labels=labels, limit=limit)
+        )
+
+    def cancel(self, run_id: str, reason: str = "cancelled by request") -> RunInfo:
+        """Cancel a queued or waiting run now; a running one stops at its next step."""
+        return self._portal.run(self.cancel_async(run_id, reason))
+
+    def fork(self, run_id: str, from_step: int) -> RunHandle:
+        """A new run of the same workflow and input that reuses the journal before
+        `from_step` (those steps are not executed again)."""
+        return self._portal.run(self.fork_async(run_id, from_step))
+
+    def raise_budget(self, run_id: str, budget: Budget) -> RunInfo:
+        return self._portal.run(self.raise_budget_async(run_id, budget))
+
+    def prune(self, older_than: timedelta | float) -> int:
+        return self._portal.run(self.prune_async(older_than))
+
+    def run(
+        self,
+        workflow: str | Callable[..., Any],
+        input: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        labels: dict[str, str] | None = None,
+        budget: Budget | None = None,
+    ) -> RunInfo:
+        """Start and execute here, now, durably, until the run finishes, suspends or fails."""
+        return self._portal.run(
+            self.run_async(workflow, input, run_id=run_id, labels=labels, budget=budget)
+        )
+
+    def run_worker(
+        self, concurrency: int = 100, *, name: str | None = None, grace_period: float = 10.0
+    ) -> None:
+        """Run a worker in this thread until SIGTERM or SIGINT (then shut down gracefully)."""
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal_module.SIGTERM, signal_module.SIGINT):
+                    loop.add_signal_handler(sig, stop.set)
+            await self.run_worker_async(
+                concurrency=concurrency, name=name, stop=stop, grace_period=grace_period
+            )
+
+        asyncio.run(main())
+
+    def close(self) -> None:
+        """Close the store's connections (optional; they close with the process)."""
+        closer = getattr(self.store, "close_sync", None)
+        if callable(closer):
+            closer()
+        else:
+            self._portal.run(self.store.close())
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _new_run(
+        self,
+        workflow: str | Callable[..., Any],
+        input: dict[str, Any] | None,
+        run_id: str | None,
+        labels: dict[str, str] | None,
+        budget: Budget | None,
+        delay: float | timedelta | None,
+    ) -> NewRun:
+        name = workflow if isinstance(workflow, str) else getattr(workflow, "__tether_workflow__", None)
+        if not name:
+            raise UserError(f"{workflow!r} is not a workflow; pass its name or an @app.workflow function")
+        definition = self._latest.get(name)
+        if definition is not None:
+            canonical = definition.canonical_input(input)
+            version: str | None = definition.version
+        elif self._latest:
+            raise UnknownWorkflow(name, list(self._latest))
+        else:
+            # A pure client (no workflows registered here) may start any workflow by name;
+            # the first worker that has it pins the version.
+            if input is not None and not isinstance(input, dict):
+                raise UserError(f"workflow input must be a JSON object, got {type(input).__name__}")
+            canonical, version = dict(input or {}), None
+        for key, value in (labels or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise UserError(f"labels must map strings to strings; got {key!r}: {value!r}")
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        return NewRun(
+            id=run_id or new_run_id(),
+            workflow=name,
+            version=version,
+            input=canonical,
+            labels=dict(labels or {}),
+            budget=budget.to_dict() if budget is not None else None,
+            wake_at=time.time() + seconds if seconds else None,
+        )
+
+    async def _keep_lease(self, owner: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                beat = await self.store.heartbeat(owner, self.lease_seconds)
+            except Exception:
+                continue
+            for run_id in beat.cancel_requested:
+                ctx = self.live_contexts.get(run_id)
+                if ctx is not None:
+                    ctx.request_cancel()
+
+
+def _version_key(version: str) -> tuple[int, tuple[int, ...], str]:
+    """Numeric versions ("2" > "10" is wrong) order numerically, after any non-numeric one."""
+    try:
+        return (1, tuple(int(part) for part in version.split(".")), "")
+    except ValueError:
+        return (0, (), version)

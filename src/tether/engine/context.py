@@ -1,0 +1,599 @@
+"""The workflow context: journal replay and the execution of every `ctx` operation.
+
+Each operation (step, sleep, signal wait, `now`, `uuid`) takes the next sequence number *when it
+is called* — not when it is awaited — so ``asyncio.gather`` of steps numbers them in argument
+order on every execution. When the journal already holds that number, the recorded outcome is
+returned (or the recorded failure re-raised) without running anything; a recorded entry with a
+different name fails the run with `NonDeterminismError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import time
+import traceback
+import uuid as uuid_module
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Executor
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tether.engine.budget import ZERO, Budget, Usage
+from tether.engine.control import CancelRun, DropRun, Suspend
+from tether.engine.registry import StepDef, make_step
+from tether.engine.retry import NO_RETRY, Retry
+from tether.engine.serde import Decoder, to_jsonable
+from tether.errors import NonDeterminismError, StepFailed, UserError
+from tether.store.base import RunRecord, StepRecord, Store
+
+_current: ContextVar[Context | None] = ContextVar("tether_context", default=None)
+_current_step: ContextVar[StepContext | None] = ContextVar("tether_step", default=None)
+_identity = Decoder(None)
+
+
+def current_context() -> Context | None:
+    """The workflow context of the calling code, or ``None`` outside a workflow."""
+    return _current.get()
+
+
+def current_step() -> StepContext:
+    """The step being executed (run id, sequence number, attempt, idempotency key)."""
+    step = _current_step.get()
+    if step is None:
+        raise UserError("tether.current_step() was called outside a running step")
+    return step
+
+
+@dataclass(slots=True)
+class StepContext:
+    """What a running step may know about itself, and where it reports what it spent."""
+
+    run_id: str
+    seq: int
+    name: str
+    attempt: int
+    labels: dict[str, str]
+    usage: Usage = ZERO
+    meta: dict[str, Any] = field(default_factory=dict[str, Any])
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across retries and worker takeovers: hand it to the outside system."""
+        return f"{self.run_id}:{self.seq}"
+
+    def add_usage(self, usage: Usage) -> None:
+        """Charge what this step spent to the run's ledger (journaled with the outcome)."""
+        self.usage = self.usage + usage
+
+    def set_meta(self, **attributes: Any) -> None:
+        """Attach attributes (model, fingerprint…) journaled with the step's outcome."""
+        self.meta.update(attributes)
+
+
+def error_record(exc: BaseException, *, timeout: float | None = None) -> dict[str, Any]:
+    message = str(exc)
+    if isinstance(exc, TimeoutError) and not message and timeout is not None:
+        message = f"timed out after {timeout}s"
+    record: dict[str, Any] = {"type": type(exc).__name__, "message": message or repr(exc)}
+    tb = "".join(traceback.format_exception(exc, limit=-8))
+    record["traceback"] = tb[-4000:]
+    return record
+
+
+class Context:
+    """Handed to a workflow as its first argument; every method is journaled."""
+
+    def __init__(
+        self,
+        *,
+        run: RunRecord,
+        token: int,
+        store: Store,
+        journal: list[StepRecord],
+        budget: Budget | None,
+        executor: Executor | None = None,
+    ) -> None:
+        self._run = run
+        self._token = token
+        self._store = store
+        self._journal = {rec.seq: rec for rec in journal}
+        self._budget = budget
+        self._executor = executor
+        self._seq = 0
+        self._usage = ZERO
+        for rec in journal:
+            if rec.usage:
+                self._usage = self._usage + Usage.from_dict(rec.usage)
+        self._pending_values: list[StepRecord] = []
+        self._inflight: set[asyncio.Future[None]] = set()
+        self._stopping: BaseException | None = None
+        self._cancel_requested = False
+        self.fatal: BaseException | None = None
+        """A failure the run must end with even if workflow code caught it."""
+
+    # --- what the workflow may read ---------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self._run.id
+
+    @property
+    def workflow(self) -> str:
+        return self._run.workflow
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self._run.labels
+
+    @property
+    def input(self) -> Any:
+        return self._run.input
+
+    @property
+    def budget(self) -> Budget | None:
+        return self._budget
+
+    @property
+    def spent(self) -> Usage:
+        """Everything journaled so far: the budget ledger."""
+        return self._usage
+
+    @property
+    def journal(self) -> dict[int, StepRecord]:
+        """The entries recorded so far (read-only view for upper layers)."""
+        return self._journal
+
+    def usage_where(self, predicate: Callable[[dict[str, Any]], bool]) -> Usage:
+        """Usage of the journaled entries whose `meta` matches (e.g. one agent node)."""
+        total = ZERO
+        for rec in self._journal.values():
+            if rec.usage and predicate(rec.meta or {}):
+                total = total + Usage.from_dict(rec.usage)
+        return total
+
+    # --- operations ------------------------------------------------------------------------------
+
+    def step(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """Run `fn` as a journaled step (a function decorated with `@app.step` keeps its
+        retry and timeout; any other callable runs once, named by its qualified name)."""
+        definition = getattr(fn, "__tether_step__", None)
+        if definition is None:
+            definition = make_step(fn, name=None, retry=None, timeout=None)
+        return self.call_step(definition, args, kwargs)
+
+    def call_step(
+        self, definition: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        return self.run_step(
+            definition.name,
+            definition.fn,
+            args,
+            kwargs,
+            retry=definition.retry,
+            timeout=definition.timeout,
+            is_async=definition.is_async,
+            decode=definition.decode,
+        )
+
+    def run_step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        is_async: bool | None = None,
+        decode: Decoder = _identity,
+        kind: str = "step",
+        meta: dict[str, Any] | None = None,
+        estimate: Usage = ZERO,
+        budgets: tuple[tuple[Budget, Usage, str], ...] = (),
+        record_input: Any = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """The general form of a step, for upper layers (agents record model and tool calls
+        with it). `budgets` are extra ``(budget, spent, scope)`` checks, e.g. per agent node."""
+        seq = self._next_seq()
+        if is_async is None:
+            is_async = asyncio.iscoroutinefunction(fn)
+        return self._execute_step(
+            seq,
+            name,
+            fn,
+            args,
+            kwargs or {},
+            retry or NO_RETRY,
+            timeout,
+            is_async,
+            decode,
+            kind,
+            meta,
+            estimate,
+            budgets,
+            record_input,
+        )
+
+    def sleep(self, duration: timedelta | float) -> Coroutine[Any, Any, None]:
+        """A durable timer: the run is suspended and the worker released until it is due."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+        return self._sleep(self._next_seq(), seconds)
+
+    def wait_for_signal(
+        self, name: str, *, timeout: timedelta | float | None = None
+    ) -> Coroutine[Any, Any, Any]:
+        """Wait for the next signal `name` (kept if it arrived earlier) and return its payload.
+        The run holds no worker while waiting. Raises `SignalTimeout` after `timeout`."""
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        return self._wait_for_signal(self._next_seq(), name, seconds)
+
+    def now(self) -> datetime:
+        """The current time, recorded: a replay returns the same instant."""
+        seq = self._next_seq()
+        rec = self._replayed(seq, "now", "value")
+        if rec is None:
+            value = time.time()
+            self._record_value(seq, "now", value)
+        else:
+            value = float(rec.output)
+        return datetime.fromtimestamp(value, UTC)
+
+    def uuid(self) -> uuid_module.UUID:
+        """A random UUID, recorded: a replay returns the same one."""
+        seq = self._next_seq()
+        rec = self._replayed(seq, "uuid", "value")
+        if rec is None:
+            value = str(uuid_module.uuid4())
+            self._record_value(seq, "uuid", value)
+        else:
+            value = str(rec.output)
+        return uuid_module.UUID(value)
+
+    # --- executor hooks --------------------------------------------------------------------------
+
+    def request_cancel(self) -> None:
+        """Make the next operation end the run as cancelled."""
+        self._cancel_requested = True
+
+    async def settle(self) -> None:
+        """Wait for steps still running in other branches to journal their outcome (called
+        when one branch suspended the run), then flush buffered values."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        await self._flush_values()
+
+    async def flush(self) -> None:
+        await self._flush_values()
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _check_live(self) -> None:
+        if self._stopping is not None:
+            raise self._stopping
+        if self._cancel_requested:
+            raise CancelRun()
+
+    def _stop(self, signal: BaseException) -> BaseException:
+        if self._stopping is None:
+            self._stopping = signal
+        return signal
+
+    def _replayed(self, seq: int, name: str, kind: str) -> StepRecord | None:
+        rec = self._journal.get(seq)
+        if rec is not None and (rec.name != name or rec.kind != kind):
+            error = NonDeterminismError(
+                run_id=self.run_id,
+                seq=seq,
+                expected=f"{rec.kind} {rec.name!r}",
+                found=f"{kind} {name!r}",
+            )
+            self.fatal = error
+            raise error
+        return rec
+
+    def _record_value(self, seq: int, name: str, value: Any) -> None:
+        rec = StepRecord(
+            run_id=self.run_id,
+            seq=seq,
+            name=name,
+            kind="value",
+            status="completed",
+            output=value,
+            attempts=1,
+            started_at=time.time(),
+            finished_at=time.time(),
+        )
+        self._journal[seq] = rec
+        self._pending_values.append(rec)
+
+    async def _flush_values(self) -> None:
+        while self._pending_values:
+            rec = self._pending_values.pop(0)
+            if not await self._store.write_step(self.run_id, self._token, rec):
+                raise self._stop(await self._lost())
+
+    async def _write(self, rec: StepRecord) -> None:
+        await self._flush_values()
+        if not await self._store.write_step(self.run_id, self._token, rec):
+            raise self._stop(await self._lost())
+        previous = self._journal.get(rec.seq)
+        if previous is not None and previous.usage:
+            self._usage = Usage(
+                **{
+                    k: getattr(self._usage, k) - getattr(Usage.from_dict(previous.usage), k)
+                    for k in Usage.__dataclass_fields__
+                }
+            )
+        self._journal[rec.seq] = rec
+        if rec.usage:
+            self._usage = self._usage + Usage.from_dict(rec.usage)
+
+    async def _lost(self) -> BaseException:
+        run = await self._store.get_run(self.run_id)
+        if run is not None and run.fencing == self._token and run.cancel_requested:
+            return CancelRun()
+        return DropRun()
+
+    def _check_budget(
+        self, estimate: Usage, budgets: tuple[tuple[Budget, Usage, str], ...]
+    ) -> None:
+        steps = len(self._journal) + 1
+        elapsed = time.time() - self._run.created_at
+        if self._budget is not None:
+            self._check_one(self._budget, self._usage, steps, elapsed, estimate, "run")
+        for budget, spent, scope in budgets:
+            self._check_one(budget, spent, 0, 0.0, estimate, scope)
+
+    def _check_one(
+        self, budget: Budget, spent: Usage, steps: int, elapsed: float, estimate: Usage, scope: str
+    ) -> None:
+        from tether.errors import BudgetExceeded
+
+        try:
+            budget.check(
+                spent=spent,
+                steps=steps,
+                elapsed=elapsed,
+                estimate=estimate,
+                scope=scope,
+                run_id=self.run_id,
+            )
+        except BudgetExceeded as exc:
+            if budget.on_exceed == "suspend":
+                raise self._stop(Suspend(wake_at=None, waiting_for=BUDGET_SIGNAL)) from exc
+            self.fatal = exc
+            raise
+
+    async def _execute_step(
+        self,
+        seq: int,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retry: Retry,
+        timeout: float | None,
+        is_async: bool,
+        decode: Decoder,
+        kind: str,
+        meta: dict[str, Any] | None,
+        estimate: Usage,
+        budgets: tuple[tuple[Budget, Usage, str], ...],
+        record_input: Any,
+    ) -> Any:
+        self._check_live()
+        rec = self._replayed(seq, name, kind)
+        failures = 0
+        carried = ZERO
+        first_started: float | None = None
+        if rec is not None:
+            if rec.status == "completed":
+                return decode(rec.output)
+            if rec.status == "failed":
+                error = rec.error or {}
+                raise StepFailed(
+                    name,
+                    seq,
+                    str(error.get("type", "Error")),
+                    str(error.get("message", "")),
+                    rec.attempts,
+                )
+            failures, carried, first_started = rec.attempts, Usage.from_dict(rec.usage), rec.started_at
+            if rec.wake_at is not None and rec.wake_at > time.time():
+                remaining = rec.wake_at - time.time()
+                if remaining >= retry.durable_after:
+                    raise self._stop(Suspend(wake_at=rec.wake_at))
+                await asyncio.sleep(remaining)
+                self._check_live()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight.add(done)
+        try:
+            self._check_budget(estimate, budgets)
+            if record_input is None and (args or kwargs):
+                record_input = _describe_arguments(args, kwargs)
+            while True:
+                attempt = failures + 1
+                started = time.time()
+                first_started = first_started or started
+                step_ctx = StepContext(
+                    run_id=self.run_id,
+                    seq=seq,
+                    name=name,
+                    attempt=attempt,
+                    labels=self.labels,
+                    meta=dict(meta or {}),
+                )
+                try:
+                    result = await self._invoke(fn, args, kwargs, is_async, timeout, step_ctx)
+                    output = to_jsonable(result, what=f"the result of step {name!r}")
+                except Exception as exc:
+                    failures = attempt
+                    carried = carried + step_ctx.usage
+                    entry = StepRecord(
+                        run_id=self.run_id,
+                        seq=seq,
+                        name=name,
+                        kind=kind,
+                        status="failed",
+                        input=record_input,
+                        error=error_record(exc, timeout=timeout),
+                        attempts=failures,
+                        started_at=first_started,
+                        finished_at=time.time(),
+                        usage=carried.to_dict() or None,
+                        meta=step_ctx.meta or None,
+                    )
+                    if isinstance(exc, UserError) or not retry.should_retry(exc, failures):
+                        await self._write(entry)
+                        error = entry.error or {}
+                        raise StepFailed(
+                            name, seq, error["type"], error["message"], failures
+                        ) from exc
+                    delay = retry.delay(failures, exc)
+                    wake = time.time() + delay
+                    await self._write(_replace(entry, status="retrying", wake_at=wake))
+                    if delay >= retry.durable_after:
+                        raise self._stop(Suspend(wake_at=wake)) from None
+                    await asyncio.sleep(delay)
+                    self._check_live()
+                    continue
+                usage = carried + step_ctx.usage
+                await self._write(
+                    StepRecord(
+                        run_id=self.run_id,
+                        seq=seq,
+                        name=name,
+                        kind=kind,
+                        status="completed",
+                        input=record_input,
+                        output=output,
+                        attempts=attempt,
+                        started_at=first_started,
+                        finished_at=time.time(),
+                        usage=usage.to_dict() or None,
+                        meta=step_ctx.meta or None,
+                    )
+                )
+                return result
+        finally:
+            self._inflight.discard(done)
+            done.set_result(None)
+
+    async def _invoke(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        is_async: bool,
+        timeout: float | None,
+        step_ctx: StepContext,
+    ) -> Any:
+        outer = _current.set(None)
+        inner = _current_step.set(step_ctx)
+        try:
+            if is_async:
+                if timeout is None:
+                    return await fn(*args, **kwargs)
+                async with asyncio.timeout(timeout):
+                    return await fn(*args, **kwargs)
+            loop = asyncio.get_running_loop()
+            call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+            future = loop.run_in_executor(self._executor, call)
+            if timeout is None:
+                return await future
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            _current_step.reset(inner)
+            _current.reset(outer)
+
+    async def _sleep(self, seq: int, seconds: float) -> None:
+        self._check_live()
+        rec = self._replayed(seq, "sleep", "sleep")
+        if rec is not None and rec.status == "completed":
+            return
+        if rec is None:
+            wake = time.time() + seconds
+            rec = StepRecord(
+                run_id=self.run_id,
+                seq=seq,
+                name="sleep",
+                kind="sleep",
+                status="waiting",
+                input={"seconds": seconds},
+                started_at=time.time(),
+                wake_at=wake,
+            )
+            await self._write(rec)
+        wake = rec.wake_at or 0.0
+        if time.time() < wake:
+            raise self._stop(Suspend(wake_at=wake))
+        self._journal[seq] = done = _replace(rec, status="completed", finished_at=time.time())
+        self._pending_values.append(done)
+
+    async def _wait_for_signal(self, seq: int, name: str, timeout: float | None) -> Any:
+        self._check_live()
+        rec = self._replayed(seq, name, "signal")
+        if rec is not None and rec.status == "completed":
+            return rec.output
+        if rec is not None and rec.status == "failed":
+            from tether.errors import SignalTimeout
+
+            raise SignalTimeout(name, self.run_id)
+        now = time.time()
+        deadline = rec.wake_at if rec is not None else (now + timeout if timeout else None)
+        waiting = rec or StepRecord(
+            run_id=self.run_id,
+            seq=seq,
+            name=name,
+            kind="signal",
+            status="waiting",
+            input={"timeout": timeout} if timeout else None,
+            started_at=now,
+            wake_at=deadline,
+        )
+        await self._flush_values()
+        signal = await self._store.consume_signal(
+            self.run_id, self._token, _replace(waiting, finished_at=time.time())
+        )
+        if signal is not None:
+            self._journal[seq] = _replace(waiting, status="completed", output=signal.payload)
+            return signal.payload
+        if deadline is not None and time.time() >= deadline:
+            from tether.errors import SignalTimeout
+
+            await self._write(
+                _replace(
+                    waiting,
+                    status="failed",
+                    finished_at=time.time(),
+                    error={"type": "SignalTimeout", "message": f"no signal {name!r} in time"},
+                )
+            )
+            raise SignalTimeout(name, self.run_id)
+        if rec is None:
+            await self._write(waiting)
+        raise self._stop(Suspend(wake_at=deadline, waiting_for=name))
+
+
+BUDGET_SIGNAL = "tether.budget"
+
+
+def _replace(rec: StepRecord, **changes: Any) -> StepRecord:
+    from dataclasses import replace
+
+    return replace(rec, **changes)
+
+
+def _describe_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        return to_jsonable({"args": list(args), "kwargs": kwargs}, what="step arguments")
+    except UserError:
+        return {"args": [repr(a)[:200] for a in args], "kwargs": {k: repr(v)[:200] for k, v in kwargs.items()}}

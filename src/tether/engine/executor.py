@@ -1,0 +1,154 @@
+"""Execute one claimed run: replay its journal, carry it on, and record how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
+
+from tether.engine.budget import Budget
+from tether.engine.context import Context, _current, error_record
+from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
+from tether.engine.serde import to_jsonable
+from tether.errors import RunFailed, StepFailed
+from tether.store.base import Claim, Store
+
+if TYPE_CHECKING:
+    from tether.engine.registry import WorkflowDef
+
+log = logging.getLogger("tether.engine")
+
+
+class RunExecutor:
+    """Runs claimed runs of the workflows it knows. Shared by workers and `App.run`."""
+
+    def __init__(
+        self,
+        store: Store,
+        workflows: dict[tuple[str, str], WorkflowDef],
+        *,
+        max_recoveries: int,
+        executor: Executor | None,
+        live: dict[str, Context],
+    ) -> None:
+        self._store = store
+        self._workflows = workflows
+        self._max_recoveries = max_recoveries
+        self._executor = executor
+        self._live = live
+
+    async def execute(self, claim: Claim) -> str:
+        """Returns the status the run was left in, or ``dropped`` if the lease was lost."""
+        run, token = claim.run, claim.token
+        if claim.recovered and run.recoveries > self._max_recoveries:
+            return await self._end(
+                run.id,
+                token,
+                "failed",
+                error={
+                    "type": "PoisonRun",
+                    "message": (
+                        f"run {run.id} was taken over {run.recoveries} times after its worker "
+                        f"stopped (max_recoveries={self._max_recoveries}); it probably crashes "
+                        f"its worker (memory, a native crash in a step). Inspect it with "
+                        f"`tether show {run.id}`, fix the cause, then `tether fork`."
+                    ),
+                },
+            )
+        if run.cancel_requested:
+            return await self._end(run.id, token, "cancelled", error=run.error)
+        definition = self._workflows.get((run.workflow, run.version or ""))
+        if definition is None:  # claims filter by version; only a registry change gets here
+            await self._store.release_run(run.id, token)
+            return "queued"
+        journal = await self._store.load_steps(run.id)
+        budget = Budget.from_dict(run.budget)
+        if definition.budget is not None:
+            budget = definition.budget.merged(budget)
+        ctx = Context(
+            run=run,
+            token=token,
+            store=self._store,
+            journal=journal,
+            budget=budget,
+            executor=self._executor,
+        )
+        self._live[run.id] = ctx
+        reset = _current.set(ctx)
+        try:
+            return await self._drive(definition, ctx, token)
+        finally:
+            _current.reset(reset)
+            self._live.pop(run.id, None)
+
+    async def _drive(self, definition: WorkflowDef, ctx: Context, token: int) -> str:
+        run_id = ctx.run_id
+        try:
+            try:
+                kwargs = definition.validate_input(ctx.input)
+                result = await definition.fn(ctx, **kwargs)
+                if ctx.fatal is not None:
+                    raise ctx.fatal
+                await ctx.flush()
+                output = to_jsonable(result, what=f"the result of workflow {ctx.workflow!r}")
+            except Suspend as suspend:
+                await ctx.settle()
+                status = await self._store.suspend_run(
+                    run_id, token, wake_at=suspend.wake_at, waiting_for=suspend.waiting_for
+                )
+                return status if status is not None else await self._lost(run_id, token)
+            return await self._end(run_id, token, "succeeded", output=output)
+        except CancelRun:
+            run = await self._store.get_run(run_id)
+            return await self._end(run_id, token, "cancelled", error=run.error if run else None)
+        except DropRun:
+            log.warning("run %s: lease lost to another worker; dropping it", run_id)
+            return "dropped"
+        except RefuseRun as refusal:
+            error = {
+                "type": "RunRefused",
+                "message": f"run {run_id} refused: {refusal.reason}",
+                "reason": refusal.reason,
+                "details": refusal.details,
+            }
+            return await self._end(run_id, token, "refused", error=error)
+        except asyncio.CancelledError:
+            # Worker shutdown: hand the run back so another worker continues at once.
+            await asyncio.shield(self._store.release_run(run_id, token))
+            raise
+        except Exception as exc:
+            failure = ctx.fatal or exc
+            return await self._end(run_id, token, "failed", error=_failure(run_id, failure))
+
+    async def _end(
+        self,
+        run_id: str,
+        token: int,
+        status: str,
+        *,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> str:
+        if await self._store.finish_run(run_id, token, status=status, output=output, error=error):
+            return status
+        return await self._lost(run_id, token)
+
+    async def _lost(self, run_id: str, token: int) -> str:
+        run = await self._store.get_run(run_id)
+        if run is not None and run.fencing == token and run.cancel_requested:
+            if await self._store.finish_run(run_id, token, status="cancelled", error=run.error):
+                return "cancelled"
+        log.warning("run %s: lease lost to another worker; dropping it", run_id)
+        return "dropped"
+
+
+def _failure(run_id: str, exc: BaseException) -> dict[str, Any]:
+    record = error_record(exc)
+    if isinstance(exc, RunFailed):
+        record["type"] = exc.error_type
+        record["details"] = to_jsonable(exc.details, what="error details")
+    elif isinstance(exc, StepFailed):
+        record["message"] = f"run {run_id}: {exc}"
+        record["details"] = {"step": exc.step, "seq": exc.seq, "cause": exc.error_type}
+    return record

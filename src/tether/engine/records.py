@@ -1,0 +1,133 @@
+"""What the client API returns about runs and their steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tether.engine.budget import Usage
+from tether.store.base import RunRecord, StepRecord
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One journal entry of a run, as a user reads it."""
+
+    seq: int
+    """Sequence number (1 is the first operation of the run)."""
+    name: str
+    kind: str
+    """``step``, ``sleep``, ``signal`` or ``value``."""
+    status: str
+    """``completed``, ``failed``, ``retrying`` or ``waiting``."""
+    attempts: int
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    wake_at: datetime | None
+    usage: Usage
+    meta: dict[str, Any]
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the start of the first attempt to the outcome."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @classmethod
+    def from_record(cls, rec: StepRecord) -> StepInfo:
+        return cls(
+            seq=rec.seq,
+            name=rec.name,
+            kind=rec.kind,
+            status=rec.status,
+            attempts=rec.attempts,
+            input=rec.input,
+            output=rec.output,
+            error=rec.error,
+            started_at=_ts(rec.started_at),
+            finished_at=_ts(rec.finished_at),
+            wake_at=_ts(rec.wake_at),
+            usage=Usage.from_dict(rec.usage),
+            meta=rec.meta or {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run and its journal."""
+
+    id: str
+    workflow: str
+    version: str | None
+    status: str
+    """``queued``, ``running``, ``waiting``, ``succeeded``, ``failed``, ``refused`` or
+    ``cancelled``."""
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    labels: dict[str, str]
+    steps: list[StepInfo]
+    usage: Usage
+    budget: dict[str, Any] | None
+    parent_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    wake_at: datetime | None
+    waiting_for: str | None
+    recoveries: int
+    """How many times a worker took this run over after its previous worker stopped."""
+    lease_owner: str | None
+    lease_expires: datetime | None
+
+    @property
+    def tokens(self) -> int:
+        return self.usage.tokens
+
+    @property
+    def cost_usd(self) -> float:
+        return self.usage.cost_usd
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "refused", "cancelled")
+
+    @classmethod
+    def from_records(cls, run: RunRecord, steps: list[StepRecord]) -> RunInfo:
+        infos = [StepInfo.from_record(s) for s in steps]
+        usage = Usage()
+        for s in infos:
+            usage = usage + s.usage
+        return cls(
+            id=run.id,
+            workflow=run.workflow,
+            version=run.version,
+            status=run.status,
+            input=run.input,
+            output=run.output,
+            error=run.error,
+            labels=run.labels,
+            steps=infos,
+            usage=usage,
+            budget=run.budget,
+            parent_id=run.parent_id,
+            created_at=_ts(run.created_at) or datetime.now(UTC),
+            updated_at=_ts(run.updated_at) or datetime.now(UTC),
+            started_at=_ts(run.started_at),
+            finished_at=_ts(run.finished_at),
+            wake_at=_ts(run.wake_at),
+            waiting_for=run.waiting_for,
+            recoveries=run.recoveries,
+            lease_owner=run.lease_owner,
+            lease_expires=_ts(run.lease_expires),
+        )

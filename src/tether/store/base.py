@@ -1,0 +1,281 @@
+"""The Store protocol and the records it speaks in.
+
+A store keeps runs, their journals (one row per sequence number) and their signal mailboxes.
+It knows nothing about workflows or steps beyond names and JSON values; the engine gives every
+row its meaning. Two implementations share one contract test suite: `SQLiteStore` (embedded,
+many worker processes on one host) and `PostgresStore` (many workers on many hosts).
+
+Rules every implementation keeps:
+
+* **Fencing.** Every write made on behalf of a claimed run (`write_step`, `consume_signal`,
+  `suspend_run`, `finish_run`, `release_run`) is conditional on the run still carrying the
+  caller's fencing token *and* not having a cancel request pending. When the condition fails the
+  write changes nothing and returns ``False`` (or ``None``); the engine then reads the run to
+  learn whether it lost the lease or was cancelled.
+* **Claims.** `claim_runs` atomically takes runnable runs — ``queued`` or ``waiting`` runs whose
+  ``wake_at`` has passed, and ``running`` runs whose lease expired — sets them ``running`` under
+  the caller's lease and increments their fencing token. Taking over an expired lease counts one
+  recovery. Two concurrent claimers never get the same run.
+* **No lost wake-ups.** `send_signal` makes a ``waiting`` run ``queued`` in the same
+  transaction that stores the signal, and `suspend_run` leaves the run ``queued`` instead of
+  ``waiting`` when an unconsumed signal it waits for is already in the mailbox — whatever order
+  the two transactions commit in.
+* **Values.** Payload fields (`input`, `output`, signal payloads, `error`, `usage`, `meta`,
+  `labels`) are JSON-compatible Python values; the store encodes and decodes them.
+* **Time.** Timestamps are Unix epoch seconds (float).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "refused", "cancelled")
+FINISHED_STATUSES = frozenset({"succeeded", "failed", "refused", "cancelled"})
+
+STEP_KINDS = ("step", "sleep", "signal", "value")
+"""``step`` a function call; ``sleep`` a durable timer; ``signal`` a signal wait; ``value`` a
+recorded ``ctx.now()`` / ``ctx.uuid()``."""
+
+STEP_STATUSES = ("completed", "failed", "retrying", "waiting")
+"""``retrying``: attempts failed so far (journaled so a crash does not reset the count);
+``waiting``: a sleep or signal wait not yet over."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run as stored."""
+
+    id: str
+    workflow: str
+    version: str | None
+    """The workflow version the run is pinned to; ``None`` until a worker with the workflow
+    claims it when the starter did not know the workflow."""
+    status: str
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    labels: dict[str, str]
+    budget: dict[str, Any] | None
+    parent_id: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    wake_at: float | None
+    """When a waiting (or delayed queued) run becomes runnable; ``None`` means only a signal
+    wakes it."""
+    waiting_for: str | None
+    """The signal name a waiting run waits for, if any."""
+    lease_owner: str | None
+    lease_expires: float | None
+    fencing: int
+    recoveries: int
+    """How many times a worker took the run over after its lease expired."""
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One journal entry: the outcome of the operation with sequence number `seq`."""
+
+    run_id: str
+    seq: int
+    name: str
+    kind: str
+    status: str
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    attempts: int = 1
+    started_at: float | None = None
+    finished_at: float | None = None
+    wake_at: float | None = None
+    usage: dict[str, Any] | None = None
+    """What the step spent: ``llm_calls``, ``tool_calls``, ``input_tokens``, ``output_tokens``,
+    ``cost_usd``… summed by the budget ledger."""
+    meta: dict[str, Any] | None = None
+    """Free-form attributes from upper layers (node, model, fingerprint…)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """One message in a run's mailbox."""
+
+    id: int
+    run_id: str
+    name: str
+    payload: Any
+    created_at: float
+    consumed_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """What `create_run` needs to insert a run."""
+
+    id: str
+    workflow: str
+    version: str | None
+    input: Any
+    labels: dict[str, str] = field(default_factory=dict[str, str])
+    budget: dict[str, Any] | None = None
+    parent_id: str | None = None
+    wake_at: float | None = None
+    """Start no earlier than this time (``None``: now)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A run this worker now holds under `token`."""
+
+    run: RunRecord
+    token: int
+    recovered: bool
+    """True when the claim took over an expired lease (a crashed or paused worker)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What a heartbeat learned about the runs the worker holds."""
+
+    renewed: int
+    """How many leases were extended."""
+    cancel_requested: frozenset[str]
+    """Held runs with a pending cancel request."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable state of runs, journals and mailboxes. All methods are coroutines and may be
+    called from several event loops of one process (a worker loop, the App's sync portal)."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations (safe when several processes open at once)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # --- client side -------------------------------------------------------------------------
+
+    async def create_run(
+        self, new: NewRun, *, owner: str | None = None, lease_seconds: float = 10.0
+    ) -> tuple[RunRecord, int | None, bool]:
+        """Insert a run unless one with this id exists.
+
+        Returns ``(record, token, created)``. With `owner` the new run is inserted already
+        claimed (``running``) by that owner and `token` is its fencing token; otherwise it is
+        ``queued`` and `token` is ``None``. An existing run is returned unchanged with
+        ``created=False`` (idempotent start) and no token.
+        """
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Newest first."""
+        ...
+
+    async def load_steps(self, run_id: str) -> list[StepRecord]:
+        """The run's whole journal, ordered by `seq`, in one query."""
+        ...
+
+    async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord | None:
+        """Append to the mailbox; wake the run if it is ``waiting``. Returns the run after the
+        change, or ``None`` if there is no such run. Signals to finished runs are stored but
+        wake nothing."""
+        ...
+
+    async def list_signals(self, run_id: str) -> list[SignalRecord]: ...
+
+    async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
+        """Cancel at once if ``queued`` or ``waiting``; mark ``cancel_requested`` if ``running``
+        (the holder stops at its next write); no-op if finished. Returns the run after."""
+        ...
+
+    async def fork_run(self, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
+        """Create `new` as a queued run whose journal is a copy of the source's entries with
+        ``seq < from_seq`` that are ``completed``."""
+        ...
+
+    async def set_budget(self, run_id: str, budget: dict[str, Any] | None) -> RunRecord | None:
+        """Replace the run's budget; a run ``waiting`` for the signal ``tether.budget`` (parked
+        on its budget) becomes ``queued``."""
+        ...
+
+    async def prune(self, finished_before: float) -> int:
+        """Delete finished runs (with journal and mailbox) finished before the time; returns
+        how many runs were deleted."""
+        ...
+
+    # --- worker side -------------------------------------------------------------------------
+
+    async def claim_runs(
+        self,
+        owner: str,
+        workflows: Sequence[tuple[str, str]],
+        *,
+        limit: int,
+        lease_seconds: float,
+    ) -> list[Claim]:
+        """Claim up to `limit` runnable runs of the given ``(workflow, version)`` pairs (runs with
+        ``version`` ``None`` match any version of the name and get pinned to it), oldest due
+        first."""
+        ...
+
+    async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
+        """Claim this one run if it is runnable now (as `claim_runs` would); else ``None``."""
+        ...
+
+    async def heartbeat(self, owner: str, lease_seconds: float) -> Heartbeat:
+        """Extend every lease held by `owner` in one statement."""
+        ...
+
+    async def next_wake(self) -> float | None:
+        """The earliest `wake_at` among waiting or queued runs (for poll scheduling)."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when new work may be available (a notification) or after `timeout` seconds."""
+        ...
+
+    async def write_step(self, run_id: str, token: int, step: StepRecord) -> bool:
+        """Insert or replace the journal entry ``(run_id, step.seq)``; fenced."""
+        ...
+
+    async def consume_signal(
+        self, run_id: str, token: int, step: StepRecord
+    ) -> SignalRecord | None:
+        """Take the oldest unconsumed signal named ``step.name`` and, in the same transaction,
+        write `step` completed with the signal's payload as output. ``None`` when the mailbox
+        holds no such signal (nothing written) or the write is fenced off."""
+        ...
+
+    async def suspend_run(
+        self, run_id: str, token: int, *, wake_at: float | None, waiting_for: str | None
+    ) -> str | None:
+        """Release the lease and set the run ``waiting`` (or ``queued`` if the awaited signal is
+        already there). Returns the new status, ``None`` if fenced off."""
+        ...
+
+    async def finish_run(
+        self, run_id: str, token: int, *, status: str, output: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        """Set a final status, release the lease; fenced. The cancel-request condition does not
+        apply when `status` is ``cancelled``."""
+        ...
+
+    async def release_run(self, run_id: str, token: int) -> bool:
+        """Give a held run back (``queued``, no lease) without counting a recovery."""
+        ...
