@@ -1,0 +1,16 @@
+"""The `tether` command. Each module adds its commands to `cli`."""
+
+from __future__ import annotations
+
+from tether.cli.common import cli
+
+
+def main() -> None:
+    # Command modules register on import; keep the imports here, in help order.
+    from tether.cli import runs as _runs  # noqa: F401
+    from tether.cli import worker as _worker  # noqa: F401
+
+    cli()
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,1 @@
+"""Observability: spans, stats, change detection, stuck vs slow, cost and attribution."""
