@@ -7,6 +7,7 @@ TetherError
 │   └── UnknownWorkflow
 ├── StepFailed                 a step failed for good (retries exhausted); raised inside the workflow
 ├── StoreError                 the store could not do what was asked (corrupt data, bad schema)
+│   └── StoreUnavailable       the database cannot be reached (after the store's own retries)
 └── RunError                   what happened to a run, raised to whoever waits for it
     ├── RunFailed
     │   ├── BudgetExceeded
@@ -59,6 +60,14 @@ class UnknownWorkflow(UserError):
 
 class StoreError(TetherError):
     """The store could not do what was asked."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached even after the store's own retries.
+
+    A worker that meets this while executing a run stops touching the run (it does not fail
+    it); the lease expires and any worker takes the run over once the database is back.
+    """
 
 
 class StepFailed(TetherError):

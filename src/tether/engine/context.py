@@ -27,7 +27,7 @@ from tether.engine.control import CancelRun, DropRun, Suspend
 from tether.engine.registry import StepDef, make_step
 from tether.engine.retry import NO_RETRY, Retry
 from tether.engine.serde import Decoder, to_jsonable
-from tether.errors import NonDeterminismError, StepFailed, UserError
+from tether.errors import NonDeterminismError, StepFailed, StoreUnavailable, UserError
 from tether.store.base import RunRecord, StepRecord, Store
 
 _current: ContextVar[Context | None] = ContextVar("tether_context", default=None)
@@ -317,13 +317,20 @@ class Context:
     async def _flush_values(self) -> None:
         while self._pending_values:
             rec = self._pending_values.pop(0)
-            if not await self._store.write_step(self.run_id, self._token, rec):
-                raise self._stop(await self._lost())
+            await self._write_fenced(rec)
+
+    async def _write_fenced(self, rec: StepRecord) -> None:
+        try:
+            written = await self._store.write_step(self.run_id, self._token, rec)
+        except StoreUnavailable:
+            # Not the workflow's failure: leave the run for takeover once the store is back.
+            raise self._stop(DropRun()) from None
+        if not written:
+            raise self._stop(await self._lost())
 
     async def _write(self, rec: StepRecord) -> None:
         await self._flush_values()
-        if not await self._store.write_step(self.run_id, self._token, rec):
-            raise self._stop(await self._lost())
+        await self._write_fenced(rec)
         previous = self._journal.get(rec.seq)
         if previous is not None and previous.usage:
             self._usage = Usage(
@@ -560,9 +567,12 @@ class Context:
             wake_at=deadline,
         )
         await self._flush_values()
-        signal = await self._store.consume_signal(
-            self.run_id, self._token, _replace(waiting, finished_at=time.time())
-        )
+        try:
+            signal = await self._store.consume_signal(
+                self.run_id, self._token, _replace(waiting, finished_at=time.time())
+            )
+        except StoreUnavailable:
+            raise self._stop(DropRun()) from None
         if signal is not None:
             self._journal[seq] = _replace(waiting, status="completed", output=signal.payload)
             return signal.payload

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ from tether.engine.budget import Budget
 from tether.engine.context import Context, _current, error_record
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.serde import to_jsonable
-from tether.errors import RunFailed, StepFailed
+from tether.errors import RunFailed, StepFailed, StoreUnavailable
 from tether.store.base import Claim, Store
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ class RunExecutor:
         self._max_recoveries = max_recoveries
         self._executor = executor
         self._live = live
+        self.listeners: list[Callable[[str, str], Awaitable[None]]] = []
+        """Called with ``(run_id, status)`` after a run ends or suspends (not when dropped)."""
 
     async def execute(self, claim: Claim) -> str:
         """Returns the status the run was left in, or ``dropped`` if the lease was lost."""
@@ -77,10 +80,17 @@ class RunExecutor:
         self._live[run.id] = ctx
         reset = _current.set(ctx)
         try:
-            return await self._drive(definition, ctx, token)
+            status = await self._drive(definition, ctx, token)
         finally:
             _current.reset(reset)
             self._live.pop(run.id, None)
+        if status != "dropped":
+            for listener in self.listeners:
+                try:
+                    await listener(run.id, status)
+                except Exception:
+                    log.exception("run %s: a run listener failed", run.id)
+        return status
 
     async def _drive(self, definition: WorkflowDef, ctx: Context, token: int) -> str:
         run_id = ctx.run_id
@@ -104,6 +114,9 @@ class RunExecutor:
             return await self._end(run_id, token, "cancelled", error=run.error if run else None)
         except DropRun:
             log.warning("run %s: lease lost to another worker; dropping it", run_id)
+            return "dropped"
+        except StoreUnavailable as exc:
+            log.warning("run %s: store unavailable (%s); leaving it for takeover", run_id, exc)
             return "dropped"
         except RefuseRun as refusal:
             error = {

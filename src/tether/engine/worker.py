@@ -18,6 +18,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
+from tether.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from tether.engine.app import App
@@ -123,6 +124,9 @@ class Worker:
             return await self.app.executor.execute(claim)
         except asyncio.CancelledError:
             raise
+        except StoreUnavailable as exc:
+            log.warning("worker %s: run %s left for takeover: %s", self.name, claim.run.id, exc)
+            return "dropped"
         except Exception:
             log.exception("worker %s: run %s crashed the executor", self.name, claim.run.id)
             return "error"

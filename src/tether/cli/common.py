@@ -1,0 +1,85 @@
+"""What every `tether` command shares: the Typer app, store/app options, output, errors."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from tether.errors import TetherError, UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+cli = typer.Typer(
+    name="tether",
+    help="tether: durable runtime for LLM agents. Store: --store, else $TETHER_STORE, "
+    "else sqlite:///tether.db.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+STORE_HELP = "Store URL (default: $TETHER_STORE, else sqlite:///tether.db)"
+APP_HELP = "The app as module:attribute, e.g. myproject.workflows:app"
+JSON_HELP = "Print JSON for scripts instead of tables"
+
+
+def load_app(spec: str | None, store: str | None) -> Any:
+    """The `tether.App` named by ``module:attribute``; or a bare client App on the store."""
+    import tether
+
+    if store:
+        os.environ["TETHER_STORE"] = store
+    if not spec:
+        return tether.App(store)
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UserError(f"--app {spec!r} must look like package.module:app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    app = getattr(module, attribute, None)
+    if not isinstance(app, tether.App):
+        raise UserError(f"--app {spec!r}: {module_name}.{attribute} is not a tether.App")
+    return app
+
+
+def parse_json(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {text!r}") from None
+
+
+def print_json(value: Any) -> None:
+    from tether.engine.serde import to_jsonable
+
+    sys.stdout.write(json.dumps(to_jsonable(value, what="output"), indent=2, default=str) + "\n")
+
+
+def handle_errors(fn: F) -> F:
+    """Turn tether errors into one clear line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TetherError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
