@@ -34,6 +34,8 @@ from tether.errors import (
     UserError,
 )
 
+from tether.trust.policy import Policy
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "Context",
     "LeaseLost",
     "NonDeterminismError",
+    "Policy",
     "Retry",
     "RunCancelled",
     "RunError",

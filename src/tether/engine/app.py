@@ -159,6 +159,7 @@ class App:
             max_recoveries=max_recoveries,
             executor=self._threads,
             live=self.live_contexts,
+            app=self,
         )
 
     # --- registration ----------------------------------------------------------------------------

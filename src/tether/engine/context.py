@@ -96,7 +96,10 @@ class Context:
         journal: list[StepRecord],
         budget: Budget | None,
         executor: Executor | None = None,
+        app: Any = None,
     ) -> None:
+        self.app = app
+        """The `tether.App` executing this run (upper layers read their configuration from it)."""
         self._run = run
         self._token = token
         self._store = store

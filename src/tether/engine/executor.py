@@ -32,7 +32,9 @@ class RunExecutor:
         max_recoveries: int,
         executor: Executor | None,
         live: dict[str, Context],
+        app: Any = None,
     ) -> None:
+        self._app = app
         self._store = store
         self._workflows = workflows
         self._max_recoveries = max_recoveries
@@ -76,6 +78,7 @@ class RunExecutor:
             journal=journal,
             budget=budget,
             executor=self._executor,
+            app=self._app,
         )
         self._live[run.id] = ctx
         reset = _current.set(ctx)

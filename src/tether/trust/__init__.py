@@ -1,0 +1,1 @@
+"""Trust rings: risk categories, policies, approvals with context, and evidence."""
