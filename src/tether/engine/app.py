@@ -371,7 +371,7 @@ class App:
             claim = await self.store.claim_run(run.id, owner, lease_seconds=self.lease_seconds)
         if claim is not None:
             quiet_control_flow(asyncio.get_running_loop())
-            beat = asyncio.create_task(self._keep_lease(owner))
+            beat = asyncio.create_task(self._keep_lease(owner, run.id))
             try:
                 await self.executor.execute(claim)
             finally:
@@ -523,11 +523,13 @@ class App:
             wake_at=time.time() + seconds if seconds else None,
         )
 
-    async def _keep_lease(self, owner: str) -> None:
+    async def _keep_lease(self, owner: str, run_id: str) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
+            ctx = self.live_contexts.get(run_id)
+            progress = {run_id: ctx.progress()} if ctx is not None else None
             try:
-                beat = await self.store.heartbeat(owner, self.lease_seconds)
+                beat = await self.store.heartbeat(owner, self.lease_seconds, progress)
             except Exception:
                 continue
             for run_id in beat.cancel_requested:

@@ -113,6 +113,7 @@ class Context:
                 self._usage = self._usage + Usage.from_dict(rec.usage)
         self._pending_values: list[StepRecord] = []
         self._inflight: set[asyncio.Future[None]] = set()
+        self._running: dict[int, dict[str, Any]] = {}
         self._stopping: BaseException | None = None
         self._cancel_requested = False
         self.fatal: BaseException | None = None
@@ -257,6 +258,12 @@ class Context:
         return uuid_module.UUID(value)
 
     # --- executor hooks --------------------------------------------------------------------------
+
+    def progress(self) -> dict[str, Any] | None:
+        """The oldest operation executing right now (for the heartbeat), or ``None``."""
+        if not self._running:
+            return None
+        return self._running[min(self._running)]
 
     def request_cancel(self) -> None:
         """Make the next operation end the run as cancelled."""
@@ -425,6 +432,15 @@ class Context:
                 self._check_live()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight.add(done)
+        self._running[seq] = {
+            "seq": seq,
+            "name": name,
+            "kind": kind,
+            # The pipeline node, when an upper layer put one in the meta (observe.names.NODE).
+            "node": (meta or {}).get("tether.node"),
+            "started_at": time.time(),
+            "timeout": timeout,
+        }
         try:
             self._check_budget(estimate, budgets)
             if record_input is None and (args or kwargs):
@@ -495,6 +511,7 @@ class Context:
                 return result
         finally:
             self._inflight.discard(done)
+            self._running.pop(seq, None)
             done.set_result(None)
 
     async def _invoke(

@@ -159,8 +159,15 @@ class Worker:
             await asyncio.sleep(interval)
             if not self._active:
                 continue
+            progress: dict[str, dict[str, Any] | None] = {}
+            for run_id in self._active:
+                ctx = self.app.live_contexts.get(run_id)
+                if ctx is not None:
+                    progress[run_id] = ctx.progress()
             try:
-                beat = await self.app.store.heartbeat(self.owner, self.app.lease_seconds)
+                beat = await self.app.store.heartbeat(
+                    self.owner, self.app.lease_seconds, progress
+                )
             except Exception as exc:
                 log.warning("worker %s: heartbeat failed (%s)", self.name, exc)
                 continue
