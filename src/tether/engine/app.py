@@ -359,16 +359,25 @@ class App:
     ) -> RunInfo:
         """Start (or pick up) a run and execute it in this process until it finishes, suspends
         or fails."""
-        new = self._new_run(workflow, input, run_id, labels, budget, None)
         owner = f"{default_worker_name()}:run:{secrets.token_hex(4)}"
-        run, token, created = await self.store.create_run(
-            new, owner=owner, lease_seconds=self.lease_seconds
-        )
+        existing = await self.store.get_run(run_id) if run_id is not None else None
         claim: Claim | None = None
-        if created and token is not None:
-            claim = Claim(run=run, token=token, recovered=False)
-        elif run.status not in FINISHED_STATUSES:
-            claim = await self.store.claim_run(run.id, owner, lease_seconds=self.lease_seconds)
+        if existing is not None:
+            # Resuming: the run's own input and settings apply, whatever is passed now.
+            run = existing
+            if run.status not in FINISHED_STATUSES:
+                claim = await self.store.claim_run(run.id, owner, lease_seconds=self.lease_seconds)
+        else:
+            new = self._new_run(workflow, input, run_id, labels, budget, None)
+            run, token, created = await self.store.create_run(
+                new, owner=owner, lease_seconds=self.lease_seconds
+            )
+            if created and token is not None:
+                claim = Claim(run=run, token=token, recovered=False)
+            elif run.status not in FINISHED_STATUSES:
+                claim = await self.store.claim_run(
+                    run.id, owner, lease_seconds=self.lease_seconds
+                )
         if claim is not None:
             quiet_control_flow(asyncio.get_running_loop())
             beat = asyncio.create_task(self._keep_lease(owner, run.id))

@@ -97,8 +97,10 @@ class Context:
         budget: Budget | None,
         executor: Executor | None = None,
         app: Any = None,
+        replay_only: bool = False,
     ) -> None:
         self.app = app
+        self._replay_only = replay_only
         """The `tether.App` executing this run (upper layers read their configuration from it)."""
         self._run = run
         self._token = token
@@ -163,7 +165,7 @@ class Context:
 
     def step(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """Run `fn` as a journaled step (a function decorated with `@app.step` keeps its
-        retry and timeout; any other callable runs once, named by its qualified name)."""
+        retry and timeout; any other callable runs once, named by its function name)."""
         definition = getattr(fn, "__tether_step__", None)
         if definition is None:
             definition = make_step(fn, name=None, retry=None, timeout=None)
@@ -298,6 +300,10 @@ class Context:
 
     def _replayed(self, seq: int, name: str, kind: str) -> StepRecord | None:
         rec = self._journal.get(seq)
+        if self._replay_only and (rec is None or rec.status not in ("completed", "failed")):
+            # Replaying a recorded journal: the code reached past what it settled; stop here.
+            if rec is None or (rec.name == name and rec.kind == kind):
+                raise self._stop(ReplayEnd(seq, name))
         if rec is not None and (rec.name != name or rec.kind != kind):
             error = NonDeterminismError(
                 run_id=self.run_id,
@@ -614,6 +620,15 @@ class Context:
 
 
 BUDGET_SIGNAL = "tether.budget"
+
+
+class ReplayEnd(BaseException):
+    """Replay-only execution reached an operation the recorded journal does not hold."""
+
+    def __init__(self, seq: int, name: str) -> None:
+        super().__init__(f"replay reached #{seq} {name!r}, past the end of the journal")
+        self.seq = seq
+        self.name = name
 
 
 def _replace(rec: StepRecord, **changes: Any) -> StepRecord:

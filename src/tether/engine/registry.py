@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
@@ -116,10 +117,17 @@ def make_step(
 ) -> StepDef:
     try:
         returns = get_type_hints(fn).get("return", inspect.Parameter.empty)
-    except Exception:
+    except Exception as exc:
+        # Without the type, a replay would hand back plain JSON where the first run returned
+        # a model: say so rather than let the two executions differ silently.
+        warnings.warn(
+            f"step {fn.__qualname__}: cannot resolve its return annotation ({exc}); replayed "
+            "results will be plain JSON. Define the returned types at module level.",
+            stacklevel=3,
+        )
         returns = inspect.Parameter.empty
     return StepDef(
-        name=name or fn.__qualname__,
+        name=name or fn.__name__,
         fn=fn,
         retry=retry,
         timeout=timeout,
