@@ -207,7 +207,7 @@ async def test_a_client_without_the_workflow_starts_it_by_name(store_url: str) -
 async def test_a_zombie_worker_cannot_write_after_takeover(store_url: str) -> None:
     app, _ = build(store_url, lease_seconds=0.3)
     store = app.store
-    run, _, _ = await store.create_run(NewRun(id="z1", workflow="hello", version="1", input={"who": "x"}))
+    await store.create_run(NewRun(id="z1", workflow="hello", version="1", input={"who": "x"}))
     zombie = (await store.claim_runs("zombie", [("hello", "1")], limit=1, lease_seconds=0.3))[0]
     await asyncio.sleep(0.4)  # the zombie pauses past its lease
     taker = (await store.claim_runs("taker", [("hello", "1")], limit=1, lease_seconds=10))[0]

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import tether
-from tether.engine.replay import replay
 from tests.unit.replay_workflows import CALLS, app
+from tether.engine.replay import replay
 
 JOURNALS = Path(__file__).parent.parent / "fixtures" / "journals"
 

@@ -10,12 +10,14 @@ different name fails the run with `NonDeterminismError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
+import inspect
 import time
 import traceback
 import uuid as uuid_module
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -38,6 +40,16 @@ _identity = Decoder(None)
 def current_context() -> Context | None:
     """The workflow context of the calling code, or ``None`` outside a workflow."""
     return _current.get()
+
+
+@contextlib.contextmanager
+def bound(ctx: Context) -> Generator[Context, None, None]:
+    """Make `ctx` the current workflow context for the calling task (the executor's job)."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
 
 
 def current_step() -> StepContext:
@@ -144,6 +156,11 @@ class Context:
         return self._budget
 
     @property
+    def sequence(self) -> int:
+        """The last sequence number handed out."""
+        return self._seq
+
+    @property
     def spent(self) -> Usage:
         """Everything journaled so far: the budget ledger."""
         return self._usage
@@ -206,7 +223,7 @@ class Context:
         with it). `budgets` are extra ``(budget, spent, scope)`` checks, e.g. per agent node."""
         seq = self._next_seq()
         if is_async is None:
-            is_async = asyncio.iscoroutinefunction(fn)
+            is_async = inspect.iscoroutinefunction(fn)
         return self._execute_step(
             seq,
             name,
@@ -300,10 +317,10 @@ class Context:
 
     def _replayed(self, seq: int, name: str, kind: str) -> StepRecord | None:
         rec = self._journal.get(seq)
-        if self._replay_only and (rec is None or rec.status not in ("completed", "failed")):
+        unsettled = rec is None or rec.status not in ("completed", "failed")
+        if self._replay_only and unsettled and (rec is None or (rec.name, rec.kind) == (name, kind)):
             # Replaying a recorded journal: the code reached past what it settled; stop here.
-            if rec is None or (rec.name == name and rec.kind == kind):
-                raise self._stop(ReplayEnd(seq, name))
+            raise self._stop(ReplayEnd(seq, name))
         if rec is not None and (rec.name != name or rec.kind != kind):
             error = NonDeterminismError(
                 run_id=self.run_id,

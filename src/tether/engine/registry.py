@@ -7,7 +7,7 @@ import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, cast, get_type_hints
 
 import pydantic
 
@@ -43,15 +43,16 @@ class WorkflowDef:
         """Check `data` against the workflow's signature; returns the keyword arguments."""
         if data is None:
             data = {}
-        if not isinstance(data, dict):
+        if not isinstance(data, dict):  # callers pass untyped JSON
             raise UserError(
                 f"workflow {self.name!r} takes a JSON object of keyword arguments, "
                 f"got {type(data).__name__}"
             )
+        fields = cast(dict[str, Any], data)
         if self.input_model is None:
-            return dict(data)
+            return dict(fields)
         try:
-            parsed = self.input_model.model_validate(data)
+            parsed = self.input_model.model_validate(fields)
         except pydantic.ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}"

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether.engine.context import Context, ReplayEnd, _current
+from tether.engine.context import Context, ReplayEnd, bound
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.errors import NonDeterminismError, UserError
 from tether.store.base import RunRecord, StepRecord
@@ -79,26 +79,24 @@ async def replay_async(app: App, export: dict[str, Any]) -> ReplayResult:
         run=run, token=0, store=app.store, journal=journal, budget=None, app=app,
         replay_only=True,
     )
-    reset = _current.set(ctx)
     try:
-        output = await definition.fn(ctx, **definition.validate_input(run.input))
-        if ctx.fatal is not None:
-            raise ctx.fatal
-        return ReplayResult(True, output, ctx._seq, None)
+        with bound(ctx):
+            output = await definition.fn(ctx, **definition.validate_input(run.input))
+            if ctx.fatal is not None:
+                raise ctx.fatal
+        return ReplayResult(True, output, ctx.sequence, None)
     except NonDeterminismError:
         raise
     except ReplayEnd as end:
         return ReplayResult(False, None, end.seq, f"past the journal's end at #{end.seq} {end.name!r}")
     except (Suspend, CancelRun, DropRun, RefuseRun) as signal:
-        return ReplayResult(False, None, ctx._seq, type(signal).__name__)
+        return ReplayResult(False, None, ctx.sequence, type(signal).__name__)
     except Exception as exc:
         if isinstance(ctx.fatal, NonDeterminismError):
             raise ctx.fatal from None
-        return ReplayResult(False, None, ctx._seq, f"{type(exc).__name__}: {exc}")
-    finally:
-        _current.reset(reset)
+        return ReplayResult(False, None, ctx.sequence, f"{type(exc).__name__}: {exc}")
 
 
 def replay(app: App, export: dict[str, Any]) -> ReplayResult:
     """Synchronous twin of `replay_async`."""
-    return app._portal.run(replay_async(app, export))
+    return app.portal.run(replay_async(app, export))
