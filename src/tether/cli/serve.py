@@ -1,0 +1,34 @@
+"""`tether serve`: the HTTP API and web dashboard."""
+
+from __future__ import annotations
+
+import typer
+
+from tether.cli.common import APP_HELP, STORE_HELP, cli, err_console, handle_errors, load_app
+
+
+@cli.command()
+@handle_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind. The dashboard has no login: "
+                             "keep 127.0.0.1 unless an authenticating proxy is in front."),
+    port: int = typer.Option(8000, help="TCP port."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+    app: str | None = typer.Option(None, "--app", help=APP_HELP + " (lets the API start its "
+                                   "workflows with input checks; optional)"),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+) -> None:
+    """Serve the JSON API (/api) and the web dashboard for the store's runs and approvals."""
+    import uvicorn
+
+    from tether.server import create_app
+
+    tether_app = load_app(app, store)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(
+            f"[yellow]warning:[/] serving on {host}: the dashboard has no authentication; "
+            "anyone who can reach this port can signal and cancel runs",
+            highlight=False,
+        )
+    err_console.print(f"tether dashboard on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
+    uvicorn.run(create_app(tether_app), host=host, port=port, log_level=log_level)

@@ -1,0 +1,192 @@
+"""Approvals: the requests the trust layer sent to a human, with the context to judge them.
+
+JSON under ``/api/approvals`` and the page ``/approvals``. Mounted only when the App has the
+trust layer's client API (`available`); decisions go through ``app.approve_async`` /
+``app.reject_async``, which validate the reviewer and any edits and wake the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.errors import UserError
+from tether.server.factory import ApiError, templates_of, tether_app_of
+from tether.server.pages import REFRESH_SECONDS
+
+router = APIRouter(tags=["approvals"])
+
+STATUSES = ("pending", "approved", "rejected", "expired")
+
+
+def available(app: Any) -> bool:
+    """Whether `app` has the trust layer's approvals API."""
+    return all(
+        callable(getattr(app, name, None))
+        for name in ("approvals_async", "get_approval_async", "approve_async", "reject_async")
+    )
+
+
+class Approve(BaseModel):
+    """Body of ``POST /api/approvals/{id}/approve``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer: str = Field(min_length=1, description="Who decides (recorded in the audit).")
+    edits: dict[str, Any] | None = Field(
+        default=None,
+        description="Argument name → new value; validated against the tool's schema.",
+    )
+
+
+class Reject(BaseModel):
+    """Body of ``POST /api/approvals/{id}/reject``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer: str = Field(min_length=1)
+    reason: str = Field(min_length=1, description="Goes back to the agent as the tool's result.")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def approval_json(approval: Any) -> dict[str, Any]:
+    """An approval request as the API returns it."""
+    return {
+        "id": approval.id,
+        "run_id": approval.run_id,
+        "seq": approval.seq,
+        "workflow": approval.workflow,
+        "node": approval.agent,
+        "tool": approval.tool,
+        "category": approval.category,
+        "status": approval.status,
+        "arguments": approval.args,
+        "digest": approval.digest,
+        "args_schema": approval.args_schema,
+        "checks": [asdict(check) for check in approval.checks],
+        "reason": approval.reason,
+        "context": approval.context,
+        "reviewers": approval.reviewers,
+        "started_by": approval.started_by,
+        "created_at": _iso(approval.created_at),
+        "expires_at": _iso(approval.expires_at),
+        "decided_by": approval.decided_by,
+        "decided_at": _iso(approval.decided_at),
+        "approved_arguments": approval.approved_args,
+        "edited": approval.edited,
+    }
+
+
+async def _get(request: Request, approval_id: str) -> Any:
+    try:
+        return await tether_app_of(request).get_approval_async(approval_id)
+    except UserError as exc:
+        raise ApiError(404, str(exc), type="UnknownApproval") from exc
+
+
+def _status_param(status: str | None) -> str | None:
+    if status in (None, "", "all"):
+        return None
+    if status not in STATUSES:
+        raise ApiError(
+            422,
+            f"unknown approval status {status!r}; use one of {', '.join(STATUSES)} or all",
+            type="ValidationError",
+            field="status",
+        )
+    return status
+
+
+@router.get("/api/approvals")
+async def list_approvals(
+    request: Request,
+    status: Annotated[str | None, Query(description="pending (default), approved, rejected, expired or all")] = "pending",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Approval requests, newest first."""
+    found = await tether_app_of(request).approvals_async(status=_status_param(status), limit=limit)
+    return {"approvals": [approval_json(a) for a in found]}
+
+
+@router.get("/api/approvals/{approval_id}")
+async def get_approval(request: Request, approval_id: str) -> dict[str, Any]:
+    """One request with its arguments, checks and the reviewer's context snapshot."""
+    return approval_json(await _get(request, approval_id))
+
+
+async def _decide(request: Request, approval_id: str, decide: Any) -> dict[str, Any]:
+    await _get(request, approval_id)  # an unknown id is a 404, not a refused decision
+    try:
+        decided = await decide()
+    except UserError as exc:
+        # The request stays pending: the reviewer is not allowed, the edits do not validate,
+        # or it was already decided. The message says which.
+        message = str(exc)
+        field = "edits" if "edit" in message.lower() or "schema" in message.lower() else None
+        status = 409 if "already" in message.lower() else 422
+        raise ApiError(status, message, type="DecisionRefused", field=field) from exc
+    return approval_json(decided)
+
+
+@router.post("/api/approvals/{approval_id}/approve")
+async def approve(request: Request, approval_id: str, body: Approve) -> dict[str, Any]:
+    """Approve, optionally with edited arguments; the run resumes and the tool runs once with
+    exactly the approved arguments."""
+    app = tether_app_of(request)
+    return await _decide(
+        request,
+        approval_id,
+        lambda: app.approve_async(approval_id, reviewer=body.reviewer, edits=body.edits or None),
+    )
+
+
+@router.post("/api/approvals/{approval_id}/reject")
+async def reject(request: Request, approval_id: str, body: Reject) -> dict[str, Any]:
+    """Reject; the reason goes back to the agent as the tool's result."""
+    app = tether_app_of(request)
+    return await _decide(
+        request,
+        approval_id,
+        lambda: app.reject_async(approval_id, reviewer=body.reviewer, reason=body.reason),
+    )
+
+
+@router.get("/approvals", response_class=HTMLResponse, include_in_schema=False)
+async def approvals_page(
+    request: Request, status: Annotated[str | None, Query()] = "pending"
+) -> HTMLResponse:
+    wanted = _status_param(status)
+    found = await tether_app_of(request).approvals_async(status=wanted, limit=200)
+    return templates_of(request).TemplateResponse(
+        request,
+        "approvals.html",
+        {
+            "approvals": found,
+            "status": wanted,
+            "statuses": STATUSES,
+            "now": datetime.now(UTC),
+            "refresh": REFRESH_SECONDS * 2,
+        },
+    )
+
+
+@router.get("/approvals/{approval_id}", response_class=HTMLResponse, include_in_schema=False)
+async def approval_page(request: Request, approval_id: str) -> HTMLResponse:
+    approval = await _get(request, approval_id)
+    return templates_of(request).TemplateResponse(
+        request,
+        "approval.html",
+        {
+            "a": approval,
+            "now": datetime.now(UTC),
+            "refresh": REFRESH_SECONDS * 2 if approval.status == "pending" else None,
+        },
+    )

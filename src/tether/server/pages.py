@@ -1,0 +1,75 @@
+"""Dashboard pages for runs: the list (filtered by status and workflow) and one run's detail.
+
+Pages are rendered on the server; ``static/dashboard.js`` refreshes their live regions and
+turns the action forms into JSON calls to the API, so every change goes through one path.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from tether.server.factory import ApiError, templates_of, tether_app_of
+from tether.server.views import money, timeline
+from tether.store.base import FINISHED_STATUSES, RUN_STATUSES
+
+router = APIRouter(include_in_schema=False)
+
+REFRESH_SECONDS = 2
+"""How often the live parts of a page are refreshed (runs change state within seconds)."""
+
+
+@router.get("/runs", response_class=HTMLResponse)
+async def runs_page(
+    request: Request,
+    status: Annotated[str | None, Query()] = None,
+    workflow: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> HTMLResponse:
+    status = status or None
+    workflow = workflow or None
+    if status is not None and status not in RUN_STATUSES:
+        raise ApiError(
+            422, f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}", field="status"
+        )
+    app = tether_app_of(request)
+    runs = await app.list_runs_async(status=status, workflow=workflow, limit=limit)
+    workflows = sorted(set(app.workflow_names()) | {run.workflow for run in runs})
+    return templates_of(request).TemplateResponse(
+        request,
+        "runs.html",
+        {
+            "runs": runs,
+            "statuses": RUN_STATUSES,
+            "status": status,
+            "workflow": workflow,
+            "workflows": workflows,
+            "limit": limit,
+            "now": datetime.now(UTC),
+            "refresh": REFRESH_SECONDS,
+        },
+    )
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+async def run_page(request: Request, run_id: str) -> HTMLResponse:
+    run = await tether_app_of(request).get_run_async(run_id)
+    now = datetime.now(UTC)
+    finished = run.status in FINISHED_STATUSES
+    return templates_of(request).TemplateResponse(
+        request,
+        "run.html",
+        {
+            "run": run,
+            "finished": finished,
+            "bars": timeline(run, now),
+            "now": now,
+            "cost": money(run.usage.cost_usd, run.usage.unpriced_calls),
+            "duration": ((run.finished_at or now) - run.created_at).total_seconds(),
+            # Finished runs do not change; refreshing them would only cost queries.
+            "refresh": None if finished else REFRESH_SECONDS,
+        },
+    )

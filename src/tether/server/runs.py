@@ -1,0 +1,164 @@
+"""The runs API: list, inspect, start, signal, cancel and fork runs (JSON under /api/runs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.errors import UnknownRun, UnknownWorkflow, UserError
+from tether.server.factory import ApiError, tether_app_of
+from tether.server.views import run_json, run_summary_json
+from tether.store.base import FINISHED_STATUSES, RUN_STATUSES
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+
+
+class StartRun(BaseModel):
+    """Body of ``POST /api/runs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str = Field(min_length=1, description="The workflow's registered name.")
+    input: dict[str, Any] = Field(
+        default_factory=dict[str, Any], description="The workflow's keyword arguments."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict[str, str], description="Cost attribution labels (team, tenant…)."
+    )
+    run_id: str | None = Field(
+        default=None, min_length=1, description="Give one to make the start idempotent."
+    )
+
+
+class SendSignal(BaseModel):
+    """Body of ``POST /api/runs/{id}/signal``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="The signal name the run waits for.")
+    data: Any = Field(default=None, description="Any JSON value, handed to the waiting run.")
+
+
+class CancelRun(BaseModel):
+    """Body of ``POST /api/runs/{id}/cancel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="cancelled from the dashboard", min_length=1)
+
+
+class ForkRun(BaseModel):
+    """Body of ``POST /api/runs/{id}/fork``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_step: int = Field(
+        ge=1, description="Steps before this sequence number are reused, not executed again."
+    )
+
+
+@router.get("")
+async def list_runs(
+    request: Request,
+    status: Annotated[str | None, Query(description="One run status.")] = None,
+    workflow: Annotated[str | None, Query(description="A workflow name.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    """Runs, newest first, without their journals."""
+    if status == "":
+        status = None
+    if status is not None and status not in RUN_STATUSES:
+        raise ApiError(
+            422,
+            f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}",
+            type="ValidationError",
+            field="status",
+        )
+    runs = await tether_app_of(request).list_runs_async(
+        status=status, workflow=workflow or None, limit=limit
+    )
+    return {"runs": [run_summary_json(run) for run in runs]}
+
+
+@router.get("/{run_id}")
+async def get_run(request: Request, run_id: str) -> dict[str, Any]:
+    """One run with its input, output and whole journal."""
+    return run_json(await tether_app_of(request).get_run_async(run_id))
+
+
+@router.post("", status_code=201)
+async def start_run(request: Request, body: StartRun) -> JSONResponse:
+    """Queue a run (a worker with the workflow executes it). With `run_id`, starting twice
+    returns the same run (200 instead of 201)."""
+    app = tether_app_of(request)
+    existed = False
+    if body.run_id is not None:
+        try:
+            await app.get_run_async(body.run_id)
+            existed = True
+        except UnknownRun:
+            pass
+    try:
+        handle = await app.start_async(
+            body.workflow, body.input, run_id=body.run_id, labels=body.labels
+        )
+    except UnknownWorkflow:
+        raise
+    except UserError as exc:
+        # Everything start refuses is about what was sent: the input, the labels, the run id.
+        raise ApiError(422, str(exc), type="ValidationError", field=_field_of(str(exc))) from exc
+    run = await app.get_run_async(handle.id)
+    return JSONResponse(run_json(run), status_code=200 if existed else 201)
+
+
+@router.post("/{run_id}/signal", status_code=202)
+async def signal_run(request: Request, run_id: str, body: SendSignal) -> dict[str, Any]:
+    """Deliver a signal to the run's durable mailbox; a run waiting for it becomes runnable."""
+    app = tether_app_of(request)
+    run = await app.get_run_async(run_id)
+    if run.status in FINISHED_STATUSES:
+        raise ApiError(
+            409,
+            f"run {run_id} already ended ({run.status}); signal {body.name!r} was not delivered",
+            type="RunEnded",
+        )
+    await app.signal_async(run_id, body.name, body.data)
+    return run_json(await app.get_run_async(run_id))
+
+
+@router.post("/{run_id}/cancel")
+async def cancel_run(request: Request, run_id: str, body: CancelRun | None = None) -> dict[str, Any]:
+    """Cancel a queued or waiting run now; a running one stops at its next step. Cancelling an
+    ended run changes nothing and returns it as it is."""
+    reason = body.reason if body is not None else CancelRun().reason
+    return run_json(await tether_app_of(request).cancel_async(run_id, reason))
+
+
+@router.post("/{run_id}/fork", status_code=201)
+async def fork_run(request: Request, run_id: str, body: ForkRun) -> dict[str, Any]:
+    """A new run of the same workflow and input reusing the journal before `from_step`."""
+    app = tether_app_of(request)
+    source = await app.get_run_async(run_id)
+    if body.from_step > len(source.steps) + 1:
+        raise ApiError(
+            422,
+            f"run {run_id} has {len(source.steps)} journaled step(s); from_step must be "
+            f"between 1 and {len(source.steps) + 1}",
+            type="ValidationError",
+            field="from_step",
+        )
+    handle = await app.fork_async(run_id, body.from_step)
+    return run_json(await app.get_run_async(handle.id))
+
+
+def _field_of(message: str) -> str:
+    """Which request field an App error is about, from its wording (best effort)."""
+    lowered = message.lower()
+    if "label" in lowered:
+        return "labels"
+    if "run id" in lowered:
+        return "run_id"
+    return "input"

@@ -1,0 +1,174 @@
+// tether dashboard: refresh the live parts of a page, and send the action forms to the JSON API.
+// No framework and no build step: the server renders every page; this file only keeps it fresh.
+"use strict";
+
+(function () {
+  const body = document.body;
+  let refreshSeconds = Number(body.dataset.refresh || 0);
+  let timer = null;
+
+  function flash(message, kind) {
+    const box = document.getElementById("flash");
+    if (!box) return;
+    box.textContent = message;
+    box.className = "flash " + (kind || "ok");
+    box.hidden = false;
+  }
+
+  // A region the user is typing in, or whose form they changed, is left alone: a refresh must
+  // never throw away what someone is writing.
+  function busy(region) {
+    if (region.contains(document.activeElement) && document.activeElement !== document.body) {
+      return true;
+    }
+    return region.querySelector("form[data-dirty]") !== null;
+  }
+
+  function openDetails(region) {
+    const open = new Set();
+    region.querySelectorAll("details[open]").forEach((d, i) => {
+      const row = d.closest("[data-seq]");
+      open.add(row ? "seq:" + row.dataset.seq : "i:" + i);
+    });
+    return open;
+  }
+
+  function restoreDetails(region, open) {
+    region.querySelectorAll("details").forEach((d, i) => {
+      const row = d.closest("[data-seq]");
+      const key = row ? "seq:" + row.dataset.seq : "i:" + i;
+      if (open.has(key)) d.open = true;
+    });
+  }
+
+  async function refresh() {
+    if (document.hidden) return schedule();
+    const state = document.getElementById("refresh-state");
+    try {
+      const response = await fetch(location.href, { headers: { Accept: "text/html" } });
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      document.querySelectorAll("[data-live][id]").forEach((region) => {
+        const next = fresh.getElementById(region.id);
+        if (!next || busy(region)) return;
+        const open = openDetails(region);
+        region.replaceWith(next);
+        restoreDetails(next, open);
+        wireForms(next);
+      });
+      // A run that ended stops changing: the server stops asking for refreshes.
+      refreshSeconds = Number(fresh.body.dataset.refresh || 0);
+      if (state) {
+        state.textContent = refreshSeconds ? "live · " + new Date().toLocaleTimeString() : "";
+        state.classList.remove("stale");
+      }
+    } catch (err) {
+      if (state) {
+        state.textContent = "refresh failed (" + err.message + "), retrying";
+        state.classList.add("stale");
+      }
+    }
+    schedule();
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    if (refreshSeconds > 0) timer = setTimeout(refresh, refreshSeconds * 1000);
+  }
+
+  function formBody(form) {
+    const data = {};
+    for (const field of form.querySelectorAll("input[name], textarea[name], select[name]")) {
+      const raw = field.value.trim();
+      if (field.hasAttribute("data-json")) {
+        if (raw === "") continue;
+        try {
+          data[field.name] = JSON.parse(raw);
+        } catch (err) {
+          throw new Error(field.name + " is not valid JSON: " + err.message);
+        }
+      } else if (field.hasAttribute("data-int")) {
+        data[field.name] = Number.parseInt(raw, 10);
+      } else if (raw !== "") {
+        data[field.name] = raw;
+      }
+    }
+    return data;
+  }
+
+  async function submit(event) {
+    event.preventDefault();
+    const form = event.currentTarget;
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+    let payload;
+    try {
+      payload = formBody(form);
+    } catch (err) {
+      flash(err.message, "error");
+      return;
+    }
+    if (form.dataset.remember) {
+      for (const name of form.dataset.remember.split(",")) {
+        if (payload[name]) localStorage.setItem("tether." + name, payload[name]);
+      }
+    }
+    const button = form.querySelector("button[type=submit]");
+    if (button) button.disabled = true;
+    try {
+      const response = await fetch(form.dataset.api, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(payload),
+      });
+      const answer = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        const error = answer.error || {};
+        flash((error.type ? error.type + ": " : "") + (error.message || "HTTP " + response.status), "error");
+        return;
+      }
+      delete form.dataset.dirty;
+      if (form.dataset.kind === "fork" && answer.id) {
+        location.assign("/runs/" + answer.id);
+        return;
+      }
+      if (form.dataset.next) {
+        location.assign(form.dataset.next);
+        return;
+      }
+      flash(form.dataset.done || doneMessage(form.dataset.kind, payload, answer), "ok");
+      if (document.activeElement) document.activeElement.blur();
+      refreshSeconds = refreshSeconds || 2;
+      refresh();
+    } catch (err) {
+      flash("request failed: " + err.message, "error");
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  function doneMessage(kind, payload, answer) {
+    if (kind === "signal") return "signal '" + payload.name + "' delivered; run is " + answer.status;
+    if (kind === "cancel") return "run is " + answer.status;
+    if (answer.status) return "done: " + answer.status;
+    return "done";
+  }
+
+  function wireForms(root) {
+    root.querySelectorAll("form[data-api]").forEach((form) => {
+      if (form.dataset.wired) return;
+      form.dataset.wired = "1";
+      form.addEventListener("submit", submit);
+      form.addEventListener("input", () => (form.dataset.dirty = "1"));
+      if (form.dataset.remember) {
+        for (const name of form.dataset.remember.split(",")) {
+          const field = form.querySelector("[name=" + name + "]");
+          const saved = localStorage.getItem("tether." + name);
+          if (field && saved && !field.value) field.value = saved;
+        }
+      }
+    });
+  }
+
+  wireForms(document);
+  schedule();
+})();
