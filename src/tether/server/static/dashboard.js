@@ -13,6 +13,9 @@
     box.textContent = message;
     box.className = "flash " + (kind || "ok");
     box.hidden = false;
+    // Success notes fade once read; errors stay until the next action.
+    clearTimeout(flash.timer);
+    if (kind !== "error") flash.timer = setTimeout(() => (box.hidden = true), 8000);
   }
 
   // A region the user is typing in, or whose form they changed, is left alone: a refresh must

@@ -1,0 +1,117 @@
+"""The dashboard in a real headless Chromium, against the real server and a real worker.
+
+An operator's path: the runs list → filter → a waiting run's page → send the signal it waits
+for → watch the run resume and finish on the page, without reloading it. And the mistakes a
+person makes: malformed JSON in the signal form, cancelling a run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.dashboard_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    dashboard,
+    require_chromium,
+    screenshot_dir,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+if TYPE_CHECKING:  # playwright is a dev dependency; the fixtures skip without it
+    from playwright.sync_api import Browser, Page
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def test_signal_from_the_run_page_resumes_the_run(page: Page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    shots = screenshot_dir(tmp_path)
+    with dashboard(tmp_path) as (base, app):
+        failed = app.start("broken").id
+        waiting = app.start("outreach", {"company": "acme"}, labels={"team": "sales"}).id
+        wait_until(lambda: app.get_run(waiting).status == "waiting", 15, "run never waited")
+        wait_until(lambda: app.get_run(failed).status == "failed", 15, "run never failed")
+
+        page.goto(f"{base}/runs")
+        expect(page.locator(f'tr[data-run="{waiting}"] [data-status]')).to_have_text("waiting")
+        expect(page.locator(f'tr[data-run="{failed}"] [data-status]')).to_have_text("failed")
+        expect(page.locator(f'tr[data-run="{failed}"]')).to_contain_text("HTTP 503")
+        page.screenshot(path=str(shots / "runs.png"), full_page=True)
+
+        # The status filter narrows the list to what needs a human.
+        page.click('a[data-filter="waiting"]')
+        expect(page).to_have_url(re.compile(r"/runs\?status=waiting$"))
+        expect(page.locator("tr[data-run]")).to_have_count(1)
+
+        page.click(f'a[href="/runs/{waiting}"]')
+        expect(page).to_have_url(f"{base}/runs/{waiting}")
+        header = page.locator("#run-header")
+        expect(header.locator("[data-status]")).to_have_text("waiting")
+        expect(page.locator("#waiting-for")).to_have_text("approval")
+        expect(header).to_contain_text("team=sales")
+        expect(header).to_contain_text("3,000")  # tokens of the research step
+        expect(page.locator("tr[data-seq]")).to_have_count(2)  # research, then the wait
+        page.screenshot(path=str(shots / "run-waiting.png"), full_page=True)
+
+        # A typo in the JSON is caught in the page; nothing is sent.
+        page.fill('form[data-kind="signal"] textarea[name="data"]', "{approved: yes}")
+        page.click('form[data-kind="signal"] button[type="submit"]')
+        expect(page.locator("#flash")).to_contain_text("data is not valid JSON")
+        assert app.get_run(waiting).status == "waiting"
+
+        page.fill('form[data-kind="signal"] textarea[name="data"]', '{"approved": true}')
+        page.click('form[data-kind="signal"] button[type="submit"]')
+        expect(page.locator("#flash")).to_contain_text("signal 'approval' delivered")
+
+        # The worker resumes the run; the open page follows it to the end by itself.
+        expect(header.locator("[data-status]")).to_have_text("succeeded", timeout=20_000)
+        expect(page.locator("tr[data-seq]")).to_have_count(3)
+        expect(page.locator("#run-output")).to_contain_text("sent to ceo@acme.example")
+        expect(page.locator('form[data-kind="signal"]')).to_have_count(0)
+        page.screenshot(path=str(shots / "run-succeeded.png"), full_page=True)
+        assert app.get_run(waiting).output["decision"] == {"approved": True}
+
+
+def test_cancel_from_the_run_page(page: Page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    with dashboard(tmp_path) as (base, app):
+        run_id = app.start("outreach", {"company": "globex"}).id
+        wait_until(lambda: app.get_run(run_id).status == "waiting", 15, "run never waited")
+        page.goto(f"{base}/runs/{run_id}")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click('form[data-kind="cancel"] button[type="submit"]')
+        expect(page.locator("#run-header [data-status]")).to_have_text("cancelled")
+        expect(page.locator("#run-header")).to_contain_text("cancelled from the dashboard")
+        assert app.get_run(run_id).status == "cancelled"
