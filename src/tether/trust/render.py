@@ -117,7 +117,7 @@ def render_approval(approval: Approval) -> str:
         lines.append(
             f"    model {escape(str(model))}{asked}"
             + (f", prompt {escape(str(prompt)[:12])}" if prompt else "")
-            + (f"  [{escape(str(version['node']))}]" if version.get("node") else "")
+            + (f"  {escape('[' + str(version['node']) + ']')}" if version.get("node") else "")
         )
     history = c.get("history") or {}
     lines.append(
@@ -138,7 +138,7 @@ def render_approval(approval: Approval) -> str:
             lines.append(f"Expires {_ago(a.expires_at)}.")
         who = f" (reviewers: {escape(', '.join(a.reviewers))})" if a.reviewers else ""
         lines.append(
-            f"Decide: tether approve {escape(a.id)} [--edit JSON] | "
+            f"Decide: tether approve {escape(a.id)} {escape('[--edit JSON]')} | "
             f"tether reject {escape(a.id)} --reason TEXT{who}"
         )
     else:
