@@ -540,26 +540,26 @@ class App:
 
     def approvals(self, *, status: str | None = "pending", limit: int = 100) -> list[Approval]:
         """Approval requests, newest first; ``status=None`` lists decided ones too."""
-        return self._portal.run(self.approvals_async(status=status, limit=limit))
+        return self.portal.run(self.approvals_async(status=status, limit=limit))
 
     def get_approval(self, approval_id: str) -> Approval:
-        return self._portal.run(self.get_approval_async(approval_id))
+        return self.portal.run(self.get_approval_async(approval_id))
 
     def approve(
         self, approval_id: str, *, reviewer: str, edits: dict[str, Any] | None = None
     ) -> Approval:
         """Approve a request (with `edits` replacing arguments, validated against the tool's
         schema); the run resumes and calls the tool once with exactly those arguments."""
-        return self._portal.run(self.approve_async(approval_id, reviewer=reviewer, edits=edits))
+        return self.portal.run(self.approve_async(approval_id, reviewer=reviewer, edits=edits))
 
     def reject(self, approval_id: str, *, reviewer: str, reason: str) -> Approval:
         """Reject a request; the reason reaches the agent as the tool's result."""
-        return self._portal.run(self.reject_async(approval_id, reviewer=reviewer, reason=reason))
+        return self.portal.run(self.reject_async(approval_id, reviewer=reviewer, reason=reason))
 
     def trust_report(self) -> list[TrustReportRow]:
         """Per agent / category: reviews, edits, rejections, automatic actions and their later
         failures, with a recommendation to widen or narrow the ring."""
-        return self._portal.run(self.trust_report_async())
+        return self.portal.run(self.trust_report_async())
 
     # --- internals -------------------------------------------------------------------------------
 
