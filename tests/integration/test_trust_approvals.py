@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import tether
-from tether.trust.gate import STARTED_BY_LABEL, approval_signal
 from tests.integration.trust_workflows import make_app
+from tether.trust.gate import STARTED_BY_LABEL, approval_signal
 
 INPUT = {"to": "ceo@acme.com", "body": "Hi, we cut freight costs 12% for Globex."}
 
@@ -144,7 +144,7 @@ def test_the_runs_starter_cannot_approve_and_reviewers_can_be_restricted(store_u
     assert approval.started_by == "bob"
     assert approval.reviewers == ["alice", "bob"]
 
-    with pytest.raises(tether.UserError, match="bob started run .* cannot decide its own"):
+    with pytest.raises(tether.UserError, match=r"bob started run .* cannot decide its own"):
         app.approve(approval.id, reviewer="bob")
     with pytest.raises(tether.UserError, match="mallory may not decide 'send'"):
         app.approve(approval.id, reviewer="mallory")

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import tether
+from tests.integration.trust_workflows import make_app
 from tether.cli import trust as _trust  # noqa: F401 - registers the commands
 from tether.cli.common import cli
 from tether.trust.gate import STARTED_BY_LABEL
-from tests.integration.trust_workflows import make_app
 
 INPUT = {"to": "ceo@acme.com", "body": "Hello from tether"}
 
