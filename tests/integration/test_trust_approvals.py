@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import tether
+from tether.store.base import StepRecord
 from tests.integration.trust_workflows import make_app
 from tether.trust.gate import STARTED_BY_LABEL, approval_signal
 
@@ -301,3 +302,32 @@ async def test_async_twins(sqlite_url: str) -> None:
     assert outbox[0]["subject"] == "Hi"
     rows = await app.trust_report_async()
     assert rows[0].stats.edited == 1
+
+
+def test_a_gate_step_rerun_after_a_crash_reuses_its_request(sqlite_url: str) -> None:
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}), [], lease_seconds=0.3)
+    real_write = app.store.write_step
+    crashed: list[int] = []
+
+    async def crash_once(run_id: str, token: int, step: StepRecord) -> bool:
+        # The request is stored, then the store fails before the gate step is journaled.
+        if step.name == "trust.gate" and not crashed:
+            crashed.append(step.seq)
+            raise tether.StoreUnavailable("database went away")
+        return await real_write(run_id, token, step)
+
+    app.store.write_step = crash_once  # type: ignore[method-assign]
+    run = app.run("outreach", INPUT)
+    assert crashed and run.status == "running"  # dropped, left for takeover
+    first = pending_one(app)
+    expires = app.get_run(run.id).lease_expires
+    assert expires is not None
+    while time.time() <= expires.timestamp():  # the dead holder's lease runs out
+        time.sleep(0.02)
+
+    info = resume(app, run.id)
+    assert info.status == "waiting"
+    assert info.recoveries == 1
+    again = pending_one(app)  # still exactly one request, the same one
+    assert (again.id, again.created_at, again.digest) == (first.id, first.created_at, first.digest)
+    assert info.waiting_for == f"approval:{first.id}"

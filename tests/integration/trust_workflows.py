@@ -21,10 +21,13 @@ EMAIL_SCHEMA: dict[str, Any] = {
 }
 
 
-def make_app(url: str, policy: tether.Policy | None, outbox: list[dict[str, Any]]) -> tether.App:
+def make_app(
+    url: str, policy: tether.Policy | None, outbox: list[dict[str, Any]], *,
+    lease_seconds: float = 10.0,
+) -> tether.App:
     """An App with the workflow ``outreach``; sent emails land in `outbox` (keyed by the
     step's idempotency key, so a re-run step would show up as a duplicate key)."""
-    app = tether.App(url, policy=policy)
+    app = tether.App(url, policy=policy, lease_seconds=lease_seconds)
     flaky = {"left": 1}
 
     def send_email(to: str, subject: str, body: str) -> str:
