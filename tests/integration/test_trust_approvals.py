@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import tether
-from tether.store.base import StepRecord
 from tests.integration.trust_workflows import make_app
+from tether.store.base import StepRecord
 from tether.trust.gate import STARTED_BY_LABEL, approval_signal
 
 INPUT = {"to": "ceo@acme.com", "body": "Hi, we cut freight costs 12% for Globex."}
