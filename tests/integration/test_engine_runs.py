@@ -166,7 +166,9 @@ async def test_fork_reuses_the_journal_before_the_step(store_url: str) -> None:
     assert calls[3:] == ["research3"]  # steps 1 and 2 were not executed again
 
 
-async def test_a_worker_runs_only_workflow_versions_it_has(store_url: str) -> None:
+async def test_a_worker_runs_only_workflow_versions_it_has(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     old = tether.App(store_url)
 
     @old.workflow(name="report", version="1")
@@ -186,6 +188,7 @@ async def test_a_worker_runs_only_workflow_versions_it_has(store_url: str) -> No
         await asyncio.sleep(0.2)
         info = await new.get_run_async(pinned.id)
         assert info.status == "queued" and info.version == "1"  # reported, not crashed
+    assert "1 queued run(s) of workflow 'report' need version '1'" in caplog.text
     async with worker(old):
         assert await pinned.result_async(timeout=10) == "v1"
 
