@@ -286,9 +286,11 @@ def test_a_decision_that_does_not_match_its_digest_never_runs_the_tool(sqlite_ur
 def test_a_finished_run_cannot_be_approved(sqlite_url: str) -> None:
     app = make_app(sqlite_url, tether.Policy({"send": "review"}), [])
     run = app.run("outreach", INPUT)
+    approval = pending_one(app)
     app.cancel(run.id)
+    assert app.approvals() == []  # nobody is asked to decide for a cancelled run
     with pytest.raises(tether.UserError, match="already ended \\(cancelled\\)"):
-        app.approve(pending_one(app).id, reviewer="alice")
+        app.approve(approval.id, reviewer="alice")
 
 
 async def test_async_twins(sqlite_url: str) -> None:

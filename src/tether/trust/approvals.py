@@ -101,15 +101,25 @@ class Approval:
 async def list_approvals(
     store: Store, *, status: str | None = "pending", limit: int = 100
 ) -> list[Approval]:
-    """Approval requests, newest first (``status=None``: every review, decided or not)."""
+    """Approval requests, newest first (``status=None``: every review, decided or not).
+    Pending requests of runs that have ended (cancelled) are left out."""
     if status is not None and status not in REVIEW_STATUSES:
         raise UserError(f"unknown approval status {status!r}; use {', '.join(REVIEW_STATUSES)}")
     statuses = [status] if status is not None else list(REVIEW_STATUSES)
     found: list[TrustActionRecord] = []
     for wanted in statuses:
         found.extend(await store.list_trust_actions(status=wanted, limit=limit))
+    if status == "pending":
+        # A cancelled (or otherwise ended) run leaves its request pending; nobody can decide it
+        # any more, so it is not shown as waiting for a reviewer.
+        found = [a for a in found if await _run_alive(store, a.run_id)]
     found.sort(key=lambda a: (a.created_at, a.id), reverse=True)
     return [Approval.from_record(a) for a in found[:limit]]
+
+
+async def _run_alive(store: Store, run_id: str) -> bool:
+    run = await store.get_run(run_id)
+    return run is not None and run.status not in FINISHED_STATUSES
 
 
 async def get_approval(store: Store, approval_id: str) -> Approval:
