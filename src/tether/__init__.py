@@ -33,15 +33,26 @@ from tether.errors import (
     UnknownWorkflow,
     UserError,
 )
-from tether.trust.policy import Policy
+from tether.trust import (
+    ActionRejected,
+    Approval,
+    CheckResult,
+    Evidence,
+    Policy,
+    render_approval,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActionRejected",
     "App",
+    "Approval",
     "Budget",
     "BudgetExceeded",
+    "CheckResult",
     "Context",
+    "Evidence",
     "LeaseLost",
     "NonDeterminismError",
     "Policy",
@@ -65,4 +76,5 @@ __all__ = [
     "UserError",
     "__version__",
     "current_step",
+    "render_approval",
 ]

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether.engine.budget import Budget
 from tether.engine.context import Context
@@ -28,6 +28,10 @@ from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
 from tether.errors import UnknownRun, UnknownWorkflow, UserError, error_from_record
 from tether.store import open_store
 from tether.store.base import FINISHED_STATUSES, RUN_STATUSES, Claim, NewRun, Store
+
+if TYPE_CHECKING:  # the trust layer sits above the engine: imported lazily, types only here
+    from tether.trust.approvals import Approval
+    from tether.trust.evidence import TrustReportRow
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -500,6 +504,62 @@ class App:
             closer()
         else:
             self.portal.run(self.store.close())
+
+    # --- trust layer: approvals and evidence (tether.trust, imported lazily) -------------------
+
+    async def approvals_async(
+        self, *, status: str | None = "pending", limit: int = 100
+    ) -> list[Approval]:
+        from tether.trust.approvals import list_approvals
+
+        return await list_approvals(self.store, status=status, limit=limit)
+
+    async def get_approval_async(self, approval_id: str) -> Approval:
+        from tether.trust.approvals import get_approval
+
+        return await get_approval(self.store, approval_id)
+
+    async def approve_async(
+        self, approval_id: str, *, reviewer: str, edits: dict[str, Any] | None = None
+    ) -> Approval:
+        from tether.trust.approvals import approve
+
+        return await approve(self.store, approval_id, reviewer=reviewer, edits=edits)
+
+    async def reject_async(self, approval_id: str, *, reviewer: str, reason: str) -> Approval:
+        from tether.trust.approvals import reject
+
+        return await reject(self.store, approval_id, reviewer=reviewer, reason=reason)
+
+    async def trust_report_async(self) -> list[TrustReportRow]:
+        from tether.trust.evidence import trust_report
+        from tether.trust.policy import Policy
+
+        policy = self.policy if isinstance(self.policy, Policy) else None
+        return await trust_report(self.store, policy)
+
+    def approvals(self, *, status: str | None = "pending", limit: int = 100) -> list[Approval]:
+        """Approval requests, newest first; ``status=None`` lists decided ones too."""
+        return self.portal.run(self.approvals_async(status=status, limit=limit))
+
+    def get_approval(self, approval_id: str) -> Approval:
+        return self.portal.run(self.get_approval_async(approval_id))
+
+    def approve(
+        self, approval_id: str, *, reviewer: str, edits: dict[str, Any] | None = None
+    ) -> Approval:
+        """Approve a request (with `edits` replacing arguments, validated against the tool's
+        schema); the run resumes and calls the tool once with exactly those arguments."""
+        return self.portal.run(self.approve_async(approval_id, reviewer=reviewer, edits=edits))
+
+    def reject(self, approval_id: str, *, reviewer: str, reason: str) -> Approval:
+        """Reject a request; the reason reaches the agent as the tool's result."""
+        return self.portal.run(self.reject_async(approval_id, reviewer=reviewer, reason=reason))
+
+    def trust_report(self) -> list[TrustReportRow]:
+        """Per agent / category: reviews, edits, rejections, automatic actions and their later
+        failures, with a recommendation to widen or narrow the ring."""
+        return self.portal.run(self.trust_report_async())
 
     # --- internals -------------------------------------------------------------------------------
 

@@ -288,3 +288,115 @@ class Store(Protocol):
     async def release_run(self, run_id: str, token: int) -> bool:
         """Give a held run back (``queued``, no lease) without counting a recovery."""
         ...
+
+    # --- trust layer ---------------------------------------------------------------------------
+
+    async def put_trust_action(self, action: TrustActionRecord) -> TrustActionRecord:
+        """Insert the action unless one with its id exists; returns the stored one."""
+        ...
+
+    async def get_trust_action(self, action_id: str) -> TrustActionRecord | None: ...
+
+    async def list_trust_actions(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        category: str | None = None,
+        run_id: str | None = None,
+        since: float | None = None,
+        limit: int = 10_000,
+    ) -> list[TrustActionRecord]:
+        """Newest first."""
+        ...
+
+    async def decide_trust_action(
+        self,
+        action_id: str,
+        *,
+        status: str,
+        decided_by: str | None,
+        decided_at: float,
+        final_args: dict[str, Any] | None,
+        final_digest: str | None,
+        edited: bool,
+        reason: str | None,
+        signal: tuple[str, Any] | None,
+    ) -> TrustActionRecord | None:
+        """Record a decision on a ``pending`` action and, in the same transaction, send
+        ``signal`` (name, payload) to its run as `send_signal` would. ``None`` (nothing
+        written) when the action is missing or no longer pending."""
+        ...
+
+    async def set_trust_outcome(self, action_id: str, outcome: str) -> None:
+        """Record what happened when the tool ran (``ok``, ``failed``, ``not_run``)."""
+        ...
+
+    async def add_ring_change(self, change: RingChangeRecord) -> RingChangeRecord: ...
+
+    async def list_ring_changes(
+        self, *, agent: str | None = None, category: str | None = None
+    ) -> list[RingChangeRecord]:
+        """Oldest first."""
+        ...
+
+
+# --- trust layer -------------------------------------------------------------------------------
+
+TRUST_ACTION_STATUSES = ("auto", "denied", "pending", "approved", "rejected", "expired")
+"""``auto`` ran without review; ``denied`` refused by policy; ``pending`` waits for a reviewer;
+``approved`` / ``rejected`` decided by a reviewer; ``expired`` no decision in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrustActionRecord:
+    """One gated tool call as stored: what was asked, which ring applied, how it was decided."""
+
+    id: str
+    """``<run id>-<seq of the gate step>``: stable across replays, so creation is idempotent."""
+    run_id: str
+    seq: int
+    workflow: str
+    agent: str
+    tool: str
+    category: str
+    ring: str
+    status: str
+    args: dict[str, Any]
+    digest: str
+    """SHA-256 of the canonical JSON of `args`."""
+    created_at: float
+    args_schema: dict[str, Any] | None = None
+    checks: list[dict[str, Any]] | None = None
+    context: dict[str, Any] | None = None
+    """The reviewer's context snapshot (steps, latency vs p95, spend vs budget, versions…)."""
+    reviewers: list[str] | None = None
+    """Who may decide; ``None``: any named reviewer."""
+    started_by: str | None = None
+    call_id: str | None = None
+    reason: str | None = None
+    """Why the action was sent to review / denied, or the reviewer's rejection reason."""
+    expires_at: float | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    final_args: dict[str, Any] | None = None
+    """The arguments the tool runs with (a reviewer's edit, or `args`)."""
+    final_digest: str | None = None
+    edited: bool = False
+    outcome: str | None = None
+    """What happened when the tool ran: ``ok``, ``failed``, ``not_run``; ``None`` until known."""
+
+
+@dataclass(frozen=True, slots=True)
+class RingChangeRecord:
+    """A category's ring widened or narrowed for one agent, with the evidence."""
+
+    agent: str
+    category: str
+    from_ring: str
+    to_ring: str
+    reason: str
+    evidence: dict[str, Any] | None
+    created_at: float
+    id: int | None = None
+

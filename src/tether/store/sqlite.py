@@ -28,9 +28,11 @@ from tether.store.base import (
     Claim,
     Heartbeat,
     NewRun,
+    RingChangeRecord,
     RunRecord,
     SignalRecord,
     StepRecord,
+    TrustActionRecord,
 )
 
 T = TypeVar("T")
@@ -441,6 +443,60 @@ class SQLiteStore:
         """Run ``fn(connection, *args)`` on the read connection."""
         return await self._read(fn, *args)
 
+
+    # --- trust layer -----------------------------------------------------------------------------
+
+    async def put_trust_action(self, action: TrustActionRecord) -> TrustActionRecord:
+        return await self._write(_put_trust_action, action)
+
+    async def get_trust_action(self, action_id: str) -> TrustActionRecord | None:
+        return await self._read(_get_trust_action, action_id)
+
+    async def list_trust_actions(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        category: str | None = None,
+        run_id: str | None = None,
+        since: float | None = None,
+        limit: int = 10_000,
+    ) -> list[TrustActionRecord]:
+        return await self._read(_list_trust_actions, status, agent, category, run_id, since, limit)
+
+    async def decide_trust_action(
+        self,
+        action_id: str,
+        *,
+        status: str,
+        decided_by: str | None,
+        decided_at: float,
+        final_args: dict[str, Any] | None,
+        final_digest: str | None,
+        edited: bool,
+        reason: str | None,
+        signal: tuple[str, Any] | None,
+    ) -> TrustActionRecord | None:
+        decided = await self._write(
+            _decide_trust_action,
+            action_id,
+            (status, decided_by, decided_at, final_args, final_digest, edited, reason),
+            signal,
+        )
+        if decided is not None and signal is not None:
+            self._notify()
+        return decided
+
+    async def set_trust_outcome(self, action_id: str, outcome: str) -> None:
+        await self._write(_set_trust_outcome, action_id, outcome)
+
+    async def add_ring_change(self, change: RingChangeRecord) -> RingChangeRecord:
+        return await self._write(_add_ring_change, change)
+
+    async def list_ring_changes(
+        self, *, agent: str | None = None, category: str | None = None
+    ) -> list[RingChangeRecord]:
+        return await self._read(_list_ring_changes, agent, category)
 
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
@@ -862,3 +918,143 @@ def _release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
         ).rowcount
         == 1
     )
+
+
+# --- trust layer -------------------------------------------------------------------------------
+
+_ACTION_COLUMNS = (
+    "id, run_id, seq, workflow, agent, tool, category, ring, status, args, digest, created_at, "
+    "args_schema, checks, context, reviewers, started_by, call_id, reason, expires_at, "
+    "decided_by, decided_at, final_args, final_digest, edited, outcome"
+)
+_ACTION_JSON = frozenset({9, 12, 13, 14, 15, 22})
+"""Positions of JSON-encoded columns in `_ACTION_COLUMNS`."""
+
+
+def action_from_row(row: Sequence[Any]) -> TrustActionRecord:
+    values = [_loads(v) if i in _ACTION_JSON else v for i, v in enumerate(row)]
+    values[24] = bool(values[24])
+    return TrustActionRecord(*values)
+
+
+def action_params(action: TrustActionRecord) -> tuple[Any, ...]:
+    values = (
+        action.id, action.run_id, action.seq, action.workflow, action.agent, action.tool,
+        action.category, action.ring, action.status, action.args, action.digest,
+        action.created_at, action.args_schema, action.checks, action.context, action.reviewers,
+        action.started_by, action.call_id, action.reason, action.expires_at, action.decided_by,
+        action.decided_at, action.final_args, action.final_digest, int(action.edited),
+        action.outcome,
+    )
+    return tuple(_dumps(v) if i in _ACTION_JSON else v for i, v in enumerate(values))
+
+
+def _get_trust_action(conn: sqlite3.Connection, action_id: str) -> TrustActionRecord | None:
+    row = conn.execute(
+        f"SELECT {_ACTION_COLUMNS} FROM trust_actions WHERE id = ?", (action_id,)
+    ).fetchone()
+    return None if row is None else action_from_row(row)
+
+
+def _put_trust_action(conn: sqlite3.Connection, action: TrustActionRecord) -> TrustActionRecord:
+    marks = ", ".join("?" * len(_ACTION_COLUMNS.split(",")))
+    conn.execute(
+        f"INSERT INTO trust_actions ({_ACTION_COLUMNS}) VALUES ({marks}) "
+        "ON CONFLICT (id) DO NOTHING",
+        action_params(action),
+    )
+    stored = _get_trust_action(conn, action.id)
+    assert stored is not None
+    return stored
+
+
+def _list_trust_actions(
+    conn: sqlite3.Connection,
+    status: str | None,
+    agent: str | None,
+    category: str | None,
+    run_id: str | None,
+    since: float | None,
+    limit: int,
+) -> list[TrustActionRecord]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("status", status), ("agent", agent), ("category", category),
+                          ("run_id", run_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    sql = f"SELECT {_ACTION_COLUMNS} FROM trust_actions"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+    params.append(limit)
+    return [action_from_row(row) for row in conn.execute(sql, params)]
+
+
+def _decide_trust_action(
+    conn: sqlite3.Connection,
+    action_id: str,
+    decision: tuple[Any, ...],
+    signal: tuple[str, Any] | None,
+) -> TrustActionRecord | None:
+    status, decided_by, decided_at, final_args, final_digest, edited, reason = decision
+    changed = conn.execute(
+        "UPDATE trust_actions SET status = ?, decided_by = ?, decided_at = ?, final_args = ?, "
+        "final_digest = ?, edited = ?, reason = coalesce(?, reason) "
+        "WHERE id = ? AND status = 'pending'",
+        (status, decided_by, decided_at, _dumps(final_args), final_digest, int(edited), reason,
+         action_id),
+    ).rowcount
+    if not changed:
+        return None
+    action = _get_trust_action(conn, action_id)
+    assert action is not None
+    if signal is not None:
+        _send_signal(conn, action.run_id, signal[0], signal[1])
+    return action
+
+
+def _set_trust_outcome(conn: sqlite3.Connection, action_id: str, outcome: str) -> None:
+    conn.execute("UPDATE trust_actions SET outcome = ? WHERE id = ?", (outcome, action_id))
+
+
+def _add_ring_change(conn: sqlite3.Connection, change: RingChangeRecord) -> RingChangeRecord:
+    row = conn.execute(
+        "INSERT INTO trust_ring_changes (agent, category, from_ring, to_ring, reason, evidence, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (change.agent, change.category, change.from_ring, change.to_ring, change.reason,
+         _dumps(change.evidence), change.created_at),
+    ).fetchone()
+    return RingChangeRecord(
+        agent=change.agent, category=change.category, from_ring=change.from_ring,
+        to_ring=change.to_ring, reason=change.reason, evidence=change.evidence,
+        created_at=change.created_at, id=row[0],
+    )
+
+
+def _list_ring_changes(
+    conn: sqlite3.Connection, agent: str | None, category: str | None
+) -> list[RingChangeRecord]:
+    where: list[str] = []
+    params: list[Any] = []
+    if agent is not None:
+        where.append("agent = ?")
+        params.append(agent)
+    if category is not None:
+        where.append("category = ?")
+        params.append(category)
+    sql = (
+        "SELECT agent, category, from_ring, to_ring, reason, evidence, created_at, id "
+        "FROM trust_ring_changes"
+    )
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id"
+    return [
+        RingChangeRecord(r[0], r[1], r[2], r[3], r[4], _loads(r[5]), r[6], r[7])
+        for r in conn.execute(sql, params)
+    ]

@@ -2,15 +2,49 @@
 
 This is the seam between the agents layer and the trust layer. The agents layer builds a
 `ToolCallRequest` and runs the tool only when the returned `Authorization` says ``run`` — with
-the authorization's `args`, which may be a reviewer's edit.
+the authorization's `args`, which may be a reviewer's edit — as its own journaled step right
+after. ``reject`` and ``deny`` reasons go back to the model as the tool's result.
+
+Everything here is journaled, so a replay decides the same way and nothing happens twice:
+
+1. the step ``trust.gate`` decides the ring (policy, per-agent overrides, evidence, self-checks)
+   and stores the action — for ``review`` an approval request with its context snapshot. Its
+   id is ``<run id>-<seq>``, so a step re-run after a crash finds the request it already made;
+2. for ``review``, ``ctx.wait_for_signal("approval:<id>")`` suspends the run (no worker held)
+   until `tether.App.approve` / `reject` records the decision and sends the signal in one
+   transaction; a configured expiry turns into the step ``trust.expire``;
+3. the decision's arguments are checked against the digest recorded with the decision (and,
+   when not edited, against the proposed arguments) every time it is replayed.
 """
 
 from __future__ import annotations
 
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tether.engine.context import Context
+from tether.engine.context import Context, current_step
+from tether.errors import RunFailed, SignalTimeout
+from tether.observe.names import AGENT_NAME, RISK, TOOL_CALL_ID, TOOL_NAME, WAITING_FOR_HUMAN
+from tether.store.base import FINISHED_STATUSES, Store, TrustActionRecord
+from tether.trust.digest import args_digest
+from tether.trust.evidence import current_ring, settle_outcomes
+from tether.trust.policy import Policy
+from tether.trust.snapshot import take_snapshot
+
+STARTED_BY_LABEL = "tether.started_by"
+"""Run label naming who started the run; that identity may not approve the run's requests."""
+GATE_STEP = "trust.gate"
+EXPIRE_STEP = "trust.expire"
+_OPEN_POLICY = Policy(default="auto")
+"""Used when the App has no policy: everything is ``auto``, but failing checks still go to
+review."""
+
+
+def approval_signal(approval_id: str) -> str:
+    """The signal a run waiting on this approval request waits for."""
+    return f"approval:{approval_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,20 +84,257 @@ class Authorization:
     reviewer: str | None = None
 
 
+class ActionRejected(RunFailed):
+    """A reviewer's rejection (or an expired request) ended the run, as the policy says."""
+
+    def __init__(self, message: str, *, run_id: str, approval_id: str) -> None:
+        super().__init__(
+            message,
+            run_id=run_id,
+            error_type="ActionRejected",
+            details={"approval_id": approval_id},
+        )
+        self.approval_id = approval_id
+
+
+class ApprovalMismatch(RunFailed):
+    """A recorded decision does not match the arguments it was given for (digest check)."""
+
+    def __init__(self, message: str, *, run_id: str, approval_id: str) -> None:
+        super().__init__(
+            message,
+            run_id=run_id,
+            error_type="ApprovalMismatch",
+            details={"approval_id": approval_id},
+        )
+
+
+# Rejections that went back to each agent, per live run execution. A replay re-executes every
+# authorize() call, so the count is rebuilt the same way each time.
+_rejections: weakref.WeakKeyDictionary[Context, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
 async def authorize(ctx: Context, request: ToolCallRequest) -> Authorization:
-    """Decide whether the tool call runs. Minimal gate until the trust layer lands:
-    ``auto`` runs when checks pass, ``deny`` refuses, ``review`` waits for the signal
-    ``approval`` with payload ``{"approved": bool, "args": {...}?, "reason": str?}``."""
-    policy = getattr(ctx.app, "policy", None) if ctx.app is not None else None
-    ring = policy.ring(request.risk, agent=request.agent) if policy is not None else "auto"
-    if ring == "auto" and any(not c.passed for c in request.checks):
-        ring = "review"
-    if ring == "deny":
-        return Authorization("deny", request.args, reason=f"{request.risk} actions are denied")
-    if ring == "auto":
-        return Authorization("run", request.args)
-    decision = await ctx.wait_for_signal("approval") or {}
-    if decision.get("approved"):
-        return Authorization("run", dict(decision.get("args") or request.args),
-                             reviewer=decision.get("reviewer"))
-    return Authorization("reject", request.args, reason=str(decision.get("reason") or "rejected"))
+    """Decide whether the tool call runs: ``auto`` when every check passed, ``review`` waits
+    for a named reviewer, ``deny`` refuses (see the module docstring)."""
+    app = ctx.app
+    configured = getattr(app, "policy", None) if app is not None else None
+    if configured is None and all(c.passed for c in request.checks):
+        return Authorization("run", dict(request.args))
+    if app is None:
+        raise RunFailed(f"run {ctx.run_id}: the trust gate needs the App executing the run")
+    policy: Policy = configured if isinstance(configured, Policy) else _OPEN_POLICY
+    store: Store = app.store
+    _watch_outcomes(app, ctx.run_id)
+    digest = args_digest(request.args)
+
+    async def gate() -> dict[str, Any]:
+        action = await _gate(ctx, store, policy, request, digest)
+        step = current_step()
+        step.set_meta(**{
+            AGENT_NAME: request.agent,
+            TOOL_NAME: request.tool,
+            RISK: request.risk,
+            "tether.trust.ring": action.ring,
+            "tether.trust.status": action.status,
+            **({TOOL_CALL_ID: request.call_id} if request.call_id else {}),
+            **({WAITING_FOR_HUMAN: True} if action.status == "pending" else {}),
+        })
+        return {
+            "id": action.id,
+            "status": action.status,
+            "ring": action.ring,
+            "digest": action.digest,
+            "reason": action.reason,
+            "expires_at": action.expires_at,
+        }
+
+    gated: dict[str, Any] = await ctx.run_step(
+        GATE_STEP,
+        gate,
+        record_input={"agent": request.agent, "tool": request.tool, "risk": request.risk,
+                      "args": request.args, "digest": digest},
+    )
+    approval_id = str(gated["id"])
+    if gated["status"] == "denied":
+        return Authorization("deny", dict(request.args), reason=gated["reason"],
+                             approval_id=approval_id)
+    if gated["status"] == "auto":
+        return Authorization("run", dict(request.args), approval_id=approval_id)
+    if gated["digest"] != digest:
+        raise _mismatch(ctx, approval_id, "the proposed arguments differ from the ones the "
+                        "approval request was made for")
+    expires_at = gated.get("expires_at")
+    remaining = None if expires_at is None else max(0.001, float(expires_at) - time.time())
+    try:
+        decision = await ctx.wait_for_signal(approval_signal(approval_id), timeout=remaining)
+    except SignalTimeout:
+        decision = await ctx.run_step(
+            EXPIRE_STEP, _expire, (store, approval_id), record_input={"approval_id": approval_id}
+        )
+    return _conclude(ctx, policy, request, approval_id, digest, decision)
+
+
+async def _gate(
+    ctx: Context, store: Store, policy: Policy, request: ToolCallRequest, digest: str
+) -> TrustActionRecord:
+    seq = current_step().seq
+    action_id = f"{ctx.run_id}-{seq}"
+    existing = await store.get_trust_action(action_id)
+    if existing is not None:  # this step ran before the worker died; keep what it decided
+        return existing
+    state = await current_ring(store, policy, request.agent, request.risk)
+    failed = [c for c in request.checks if not c.passed]
+    expires_at: float | None = None
+    snapshot: dict[str, Any] | None = None
+    if state.ring == "deny":
+        status, reason = "denied", (
+            f"the trust policy denies {request.risk!r} actions to agent {request.agent!r}; "
+            f"{request.tool} was not called"
+        )
+    elif failed:
+        status = "pending"
+        reason = "self-checks failed: " + "; ".join(
+            f"{c.name}: {c.reason or 'failed'}" for c in failed
+        )
+    elif state.ring == "auto":
+        status, reason = "auto", state.change.reason if state.change else None
+    else:
+        status, reason = "pending", f"{request.risk!r} actions are reviewed by policy"
+    if status == "pending":
+        snapshot = await take_snapshot(
+            ctx, store, agent=request.agent, category=request.risk, reason=reason or ""
+        )
+        if state.change is not None:
+            snapshot["ring_change"] = state.change.reason
+        seconds = policy.expire_seconds
+        expires_at = time.time() + seconds if seconds is not None else None
+    return await store.put_trust_action(
+        TrustActionRecord(
+            id=action_id,
+            run_id=ctx.run_id,
+            seq=seq,
+            workflow=ctx.workflow,
+            agent=request.agent,
+            tool=request.tool,
+            category=request.risk,
+            ring=state.ring,
+            status=status,
+            args=dict(request.args),
+            digest=digest,
+            created_at=time.time(),
+            args_schema=request.args_schema or None,
+            checks=[{"name": c.name, "passed": c.passed, "reason": c.reason}
+                    for c in request.checks] or None,
+            context=snapshot,
+            reviewers=policy.reviewers_for(request.risk),
+            started_by=ctx.labels.get(STARTED_BY_LABEL),
+            call_id=request.call_id,
+            reason=reason,
+            expires_at=expires_at,
+        )
+    )
+
+
+async def _expire(store: Store, approval_id: str) -> dict[str, Any]:
+    """Mark the request expired, unless a decision was recorded meanwhile: then that wins."""
+    expired = await store.decide_trust_action(
+        approval_id, status="expired", decided_by=None, decided_at=time.time(),
+        final_args=None, final_digest=None, edited=False, reason=None, signal=None,
+    )
+    action = expired or await store.get_trust_action(approval_id)
+    if action is None:
+        raise RunFailed(f"approval request {approval_id} vanished from the store")
+    return decision_payload(action)
+
+
+def decision_payload(action: TrustActionRecord) -> dict[str, Any]:
+    """What the run receives about a decision (the signal's payload)."""
+    return {
+        "approval_id": action.id,
+        "status": action.status,
+        "args": action.final_args,
+        "digest": action.final_digest,
+        "edited": action.edited,
+        "reviewer": action.decided_by,
+        "reason": action.reason,
+        "decided_at": action.decided_at,
+    }
+
+
+def _conclude(
+    ctx: Context,
+    policy: Policy,
+    request: ToolCallRequest,
+    approval_id: str,
+    digest: str,
+    decision: Any,
+) -> Authorization:
+    if not isinstance(decision, dict) or decision.get("approval_id") != approval_id:
+        raise _mismatch(ctx, approval_id, f"the decision received is not for this request: "
+                        f"{decision!r}")
+    status = decision.get("status")
+    reviewer = decision.get("reviewer")
+    if status == "approved":
+        args = decision.get("args")
+        if not isinstance(args, dict) or args_digest(args) != decision.get("digest"):
+            raise _mismatch(ctx, approval_id, "the approved arguments do not match the digest "
+                            "recorded with the decision")
+        if not decision.get("edited") and decision.get("digest") != digest:
+            raise _mismatch(ctx, approval_id, "the approval was given for other arguments than "
+                            "the ones proposed now")
+        return Authorization("run", dict(args), approval_id=approval_id, reviewer=reviewer)
+    if status == "expired":
+        reason = (f"no reviewer decided on {request.tool} in time (request {approval_id} "
+                  "expired); the action was not performed")
+        if policy.on_expire == "fail":
+            raise _end(ctx, approval_id, f"run {ctx.run_id}: {reason}")
+        return Authorization("reject", dict(request.args), reason=reason,
+                             approval_id=approval_id)
+    why = str(decision.get("reason") or "rejected")
+    reason = f"rejected by {reviewer or 'a reviewer'}: {why}"
+    counts = _rejections.setdefault(ctx, {})
+    counts[request.agent] = counts.get(request.agent, 0) + 1
+    if policy.on_reject == "fail" or counts[request.agent] > policy.max_rejections:
+        limit = "" if policy.on_reject == "fail" else (
+            f" (more than max_rejections={policy.max_rejections} for agent {request.agent!r})"
+        )
+        raise _end(ctx, approval_id, f"run {ctx.run_id}: {request.tool} call {reason}{limit}; "
+                   "the policy ends the run on rejection")
+    return Authorization("reject", dict(request.args), reason=reason, approval_id=approval_id,
+                         reviewer=reviewer)
+
+
+def _end(ctx: Context, approval_id: str, message: str) -> ActionRejected:
+    error = ActionRejected(message, run_id=ctx.run_id, approval_id=approval_id)
+    ctx.fatal = error  # the run ends even if workflow code catches it
+    return error
+
+
+def _mismatch(ctx: Context, approval_id: str, what: str) -> ApprovalMismatch:
+    error = ApprovalMismatch(
+        f"run {ctx.run_id}, approval {approval_id}: {what}. The tool was not called; inspect "
+        f"the run with `tether show {ctx.run_id}`.",
+        run_id=ctx.run_id,
+        approval_id=approval_id,
+    )
+    ctx.fatal = error
+    return error
+
+
+def _watch_outcomes(app: Any, run_id: str) -> None:
+    """Once per App: when a run that passed the gate ends, record how its tools fared."""
+    state: dict[str, Any] | None = app.extensions.get("trust")
+    if state is None:
+        state = app.extensions["trust"] = {"runs": set()}
+        runs: set[str] = state["runs"]
+        store: Store = app.store
+
+        async def on_run_end(ended: str, status: str) -> None:
+            if ended not in runs or status not in FINISHED_STATUSES:
+                return
+            runs.discard(ended)
+            await settle_outcomes(store, await store.list_trust_actions(run_id=ended))
+
+        app.executor.listeners.append(on_run_end)
+    state["runs"].add(run_id)

@@ -1,0 +1,177 @@
+"""Commands of the trust layer: approvals, approve, reject, trust."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import asdict
+from typing import Any
+
+import typer
+from rich.rule import Rule
+from rich.table import Table
+
+from tether.cli.common import (
+    APP_HELP,
+    JSON_HELP,
+    STORE_HELP,
+    cli,
+    console,
+    handle_errors,
+    load_app,
+    parse_json,
+    print_json,
+)
+from tether.errors import UserError
+from tether.trust.approvals import Approval
+from tether.trust.evidence import TrustReportRow
+from tether.trust.render import render_approval
+
+AS_HELP = "Reviewer name recorded with the decision (default: $TETHER_REVIEWER, else your login)"
+
+
+def reviewer_name(given: str | None) -> str:
+    """The reviewer: ``--as``, else ``$TETHER_REVIEWER``, else the login name."""
+    name = given or os.environ.get("TETHER_REVIEWER")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except Exception:  # no login name (containers): the user must say who they are
+            name = ""
+    if not name:
+        raise UserError("cannot tell who is deciding; pass --as NAME or set $TETHER_REVIEWER")
+    return name
+
+
+def approval_json(approval: Approval) -> dict[str, Any]:
+    data = asdict(approval)
+    data["checks"] = [asdict(c) for c in approval.checks]
+    return data
+
+
+def report_json(row: TrustReportRow) -> dict[str, Any]:
+    return {
+        "agent": row.agent,
+        "category": row.category,
+        "ring": row.ring,
+        **row.stats.to_dict(),
+        "recommendation": row.recommendation,
+        "changes": [asdict(c) for c in row.changes],
+    }
+
+
+@cli.command()
+@handle_errors
+def approvals(
+    approval_id: str | None = typer.Argument(None, help="Show only this request"),
+    status: str = typer.Option(
+        "pending", "--status", "-s", help="pending, approved, rejected, expired, or all"
+    ),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="At most this many, newest first"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Approval requests with the context a reviewer needs (pending ones by default)."""
+    application = load_app(None, store)
+    if approval_id is not None:
+        found = [application.get_approval(approval_id)]
+    else:
+        found = application.approvals(status=None if status == "all" else status, limit=limit)
+    if as_json:
+        print_json([approval_json(a) for a in found])
+        return
+    if not found:
+        console.print("no pending approval requests" if status == "pending" else "none")
+        return
+    for index, approval in enumerate(found):
+        if index:
+            console.print(Rule())
+        console.print(render_approval(approval), highlight=False)
+
+
+@cli.command()
+@handle_errors
+def approve(
+    approval_id: str = typer.Argument(..., help="Approval request id (see `tether approvals`)"),
+    reviewer: str | None = typer.Option(None, "--as", help=AS_HELP),
+    edit: str | None = typer.Option(
+        None, "--edit", "-e", help='Replace arguments, as JSON: \'{"body": "…"}\''
+    ),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Approve a request (optionally with edited arguments); the run resumes."""
+    edits = parse_json(edit, "--edit")
+    if edits is not None and not isinstance(edits, dict):
+        raise UserError('--edit must be a JSON object of argument names to values, e.g. '
+                        '\'{"body": "new text"}\'')
+    approval = load_app(None, store).approve(
+        approval_id, reviewer=reviewer_name(reviewer), edits=edits
+    )
+    changed = ""
+    if approval.edited and approval.approved_args is not None:
+        keys = [k for k, v in approval.approved_args.items() if approval.args.get(k) != v]
+        changed = f" with edits to {', '.join(keys)}"
+    console.print(
+        f"approved {approval.id}{changed} as {approval.decided_by}; run {approval.run_id} "
+        f"resumes and calls {approval.tool}",
+        highlight=False,
+    )
+
+
+@cli.command()
+@handle_errors
+def reject(
+    approval_id: str = typer.Argument(..., help="Approval request id (see `tether approvals`)"),
+    reason: str = typer.Option(..., "--reason", "-r", help="Why; the agent reads it to revise"),
+    reviewer: str | None = typer.Option(None, "--as", help=AS_HELP),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Reject a request; the reason goes back to the agent."""
+    approval = load_app(None, store).reject(
+        approval_id, reviewer=reviewer_name(reviewer), reason=reason
+    )
+    console.print(
+        f"rejected {approval.id} as {approval.decided_by}; run {approval.run_id} resumes "
+        f"and its agent gets the reason",
+        highlight=False,
+    )
+
+
+@cli.command()
+@handle_errors
+def trust(
+    app: str | None = typer.Option(
+        None, "--app", help=APP_HELP + ". With it, rings come from the app's policy."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Evidence per agent and category: reviews, edits, rejections, automatic actions and
+    their later failures, and whether to widen or narrow the ring."""
+    rows = load_app(app, store).trust_report()
+    if as_json:
+        print_json([report_json(r) for r in rows])
+        return
+    if not rows:
+        console.print("no gated tool calls recorded yet")
+        return
+    table = Table(title="Trust evidence")
+    for header in ("agent", "category", "ring", "reviews", "unedited", "edited", "rejected",
+                   "expired", "auto", "auto failed", "denied", "recommendation"):
+        numeric = header not in ("agent", "category", "ring", "recommendation")
+        table.add_column(header, justify="right" if numeric else "left")
+    for row in rows:
+        s = row.stats
+        table.add_row(
+            row.agent, row.category, row.ring or "?", str(s.reviews), str(s.unedited),
+            str(s.edited), str(s.rejected), str(s.expired), str(s.auto), str(s.auto_failures),
+            str(s.denied), row.recommendation,
+        )
+    console.print(table)
+    for row in rows:
+        for change in row.changes:
+            console.print(
+                f"{row.agent}/{row.category}: {change.from_ring} -> {change.to_ring} "
+                f"({change.reason})",
+                highlight=False,
+            )

@@ -1,0 +1,335 @@
+"""Approval requests end to end in one process: suspend, context, approve/edit/reject, expiry,
+who may decide, and the digest that binds a decision to its arguments."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import tether
+from tests.integration.trust_workflows import make_app
+from tether.store.base import StepRecord
+from tether.trust.gate import STARTED_BY_LABEL, approval_signal
+
+INPUT = {"to": "ceo@acme.com", "body": "Hi, we cut freight costs 12% for Globex."}
+
+
+def resume(app: tether.App, run_id: str) -> tether.RunInfo:
+    """Execute a woken run here (what any worker would do)."""
+    return app.run("outreach", app.get_run(run_id).input, run_id=run_id)
+
+
+def pending_one(app: tether.App) -> tether.Approval:
+    pending = app.approvals()
+    assert len(pending) == 1, pending
+    return pending[0]
+
+
+def test_review_suspends_the_run_without_calling_the_tool(store_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(store_url, tether.Policy({"read": "auto", "send": "review"}), outbox)
+
+    info = app.run("outreach", INPUT)
+
+    assert info.status == "waiting"
+    assert outbox == []
+    approval = pending_one(app)
+    assert approval.run_id == info.id
+    assert info.waiting_for == f"approval:{approval.id}"
+    assert (approval.agent, approval.tool, approval.category) == ("drafter", "send_email", "send")
+    assert approval.args == {"to": "ceo@acme.com", "subject": "Hello", "body": INPUT["body"]}
+    assert approval.digest.startswith("sha256:")
+    assert [c.name for c in approval.checks] == ["no_placeholders"]
+    assert approval.checks[0].passed
+
+
+def test_approval_carries_the_reviewers_context(store_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(store_url, tether.Policy({"send": "review"}), outbox)
+    # Two earlier runs of the node, approved, give the usual p95 and the category's history.
+    for n in range(2):
+        run = app.run("outreach", {**INPUT, "body": f"draft {n}"})
+        app.approve(pending_one(app).id, reviewer="alice",
+                    edits={"body": "edited"} if n == 0 else None)
+        assert resume(app, run.id).status == "succeeded"
+
+    app.run("outreach", INPUT, budget=tether.Budget(max_cost_usd=0.5, max_tokens=100_000))
+    context = pending_one(app).context
+
+    names = [s["name"] for s in context["steps"]]
+    assert names == ["research"]  # the journal before the gate
+    assert context["totals"]["steps"] == 1
+    assert context["node"]["name"] == "drafter"
+    assert context["node"]["samples"] == 2
+    assert context["node"]["usual_p95"] is not None
+    assert context["node"]["elapsed"] is not None
+    assert context["spend"]["tokens"] == 1500
+    assert context["spend"]["cost_usd"] == pytest.approx(0.0042)
+    assert context["spend"]["budget"]["max_cost_usd"] == 0.5
+    assert context["versions"] == [{
+        "node": "drafter", "request_model": "gpt-4.1-mini",
+        "response_model": "gpt-4.1-mini-2025-04-14", "prompt_hash": "3fa2c0ffee",
+    }]
+    history = context["history"]
+    assert (history["reviews"], history["approved"], history["edited"]) == (2, 2, 1)
+    assert history["approval_rate"] == 1.0
+    assert history["edit_rate"] == 0.5
+    assert [d["by"] for d in history["last"]] == ["alice", "alice"]
+    assert "review" in context["reason"]
+
+    text = tether.render_approval(pending_one(app))
+    for expected in ("send_email", "ceo@acme.com", "usual p95", "1,500 of 100,000 tokens", "of $0.50",
+                     "gpt-4.1-mini-2025-04-14", "2 reviews", "tether approve"):
+        assert expected in text, (expected, text)
+
+
+def test_snapshot_shows_retries_and_errors_of_earlier_steps(sqlite_url: str) -> None:
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}), [])
+    app.run("outreach", INPUT)
+    context = pending_one(app).context
+    research = context["steps"][0]
+    # The research step failed once with a timeout before succeeding.
+    assert research["attempts"] == 2
+    assert context["totals"]["retries"] == 1
+
+
+def test_approval_with_edits_runs_the_tool_once_with_the_edited_arguments(store_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(store_url, tether.Policy({"send": "review"}), outbox)
+    run = app.run("outreach", INPUT)
+    approval = pending_one(app)
+
+    decided = app.approve(approval.id, reviewer="alice", edits={"body": "Shorter, kinder text."})
+
+    assert decided.status == "approved" and decided.edited
+    assert decided.approved_args == {**approval.args, "body": "Shorter, kinder text."}
+    assert app.get_run(run.id).status == "queued"  # the decision woke the run
+    info = resume(app, run.id)
+    assert info.status == "succeeded"
+    assert [m["body"] for m in outbox] == ["Shorter, kinder text."]
+    assert info.output["results"][0]["reviewer"] == "alice"
+    assert app.approvals() == []
+    # A second approval of the same request is refused and changes nothing.
+    with pytest.raises(tether.UserError, match="already approved by alice"):
+        app.approve(approval.id, reviewer="bob")
+    assert len(outbox) == 1
+
+
+def test_invalid_edits_are_refused_and_the_request_stays_pending(store_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(store_url, tether.Policy({"send": "review"}), outbox)
+    run = app.run("outreach", INPUT)
+    approval = pending_one(app)
+
+    with pytest.raises(tether.UserError, match=r"do not match its schema \(to: .*does not match"):
+        app.approve(approval.id, reviewer="alice", edits={"to": "not an address"})
+    with pytest.raises(tether.UserError, match="has no argument"):
+        app.approve(approval.id, reviewer="alice", edits={"cc": "x@y.z"})
+    with pytest.raises(tether.UserError, match="body"):
+        app.approve(approval.id, reviewer="alice", edits={"body": "x" * 501})
+
+    assert pending_one(app).status == "pending"
+    assert app.get_run(run.id).status == "waiting"
+    app.approve(approval.id, reviewer="alice", edits={"to": "cfo@acme.com"})
+    assert resume(app, run.id).status == "succeeded"
+    assert [m["to"] for m in outbox] == ["cfo@acme.com"]
+
+
+def test_the_runs_starter_cannot_approve_and_reviewers_can_be_restricted(store_url: str) -> None:
+    policy = tether.Policy({"send": "review"}, reviewers={"send": ["alice", "bob"]})
+    app = make_app(store_url, policy, [])
+    run = app.run("outreach", INPUT, labels={STARTED_BY_LABEL: "bob"})
+    approval = pending_one(app)
+    assert approval.started_by == "bob"
+    assert approval.reviewers == ["alice", "bob"]
+
+    with pytest.raises(tether.UserError, match=r"bob started run .* cannot decide its own"):
+        app.approve(approval.id, reviewer="bob")
+    with pytest.raises(tether.UserError, match="mallory may not decide 'send'"):
+        app.approve(approval.id, reviewer="mallory")
+    with pytest.raises(tether.UserError, match="name the reviewer"):
+        app.reject(approval.id, reviewer=" ", reason="no")
+    assert pending_one(app).status == "pending"
+
+    decided = app.approve(approval.id, reviewer="alice")
+    assert (decided.decided_by, decided.edited) == ("alice", False)
+    assert decided.decided_at is not None
+    assert resume(app, run.id).status == "succeeded"
+
+
+def test_a_rejection_reaches_the_agent_which_revises(store_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(store_url, tether.Policy({"send": "review"}), outbox)
+    run = app.run("outreach", {**INPUT, "drafts": 2})
+
+    with pytest.raises(tether.UserError, match="needs a reason"):
+        app.reject(pending_one(app).id, reviewer="alice", reason="")
+    app.reject(pending_one(app).id, reviewer="alice", reason="Do not mention Globex.")
+    assert outbox == []
+    second = resume(app, run.id)
+    assert second.status == "waiting"  # the revised draft is under review again
+    revised = pending_one(app)
+    assert revised.args["body"].endswith(" v2")
+    app.approve(revised.id, reviewer="alice")
+
+    info = resume(app, run.id)
+    assert info.status == "succeeded"
+    first, last = info.output["results"]
+    assert first == {"decision": "reject",
+                     "reason": "rejected by alice: Do not mention Globex."}
+    assert last["decision"] == "run"
+    assert [m["body"] for m in outbox] == [revised.args["body"]]
+    rejected = app.approvals(status="rejected")
+    assert [(a.decided_by, a.reason) for a in rejected] == [("alice", "Do not mention Globex.")]
+
+
+def test_policy_can_end_the_run_on_rejection(sqlite_url: str) -> None:
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}, on_reject="fail"), [])
+    run = app.run("outreach", {**INPUT, "drafts": 2})
+    app.reject(pending_one(app).id, reviewer="alice", reason="wrong company")
+    info = resume(app, run.id)
+    assert info.status == "failed"
+    assert info.error is not None and info.error["type"] == "ActionRejected"
+    assert "wrong company" in info.error["message"]
+
+
+def test_rejections_are_bounded(sqlite_url: str) -> None:
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}, max_rejections=1), [])
+    run = app.run("outreach", {**INPUT, "drafts": 3})
+    app.reject(pending_one(app).id, reviewer="alice", reason="no")
+    assert resume(app, run.id).status == "waiting"
+    app.reject(pending_one(app).id, reviewer="alice", reason="still no")
+    info = resume(app, run.id)
+    assert info.status == "failed"
+    assert "max_rejections=1" in (info.error or {}).get("message", "")
+
+
+def test_deny_refuses_the_call_tells_the_agent_and_is_recorded(store_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    policy = tether.Policy({"send": "review"}, agents={"drafter": {"send": "deny"}})
+    app = make_app(store_url, policy, outbox)
+    info = app.run("outreach", INPUT)
+    assert info.status == "succeeded"
+    assert outbox == []
+    (result,) = info.output["results"]
+    assert result["decision"] == "deny"
+    assert "denies 'send' actions to agent 'drafter'" in result["reason"]
+    (row,) = app.trust_report()
+    assert (row.agent, row.category, row.ring, row.stats.denied) == ("drafter", "send", "deny", 1)
+    # Another agent is not covered by drafter's override.
+    other = app.run("outreach", {**INPUT, "agent": "closer"})
+    assert other.status == "waiting"
+
+
+def test_auto_runs_only_when_every_check_passed(store_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(store_url, tether.Policy({"send": "auto"}), outbox)
+    assert app.run("outreach", INPUT).status == "succeeded"
+    assert len(outbox) == 1
+    run = app.run("outreach", {**INPUT, "check_ok": False})
+    assert run.status == "waiting"
+    approval = pending_one(app)
+    assert "no_placeholders: body still has [NAME]" in (approval.reason or "")
+    assert not approval.checks[0].passed
+
+
+def test_a_request_expires_with_the_configured_outcome(sqlite_url: str) -> None:
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}, expire_after=0.3), [])
+    run = app.run("outreach", INPUT)
+    approval = pending_one(app)
+    assert approval.expires_at is not None
+    assert app.get_run(run.id).wake_at is not None
+    deadline = time.monotonic() + 5
+    while time.time() < approval.expires_at.timestamp() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    info = resume(app, run.id)
+    assert info.status == "succeeded"
+    (result,) = info.output["results"]
+    assert result["decision"] == "reject"
+    assert "expired" in result["reason"]
+    assert app.approvals(status="expired")[0].id == approval.id
+    with pytest.raises(tether.UserError, match="already expired"):
+        app.approve(approval.id, reviewer="alice")
+
+
+def test_expiry_can_fail_the_run(sqlite_url: str) -> None:
+    policy = tether.Policy({"send": "review"}, expire_after=0.2, on_expire="fail")
+    app = make_app(sqlite_url, policy, [])
+    run = app.run("outreach", INPUT)
+    expires = pending_one(app).expires_at
+    assert expires is not None
+    while time.time() < expires.timestamp():
+        time.sleep(0.02)
+    info = resume(app, run.id)
+    assert info.status == "failed"
+    assert "expired" in (info.error or {}).get("message", "")
+
+
+def test_a_decision_that_does_not_match_its_digest_never_runs_the_tool(sqlite_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}), outbox)
+    run = app.run("outreach", INPUT)
+    approval = pending_one(app)
+    # A forged decision: right request id, arguments that are not the approved ones' digest.
+    app.signal(run.id, approval_signal(approval.id), {
+        "approval_id": approval.id, "status": "approved", "edited": True,
+        "args": {**approval.args, "to": "attacker@evil.com"}, "digest": approval.digest,
+    })
+    info = resume(app, run.id)
+    assert info.status == "failed"
+    assert info.error is not None and info.error["type"] == "ApprovalMismatch"
+    assert outbox == []
+
+
+def test_a_finished_run_cannot_be_approved(sqlite_url: str) -> None:
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}), [])
+    run = app.run("outreach", INPUT)
+    approval = pending_one(app)
+    app.cancel(run.id)
+    assert app.approvals() == []  # nobody is asked to decide for a cancelled run
+    with pytest.raises(tether.UserError, match="already ended \\(cancelled\\)"):
+        app.approve(approval.id, reviewer="alice")
+
+
+async def test_async_twins(sqlite_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}), outbox)
+    info = await app.run_async("outreach", INPUT)
+    (approval,) = await app.approvals_async()
+    assert (await app.get_approval_async(approval.id)).id == approval.id
+    await app.approve_async(approval.id, reviewer="alice", edits={"subject": "Hi"})
+    assert (await app.run_async("outreach", info.input, run_id=info.id)).status == "succeeded"
+    assert outbox[0]["subject"] == "Hi"
+    rows = await app.trust_report_async()
+    assert rows[0].stats.edited == 1
+
+
+def test_a_gate_step_rerun_after_a_crash_reuses_its_request(sqlite_url: str) -> None:
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}), [], lease_seconds=0.3)
+    real_write = app.store.write_step
+    crashed: list[int] = []
+
+    async def crash_once(run_id: str, token: int, step: StepRecord) -> bool:
+        # The request is stored, then the store fails before the gate step is journaled.
+        if step.name == "trust.gate" and not crashed:
+            crashed.append(step.seq)
+            raise tether.StoreUnavailable("database went away")
+        return await real_write(run_id, token, step)
+
+    app.store.write_step = crash_once  # type: ignore[method-assign]
+    run = app.run("outreach", INPUT)
+    assert crashed and run.status == "running"  # dropped, left for takeover
+    first = pending_one(app)
+    expires = app.get_run(run.id).lease_expires
+    assert expires is not None
+    while time.time() <= expires.timestamp():  # the dead holder's lease runs out
+        time.sleep(0.02)
+
+    info = resume(app, run.id)
+    assert info.status == "waiting"
+    assert info.recoveries == 1
+    again = pending_one(app)  # still exactly one request, the same one
+    assert (again.id, again.created_at, again.digest) == (first.id, first.created_at, first.digest)
+    assert info.waiting_for == f"approval:{first.id}"
