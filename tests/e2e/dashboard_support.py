@@ -138,12 +138,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float, message: str) -> No
 
 
 @contextlib.contextmanager
-def dashboard(tmp_path: Path) -> Iterator[tuple[str, tether.App]]:
-    """A server and a worker on one fresh SQLite store; yields the base URL and a client App."""
+def dashboard(
+    tmp_path: Path, make: Callable[[str], tether.App] = build
+) -> Iterator[tuple[str, tether.App]]:
+    """A server and a worker on one fresh SQLite store, each with its own App made by `make`;
+    yields the base URL and a third App to drive and inspect runs with."""
     url = f"sqlite:///{tmp_path / 'dashboard.db'}"
-    client_app = build(url)
-    worker_app = build(url)
-    server = Server(build(url))
+    client_app = make(url)
+    worker_app = make(url)
+    server = Server(make(url))
     worker = Worker(worker_app)
     server.start()
     worker.start()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import tether
 from tests.e2e.dashboard_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -115,3 +116,39 @@ def test_cancel_from_the_run_page(page: Page, tmp_path: Path) -> None:
         expect(page.locator("#run-header [data-status]")).to_have_text("cancelled")
         expect(page.locator("#run-header")).to_contain_text("cancelled from the dashboard")
         assert app.get_run(run_id).status == "cancelled"
+
+
+def test_a_reviewer_approves_with_an_edit_and_the_run_sends_it(page: Page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    from tests.integration.trust_workflows import make_app
+
+    outbox: list[dict[str, Any]] = []
+    policy = tether.Policy({"read": "auto", "send": "review"})
+    shots = screenshot_dir(tmp_path)
+    with dashboard(tmp_path, lambda url: make_app(url, policy, outbox)) as (base, app):
+        run_id = app.start(
+            "outreach", {"to": "ceo@acme.com", "body": "Hi [NAME], we cut freight costs."},
+        ).id
+        wait_until(lambda: app.get_run(run_id).status == "waiting", 15, "run never waited")
+
+        page.goto(f"{base}/runs/{run_id}")
+        page.click("#approval-link")
+        card = page.locator("article.approval")
+        expect(card).to_contain_text("send_email")
+        expect(card).to_contain_text("Hi [NAME], we cut freight costs.")
+        expect(card).to_contain_text("1,500 tokens")  # the reviewer sees what the run spent
+        expect(card.locator("table.journal")).to_contain_text("research")
+        page.screenshot(path=str(shots / "approval.png"), full_page=True)
+
+        approve = card.locator('form[data-kind="approve"]')
+        approve.locator('input[name="reviewer"]').fill("alice")
+        approve.locator('textarea[name="edits"]').fill('{"body": "Hi Dana, we cut freight costs."}')
+        approve.locator('button[type="submit"]').click()
+        expect(page.locator("#flash")).to_contain_text("approved")
+        expect(card.locator(".badge").first).to_have_text("approved")
+
+        wait_until(lambda: app.get_run(run_id).status == "succeeded", 20, "run did not resume")
+        assert [m["body"] for m in outbox] == ["Hi Dana, we cut freight costs."]
+        page.goto(f"{base}/runs/{run_id}")
+        expect(page.locator("#run-header [data-status]")).to_have_text("succeeded")
