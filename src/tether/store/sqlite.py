@@ -441,6 +441,16 @@ class SQLiteStore:
         """Run ``fn(connection, *args)`` on the read connection."""
         return await self._read(fn, *args)
 
+    # --- observe layer ---------------------------------------------------------------------------
+
+    async def load_window(
+        self, since: float, until: float | None = None
+    ) -> list[tuple[RunRecord, list[StepRecord]]]:
+        return await self._read(_load_window, since, until)
+
+    async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
+        return await self._read(_label_spend, key, value, since)
+
 
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
@@ -862,3 +872,48 @@ def _release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
         ).rowcount
         == 1
     )
+
+
+# --- observe layer -------------------------------------------------------------------------------
+
+
+def _load_window(
+    conn: sqlite3.Connection, since: float, until: float | None
+) -> list[tuple[RunRecord, list[StepRecord]]]:
+    until = time.time() if until is None else until
+    window = "created_at < ? AND (finished_at IS NULL OR finished_at >= ?)"
+    runs = [
+        run_from_row(row)
+        for row in conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE {window} ORDER BY created_at, id",
+            (until, since),
+        )
+    ]
+    journals: dict[str, list[StepRecord]] = {run.id: [] for run in runs}
+    step_columns = ", ".join(f"s.{c.strip()}" for c in _STEP_COLUMNS.split(","))
+    rows = conn.execute(
+        f"SELECT {step_columns} FROM steps s JOIN runs r ON r.id = s.run_id "
+        "WHERE r.created_at < ? AND (r.finished_at IS NULL OR r.finished_at >= ?) "
+        "ORDER BY s.run_id, s.seq",
+        (until, since),
+    )
+    for row in rows:
+        journal = journals.get(row[0])
+        if journal is not None:  # a run created between the two reads is left out
+            journal.append(step_from_row(row))
+    return [(run, journals[run.id]) for run in runs]
+
+
+def _label_spend(
+    conn: sqlite3.Connection, key: str, value: str, since: float
+) -> tuple[float, int]:
+    row = conn.execute(
+        "SELECT coalesce(sum(json_extract(s.usage, '$.cost_usd')), 0), "
+        "coalesce(sum(json_extract(s.usage, '$.unpriced_calls')), 0) "
+        "FROM runs r JOIN steps s ON s.run_id = r.id "
+        "WHERE json_extract(r.labels, ?) = ? AND (r.finished_at IS NULL OR r.finished_at >= ?) "
+        "AND s.usage IS NOT NULL AND s.finished_at >= ?",
+        (f'$."{key}"', value, since, since),
+    ).fetchone()
+    return float(row[0]), int(row[1])
+
