@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tether
+from tests.observe_fakes import model_call, tool_call
 from tether.observe import names as n
 from tether.observe.export import instrument
 from tether.observe.spans import build_spans, trace_id
-from tests.observe_fakes import model_call, tool_call
 
 
 def make_app(url: str) -> tether.App:
@@ -72,7 +72,8 @@ def test_span_tree_follows_genai_conventions(sqlite_url: str) -> None:
     ]
     root = by_name["invoke_workflow outreach"]
     assert {s.trace_id for s in spans} == {trace_id(info.id)}
-    assert root.parent_id is None and root.attributes[n.RUN_ID] == info.id
+    assert root.parent_id is None
+    assert root.attributes[n.RUN_ID] == info.id
     researcher = by_name["invoke_agent researcher"]
     chat = by_name["chat gpt-4o-mini"]
     tool = by_name["execute_tool search_company"]
@@ -87,12 +88,14 @@ def test_span_tree_follows_genai_conventions(sqlite_url: str) -> None:
     assert chat.attributes[n.ATTEMPT] == 1
     assert tool.attributes[n.TOOL_NAME] == "search_company"
     assert researcher.attributes[n.AGENT_NAME] == "researcher"
-    assert researcher.end is not None and researcher.end <= by_name["chat claude-3-5-haiku-latest"].start
+    assert researcher.end is not None
+    assert researcher.end <= by_name["chat claude-3-5-haiku-latest"].start
     wait = by_name["wait approval"]
     assert wait.attributes[n.WAITING_FOR_HUMAN] is True
     assert wait.parent_id == by_name["invoke_agent drafter"].span_id
     send = by_name["step send"]
-    assert send.status == "error" and send.attributes[n.ERROR_TYPE] == "ValueError"
+    assert send.status == "error"
+    assert send.attributes[n.ERROR_TYPE] == "ValueError"
     assert send.attributes[n.ATTEMPT] == 2
     # Rebuilt again, the ids are the same: nothing to store.
     assert [s.span_id for s in build_spans(run, steps)] == [s.span_id for s in spans]
@@ -117,7 +120,8 @@ def test_otlp_export_once_per_span_across_suspend_and_resume(sqlite_url: str) ->
     root = next(s for s in spans if s.name == "invoke_workflow outreach")
     assert root.parent is None
     chat = next(s for s in spans if s.name == "chat gpt-4o-mini")
-    assert chat.attributes is not None and chat.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    assert chat.attributes is not None
+    assert chat.attributes["gen_ai.request.model"] == "gpt-4o-mini"
     assert chat.parent is not None
 
 
@@ -146,5 +150,6 @@ def test_instrument_without_configuration_does_nothing(
     assert app.executor.listeners == []
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     export = instrument(app)
-    assert export is not None and app.executor.listeners == [export.on_run]
+    assert export is not None
+    assert app.executor.listeners == [export.on_run]
     export.processor.shutdown()
