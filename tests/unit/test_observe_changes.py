@@ -55,7 +55,6 @@ def generated(seed: int, *, factor: float, fail_after: float = 0.02) -> list[Cal
         # An unchanged node alongside: its numbers never move.
         calls.append(Call(node="drafter", started_at=T0 + i * 30 + 5,
                           latency=rng.lognormvariate(0.5, 0.35), prompt_hash="d1",
-                          model="gpt-4o-mini" if i % 2 else "gpt-4o-mini",
                           app_version="1.0" if i < 80 else "1.1",
                           cost_usd=0.002 * rng.uniform(0.9, 1.1),
                           failed=rng.random() < 0.02))
