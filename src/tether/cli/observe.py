@@ -37,6 +37,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _dimension_columns(table: Table, dims: list[str], groups: list[dict[str, str | None]]) -> None:
+    # The group names are what the reader looks for: never squeeze them into an ellipsis.
+    for name in dims:
+        width = max([len(name), *(len(g.get(name) or "-") for g in groups)])
+        table.add_column(name, no_wrap=True, min_width=width)
+
+
 @cli.command()
 @handle_errors
 def stats(
@@ -73,9 +80,10 @@ def _print_stats(rows: list[StatsRow], since: str, json_output: bool) -> None:
         return
     table = Table(title=f"last {since}")
     dims = list(rows[0].group)
-    for name in [*dims, "runs", "calls", "p50 s", "p95 s", "fail %", "refused", "retries",
+    _dimension_columns(table, dims, [r.group for r in rows])
+    for name in ["runs", "calls", "p50 s", "p95 s", "fail %", "refused", "retries",
                  "tokens", "cost $", "$/call", "$/run"]:
-        table.add_column(name, justify="left" if name in dims else "right")
+        table.add_column(name, justify="right")
     for r in rows:
         unpriced = f" (+{r.unpriced_calls} unpriced)" if r.unpriced_calls else ""
         table.add_row(
@@ -131,8 +139,9 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
         return
     table = Table(title=f"model spend, last {since}")
     dims = list(rows[0].group)
-    for name in [*dims, "calls", "unpriced", "in tokens", "out tokens", "cost $"]:
-        table.add_column(name, justify="left" if name in dims else "right")
+    _dimension_columns(table, dims, [r.group for r in rows])
+    for name in ["calls", "unpriced", "in tokens", "out tokens", "cost $"]:
+        table.add_column(name, justify="right")
     for r in rows:
         table.add_row(*[v or "-" for v in r.group.values()], str(r.calls), str(r.unpriced_calls),
                       str(r.input_tokens), str(r.output_tokens), f"{r.cost_usd:.6f}")

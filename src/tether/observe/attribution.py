@@ -17,6 +17,7 @@ from tether.engine.records import RunInfo
 from tether.observe import names as n
 from tether.observe.window import (
     dimension_value,
+    display_names,
     is_model_call,
     load_window,
     parse_dimensions,
@@ -73,7 +74,7 @@ async def cost_report(
             key = tuple(dimension_value(d, journal, rec) for d in dims)
             row = rows.get(key)
             if row is None:
-                row = rows[key] = CostRow(group=dict(zip(dims, key, strict=True)))
+                row = rows[key] = CostRow(group=dict(zip(display_names(dims), key, strict=True)))
                 run_sets[key] = set()
             usage = rec.usage or {}
             row.calls += int(usage.get("llm_calls") or 1)

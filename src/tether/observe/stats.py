@@ -18,6 +18,7 @@ from typing import Any
 from tether.observe.window import (
     RunJournal,
     dimension_value,
+    display_names,
     is_model_call,
     load_window,
     parse_dimensions,
@@ -127,7 +128,7 @@ def compute_stats(
     def row_for(key: tuple[str | None, ...]) -> StatsRow:
         row = rows.get(key)
         if row is None:
-            row = rows[key] = StatsRow(group=dict(zip(dims, key, strict=True)))
+            row = rows[key] = StatsRow(group=dict(zip(display_names(dims), key, strict=True)))
             run_sets[key] = set()
             refused[key] = set()
         return row

@@ -135,3 +135,8 @@ def parse_dimensions(text: str | list[str] | tuple[str, ...] | None, default: st
     if not dims:
         raise UserError("--by needs at least one dimension, e.g. --by node,model")
     return dims
+
+
+def display_names(dimensions: list[str]) -> list[str]:
+    """Column names for dimensions: ``label:team`` is shown as ``team``."""
+    return [d.removeprefix("label:") for d in dimensions]
