@@ -55,8 +55,8 @@ def test_span_tree_follows_genai_conventions(sqlite_url: str) -> None:
     app.signal(info.id, "approval", {"approved": True})
     info = app.run("outreach", {"company": "acme"}, run_id=info.id)
     assert info.status == "succeeded"
-    run = app._portal.run(app.store.get_run(info.id))
-    steps = app._portal.run(app.store.load_steps(info.id))
+    run = app.portal.run(app.store.get_run(info.id))
+    steps = app.portal.run(app.store.load_steps(info.id))
     assert run is not None
     spans = build_spans(run, steps)
     by_name = {s.name: s for s in spans}
