@@ -877,25 +877,30 @@ def _release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
 # --- observe layer -------------------------------------------------------------------------------
 
 
+# Runs active in a window: finished inside it (runs_finished index) or not finished yet (the
+# status indexes). Two indexed branches instead of an OR that would scan every run.
+_WINDOW_RUNS = (
+    "SELECT {cols} FROM runs WHERE finished_at >= ? AND created_at < ? "
+    "UNION ALL SELECT {cols} FROM runs WHERE status IN ('queued', 'running', 'waiting') "
+    "AND created_at < ?"
+)
+
+
 def _load_window(
     conn: sqlite3.Connection, since: float, until: float | None
 ) -> list[tuple[RunRecord, list[StepRecord]]]:
     until = time.time() if until is None else until
-    window = "created_at < ? AND (finished_at IS NULL OR finished_at >= ?)"
-    runs = [
-        run_from_row(row)
-        for row in conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE {window} ORDER BY created_at, id",
-            (until, since),
-        )
-    ]
+    window = (since, until, until)
+    runs = sorted(
+        (run_from_row(row) for row in conn.execute(_WINDOW_RUNS.format(cols=_RUN_COLUMNS), window)),
+        key=lambda run: (run.created_at, run.id),
+    )
     journals: dict[str, list[StepRecord]] = {run.id: [] for run in runs}
     step_columns = ", ".join(f"s.{c.strip()}" for c in _STEP_COLUMNS.split(","))
     rows = conn.execute(
-        f"SELECT {step_columns} FROM steps s JOIN runs r ON r.id = s.run_id "
-        "WHERE r.created_at < ? AND (r.finished_at IS NULL OR r.finished_at >= ?) "
-        "ORDER BY s.run_id, s.seq",
-        (until, since),
+        f"SELECT {step_columns} FROM ({_WINDOW_RUNS.format(cols='id')}) w "
+        "JOIN steps s ON s.run_id = w.id ORDER BY s.run_id, s.seq",
+        window,
     )
     for row in rows:
         journal = journals.get(row[0])
@@ -910,10 +915,11 @@ def _label_spend(
     row = conn.execute(
         "SELECT coalesce(sum(json_extract(s.usage, '$.cost_usd')), 0), "
         "coalesce(sum(json_extract(s.usage, '$.unpriced_calls')), 0) "
-        "FROM runs r JOIN steps s ON s.run_id = r.id "
-        "WHERE json_extract(r.labels, ?) = ? AND (r.finished_at IS NULL OR r.finished_at >= ?) "
-        "AND s.usage IS NOT NULL AND s.finished_at >= ?",
-        (f'$."{key}"', value, since, since),
+        "FROM (SELECT id, labels FROM runs WHERE finished_at >= ? UNION ALL "
+        "SELECT id, labels FROM runs WHERE status IN ('queued', 'running', 'waiting')) r "
+        "JOIN steps s ON s.run_id = r.id "
+        "WHERE json_extract(r.labels, ?) = ? AND s.usage IS NOT NULL AND s.finished_at >= ?",
+        (since, f'$."{key}"', value, since),
     ).fetchone()
     return float(row[0]), int(row[1])
 
