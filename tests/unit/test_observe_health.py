@@ -77,3 +77,16 @@ def test_waiting_runs_are_ok_and_say_for_what() -> None:
     verdict = assess(waiting, [], None, now=NOW)
     assert verdict.verdict == "ok"
     assert "approval" in verdict.reason
+
+
+def test_assess_runs_reads_history_once_for_running_runs(tmp_path: Any) -> None:
+    import asyncio
+    import time
+
+    import tether
+    from tether.observe.health import assess_runs
+
+    app = tether.App(f"sqlite:///{tmp_path / 't.db'}")
+    lost = running(step("chat", 1.0), lease_expires=time.time() - 5)
+    verdicts = asyncio.run(assess_runs(app, [lost, running(None, status="succeeded")]))
+    assert [v.verdict for v in verdicts] == ["stuck", "ok"]

@@ -189,3 +189,17 @@ def render_verdict(verdict: Verdict) -> str:
 
 VERDICT_STYLE = {"ok": "green", "slow": "yellow", "stuck": "bold red"}
 """Rich styles for the verdicts, for the CLI and dashboard."""
+
+
+async def assess_runs(
+    app: Any, runs: Sequence[Any], *, k: float = DEFAULT_K, stall_after: float = DEFAULT_STALL_AFTER
+) -> list[Verdict]:
+    """Verdicts for several runs (`RunInfo`s with their steps, e.g. from `app.list_runs`),
+    reading the usual step durations once. What `tether runs` / `tether show` call."""
+    needs_history = any(getattr(run, "status", None) == "running" for run in runs)
+    baselines = await latency_baselines(app) if needs_history else None
+    now = time.time()
+    return [
+        assess(run, getattr(run, "steps", ()), baselines, now=now, k=k, stall_after=stall_after)
+        for run in runs
+    ]
