@@ -153,3 +153,71 @@ def test_instrument_without_configuration_does_nothing(
     assert export is not None
     assert app.executor.listeners == [export.on_run]
     export.processor.shutdown()
+
+
+def test_otlp_over_http_when_the_standard_settings_are_present(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real OTLP/HTTP exporter, configured only by OTEL_EXPORTER_OTLP_ENDPOINT, delivers
+    the run's spans to a collector (a local HTTP server decoding the protobuf)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[ExportTraceServiceRequest] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            received.append(request)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "sales-agent")
+        app = make_app(sqlite_url)
+        export = instrument(app)
+        assert export is not None
+        info = app.run("outreach", {"company": "acme"})
+        app.signal(info.id, "approval", {"approved": True})
+        app.run("outreach", {"company": "acme"}, run_id=info.id)
+        export.shutdown()  # flushes the batch
+    finally:
+        server.shutdown()
+    spans = [
+        span
+        for request in received
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+    assert sorted(s.name for s in spans) == sorted([
+        "invoke_workflow outreach", "invoke_agent researcher", "chat gpt-4o-mini",
+        "execute_tool search_company", "invoke_agent drafter", "chat claude-3-5-haiku-latest",
+        "wait approval", "step send",
+    ])
+    assert {s.trace_id.hex() for s in spans} == {trace_id(info.id)}
+    service = {
+        attr.value.string_value
+        for request in received
+        for resource_spans in request.resource_spans
+        for attr in resource_spans.resource.attributes
+        if attr.key == "service.name"
+    }
+    assert service == {"sales-agent"}
+    chat = next(s for s in spans if s.name == "chat gpt-4o-mini")
+    attrs = {a.key: a.value for a in chat.attributes}
+    assert attrs["gen_ai.usage.input_tokens"].int_value == 1000
+    assert attrs["tether.run.id"].string_value == info.id
