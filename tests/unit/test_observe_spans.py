@@ -14,7 +14,7 @@ import tether
 from tests.observe_fakes import model_call, tool_call
 from tether.observe import names as n
 from tether.observe.export import instrument
-from tether.observe.spans import build_spans, trace_id
+from tether.observe.spans import build_spans, format_span_tree, trace_id
 
 
 def make_app(url: str) -> tether.App:
@@ -97,6 +97,12 @@ def test_span_tree_follows_genai_conventions(sqlite_url: str) -> None:
     assert send.status == "error"
     assert send.attributes[n.ERROR_TYPE] == "ValueError"
     assert send.attributes[n.ATTEMPT] == 2
+    text = format_span_tree(spans).splitlines()
+    assert text[0].startswith("invoke_workflow outreach  [")
+    assert text[2].startswith("    chat gpt-4o-mini  [")
+    assert "1200 tok" in text[2]
+    assert "2 attempts" in text[-1]
+    assert "error ValueError" in text[-1]
     # Rebuilt again, the ids are the same: nothing to store.
     assert [s.span_id for s in build_spans(run, steps)] == [s.span_id for s in spans]
 

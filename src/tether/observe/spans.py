@@ -251,3 +251,33 @@ def _add_usage(attrs: dict[str, Any], usage: dict[str, Any], *, overwrite: bool 
     for key, attr in pairs:
         if usage.get(key) and (overwrite or attr not in attrs):
             attrs[attr] = usage[key]
+
+
+def format_span_tree(spans: list[Span]) -> str:
+    """The span tree as indented text (for `tether show`): duration, tokens, cost, errors."""
+    children: dict[str | None, list[Span]] = {}
+    for span in spans:
+        children.setdefault(span.parent_id, []).append(span)
+    lines: list[str] = []
+
+    def walk(span: Span, depth: int) -> None:
+        attrs = span.attributes
+        parts = [f"{span.duration:.3f}s" if span.duration is not None else "open"]
+        tokens = int(attrs.get(n.INPUT_TOKENS, 0)) + int(attrs.get(n.OUTPUT_TOKENS, 0))
+        if tokens:
+            parts.append(f"{tokens} tok")
+        if attrs.get(n.COST_USD):
+            parts.append(f"${float(attrs[n.COST_USD]):.6f}")
+        if attrs.get(n.UNPRICED):
+            parts.append(f"{attrs[n.UNPRICED]} unpriced")
+        if int(attrs.get(n.ATTEMPT, 1)) > 1:
+            parts.append(f"{attrs[n.ATTEMPT]} attempts")
+        if span.status == "error":
+            parts.append(f"error {attrs.get(n.ERROR_TYPE, '')}".rstrip())
+        lines.append(f"{'  ' * depth}{span.name}  [{', '.join(parts)}]")
+        for child in children.get(span.span_id, []):
+            walk(child, depth + 1)
+
+    for root in children.get(None, []):
+        walk(root, 0)
+    return "\n".join(lines)
