@@ -295,7 +295,8 @@ class Store(Protocol):
         self, since: float, until: float | None = None
     ) -> list[tuple[RunRecord, list[StepRecord]]]:
         """Runs active in the window — created before `until` (``None``: now) and not finished
-        before `since` — each with its whole journal, oldest run first (stats, cost reports)."""
+        before `since` — each with its whole journal, oldest run first (stats, cost reports).
+        Step ``input`` and ``output`` are left out (``None``): reports do not read them."""
         ...
 
     async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:

@@ -896,9 +896,11 @@ def _load_window(
         key=lambda run: (run.created_at, run.id),
     )
     journals: dict[str, list[StepRecord]] = {run.id: [] for run in runs}
-    step_columns = ", ".join(f"s.{c.strip()}" for c in _STEP_COLUMNS.split(","))
+    # Reports never read step inputs and outputs (model responses can be large): left out.
     rows = conn.execute(
-        f"SELECT {step_columns} FROM ({_WINDOW_RUNS.format(cols='id')}) w "
+        "SELECT s.run_id, s.seq, s.name, s.kind, s.status, NULL, NULL, s.error, s.attempts, "
+        "s.started_at, s.finished_at, s.wake_at, s.usage, s.meta "
+        f"FROM ({_WINDOW_RUNS.format(cols='id')}) w "
         "JOIN steps s ON s.run_id = w.id ORDER BY s.run_id, s.seq",
         window,
     )
