@@ -124,3 +124,5 @@ def test_stats_cli_json_and_changes(sqlite_url: str) -> None:
     assert json.loads(changes.output)["changes"] == []  # too few samples to claim anything
     bad = runner.invoke(cli, ["stats", "--since", "soon", "--store", sqlite_url])
     assert bad.exit_code == 2
+    vague = runner.invoke(cli, ["stats", "--by", "label", "--store", sqlite_url])
+    assert vague.exit_code == 2

@@ -134,6 +134,9 @@ def parse_dimensions(text: str | list[str] | tuple[str, ...] | None, default: st
     dims = [p.strip() for p in parts if p.strip()]
     if not dims:
         raise UserError("--by needs at least one dimension, e.g. --by node,model")
+    for dim in dims:
+        if dim in ("label", "label:"):
+            raise UserError(f"--by {dim} needs the label's key, e.g. --by label:team")
     return dims
 
 
