@@ -166,6 +166,10 @@ def test_price_overrides_from_app_and_environment(monkeypatch: pytest.MonkeyPatc
     assert own.cost_usd == pytest.approx(2.0)
     mini = price_model_call(app, "openai:gpt-4o-mini", input_tokens=2_000_000)
     assert mini.cost_usd == pytest.approx(1.0)
+    # The agents layer's plain price_call picks the environment's overrides up too.
+    from tether.observe.cost import price_call
+
+    assert price_call("acme:acme-llm-9", output_tokens=1_000_000).cost_usd == pytest.approx(2.0)
     monkeypatch.setenv("TETHER_PRICE_OVERRIDES", "{not json")
     with pytest.raises(tether.UserError, match="TETHER_PRICE_OVERRIDES"):
         price_overrides(app)

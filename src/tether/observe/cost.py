@@ -63,8 +63,13 @@ def price_call(
     cache_write_tokens: int = 0,
     overrides: dict[str, PriceOverride] | None = None,
 ) -> Price:
-    """Price one call. `model` may carry its provider (``openai:gpt-4.1-mini``)."""
+    """Price one call. `model` may carry its provider (``openai:gpt-4.1-mini``).
+
+    Without `overrides`, those of ``$TETHER_PRICE_OVERRIDES`` apply; pass
+    ``price_overrides(app)`` to add an App's own (see `set_price_overrides`)."""
     provider, name = split_model_name(model, provider)
+    if overrides is None and os.environ.get(OVERRIDES_ENV):
+        overrides = price_overrides()
     override = None
     if overrides:
         override = overrides.get(model) or overrides.get(name)
