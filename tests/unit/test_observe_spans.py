@@ -227,3 +227,38 @@ def test_otlp_over_http_when_the_standard_settings_are_present(
     attrs = {a.key: a.value for a in chat.attributes}
     assert attrs["gen_ai.usage.input_tokens"].int_value == 1000
     assert attrs["tether.run.id"].string_value == info.id
+
+
+def _rec(seq: int, node: str, start: float, end: float) -> Any:
+    from tether.store.base import StepRecord
+
+    return StepRecord("r", seq, "chat", "step", "completed", started_at=start, finished_at=end,
+                      meta={n.OPERATION_NAME: "chat", n.NODE: node, n.REQUEST_MODEL: "m"})
+
+
+def _run(status: str = "succeeded") -> Any:
+    from tether.store.base import RunRecord
+
+    return RunRecord("r", "wf", "1", status, {}, None, None, {}, None, None, 0.0, 9.0, 0.0,
+                     9.0, None, None, None, None, 1, 0, False)
+
+
+def test_a_loop_revisiting_a_node_gets_a_span_per_visit() -> None:
+    steps = [_rec(1, "writer", 0, 1), _rec(2, "critic", 1, 2), _rec(3, "writer", 2, 3)]
+    agents = [s for s in build_spans(_run(), steps) if s.name.startswith("invoke_agent")]
+    assert [(s.name, s.start, s.end) for s in agents] == [
+        ("invoke_agent writer", 0, 1), ("invoke_agent critic", 1, 2),
+        ("invoke_agent writer", 2, 3),
+    ]
+    assert len({s.span_id for s in agents}) == 3
+
+
+def test_parallel_nodes_keep_one_span_each() -> None:
+    steps = [_rec(1, "a", 0, 2), _rec(2, "b", 0, 3), _rec(3, "a", 2, 4), _rec(4, "b", 3, 5)]
+    agents = [s for s in build_spans(_run(), steps) if s.name.startswith("invoke_agent")]
+    assert [(s.name, s.start, s.end) for s in agents] == [
+        ("invoke_agent a", 0, 4), ("invoke_agent b", 0, 5),
+    ]
+    spans = build_spans(_run("running"), steps)
+    # While the run goes on, a node whose steps may continue stays open (not exported yet).
+    assert all(s.end is None for s in spans if s.name.startswith(("invoke_agent", "invoke_w")))
