@@ -27,7 +27,7 @@ from tether.observe.cost import (
     reprice,
     set_price_overrides,
 )
-from tether.observe.limits import SpendLimit, check_spend, set_spend_limits
+from tether.observe.limits import SpendLimit, check_spend, set_spend_limits, spend_limits
 from tether.store.base import Claim, NewRun
 
 
@@ -182,8 +182,8 @@ def test_recorded_usage_can_be_repriced() -> None:
     assert reprice({}).source == "unpriced"
 
 
-def test_spend_limit_holds_across_runs(sqlite_url: str) -> None:
-    app = make_app(sqlite_url)
+def test_spend_limit_holds_across_runs(store_url: str) -> None:
+    app = make_app(store_url)
     one_run = sum(expected_three_models().values())
     # Enough for two runs of three calls, not a third: the limit reads the store, so it holds
     # across runs (and workers sharing the store).
@@ -214,6 +214,17 @@ def test_spend_limit_holds_across_runs(sqlite_url: str) -> None:
     with pytest.raises(tether.BudgetExceeded, match="tenant=acme"):
         tether.RunHandle(app, blocked.id).result(timeout=5)
     assert app.run("guarded", {}, labels={"tenant": "globex"}).status == "succeeded"
+    # Another worker process (another App on the same store) sees the same spend.
+    other = make_app(store_url)
+    set_spend_limits(other, spend_limits(app))
+
+    class OtherCtx:
+        labels = {"tenant": "acme"}
+        run_id = "elsewhere"
+        fatal = None
+
+    with pytest.raises(tether.BudgetExceeded, match="per day"):
+        other.portal.run(check_spend(other, OtherCtx(), Usage(llm_calls=1)))
 
 
 def test_no_limits_means_no_query() -> None:
