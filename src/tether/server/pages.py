@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from tether.server.factory import ApiError, templates_of, tether_app_of
+from tether.server.stats import verdicts
 from tether.server.views import money, timeline
 from tether.store.base import FINISHED_STATUSES, RUN_STATUSES
 
@@ -38,11 +39,13 @@ async def runs_page(
     app = tether_app_of(request)
     runs = await app.list_runs_async(status=status, workflow=workflow, limit=limit)
     workflows = sorted(set(app.workflow_names()) | {run.workflow for run in runs})
+    health = dict(zip([run.id for run in runs], await verdicts(request, runs), strict=True))
     return templates_of(request).TemplateResponse(
         request,
         "runs.html",
         {
             "runs": runs,
+            "health": health,
             "statuses": RUN_STATUSES,
             "status": status,
             "workflow": workflow,
@@ -57,6 +60,7 @@ async def runs_page(
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run_page(request: Request, run_id: str) -> HTMLResponse:
     run = await tether_app_of(request).get_run_async(run_id)
+    (health,) = await verdicts(request, [run])
     now = datetime.now(UTC)
     finished = run.status in FINISHED_STATUSES
     return templates_of(request).TemplateResponse(
@@ -64,6 +68,7 @@ async def run_page(request: Request, run_id: str) -> HTMLResponse:
         "run.html",
         {
             "run": run,
+            "health": health,
             "finished": finished,
             "bars": timeline(run, now),
             "now": now,

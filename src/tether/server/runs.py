@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tether.errors import UnknownRun, UnknownWorkflow, UserError
 from tether.server.factory import ApiError, tether_app_of
+from tether.server.stats import verdicts
 from tether.server.views import run_json, run_summary_json
 from tether.store.base import FINISHED_STATUSES, RUN_STATUSES
 
@@ -67,7 +68,8 @@ async def list_runs(
     workflow: Annotated[str | None, Query(description="A workflow name.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
-    """Runs, newest first, without their journals."""
+    """Runs, newest first, without their journals; ``health`` is the observe layer's ok /
+    slow / stuck verdict with its reason (``null`` without that layer)."""
     if status == "":
         status = None
     if status is not None and status not in RUN_STATUSES:
@@ -80,13 +82,18 @@ async def list_runs(
     runs = await tether_app_of(request).list_runs_async(
         status=status, workflow=workflow or None, limit=limit
     )
-    return {"runs": [run_summary_json(run) for run in runs]}
+    health = await verdicts(request, runs)
+    return {
+        "runs": [run_summary_json(run) | {"health": h} for run, h in zip(runs, health, strict=True)]
+    }
 
 
 @router.get("/{run_id}")
 async def get_run(request: Request, run_id: str) -> dict[str, Any]:
-    """One run with its input, output and whole journal."""
-    return run_json(await tether_app_of(request).get_run_async(run_id))
+    """One run with its input, output, whole journal and health verdict."""
+    run = await tether_app_of(request).get_run_async(run_id)
+    (health,) = await verdicts(request, [run])
+    return run_json(run) | {"health": health}
 
 
 @router.post("", status_code=201)

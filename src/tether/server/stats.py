@@ -1,16 +1,143 @@
-"""Stats and cost pages from the observe layer (mounted only when that layer is present)."""
+"""Stats, cost and run health from the observe layer (mounted only when that layer is present).
+
+JSON under ``/api/stats`` and ``/api/cost``, pages ``/stats`` and ``/cost``, and the stuck /
+slow verdict the runs API and pages attach to each run (`verdicts`). All figures come from the
+observe layer's reports over the App; nothing here reads the store itself.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.util
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from tether.engine.records import RunInfo
+from tether.errors import UserError
+from tether.server.factory import ApiError, templates_of, tether_app_of
 
 router = APIRouter(tags=["stats"])
 
+DEFAULT_SINCE = "7d"
+
 
 def available(app: Any) -> bool:
-    """Whether the observe layer's stats and cost reports can be imported."""
-    del app  # the reports read the App's store; any App has one
-    # Not wired yet: the observe layer's report API is still moving on its branch.
-    return False
+    """Whether the observe layer's reports can be imported (the App needs nothing extra)."""
+    del app
+    return all(
+        importlib.util.find_spec(f"tether.observe.{module}") is not None
+        for module in ("stats", "attribution", "health", "changes")
+    )
+
+
+async def verdicts(request: Request, runs: Sequence[RunInfo]) -> list[dict[str, Any] | None]:
+    """The observe layer's ok / slow / stuck verdict per run (``None`` each without it)."""
+    if not request.app.state.features.get("stats"):
+        return [None] * len(runs)
+    from tether.observe.health import assess_runs
+
+    return [v.to_dict() for v in await assess_runs(tether_app_of(request), list(runs))]
+
+
+def _window(since: str) -> tuple[float, float]:
+    from tether.observe.window import parse_duration
+
+    try:
+        seconds = parse_duration(since)
+    except UserError as exc:
+        raise ApiError(422, str(exc), type="ValidationError", field="since") from exc
+    until = time.time()
+    return until - seconds, until
+
+
+async def _stats(request: Request, by: str, since: str, changes: bool) -> dict[str, Any]:
+    from tether.observe.changes import detect_changes
+    from tether.observe.stats import stats_report
+
+    start, end = _window(since)
+    app = tether_app_of(request)
+    try:
+        rows = await stats_report(app, by, since=start, until=end)
+    except UserError as exc:
+        raise ApiError(422, str(exc), type="ValidationError", field="by") from exc
+    found = await detect_changes(app, since=start, until=end) if changes else []
+    return {
+        "by": by,
+        "since": datetime.fromtimestamp(start, UTC).isoformat(),
+        "groups": _group_keys(rows),
+        "rows": [row.to_dict() for row in rows],
+        "changes": [change.to_dict() | {"summary": change.describe()} for change in found],
+    }
+
+
+async def _cost(request: Request, by: str, since: str) -> dict[str, Any]:
+    from tether.observe.attribution import cost_report
+
+    start, end = _window(since)
+    try:
+        rows = await cost_report(tether_app_of(request), by, since=start, until=end)
+    except UserError as exc:
+        raise ApiError(422, str(exc), type="ValidationError", field="by") from exc
+    return {
+        "by": by,
+        "since": datetime.fromtimestamp(start, UTC).isoformat(),
+        "groups": _group_keys(rows),
+        "rows": [row.to_dict() for row in rows],
+        "total": {
+            "cost_usd": sum(r.cost_usd for r in rows),
+            "calls": sum(r.calls for r in rows),
+            "unpriced_calls": sum(r.unpriced_calls for r in rows),
+        },
+    }
+
+
+def _group_keys(rows: Sequence[Any]) -> list[str]:
+    """The grouping columns of a report (``team``, ``model``…), in the order asked for."""
+    return list(rows[0].group) if rows else []
+
+
+ByParam = Annotated[str, Query(description="Comma-separated dimensions: node, model, version, "
+                               "app_version, workflow, step, or a label key.")]
+SinceParam = Annotated[str, Query(description="A window like 30m, 12h, 7d.")]
+
+
+@router.get("/api/stats")
+async def stats(
+    request: Request, by: ByParam = "node", since: SinceParam = DEFAULT_SINCE, changes: bool = False
+) -> dict[str, Any]:
+    """Runs, calls, p50/p95 latency, failures, refusals, retries, tokens and cost per group;
+    with ``changes=true``, nodes whose latency, cost per call or failure rate moved."""
+    return await _stats(request, by, since, changes)
+
+
+@router.get("/api/cost")
+async def cost(
+    request: Request, by: ByParam = "team,model", since: SinceParam = DEFAULT_SINCE
+) -> dict[str, Any]:
+    """Spend of model calls grouped by labels and model, most expensive first; unpriced calls
+    are counted apart, never as zero."""
+    return await _cost(request, by, since)
+
+
+@router.get("/stats", response_class=HTMLResponse, include_in_schema=False)
+async def stats_page(
+    request: Request, by: ByParam = "node", since: SinceParam = DEFAULT_SINCE
+) -> HTMLResponse:
+    report = await _stats(request, by, since, changes=True)
+    return templates_of(request).TemplateResponse(
+        request, "stats.html", {"report": report, "by": by, "since": since, "refresh": None}
+    )
+
+
+@router.get("/cost", response_class=HTMLResponse, include_in_schema=False)
+async def cost_page(
+    request: Request, by: ByParam = "team,model", since: SinceParam = DEFAULT_SINCE
+) -> HTMLResponse:
+    report = await _cost(request, by, since)
+    return templates_of(request).TemplateResponse(
+        request, "cost.html", {"report": report, "by": by, "since": since, "refresh": None}
+    )
