@@ -34,13 +34,27 @@ def available(app: Any) -> bool:
     )
 
 
+BASELINES_TTL = 60.0
+"""Seconds the usual step durations are reused. They summarise days of history, and the pages
+refresh every few seconds: reading the whole window on every refresh would be the dashboard's
+main load on the store."""
+
+
 async def verdicts(request: Request, runs: Sequence[RunInfo]) -> list[dict[str, Any] | None]:
     """The observe layer's ok / slow / stuck verdict per run (``None`` each without it)."""
     if not request.app.state.features.get("stats"):
         return [None] * len(runs)
-    from tether.observe.health import assess_runs
+    from tether.observe.health import assess, latency_baselines
 
-    return [v.to_dict() for v in await assess_runs(tether_app_of(request), list(runs))]
+    baselines = None
+    if any(run.status == "running" for run in runs):
+        cached: tuple[float, Any] | None = getattr(request.app.state, "baselines", None)
+        if cached is None or time.monotonic() - cached[0] > BASELINES_TTL:
+            cached = (time.monotonic(), await latency_baselines(tether_app_of(request)))
+            request.app.state.baselines = cached
+        baselines = cached[1]
+    now = time.time()
+    return [assess(run, run.steps, baselines, now=now).to_dict() for run in runs]
 
 
 def _window(since: str) -> tuple[float, float]:
