@@ -103,6 +103,15 @@ def test_signal_from_the_run_page_resumes_the_run(page: Page, tmp_path: Path) ->
         page.screenshot(path=str(shots / "run-succeeded.png"), full_page=True)
         assert app.get_run(waiting).output["decision"] == {"approved": True}
 
+        # Fork from the wait: the new run reuses the research step and waits again.
+        page.fill('form[data-kind="fork"] input[name="from_step"]', "2")
+        page.click('form[data-kind="fork"] button[type="submit"]')
+        expect(page).not_to_have_url(f"{base}/runs/{waiting}")
+        expect(page.locator(f'#run-header a[href="/runs/{waiting}"]')).to_have_text(waiting)
+        expect(page.locator("#run-header [data-status]")).to_have_text("waiting", timeout=20_000)
+        forked = page.url.rsplit("/", 1)[1]
+        assert [s.name for s in app.get_run(forked).steps] == ["research", "approval"]
+
 
 def test_cancel_from_the_run_page(page: Page, tmp_path: Path) -> None:
     from playwright.sync_api import expect
@@ -110,6 +119,12 @@ def test_cancel_from_the_run_page(page: Page, tmp_path: Path) -> None:
     with dashboard(tmp_path) as (base, app):
         run_id = app.start("outreach", {"company": "globex"}).id
         wait_until(lambda: app.get_run(run_id).status == "waiting", 15, "run never waited")
+        # The list is live: a run started after the page loaded shows up without a reload.
+        page.goto(f"{base}/runs")
+        later = app.start("broken").id
+        expect(page.locator(f'tr[data-run="{later}"]')).to_be_visible()
+        expect(page.locator(f'tr[data-run="{later}"] [data-status]')).to_have_text("failed")
+
         page.goto(f"{base}/runs/{run_id}")
         page.once("dialog", lambda dialog: dialog.accept())
         page.click('form[data-kind="cancel"] button[type="submit"]')
