@@ -7,9 +7,10 @@ trust layer's client API (`available`); decisions go through ``app.approve_async
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
@@ -18,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tether.errors import UserError
 from tether.server.factory import ApiError, templates_of, tether_app_of
 from tether.server.pages import REFRESH_SECONDS
+
+if TYPE_CHECKING:  # the trust layer is optional at run time (see `available`)
+    from tether.trust.approvals import Approval
 
 router = APIRouter(tags=["approvals"])
 
@@ -57,7 +61,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def approval_json(approval: Any) -> dict[str, Any]:
+def approval_json(approval: Approval) -> dict[str, Any]:
     """An approval request as the API returns it."""
     return {
         "id": approval.id,
@@ -85,7 +89,7 @@ def approval_json(approval: Any) -> dict[str, Any]:
     }
 
 
-async def _get(request: Request, approval_id: str) -> Any:
+async def _get(request: Request, approval_id: str) -> Approval:
     try:
         return await tether_app_of(request).get_approval_async(approval_id)
     except UserError as exc:
@@ -122,7 +126,9 @@ async def get_approval(request: Request, approval_id: str) -> dict[str, Any]:
     return approval_json(await _get(request, approval_id))
 
 
-async def _decide(request: Request, approval_id: str, decide: Any) -> dict[str, Any]:
+async def _decide(
+    request: Request, approval_id: str, decide: Callable[[], Awaitable[Approval]]
+) -> dict[str, Any]:
     await _get(request, approval_id)  # an unknown id is a 404, not a refused decision
     try:
         decided = await decide()
