@@ -53,6 +53,9 @@ def test_tether_serve_serves_the_stores_runs(tmp_path: Path) -> None:
             (run_id, "queued", {"team": "sales"})
         ]
         assert run_id in httpx.get(f"{base}/runs").text
+        # Bound to loopback, it answers to loopback names only (no DNS rebinding).
+        rebound = httpx.get(f"{base}/api/runs", headers={"Host": f"rebind.example:{port}"})
+        assert rebound.status_code == 421
     finally:
         process.send_signal(signal.SIGINT)
         try:

@@ -248,3 +248,14 @@ def test_health_and_openapi(client: TestClient) -> None:
     assert client.get("/api/health").json()["ok"] is True
     paths = client.get("/api/openapi.json").json()["paths"]
     assert {"/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/signal"} <= set(paths)
+
+
+def test_only_the_allowed_host_names_are_served(app: tether.App) -> None:
+    # A DNS name rebound to 127.0.0.1 would make an attacker's page "same origin".
+    api = create_app(app, allowed_hosts=["127.0.0.1", "localhost", "::1"])
+    with TestClient(api, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/api/runs").status_code == 200
+        assert client.get("/api/runs", headers={"Host": "[::1]:8000"}).status_code == 200
+        rebound = client.get("/api/runs", headers={"Host": "rebind.attacker.example:8000"})
+        assert rebound.status_code == 421
+        assert "--allowed-host rebind.attacker.example" in rebound.json()["error"]["message"]

@@ -6,6 +6,8 @@ import typer
 
 from tether.cli.common import APP_HELP, STORE_HELP, cli, err_console, handle_errors, load_app
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 @cli.command()
 @handle_errors
@@ -16,6 +18,9 @@ def serve(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
     app: str | None = typer.Option(None, "--app", help=APP_HELP + " (lets the API start its "
                                    "workflows with input checks; optional)"),
+    allowed_host: list[str] = typer.Option(
+        [], "--allowed-host", help="Another host name the server may be reached by (e.g. the "
+        "proxy's); repeatable; '*' allows any. Loopback names and --host are always allowed."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
     """Serve the JSON API (/api) and the web dashboard for the store's runs and approvals."""
@@ -24,11 +29,14 @@ def serve(
     from tether.server import create_app
 
     tether_app = load_app(app, store)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK:
         err_console.print(
             f"[yellow]warning:[/] serving on {host}: the dashboard has no authentication; "
             "anyone who can reach this port can signal and cancel runs",
             highlight=False,
         )
     err_console.print(f"tether dashboard on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
-    uvicorn.run(create_app(tether_app), host=host, port=port, log_level=log_level)
+    hosts = [*LOOPBACK, *allowed_host] + ([] if host in ("0.0.0.0", "::") else [host])
+    uvicorn.run(
+        create_app(tether_app, allowed_hosts=hosts), host=host, port=port, log_level=log_level
+    )

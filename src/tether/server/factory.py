@@ -8,6 +8,7 @@ goes through the tether App's client API; none reaches into the store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,7 +70,27 @@ class SameOriginGuard(BaseHTTPMiddleware):
     says where the request comes from, come from this origin.
     """
 
+    def __init__(self, app: Any, allowed_hosts: Sequence[str] | None = None) -> None:
+        super().__init__(app)
+        self.allowed_hosts = (
+            None if allowed_hosts is None or "*" in allowed_hosts
+            else frozenset(h.lower().strip("[]") for h in allowed_hosts)
+        )
+
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if self.allowed_hosts is not None:
+            # DNS rebinding: a site whose name resolves to 127.0.0.1 is "same origin" with
+            # itself, so only the names this server is meant to be reached by are served.
+            name = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+            if name.lower() not in self.allowed_hosts:
+                return JSONResponse(
+                    error_body(
+                        "HostRefused",
+                        f"this tether server answers to {', '.join(sorted(self.allowed_hosts))}, "
+                        f"not {name!r}; add it with `tether serve --allowed-host {name}`",
+                    ),
+                    status_code=421,
+                )
         if request.method in UNSAFE_METHODS:
             origin = request.headers.get("origin")
             # Behind a proxy that rewrites Host, the proxy's X-Forwarded-Host is the origin's.
@@ -175,11 +196,13 @@ def _templates() -> Jinja2Templates:
     return templates
 
 
-def create_app(tether_app: App) -> FastAPI:
+def create_app(tether_app: App, *, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """The HTTP API (under ``/api``) and the web dashboard for `tether_app`'s store.
 
     Features appear with the layers the App has: approvals when the trust layer provides
-    ``approvals_async``, stats and cost when the observe layer is importable.
+    ``approvals_async``, stats and cost when the observe layer is importable. `allowed_hosts`
+    are the host names requests may be addressed to (``None`` or ``"*"``: any); `tether serve`
+    sets them so that a rebinding DNS name cannot reach a dashboard bound to 127.0.0.1.
     """
     from tether.server import approvals, pages, runs, stats
 
@@ -197,7 +220,7 @@ def create_app(tether_app: App) -> FastAPI:
         "stats": stats.available(tether_app),
     }
     api.state.templates.env.globals["features"] = api.state.features
-    api.add_middleware(SameOriginGuard)
+    api.add_middleware(SameOriginGuard, allowed_hosts=allowed_hosts)
     _install_error_handlers(api)
     api.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
