@@ -95,6 +95,11 @@ def test_list_runs_newest_first_with_filters(app: tether.App, client: TestClient
     boom = client.get("/api/runs", params={"workflow": "boom"}).json()["runs"]
     assert [r["id"] for r in boom] == [failed]
     assert len(client.get("/api/runs", params={"limit": 2}).json()["runs"]) == 2
+    sales = client.get("/api/runs", params={"label": "team=sales"}).json()["runs"]
+    assert [r["id"] for r in sales] == [first]
+    assert client.get("/api/runs", params={"label": ["team=sales", "tenant=x"]}).json()["runs"] == []
+    bad = client.get("/api/runs", params={"label": "team"})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "label"
 
 
 def test_list_runs_rejects_an_unknown_status_naming_the_field(client: TestClient) -> None:

@@ -52,6 +52,9 @@ def test_runs_page_lists_runs_with_status_and_filters(app: tether.App, client: T
     assert failed in only_failed and waiting not in only_failed
     only_boom = client.get("/runs", params={"workflow": "hello"}).text
     assert waiting in only_boom and failed not in only_boom
+    sales = client.get("/runs", params={"label": "team=sales", "workflow": ""}).text
+    assert waiting in sales and failed not in sales
+    assert "status=failed&amp;label=team%3Dsales" in sales  # status pills keep the label filter
     empty = client.get("/runs", params={"status": "cancelled"}).text
     assert "No runs with status <b>cancelled</b>" in empty
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from tether.server.factory import ApiError, templates_of, tether_app_of
+from tether.server.runs import parse_labels
 from tether.server.stats import verdicts
 from tether.server.views import money, timeline
 from tether.store.base import FINISHED_STATUSES, RUN_STATUSES
@@ -28,6 +30,7 @@ async def runs_page(
     request: Request,
     status: Annotated[str | None, Query()] = None,
     workflow: Annotated[str | None, Query()] = None,
+    label: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> HTMLResponse:
     status = status or None
@@ -37,7 +40,10 @@ async def runs_page(
             422, f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}", field="status"
         )
     app = tether_app_of(request)
-    runs = await app.list_runs_async(status=status, workflow=workflow, limit=limit)
+    label = [pair for pair in label or [] if pair]
+    runs = await app.list_runs_async(
+        status=status, workflow=workflow, labels=parse_labels(label), limit=limit
+    )
     workflows = sorted(set(app.workflow_names()) | {run.workflow for run in runs})
     health = dict(zip([run.id for run in runs], await verdicts(request, runs), strict=True))
     return templates_of(request).TemplateResponse(
@@ -49,12 +55,24 @@ async def runs_page(
             "statuses": RUN_STATUSES,
             "status": status,
             "workflow": workflow,
+            "label": label,
+            "filter_query": _query(workflow=workflow, label=label),
             "workflows": workflows,
             "limit": limit,
             "now": datetime.now(UTC),
             "refresh": REFRESH_SECONDS,
         },
     )
+
+
+def _query(**params: str | list[str] | None) -> str:
+    """The other filters, to carry along when one filter changes (``&workflow=…&label=…``)."""
+    pairs = [
+        (key, value)
+        for key, values in params.items()
+        for value in ([values] if isinstance(values, str) else values or [])
+    ]
+    return "".join(f"&{urlencode({key: value})}" for key, value in pairs)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)

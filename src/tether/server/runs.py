@@ -66,6 +66,9 @@ async def list_runs(
     request: Request,
     status: Annotated[str | None, Query(description="One run status.")] = None,
     workflow: Annotated[str | None, Query(description="A workflow name.")] = None,
+    label: Annotated[
+        list[str] | None, Query(description="key=value; repeat to require several labels.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """Runs, newest first, without their journals; ``health`` is the observe layer's ok /
@@ -80,7 +83,7 @@ async def list_runs(
             field="status",
         )
     runs = await tether_app_of(request).list_runs_async(
-        status=status, workflow=workflow or None, limit=limit
+        status=status, workflow=workflow or None, labels=parse_labels(label), limit=limit
     )
     health = await verdicts(request, runs)
     return {
@@ -159,6 +162,24 @@ async def fork_run(request: Request, run_id: str, body: ForkRun) -> dict[str, An
         )
     handle = await app.fork_async(run_id, body.from_step)
     return run_json(await app.get_run_async(handle.id))
+
+
+def parse_labels(pairs: list[str] | None) -> dict[str, str] | None:
+    """``["team=sales", "tenant=acme"]`` → ``{"team": "sales", "tenant": "acme"}``."""
+    if not pairs:
+        return None
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ApiError(
+                422,
+                f"label filter {pair!r} must look like key=value, e.g. team=sales",
+                type="ValidationError",
+                field="label",
+            )
+        labels[key] = value
+    return labels
 
 
 def _field_of(message: str) -> str:
