@@ -68,6 +68,10 @@ def build(store_url: str) -> tether.App:
         receipt = await send_email(f"ceo@{company}.example", decision)
         return {"profile": profile, "decision": decision, "receipt": receipt}
 
+    @app.workflow(name="digest")
+    async def digest(ctx: tether.Context, companies: list[str]) -> list[dict[str, Any]]:
+        return [await research(company) for company in companies]
+
     @app.workflow(name="broken")
     async def broken(ctx: tether.Context) -> None:
         await research("nobody")

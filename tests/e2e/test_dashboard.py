@@ -167,3 +167,23 @@ def test_a_reviewer_approves_with_an_edit_and_the_run_sends_it(page: Page, tmp_p
         assert [m["body"] for m in outbox] == ["Hi Dana, we cut freight costs."]
         page.goto(f"{base}/runs/{run_id}")
         expect(page.locator("#run-header [data-status]")).to_have_text("succeeded")
+
+
+def test_raise_the_budget_of_a_paused_run(page: Page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    with dashboard(tmp_path) as (base, app):
+        run_id = app.start(
+            "digest", {"companies": ["acme", "globex", "initech"]},
+            budget=tether.Budget(max_llm_calls=1, on_exceed="suspend"),
+        ).id
+        wait_until(lambda: app.get_run(run_id).waiting_for == "tether.budget", 15, "no pause")
+        page.goto(f"{base}/runs/{run_id}")
+        form = page.locator('form[data-kind="budget"]')
+        expect(form).to_contain_text("paused on its budget")
+        form.locator("textarea").fill('{"max_llm_calls": 10, "on_exceed": "suspend"}')
+        form.locator('button[type="submit"]').click()
+        expect(page.locator("#flash")).to_contain_text("budget raised")
+        expect(page.locator("#run-header [data-status]")).to_have_text("succeeded", timeout=20_000)
+        expect(page.locator("#run-header")).to_contain_text("max_llm_calls=10")
+        assert len(app.get_run(run_id).output) == 3

@@ -153,6 +153,7 @@ def test_approval_pages_show_the_request_with_its_context(
     assert "send_email" in listing and "risk: send" in listing
     assert "ceo@acme.com" in listing and "no_placeholders" in listing
     assert f'data-api="/api/approvals/{approval_id}/approve"' in listing
+    assert 'class="count has-pending" title="pending approval requests">1</span>' in listing
     detail = client.get(f"/approvals/{approval_id}").text
     assert "journal at request time" in detail and "research" in detail
     assert "1,500 tokens" in detail and "gpt-4.1-mini-2025-04-14" in detail

@@ -1,5 +1,5 @@
-"""Stats, cost and stuck/slow on the API and pages, from the observe layer's reports over runs
-with known usage on known models."""
+"""Stats, cost, stuck/slow, per-node figures and budgets on the API and pages, over runs with
+known usage on known models (the reports are the observe layer's)."""
 
 from __future__ import annotations
 
@@ -118,3 +118,34 @@ def test_a_run_whose_worker_vanished_shows_as_stuck(app: tether.App, client: Tes
     assert 'data-verdict="stuck"' in page and "heartbeat lost" in page
     detail = client.get("/runs/orphan-1").text
     assert 'data-verdict="stuck"' in detail
+
+
+def test_run_page_shows_cost_and_latency_per_node(app: tether.App, client: TestClient) -> None:
+    sales = next(r for r in app.list_runs() if r.labels.get("team") == "sales")
+    html = client.get(f"/runs/{sales.id}").text
+    row = html.split('<tr data-node="drafter">', 1)[1].split("</tr>", 1)[0]
+    assert "gpt-4.1, gpt-4.1-mini, house-llm" in row
+    assert "$0.0120 + 1 unpriced" in row and "3,600" in row
+
+
+def test_a_run_paused_on_its_budget_is_resumed_by_raising_it(
+    app: tether.App, client: TestClient
+) -> None:
+    info = app.run(
+        "draft", {"models": [["gpt-4.1", 0.01]] * 3},
+        budget=tether.Budget(max_llm_calls=1, on_exceed="suspend"),
+    )
+    assert (info.status, info.waiting_for) == ("waiting", "tether.budget")
+    html = client.get(f"/runs/{info.id}").text
+    assert "paused on its budget" in html
+    assert f'data-api="/api/runs/{info.id}/budget"' in html
+    assert "max_llm_calls" in html  # the current budget, to edit
+    bad = client.post(f"/api/runs/{info.id}/budget", json={"max_llm_calls": -1})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "max_llm_calls"
+    response = client.post(f"/api/runs/{info.id}/budget", json={"max_llm_calls": 5})
+    assert response.status_code == 200
+    assert response.json()["status"] == "queued" and response.json()["budget"]["max_llm_calls"] == 5
+    info = app.run("draft", run_id=info.id)
+    assert info.status == "succeeded" and len(info.output) == 3
+    ended = client.post(f"/api/runs/{info.id}/budget", json={"max_llm_calls": 9})
+    assert ended.status_code == 409

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.errors import UserError
-from tether.server.factory import ApiError, templates_of, tether_app_of
+from tether.server.factory import ApiError, render, tether_app_of
 from tether.server.pages import REFRESH_SECONDS
 
 if TYPE_CHECKING:  # the trust layer is optional at run time (see `available`)
@@ -171,7 +171,7 @@ async def approvals_page(
 ) -> HTMLResponse:
     wanted = _status_param(status)
     found = await tether_app_of(request).approvals_async(status=wanted, limit=200)
-    return templates_of(request).TemplateResponse(
+    return await render(
         request,
         "approvals.html",
         {
@@ -187,7 +187,7 @@ async def approvals_page(
 @router.get("/approvals/{approval_id}", response_class=HTMLResponse, include_in_schema=False)
 async def approval_page(request: Request, approval_id: str) -> HTMLResponse:
     approval = await _get(request, approval_id)
-    return templates_of(request).TemplateResponse(
+    return await render(
         request,
         "approval.html",
         {

@@ -61,6 +61,26 @@ def templates_of(request: Request) -> Jinja2Templates:
     return templates
 
 
+PENDING_SHOWN = 99
+"""Past this many pending approvals the nav shows ``99+`` (counting more costs more)."""
+
+
+async def render(
+    request: Request, template: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    """A dashboard page, with what every page's header shows (pending approvals)."""
+    pending: str | None = None
+    if request.app.state.features.get("approvals"):
+        found = await tether_app_of(request).approvals_async(
+            status="pending", limit=PENDING_SHOWN + 1
+        )
+        pending = f"{PENDING_SHOWN}+" if len(found) > PENDING_SHOWN else str(len(found))
+    response: HTMLResponse = templates_of(request).TemplateResponse(
+        request, template, {**context, "pending_approvals": pending}, status_code=status_code
+    )
+    return response
+
+
 class SameOriginGuard(BaseHTTPMiddleware):
     """Refuse state-changing requests another site could make the operator's browser send.
 

@@ -13,9 +13,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from tether.server.factory import ApiError, templates_of, tether_app_of
+from tether.server.factory import ApiError, render, tether_app_of
 from tether.server.runs import parse_labels
-from tether.server.stats import verdicts
+from tether.server.stats import node_rows, verdicts
 from tether.server.views import money, timeline
 from tether.store.base import FINISHED_STATUSES, RUN_STATUSES
 
@@ -46,7 +46,7 @@ async def runs_page(
     )
     workflows = sorted(set(app.workflow_names()) | {run.workflow for run in runs})
     health = dict(zip([run.id for run in runs], await verdicts(request, runs), strict=True))
-    return templates_of(request).TemplateResponse(
+    return await render(
         request,
         "runs.html",
         {
@@ -81,12 +81,13 @@ async def run_page(request: Request, run_id: str) -> HTMLResponse:
     (health,) = await verdicts(request, [run])
     now = datetime.now(UTC)
     finished = run.status in FINISHED_STATUSES
-    return templates_of(request).TemplateResponse(
+    return await render(
         request,
         "run.html",
         {
             "run": run,
             "health": health,
+            "nodes": node_rows(request, run),
             "finished": finished,
             "bars": timeline(run, now),
             "now": now,

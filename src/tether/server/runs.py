@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tether.engine.budget import Budget
 from tether.errors import UnknownRun, UnknownWorkflow, UserError
 from tether.server.factory import ApiError, tether_app_of
 from tether.server.stats import verdicts
@@ -59,6 +60,21 @@ class ForkRun(BaseModel):
     from_step: int = Field(
         ge=1, description="Steps before this sequence number are reused, not executed again."
     )
+
+
+class RaiseBudget(BaseModel):
+    """Body of ``POST /api/runs/{id}/budget``: the run's new budget (it replaces the old one;
+    absent limits are unlimited)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_llm_calls: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_tool_calls: int | None = Field(default=None, ge=0)
+    max_steps: int | None = Field(default=None, ge=0)
+    max_duration: float | None = Field(default=None, ge=0, description="Seconds.")
+    on_exceed: Literal["fail", "suspend"] = "fail"
 
 
 @router.get("")
@@ -145,6 +161,20 @@ async def cancel_run(request: Request, run_id: str, body: CancelRun | None = Non
     ended run changes nothing and returns it as it is."""
     reason = body.reason if body is not None else CancelRun().reason
     return run_json(await tether_app_of(request).cancel_async(run_id, reason))
+
+
+@router.post("/{run_id}/budget")
+async def raise_budget(request: Request, run_id: str, body: RaiseBudget) -> dict[str, Any]:
+    """Replace the run's budget; a run paused on its budget (waiting for ``tether.budget``)
+    becomes runnable and continues under the new limits."""
+    app = tether_app_of(request)
+    run = await app.get_run_async(run_id)
+    if run.status in FINISHED_STATUSES:
+        raise ApiError(
+            409, f"run {run_id} already ended ({run.status}); its budget no longer applies",
+            type="RunEnded",
+        )
+    return run_json(await app.raise_budget_async(run_id, Budget(**body.model_dump())))
 
 
 @router.post("/{run_id}/fork", status_code=201)

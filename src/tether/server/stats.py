@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 
 from tether.engine.records import RunInfo
 from tether.errors import UserError
-from tether.server.factory import ApiError, templates_of, tether_app_of
+from tether.server.factory import ApiError, render, tether_app_of
 
 router = APIRouter(tags=["stats"])
 log = logging.getLogger("tether.server")
@@ -64,6 +64,17 @@ async def verdicts(request: Request, runs: Sequence[RunInfo]) -> list[dict[str, 
         baselines = cached[1]
     now = time.time()
     return [assess(run, run.steps, baselines, now=now).to_dict() for run in runs]
+
+
+def node_rows(request: Request, run: RunInfo) -> list[Any]:
+    """Cost and latency per pipeline node of one run (empty without the observe layer, or when
+    no step belongs to a node)."""
+    if not request.app.state.features.get("stats"):
+        return []
+    from tether.observe.attribution import node_summary
+
+    rows = node_summary(run)
+    return [] if all(row.node == "-" for row in rows) else rows
 
 
 def _window(since: str) -> tuple[float, float]:
@@ -151,7 +162,7 @@ async def stats_page(
     request: Request, by: ByParam = "node", since: SinceParam = DEFAULT_SINCE
 ) -> HTMLResponse:
     report = await _stats(request, by, since, changes=True)
-    return templates_of(request).TemplateResponse(
+    return await render(
         request, "stats.html", {"report": report, "by": by, "since": since, "refresh": None}
     )
 
@@ -161,6 +172,6 @@ async def cost_page(
     request: Request, by: ByParam = "team,model", since: SinceParam = DEFAULT_SINCE
 ) -> HTMLResponse:
     report = await _cost(request, by, since)
-    return templates_of(request).TemplateResponse(
+    return await render(
         request, "cost.html", {"report": report, "by": by, "since": since, "refresh": None}
     )

@@ -121,7 +121,8 @@
       const response = await fetch(form.dataset.api, {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify(payload),
+        // data-body="field": that field's JSON is the whole body (e.g. a budget object).
+        body: JSON.stringify(form.dataset.body ? payload[form.dataset.body] || {} : payload),
       });
       const answer = await response.json().catch(() => ({}));
       if (!response.ok) {
