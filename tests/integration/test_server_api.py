@@ -264,3 +264,33 @@ def test_only_the_allowed_host_names_are_served(app: tether.App) -> None:
         rebound = client.get("/api/runs", headers={"Host": "rebind.attacker.example:8000"})
         assert rebound.status_code == 421
         assert "--allowed-host rebind.attacker.example" in rebound.json()["error"]["message"]
+
+
+def test_failures_answer_in_the_same_json_shape(
+    app: tether.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable(run_id: str) -> None:
+        raise tether.StoreUnavailable("database at db:5432 refused the connection")
+
+    async def broken(**kwargs: Any) -> None:
+        raise RuntimeError("listing exploded")
+
+    monkeypatch.setattr(app, "get_run_async", unreachable)
+    monkeypatch.setattr(app, "list_runs_async", broken)
+    with TestClient(create_app(app), raise_server_exceptions=False) as client:
+        down = client.get("/api/runs/r-1")
+        assert down.status_code == 503
+        assert down.json()["error"] == {
+            "type": "StoreUnavailable", "message": "database at db:5432 refused the connection"
+        }
+        bug = client.get("/api/runs")
+        assert bug.status_code == 500
+        assert "RuntimeError: listing exploded" in bug.json()["error"]["message"]
+        page = client.get("/runs")
+        assert page.status_code == 500 and "listing exploded" in page.text
+
+
+def test_no_page_loads_anything_from_another_host(client: TestClient) -> None:
+    # FastAPI's interactive docs would pull scripts from a CDN; only the document is served.
+    assert client.get("/api/docs").status_code == 404
+    assert "cdn" not in client.get("/runs").text.lower()

@@ -8,6 +8,7 @@ goes through the tether App's client API; none reaches into the store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from tether.engine.app import App
-from tether.errors import TetherError, UnknownRun, UnknownWorkflow, UserError
+from tether.errors import StoreUnavailable, TetherError, UnknownRun, UnknownWorkflow, UserError
 from tether.server import views
 
 HERE = Path(__file__).parent
+log = logging.getLogger("tether.server")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -191,7 +193,17 @@ def _install_error_handlers(api: FastAPI) -> None:
             return _error_response(request, 422, "UnknownWorkflow", str(exc), fields)
         if isinstance(exc, UserError):
             return _error_response(request, 400, type(exc).__name__, str(exc))
+        if isinstance(exc, StoreUnavailable):
+            return _error_response(request, 503, "StoreUnavailable", str(exc))
         return _error_response(request, 500, type(exc).__name__, str(exc))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error_response(
+            request, 500, type(exc).__name__,
+            f"{request.method} {request.url.path} failed: {type(exc).__name__}: {exc} "
+            "(a bug in tether's server; the traceback is in the server's log)",
+        )
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -202,6 +214,7 @@ def _install_error_handlers(api: FastAPI) -> None:
     api.add_exception_handler(RequestValidationError, on_validation)
     api.add_exception_handler(TetherError, on_tether_error)
     api.add_exception_handler(StarletteHTTPException, on_http_error)
+    api.add_exception_handler(Exception, on_unexpected)
 
 
 def _templates() -> Jinja2Templates:
@@ -229,7 +242,9 @@ def create_app(tether_app: App, *, allowed_hosts: Sequence[str] | None = None) -
     api = FastAPI(
         title="tether",
         summary="Runs, journals, signals and approvals of a tether store.",
-        docs_url="/api/docs",
+        # FastAPI's interactive docs page loads its scripts from a CDN; the dashboard serves
+        # everything itself, so only the OpenAPI document is offered.
+        docs_url=None,
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
