@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import tether
-from tests.integration.trust_workflows import make_app
+from tests.integration.trust_workflows import close_apps, make_app  # noqa: F401 - fixture
 from tether.store.base import StepRecord
 from tether.trust.gate import STARTED_BY_LABEL, approval_signal
 
