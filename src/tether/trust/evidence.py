@@ -230,7 +230,7 @@ async def current_ring(
         stats = category_stats(agent, category, actions)
         if not (stats.rejected or stats.auto_failures):
             return RingState(ring="auto", base=base, history=history)
-        parts = []
+        parts: list[str] = []
         if stats.rejected:
             parts.append(f"{stats.rejected} rejection(s)")
         if stats.auto_failures:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tether.engine.context import Context, current_step
 from tether.errors import RunFailed, SignalTimeout
@@ -270,14 +270,18 @@ def _conclude(
     digest: str,
     decision: Any,
 ) -> Authorization:
-    if not isinstance(decision, dict) or decision.get("approval_id") != approval_id:
+    if not isinstance(decision, dict) or cast(dict[str, Any], decision).get(
+        "approval_id"
+    ) != approval_id:
         raise _mismatch(ctx, approval_id, f"the decision received is not for this request: "
                         f"{decision!r}")
+    decision = cast(dict[str, Any], decision)
     status = decision.get("status")
     reviewer = decision.get("reviewer")
     if status == "approved":
-        args = decision.get("args")
-        if not isinstance(args, dict) or args_digest(args) != decision.get("digest"):
+        given = decision.get("args")
+        args: dict[str, Any] = cast(dict[str, Any], given) if isinstance(given, dict) else {}
+        if not isinstance(given, dict) or args_digest(args) != decision.get("digest"):
             raise _mismatch(ctx, approval_id, "the approved arguments do not match the digest "
                             "recorded with the decision")
         if not decision.get("edited") and decision.get("digest") != digest:
@@ -326,8 +330,8 @@ def _watch_outcomes(app: Any, run_id: str) -> None:
     """Once per App: when a run that passed the gate ends, record how its tools fared."""
     state: dict[str, Any] | None = app.extensions.get("trust")
     if state is None:
-        state = app.extensions["trust"] = {"runs": set()}
-        runs: set[str] = state["runs"]
+        runs: set[str] = set()
+        state = app.extensions["trust"] = {"runs": runs}
         store: Store = app.store
 
         async def on_run_end(ended: str, status: str) -> None:
@@ -337,4 +341,4 @@ def _watch_outcomes(app: Any, run_id: str) -> None:
             await settle_outcomes(store, await store.list_trust_actions(run_id=ended))
 
         app.executor.listeners.append(on_run_end)
-    state["runs"].add(run_id)
+    cast(set[str], state["runs"]).add(run_id)
