@@ -33,6 +33,7 @@ from tether.errors import (
     UnknownWorkflow,
     UserError,
 )
+from tether.observe.limits import SpendLimit
 from tether.trust import (
     ActionRejected,
     Approval,
@@ -64,6 +65,7 @@ __all__ = [
     "RunInfo",
     "RunRefused",
     "SignalTimeout",
+    "SpendLimit",
     "StepContext",
     "StepFailed",
     "StepInfo",
