@@ -68,6 +68,18 @@ class Approval:
     def pending(self) -> bool:
         return self.status == "pending"
 
+    @property
+    def changes(self) -> dict[str, tuple[Any, Any]]:
+        """What the reviewer changed: argument name → ``(proposed, approved)``."""
+        if self.approved_args is None:
+            return {}
+        names = [*self.args, *(k for k in self.approved_args if k not in self.args)]
+        return {
+            name: (self.args.get(name), self.approved_args.get(name))
+            for name in names
+            if self.args.get(name) != self.approved_args.get(name)
+        }
+
     @classmethod
     def from_record(cls, rec: TrustActionRecord) -> Approval:
         return cls(

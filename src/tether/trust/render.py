@@ -157,8 +157,9 @@ def render_approval(approval: Approval) -> str:
         by = f" by {escape(a.decided_by)}" if a.decided_by else ""
         when = f" {_ago(a.decided_at)}" if a.decided_at else ""
         lines.append(f"Decision: {a.status}{by}{when}" + (" with edits" if a.edited else ""))
-        if a.approved_args is not None and a.edited:
-            lines += [f"    {escape(k)}: {_value(v)}" for k, v in a.approved_args.items()]
+        for name, (before, after) in a.changes.items():
+            lines.append(f"    {escape(name)}: {_value(before)}")
+            lines.append(f"    {' ' * len(name)}→ {_value(after)}")
     return "\n".join(lines)
 
 
