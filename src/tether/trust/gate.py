@@ -26,7 +26,7 @@ from typing import Any, Literal, cast
 
 from tether.engine.context import Context, current_step
 from tether.errors import RunFailed, SignalTimeout
-from tether.observe.names import AGENT_NAME, RISK, TOOL_CALL_ID, TOOL_NAME, WAITING_FOR_HUMAN
+from tether.observe.names import AGENT_NAME, RISK, TOOL_CALL_ID, TOOL_NAME
 from tether.store.base import FINISHED_STATUSES, Store, TrustActionRecord
 from tether.trust.digest import args_digest
 from tether.trust.evidence import current_ring, settle_outcomes
@@ -138,7 +138,7 @@ async def authorize(ctx: Context, request: ToolCallRequest) -> Authorization:
             "tether.trust.ring": action.ring,
             "tether.trust.status": action.status,
             **({TOOL_CALL_ID: request.call_id} if request.call_id else {}),
-            **({WAITING_FOR_HUMAN: True} if action.status == "pending" else {}),
+            "tether.trust.approval_id": action.id,
         })
         return {
             "id": action.id,
