@@ -93,7 +93,9 @@ def render_approval(approval: Approval) -> str:
         f"[bold]Run so far[/]: {totals.get('steps', 0)} steps, {totals.get('retries', 0)} "
         f"retries, {totals.get('errors', 0)} errors"
     )
-    for step in _entries(c, "steps")[-MAX_STEP_LINES:]:
+    # The gate's own bookkeeping steps are counted above but not listed: they are noise here.
+    listed = [s for s in _entries(c, "steps") if not str(s.get("name", "")).startswith("trust.")]
+    for step in listed[-MAX_STEP_LINES:]:
         extra = f" x{step['attempts']}" if step.get("attempts", 1) > 1 else ""
         error = f"  [red]{escape(str(step['error'])[:120])}[/]" if step.get("error") else ""
         lines.append(
