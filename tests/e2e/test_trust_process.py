@@ -117,7 +117,9 @@ def test_sigkill_between_approval_and_send_sends_once_with_the_approved_text(
     run = client.start("outreach", {"to": "ceo@acme.com", "body": "Draft with a typo"})
 
     approval = wait_until(lambda: client.approvals(), "the approval request")[0]
-    assert client.get_run(run.id).status == "waiting"  # suspended: no worker holds it
+    # The request is stored by the gate step just before the run suspends: no worker holds it.
+    wait_until(lambda: client.get_run(run.id).status == "waiting", "the run to suspend")
+    assert client.get_run(run.id).lease_owner is None
     client.approve(approval.id, reviewer="alice", edits={"body": "Approved final text"})
 
     # The worker picks the run up and starts the send with the approved text; kill it there.

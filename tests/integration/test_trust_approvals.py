@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import tether
-from tests.integration.trust_workflows import make_app
+from tests.integration.trust_workflows import close_apps, make_app  # noqa: F401 - fixture
 from tether.store.base import StepRecord
 from tether.trust.gate import STARTED_BY_LABEL, approval_signal
 
@@ -105,6 +105,9 @@ def test_approval_with_edits_runs_the_tool_once_with_the_edited_arguments(store_
 
     assert decided.status == "approved" and decided.edited
     assert decided.approved_args == {**approval.args, "body": "Shorter, kinder text."}
+    assert decided.changes == {"body": (INPUT["body"], "Shorter, kinder text.")}
+    audit = tether.render_approval(decided)  # who, when, what changed
+    assert "Decision: approved by alice" in audit and "→ Shorter, kinder text." in audit
     assert app.get_run(run.id).status == "queued"  # the decision woke the run
     info = resume(app, run.id)
     assert info.status == "succeeded"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import tether
-from tests.integration.trust_workflows import make_app
+from tests.integration.trust_workflows import close_apps, make_app  # noqa: F401 - fixture
 
 INPUT = {"to": "ceo@acme.com", "body": "Hi from tether."}
 

@@ -3,7 +3,10 @@ every tool call, as the agents layer does, and revises its draft after a rejecti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 import tether
 from tether.observe.names import NODE, PROMPT_HASH, REQUEST_MODEL, RESPONSE_MODEL, TOOL_NAME
@@ -21,6 +24,17 @@ EMAIL_SCHEMA: dict[str, Any] = {
 }
 
 
+_open: list[tether.App] = []
+
+
+@pytest.fixture(autouse=True)
+def close_apps() -> Iterator[None]:
+    """Close every App a test made (PostgreSQL pools otherwise outlive the test's loop)."""
+    yield
+    while _open:
+        _open.pop().close()
+
+
 def make_app(
     url: str, policy: tether.Policy | None, outbox: list[dict[str, Any]], *,
     lease_seconds: float = 10.0,
@@ -28,6 +42,7 @@ def make_app(
     """An App with the workflow ``outreach``; sent emails land in `outbox` (keyed by the
     step's idempotency key, so a re-run step would show up as a duplicate key)."""
     app = tether.App(url, policy=policy, lease_seconds=lease_seconds)
+    _open.append(app)
     flaky = {"left": 1}
 
     def send_email(to: str, subject: str, body: str) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
 
 import tether
-from tests.integration.trust_workflows import make_app
+from tests.integration.trust_workflows import close_apps, make_app  # noqa: F401 - fixture
 from tether.cli import trust as _trust  # noqa: F401 - registers the commands
 from tether.cli.common import cli
 from tether.trust.gate import STARTED_BY_LABEL
@@ -26,13 +25,12 @@ def outbox() -> list[dict[str, Any]]:
 @pytest.fixture
 def app(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, outbox: list[dict[str, Any]]
-) -> Iterator[tether.App]:
+) -> tether.App:
     monkeypatch.delenv("TETHER_STORE", raising=False)
     monkeypatch.delenv("TETHER_REVIEWER", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
     app = make_app(sqlite_url, tether.Policy({"send": "review"}), outbox)
-    yield app
-    app.close()
+    return app
 
 
 def invoke(app: tether.App, *args: str) -> Result:

@@ -10,7 +10,6 @@ import tether
 from tether.store.base import TrustActionRecord
 from tether.trust.digest import args_digest
 from tether.trust.evidence import category_stats, eligible, recommendation
-from tether.trust.snapshot import percentile
 
 
 def test_rings_per_category_with_agent_overrides_and_default() -> None:
@@ -109,11 +108,3 @@ def test_recommendations_say_what_to_do_and_why() -> None:
     )
     assert recommendation("deny", category_stats("a", "send", [action("denied")]),
                           evidence).startswith("denied by policy (1 call")
-
-
-def test_percentile_is_nearest_rank() -> None:
-    assert percentile([], 95) is None
-    assert percentile([3.0], 95) == 3.0
-    values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 95) == 95.0
-    assert percentile(list(reversed(values)), 50) == 50.0

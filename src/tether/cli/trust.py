@@ -46,6 +46,7 @@ def reviewer_name(given: str | None) -> str:
 def approval_json(approval: Approval) -> dict[str, Any]:
     data = asdict(approval)
     data["checks"] = [asdict(c) for c in approval.checks]
+    data["changes"] = {k: {"proposed": a, "approved": b} for k, (a, b) in approval.changes.items()}
     return data
 
 
@@ -107,10 +108,7 @@ def approve(
     approval = load_app(None, store).approve(
         approval_id, reviewer=reviewer_name(reviewer), edits=edits
     )
-    changed = ""
-    if approval.edited and approval.approved_args is not None:
-        keys = [k for k, v in approval.approved_args.items() if approval.args.get(k) != v]
-        changed = f" with edits to {', '.join(keys)}"
+    changed = f" with edits to {', '.join(approval.changes)}" if approval.changes else ""
     console.print(
         f"approved {approval.id}{changed} as {approval.decided_by}; run {approval.run_id} "
         f"resumes and calls {approval.tool}",

@@ -9,9 +9,10 @@ store transaction, so a decision is never recorded without reaching the run, or 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from tether.errors import UserError
 from tether.store.base import FINISHED_STATUSES, Store, TrustActionRecord
@@ -66,6 +67,18 @@ class Approval:
     @property
     def pending(self) -> bool:
         return self.status == "pending"
+
+    @property
+    def changes(self) -> dict[str, tuple[Any, Any]]:
+        """What the reviewer changed: argument name → ``(proposed, approved)``."""
+        if self.approved_args is None:
+            return {}
+        names = [*self.args, *(k for k in self.approved_args if k not in self.args)]
+        return {
+            name: (self.args.get(name), self.approved_args.get(name))
+            for name in names
+            if self.args.get(name) != self.approved_args.get(name)
+        }
 
     @classmethod
     def from_record(cls, rec: TrustActionRecord) -> Approval:
@@ -133,7 +146,7 @@ async def get_approval(store: Store, approval_id: str) -> Approval:
 
 
 async def approve(
-    store: Store, approval_id: str, *, reviewer: str, edits: dict[str, Any] | None = None
+    store: Store, approval_id: str, *, reviewer: str, edits: Mapping[str, Any] | None = None
 ) -> Approval:
     """Approve the request, with `edits` (argument name → new value) replacing the proposed
     arguments; the run resumes and runs the tool once with exactly these arguments."""
@@ -146,7 +159,7 @@ async def approve(
                 f"new values, got {type(edits).__name__}"
             )
         final.update(edits)
-        _validate(action, edits, final)
+        _validate(action, dict(edits), final)
     digest = args_digest(final)
     return await _record(
         store, action, status="approved", reviewer=reviewer, final_args=final,
@@ -178,7 +191,7 @@ async def _decidable(store: Store, approval_id: str, reviewer: str) -> TrustActi
     if action.status != "pending":
         by = f" by {action.decided_by}" if action.decided_by else ""
         raise UserError(f"approval {approval_id} is already {action.status}{by}; nothing to do")
-    if not isinstance(reviewer, str) or not reviewer.strip():
+    if not reviewer or not reviewer.strip():
         raise UserError(f"approval {approval_id}: name the reviewer (reviewer=… / --as WHO)")
     if action.started_by is not None and reviewer == action.started_by:
         raise UserError(
@@ -202,9 +215,10 @@ async def _decidable(store: Store, approval_id: str, reviewer: str) -> TrustActi
 
 def _validate(action: TrustActionRecord, edits: dict[str, Any], final: dict[str, Any]) -> None:
     schema = action.args_schema or {}
-    known = schema.get("properties")
-    if isinstance(known, dict):
-        unknown = sorted(set(edits) - set(known))
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        known = {str(name) for name in cast(dict[str, Any], properties)}
+        unknown = sorted(set(edits) - known)
         if unknown:
             raise UserError(
                 f"approval {action.id}: {action.tool} has no argument(s) {', '.join(unknown)}; "
@@ -214,8 +228,8 @@ def _validate(action: TrustActionRecord, edits: dict[str, Any], final: dict[str,
         return
     import jsonschema  # only reviewers' edits need it; keep `import tether` light
 
-    validator = jsonschema.Draft202012Validator(schema)
-    problems = sorted(validator.iter_errors(final), key=lambda e: list(e.path))
+    validator: Any = jsonschema.Draft202012Validator(schema)
+    problems: list[Any] = sorted(validator.iter_errors(final), key=lambda e: list(e.path))
     if problems:
         details = "; ".join(
             f"{'.'.join(str(p) for p in e.path) or '(arguments)'}: {e.message}"
@@ -239,17 +253,15 @@ async def _record(
     reason: str | None,
 ) -> Approval:
     now = time.time()
-    decided = TrustActionRecord(
-        **{
-            **{f: getattr(action, f) for f in TrustActionRecord.__dataclass_fields__},
-            "status": status,
-            "decided_by": reviewer,
-            "decided_at": now,
-            "final_args": final_args,
-            "final_digest": final_digest,
-            "edited": edited,
-            "reason": reason if reason is not None else action.reason,
-        }
+    decided = replace(
+        action,
+        status=status,
+        decided_by=reviewer,
+        decided_at=now,
+        final_args=final_args,
+        final_digest=final_digest,
+        edited=edited,
+        reason=reason if reason is not None else action.reason,
     )
     payload = decision_payload(decided)
     stored = await store.decide_trust_action(

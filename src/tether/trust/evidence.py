@@ -230,7 +230,7 @@ async def current_ring(
         stats = category_stats(agent, category, actions)
         if not (stats.rejected or stats.auto_failures):
             return RingState(ring="auto", base=base, history=history)
-        parts = []
+        parts: list[str] = []
         if stats.rejected:
             parts.append(f"{stats.rejected} rejection(s)")
         if stats.auto_failures:
@@ -255,6 +255,9 @@ async def _record(
     reason: str,
     stats: CategoryStats,
 ) -> RingChangeRecord:
+    latest = await store.list_ring_changes(agent=agent, category=category)
+    if latest and latest[-1].to_ring == to_ring:  # a concurrent gate made this change already
+        return latest[-1]
     return await store.add_ring_change(
         RingChangeRecord(
             agent=agent,

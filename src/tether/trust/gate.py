@@ -22,11 +22,11 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tether.engine.context import Context, current_step
 from tether.errors import RunFailed, SignalTimeout
-from tether.observe.names import AGENT_NAME, RISK, TOOL_CALL_ID, TOOL_NAME, WAITING_FOR_HUMAN
+from tether.observe.names import AGENT_NAME, RISK, TOOL_CALL_ID, TOOL_NAME
 from tether.store.base import FINISHED_STATUSES, Store, TrustActionRecord
 from tether.trust.digest import args_digest
 from tether.trust.evidence import current_ring, settle_outcomes
@@ -138,7 +138,7 @@ async def authorize(ctx: Context, request: ToolCallRequest) -> Authorization:
             "tether.trust.ring": action.ring,
             "tether.trust.status": action.status,
             **({TOOL_CALL_ID: request.call_id} if request.call_id else {}),
-            **({WAITING_FOR_HUMAN: True} if action.status == "pending" else {}),
+            "tether.trust.approval_id": action.id,
         })
         return {
             "id": action.id,
@@ -270,14 +270,18 @@ def _conclude(
     digest: str,
     decision: Any,
 ) -> Authorization:
-    if not isinstance(decision, dict) or decision.get("approval_id") != approval_id:
+    if not isinstance(decision, dict) or cast(dict[str, Any], decision).get(
+        "approval_id"
+    ) != approval_id:
         raise _mismatch(ctx, approval_id, f"the decision received is not for this request: "
                         f"{decision!r}")
+    decision = cast(dict[str, Any], decision)
     status = decision.get("status")
     reviewer = decision.get("reviewer")
     if status == "approved":
-        args = decision.get("args")
-        if not isinstance(args, dict) or args_digest(args) != decision.get("digest"):
+        given = decision.get("args")
+        args: dict[str, Any] = cast(dict[str, Any], given) if isinstance(given, dict) else {}
+        if not isinstance(given, dict) or args_digest(args) != decision.get("digest"):
             raise _mismatch(ctx, approval_id, "the approved arguments do not match the digest "
                             "recorded with the decision")
         if not decision.get("edited") and decision.get("digest") != digest:
@@ -326,8 +330,8 @@ def _watch_outcomes(app: Any, run_id: str) -> None:
     """Once per App: when a run that passed the gate ends, record how its tools fared."""
     state: dict[str, Any] | None = app.extensions.get("trust")
     if state is None:
-        state = app.extensions["trust"] = {"runs": set()}
-        runs: set[str] = state["runs"]
+        runs: set[str] = set()
+        state = app.extensions["trust"] = {"runs": runs}
         store: Store = app.store
 
         async def on_run_end(ended: str, status: str) -> None:
@@ -337,4 +341,4 @@ def _watch_outcomes(app: Any, run_id: str) -> None:
             await settle_outcomes(store, await store.list_trust_actions(run_id=ended))
 
         app.executor.listeners.append(on_run_end)
-    state["runs"].add(run_id)
+    cast(set[str], state["runs"]).add(run_id)

@@ -86,7 +86,8 @@ class Policy:
         if self.expire_seconds is not None and self.expire_seconds <= 0:
             raise UserError(f"Policy(expire_after={self.expire_after}) must be positive")
         for category, names in self.reviewers.items():
-            if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+            # Config often comes from YAML/JSON: a bare string would be read letter by letter.
+            if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):  # pyright: ignore[reportUnnecessaryIsInstance]
                 raise UserError(
                     f"Policy(reviewers={{{category!r}: …}}) must be a list of reviewer names"
                 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from rich.markup import escape
 
@@ -52,6 +52,18 @@ def _value(value: Any) -> str:
     return escape(text).replace("\n", "\n      ")
 
 
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    return cast(dict[str, Any], value) if isinstance(value, dict) else {}
+
+
+def _entries(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = data.get(key)
+    if not isinstance(value, list):
+        return []
+    return [cast(dict[str, Any], v) for v in cast(list[Any], value) if isinstance(v, dict)]
+
+
 def render_approval(approval: Approval) -> str:
     """The request as a reviewer should see it before deciding: the proposed call and its
     arguments, the checks, the run so far, latency against the node's usual p95, spend against
@@ -74,21 +86,23 @@ def render_approval(approval: Approval) -> str:
             mark = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
             tail = f" — {escape(check.reason)}" if check.reason else ""
             lines.append(f"    {mark} {escape(check.name)}{tail}")
-    totals = c.get("totals") or {}
-    spend = c.get("spend") or {}
-    budget = spend.get("budget") or {}
+    totals = _section(c, "totals")
+    spend = _section(c, "spend")
+    budget = _section(spend, "budget")
     lines.append(
         f"[bold]Run so far[/]: {totals.get('steps', 0)} steps, {totals.get('retries', 0)} "
         f"retries, {totals.get('errors', 0)} errors"
     )
-    for step in (c.get("steps") or [])[-MAX_STEP_LINES:]:
+    # The gate's own bookkeeping steps are counted above but not listed: they are noise here.
+    listed = [s for s in _entries(c, "steps") if not str(s.get("name", "")).startswith("trust.")]
+    for step in listed[-MAX_STEP_LINES:]:
         extra = f" x{step['attempts']}" if step.get("attempts", 1) > 1 else ""
         error = f"  [red]{escape(str(step['error'])[:120])}[/]" if step.get("error") else ""
         lines.append(
             f"    #{step['seq']} {escape(str(step['name']))} {step['kind']} {step['status']}"
             f"{extra} {_seconds(step.get('duration'))}{error}"
         )
-    node = c.get("node") or {}
+    node = _section(c, "node")
     if node:
         p95 = node.get("usual_p95")
         usual = (f"usual p95 {_seconds(p95)} over {node.get('samples', 0)} runs"
@@ -109,7 +123,7 @@ def render_approval(approval: Approval) -> str:
         calls += f" of {budget['max_llm_calls']}"
     unpriced = f", {spend['unpriced_calls']} unpriced" if spend.get("unpriced_calls") else ""
     lines.append(f"[bold]Spend[/]: {tokens} tokens, {calls} model calls, {cost}{unpriced}")
-    for version in c.get("versions") or []:
+    for version in _entries(c, "versions"):
         model = version.get("response_model") or version.get("request_model") or "?"
         requested = version.get("request_model")
         asked = f" (asked {escape(str(requested))})" if requested and requested != model else ""
@@ -119,14 +133,14 @@ def render_approval(approval: Approval) -> str:
             + (f", prompt {escape(str(prompt)[:12])}" if prompt else "")
             + (f"  {escape('[' + str(version['node']) + ']')}" if version.get("node") else "")
         )
-    history = c.get("history") or {}
+    history = _section(c, "history")
     lines.append(
         f"[bold]History[/] of {escape(a.category)} for {escape(a.agent)}: "
         f"{history.get('reviews', 0)} reviews, approved {_rate(history.get('approval_rate'))}, "
         f"edited {_rate(history.get('edit_rate'))}, {history.get('rejected', 0)} rejected, "
         f"{history.get('auto', 0)} automatic"
     )
-    for past in history.get("last") or []:
+    for past in _entries(history, "last"):
         edited = " (edited)" if past.get("edited") else ""
         why = f": {escape(str(past['reason']))}" if past.get("reason") else ""
         lines.append(
@@ -145,8 +159,9 @@ def render_approval(approval: Approval) -> str:
         by = f" by {escape(a.decided_by)}" if a.decided_by else ""
         when = f" {_ago(a.decided_at)}" if a.decided_at else ""
         lines.append(f"Decision: {a.status}{by}{when}" + (" with edits" if a.edited else ""))
-        if a.approved_args is not None and a.edited:
-            lines += [f"    {escape(k)}: {_value(v)}" for k, v in a.approved_args.items()]
+        for name, (before, after) in a.changes.items():
+            lines.append(f"    {escape(name)}: {_value(before)}")
+            lines.append(f"    {' ' * len(name)}→ {_value(after)}")
     return "\n".join(lines)
 
 

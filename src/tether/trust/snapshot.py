@@ -13,12 +13,12 @@ Taken once, when the request is created (inside the journaled gate step), and st
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 from tether.engine.context import Context
 from tether.observe.names import AGENT_NAME, NODE, PROMPT_HASH, REQUEST_MODEL, RESPONSE_MODEL
+from tether.observe.stats import percentile
 from tether.store.base import StepRecord, Store
 from tether.trust.evidence import category_stats
 
@@ -48,15 +48,6 @@ def node_elapsed(steps: list[StepRecord], node: str, *, now: float | None = None
     start = min(s.started_at for s in mine if s.started_at is not None)
     end = now if now is not None else max((s.finished_at or s.started_at or start) for s in mine)
     return max(0.0, end - start)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (``q`` in 0..100); ``None`` for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 async def usual_node_p95(
