@@ -86,6 +86,9 @@ def test_approve_with_edits_runs_the_tool_once_with_the_edited_arguments(
     assert decided["status"] == "approved" and decided["edited"] is True
     assert decided["decided_by"] == "alice"
     assert decided["approved_arguments"]["subject"] == "Freight costs at Acme"
+    assert decided["changes"] == {"subject": {"proposed": "Hello", "approved": "Freight costs at Acme"}}
+    audit = client.get(f"/approvals/{approval_id}").text  # the decided request shows the edit
+    assert 'data-changed="subject"' in audit and "by alice" in audit
     assert app.get_run(run_id).status == "queued"  # the decision woke the run
     assert resume(app, run_id).status == "succeeded"
     assert [(m["subject"], m["body"]) for m in outbox] == [("Freight costs at Acme", INPUT["body"])]

@@ -86,6 +86,10 @@ def approval_json(approval: Approval) -> dict[str, Any]:
         "decided_at": _iso(approval.decided_at),
         "approved_arguments": approval.approved_args,
         "edited": approval.edited,
+        "changes": {
+            name: {"proposed": proposed, "approved": approved}
+            for name, (proposed, approved) in approval.changes.items()
+        },
     }
 
 
