@@ -125,7 +125,22 @@ def test_cancel_from_the_run_page(page: Page, tmp_path: Path) -> None:
         expect(page.locator(f'tr[data-run="{later}"]')).to_be_visible()
         expect(page.locator(f'tr[data-run="{later}"] [data-status]')).to_have_text("failed")
 
+        # What someone is typing survives the page's refreshes.
         page.goto(f"{base}/runs/{run_id}")
+        page.fill('form[data-kind="signal"] textarea[name="data"]', '{"note": "half-typed')
+        page.click('tr[data-seq="1"] summary')  # and an expanded step stays expanded
+        for _ in range(2):
+            before = page.locator("#refresh-state").inner_text()
+            page.wait_for_function(
+                "before => document.getElementById('refresh-state').textContent !== before",
+                arg=before,
+            )
+        expect(page.locator('form[data-kind="signal"] textarea[name="data"]')).to_have_value(
+            '{"note": "half-typed'
+        )
+        expect(page.locator('tr[data-seq="1"] details')).to_have_attribute("open", "")
+        page.fill('form[data-kind="signal"] textarea[name="data"]', "")
+
         page.once("dialog", lambda dialog: dialog.accept())
         page.click('form[data-kind="cancel"] button[type="submit"]')
         expect(page.locator("#run-header [data-status]")).to_have_text("cancelled")

@@ -21,7 +21,9 @@
   // A region the user is typing in, or whose form they changed, is left alone: a refresh must
   // never throw away what someone is writing.
   function busy(region) {
-    if (region.contains(document.activeElement) && document.activeElement !== document.body) {
+    const active = document.activeElement;
+    // Only fields count: a clicked <summary> or button keeps focus but holds no input.
+    if (active && region.contains(active) && active.matches("input, textarea, select")) {
       return true;
     }
     return region.querySelector("form[data-dirty]") !== null;
