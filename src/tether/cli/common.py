@@ -79,7 +79,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TetherError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            # soft_wrap: one line whatever the terminal width, so scripts can grep it.
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,99 @@
+"""`tether worker`: execute an App's runs in this process until SIGTERM or SIGINT.
+
+The first SIGTERM/SIGINT stops claiming and gives in-flight runs `--grace` seconds to finish;
+runs still going after that are handed back (released, not failed) so another worker resumes
+them at once. A second signal exits immediately; the runs it held are taken over by another
+worker when their leases expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal as signal_module
+import sys
+
+import typer
+
+from tether.cli.common import APP_HELP, STORE_HELP, cli, handle_errors, load_app
+from tether.engine.app import App
+from tether.errors import UserError
+
+log = logging.getLogger("tether.worker")
+
+LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """Timestamped lines on stderr, the format process supervisors expect."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise UserError(f"--log-level {level!r} is not a level; use debug, info, warning or error")
+    logging.basicConfig(
+        stream=sys.stderr, level=numeric, format=LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S"
+    )
+
+
+@cli.command()
+@handle_errors
+def worker(
+    app: str = typer.Option(..., "--app", help=APP_HELP),
+    concurrency: int = typer.Option(100, "--concurrency", "-c", min=1, help="Runs at once"),
+    worker_id: str | None = typer.Option(
+        None, "--id", help="Worker name in logs and leases (default: host-pid)"
+    ),
+    grace: float = typer.Option(
+        10.0,
+        "--grace",
+        min=0.0,
+        help="Seconds in-flight runs get to finish after SIGTERM/SIGINT before they are "
+        "handed back to other workers",
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Run a worker: claim runnable runs of the app's workflows and execute them."""
+    configure_logging(log_level)
+    application = load_app(app, store)
+    names = ", ".join(application.workflow_names()) or "none"
+    log.info("app %s on %s; workflows: %s", app, application.store.url, names)
+
+    async def report(run_id: str, status: str) -> None:
+        # One line per run outcome: what an operator tails the log for.
+        if status in ("failed", "refused"):
+            log.warning("run %s %s", run_id, status)
+        elif status in ("succeeded", "cancelled"):
+            log.info("run %s %s", run_id, status)
+        else:
+            log.debug("run %s %s", run_id, status)
+
+    application.executor.listeners.append(report)
+    asyncio.run(_serve(application, concurrency, worker_id, grace))
+
+
+async def _serve(application: App, concurrency: int, name: str | None, grace: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        signame = signal_module.Signals(signum).name
+        if not stop.is_set():
+            log.info(
+                "%s received: no new runs; in-flight runs get %.1fs to finish (send again to "
+                "exit now)",
+                signame,
+                grace,
+            )
+            stop.set()
+            return
+        # Leases of the runs still held expire and other workers take them over.
+        log.warning("second %s: exiting now; held runs are taken over after their lease", signame)
+        logging.shutdown()
+        os._exit(130)
+
+    for sig in (signal_module.SIGTERM, signal_module.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await application.run_worker_async(
+        concurrency=concurrency, name=name, stop=stop, grace_period=grace
+    )

@@ -1,0 +1,106 @@
+"""A SIGKILLed worker's runs are resumed by a new worker process from the last completed step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import (
+    POISON_APP,
+    Workers,
+    check_exactly_once,
+    client,
+    read_ledger,
+    wait_until,
+    worker_pool,
+)
+
+
+@pytest.fixture
+def workers(tmp_path: Path, sqlite_url: str) -> Iterator[Workers]:
+    with worker_pool(tmp_path, sqlite_url) as pool:
+        yield pool
+
+
+def test_kill_mid_step_resumes_from_last_completed_step(workers: Workers, tmp_path: Path) -> None:
+    app = client(workers.store)
+    gate = tmp_path / "gate"
+    run = app.start("pipeline", {"steps": 6, "gate": str(gate), "gate_at": 3}).id
+    workers.start("first")
+
+    # The worker is inside step #4 (the gate) once the ledger shows it started.
+    wait_until(lambda: f"{run}:4" in read_ledger(workers.ledger), timeout=20, what="step #4")
+    before = app.get_run(run)
+    assert [s.seq for s in before.steps if s.status == "completed"] == [1, 2, 3]
+    workers.kill("first")
+
+    gate.touch()
+    workers.start("second")
+    wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
+
+    info = app.get_run(run)
+    assert info.status == "succeeded", info.error
+    assert info.recoveries == 1
+    ledger = read_ledger(workers.ledger)
+    check_exactly_once(info, ledger, workers.killed)
+    # Steps 1-3 were journaled by the first worker and not run again; only the in-flight
+    # step #4 ran twice; 5 and 6 ran once, on the second worker.
+    assert [len(ledger[f"{run}:{seq}"]) for seq in range(1, 7)] == [1, 1, 1, 2, 1, 1]
+    second = workers.procs["second"].pid
+    assert {e.pid for seq in (5, 6) for e in ledger[f"{run}:{seq}"]} == {second}
+
+
+def test_durable_sleep_interrupted_by_kill_wakes_on_another_worker(workers: Workers) -> None:
+    app = client(workers.store)
+    run = app.start("napper", {"seconds": 2.0}).id
+    workers.start("sleeper")
+    wait_until(
+        lambda: app.get_run(run).status == "waiting", timeout=20, what="the run to sleep"
+    )
+    workers.kill("sleeper")
+
+    workers.start("waker")
+    wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to wake and finish")
+    info = app.get_run(run)
+    assert info.status == "succeeded", info.error
+    assert info.output["slept"] >= 2.0
+    # The step before the sleep ran once, on the killed worker; the one after, on the waker.
+    ledger = read_ledger(workers.ledger)
+    check_exactly_once(info, ledger, workers.killed)
+    assert [e.pid for e in ledger[f"{run}:2"]] == [workers.procs["sleeper"].pid]
+    assert [e.pid for e in ledger[f"{run}:4"]] == [workers.procs["waker"].pid]
+
+
+def test_poison_run_fails_after_max_recoveries(workers: Workers) -> None:
+    """A step that SIGKILLs its own worker must not crash-loop the fleet forever."""
+    app = client(workers.store)
+    run = app.start("poison", {}).id
+    started = time.monotonic()
+    victims: list[int] = []
+    # max_recoveries=2 in the fixture: three workers die, the fourth fails the run.
+    for attempt in range(6):
+        proc = workers.start(f"p{attempt}", app=POISON_APP)
+        wait_until(
+            lambda proc=proc: proc.poll() is not None or app.get_run(run).finished,
+            timeout=20,
+            what=f"worker p{attempt} to die or the run to end",
+        )
+        if app.get_run(run).finished:
+            break
+        victims.append(proc.pid)
+    info = app.get_run(run)
+    assert info.status == "failed"
+    assert info.error is not None
+    assert info.error["type"] == "PoisonRun"
+    assert "max_recoveries=2" in info.error["message"]
+    assert len(victims) == 3
+    ledger = read_ledger(workers.ledger)
+    # The first step was journaled before the first crash and never ran again.
+    assert len(ledger[f"{run}:1"]) == 1
+    assert [e.pid for e in ledger[f"{run}:2"]] == victims
+    # The worker that failed the run is still alive and well.
+    assert workers.alive() == [f"p{len(victims)}"]
+    assert time.monotonic() - started < 30

@@ -1,0 +1,154 @@
+"""Workflows for the end-to-end tests, loaded by real worker processes with
+``tether worker --app tests.e2e.workflows_fixture:app``.
+
+Every step appends one line to the ledger file named by ``$TETHER_E2E_LEDGER`` when it starts
+executing: ``<idempotency key> <step name> <pid>``. The tests count those lines to prove that a
+step whose result was journaled ran exactly once, and which worker process ran it.
+
+The lease is short (1 s) so takeovers after a SIGKILL happen within a second or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from datetime import timedelta
+from typing import Any
+
+import tether
+
+app = tether.App(lease_seconds=1.0, max_recoveries=100)
+"""Recoveries are generous: the chaos test kills workers holding the same run many times."""
+
+poison_app = tether.App(lease_seconds=1.0, max_recoveries=2)
+"""For the poison-run test only: a run that kills its worker fails after 2 takeovers."""
+
+NO_RETRY = tether.Retry(max_attempts=1)
+
+
+def record_execution() -> None:
+    """Append this step execution to the ledger (O_APPEND: one atomic line per write)."""
+    step = tether.current_step()
+    ledger = os.environ.get("TETHER_E2E_LEDGER")
+    if not ledger:
+        return
+    line = f"{step.idempotency_key} {step.name} {os.getpid()}\n".encode()
+    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+
+@app.step
+async def work(index: int, pause: float = 0.0) -> dict[str, Any]:
+    record_execution()
+    if pause:
+        await asyncio.sleep(pause)
+    return {"index": index, "pid": os.getpid()}
+
+
+@app.step
+def work_sync(index: int, pause: float = 0.0) -> dict[str, Any]:
+    """A plain ``def`` step (runs in a thread)."""
+    import time
+
+    record_execution()
+    if pause:
+        time.sleep(pause)
+    return {"index": index, "pid": os.getpid()}
+
+
+@app.step
+async def block(gate: str) -> dict[str, Any]:
+    """Runs until the file `gate` exists (the test decides when the step may finish)."""
+    record_execution()
+    # Another process creates the file, so there is no event to await: poll it.
+    while not os.path.exists(gate):  # noqa: ASYNC110, ASYNC240 - a stat is not worth a thread
+        await asyncio.sleep(0.02)
+    return {"gate": "released", "pid": os.getpid()}
+
+
+@app.step(retry=NO_RETRY)
+async def explode(message: str) -> None:
+    record_execution()
+    raise ValueError(message)
+
+
+@poison_app.step
+async def prepare() -> str:
+    record_execution()
+    return "ready"
+
+
+@poison_app.step
+async def kill_my_worker() -> None:
+    """Dies like a native crash or the OOM killer would: no exception, no cleanup."""
+    record_execution()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- workflows --------------------------------------------------------------------------------
+
+
+@app.workflow
+async def pipeline(
+    ctx: tether.Context, steps: int = 3, pause: float = 0.0, gate: str = "", gate_at: int = -1
+) -> dict[str, Any]:
+    """`steps` journaled steps; the one at index `gate_at` blocks until the file `gate`."""
+    results: list[Any] = []
+    for index in range(steps):
+        if index == gate_at:
+            results.append(await block(gate))
+        else:
+            results.append(await work(index, pause))
+    return {"results": results}
+
+
+@app.workflow
+async def chaos(ctx: tether.Context, steps: int = 6, max_pause: float = 0.15) -> dict[str, Any]:
+    """Steps of different lengths, async and sync, so kills land at varied points."""
+    rng = random.Random(ctx.run_id)  # seeded by the run: the same pauses on every replay
+    for index in range(steps):
+        pause = rng.uniform(0.01, max_pause)
+        if index % 3 == 2:
+            await work_sync(index, pause)
+        else:
+            await work(index, pause)
+    return {"steps": steps}
+
+
+@app.workflow
+async def approval(ctx: tether.Context, who: str) -> dict[str, Any]:
+    await work(0)
+    decision = await ctx.wait_for_signal("approval", timeout=timedelta(minutes=5))
+    await work(1)
+    return {"who": who, "decision": decision}
+
+
+@app.workflow
+async def napper(ctx: tether.Context, seconds: float = 2.0) -> dict[str, Any]:
+    before = ctx.now()
+    await work(0)
+    await ctx.sleep(timedelta(seconds=seconds))
+    await work(1)
+    after = ctx.now()
+    return {"slept": (after - before).total_seconds()}
+
+
+@app.workflow
+async def failing(ctx: tether.Context, message: str = "boom") -> None:
+    await work(0)
+    await explode(message)
+
+
+@poison_app.workflow
+async def poison(ctx: tether.Context) -> str:
+    await prepare()
+    await kill_my_worker()
+    return "unreachable"
