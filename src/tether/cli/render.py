@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -102,28 +103,54 @@ def error_line(error: dict[str, Any] | None, width: int = 0) -> str:
 
 
 def runs_table(runs: list[RunInfo]) -> Table:
-    """One row per run, newest first (as listed)."""
-    table = Table(title=f"{len(runs)} run(s)", title_justify="left", expand=False)
-    table.add_column("run", no_wrap=True)
-    table.add_column("workflow")
-    table.add_column("status")
-    table.add_column("steps", justify="right")
-    table.add_column("created (UTC)", no_wrap=True)
-    table.add_column("duration", justify="right")
-    table.add_column("labels")
-    table.add_column("detail", overflow="fold")
+    """One row per run, newest first (as listed). Narrow borders: the full run id must fit
+    an 80-column terminal so it can be copied into `tether show`."""
+    table = Table(
+        title=f"{len(runs)} run(s)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    table.add_column("run", no_wrap=True, min_width=24)
+    table.add_column("workflow", no_wrap=True, max_width=24)
+    table.add_column("status", no_wrap=True)
+    table.add_column("steps", justify="right", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("took", justify="right", no_wrap=True)
+    table.add_column("labels / detail", overflow="fold", min_width=12)
     for info in runs:
+        detail = Text(format_labels(info.labels) if info.labels else "", style="dim")
+        extra = _detail(info)
+        if extra:
+            detail.append(("  " if info.labels else "") + extra, style=_detail_style(info))
         table.add_row(
             info.id,
             _workflow(info),
             status_text(info.status),
             str(len(info.steps)),
-            format_time(info.created_at),
+            format_created(info.created_at),
             format_duration(run_duration(info)),
-            format_labels(info.labels),
-            _detail(info),
+            detail,
         )
     return table
+
+
+def format_created(moment: datetime, now: float | None = None) -> str:
+    """``07:03:54`` today, ``11-25 07:03`` within the year, else the date."""
+    now_dt = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    moment = moment.astimezone(UTC)
+    if moment.date() == now_dt.date():
+        return moment.strftime("%H:%M:%S")
+    if moment.year == now_dt.year:
+        return moment.strftime("%m-%d %H:%M")
+    return moment.strftime("%Y-%m-%d")
+
+
+def _detail_style(info: RunInfo) -> str:
+    return "red" if info.error and info.status == "failed" else ""
 
 
 def run_header(info: RunInfo) -> Table:
@@ -132,7 +159,10 @@ def run_header(info: RunInfo) -> Table:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("run", info.id)
-    grid.add_row("workflow", _workflow(info))
+    grid.add_row(
+        "workflow",
+        _workflow(info) + ("" if info.version else " (version pinned by the first worker)"),
+    )
     grid.add_row("status", status_text(info.status))
     if info.parent_id:
         grid.add_row("forked from", info.parent_id)
@@ -165,7 +195,15 @@ def run_header(info: RunInfo) -> Table:
 
 def steps_table(info: RunInfo) -> Table:
     """The step journal: what ran, how often, how long, and how it ended."""
-    table = Table(title=f"journal: {len(info.steps)} entr(y/ies)", title_justify="left")
+    table = Table(
+        title=f"journal ({len(info.steps)} entries)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     table.add_column("seq", justify="right")
     table.add_column("step")
     table.add_column("kind")
@@ -260,12 +298,15 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _workflow(info: RunInfo) -> str:
-    return f"{info.workflow}@{info.version}" if info.version else f"{info.workflow}@(unpinned)"
+    # No version yet: started by name, the first worker that has the workflow pins it.
+    return f"{info.workflow}@{info.version}" if info.version else info.workflow
 
 
 def _waiting(info: RunInfo) -> str:
     if info.waiting_for:
         return f"signal {info.waiting_for!r}"
+    if info.wake_at is not None and info.wake_at.timestamp() <= time.time():
+        return "timer (due: the next free worker resumes it)"
     return "timer"
 
 
@@ -273,9 +314,12 @@ def _detail(info: RunInfo) -> str:
     if info.error:
         return error_line(info.error, 80)
     if info.status == "waiting":
-        text = _waiting(info)
+        text = f"signal {info.waiting_for!r}" if info.waiting_for else "timer"
         if info.wake_at is not None:
-            text += f", wakes {format_relative(info.wake_at)}"
+            due = info.wake_at.timestamp() <= time.time()
+            text += f", due {format_relative(info.wake_at)}" if due else (
+                f", wakes {format_relative(info.wake_at)}"
+            )
         return text
     if info.status == "running" and info.lease_owner:
         return f"on {info.lease_owner}"

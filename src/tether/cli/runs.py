@@ -135,11 +135,16 @@ def cancel(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Cancel a run: a queued or waiting run at once, a running one at its next step."""
-    info = load_app(None, store).cancel(run, reason)
+    application = load_app(None, store)
+    before = application.get_run(run)
+    if before.finished:
+        typer.echo(f"run {run} already ended ({before.status}); nothing to cancel")
+        return
+    info = application.cancel(run, reason)
     if info.status == "cancelled":
         typer.echo(f"run {run} cancelled")
     elif info.finished:
-        typer.echo(f"run {run} had already ended ({info.status}); nothing to cancel")
+        typer.echo(f"run {run} ended ({info.status}) before the cancel reached it")
     else:
         typer.echo(f"run {run} will stop at its next step (cancel requested; now {info.status})")
 
