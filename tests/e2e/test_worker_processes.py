@@ -163,3 +163,16 @@ def test_worker_survives_failing_workflows(workers: Workers) -> None:
     assert app.get_run(unknown).status == "queued"
     log = workers.log("sturdy")
     assert f"run {bad[0]} failed" in log
+
+
+def test_second_sigterm_exits_at_once(workers: Workers, tmp_path: Path) -> None:
+    app = client(workers.store)
+    run = app.start("pipeline", {"steps": 2, "gate": str(tmp_path / "never"), "gate_at": 0}).id
+    proc = workers.start("hasty")
+    wait_until(lambda: f"{run}:1" in read_ledger(workers.ledger), timeout=20, what="step #1")
+    proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "SIGTERM received" in workers.log("hasty"), timeout=10, what="the log")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 130
+    # The run was not handed back: its lease runs out and another worker takes it over.
+    assert app.get_run(run).status == "running"
