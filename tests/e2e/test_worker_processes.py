@@ -96,12 +96,15 @@ def test_sigterm_lets_in_flight_runs_finish(workers: Workers) -> None:
     assert "stopped" in log
 
 
+@pytest.mark.parametrize("sync_gate", [False, True], ids=["async-step", "thread-step"])
 def test_sigterm_hands_back_runs_that_outlive_the_grace_period(
-    workers: Workers, tmp_path: Path
+    workers: Workers, tmp_path: Path, sync_gate: bool
 ) -> None:
     app = client(workers.store)
     gate = tmp_path / "gate"
-    run = app.start("pipeline", {"steps": 3, "gate": str(gate), "gate_at": 1}).id
+    run = app.start(
+        "pipeline", {"steps": 3, "gate": str(gate), "gate_at": 1, "sync_gate": sync_gate}
+    ).id
     proc = workers.start("impatient", args=["--grace", "0.5"])
     wait_until(lambda: f"{run}:2" in read_ledger(workers.ledger), timeout=20, what="step #2")
     stopped_at = time.monotonic()

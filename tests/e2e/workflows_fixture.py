@@ -74,6 +74,17 @@ async def block(gate: str) -> dict[str, Any]:
     return {"gate": "released", "pid": os.getpid()}
 
 
+@app.step
+def block_sync(gate: str) -> dict[str, Any]:
+    """`block` as a plain ``def`` step: a thread the event loop cannot cancel."""
+    import time
+
+    record_execution()
+    while not os.path.exists(gate):
+        time.sleep(0.02)
+    return {"gate": "released", "pid": os.getpid()}
+
+
 @app.step(retry=NO_RETRY)
 async def explode(message: str) -> None:
     record_execution()
@@ -98,13 +109,18 @@ async def kill_my_worker() -> None:
 
 @app.workflow
 async def pipeline(
-    ctx: tether.Context, steps: int = 3, pause: float = 0.0, gate: str = "", gate_at: int = -1
+    ctx: tether.Context,
+    steps: int = 3,
+    pause: float = 0.0,
+    gate: str = "",
+    gate_at: int = -1,
+    sync_gate: bool = False,
 ) -> dict[str, Any]:
     """`steps` journaled steps; the one at index `gate_at` blocks until the file `gate`."""
     results: list[Any] = []
     for index in range(steps):
         if index == gate_at:
-            results.append(await block(gate))
+            results.append(await (block_sync(gate) if sync_gate else block(gate)))
         else:
             results.append(await work(index, pause))
     return {"results": results}

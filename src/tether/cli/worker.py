@@ -13,6 +13,8 @@ import logging
 import os
 import signal as signal_module
 import sys
+import threading
+import time
 
 import typer
 
@@ -70,6 +72,33 @@ def worker(
 
     application.executor.listeners.append(report)
     asyncio.run(_serve(application, concurrency, worker_id, grace))
+    _exit_without_stuck_steps(application)
+
+
+def _exit_without_stuck_steps(application: App) -> None:
+    """Don't let a plain ``def`` step that outlived the grace period hold the process open.
+
+    Its run was already handed back; the thread cannot be interrupted, and the interpreter
+    joins pool threads at exit, which could take forever. Whatever the thread does now is
+    fenced off from the journal.
+    """
+    # Idle pool threads leave at once after shutdown; only busy ones remain.
+    application._threads.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + 0.5
+    for thread in threading.enumerate():
+        if thread.name.startswith("tether-step"):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    busy = [t for t in threading.enumerate() if t.name.startswith("tether-step") and t.is_alive()]
+    if not busy:
+        return
+    log.warning(
+        "abandoning %d step thread(s) still running after the grace period; their runs were "
+        "handed back to other workers",
+        len(busy),
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 async def _serve(application: App, concurrency: int, name: str | None, grace: float) -> None:
