@@ -36,9 +36,19 @@ def test_kill_mid_step_resumes_from_last_completed_step(workers: Workers, tmp_pa
     before = app.get_run(run)
     assert [s.seq for s in before.steps if s.status == "completed"] == [1, 2, 3]
     workers.kill("first")
+    killed_at = time.monotonic()
 
     gate.touch()
     workers.start("second")
+    wait_until(
+        lambda: len(read_ledger(workers.ledger)[f"{run}:4"]) == 2,
+        timeout=20,
+        what="the second worker to resume step #4",
+    )
+    # The lease is 1 s; a new worker process starts in well under a second.
+    resumed_after = time.monotonic() - killed_at
+    print(f"resumed {resumed_after:.2f}s after the kill (lease 1.0s, including worker start)")
+    assert resumed_after < 4.0
     wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
 
     info = app.get_run(run)
