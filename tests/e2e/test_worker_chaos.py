@@ -24,19 +24,27 @@ from tests.e2e.harness import (
     worker_pool,
 )
 
-ROUNDS = 3
-RUNS_PER_ROUND = 8
-STEPS = 6
-WORKERS = 2
-
 
 @pytest.fixture
-def workers(tmp_path: Path, sqlite_url: str) -> Iterator[Workers]:
-    with worker_pool(tmp_path, sqlite_url) as pool:
+def workers(tmp_path: Path, store_url: str) -> Iterator[Workers]:
+    with worker_pool(tmp_path, store_url) as pool:
         yield pool
 
 
 def test_random_kills_never_lose_or_repeat_journaled_steps(workers: Workers) -> None:
+    run_chaos(workers, rounds=3, runs_per_round=8, steps=6, workers_at_once=2)
+
+
+@pytest.mark.slow
+def test_random_kills_soak(workers: Workers) -> None:
+    run_chaos(workers, rounds=12, runs_per_round=20, steps=10, workers_at_once=3)
+
+
+def run_chaos(
+    workers: Workers, *, rounds: int, runs_per_round: int, steps: int, workers_at_once: int
+) -> None:
+    """Rounds of: start runs, SIGKILL a random worker at a random moment and start a
+    replacement, until the round's runs have all finished."""
     seed = int(os.environ.get("TETHER_CHAOS_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     print(f"chaos seed {seed} (rerun with TETHER_CHAOS_SEED={seed})")
@@ -44,13 +52,13 @@ def test_random_kills_never_lose_or_repeat_journaled_steps(workers: Workers) -> 
     started = time.monotonic()
     all_runs: list[str] = []
     kills = 0
-    for _ in range(WORKERS):
+    for _ in range(workers_at_once):
         workers.start(args=["--concurrency", "4"])
 
-    for round_no in range(ROUNDS):
+    for round_no in range(rounds):
         runs = [
-            app.start("chaos", {"steps": STEPS, "max_pause": 0.15}).id
-            for _ in range(RUNS_PER_ROUND)
+            app.start("chaos", {"steps": steps, "max_pause": 0.15}).id
+            for _ in range(runs_per_round)
         ]
         all_runs += runs
         round_deadline = time.monotonic() + 40
@@ -58,10 +66,8 @@ def test_random_kills_never_lose_or_repeat_journaled_steps(workers: Workers) -> 
             assert time.monotonic() < round_deadline, (
                 f"round {round_no} did not finish: {describe(app, runs)}"
             )
-            # Kill while steps are executing: wait until some worker has a step under way.
             time.sleep(rng.uniform(0.05, 0.6))
-            alive = workers.alive()
-            victim = rng.choice(alive)
+            victim = rng.choice(workers.alive())
             workers.kill(victim)
             kills += 1
             workers.start(args=["--concurrency", "4"])
@@ -77,10 +83,10 @@ def test_random_kills_never_lose_or_repeat_journaled_steps(workers: Workers) -> 
     for run_id in all_runs:
         info = app.get_run(run_id)
         assert info.status == "succeeded", (run_id, info.error)
-        assert [s.seq for s in info.steps if s.kind == "step"] == list(range(1, STEPS + 1))
+        assert [s.seq for s in info.steps if s.kind == "step"] == list(range(1, steps + 1))
         reruns += check_exactly_once(info, ledger, workers.killed)
     elapsed = time.monotonic() - started
     print(f"{len(all_runs)} runs, {kills} kills, {reruns} in-flight steps re-run, {elapsed:.1f}s")
-    assert kills >= ROUNDS
+    assert kills >= rounds
     # The kills did land mid-step (otherwise this test proved nothing about recovery).
     assert reruns >= 1

@@ -20,8 +20,9 @@ from tests.e2e.harness import (
 
 
 @pytest.fixture
-def workers(tmp_path: Path, sqlite_url: str) -> Iterator[Workers]:
-    with worker_pool(tmp_path, sqlite_url) as pool:
+def workers(tmp_path: Path, store_url: str) -> Iterator[Workers]:
+    # Every backend (PostgreSQL skips, saying how to enable it, until its store exists).
+    with worker_pool(tmp_path, store_url) as pool:
         yield pool
 
 
