@@ -165,7 +165,9 @@ def test_worker_survives_failing_workflows(workers: Workers) -> None:
     # A run of a workflow this worker does not have is left for a worker that has it.
     assert app.get_run(unknown).status == "queued"
     log = workers.log("sturdy")
-    assert f"run {bad[0]} failed" in log
+    line = next(line for line in log.splitlines() if f"run {bad[0]} failed" in line)
+    assert "WARNING" in line
+    assert "bad input 0" in line
 
 
 def test_second_sigterm_exits_at_once(workers: Workers, tmp_path: Path) -> None:

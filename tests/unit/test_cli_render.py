@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tether.cli.common import redact_url
 from tether.cli.render import format_created, format_duration, format_relative
 from tether.cli.runs import parse_labels
 from tether.errors import UserError
@@ -50,3 +51,8 @@ def test_labels_parse_key_value_pairs() -> None:
     for bad in ("team", "=sales"):
         with pytest.raises(UserError, match="expected key=value"):
             parse_labels([bad])
+
+
+def test_store_urls_are_logged_without_passwords() -> None:
+    assert redact_url("postgresql://app:s3cret@db:5432/tether") == "postgresql://app:***@db:5432/tether"
+    assert redact_url("sqlite:///tether.db") == "sqlite:///tether.db"

@@ -56,6 +56,17 @@ def load_app(spec: str | None, store: str | None) -> Any:
     return app
 
 
+def redact_url(url: str) -> str:
+    """The store URL without its password, for logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def parse_json(text: str | None, what: str) -> Any:
     if text is None:
         return None

@@ -18,7 +18,8 @@ import time
 
 import typer
 
-from tether.cli.common import APP_HELP, STORE_HELP, cli, handle_errors, load_app
+from tether.cli.common import APP_HELP, STORE_HELP, cli, handle_errors, load_app, redact_url
+from tether.cli.render import error_line
 from tether.engine.app import App
 from tether.errors import UserError
 
@@ -59,12 +60,14 @@ def worker(
     configure_logging(log_level)
     application = load_app(app, store)
     names = ", ".join(application.workflow_names()) or "none"
-    log.info("app %s on %s; workflows: %s", app, application.store.url, names)
+    log.info("app %s on %s; workflows: %s", app, redact_url(application.store.url), names)
 
     async def report(run_id: str, status: str) -> None:
         # One line per run outcome: what an operator tails the log for.
         if status in ("failed", "refused"):
-            log.warning("run %s %s", run_id, status)
+            run = await application.store.get_run(run_id)
+            error = error_line(run.error if run else None, 300)
+            log.warning("run %s %s: %s", run_id, status, error or "no error recorded")
         elif status in ("succeeded", "cancelled"):
             log.info("run %s %s", run_id, status)
         else:
