@@ -40,11 +40,13 @@ def process_env(ledger: Path | None = None) -> dict[str, str]:
     return env
 
 
-def tether_cli(*args: str, store: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def tether_cli(
+    *args: str, store: str, timeout: float = 30.0, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     """Run one `tether` command in its own process."""
     return subprocess.run(
         [sys.executable, "-m", "tether", *args, "--store", store],
-        cwd=ROOT,
+        cwd=cwd,
         env=process_env(),
         capture_output=True,
         text=True,
@@ -80,7 +82,12 @@ class Workers:
         self._count = 0
 
     def start(
-        self, name: str | None = None, *, app: str = APP, args: Iterable[str] = ()
+        self,
+        name: str | None = None,
+        *,
+        app: str = APP,
+        args: Iterable[str] = (),
+        cwd: Path = ROOT,
     ) -> subprocess.Popen[bytes]:
         self._count += 1
         name = name or f"w{self._count}"
@@ -88,7 +95,7 @@ class Workers:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tether", "worker", "--app", app, "--id", name,
              "--store", self.store, *args],
-            cwd=ROOT,
+            cwd=cwd,
             env=process_env(self.ledger),
             stdout=log,
             stderr=subprocess.STDOUT,

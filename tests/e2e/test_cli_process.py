@@ -77,6 +77,13 @@ def test_cancel_from_another_process_stops_a_running_run(workers: Workers, tmp_p
     run = app.start("pipeline", {"steps": 3, "gate": str(gate), "gate_at": 1}).id
     workers.start()
     wait_until(lambda: app.get_run(run).status == "running", timeout=20, what="the run to run")
+    # While it runs, `show` says who holds it and which step it is in (from the heartbeat).
+    shown = wait_until(
+        lambda: (out := tether_cli("show", run, store=store).stdout) and "#2 block" in out and out,
+        timeout=10,
+        what="show to report the step in progress",
+    )
+    assert re.search(r"lease owner\s+w1:[0-9a-f]{8} \(lease expires in", shown)
     cancelled = tether_cli("cancel", run, "--reason", "wrong customer", store=store)
     assert cancelled.returncode == 0, cancelled.stderr
     assert "will stop at its next step" in cancelled.stdout
@@ -106,3 +113,43 @@ def test_errors_exit_2_with_one_line(workers: Workers, args: list[str], message:
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert message in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+APP_MODULE = """
+import tether
+
+app = tether.App()  # the store comes from --store / $TETHER_STORE
+
+
+@app.step
+async def shout(word: str) -> str:
+    return word.upper()
+
+
+@app.workflow(name="hello", version="2")
+async def hello(ctx: tether.Context, who: str) -> dict:
+    return {"greeting": await shout(f"hello {who}")}
+"""
+
+
+def test_worker_loads_an_app_module_from_the_working_directory(
+    workers: Workers, tmp_path: Path
+) -> None:
+    """What a user does: a module of their own, in their own directory, not on any path."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "my_flows.py").write_text(APP_MODULE)
+    store = workers.store
+    started = tether_cli(
+        "start", "hello", "--app", "my_flows:app", "--input", '{"who": "acme"}',
+        store=store, cwd=project,
+    )
+    assert started.returncode == 0, started.stderr
+    run = started.stdout.strip()
+    workers.start("mine", app="my_flows:app", cwd=project)
+    app = client(store)
+    wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
+    info = app.get_run(run)
+    assert info.status == "succeeded", info.error
+    assert info.version == "2"
+    assert info.output == {"greeting": "HELLO ACME"}

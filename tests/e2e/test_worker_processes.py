@@ -76,7 +76,8 @@ def test_signal_sent_before_the_worker_runs_is_kept(workers: Workers) -> None:
     assert app.get_run(run).output == {"who": "early", "decision": "yes"}
 
 
-def test_sigterm_lets_in_flight_runs_finish(workers: Workers) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_lets_in_flight_runs_finish(workers: Workers, signum: signal.Signals) -> None:
     app = client(workers.store)
     runs = [app.start("pipeline", {"steps": 3, "pause": 0.5}).id for _ in range(3)]
     proc = workers.start("graceful")
@@ -85,14 +86,14 @@ def test_sigterm_lets_in_flight_runs_finish(workers: Workers) -> None:
         timeout=20,
         what="every run to be under way",
     )
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     assert proc.wait(timeout=15) == 0
     for run in runs:
         info = app.get_run(run)
         assert info.status == "succeeded", describe(app, runs)
         check_exactly_once(info, read_ledger(workers.ledger), set())
     log = workers.log("graceful")
-    assert "SIGTERM received" in log
+    assert f"{signum.name} received" in log
     assert "stopped" in log
 
 
