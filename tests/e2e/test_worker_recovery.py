@@ -85,6 +85,32 @@ def test_durable_sleep_interrupted_by_kill_wakes_on_another_worker(workers: Work
     assert [e.pid for e in ledger[f"{run}:4"]] == [workers.procs["waker"].pid]
 
 
+def test_a_crash_does_not_reset_the_attempt_count(workers: Workers) -> None:
+    app = client(workers.store)
+    run = app.start("unlucky", {"service": "crm"}).id
+    workers.start("first")
+
+    def retrying_after_two() -> bool:
+        steps = app.get_run(run).steps
+        return len(steps) == 2 and steps[1].status == "retrying" and steps[1].attempts == 2
+
+    # Kill in the backoff after the second failed attempt (max_attempts=3).
+    wait_until(retrying_after_two, timeout=20, what="two journaled failed attempts")
+    workers.kill("first")
+    workers.start("second")
+    wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to fail")
+
+    info = app.get_run(run)
+    assert info.status == "failed"
+    assert info.steps[1].status == "failed"
+    assert info.steps[1].attempts == 3
+    assert "crm is down" in (info.error or {}).get("message", "")
+    # Two attempts on the first worker, exactly one more on the second: not three more.
+    executions = read_ledger(workers.ledger)[f"{run}:2"]
+    first, second = workers.procs["first"].pid, workers.procs["second"].pid
+    assert [e.pid for e in executions] == [first, first, second]
+
+
 def test_poison_run_fails_after_max_recoveries(workers: Workers) -> None:
     """A step that SIGKILLs its own worker must not crash-loop the fleet forever."""
     app = client(workers.store)

@@ -85,6 +85,13 @@ def block_sync(gate: str) -> dict[str, Any]:
     return {"gate": "released", "pid": os.getpid()}
 
 
+@app.step(retry=tether.Retry(max_attempts=3, initial_delay=1.0, backoff=1.0, jitter=0.0))
+async def always_down(service: str) -> None:
+    """Fails every attempt; a 1 s backoff between attempts gives the test time to kill."""
+    record_execution()
+    raise ConnectionError(f"{service} is down")
+
+
 @app.step(retry=NO_RETRY)
 async def explode(message: str) -> None:
     record_execution()
@@ -161,6 +168,12 @@ async def napper(ctx: tether.Context, seconds: float = 2.0) -> dict[str, Any]:
 async def failing(ctx: tether.Context, message: str = "boom") -> None:
     await work(0)
     await explode(message)
+
+
+@app.workflow
+async def unlucky(ctx: tether.Context, service: str = "search") -> None:
+    await work(0)
+    await always_down(service)
 
 
 @poison_app.workflow
