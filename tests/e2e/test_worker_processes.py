@@ -182,3 +182,22 @@ def test_second_sigterm_exits_at_once(workers: Workers, tmp_path: Path) -> None:
     assert proc.wait(timeout=5) == 130
     # The run was not handed back: its lease runs out and another worker takes it over.
     assert app.get_run(run).status == "running"
+
+
+def test_signal_sent_while_no_worker_is_alive(workers: Workers) -> None:
+    """The waiting run's worker is killed; the approval arrives from another process while no
+    worker runs; a new worker finishes the run with it."""
+    store = workers.store
+    app = client(store)
+    run = app.start("approval", {"who": "acme"}).id
+    workers.start("first")
+    wait_until(lambda: app.get_run(run).status == "waiting", timeout=20, what="the wait")
+    workers.kill("first")
+    sent = tether_cli("signal", run, "approval", "--data", '{"approved": true}', store=store)
+    assert sent.returncode == 0, sent.stderr
+    assert app.get_run(run).status == "queued"
+    workers.start("second")
+    wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
+    info = app.get_run(run)
+    assert info.output == {"who": "acme", "decision": {"approved": True}}
+    check_exactly_once(info, read_ledger(workers.ledger), workers.killed)

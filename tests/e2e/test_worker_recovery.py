@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +142,37 @@ def test_poison_run_fails_after_max_recoveries(workers: Workers) -> None:
     # The worker that failed the run is still alive and well.
     assert workers.alive() == [f"p{len(victims)}"]
     assert time.monotonic() - started < 30
+
+
+def test_a_paused_zombie_worker_cannot_write_after_takeover(
+    workers: Workers, tmp_path: Path
+) -> None:
+    """SIGSTOP a worker mid-step past its lease: another worker takes the run over; when the
+    zombie wakes up and finishes the step, its write is fenced off and it drops the run."""
+    app = client(workers.store)
+    gate = tmp_path / "gate"
+    run = app.start("pipeline", {"steps": 3, "gate": str(gate), "gate_at": 1}).id
+    zombie = workers.start("zombie")
+    wait_until(lambda: f"{run}:2" in read_ledger(workers.ledger), timeout=20, what="step #2")
+    zombie.send_signal(signal.SIGSTOP)
+    try:
+        rescuer = workers.start("rescuer")
+        wait_until(
+            lambda: len(read_ledger(workers.ledger)[f"{run}:2"]) == 2,
+            timeout=20,
+            what="the rescuer to take step #2 over",
+        )
+        gate.touch()
+        wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
+    finally:
+        zombie.send_signal(signal.SIGCONT)
+    wait_until(
+        lambda: "lease lost" in workers.log("zombie"), timeout=20, what="the zombie to drop it"
+    )
+    info = app.get_run(run)
+    assert info.status == "succeeded", info.error
+    assert info.recoveries == 1
+    # The zombie ran step #2 too, but only the rescuer's result is in the journal.
+    assert info.steps[1].output["pid"] == rescuer.pid
+    check_exactly_once(info, read_ledger(workers.ledger), {zombie.pid})
+    assert zombie.poll() is None, "the zombie worker should carry on, not crash"
