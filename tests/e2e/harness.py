@@ -132,6 +132,9 @@ class Execution:
     key: str
     step: str
     pid: int
+    state: str
+    """``fresh``, ``unchecked`` (plain ``def`` steps) or ``JOURNALED`` (ran although its
+    result was already journaled: a bug)."""
 
 
 def read_ledger(path: Path) -> dict[str, list[Execution]]:
@@ -140,8 +143,8 @@ def read_ledger(path: Path) -> dict[str, list[Execution]]:
     if not path.exists():
         return by_key
     for line in path.read_text().splitlines():
-        key, step, pid = line.split()
-        by_key[key].append(Execution(key, step, int(pid)))
+        key, step, pid, state = line.split()
+        by_key[key].append(Execution(key, step, int(pid), state))
     return by_key
 
 
@@ -163,6 +166,10 @@ def check_exactly_once(
         key = f"{info.id}:{step.seq}"
         runs = ledger.get(key, [])
         assert runs, f"step {key} ({step.name}) is journaled but the ledger has no execution"
+        assert all(r.state != "JOURNALED" for r in runs), (
+            f"step {key} ({step.name}) was executed again after its result was journaled: "
+            f"{runs}"
+        )
         kept = step.output.get("pid") if isinstance(step.output, dict) else None
         assert kept is not None, f"step {key} output carries no pid: {step.output!r}"
         assert runs[-1].pid == kept, (

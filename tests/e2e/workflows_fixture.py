@@ -28,13 +28,18 @@ poison_app = tether.App(lease_seconds=1.0, max_recoveries=2)
 NO_RETRY = tether.Retry(max_attempts=1)
 
 
-def record_execution() -> None:
-    """Append this step execution to the ledger (O_APPEND: one atomic line per write)."""
+def record_execution(state: str = "unchecked") -> None:
+    """Append this step execution to the ledger (O_APPEND: one atomic line per write).
+
+    `state` is what the journal held for this step when the execution began: ``fresh`` (no
+    completed result) or ``JOURNALED`` (a completed result: the engine ran a journaled step
+    again, which must never happen).
+    """
     step = tether.current_step()
     ledger = os.environ.get("TETHER_E2E_LEDGER")
     if not ledger:
         return
-    line = f"{step.idempotency_key} {step.name} {os.getpid()}\n".encode()
+    line = f"{step.idempotency_key} {step.name} {os.getpid()} {state}\n".encode()
     fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -42,12 +47,22 @@ def record_execution() -> None:
         os.close(fd)
 
 
+async def record_checked_execution(on: tether.App) -> None:
+    """`record_execution`, after asking the store whether this step's result is already
+    journaled: evidence the journaled pid alone cannot give, because a re-executed step
+    overwrites its journal entry."""
+    step = tether.current_step()
+    journal = await on.store.load_steps(step.run_id)
+    done = any(r.seq == step.seq and r.status == "completed" for r in journal)
+    record_execution("JOURNALED" if done else "fresh")
+
+
 # --- steps ------------------------------------------------------------------------------------
 
 
 @app.step
 async def work(index: int, pause: float = 0.0) -> dict[str, Any]:
-    record_execution()
+    await record_checked_execution(app)
     if pause:
         await asyncio.sleep(pause)
     return {"index": index, "pid": os.getpid()}
@@ -67,7 +82,7 @@ def work_sync(index: int, pause: float = 0.0) -> dict[str, Any]:
 @app.step
 async def block(gate: str) -> dict[str, Any]:
     """Runs until the file `gate` exists (the test decides when the step may finish)."""
-    record_execution()
+    await record_checked_execution(app)
     # Another process creates the file, so there is no event to await: poll it.
     while not os.path.exists(gate):  # noqa: ASYNC110, ASYNC240 - a stat is not worth a thread
         await asyncio.sleep(0.02)
@@ -88,26 +103,26 @@ def block_sync(gate: str) -> dict[str, Any]:
 @app.step(retry=tether.Retry(max_attempts=3, initial_delay=1.0, backoff=1.0, jitter=0.0))
 async def always_down(service: str) -> None:
     """Fails every attempt; a 1 s backoff between attempts gives the test time to kill."""
-    record_execution()
+    await record_checked_execution(app)
     raise ConnectionError(f"{service} is down")
 
 
 @app.step(retry=NO_RETRY)
 async def explode(message: str) -> None:
-    record_execution()
+    await record_checked_execution(app)
     raise ValueError(message)
 
 
 @poison_app.step
 async def prepare() -> str:
-    record_execution()
+    await record_checked_execution(poison_app)
     return "ready"
 
 
 @poison_app.step
 async def kill_my_worker() -> None:
     """Dies like a native crash or the OOM killer would: no exception, no cleanup."""
-    record_execution()
+    await record_checked_execution(poison_app)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
