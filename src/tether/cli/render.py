@@ -6,6 +6,7 @@ to add to the other; every command prints through these.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -317,9 +318,7 @@ def _detail(info: RunInfo) -> str:
         text = f"signal {info.waiting_for!r}" if info.waiting_for else "timer"
         if info.wake_at is not None:
             due = info.wake_at.timestamp() <= time.time()
-            text += f", due {format_relative(info.wake_at)}" if due else (
-                f", wakes {format_relative(info.wake_at)}"
-            )
+            text += f", {'due' if due else 'wakes'} {format_relative(info.wake_at)}"
         return text
     if info.status == "running" and info.lease_owner:
         return f"on {info.lease_owner}"
@@ -348,8 +347,6 @@ def _step_detail(step: StepInfo) -> Text:
 
 
 def _short(value: Any, width: int) -> str:
-    import json
-
     try:
         text = json.dumps(value, default=str)
     except (TypeError, ValueError):
