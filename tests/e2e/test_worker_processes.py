@@ -201,3 +201,14 @@ def test_signal_sent_while_no_worker_is_alive(workers: Workers) -> None:
     info = app.get_run(run)
     assert info.output == {"who": "acme", "decision": {"approved": True}}
     check_exactly_once(info, read_ledger(workers.ledger), workers.killed)
+
+
+def test_concurrency_limits_runs_in_flight(workers: Workers, tmp_path: Path) -> None:
+    app = client(workers.store)
+    runs = [app.start("pipeline", {"steps": 3, "pause": 0.05}).id for _ in range(4)]
+    workers.start("single", args=["--concurrency", "1"])
+    wait_until(lambda: all(app.get_run(r).finished for r in runs), timeout=20, what="all runs")
+    # One run at a time: each run's steps form one unbroken block in execution order.
+    order = [line.split()[0].split(":")[0] for line in workers.ledger.read_text().splitlines()]
+    blocks = [run for i, run in enumerate(order) if i == 0 or order[i - 1] != run]
+    assert sorted(blocks) == sorted(runs), order
