@@ -483,7 +483,9 @@ class Context:
                 try:
                     result = await self._invoke(fn, args, kwargs, is_async, timeout, step_ctx)
                     output = to_jsonable(result, what=f"the result of step {name!r}")
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
+                    # sys.exit() in a step (or a library calling it) fails the step; left to
+                    # propagate it would end the worker process and every run it holds.
                     failures = attempt
                     carried = carried + step_ctx.usage
                     entry = StepRecord(

@@ -132,7 +132,7 @@ class RunExecutor:
             # Worker shutdown: hand the run back so another worker continues at once.
             await asyncio.shield(self._store.release_run(run_id, token))
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in workflow code fails the run only
             failure = ctx.fatal or exc
             return await self._end(run_id, token, "failed", error=_failure(run_id, failure))
 
