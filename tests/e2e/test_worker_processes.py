@@ -150,8 +150,11 @@ def test_worker_survives_failing_workflows(workers: Workers) -> None:
     app = client(workers.store)
     bad = [app.start("failing", {"message": f"bad input {i}"}).id for i in range(3)]
     unknown = app.start("no_such_workflow", {}).id
+    exits = [app.start("exiting", {"where": where}).id for where in ("step", "workflow")]
     proc = workers.start("sturdy")
-    wait_until(lambda: all(app.get_run(r).finished for r in bad), timeout=20, what="failures")
+    wait_until(
+        lambda: all(app.get_run(r).finished for r in bad + exits), timeout=20, what="failures"
+    )
     good = app.start("pipeline", {"steps": 2}).id
     wait_until(lambda: app.get_run(good).finished, timeout=20, what="the good run")
 
@@ -163,6 +166,12 @@ def test_worker_survives_failing_workflows(workers: Workers) -> None:
         assert info.error is not None
         assert f"bad input {i}" in info.error["message"]
         assert info.steps[-1].status == "failed"
+    # sys.exit() in a step or in workflow code fails that run, not the worker.
+    in_step, in_workflow = (app.get_run(r) for r in exits)
+    assert in_step.status == "failed"
+    assert "SystemExit: 3" in (in_step.error or {})["message"]
+    assert in_workflow.status == "failed"
+    assert (in_workflow.error or {})["type"] == "SystemExit"
     # A run of a workflow this worker does not have is left for a worker that has it.
     assert app.get_run(unknown).status == "queued"
     log = workers.log("sturdy")
@@ -203,7 +212,7 @@ def test_signal_sent_while_no_worker_is_alive(workers: Workers) -> None:
     check_exactly_once(info, read_ledger(workers.ledger), workers.killed)
 
 
-def test_concurrency_limits_runs_in_flight(workers: Workers, tmp_path: Path) -> None:
+def test_concurrency_limits_runs_in_flight(workers: Workers) -> None:
     app = client(workers.store)
     runs = [app.start("pipeline", {"steps": 3, "pause": 0.05}).id for _ in range(4)]
     workers.start("single", args=["--concurrency", "1"])

@@ -14,6 +14,7 @@ import asyncio
 import os
 import random
 import signal
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -108,6 +109,13 @@ async def always_down(service: str) -> None:
 
 
 @app.step(retry=NO_RETRY)
+def exit_process(code: int) -> None:
+    """A library calling sys.exit() inside a step: a failure of the step, not of the worker."""
+    record_execution()
+    sys.exit(code)
+
+
+@app.step(retry=NO_RETRY)
 async def explode(message: str) -> None:
     await record_checked_execution(app)
     raise ValueError(message)
@@ -189,6 +197,14 @@ async def failing(ctx: tether.Context, message: str = "boom") -> None:
 async def unlucky(ctx: tether.Context, service: str = "search") -> None:
     await work(0)
     await always_down(service)
+
+
+@app.workflow
+async def exiting(ctx: tether.Context, where: str = "step") -> None:
+    await work(0)
+    if where == "step":
+        await exit_process(3)
+    sys.exit(5)
 
 
 @poison_app.workflow
