@@ -43,9 +43,9 @@ def process_env(ledger: Path | None = None) -> dict[str, str]:
 def tether_cli(
     *args: str, store: str, timeout: float = 30.0, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
-    """Run one `tether` command in its own process."""
+    """Run one `tether` command in its own process (``store=""``: no --store option)."""
     return subprocess.run(
-        [sys.executable, "-m", "tether", *args, "--store", store],
+        [sys.executable, "-m", "tether", *args, *(["--store", store] if store else [])],
         cwd=cwd,
         env=process_env(),
         capture_output=True,
@@ -88,13 +88,14 @@ class Workers:
         app: str = APP,
         args: Iterable[str] = (),
         cwd: Path = ROOT,
+        store_option: bool = True,
     ) -> subprocess.Popen[bytes]:
         self._count += 1
         name = name or f"w{self._count}"
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "tether", "worker", "--app", app, "--id", name,
-             "--store", self.store, *args],
+             *(["--store", self.store] if store_option else []), *args],
             cwd=cwd,
             env=process_env(self.ledger),
             stdout=log,

@@ -153,3 +153,23 @@ def test_worker_loads_an_app_module_from_the_working_directory(
     assert info.status == "succeeded", info.error
     assert info.version == "2"
     assert info.output == {"greeting": "HELLO ACME"}
+
+
+def test_an_app_that_names_its_store_in_code(workers: Workers, tmp_path: Path) -> None:
+    """No --store anywhere: every command finds the store through --app."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "my_flows.py").write_text(
+        APP_MODULE.replace("tether.App()", 'tether.App("sqlite:///flows.db")')
+    )
+    started = tether_cli(
+        "start", "hello", "--app", "my_flows:app", "--input", '{"who": "x"}', store="", cwd=project
+    )
+    assert started.returncode == 0, started.stderr
+    run = started.stdout.strip()
+    workers.start("own-store", app="my_flows:app", cwd=project, store_option=False)
+    app = client(f"sqlite:///{project / 'flows.db'}")
+    wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
+    shown = tether_cli("show", run, "--app", "my_flows:app", "--json", store="", cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["output"] == {"greeting": "HELLO X"}

@@ -20,6 +20,10 @@ from tether.cli.common import (
 from tether.cli.render import run_detail, run_summary, run_view, runs_table
 from tether.errors import UserError
 
+STORE_APP_HELP = (
+    "Use this app's store (module:attribute), for apps that name their store in code"
+)
+
 
 def parse_labels(pairs: list[str] | None) -> dict[str, str]:
     """``["team=sales", "tenant=acme"]`` → ``{"team": "sales", "tenant": "acme"}``."""
@@ -82,11 +86,12 @@ def list_runs(
     ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many, newest first"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """List runs, newest first."""
     labels = parse_labels(label) or None
-    application = load_app(None, store)
+    application = load_app(app, store)
     runs = application.list_runs(status=status, workflow=workflow, labels=labels, limit=limit)
     if as_json:
         print_json([run_summary(info) for info in runs])
@@ -101,10 +106,11 @@ def list_runs(
 def show(
     run: str = typer.Argument(..., help="Run id"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Show a run: status, timings, usage and its step journal."""
-    info = load_app(None, store).get_run(run)
+    info = load_app(app, store).get_run(run)
     if as_json:
         print_json(run_detail(info))
     else:
@@ -117,11 +123,12 @@ def signal(
     run: str = typer.Argument(..., help="Run id"),
     name: str = typer.Argument(..., help="Signal name the run waits for (or will wait for)"),
     data: str | None = typer.Option(None, "--data", "-d", help="Payload as JSON"),
+    app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Send a signal to a run's mailbox; a run waiting for it becomes runnable."""
     payload = parse_json(data, "--data")
-    application = load_app(None, store)
+    application = load_app(app, store)
     application.signal(run, name, payload)
     status = application.get_run(run).status
     typer.echo(f"signal {name!r} delivered to run {run} (now {status})")
@@ -132,10 +139,11 @@ def signal(
 def cancel(
     run: str = typer.Argument(..., help="Run id"),
     reason: str = typer.Option("cancelled from the command line", "--reason", help="Why"),
+    app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Cancel a run: a queued or waiting run at once, a running one at its next step."""
-    application = load_app(None, store)
+    application = load_app(app, store)
     before = application.get_run(run)
     if before.finished:
         typer.echo(f"run {run} already ended ({before.status}); nothing to cancel")
@@ -156,8 +164,9 @@ def fork(
     from_step: int = typer.Option(
         ..., "--from-step", help="First step to execute again; steps before it are reused"
     ),
+    app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Start a new run that reuses the journal before a step; print its id."""
-    handle = load_app(None, store).fork(run, from_step)
+    handle = load_app(app, store).fork(run, from_step)
     typer.echo(handle.id)
