@@ -53,6 +53,14 @@ def load_app(spec: str | None, store: str | None) -> Any:
     app = getattr(module, attribute, None)
     if not isinstance(app, tether.App):
         raise UserError(f"--app {spec!r}: {module_name}.{attribute} is not a tether.App")
+    if store and app.store.url != store:
+        # The app named its store in code; the commands follow the app, so say so.
+        err_console.print(
+            f"[yellow]warning:[/] --app {spec} uses the store {redact_url(app.store.url)} "
+            f"named in its code, not --store {redact_url(store)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     return app
 
 
