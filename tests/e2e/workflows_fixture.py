@@ -170,6 +170,17 @@ async def chaos(ctx: tether.Context, steps: int = 6, max_pause: float = 0.15) ->
 
 
 @app.workflow
+async def mixed(ctx: tether.Context, nap: float = 0.2) -> dict[str, Any]:
+    """Steps around a durable sleep and a signal wait: suspension and takeover together."""
+    await work(0, 0.05)
+    await ctx.sleep(timedelta(seconds=nap))
+    await work_sync(1, 0.05)
+    go = await ctx.wait_for_signal("go", timeout=timedelta(minutes=5))
+    await work(2, 0.05)
+    return {"go": go}
+
+
+@app.workflow
 async def approval(ctx: tether.Context, who: str) -> dict[str, Any]:
     await work(0)
     decision = await ctx.wait_for_signal("approval", timeout=timedelta(minutes=5))
