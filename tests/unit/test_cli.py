@@ -237,3 +237,12 @@ def test_signal_with_bad_json_or_to_an_ended_run(app: tether.App) -> None:
     late = invoke(app, "signal", done.id, "approval")
     assert late.exit_code == 2
     assert f"run {done.id} already ended (succeeded)" in late.stderr
+
+
+def test_worker_options_are_checked_before_it_starts(app: tether.App) -> None:
+    bad_level = invoke(app, "worker", "--app", "tests.e2e.workflows_fixture:app", "--log-level", "loud")
+    assert bad_level.exit_code == 2
+    assert "--log-level 'loud' is not a level" in bad_level.stderr
+    no_app = invoke(app, "worker")
+    assert no_app.exit_code == 2
+    assert "--app" in no_app.stderr
