@@ -246,3 +246,12 @@ def test_worker_options_are_checked_before_it_starts(app: tether.App) -> None:
     no_app = invoke(app, "worker")
     assert no_app.exit_code == 2
     assert "--app" in no_app.stderr
+
+
+def test_show_says_what_a_queued_run_needs(app: tether.App) -> None:
+    by_name = invoke(app, "start", "greet", "--input", '{"who": "a"}').stdout.strip()
+    pinned = app.start("greet", {"who": "b"}).id
+    shown = invoke(app, "show", by_name).stdout
+    assert "next free worker that has greet (any version)" in shown
+    assert "journal: no steps yet" in shown
+    assert "next free worker that has greet@3" in invoke(app, "show", pinned).stdout

@@ -175,9 +175,19 @@ def run_header(info: RunInfo) -> Table:
         grid.add_row("finished", format_time(info.finished_at) + " UTC")
     grid.add_row("duration", format_duration(run_duration(info)))
     grid.add_row("usage", format_cost(info))
+    if info.status == "queued":
+        # Stuck or just busy? A queued run only moves when a worker that has its workflow
+        # (and version) is free.
+        since = info.updated_at.timestamp()
+        grid.add_row(
+            "queued",
+            f"for {format_duration(time.time() - since)}; runs on the next free worker "
+            f"that has {_workflow(info) if info.version else info.workflow + ' (any version)'}",
+        )
     if info.status == "waiting":
         grid.add_row("waiting for", _waiting(info))
-    if info.status in ("queued", "waiting") and info.wake_at is not None:
+    delayed = info.wake_at is not None and info.wake_at.timestamp() > time.time()
+    if info.wake_at is not None and (info.status == "waiting" or (info.status == "queued" and delayed)):
         grid.add_row("wakes", f"{format_time(info.wake_at)} UTC ({format_relative(info.wake_at)})")
     if info.status == "running":
         owner = info.lease_owner or "-"
@@ -226,7 +236,8 @@ def steps_table(info: RunInfo) -> Table:
 
 
 def run_view(info: RunInfo) -> Group:
-    return Group(run_header(info), Text(""), steps_table(info))
+    journal = steps_table(info) if info.steps else Text("journal: no steps yet", style="dim")
+    return Group(run_header(info), Text(""), journal)
 
 
 # --- JSON shapes ------------------------------------------------------------------------------
