@@ -109,6 +109,7 @@ def test_cancel_from_another_process_stops_a_running_run(workers: Workers, tmp_p
     ],
 )
 def test_errors_exit_2_with_one_line(workers: Workers, args: list[str], message: str) -> None:
+    client(workers.store).list_runs()  # the store exists; the run does not
     result = tether_cli(*args, store=workers.store)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert message in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,6 +48,7 @@ def app(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tether.App
         await fetch(who)
         return await ctx.wait_for_signal("approval")
 
+    app.list_runs()  # creates the store file, as the first start would
     yield app
     app.close()
 
@@ -255,3 +257,12 @@ def test_show_says_what_a_queued_run_needs(app: tether.App) -> None:
     assert "next free worker that has greet (any version)" in shown
     assert "journal: no steps yet" in shown
     assert "next free worker that has greet@3" in invoke(app, "show", pinned).stdout
+
+
+def test_reading_a_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    for args in (["runs"], ["show", "abc"], ["signal", "abc", "go"]):
+        result = CliRunner().invoke(cli, [*args, "--store", f"sqlite:///{missing}"])
+        assert result.exit_code == 2
+        assert f"no tether store at {missing}" in result.stderr
+    assert not missing.exists()  # and no empty database was left behind

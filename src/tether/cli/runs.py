@@ -16,6 +16,7 @@ from tether.cli.common import (
     load_app,
     parse_json,
     print_json,
+    require_store,
 )
 from tether.cli.render import run_detail, run_summary, run_view, runs_table
 from tether.errors import UserError
@@ -91,7 +92,7 @@ def list_runs(
 ) -> None:
     """List runs, newest first."""
     labels = parse_labels(label) or None
-    application = load_app(app, store)
+    application = require_store(load_app(app, store))
     runs = application.list_runs(status=status, workflow=workflow, labels=labels, limit=limit)
     if as_json:
         print_json([run_summary(info) for info in runs])
@@ -110,7 +111,7 @@ def show(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Show a run: status, timings, usage and its step journal."""
-    info = load_app(app, store).get_run(run)
+    info = require_store(load_app(app, store)).get_run(run)
     if as_json:
         print_json(run_detail(info))
     else:
@@ -128,7 +129,7 @@ def signal(
 ) -> None:
     """Send a signal to a run's mailbox; a run waiting for it becomes runnable."""
     payload = parse_json(data, "--data")
-    application = load_app(app, store)
+    application = require_store(load_app(app, store))
     application.signal(run, name, payload)
     status = application.get_run(run).status
     typer.echo(f"signal {name!r} delivered to run {run} (now {status})")
@@ -143,7 +144,7 @@ def cancel(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Cancel a run: a queued or waiting run at once, a running one at its next step."""
-    application = load_app(app, store)
+    application = require_store(load_app(app, store))
     before = application.get_run(run)
     if before.finished:
         typer.echo(f"run {run} already ended ({before.status}); nothing to cancel")
@@ -168,5 +169,5 @@ def fork(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Start a new run that reuses the journal before a step; print its id."""
-    handle = load_app(app, store).fork(run, from_step)
+    handle = require_store(load_app(app, store)).fork(run, from_step)
     typer.echo(handle.id)
