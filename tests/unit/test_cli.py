@@ -115,6 +115,16 @@ def test_show_renders_the_journal(app: tether.App) -> None:
     # seq, status, attempts and the error are all on the step's row.
     assert flaky_row.split()[:5] == ["2", "flaky", "step", "failed", "2"]
     assert "RuntimeError: search backend down for initech" in flaky_row
+    assert f"(traceback: tether show {info.id} --json)" in out
+
+
+def test_listings_leave_tracebacks_to_show(app: tether.App) -> None:
+    info = app.run("doomed", {"who": "initech"})
+    [listed] = json.loads(invoke(app, "runs", "--json").stdout)
+    assert listed["error"]["type"] == "StepFailed"
+    assert "traceback" not in listed["error"]
+    shown = json.loads(invoke(app, "show", info.id, "--json").stdout)
+    assert "search backend down" in shown["error"]["traceback"]
 
 
 def test_show_json_has_the_journal(app: tether.App) -> None:

@@ -198,7 +198,10 @@ def run_header(info: RunInfo) -> Table:
             grid.add_row("in", _progress(info.progress))
     grid.add_row("recoveries", str(info.recoveries))
     if info.error:
-        grid.add_row("error", Text(error_line(info.error), style="red"))
+        text = Text(error_line(info.error), style="red")
+        if info.error.get("traceback"):
+            text.append(f"\n(traceback: tether show {info.id} --json)", style="dim")
+        grid.add_row("error", text)
     if info.status == "succeeded" and info.output is not None:
         grid.add_row("output", _short(info.output, 200))
     return grid
@@ -260,7 +263,8 @@ def run_summary(info: RunInfo) -> dict[str, Any]:
         "recoveries": info.recoveries,
         "tokens": info.tokens,
         "cost_usd": info.cost_usd,
-        "error": info.error,
+        # Listings stay small: the traceback is in `tether show RUN --json`.
+        "error": {k: v for k, v in info.error.items() if k != "traceback"} if info.error else None,
     }
 
 
@@ -268,6 +272,7 @@ def run_detail(info: RunInfo) -> dict[str, Any]:
     """What `tether show --json` prints: the summary, input/output and the journal."""
     detail = run_summary(info)
     detail.update(
+        error=info.error,
         input=info.input,
         output=info.output,
         parent_id=info.parent_id,
