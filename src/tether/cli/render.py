@@ -355,11 +355,21 @@ def _step_detail(step: StepInfo) -> Text:
         if step.status == "retrying" and step.wake_at is not None:
             text += f" (next attempt {format_relative(step.wake_at)})"
         return Text(text, style="red" if step.status == "failed" else "yellow")
-    if step.status == "waiting" and step.wake_at is not None:
+    if step.status == "waiting":
+        if step.wake_at is None:
+            return Text("until the signal arrives")
         return Text(f"until {format_time(step.wake_at)} UTC ({format_relative(step.wake_at)})")
+    parts: list[str] = []
+    if step.kind in ("signal", "value") and step.status == "completed":
+        parts.append(_short(step.output, 60))
+    model = step.meta.get("model") or step.meta.get("gen_ai.request.model")
+    if model:
+        parts.append(str(model))
     if step.usage.tokens:
-        return Text(f"{step.usage.tokens:,} tokens")
-    return Text("")
+        parts.append(f"{step.usage.tokens:,} tokens")
+    if step.usage.cost_usd:
+        parts.append(f"${step.usage.cost_usd:.4f}")
+    return Text(", ".join(parts))
 
 
 def _short(value: Any, width: int) -> str:
