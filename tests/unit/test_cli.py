@@ -161,6 +161,10 @@ def test_signal_resumes_a_waiting_run(app: tether.App) -> None:
     done = app.run("approval", {"who": "acme"}, run_id=info.id)
     assert done.status == "succeeded"
     assert done.output == {"approved": True}
+    signal_row = next(line for line in invoke(app, "show", info.id).stdout.splitlines()
+                      if " approval " in line and " signal " in line)
+    assert signal_row.split()[:4] == ["2", "approval", "signal", "completed"]
+    assert '{"approved": true}' in signal_row
 
 
 def test_cancel_a_waiting_run(app: tether.App) -> None:
