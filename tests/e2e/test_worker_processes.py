@@ -221,3 +221,15 @@ def test_concurrency_limits_runs_in_flight(workers: Workers) -> None:
     order = [line.split()[0].split(":")[0] for line in workers.ledger.read_text().splitlines()]
     blocks = [run for i, run in enumerate(order) if i == 0 or order[i - 1] != run]
     assert sorted(blocks) == sorted(runs), order
+
+
+def test_worker_warns_when_a_step_blocks_the_event_loop(workers: Workers) -> None:
+    app = client(workers.store)
+    run = app.start("hogging", {"seconds": 0.6}).id  # more than a third of the 1 s lease
+    workers.start("watched")
+    wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
+    wait_until(
+        lambda: "event loop was blocked" in workers.log("watched"),
+        timeout=5,
+        what="the worker to warn about the blocked loop",
+    )

@@ -115,6 +115,16 @@ def exit_process(code: int) -> None:
     sys.exit(code)
 
 
+@app.step
+async def hog(seconds: float) -> dict[str, Any]:
+    """The classic mistake: blocking code in an ``async def`` step."""
+    import time
+
+    await record_checked_execution(app)
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking on purpose
+    return {"pid": os.getpid()}
+
+
 @app.step(retry=NO_RETRY)
 async def explode(message: str) -> None:
     await record_checked_execution(app)
@@ -178,6 +188,11 @@ async def mixed(ctx: tether.Context, nap: float = 0.2) -> dict[str, Any]:
     go = await ctx.wait_for_signal("go", timeout=timedelta(minutes=5))
     await work(2, 0.05)
     return {"go": go}
+
+
+@app.workflow
+async def hogging(ctx: tether.Context, seconds: float = 0.6) -> None:
+    await hog(seconds)
 
 
 @app.workflow

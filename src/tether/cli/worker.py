@@ -126,6 +126,30 @@ async def _serve(application: App, concurrency: int, name: str | None, grace: fl
 
     for sig in (signal_module.SIGTERM, signal_module.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    await application.run_worker_async(
-        concurrency=concurrency, name=name, stop=stop, grace_period=grace
-    )
+    watchdog = asyncio.create_task(_watch_loop_lag(application.lease_seconds))
+    try:
+        await application.run_worker_async(
+            concurrency=concurrency, name=name, stop=stop, grace_period=grace
+        )
+    finally:
+        watchdog.cancel()
+
+
+async def _watch_loop_lag(lease_seconds: float) -> None:
+    """Warn when something blocks the event loop (an ``async def`` step calling blocking
+    code): heartbeats cannot run meanwhile, so leases may expire and other workers take the
+    runs over and execute their steps a second time."""
+    tick = min(0.25, lease_seconds / 6)
+    threshold = lease_seconds / 3
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(tick)
+        lag = time.monotonic() - before - tick
+        if lag >= threshold:
+            log.warning(
+                "the event loop was blocked for %.1fs (lease %.1fs): an async step doing "
+                "blocking work? Leases may expire and runs be taken over; make such steps "
+                "plain `def` (they run in a thread) or await non-blocking calls",
+                lag,
+                lease_seconds,
+            )
