@@ -1,5 +1,6 @@
-"""Worker processes: signals from other processes, graceful shutdown, sharing one SQLite file,
-and surviving failing workflows."""
+"""Worker processes: signals from other processes, graceful shutdown (SIGTERM/SIGINT, grace
+period, second signal), sharing one SQLite file, concurrency, surviving failing workflows and
+sys.exit(), and the blocked-event-loop warning."""
 
 from __future__ import annotations
 
