@@ -10,12 +10,14 @@ different name fails the run with `NonDeterminismError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
+import inspect
 import time
 import traceback
 import uuid as uuid_module
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -38,6 +40,16 @@ _identity = Decoder(None)
 def current_context() -> Context | None:
     """The workflow context of the calling code, or ``None`` outside a workflow."""
     return _current.get()
+
+
+@contextlib.contextmanager
+def bound(ctx: Context) -> Generator[Context, None, None]:
+    """Make `ctx` the current workflow context for the calling task (the executor's job)."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
 
 
 def current_step() -> StepContext:
@@ -97,8 +109,10 @@ class Context:
         budget: Budget | None,
         executor: Executor | None = None,
         app: Any = None,
+        replay_only: bool = False,
     ) -> None:
         self.app = app
+        self._replay_only = replay_only
         """The `tether.App` executing this run (upper layers read their configuration from it)."""
         self._run = run
         self._token = token
@@ -142,6 +156,11 @@ class Context:
         return self._budget
 
     @property
+    def sequence(self) -> int:
+        """The last sequence number handed out."""
+        return self._seq
+
+    @property
     def spent(self) -> Usage:
         """Everything journaled so far: the budget ledger."""
         return self._usage
@@ -163,7 +182,7 @@ class Context:
 
     def step(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """Run `fn` as a journaled step (a function decorated with `@app.step` keeps its
-        retry and timeout; any other callable runs once, named by its qualified name)."""
+        retry and timeout; any other callable runs once, named by its function name)."""
         definition = getattr(fn, "__tether_step__", None)
         if definition is None:
             definition = make_step(fn, name=None, retry=None, timeout=None)
@@ -204,7 +223,7 @@ class Context:
         with it). `budgets` are extra ``(budget, spent, scope)`` checks, e.g. per agent node."""
         seq = self._next_seq()
         if is_async is None:
-            is_async = asyncio.iscoroutinefunction(fn)
+            is_async = inspect.iscoroutinefunction(fn)
         return self._execute_step(
             seq,
             name,
@@ -298,6 +317,10 @@ class Context:
 
     def _replayed(self, seq: int, name: str, kind: str) -> StepRecord | None:
         rec = self._journal.get(seq)
+        unsettled = rec is None or rec.status not in ("completed", "failed")
+        if self._replay_only and unsettled and (rec is None or (rec.name, rec.kind) == (name, kind)):
+            # Replaying a recorded journal: the code reached past what it settled; stop here.
+            raise self._stop(ReplayEnd(seq, name))
         if rec is not None and (rec.name != name or rec.kind != kind):
             error = NonDeterminismError(
                 run_id=self.run_id,
@@ -614,6 +637,15 @@ class Context:
 
 
 BUDGET_SIGNAL = "tether.budget"
+
+
+class ReplayEnd(BaseException):
+    """Replay-only execution reached an operation the recorded journal does not hold."""
+
+    def __init__(self, seq: int, name: str) -> None:
+        super().__init__(f"replay reached #{seq} {name!r}, past the end of the journal")
+        self.seq = seq
+        self.name = name
 
 
 def _replace(rec: StepRecord, **changes: Any) -> StepRecord:

@@ -713,7 +713,7 @@ def _claim_runs(
         """,
         (now, *names, *keys, now, *names, *keys, now, *names, *keys, limit),
     ).fetchall()
-    latest = {name: version for name, version in workflows}
+    latest = dict(workflows)
     return [
         _take(conn, run_id, status == "running", owner, lease_seconds, version or latest.get(workflow))
         for run_id, status, workflow, version in rows
