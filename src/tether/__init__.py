@@ -33,6 +33,7 @@ from tether.errors import (
     UnknownWorkflow,
     UserError,
 )
+from tether.observe.limits import SpendLimit
 from tether.trust.policy import Policy
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "RunInfo",
     "RunRefused",
     "SignalTimeout",
+    "SpendLimit",
     "StepContext",
     "StepFailed",
     "StepInfo",
