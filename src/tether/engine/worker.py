@@ -36,8 +36,12 @@ def default_worker_name() -> str:
 
 def quiet_control_flow(loop: asyncio.AbstractEventLoop) -> None:
     """Don't log control-flow signals left in abandoned workflow branches (a gather sibling
-    that hit the run's suspension after the run was parked)."""
+    that hit the run's suspension after the run was parked). Idempotent per loop."""
     previous = loop.get_exception_handler()
+    if getattr(previous, "_tether_quiet", False):
+        # `App.run_async` calls this for every run: wrapping again would grow a chain of
+        # handlers one per run, until calling it overflows the stack.
+        return
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if isinstance(context.get("exception"), Suspend | CancelRun | DropRun | RefuseRun):
@@ -47,6 +51,7 @@ def quiet_control_flow(loop: asyncio.AbstractEventLoop) -> None:
         else:
             loop.default_exception_handler(context)
 
+    handler._tether_quiet = True  # type: ignore[attr-defined]
     loop.set_exception_handler(handler)
 
 
