@@ -560,14 +560,13 @@ def _get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
 def _create_run(
     conn: sqlite3.Connection, new: NewRun, owner: str | None, lease_seconds: float
 ) -> tuple[RunRecord, int | None, bool]:
-    existing = _get_run(conn, new.id)
-    if existing is not None:
-        return existing, None, False
     now = time.time()
     claimed = owner is not None
-    conn.execute(
+    # One statement for the common case (a new id); an existing run is read only on conflict.
+    row = conn.execute(
         f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
-        "(?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, 0, 0, NULL)",
+        "(?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, 0, 0, NULL) "
+        f"ON CONFLICT (id) DO NOTHING RETURNING {_RUN_COLUMNS}",
         (
             new.id,
             new.workflow,
@@ -585,10 +584,12 @@ def _create_run(
             now + lease_seconds if claimed else None,
             1 if claimed else 0,
         ),
-    )
-    run = _get_run(conn, new.id)
-    assert run is not None
-    return run, (1 if claimed else None), True
+    ).fetchone()
+    if row is None:
+        existing = _get_run(conn, new.id)
+        assert existing is not None
+        return existing, None, False
+    return run_from_row(row), (1 if claimed else None), True
 
 
 def _list_runs(
