@@ -232,33 +232,40 @@ def measure_sequential(args: argparse.Namespace, report: Report) -> dict[str, fl
 
 
 async def tether_concurrent(runs: int, steps: int, concurrency: int) -> tuple[float, float]:
-    """Queue `runs` runs, then time one in-process worker from its start until the last run
-    ended (reported by the executor's run listener). Returns steps per wall-clock second and
-    per CPU second."""
+    """Time `runs` runs from their start (`app.start_async`, all at once) until a running
+    in-process worker has ended the last of them (seen by the executor's run listener).
+    The worker first takes one untimed batch, so its start-up is not measured. Returns steps
+    per wall-clock second and per CPU second."""
     with fresh_dir() as folder:
         app = make_app(sqlite_url(folder))
-        await asyncio.gather(*(app.start_async("sequence", {"steps": steps}) for _ in range(runs)))
         ended = 0
-        all_ended = asyncio.Event()
+        batch_ended = asyncio.Event()
 
         async def on_end(run_id: str, status: str) -> None:
             nonlocal ended
             ended += 1
             if ended == runs:
-                all_ended.set()
+                batch_ended.set()
 
         app.executor.listeners.append(on_end)
         stop = asyncio.Event()
-        started, cpu = time.perf_counter(), time.process_time()
         worker = asyncio.create_task(app.run_worker_async(concurrency=concurrency, stop=stop))
-        await asyncio.wait_for(all_ended.wait(), timeout=120)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        elapsed = cpu = 0.0
+        for _batch in ("warm-up", "timed"):  # the timed batch's numbers are kept
+            ended = 0
+            batch_ended.clear()
+            started, cpu = time.perf_counter(), time.process_time()
+            await asyncio.gather(
+                *(app.start_async("sequence", {"steps": steps}) for _ in range(runs))
+            )
+            await asyncio.wait_for(batch_ended.wait(), timeout=120)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         stop.set()
         await worker
         succeeded = count_status(folder / "tether.db", "succeeded")
         app.close()
-    if succeeded != runs:
-        raise RuntimeError(f"concurrent benchmark: only {succeeded} of {runs} runs succeeded")
+    if succeeded != 2 * runs:
+        raise RuntimeError(f"concurrent benchmark: only {succeeded} of {2 * runs} runs succeeded")
     return rate(runs * steps, elapsed), rate(runs * steps, cpu)
 
 
