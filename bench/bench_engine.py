@@ -364,7 +364,7 @@ async def start_waiters(app: tether.App, count: int) -> list[str]:
 
 
 def measure_waiting(args: argparse.Namespace, report: Report) -> None:
-    waiting, signalled = args.waiting, min(1000, args.waiting)
+    waiting, signalled = args.waiting, min(1000, args.waiting // 2)
     section(f"4. {waiting:,} runs waiting for a signal; {signalled:,} signals from another process")
     with fresh_dir() as folder:
         db, url = folder / "tether.db", sqlite_url(folder)
