@@ -130,7 +130,7 @@ class Worker:
         for name in self.app.workflow_names():
             have = sorted(v for n, v in self.app.workflow_keys() if n == name)
             try:
-                queued = await self.app.store.list_runs(status="queued", workflow=name, limit=500)
+                queued = await self.app.store.list_runs(status="queued", workflow=name, limit=100)
             except Exception:
                 return
             missing: dict[str, int] = {}
