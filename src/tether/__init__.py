@@ -43,7 +43,6 @@ from tether.errors import (
     UnknownWorkflow,
     UserError,
 )
-
 from tether.trust.policy import Policy
 
 __version__ = "0.1.0"

@@ -10,12 +10,14 @@ different name fails the run with `NonDeterminismError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
+import inspect
 import time
 import traceback
 import uuid as uuid_module
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -39,6 +41,16 @@ _identity = Decoder(None)
 def current_context() -> Context | None:
     """The workflow context of the calling code, or ``None`` outside a workflow."""
     return _current.get()
+
+
+@contextlib.contextmanager
+def bound(ctx: Context) -> Generator[Context, None, None]:
+    """Make `ctx` the current workflow context for the calling task (the executor's job)."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
 
 
 def current_step() -> StepContext:
@@ -98,8 +110,10 @@ class Context:
         budget: Budget | None,
         executor: Executor | None = None,
         app: Any = None,
+        replay_only: bool = False,
     ) -> None:
         self.app = app
+        self._replay_only = replay_only
         """The `tether.App` executing this run (upper layers read their configuration from it)."""
         self._run = run
         self._token = token
@@ -114,6 +128,7 @@ class Context:
                 self._usage = self._usage + Usage.from_dict(rec.usage)
         self._pending_values: list[StepRecord] = []
         self._inflight: set[asyncio.Future[None]] = set()
+        self._running: dict[int, dict[str, Any]] = {}
         self._stopping: BaseException | None = None
         self._cancel_requested = False
         self.fatal: BaseException | None = None
@@ -142,6 +157,11 @@ class Context:
         return self._budget
 
     @property
+    def sequence(self) -> int:
+        """The last sequence number handed out."""
+        return self._seq
+
+    @property
     def spent(self) -> Usage:
         """Everything journaled so far: the budget ledger."""
         return self._usage
@@ -163,7 +183,7 @@ class Context:
 
     def step(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """Run `fn` as a journaled step (a function decorated with `@app.step` keeps its
-        retry and timeout; any other callable runs once, named by its qualified name)."""
+        retry and timeout; any other callable runs once, named by its function name)."""
         definition = getattr(fn, "__tether_step__", None)
         if definition is None:
             definition = make_step(fn, name=None, retry=None, timeout=None)
@@ -204,7 +224,7 @@ class Context:
         with it). `budgets` are extra ``(budget, spent, scope)`` checks, e.g. per agent node."""
         seq = self._next_seq()
         if is_async is None:
-            is_async = asyncio.iscoroutinefunction(fn)
+            is_async = inspect.iscoroutinefunction(fn)
         return self._execute_step(
             seq,
             name,
@@ -278,6 +298,12 @@ class Context:
 
     # --- executor hooks --------------------------------------------------------------------------
 
+    def progress(self) -> dict[str, Any] | None:
+        """The oldest operation executing right now (for the heartbeat), or ``None``."""
+        if not self._running:
+            return None
+        return self._running[min(self._running)]
+
     def request_cancel(self) -> None:
         """Make the next operation end the run as cancelled."""
         self._cancel_requested = True
@@ -315,6 +341,10 @@ class Context:
 
     def _replayed(self, seq: int, name: str, kind: str) -> StepRecord | None:
         rec = self._journal.get(seq)
+        unsettled = rec is None or rec.status not in ("completed", "failed")
+        if self._replay_only and unsettled and (rec is None or (rec.name, rec.kind) == (name, kind)):
+            # Replaying a recorded journal: the code reached past what it settled; stop here.
+            raise self._stop(ReplayEnd(seq, name))
         if rec is not None and (rec.name != name or rec.kind != kind):
             error = NonDeterminismError(
                 run_id=self.run_id,
@@ -449,6 +479,15 @@ class Context:
                 self._check_live()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight.add(done)
+        self._running[seq] = {
+            "seq": seq,
+            "name": name,
+            "kind": kind,
+            # The pipeline node, when an upper layer put one in the meta (observe.names.NODE).
+            "node": (meta or {}).get("tether.node"),
+            "started_at": time.time(),
+            "timeout": timeout,
+        }
         try:
             self._check_budget(estimate, budgets)
             if record_input is None and (args or kwargs):
@@ -519,6 +558,7 @@ class Context:
                 return result
         finally:
             self._inflight.discard(done)
+            self._running.pop(seq, None)
             done.set_result(None)
 
     async def _invoke(
@@ -632,6 +672,15 @@ class _BranchSeq:
     width: int
     index: int
     count: int = 0
+
+
+class ReplayEnd(BaseException):
+    """Replay-only execution reached an operation the recorded journal does not hold."""
+
+    def __init__(self, seq: int, name: str) -> None:
+        super().__init__(f"replay reached #{seq} {name!r}, past the end of the journal")
+        self.seq = seq
+        self.name = name
 
 
 def _replace(rec: StepRecord, **changes: Any) -> StepRecord:

@@ -9,7 +9,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from tether.engine.budget import Budget
-from tether.engine.context import Context, _current, error_record
+from tether.engine.context import Context, bound, error_record
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.serde import to_jsonable
 from tether.errors import RunFailed, StepFailed, StoreUnavailable
@@ -81,11 +81,10 @@ class RunExecutor:
             app=self._app,
         )
         self._live[run.id] = ctx
-        reset = _current.set(ctx)
         try:
-            status = await self._drive(definition, ctx, token)
+            with bound(ctx):
+                status = await self._drive(definition, ctx, token)
         finally:
-            _current.reset(reset)
             self._live.pop(run.id, None)
         if status != "dropped":
             for listener in self.listeners:
@@ -152,9 +151,11 @@ class RunExecutor:
 
     async def _lost(self, run_id: str, token: int) -> str:
         run = await self._store.get_run(run_id)
-        if run is not None and run.fencing == token and run.cancel_requested:
-            if await self._store.finish_run(run_id, token, status="cancelled", error=run.error):
-                return "cancelled"
+        cancelled = run is not None and run.fencing == token and run.cancel_requested
+        if cancelled and await self._store.finish_run(
+            run_id, token, status="cancelled", error=run.error if run else None
+        ):
+            return "cancelled"
         log.warning("run %s: lease lost to another worker; dropping it", run_id)
         return "dropped"
 

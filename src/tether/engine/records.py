@@ -89,6 +89,9 @@ class RunInfo:
     """How many times a worker took this run over after its previous worker stopped."""
     lease_owner: str | None
     lease_expires: datetime | None
+    progress: dict[str, Any] | None = None
+    """For a running run: the operation it is in as of the last heartbeat (``seq``, ``name``,
+    ``kind``, ``node``, ``started_at``)."""
 
     @property
     def tokens(self) -> int:
@@ -130,4 +133,5 @@ class RunInfo:
             recoveries=run.recoveries,
             lease_owner=run.lease_owner,
             lease_expires=_ts(run.lease_expires),
+            progress=run.progress,
         )

@@ -82,6 +82,7 @@ class Worker:
             log.warning("worker %s: the app registers no workflows; nothing to run", self.name)
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         heartbeat = asyncio.create_task(self._heartbeat(stop), name="tether-heartbeat")
+        await self._report_unrunnable_versions()
         poll = _POLL_MIN
         try:
             while not stop.is_set():
@@ -118,6 +119,30 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             log.info("worker %s stopped", self.owner)
+
+    async def _report_unrunnable_versions(self) -> None:
+        """Say which queued runs this worker will not touch because it lacks their version."""
+        for name in self.app.workflow_names():
+            have = sorted(v for n, v in self.app.workflow_keys() if n == name)
+            try:
+                queued = await self.app.store.list_runs(status="queued", workflow=name, limit=500)
+            except Exception:
+                return
+            missing: dict[str, int] = {}
+            for run in queued:
+                if run.version is not None and run.version not in have:
+                    missing[run.version] = missing.get(run.version, 0) + 1
+            for version, count in sorted(missing.items()):
+                log.warning(
+                    "worker %s: %d queued run(s) of workflow %r need version %r, which this "
+                    "worker does not have (it has %s); start a worker with that version to "
+                    "finish them, or cancel them",
+                    self.name,
+                    count,
+                    name,
+                    version,
+                    ", ".join(have),
+                )
 
     async def _execute(self, claim: Any) -> str:
         try:
@@ -159,8 +184,15 @@ class Worker:
             await asyncio.sleep(interval)
             if not self._active:
                 continue
+            progress: dict[str, dict[str, Any] | None] = {}
+            for run_id in self._active:
+                ctx = self.app.live_contexts.get(run_id)
+                if ctx is not None:
+                    progress[run_id] = ctx.progress()
             try:
-                beat = await self.app.store.heartbeat(self.owner, self.app.lease_seconds)
+                beat = await self.app.store.heartbeat(
+                    self.owner, self.app.lease_seconds, progress
+                )
             except Exception as exc:
                 log.warning("worker %s: heartbeat failed (%s)", self.name, exc)
                 continue

@@ -16,4 +16,4 @@ async def check_spend(app: Any, ctx: Any, estimate: Usage) -> None:
 
     Placeholder until the observe layer lands: no limits are configured, so nothing to check.
     """
-    return None
+    return

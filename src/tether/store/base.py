@@ -27,7 +27,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -74,6 +74,9 @@ class RunRecord:
     recoveries: int
     """How many times a worker took the run over after its lease expired."""
     cancel_requested: bool
+    progress: dict[str, Any] | None = None
+    """For a running run: the operation it is in (``seq``, ``name``, ``kind``, ``node``,
+    ``started_at``), as of its worker's last heartbeat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +240,14 @@ class Store(Protocol):
         """Claim this one run if it is runnable now (as `claim_runs` would); else ``None``."""
         ...
 
-    async def heartbeat(self, owner: str, lease_seconds: float) -> Heartbeat:
-        """Extend every lease held by `owner` in one statement."""
+    async def heartbeat(
+        self,
+        owner: str,
+        lease_seconds: float,
+        progress: Mapping[str, dict[str, Any] | None] | None = None,
+    ) -> Heartbeat:
+        """Extend every lease held by `owner` in one statement, and record each listed run's
+        current operation (`progress` by run id; ``None`` clears it)."""
         ...
 
     async def next_wake(self) -> float | None:

@@ -17,7 +17,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -37,7 +37,7 @@ T = TypeVar("T")
 _RUN_COLUMNS = (
     "id, workflow, version, status, input, output, error, labels, budget, parent_id, "
     "created_at, updated_at, started_at, finished_at, wake_at, waiting_for, lease_owner, "
-    "lease_expires, fencing, recoveries, cancel_requested"
+    "lease_expires, fencing, recoveries, cancel_requested, progress"
 )
 _STEP_COLUMNS = (
     "run_id, seq, name, kind, status, input, output, error, attempts, started_at, finished_at, "
@@ -79,6 +79,7 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         fencing=row[18],
         recoveries=row[19],
         cancel_requested=bool(row[20]),
+        progress=_loads(row[21]),
     )
 
 
@@ -386,8 +387,13 @@ class SQLiteStore:
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
         return await self._write(_claim_one, run_id, owner, lease_seconds)
 
-    async def heartbeat(self, owner: str, lease_seconds: float) -> Heartbeat:
-        return await self._write(_heartbeat, owner, lease_seconds)
+    async def heartbeat(
+        self,
+        owner: str,
+        lease_seconds: float,
+        progress: Mapping[str, dict[str, Any] | None] | None = None,
+    ) -> Heartbeat:
+        return await self._write(_heartbeat, owner, lease_seconds, progress)
 
     async def next_wake(self) -> float | None:
         return await self._read(_next_wake)
@@ -516,7 +522,7 @@ def _create_run(
     claimed = owner is not None
     conn.execute(
         f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
-        "(?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, 0, 0)",
+        "(?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, 0, 0, NULL)",
         (
             new.id,
             new.workflow,
@@ -672,7 +678,7 @@ def _claim_runs(
         """,
         (now, *names, *keys, now, *names, *keys, now, *names, *keys, limit),
     ).fetchall()
-    latest = {name: version for name, version in workflows}
+    latest = dict(workflows)
     return [
         _take(conn, run_id, status == "running", owner, lease_seconds, version or latest.get(workflow))
         for run_id, status, workflow, version in rows
@@ -732,11 +738,21 @@ def _set_budget(
     return _get_run(conn, run_id)
 
 
-def _heartbeat(conn: sqlite3.Connection, owner: str, lease_seconds: float) -> Heartbeat:
+def _heartbeat(
+    conn: sqlite3.Connection,
+    owner: str,
+    lease_seconds: float,
+    progress: Mapping[str, dict[str, Any] | None] | None,
+) -> Heartbeat:
     renewed = conn.execute(
         "UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running'",
         (time.time() + lease_seconds, owner),
     ).rowcount
+    if progress:
+        conn.executemany(
+            "UPDATE runs SET progress = ? WHERE id = ? AND lease_owner = ?",
+            [(_dumps(p), run_id, owner) for run_id, p in progress.items()],
+        )
     cancelled = conn.execute(
         "SELECT id FROM runs WHERE lease_owner = ? AND status = 'running' "
         "AND cancel_requested = 1",
@@ -808,7 +824,7 @@ def _suspend_run(
     status = "queued" if pending else "waiting"
     changed = conn.execute(
         "UPDATE runs SET status = ?, wake_at = ?, waiting_for = ?, lease_owner = NULL, "
-        f"lease_expires = NULL, updated_at = ? WHERE {_HELD_LIVE}",
+        f"lease_expires = NULL, progress = NULL, updated_at = ? WHERE {_HELD_LIVE}",
         (status, now if pending else wake_at, waiting_for, now, run_id, token),
     ).rowcount
     return status if changed else None
@@ -827,7 +843,8 @@ def _finish_run(
     return (
         conn.execute(
             "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, updated_at = ?, "
-            "lease_owner = NULL, lease_expires = NULL, wake_at = NULL, waiting_for = NULL "
+            "lease_owner = NULL, lease_expires = NULL, wake_at = NULL, waiting_for = NULL, "
+            "progress = NULL "
             f"WHERE {condition}",
             (status, _dumps(output), _dumps(error), now, now, run_id, token),
         ).rowcount
@@ -840,7 +857,7 @@ def _release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
     return (
         conn.execute(
             "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires = NULL, "
-            f"wake_at = ?, updated_at = ? WHERE {_HELD}",
+            f"progress = NULL, wake_at = ?, updated_at = ? WHERE {_HELD}",
             (now, now, run_id, token),
         ).rowcount
         == 1
