@@ -10,8 +10,8 @@ import pydantic
 import pytest
 
 import tether
-from tether import Agent, Retry, tool
 from tests.fake_provider import FakeProvider
+from tether import Agent, Retry, tool
 
 
 class Company(pydantic.BaseModel):

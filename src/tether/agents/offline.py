@@ -100,13 +100,14 @@ class ScriptedModel(FunctionModel):
 
     async def _respond(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         turn = _turn(messages, info)
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        if self.call_log:
+        if self.call_log:  # logged when sent: a call cut short by a crash still counts
             line = json.dumps({"node": turn.node, "turn": turn.turn, "pid": os.getpid(),
                                "time": time.time()})
-            with open(self.call_log, "a", encoding="utf-8") as log:
+            # A one-line append to a local file (tests and the demo only): not worth a thread.
+            with open(self.call_log, "a", encoding="utf-8") as log:  # noqa: ASYNC230
                 log.write(line + "\n")
+        if self.latency:
+            await asyncio.sleep(self.latency)
         handler = self._handler(turn.node)
         reply = handler(turn)
         if isinstance(reply, ModelResponse):
