@@ -138,6 +138,9 @@ class FakeProvider:
                 writer.close()
 
     async def _answer(self, request_line: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if request_line.startswith("GET /stats"):
+            self._write(writer, 200, {"requests": len(self.requests), "answered": self.answered})
+            return True
         if "/chat/completions" not in request_line:
             self._write(writer, 404, {"error": {"message": f"no route {request_line}"}})
             return True
