@@ -5,7 +5,7 @@
    OpenAI-compatible provider answering every request after a fixed latency (default 200 ms).
    Once with tether (every model request and tool call journaled in SQLite, one worker with
    concurrency N) and once with the same agents in plain pydantic-ai (no durability), in the
-   same process run, against the same server. Target: tether wall time ≤ 1.05× plain.
+   same process run, against the same server. Target: tether wall time <= 1.05x plain.
 2. **Kill.** R concurrent pipelines; the process running them is SIGKILLed when about half of
    the model requests were answered, then a new one finishes them. Counted at the server:
    requests beyond what an uninterrupted run needs, and of those, how many had already been
