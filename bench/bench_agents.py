@@ -96,11 +96,15 @@ CLIENTS: list[Any] = []
 
 
 def openai_model(url: str) -> Any:
+    import httpx
     from openai import AsyncOpenAI
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
-    client = AsyncOpenAI(base_url=url, api_key="bench", max_retries=0)
+    # A CPU-saturated event loop with 1,000 runs opens connections slowly; the SDK's 5 s
+    # connect timeout would fail the plain side (which has no retries) for no fault of the server.
+    client = AsyncOpenAI(base_url=url, api_key="bench", max_retries=0,
+                         timeout=httpx.Timeout(300.0, connect=120.0))
     CLIENTS.append(client)
     return OpenAIChatModel("gpt-4.1-mini", provider=OpenAIProvider(openai_client=client))
 

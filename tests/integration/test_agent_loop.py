@@ -199,3 +199,32 @@ def test_checks_reask_with_the_failed_check(sqlite_url: str) -> None:
     info = app.run("drafter", {})
     assert info.output == "Hello Acme"
     assert "must name the company Acme" in str(calls[1][-1].parts[0].content)  # type: ignore[union-attr]
+
+
+def test_tool_retries_keep_the_idempotency_key_and_failures_reach_the_model(
+    sqlite_url: str,
+) -> None:
+    keys: list[str] = []
+
+    @tool(risk="write", retries=1)
+    def flaky(ctx: ToolContext, n: int) -> str:
+        keys.append(ctx.idempotency_key)
+        if len(keys) == 1:
+            raise ConnectionError("upstream hiccup")
+        return "ok"
+
+    @tool
+    def broken(n: int) -> str:
+        raise ValueError("no such record")
+
+    calls: list[list[ModelMessage]] = []
+    model = scripted([("flaky", {"n": 1}), ("broken", {"n": 2}), "finished"], calls)
+    app = tether.App(sqlite_url, policy=Policy({"write": "auto", "read": "auto"}))
+    app.register(Agent("worker", model, tools=[flaky, broken]))
+    info = app.run("worker", {})
+    assert info.status == "succeeded", info.error
+    assert len(keys) == 2 and keys[0] == keys[1]  # one step, two attempts, one key
+    flaky_step = next(s for s in info.steps if s.name == "worker.tool.flaky")
+    assert flaky_step.attempts == 2
+    told = str(calls[2][-1].parts[0].content)  # type: ignore[union-attr]
+    assert "tool broken failed" in told and "no such record" in told

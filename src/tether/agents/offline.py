@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic_ai.messages import (
     ModelMessage,
@@ -56,7 +56,7 @@ class Turn:
             data = json.loads(self.prompt)
         except ValueError:
             return {}
-        return data if isinstance(data, dict) else {}
+        return cast(dict[str, Any], data) if isinstance(data, dict) else {}
 
     def results_of(self, tool: str) -> list[Any]:
         return [result for name, result in self.tool_results if name == tool]
@@ -93,7 +93,12 @@ class ScriptedModel(FunctionModel):
         latency: float = 0.0,
         call_log: str | None = None,
     ) -> None:
-        self.script = script
+        self._handlers: dict[str, Handler] | None = None
+        self._only: Handler | None = None
+        if callable(script):
+            self._only = script
+        else:
+            self._handlers = dict(script)
         self.latency = latency
         self.call_log = call_log
         super().__init__(self._respond, model_name=model_name)
@@ -117,19 +122,22 @@ class ScriptedModel(FunctionModel):
         return output(**reply)
 
     def _handler(self, node: str) -> Handler:
-        if not isinstance(self.script, Mapping):
-            return self.script
-        handler = self.script.get(node) or self.script.get("*")
+        if self._handlers is None:
+            assert self._only is not None
+            return self._only
+        handler = self._handlers.get(node) or self._handlers.get("*")
         if handler is None:
             raise UserError(
                 f"ScriptedModel has no handler for node {node!r} (script covers: "
-                f"{', '.join(self.script)}); add one or a '*' fallback"
+                f"{', '.join(self._handlers)}); add one or a '*' fallback"
             )
         return handler
 
 
 def _turn(messages: list[ModelMessage], info: AgentInfo) -> Turn:
-    node, prompt, results, errors, turns = "", "", [], [], 0
+    node, prompt, turns = "", "", 0
+    results: list[tuple[str, Any]] = []
+    errors: list[str] = []
     for message in messages:
         if isinstance(message, ModelRequest):
             if not node and message.metadata:

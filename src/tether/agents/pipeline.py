@@ -100,10 +100,19 @@ class Parallel(_Pipeline):
         super().__init__(name, nodes, version)
 
     async def execute(self, ctx: Context, state: RunState) -> dict[str, Any]:
-        def branch(child: Node) -> Callable[[], Any]:
-            return lambda: self._run_child(child, ctx, state)
+        # Each branch works on its own copy, so what a branch sees never depends on how fast
+        # the others were; their outputs are merged when all are done.
+        views = [RunState(input=state.input, outputs=dict(state.outputs),
+                          checks=list(state.checks)) for _ in self.children]
 
-        outputs = await ctx.branches([branch(child) for child in self.children])
+        def branch(child: Node, view: RunState) -> Callable[[], Any]:
+            return lambda: self._run_child(child, ctx, view)
+
+        outputs = await ctx.branches(
+            [branch(child, view) for child, view in zip(self.children, views, strict=True)])
+        for view in views:
+            state.outputs.update(view.outputs)
+            state.checks.extend(c for c in view.checks if c not in state.checks)
         return {child.name: out for child, out in zip(self.children, outputs, strict=True)}
 
 

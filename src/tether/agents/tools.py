@@ -111,7 +111,7 @@ def _make_tool(
 ) -> Tool:
     if not callable(fn):
         raise UserError(f"@tool must decorate a function, got {fn!r}")
-    if not risk or not isinstance(risk, str):
+    if not risk:
         raise UserError(f"tool {fn.__name__}: risk must be a category name like 'read' or 'send'")
     try:
         hints = get_type_hints(fn)

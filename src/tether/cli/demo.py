@@ -14,12 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from tether.cli.common import cli, console, handle_errors
+from tether.engine.records import RunInfo
 
 LATENCY = 0.3
 """Seconds each scripted model call takes, so the pipeline runs long enough to be interrupted."""
@@ -81,11 +83,10 @@ def demo(
         second = _start_worker(env, workers)
         console.print(f"started a new worker, pid {second.pid}; it takes the run over when the "
                       f"dead worker's lease expires (~{LEASE:.0f}s)\n")
-        info = _wait(app, run_id, progress, second, until=lambda r: r.status == "waiting"
-                     or r.finished)
+        info = _wait(app, run_id, progress, second, until=_paused_or_finished)
         if info.status == "waiting" and info.waiting_for == "approval":
             _approve_step(app, info, yes)
-            info = _wait(app, run_id, progress, second, until=lambda r: r.finished)
+            info = _wait(app, run_id, progress, second, until=_finished)
         console.print()
         _report(info, call_log, done_before, first.pid, outbox)
         console.print(f"\ninspect it:  [bold]tether show {run_id} --store {store}[/]")
@@ -100,6 +101,14 @@ def demo(
             except subprocess.TimeoutExpired:
                 proc.kill()
         app.close()
+
+
+def _paused_or_finished(info: RunInfo) -> bool:
+    return info.status == "waiting" or info.finished
+
+
+def _finished(info: RunInfo) -> bool:
+    return info.finished
 
 
 def _start_worker(env: dict[str, str], workers: list[subprocess.Popen[bytes]]) -> Any:
@@ -118,10 +127,10 @@ def _check_alive(proc: subprocess.Popen[bytes], run_id: str) -> None:
 
 
 def _wait(app: Any, run_id: str, progress: _Progress, worker: subprocess.Popen[bytes],
-          until: Any, timeout: float = 60.0) -> Any:
+          until: Callable[[RunInfo], bool], timeout: float = 60.0) -> RunInfo:
     deadline = time.monotonic() + timeout
     while True:
-        info = app.get_run(run_id)
+        info: RunInfo = app.get_run(run_id)
         progress.show(info)
         if until(info):
             return info
@@ -209,13 +218,14 @@ def _model_steps(info: Any) -> int:
     return sum(1 for s in info.steps if s.name.endswith(".model") and s.status == "completed")
 
 
-def _report(info: Any, call_log: Path, done_before: int, first_pid: int, outbox: Path) -> None:
+def _report(info: RunInfo, call_log: Path, done_before: int, first_pid: int, outbox: Path) -> None:
     from rich.table import Table
 
     from tether.examples.titanium.pipeline import sent_emails
 
     if info.status != "succeeded":
-        console.print(f"[bold red]run ended {info.status}[/]: {(info.error or {}).get('message')}")
+        error: dict[str, Any] = info.error or {}
+        console.print(f"[bold red]run ended {info.status}[/]: {error.get('message')}")
     calls = [json.loads(line) for line in call_log.read_text().splitlines()] \
         if call_log.exists() else []
     by_first = sum(1 for c in calls if c["pid"] == first_pid)

@@ -23,7 +23,8 @@ def scope_gate(turn: Turn) -> Reply:
 
 def researcher(turn: Turn) -> Reply:
     company = str(turn.state().get("input", {}).get("company", ""))
-    records = [r for r in turn.results_of("get_company") if isinstance(r, dict) and "name" in r]
+    records: list[dict[str, Any]] = [
+        r for r in turn.results_of("get_company") if isinstance(r, dict) and "name" in r]
     if records:
         r = records[-1]
         return output(name=r["name"], industry=r["industry"], employees=r["employees"],
