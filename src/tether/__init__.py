@@ -43,6 +43,7 @@ from tether.errors import (
     UnknownWorkflow,
     UserError,
 )
+from tether.observe.limits import SpendLimit
 from tether.trust.policy import Policy
 
 __version__ = "0.1.0"
@@ -69,6 +70,7 @@ __all__ = [
     "ScriptedModel",
     "Sequential",
     "SignalTimeout",
+    "SpendLimit",
     "StepContext",
     "StepFailed",
     "StepInfo",

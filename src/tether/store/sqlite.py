@@ -441,6 +441,16 @@ class SQLiteStore:
         """Run ``fn(connection, *args)`` on the read connection."""
         return await self._read(fn, *args)
 
+    # --- observe layer ---------------------------------------------------------------------------
+
+    async def load_window(
+        self, since: float, until: float | None = None
+    ) -> list[tuple[RunRecord, list[StepRecord]]]:
+        return await self._read(_load_window, since, until)
+
+    async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
+        return await self._read(_label_spend, key, value, since)
+
 
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
@@ -862,3 +872,56 @@ def _release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
         ).rowcount
         == 1
     )
+
+
+# --- observe layer -------------------------------------------------------------------------------
+
+
+# Runs active in a window: finished inside it (runs_finished index) or not finished yet (the
+# status indexes). Two indexed branches instead of an OR that would scan every run.
+_WINDOW_RUNS = (
+    "SELECT {cols} FROM runs WHERE finished_at >= ? AND created_at < ? "
+    "UNION ALL SELECT {cols} FROM runs WHERE status IN ('queued', 'running', 'waiting') "
+    "AND created_at < ?"
+)
+
+
+def _load_window(
+    conn: sqlite3.Connection, since: float, until: float | None
+) -> list[tuple[RunRecord, list[StepRecord]]]:
+    until = time.time() if until is None else until
+    window = (since, until, until)
+    runs = sorted(
+        (run_from_row(row) for row in conn.execute(_WINDOW_RUNS.format(cols=_RUN_COLUMNS), window)),
+        key=lambda run: (run.created_at, run.id),
+    )
+    journals: dict[str, list[StepRecord]] = {run.id: [] for run in runs}
+    # Reports never read step inputs and outputs (model responses can be large): left out.
+    rows = conn.execute(
+        "SELECT s.run_id, s.seq, s.name, s.kind, s.status, NULL, NULL, s.error, s.attempts, "
+        "s.started_at, s.finished_at, s.wake_at, s.usage, s.meta "
+        f"FROM ({_WINDOW_RUNS.format(cols='id')}) w "
+        "JOIN steps s ON s.run_id = w.id ORDER BY s.run_id, s.seq",
+        window,
+    )
+    for row in rows:
+        journal = journals.get(row[0])
+        if journal is not None:  # a run created between the two reads is left out
+            journal.append(step_from_row(row))
+    return [(run, journals[run.id]) for run in runs]
+
+
+def _label_spend(
+    conn: sqlite3.Connection, key: str, value: str, since: float
+) -> tuple[float, int]:
+    row = conn.execute(
+        "SELECT coalesce(sum(json_extract(s.usage, '$.cost_usd')), 0), "
+        "coalesce(sum(json_extract(s.usage, '$.unpriced_calls')), 0) "
+        "FROM (SELECT id, labels FROM runs WHERE finished_at >= ? UNION ALL "
+        "SELECT id, labels FROM runs WHERE status IN ('queued', 'running', 'waiting')) r "
+        "JOIN steps s ON s.run_id = r.id "
+        "WHERE json_extract(r.labels, ?) = ? AND s.usage IS NOT NULL AND s.finished_at >= ?",
+        (since, f'$."{key}"', value, since),
+    ).fetchone()
+    return float(row[0]), int(row[1])
+
