@@ -12,6 +12,7 @@ import pydantic
 import tether
 from tether import Agent, Loop, Parallel, Policy, Sequential, tool
 from tether.agents.offline import ScriptedModel, Turn, call, output
+from tether.agents.review import decide_review
 
 
 class Plan(pydantic.BaseModel):
@@ -94,7 +95,7 @@ def test_parallel_branches_run_concurrently_and_replay_deterministically(sqlite_
     assert info.status == "waiting", info.error
     # Four model calls of 50 ms in the slow branch; serial branches would add the fast one.
     assert elapsed < 2.0
-    app.signal(info.id, "approval", {"approved": True})
+    decide_review(app, info.id, approved=True, reviewer="reviewer")
     info = app.run("fan", {}, run_id=info.id)  # replays both branches from the journal
     assert info.status == "succeeded", info.error
     assert info.output["both"] == {"slow": "slow-0,slow-1,slow-2", "fast": "fast-0,fast-1,fast-2"}

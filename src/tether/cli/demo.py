@@ -84,7 +84,7 @@ def demo(
         console.print(f"started a new worker, pid {second.pid}; it takes the run over when the "
                       f"dead worker's lease expires (~{LEASE:.0f}s)\n")
         info = _wait(app, run_id, progress, second, until=_paused_or_finished)
-        if info.status == "waiting" and info.waiting_for == "approval":
+        if info.status == "waiting":  # the sender's send_email, held for review
             _approve_step(app, info, yes)
             info = _wait(app, run_id, progress, second, until=_finished)
         console.print()
@@ -192,9 +192,11 @@ def _approve_step(app: Any, info: Any, yes: bool) -> None:
 
 
 def send_approval(app: Any, run_id: str, *, approved: bool, reviewer: str) -> None:
-    """Deliver the reviewer's decision through the trust gate's mechanism."""
-    app.signal(run_id, "approval", {"approved": approved, "reviewer": reviewer,
-                                    "reason": None if approved else "rejected in tether demo"})
+    """Deliver the reviewer's decision through the trust layer's mechanism."""
+    from tether.agents.review import decide_review
+
+    decide_review(app, run_id, approved=approved, reviewer=reviewer,
+                  reason=None if approved else "rejected in tether demo")
 
 
 def _draft(info: Any) -> dict[str, Any]:
