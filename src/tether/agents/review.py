@@ -8,6 +8,7 @@ if the mechanism changes again.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tether.errors import UserError
@@ -17,16 +18,17 @@ def decide_review(
     app: Any, run_id: str, *, approved: bool, reviewer: str, reason: str | None = None
 ) -> None:
     """Approve (or reject, with `reason`) the tool call run `run_id` is waiting on."""
-    listing = getattr(app, "approvals", None)
+    listing: Callable[[], Iterable[Any]] | None = getattr(app, "approvals", None)
     if callable(listing):
-        pending = [a for a in listing() if getattr(a, "run_id", None) == run_id]
+        requests = list(listing())
+        pending: list[str] = [str(a.id) for a in requests if getattr(a, "run_id", None) == run_id]
         if not pending:
             raise UserError(
                 f"run {run_id} has no pending approval request; check `tether approvals`")
         if approved:
-            app.approve(pending[0].id, reviewer=reviewer)
+            app.approve(pending[0], reviewer=reviewer)
         else:
-            app.reject(pending[0].id, reviewer=reviewer, reason=reason or "rejected")
+            app.reject(pending[0], reviewer=reviewer, reason=reason or "rejected")
         return
     app.signal(run_id, "approval", {"approved": approved, "reviewer": reviewer,
                                     "reason": reason})

@@ -22,6 +22,7 @@ import typer
 
 from tether.cli.common import cli, console, handle_errors
 from tether.engine.records import RunInfo
+from tether.errors import UserError
 
 LATENCY = 0.3
 """Seconds each scripted model call takes, so the pipeline runs long enough to be interrupted."""
@@ -51,10 +52,15 @@ def demo(
     store = f"sqlite:///{db}"
     env = {**os.environ, "TETHER_STORE": store, "TETHER_LEASE_SECONDS": str(LEASE),
            "TITANIUM_LATENCY": str(LATENCY), "TITANIUM_CALL_LOG": str(call_log),
-           "TITANIUM_OUTBOX": str(outbox)}
+           "TITANIUM_OUTBOX": str(outbox),
+           "TETHER_DEMO_WORKER_LOG": str(work / f"{db.stem}-worker.log")}
+    worker_log = Path(env["TETHER_DEMO_WORKER_LOG"])
+    worker_log.unlink(missing_ok=True)
     offline = not os.environ.get("TETHER_MODEL")
     console.print(f"[bold]tether demo[/] — the Titanium sales agent on the embedded store "
                   f"[cyan]{db}[/]")
+    console.print(f"  next to it: {call_log.name} (every model call), {outbox.name} (the "
+                  f"outbox), {worker_log.name}", highlight=False)
     console.print("  research → plan → case studies → select → draft (self-checked) → send "
                   "(needs approval)")
     console.print("  model: " + ("offline scripted model (no network; set TETHER_MODEL to use "
@@ -70,7 +76,7 @@ def demo(
         # Let the pipeline get into the case-study search, then kill the worker outright.
         while not progress.node_calls(KILL_AT_NODE) >= 2:
             progress.show(app.get_run(run_id))
-            _check_alive(first, run_id)
+            _check_alive(first, run_id, worker_log)
             time.sleep(0.05)
         info = app.get_run(run_id)
         progress.show(info)
@@ -83,10 +89,10 @@ def demo(
         second = _start_worker(env, workers)
         console.print(f"started a new worker, pid {second.pid}; it takes the run over when the "
                       f"dead worker's lease expires (~{LEASE:.0f}s)\n")
-        info = _wait(app, run_id, progress, second, until=_paused_or_finished)
+        info = _wait(app, run_id, progress, second, worker_log, until=_paused_or_finished)
         if info.status == "waiting":  # the sender's send_email, held for review
             _approve_step(app, info, yes)
-            info = _wait(app, run_id, progress, second, until=_finished)
+            info = _wait(app, run_id, progress, second, worker_log, until=_finished)
         console.print()
         _report(info, call_log, done_before, first.pid, outbox)
         console.print(f"\ninspect it:  [bold]tether show {run_id} --store {store}[/]")
@@ -112,29 +118,39 @@ def _finished(info: RunInfo) -> bool:
 
 
 def _start_worker(env: dict[str, str], workers: list[subprocess.Popen[bytes]]) -> Any:
-    # A real worker process, as `tether worker --app tether.examples.titanium:app` would run.
-    proc = subprocess.Popen([sys.executable, "-m", "tether.examples.titanium"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A real worker process: `tether worker --app tether.examples.titanium:app`.
+    import importlib.util
+
+    if importlib.util.find_spec("tether.cli.worker") is not None:
+        command = ["-m", "tether", "worker", "--app", "tether.examples.titanium:app",
+                   "--log-level", "warning"]
+    else:  # the same worker loop, for trees without the worker command
+        command = ["-m", "tether.examples.titanium"]
+    # Logs go to a file: a pipe nobody reads could fill up and stall the worker.
+    log = open(env["TETHER_DEMO_WORKER_LOG"], "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([sys.executable, *command], env=env,
+                            stdout=subprocess.DEVNULL, stderr=log)
+    log.close()  # the child has its own descriptor
     workers.append(proc)
     return proc
 
 
-def _check_alive(proc: subprocess.Popen[bytes], run_id: str) -> None:
+def _check_alive(proc: subprocess.Popen[bytes], run_id: str, log: Path) -> None:
     if proc.poll() is not None:
-        detail = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
-        raise typer.BadParameter(f"the worker process exited ({proc.returncode}) before run "
-                                 f"{run_id} finished:\n{detail}")
+        detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise UserError(f"the worker process exited ({proc.returncode}) before run {run_id} "
+                        f"finished; its log:\n{detail}")
 
 
 def _wait(app: Any, run_id: str, progress: _Progress, worker: subprocess.Popen[bytes],
-          until: Callable[[RunInfo], bool], timeout: float = 60.0) -> RunInfo:
+          log: Path, until: Callable[[RunInfo], bool], timeout: float = 60.0) -> RunInfo:
     deadline = time.monotonic() + timeout
     while True:
         info: RunInfo = app.get_run(run_id)
         progress.show(info)
         if until(info):
             return info
-        _check_alive(worker, run_id)
+        _check_alive(worker, run_id, log)
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} did not get there within {timeout:.0f}s "
                                f"(status {info.status}); inspect it with `tether show {run_id}`")
