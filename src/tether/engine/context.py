@@ -161,6 +161,14 @@ class Context:
         """The last sequence number handed out."""
         return self._seq
 
+    def next_sequence(self) -> int:
+        """The sequence number the next operation will take (without taking it): upper layers
+        use it to skip work whose outcome the journal already holds."""
+        slot = _branch.get()
+        if slot is not None and slot.ctx_id == id(self):
+            return slot.base + slot.count * slot.width + slot.index + 1
+        return self._seq + 1
+
     @property
     def spent(self) -> Usage:
         """Everything journaled so far: the budget ledger."""
