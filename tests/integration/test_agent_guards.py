@@ -134,3 +134,33 @@ def test_scope_classifier_is_a_journaled_model_call(sqlite_url: str) -> None:
     assert info.error is not None and info.error["reason"].endswith("weather is not sales")
     assert app.run("researcher", {"task": "research Acme"}).status == "succeeded"
     assert len(classified) == 2
+
+
+def test_spend_limits_are_checked_before_new_calls_not_replayed_ones(sqlite_url: str) -> None:
+    from tether.agents.review import decide_review
+    from tether.observe.limits import SpendLimit, set_spend_limits
+
+    sent: list[str] = []
+    calls: list[int] = []
+
+    @tool(risk="send")
+    def send(to: str) -> str:
+        sent.append(to)
+        return "sent"
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append(1)
+        return ModelResponse(parts=[ToolCallPart("send", {"to": "dana"})])
+
+    app = tether.App(sqlite_url, policy=tether.Policy({"send": "review"}))
+    app.register(Agent("mailer", FunctionModel(respond), tools=[send]))
+    run = app.run("mailer", {}, labels={"team": "sales"})
+    assert run.status == "waiting" and calls == [1]
+    set_spend_limits(app, [SpendLimit("team", "sales", max_usd=0.0)])  # nothing new may be paid
+    decide_review(app, run.id, approved=True, reviewer="lead")
+    info = app.run("mailer", {}, run_id=run.id)
+    # The recorded request replayed without a check; the tool ran; the next new request stopped.
+    assert sent == ["dana"] and calls == [1]
+    assert info.status == "failed"
+    assert info.error is not None and info.error["type"] == "BudgetExceeded"
+    assert "team=sales" in info.error["message"]

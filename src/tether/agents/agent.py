@@ -43,7 +43,7 @@ from tether.agents.models import (
 from tether.agents.scope import Scope, enforce_scope
 from tether.agents.state import RunState, render
 from tether.agents.tools import Tool, ToolContext, as_tool
-from tether.engine.budget import Budget, Usage
+from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.context import Context, current_step
 from tether.engine.registry import WorkflowDef
 from tether.engine.retry import Retry
@@ -244,8 +244,12 @@ class Agent:
         prompt_hash: str,
     ) -> ModelResponse:
         model = self.resolved_model()
-        estimate = Usage(llm_calls=1, input_tokens=estimate_tokens(messages))
-        await check_spend(ctx.app, ctx, estimate)
+        recorded = ctx.journal.get(ctx.next_sequence())
+        if recorded is not None and recorded.status == "completed":
+            estimate = ZERO  # a replay: nothing is sent, so nothing to check or estimate
+        else:
+            estimate = Usage(llm_calls=1, input_tokens=estimate_tokens(messages))
+            await check_spend(ctx.app, ctx, estimate)
         budgets: tuple[tuple[Budget, Usage, str], ...] = ()
         if self.budget is not None:
             budgets = ((self.budget, self._spent(ctx), f"agent {self.name}"),)
