@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pydantic
+import pytest
 
 import tether
 from tether import Agent, Loop, Parallel, Policy, Sequential, tool
@@ -144,3 +145,12 @@ def test_failing_node_names_itself(sqlite_url: str) -> None:
     assert info.error["details"]["node"] == "second"
     assert [s.attempts for s in info.steps if s.name == "second.model"] == [2]
     assert output  # the helper is exported for scripts
+
+
+def test_pipeline_construction_errors_name_the_problem() -> None:
+    model = ScriptedModel(lambda t: "x")
+    with pytest.raises(tether.UserError, match="two nodes are named 'a'"):
+        Sequential("p", [Agent("a", model), Agent("a", model)])
+    with pytest.raises(tether.UserError, match="do not nest"):
+        Parallel("outer", [Sequential("s", [Parallel("inner", [Agent("b", model)])]),
+                           Agent("c", model)])

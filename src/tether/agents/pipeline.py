@@ -98,6 +98,11 @@ class Parallel(_Pipeline):
 
     def __init__(self, name: str, nodes: Sequence[Node], *, version: str = "1") -> None:
         super().__init__(name, nodes, version)
+        if any(_contains_parallel(child) for child in self.children):
+            raise UserError(
+                f"Parallel {name!r} contains another Parallel; branches do not nest — list "
+                "all the concurrent nodes in one Parallel"
+            )
 
     async def execute(self, ctx: Context, state: RunState) -> dict[str, Any]:
         # Each branch works on its own copy, so what a branch sees never depends on how fast
@@ -148,3 +153,9 @@ class Loop(_Pipeline):
             if self.until is not None and self.until(state):
                 break
         return {"iterations": iterations, "outputs": last}
+
+
+def _contains_parallel(node: Node) -> bool:
+    if isinstance(node, Parallel):
+        return True
+    return isinstance(node, _Pipeline) and any(_contains_parallel(c) for c in node.children)

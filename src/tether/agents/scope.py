@@ -84,9 +84,10 @@ async def _classify(
     if chosen is None:
         return {"in_scope": True, "reason": "no classifier configured"}
     key = (id(scope), node)
-    gate = _GATES.get(key)
+    cached = _GATES.get(key)
+    gate = cached[1] if cached is not None and cached[0] is scope else None
     if gate is None:
-        gate = _GATES[key] = Agent(
+        gate = Agent(
             name=f"{node}-scope",
             model=chosen,
             instructions=(
@@ -99,9 +100,11 @@ async def _classify(
             output_retries=1,
             max_turns=3,
         )
+        _GATES[key] = (scope, gate)
     verdict = await gate.execute(ctx, RunState(input=state.input))
     return dict(verdict)
 
 
-_GATES: dict[tuple[int, str], Any] = {}
-"""Classifier agents by (scope, node): built once, reused by every run."""
+_GATES: dict[tuple[int, str], tuple[Scope, Any]] = {}
+"""Classifier agents by (scope, node): built once, reused by every run. The scope is kept with
+its gate, so its id cannot be reused by another object while the entry exists."""
