@@ -73,19 +73,16 @@ def demo(
         console.print(f"\nstarted run [cyan]{run_id}[/] for {company!r} on worker pid "
                       f"{first.pid}\n")
         progress = _Progress()
-        # Let the pipeline get into the case-study search, then kill the worker outright.
-        while not progress.node_calls(KILL_AT_NODE) >= 2:
-            progress.show(app.get_run(run_id))
-            _check_alive(first, run_id, worker_log)
-            time.sleep(0.05)
-        info = app.get_run(run_id)
-        progress.show(info)
+        # Let the pipeline get into the case-study search, then kill the worker outright. (A
+        # real model may move on sooner: then kill wherever the run is, short of the end.)
+        info = _wait(app, run_id, progress, first, worker_log, until=_kill_point)
         first.send_signal(signal.SIGKILL)
         first.wait()
+        info = app.get_run(run_id)
         done_before = _model_steps(info)
+        where = progress.node or "the pipeline"
         console.print(f"\n[bold red]✗ SIGKILL[/] worker pid {first.pid} in the middle of node "
-                      f"{KILL_AT_NODE!r} — {done_before} model calls were journaled before the "
-                      "crash")
+                      f"{where!r} — {done_before} model calls were journaled before the crash")
         second = _start_worker(env, workers)
         console.print(f"started a new worker, pid {second.pid}; it takes the run over when the "
                       f"dead worker's lease expires (~{LEASE:.0f}s)\n")
@@ -107,6 +104,18 @@ def demo(
             except subprocess.TimeoutExpired:
                 proc.kill()
         app.close()
+
+
+def _kill_point(info: RunInfo) -> bool:
+    if info.status != "running" and info.steps:
+        return True  # waiting for approval or ended: too late to interrupt the pipeline
+    calls: dict[str, int] = {}
+    for step in info.steps:
+        if step.name.endswith(".model") and step.status == "completed":
+            node = step.name.split(".")[0]
+            calls[node] = calls.get(node, 0) + 1
+    later = ("selector", "drafter", "sender")
+    return calls.get(KILL_AT_NODE, 0) >= 2 or any(node in calls for node in later)
 
 
 def _paused_or_finished(info: RunInfo) -> bool:
@@ -165,9 +174,6 @@ class _Progress:
         self.node: str | None = None
         self.calls: dict[str, int] = {}
         self.recoveries = 0
-
-    def node_calls(self, node: str) -> int:
-        return self.calls.get(node, 0)
 
     def show(self, info: Any) -> None:
         if info.recoveries > self.recoveries:
