@@ -43,7 +43,11 @@ def make_app(url: str, server: FakeProvider, *, retry: Retry = FAST,
 
 
 def test_tool_calls_usage_and_price_over_http(store_url: str, server: FakeProvider) -> None:
-    info = make_app(store_url, server).run("researcher", {"company": "Acme"})
+    app = make_app(store_url, server)
+    try:
+        info = app.run("researcher", {"company": "Acme"})
+    finally:
+        app.close()
     assert info.status == "succeeded", info.error
     assert [s.name for s in info.steps] == [
         "researcher.model", "researcher.tool.lookup", "researcher.model"]

@@ -27,6 +27,13 @@ def test_offline_titanium_drafts_waits_for_approval_and_sends_once(
 ) -> None:
     app = tether.App(store_url, policy=POLICY)
     app.register(build(scripted_model()))
+    try:
+        _offline_run_to_sent_email(app, outbox)
+    finally:
+        app.close()
+
+
+def _offline_run_to_sent_email(app: tether.App, outbox: str) -> None:
     run = app.run("titanium", {"company": "Cedar Health"})
     assert run.status == "waiting", run.error
     assert sent_emails(outbox) == []  # nothing leaves before a human says so
