@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -47,12 +48,15 @@ def test_demo_runs_non_interactively(tmp_path: Path) -> None:
     client = tether.App(f"sqlite:///{db}")
     info = client.list_runs(workflow="titanium")[0]
     assert info.status == "succeeded" and info.recoveries >= 1
-    calls = [json.loads(line) for line in
-             (tmp_path / "tether-demo-model-calls.jsonl").read_text().splitlines()]
+    found = re.search(r"model call log: (\S+)", out)
+    assert found, out
+    calls = [json.loads(line) for line in Path(found.group(1)).read_text().splitlines()]
     journaled = sum(1 for s in info.steps if s.name.endswith(".model"))
     assert len(calls) - journaled in (0, 1)  # at most the call in flight at the kill re-sent
     assert f"model calls journaled: {journaled}; actually sent: {len(calls)}" in out
-    with sqlite3.connect(tmp_path / "tether-demo-outbox.sqlite") as outbox:
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) \
+        == ["tether-demo-outbox.db", "tether-demo.db"]  # only *.db files in the user's folder
+    with sqlite3.connect(tmp_path / "tether-demo-outbox.db") as outbox:
         sent = outbox.execute("SELECT recipient, body FROM outbox").fetchall()
     assert len(sent) == 1 and "Acme Robotics" in sent[0][1]
     assert "Dana" in out  # the email was shown before approval

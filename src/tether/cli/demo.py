@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,23 +45,26 @@ def demo(
     db = db.resolve()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    work = db.parent
-    call_log = work / f"{db.stem}-model-calls.jsonl"
-    outbox = work / f"{db.stem}-outbox.sqlite"
-    call_log.unlink(missing_ok=True)
+    # The outbox (SQLite) sits next to the store; logs go to a scratch folder, so a demo run
+    # in a checkout leaves only *.db files behind (ignored by git).
+    scratch = Path(tempfile.mkdtemp(prefix="tether-demo-"))
+    call_log = scratch / "model-calls.jsonl"
+    outbox = db.parent / f"{db.stem}-outbox.db"
     outbox.unlink(missing_ok=True)
     store = f"sqlite:///{db}"
     env = {**os.environ, "TETHER_STORE": store, "TETHER_LEASE_SECONDS": str(LEASE),
            "TITANIUM_LATENCY": str(LATENCY), "TITANIUM_CALL_LOG": str(call_log),
            "TITANIUM_OUTBOX": str(outbox),
-           "TETHER_DEMO_WORKER_LOG": str(work / f"{db.stem}-worker.log")}
+           "TETHER_DEMO_WORKER_LOG": str(scratch / "worker.log")}
     worker_log = Path(env["TETHER_DEMO_WORKER_LOG"])
     worker_log.unlink(missing_ok=True)
     offline = not os.environ.get("TETHER_MODEL")
     console.print(f"[bold]tether demo[/] — the Titanium sales agent on the embedded store "
                   f"[cyan]{db}[/]")
-    console.print(f"  next to it: {call_log.name} (every model call), {outbox.name} (the "
-                  f"outbox), {worker_log.name}", highlight=False)
+    console.print(f"  outbox: {outbox}", highlight=False)
+    console.print(f"  model call log: {call_log}  (one line per request actually sent)",
+                  highlight=False)
+    console.print(f"  worker log: {worker_log}", highlight=False)
     console.print("  research → plan → case studies → select → draft (self-checked) → send "
                   "(needs approval)")
     console.print("  model: " + ("offline scripted model (no network; set TETHER_MODEL to use "
