@@ -40,6 +40,14 @@ from tether.agents.models import (
     resolve_model,
     short_hash,
 )
+from tether.agents.output import (
+    MISSING,
+    OUTPUT_TOOL,
+    Check,
+    OutputSchema,
+    run_check,
+    validation_text,
+)
 from tether.agents.scope import Scope, enforce_scope
 from tether.agents.state import RunState, render
 from tether.agents.tools import Tool, ToolContext, as_tool
@@ -52,12 +60,6 @@ from tether.errors import StepFailed, UserError
 from tether.observe import names
 from tether.observe.limits import check_spend
 from tether.trust.gate import CheckResult, ToolCallRequest, authorize
-
-OUTPUT_TOOL = "final_result"
-"""The tool through which a model returns a structured output."""
-
-Check = Callable[[Any, RunState], "bool | str | CheckResult | None"]
-"""A self-check over a node's output: ``True``/``None`` passes; ``False`` or a reason fails."""
 
 
 class Agent:
@@ -123,7 +125,7 @@ class Agent:
             names_seen.add(t.name)
         self._tools = {t.name: t for t in self.tools}
         self._structured = output_type is not str
-        self._output = _OutputSchema(output_type) if self._structured else None
+        self._output = OutputSchema(output_type) if self._structured else None
         self._resolved: Model | None = None
         self._tools_hash = short_hash([[t.name, t.schema] for t in self.tools]
                                       + ([self._output.schema] if self._output else []))
@@ -188,7 +190,7 @@ class Agent:
             tool_calls = [c for c in calls if c.tool_name != OUTPUT_TOOL]
             # An output ends the node; its tool calls would never be answered, so skip them.
             final, problem, checks = self._final_output(response, output_calls, tool_calls, state)
-            if final is not _MISSING:
+            if final is not MISSING:
                 state.checks.extend(checks)
                 return final
             if problem is not None:
@@ -285,36 +287,36 @@ class Agent:
         self, response: ModelResponse, output_calls: list[ToolCallPart],
         tool_calls: list[ToolCallPart], state: RunState,
     ) -> tuple[Any, str | None, list[CheckResult]]:
-        """``(output, None, checks)`` when the response ends the node, ``(_MISSING, problem,
-        checks)`` when it must be re-asked, ``(_MISSING, None, [])`` when it only calls tools."""
+        """``(output, None, checks)`` when the response ends the node, ``(MISSING, problem,
+        checks)`` when it must be re-asked, ``(MISSING, None, [])`` when it only calls tools."""
         if self._output is None:
             if tool_calls:
-                return _MISSING, None, []
+                return MISSING, None, []
             text = "".join(p.content for p in response.parts if isinstance(p, TextPart)).strip()
             if not text:
-                return _MISSING, "the answer was empty; reply with your output as text", []
+                return MISSING, "the answer was empty; reply with your output as text", []
             return self._checked(text, text, state)
         if not output_calls:
             if tool_calls:
-                return _MISSING, None, []
-            return _MISSING, (f"call the tool {OUTPUT_TOOL!r} with your answer; plain text is "
+                return MISSING, None, []
+            return MISSING, (f"call the tool {OUTPUT_TOOL!r} with your answer; plain text is "
                               "not accepted"), []
         try:
             value = self._output.validate(output_calls[0].args_as_dict())
         except pydantic.ValidationError as exc:
-            return _MISSING, _validation_text(exc), []
+            return MISSING, validation_text(exc), []
         except (ValueError, TypeError) as exc:
-            return _MISSING, f"the arguments are not valid JSON: {exc}", []
+            return MISSING, f"the arguments are not valid JSON: {exc}", []
         return self._checked(value, self._output.dump(value), state)
 
     def _checked(
         self, value: Any, output: Any, state: RunState
     ) -> tuple[Any, str | None, list[CheckResult]]:
-        results = [_run_check(check, value, state, self.name) for check in self.checks]
+        results = [run_check(check, value, state, self.name) for check in self.checks]
         failed = [r for r in results if not r.passed]
         if failed:
             reasons = "; ".join(f"check {r.name} failed: {r.reason}" for r in failed)
-            return _MISSING, reasons, results
+            return MISSING, reasons, results
         return output, None, results
 
     async def _tool_call(
@@ -333,7 +335,7 @@ class Agent:
             raw = call.args_as_dict()
             args = tool.validate(raw)
         except pydantic.ValidationError as exc:
-            error = f"invalid arguments for {tool.name}: {_validation_text(exc)}"
+            error = f"invalid arguments for {tool.name}: {validation_text(exc)}"
             return _failed(call, error), error
         except (ValueError, TypeError) as exc:
             error = f"arguments for {tool.name} are not valid JSON: {exc}"
@@ -362,7 +364,7 @@ class Agent:
             try:
                 args = tool.validate(decision.args)
             except pydantic.ValidationError as exc:
-                error = f"the approved arguments for {tool.name} are invalid: {_validation_text(exc)}"
+                error = f"the approved arguments for {tool.name} are invalid: {validation_text(exc)}"
                 return _failed(call, error), error
         try:
             result = await self._run_tool(ctx, tool, args, decision.args, call.tool_call_id)
@@ -422,58 +424,8 @@ class Agent:
         )
 
 
-class _OutputSchema:
-    """Validates structured output; non-object types travel wrapped as ``{"response": …}``."""
-
-    def __init__(self, output_type: Any) -> None:
-        self.adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(output_type)
-        schema = self.adapter.json_schema()
-        self.wrapped = schema.get("type") != "object"
-        if self.wrapped:
-            schema = {"type": "object", "properties": {"response": schema},
-                      "required": ["response"]}
-        schema.pop("title", None)
-        self.schema = schema
-
-    def validate(self, args: dict[str, Any]) -> Any:
-        if self.wrapped:
-            args = args.get("response", args)  # type: ignore[assignment]
-        return self.adapter.validate_python(args)
-
-    def dump(self, value: Any) -> Any:
-        return self.adapter.dump_python(value, mode="json")
-
-
-class _Missing:
-    pass
-
-
-_MISSING: Any = _Missing()
-
-
-def _run_check(check: Check, value: Any, state: RunState, node: str) -> CheckResult:
-    name = getattr(check, "__name__", type(check).__name__)
-    try:
-        outcome = check(value, state)
-    except Exception as exc:  # a broken check must not pass silently
-        return CheckResult(name, False, f"the check raised {type(exc).__name__}: {exc}")
-    if isinstance(outcome, CheckResult):
-        return outcome
-    if outcome is None or outcome is True:
-        return CheckResult(name, True)
-    if outcome is False:
-        return CheckResult(name, False, f"{name} did not hold for node {node!r}")
-    return CheckResult(name, False, str(outcome))
-
-
 def _failed(call: ToolCallPart, error: str) -> ToolReturnPart:
     return ToolReturnPart(call.tool_name, error, tool_call_id=call.tool_call_id, outcome="failed")
-
-
-def _validation_text(exc: pydantic.ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
-    )
 
 
 def _safe_args(call: ToolCallPart) -> Any:

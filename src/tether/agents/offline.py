@@ -26,9 +26,8 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
+from tether.agents.output import OUTPUT_TOOL
 from tether.errors import UserError
-
-OUTPUT_TOOL = "final_result"
 
 
 @dataclass(frozen=True)
