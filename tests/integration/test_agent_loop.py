@@ -229,3 +229,13 @@ def test_tool_retries_keep_the_idempotency_key_and_failures_reach_the_model(
     assert flaky_step.attempts == 2
     told = str(calls[2][-1].parts[0].content)  # type: ignore[union-attr]
     assert "tool broken failed" in told and "no such record" in told
+
+
+def test_structured_output_given_as_json_text_is_accepted(sqlite_url: str) -> None:
+    calls: list[list[ModelMessage]] = []
+    model = scripted(['```json\n{"name": "Acme", "employees": 3}\n```'], calls)
+    app = tether.App(sqlite_url)
+    app.register(Agent("profiler", model, output_type=Profile))
+    info = app.run("profiler", {})
+    assert info.output == {"name": "Acme", "employees": 3}
+    assert len(calls) == 1

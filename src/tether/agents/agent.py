@@ -299,6 +299,11 @@ class Agent:
         if not output_calls:
             if tool_calls:
                 return MISSING, None, []
+            text = "".join(p.content for p in response.parts if isinstance(p, TextPart)).strip()
+            # Some models answer with the JSON as text instead of calling the output tool.
+            value = self._output.from_text(text)
+            if value is not MISSING:
+                return self._checked(value, self._output.dump(value), state)
             return MISSING, (f"call the tool {OUTPUT_TOOL!r} with your answer; plain text is "
                               "not accepted"), []
         try:

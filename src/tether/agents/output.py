@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,18 @@ class OutputSchema:
         if self.wrapped:
             args = args.get("response", args)  # type: ignore[assignment]
         return self.adapter.validate_python(args)
+
+    def from_text(self, text: str) -> Any:
+        """A valid output from text that is the JSON of one, else `MISSING`."""
+        if text.startswith("```"):
+            text = text.strip("`").removeprefix("json").strip()
+        if not text.startswith(("{", "[")):
+            return MISSING
+        try:
+            data = json.loads(text)
+            return self.validate(data if isinstance(data, dict) else {"response": data})
+        except (ValueError, pydantic.ValidationError):
+            return MISSING
 
     def dump(self, value: Any) -> Any:
         return self.adapter.dump_python(value, mode="json")
