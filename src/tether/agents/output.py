@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 
@@ -43,8 +43,9 @@ class OutputSchema:
         if not text.startswith(("{", "[")):
             return MISSING
         try:
-            data = json.loads(text)
-            return self.validate(data if isinstance(data, dict) else {"response": data})
+            data: Any = json.loads(text)
+            args = cast(dict[str, Any], data) if isinstance(data, dict) else {"response": data}
+            return self.validate(args)
         except (ValueError, pydantic.ValidationError):
             return MISSING
 
