@@ -136,6 +136,7 @@ class Agent:
     # --- registration ------------------------------------------------------------------------
 
     def nodes(self) -> list[Agent]:
+        """The agents in this node: itself (pipelines list theirs)."""
         return [self]
 
     def register_on(self, app: Any) -> None:
@@ -148,6 +149,8 @@ class Agent:
         app.add_workflow(WorkflowDef(name=self.name, version=self.version, fn=workflow))
 
     def resolved_model(self) -> Model:
+        """The pydantic-ai `Model`, built on first use (a provider client needs its API key
+        only when the agent actually runs)."""
         if self._resolved is None:
             self._resolved = resolve_model(self.model)
         return self._resolved
