@@ -164,3 +164,26 @@ def test_spend_limits_are_checked_before_new_calls_not_replayed_ones(sqlite_url:
     assert info.status == "failed"
     assert info.error is not None and info.error["type"] == "BudgetExceeded"
     assert "team=sales" in info.error["message"]
+
+
+def test_tool_call_budget_stops_before_the_next_tool_runs(sqlite_url: str) -> None:
+    ran: list[str] = []
+
+    @tool
+    def fetch(page: str) -> str:
+        ran.append(page)
+        return "a page"
+
+    counter = itertools.count()
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[ToolCallPart("fetch", {"page": str(next(counter))})])
+
+    app = tether.App(sqlite_url)
+    app.register(Agent("crawler", FunctionModel(respond), tools=[fetch],
+                       budget=Budget(max_tool_calls=2)))
+    info = app.run("crawler", {})
+    assert info.status == "failed"
+    assert ran == ["0", "1"]
+    assert info.error is not None and "max_tool_calls=2" in info.error["message"]
+    assert "agent crawler" in info.error["message"]
