@@ -10,6 +10,7 @@ def main() -> None:
     from tether.cli import observe as _observe  # noqa: F401
     from tether.cli import runs as _runs  # noqa: F401
     from tether.cli import worker as _worker  # noqa: F401
+    from tether.cli import demo as _demo  # noqa: F401
 
     cli()
 
