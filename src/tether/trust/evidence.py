@@ -158,12 +158,37 @@ def _is_tool_step(step: StepRecord, action: TrustActionRecord) -> bool:
     return meta.get(TOOL_NAME) == action.tool or action.tool in step.name
 
 
+async def settle_from_journal(
+    store: Store, actions: list[TrustActionRecord], journal: Iterable[StepRecord]
+) -> list[TrustActionRecord]:
+    """Record the outcomes `journal` (a live run's, in memory) already shows; returns the
+    actions still without one."""
+    steps = list(journal)
+    open_: list[TrustActionRecord] = []
+    for action in actions:
+        outcome = outcome_in_journal(action, steps)
+        if outcome is None:
+            open_.append(action)
+        else:
+            await store.set_trust_outcome(action.id, outcome)
+    return open_
+
+
+def outcome_in_journal(action: TrustActionRecord, steps: Iterable[StepRecord]) -> str | None:
+    """``ok`` / ``failed`` once the action's tool step (the first later step of that tool, by
+    call id, else by tool name) has an outcome in `steps`; ``None`` until then."""
+    step = next((s for s in steps if _is_tool_step(s, action)), None)
+    if step is None or step.status not in ("completed", "failed"):
+        return None
+    return "ok" if step.status == "completed" else "failed"
+
+
 async def settle_outcomes(
     store: Store, actions: list[TrustActionRecord]
 ) -> list[TrustActionRecord]:
     """Fill in the outcome of actions that ran (``auto``/``approved``) and whose outcome is not
-    known yet, from their run's journal: the first later step of that tool (by call id, else by
-    tool name). Returns the actions with outcomes filled in where known."""
+    known yet, from their run's journal (``not_run`` when the run ended without calling the
+    tool). Returns the actions with outcomes filled in where known."""
     journals: dict[str, list[StepRecord]] = {}
     settled: list[TrustActionRecord] = []
     for action in actions:
@@ -173,11 +198,8 @@ async def settle_outcomes(
         steps = journals.get(action.run_id)
         if steps is None:
             steps = journals[action.run_id] = await store.load_steps(action.run_id)
-        outcome: str | None = None
-        step = next((s for s in steps if _is_tool_step(s, action)), None)
-        if step is not None and step.status in ("completed", "failed"):
-            outcome = "ok" if step.status == "completed" else "failed"
-        elif step is None:
+        outcome = outcome_in_journal(action, steps)
+        if outcome is None and not any(_is_tool_step(s, action) for s in steps):
             run = await store.get_run(action.run_id)
             if run is None or run.status in FINISHED_STATUSES:
                 outcome = "not_run"
@@ -224,12 +246,20 @@ async def current_ring(
     if not reconsider:
         return RingState(ring=ring, base=base, history=history)
     since = last.created_at if last is not None else None
-    actions = await store.list_trust_actions(agent=agent, category=category, since=since)
     if ring == "auto":
-        actions = await settle_outcomes(store, actions)
-        stats = category_stats(agent, category, actions)
-        if not (stats.rejected or stats.auto_failures):
+        # Checked before every call of a promoted category: two indexed lookups, not a scan of
+        # every automatic action since the promotion. Outcomes are recorded as runs call their
+        # tools (the gate) and end (a run listener); the full count is read only to demote.
+        rejected = await store.list_trust_actions(
+            status="rejected", agent=agent, category=category, since=since, limit=1
+        )
+        failed = await store.list_trust_actions(
+            status="auto", outcome="failed", agent=agent, category=category, since=since, limit=1
+        )
+        if not (rejected or failed):
             return RingState(ring="auto", base=base, history=history)
+        actions = await store.list_trust_actions(agent=agent, category=category, since=since)
+        stats = category_stats(agent, category, actions)
         parts: list[str] = []
         if stats.rejected:
             parts.append(f"{stats.rejected} rejection(s)")
@@ -238,6 +268,7 @@ async def current_ring(
         reason = "narrowed to review: " + " and ".join(parts) + " since promotion"
         change = await _record(store, agent, category, "auto", "review", reason, stats)
         return RingState(ring="review", base=base, change=change, history=[*history, change])
+    actions = await store.list_trust_actions(agent=agent, category=category, since=since)
     stats = category_stats(agent, category, actions)
     if eligible(stats, policy.promote):
         reason = f"promoted to auto: {stats.unedited}/{stats.reviews} approved unedited"
