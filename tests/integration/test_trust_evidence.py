@@ -35,6 +35,8 @@ def test_the_report_counts_every_kind_of_decision(store_url: str) -> None:
     for decide in ["approve", "approve", "approve", "edit", "reject"]:
         review_once(app, decide=decide)
     pending = app.run("outreach", INPUT)  # stays pending
+    abandoned = app.run("outreach", INPUT)
+    app.cancel(abandoned.id)  # its request is nobody's to decide any more: not counted
     app.run("outreach", {**INPUT, "agent": "spammer"})
     app.run("outreach", {**INPUT, "agent": "spammer"})
 

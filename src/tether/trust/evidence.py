@@ -326,6 +326,13 @@ async def trust_report(store: Store, policy: Policy | None) -> list[TrustReportR
     """Per agent / category: reviews, unedited approvals, edits, rejections, automatic actions
     and their later failures, and a recommendation. Reads every recorded action once."""
     actions = await settle_outcomes(store, await store.list_trust_actions(limit=1_000_000))
+    # A request whose run ended undecided (cancelled) is not pending any more: leave it out.
+    ended: set[str] = set()
+    for run_id in {a.run_id for a in actions if a.status == "pending"}:
+        run = await store.get_run(run_id)
+        if run is None or run.status in FINISHED_STATUSES:
+            ended.add(run_id)
+    actions = [a for a in actions if not (a.status == "pending" and a.run_id in ended)]
     groups: dict[tuple[str, str], list[TrustActionRecord]] = {}
     for action in actions:
         groups.setdefault((action.agent, action.category), []).append(action)
