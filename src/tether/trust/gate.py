@@ -216,7 +216,7 @@ async def _gate(
         )
         if state.change is not None:
             snapshot["ring_change"] = state.change.reason
-        seconds = policy.expire_seconds
+        seconds = policy.expire_seconds(request.risk)
         expires_at = time.time() + seconds if seconds is not None else None
     action = await store.put_trust_action(
         TrustActionRecord(
