@@ -5,15 +5,16 @@ reviews, unedited approvals, edits, rejections and automatic actions with their 
 recommends widening or narrowing a ring; and, when the policy asks for it (``promote=``), widens
 a ``review`` category to ``auto`` or narrows it back — recording each change with its evidence.
 
-An action's *outcome* (did the tool then succeed?) is read from the run's journal the first time
-someone needs it and stored, so each run's journal is read at most once per action.
+An action's *outcome* (did the tool then succeed?) is read from the run's journal and stored:
+by the run's next gate (from the journal in memory), when the run ends (a run listener), or by
+the report for anything still open.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tether.observe.names import TOOL_CALL_ID, TOOL_NAME
@@ -205,15 +206,9 @@ async def settle_outcomes(
                 outcome = "not_run"
         if outcome is not None:
             await store.set_trust_outcome(action.id, outcome)
-            action = _with(action, outcome=outcome)
+            action = replace(action, outcome=outcome)
         settled.append(action)
     return settled
-
-
-def _with(action: TrustActionRecord, **changes: Any) -> TrustActionRecord:
-    from dataclasses import replace
-
-    return replace(action, **changes)
 
 
 # --- rings ------------------------------------------------------------------------------------
