@@ -382,3 +382,13 @@ def test_two_reviewers_deciding_at_once_make_one_decision(store_url: str) -> Non
         assert [m["body"] for m in outbox] == ["alice's text"]
     else:
         assert outbox == [] and "bob says no" in info.output["results"][0]["reason"]
+
+
+def test_a_policy_that_is_not_a_policy_fails_the_run_clearly(sqlite_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(sqlite_url, None, outbox)
+    app.policy = {"send": "review"}  # a plain dict is not a Policy
+    info = app.run("outreach", INPUT)
+    assert info.status == "failed"
+    assert "not a tether.Policy" in (info.error or {}).get("message", "")
+    assert outbox == []

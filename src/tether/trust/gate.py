@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from tether.engine.context import Context, current_step
-from tether.errors import RunFailed, SignalTimeout
+from tether.errors import RunFailed, SignalTimeout, UserError
 from tether.observe.names import AGENT_NAME, RISK, TOOL_CALL_ID, TOOL_NAME
 from tether.store.base import FINISHED_STATUSES, Store, TrustActionRecord
 from tether.trust.digest import args_digest
@@ -128,7 +128,14 @@ async def authorize(ctx: Context, request: ToolCallRequest) -> Authorization:
         return Authorization("run", dict(request.args))
     if app is None:
         raise RunFailed(f"run {ctx.run_id}: the trust gate needs the App executing the run")
-    policy: Policy = configured if isinstance(configured, Policy) else _OPEN_POLICY
+    if configured is not None and not isinstance(configured, Policy):
+        error = UserError(
+            f"run {ctx.run_id}: App(policy=…) is a {type(configured).__name__}, not a "
+            "tether.Policy; use tether.Policy({'read': 'auto', 'send': 'review'})"
+        )
+        ctx.fatal = error
+        raise error
+    policy: Policy = configured if configured is not None else _OPEN_POLICY
     store: Store = app.store
     _watch_outcomes(app, ctx.run_id)
     digest = args_digest(request.args)
