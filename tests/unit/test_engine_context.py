@@ -81,14 +81,14 @@ async def test_signal_timeout_raises_signal_timeout_which_the_workflow_can_handl
     @app.workflow
     async def impatient(ctx: tether.Context) -> str:
         try:
-            await ctx.wait_for_signal("approval", timeout=timedelta(milliseconds=1))
+            await ctx.wait_for_signal("approval", timeout=timedelta(milliseconds=300))
         except TimeoutError:
             return "timed out"
         return "approved"
 
     first = await app.run_async("impatient")
     assert first.status == "waiting" and first.waiting_for == "approval"
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.35)
     info = await app.run_async("impatient", run_id=first.id)
     assert info.status == "succeeded" and info.output == "timed out"
     assert info.steps[-1].status == "failed"

@@ -36,8 +36,12 @@ def default_worker_name() -> str:
 
 def quiet_control_flow(loop: asyncio.AbstractEventLoop) -> None:
     """Don't log control-flow signals left in abandoned workflow branches (a gather sibling
-    that hit the run's suspension after the run was parked)."""
+    that hit the run's suspension after the run was parked). Idempotent per loop."""
     previous = loop.get_exception_handler()
+    if getattr(previous, "_tether_quiet", False):
+        # `App.run_async` calls this for every run: wrapping again would grow a chain of
+        # handlers one per run, until calling it overflows the stack.
+        return
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if isinstance(context.get("exception"), Suspend | CancelRun | DropRun | RefuseRun):
@@ -47,6 +51,7 @@ def quiet_control_flow(loop: asyncio.AbstractEventLoop) -> None:
         else:
             loop.default_exception_handler(context)
 
+    handler._tether_quiet = True  # type: ignore[attr-defined]
     loop.set_exception_handler(handler)
 
 
@@ -125,7 +130,7 @@ class Worker:
         for name in self.app.workflow_names():
             have = sorted(v for n, v in self.app.workflow_keys() if n == name)
             try:
-                queued = await self.app.store.list_runs(status="queued", workflow=name, limit=500)
+                queued = await self.app.store.list_runs(status="queued", workflow=name, limit=100)
             except Exception:
                 return
             missing: dict[str, int] = {}

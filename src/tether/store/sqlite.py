@@ -50,8 +50,13 @@ _HELD = "id = ? AND fencing = ? AND status = 'running'"
 _HELD_LIVE = _HELD + " AND cancel_requested = 0"
 
 
+# One encoder for every write: json.dumps with non-default separators builds a new encoder on
+# each call, which showed up in every journaled step.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else _ENCODER.encode(value)
 
 
 def _loads(text: str | None) -> Any:
@@ -153,9 +158,10 @@ class _Connection:
 
     Reads run inline. Writes are *group-committed on the caller's loop*: every write submitted
     during one loop iteration is queued, and a callback scheduled with ``call_soon`` applies
-    the queue in one ``BEGIN IMMEDIATE`` transaction (a savepoint per write) before any caller
-    is told its outcome. A lone sequential run pays one commit per step and no thread hop; two
-    hundred concurrent runs share one commit per iteration.
+    the queue in one ``BEGIN IMMEDIATE`` transaction before any caller is told its outcome.
+    A lone sequential run pays one commit per step and no thread hop; two hundred concurrent
+    runs share one commit per iteration. A write that raises is undone alone (the batch is
+    replayed with a savepoint per write), so write functions must only touch the connection.
     """
 
     def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
@@ -202,6 +208,20 @@ class _Connection:
                     future.set_exception(value)
 
     def _transaction(self, batch: list[Any]) -> list[tuple[bool, Any]]:
+        # Writes almost never raise (a fenced-off write returns False), so a batch first runs
+        # without a savepoint per write; only when one raises is the batch rolled back and
+        # replayed with savepoints, so that the failing write alone is undone.
+        if len(batch) > 1:
+            outcomes = self._attempt(batch, isolated=False)
+            if outcomes is not None:
+                return outcomes
+        outcomes = self._attempt(batch, isolated=True)
+        assert outcomes is not None
+        return outcomes
+
+    def _attempt(self, batch: list[Any], *, isolated: bool) -> list[tuple[bool, Any]] | None:
+        """One transaction over the batch. Not `isolated`: ``None`` (all rolled back) as soon
+        as a write raises. `isolated`: each write in a savepoint of its own."""
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -209,6 +229,15 @@ class _Connection:
             return [(False, StoreError(f"SQLite could not begin a write: {exc}"))] * len(batch)
         outcomes: list[tuple[bool, Any]] = []
         single = len(batch) == 1
+        if not isolated:
+            for fn, args, _ in batch:
+                try:
+                    outcomes.append((True, fn(conn, *args)))
+                except Exception:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    return None
+            return self._commit(batch, outcomes)
         for fn, args, _ in batch:
             if not single:
                 conn.execute("SAVEPOINT op")
@@ -223,6 +252,12 @@ class _Connection:
                     return outcomes
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
+        return self._commit(batch, outcomes)
+
+    def _commit(
+        self, batch: list[Any], outcomes: list[tuple[bool, Any]]
+    ) -> list[tuple[bool, Any]]:
+        conn = self._conn
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -584,14 +619,13 @@ def _get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
 def _create_run(
     conn: sqlite3.Connection, new: NewRun, owner: str | None, lease_seconds: float
 ) -> tuple[RunRecord, int | None, bool]:
-    existing = _get_run(conn, new.id)
-    if existing is not None:
-        return existing, None, False
     now = time.time()
     claimed = owner is not None
-    conn.execute(
+    # One statement for the common case (a new id); an existing run is read only on conflict.
+    row = conn.execute(
         f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
-        "(?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, 0, 0, NULL)",
+        "(?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, 0, 0, NULL) "
+        f"ON CONFLICT (id) DO NOTHING RETURNING {_RUN_COLUMNS}",
         (
             new.id,
             new.workflow,
@@ -609,10 +643,12 @@ def _create_run(
             now + lease_seconds if claimed else None,
             1 if claimed else 0,
         ),
-    )
-    run = _get_run(conn, new.id)
-    assert run is not None
-    return run, (1 if claimed else None), True
+    ).fetchone()
+    if row is None:
+        existing = _get_run(conn, new.id)
+        assert existing is not None
+        return existing, None, False
+    return run_from_row(row), (1 if claimed else None), True
 
 
 def _list_runs(
