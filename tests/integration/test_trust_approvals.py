@@ -3,6 +3,7 @@ who may decide, and the digest that binds a decision to its arguments."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -336,3 +337,58 @@ def test_a_gate_step_rerun_after_a_crash_reuses_its_request(sqlite_url: str) -> 
     again = pending_one(app)  # still exactly one request, the same one
     assert (again.id, again.created_at, again.digest) == (first.id, first.created_at, first.digest)
     assert info.waiting_for == f"approval:{first.id}"
+
+
+def test_two_reviewers_deciding_at_once_make_one_decision(store_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(store_url, tether.Policy({"send": "review"}), outbox)
+    run = app.run("outreach", INPUT)
+    approval = pending_one(app)
+    # Two reviewers, each with their own client App, decide in the same instant.
+    clients = [tether.App(store_url) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def decide(client: tether.App, who: str) -> None:
+        barrier.wait()
+        try:
+            if who == "alice":
+                client.approve(approval.id, reviewer=who, edits={"body": "alice's text"})
+            else:
+                client.reject(approval.id, reviewer=who, reason="bob says no")
+            outcomes.append(who)
+        except tether.UserError as exc:
+            outcomes.append(f"refused: {exc}")
+
+    threads = [threading.Thread(target=decide, args=(c, w))
+               for c, w in zip(clients, ["alice", "bob"], strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for client in clients:
+        client.close()
+
+    winners = [o for o in outcomes if not o.startswith("refused")]
+    assert len(winners) == 1, outcomes
+    assert any("decided meanwhile" in o or "already" in o for o in outcomes), outcomes
+    sent = app.portal.run(app.store.list_signals(run.id))
+    assert len(sent) == 1  # one decision reached the run
+    info = resume(app, run.id)
+    assert info.status == "succeeded"
+    decided = app.get_approval(approval.id)
+    assert decided.decided_by == winners[0]
+    if winners[0] == "alice":
+        assert [m["body"] for m in outbox] == ["alice's text"]
+    else:
+        assert outbox == [] and "bob says no" in info.output["results"][0]["reason"]
+
+
+def test_a_policy_that_is_not_a_policy_fails_the_run_clearly(sqlite_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(sqlite_url, None, outbox)
+    app.policy = {"send": "review"}  # a plain dict is not a Policy
+    info = app.run("outreach", INPUT)
+    assert info.status == "failed"
+    assert "not a tether.Policy" in (info.error or {}).get("message", "")
+    assert outbox == []

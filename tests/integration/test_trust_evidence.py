@@ -7,6 +7,8 @@ from typing import Any
 
 import tether
 from tests.integration.trust_workflows import close_apps, make_app  # noqa: F401 - fixture
+from tether.observe.names import TOOL_CALL_ID, TOOL_NAME
+from tether.trust.gate import ToolCallRequest, authorize
 
 INPUT = {"to": "ceo@acme.com", "body": "Hi from tether."}
 
@@ -33,6 +35,8 @@ def test_the_report_counts_every_kind_of_decision(store_url: str) -> None:
     for decide in ["approve", "approve", "approve", "edit", "reject"]:
         review_once(app, decide=decide)
     pending = app.run("outreach", INPUT)  # stays pending
+    abandoned = app.run("outreach", INPUT)
+    app.cancel(abandoned.id)  # its request is nobody's to decide any more: not counted
     app.run("outreach", {**INPUT, "agent": "spammer"})
     app.run("outreach", {**INPUT, "agent": "spammer"})
 
@@ -139,3 +143,42 @@ def test_edits_keep_a_category_from_promotion(sqlite_url: str) -> None:
     assert app.run("outreach", INPUT).status == "waiting"
     (row,) = app.trust_report()
     assert row.changes == []
+
+
+def test_a_failure_demotes_within_the_same_run(sqlite_url: str) -> None:
+    policy = tether.Policy({"send": "review"},
+                           promote=tether.Evidence(min_reviews=1, min_unedited_rate=1.0))
+    app = make_app(sqlite_url, policy, [])
+    review_once(app, decide="approve")
+
+    def deliver(body: str) -> str:
+        if body == "FAIL":
+            raise RuntimeError("mailbox full")
+        return "sent"
+
+    @app.workflow
+    async def two_sends(ctx: tether.Context) -> list[str]:
+        results: list[str] = []
+        for n, body in enumerate(["FAIL", "second"]):
+            auth = await authorize(ctx, ToolCallRequest(
+                agent="drafter", tool="send_email", risk="send", args={"body": body},
+                args_schema={}, call_id=f"c{n}"))
+            if auth.decision != "run":
+                results.append(auth.decision)
+                continue
+            try:
+                results.append(await ctx.run_step("send_email", deliver, (body,),
+                                                  meta={TOOL_NAME: "send_email",
+                                                        TOOL_CALL_ID: f"c{n}"}))
+            except tether.StepFailed:
+                results.append("failed")  # the agent sees the error and carries on
+        return results
+
+    # The first send runs automatically and fails; the second call of the same run is
+    # already back under review.
+    info = app.run("two_sends", {})
+    assert info.status == "waiting"
+    (row,) = app.trust_report()
+    assert row.ring == "review"
+    assert [c.to_ring for c in row.changes] == ["auto", "review"]
+    assert "1/1 automatic action(s) failed" in row.changes[-1].reason

@@ -34,6 +34,7 @@ def test_rings_per_category_with_agent_overrides_and_default() -> None:
         ({"on_reject": "ignore"}, "on_reject='ignore'"),
         ({"max_rejections": 0}, "max_rejections=0"),
         ({"expire_after": timedelta(0)}, "must be positive"),
+        ({"expire_after": {"send": -5}}, "'send' expires after -5"),
         ({"reviewers": {"send": "alice"}}, "list of reviewer names"),
     ],
 )
@@ -50,9 +51,13 @@ def test_evidence_thresholds_are_validated() -> None:
 
 
 def test_expiry_accepts_seconds_or_timedelta() -> None:
-    assert tether.Policy(expire_after=timedelta(hours=2)).expire_seconds == 7200
-    assert tether.Policy(expire_after=30).expire_seconds == 30
-    assert tether.Policy().expire_seconds is None
+    assert tether.Policy(expire_after=timedelta(hours=2)).expire_seconds("send") == 7200
+    assert tether.Policy(expire_after=30).expire_seconds("send") == 30
+    assert tether.Policy().expire_seconds("send") is None
+    per_category = tether.Policy(expire_after={"send": timedelta(hours=4), "pay": 600})
+    assert per_category.expire_seconds("send") == 14400
+    assert per_category.expire_seconds("pay") == 600
+    assert per_category.expire_seconds("read") is None
 
 
 def test_reviewers_restrict_only_their_categories() -> None:

@@ -319,10 +319,11 @@ class Store(Protocol):
         agent: str | None = None,
         category: str | None = None,
         run_id: str | None = None,
+        outcome: str | None = None,
         since: float | None = None,
         limit: int = 10_000,
     ) -> list[TrustActionRecord]:
-        """Newest first."""
+        """Newest first; every given filter must match (`since`: created at or after)."""
         ...
 
     async def decide_trust_action(

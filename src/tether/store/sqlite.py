@@ -504,10 +504,13 @@ class SQLiteStore:
         agent: str | None = None,
         category: str | None = None,
         run_id: str | None = None,
+        outcome: str | None = None,
         since: float | None = None,
         limit: int = 10_000,
     ) -> list[TrustActionRecord]:
-        return await self._read(_list_trust_actions, status, agent, category, run_id, since, limit)
+        filters = (("status", status), ("agent", agent), ("category", category),
+                   ("run_id", run_id), ("outcome", outcome))
+        return await self._read(_list_trust_actions, filters, since, limit)
 
     async def decide_trust_action(
         self,
@@ -1068,17 +1071,13 @@ def _put_trust_action(conn: sqlite3.Connection, action: TrustActionRecord) -> Tr
 
 def _list_trust_actions(
     conn: sqlite3.Connection,
-    status: str | None,
-    agent: str | None,
-    category: str | None,
-    run_id: str | None,
+    filters: tuple[tuple[str, str | None], ...],
     since: float | None,
     limit: int,
 ) -> list[TrustActionRecord]:
     where: list[str] = []
     params: list[Any] = []
-    for column, value in (("status", status), ("agent", agent), ("category", category),
-                          ("run_id", run_id)):
+    for column, value in filters:  # column names are fixed by the caller, values bound
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)

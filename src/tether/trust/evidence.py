@@ -5,15 +5,16 @@ reviews, unedited approvals, edits, rejections and automatic actions with their 
 recommends widening or narrowing a ring; and, when the policy asks for it (``promote=``), widens
 a ``review`` category to ``auto`` or narrows it back — recording each change with its evidence.
 
-An action's *outcome* (did the tool then succeed?) is read from the run's journal the first time
-someone needs it and stored, so each run's journal is read at most once per action.
+An action's *outcome* (did the tool then succeed?) is read from the run's journal and stored:
+by the run's next gate (from the journal in memory), when the run ends (a run listener), or by
+the report for anything still open.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tether.observe.names import TOOL_CALL_ID, TOOL_NAME
@@ -158,12 +159,37 @@ def _is_tool_step(step: StepRecord, action: TrustActionRecord) -> bool:
     return meta.get(TOOL_NAME) == action.tool or action.tool in step.name
 
 
+async def settle_from_journal(
+    store: Store, actions: list[TrustActionRecord], journal: Iterable[StepRecord]
+) -> list[TrustActionRecord]:
+    """Record the outcomes `journal` (a live run's, in memory) already shows; returns the
+    actions still without one."""
+    steps = list(journal)
+    open_: list[TrustActionRecord] = []
+    for action in actions:
+        outcome = outcome_in_journal(action, steps)
+        if outcome is None:
+            open_.append(action)
+        else:
+            await store.set_trust_outcome(action.id, outcome)
+    return open_
+
+
+def outcome_in_journal(action: TrustActionRecord, steps: Iterable[StepRecord]) -> str | None:
+    """``ok`` / ``failed`` once the action's tool step (the first later step of that tool, by
+    call id, else by tool name) has an outcome in `steps`; ``None`` until then."""
+    step = next((s for s in steps if _is_tool_step(s, action)), None)
+    if step is None or step.status not in ("completed", "failed"):
+        return None
+    return "ok" if step.status == "completed" else "failed"
+
+
 async def settle_outcomes(
     store: Store, actions: list[TrustActionRecord]
 ) -> list[TrustActionRecord]:
     """Fill in the outcome of actions that ran (``auto``/``approved``) and whose outcome is not
-    known yet, from their run's journal: the first later step of that tool (by call id, else by
-    tool name). Returns the actions with outcomes filled in where known."""
+    known yet, from their run's journal (``not_run`` when the run ended without calling the
+    tool). Returns the actions with outcomes filled in where known."""
     journals: dict[str, list[StepRecord]] = {}
     settled: list[TrustActionRecord] = []
     for action in actions:
@@ -173,25 +199,16 @@ async def settle_outcomes(
         steps = journals.get(action.run_id)
         if steps is None:
             steps = journals[action.run_id] = await store.load_steps(action.run_id)
-        outcome: str | None = None
-        step = next((s for s in steps if _is_tool_step(s, action)), None)
-        if step is not None and step.status in ("completed", "failed"):
-            outcome = "ok" if step.status == "completed" else "failed"
-        elif step is None:
+        outcome = outcome_in_journal(action, steps)
+        if outcome is None and not any(_is_tool_step(s, action) for s in steps):
             run = await store.get_run(action.run_id)
             if run is None or run.status in FINISHED_STATUSES:
                 outcome = "not_run"
         if outcome is not None:
             await store.set_trust_outcome(action.id, outcome)
-            action = _with(action, outcome=outcome)
+            action = replace(action, outcome=outcome)
         settled.append(action)
     return settled
-
-
-def _with(action: TrustActionRecord, **changes: Any) -> TrustActionRecord:
-    from dataclasses import replace
-
-    return replace(action, **changes)
 
 
 # --- rings ------------------------------------------------------------------------------------
@@ -224,12 +241,20 @@ async def current_ring(
     if not reconsider:
         return RingState(ring=ring, base=base, history=history)
     since = last.created_at if last is not None else None
-    actions = await store.list_trust_actions(agent=agent, category=category, since=since)
     if ring == "auto":
-        actions = await settle_outcomes(store, actions)
-        stats = category_stats(agent, category, actions)
-        if not (stats.rejected or stats.auto_failures):
+        # Checked before every call of a promoted category: two indexed lookups, not a scan of
+        # every automatic action since the promotion. Outcomes are recorded as runs call their
+        # tools (the gate) and end (a run listener); the full count is read only to demote.
+        rejected = await store.list_trust_actions(
+            status="rejected", agent=agent, category=category, since=since, limit=1
+        )
+        failed = await store.list_trust_actions(
+            status="auto", outcome="failed", agent=agent, category=category, since=since, limit=1
+        )
+        if not (rejected or failed):
             return RingState(ring="auto", base=base, history=history)
+        actions = await store.list_trust_actions(agent=agent, category=category, since=since)
+        stats = category_stats(agent, category, actions)
         parts: list[str] = []
         if stats.rejected:
             parts.append(f"{stats.rejected} rejection(s)")
@@ -238,6 +263,7 @@ async def current_ring(
         reason = "narrowed to review: " + " and ".join(parts) + " since promotion"
         change = await _record(store, agent, category, "auto", "review", reason, stats)
         return RingState(ring="review", base=base, change=change, history=[*history, change])
+    actions = await store.list_trust_actions(agent=agent, category=category, since=since)
     stats = category_stats(agent, category, actions)
     if eligible(stats, policy.promote):
         reason = f"promoted to auto: {stats.unedited}/{stats.reviews} approved unedited"
@@ -295,6 +321,13 @@ async def trust_report(store: Store, policy: Policy | None) -> list[TrustReportR
     """Per agent / category: reviews, unedited approvals, edits, rejections, automatic actions
     and their later failures, and a recommendation. Reads every recorded action once."""
     actions = await settle_outcomes(store, await store.list_trust_actions(limit=1_000_000))
+    # A request whose run ended undecided (cancelled) is not pending any more: leave it out.
+    ended: set[str] = set()
+    for run_id in {a.run_id for a in actions if a.status == "pending"}:
+        run = await store.get_run(run_id)
+        if run is None or run.status in FINISHED_STATUSES:
+            ended.add(run_id)
+    actions = [a for a in actions if not (a.status == "pending" and a.run_id in ended)]
     groups: dict[tuple[str, str], list[TrustActionRecord]] = {}
     for action in actions:
         groups.setdefault((action.agent, action.category), []).append(action)

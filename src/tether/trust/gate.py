@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from tether.engine.context import Context, current_step
-from tether.errors import RunFailed, SignalTimeout
+from tether.errors import RunFailed, SignalTimeout, UserError
 from tether.observe.names import AGENT_NAME, RISK, TOOL_CALL_ID, TOOL_NAME
 from tether.store.base import FINISHED_STATUSES, Store, TrustActionRecord
 from tether.trust.digest import args_digest
-from tether.trust.evidence import current_ring, settle_outcomes
+from tether.trust.evidence import current_ring, settle_from_journal, settle_outcomes
 from tether.trust.policy import Policy
 from tether.trust.snapshot import take_snapshot
 
@@ -112,6 +112,11 @@ class ApprovalMismatch(RunFailed):
 # Rejections that went back to each agent, per live run execution. A replay re-executes every
 # authorize() call, so the count is rebuilt the same way each time.
 _rejections: weakref.WeakKeyDictionary[Context, dict[str, int]] = weakref.WeakKeyDictionary()
+# Automatic actions this execution let through whose tool outcome is not recorded yet: the next
+# gate of the run reads it from the in-memory journal (the run listener catches the rest).
+_unsettled: weakref.WeakKeyDictionary[Context, list[TrustActionRecord]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def authorize(ctx: Context, request: ToolCallRequest) -> Authorization:
@@ -123,7 +128,14 @@ async def authorize(ctx: Context, request: ToolCallRequest) -> Authorization:
         return Authorization("run", dict(request.args))
     if app is None:
         raise RunFailed(f"run {ctx.run_id}: the trust gate needs the App executing the run")
-    policy: Policy = configured if isinstance(configured, Policy) else _OPEN_POLICY
+    if configured is not None and not isinstance(configured, Policy):
+        error = UserError(
+            f"run {ctx.run_id}: App(policy=…) is a {type(configured).__name__}, not a "
+            "tether.Policy; use tether.Policy({'read': 'auto', 'send': 'review'})"
+        )
+        ctx.fatal = error
+        raise error
+    policy: Policy = configured if configured is not None else _OPEN_POLICY
     store: Store = app.store
     _watch_outcomes(app, ctx.run_id)
     digest = args_digest(request.args)
@@ -183,6 +195,10 @@ async def _gate(
     existing = await store.get_trust_action(action_id)
     if existing is not None:  # this step ran before the worker died; keep what it decided
         return existing
+    ran = _unsettled.get(ctx)
+    if ran:
+        journal = [ctx.journal[s] for s in sorted(ctx.journal)]
+        _unsettled[ctx] = await settle_from_journal(store, ran, journal)
     state = await current_ring(store, policy, request.agent, request.risk)
     failed = [c for c in request.checks if not c.passed]
     expires_at: float | None = None
@@ -207,9 +223,9 @@ async def _gate(
         )
         if state.change is not None:
             snapshot["ring_change"] = state.change.reason
-        seconds = policy.expire_seconds
+        seconds = policy.expire_seconds(request.risk)
         expires_at = time.time() + seconds if seconds is not None else None
-    return await store.put_trust_action(
+    action = await store.put_trust_action(
         TrustActionRecord(
             id=action_id,
             run_id=ctx.run_id,
@@ -234,6 +250,9 @@ async def _gate(
             expires_at=expires_at,
         )
     )
+    if action.status == "auto":
+        _unsettled.setdefault(ctx, []).append(action)
+    return action
 
 
 async def _expire(store: Store, approval_id: str) -> dict[str, Any]:

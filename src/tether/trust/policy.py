@@ -61,8 +61,9 @@ class Policy:
     reviewers: Mapping[str, Sequence[str]] = field(default_factory=dict[str, Sequence[str]])
     """Categories restricted to named reviewers: ``{"send": ["alice", "bob"]}``. Other
     categories may be decided by anyone who gives a name (never the run's starter)."""
-    expire_after: timedelta | float | None = None
-    """A review not decided within this time (seconds or timedelta) expires."""
+    expire_after: timedelta | float | Mapping[str, timedelta | float] | None = None
+    """A review not decided within this time (seconds or timedelta) expires; or per category,
+    ``{"send": timedelta(hours=4)}`` (categories not listed never expire)."""
     on_expire: OnExpire = "reject"
     """``reject``: the agent is told no one approved in time; ``fail``: the run fails."""
     on_reject: OnReject = "revise"
@@ -83,8 +84,15 @@ class Policy:
             raise UserError(f"Policy(on_reject={self.on_reject!r}): use 'revise' or 'fail'")
         if self.max_rejections < 1:
             raise UserError(f"Policy(max_rejections={self.max_rejections}) must be at least 1")
-        if self.expire_seconds is not None and self.expire_seconds <= 0:
-            raise UserError(f"Policy(expire_after={self.expire_after}) must be positive")
+        limits = self.expire_after if isinstance(self.expire_after, Mapping) else {
+            "<all>": self.expire_after}
+        for category, limit in limits.items():
+            seconds = _seconds(limit)
+            if seconds is not None and seconds <= 0:
+                raise UserError(
+                    f"Policy(expire_after=…): {category!r} expires after {limit}; "
+                    "it must be positive"
+                )
         for category, names in self.reviewers.items():
             # Config often comes from YAML/JSON: a bare string would be read letter by letter.
             if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -109,10 +117,15 @@ class Policy:
         names = self.reviewers.get(category)
         return list(names) if names is not None else None
 
-    @property
-    def expire_seconds(self) -> float | None:
-        value = self.expire_after
-        return value.total_seconds() if isinstance(value, timedelta) else value
+    def expire_seconds(self, category: str) -> float | None:
+        """Seconds a review of this category may stay undecided; ``None``: no expiry."""
+        if isinstance(self.expire_after, Mapping):
+            return _seconds(self.expire_after.get(category))
+        return _seconds(self.expire_after)
+
+
+def _seconds(value: timedelta | float | None) -> float | None:
+    return value.total_seconds() if isinstance(value, timedelta) else value
 
 
 def _check_ring(ring: object, where: str) -> None:

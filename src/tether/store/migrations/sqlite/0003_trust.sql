@@ -30,6 +30,9 @@ CREATE TABLE trust_actions (
 );
 CREATE INDEX trust_actions_pending ON trust_actions (status, created_at);
 CREATE INDEX trust_actions_category ON trust_actions (agent, category, created_at);
+-- A promoted category is re-checked before every call: any rejection, any failure since?
+CREATE INDEX trust_actions_verdicts ON trust_actions (agent, category, status, created_at);
+CREATE INDEX trust_actions_outcomes ON trust_actions (agent, category, status, outcome, created_at);
 CREATE INDEX trust_actions_run ON trust_actions (run_id);
 
 CREATE TABLE trust_ring_changes (
