@@ -294,3 +294,22 @@ def test_no_page_loads_anything_from_another_host(client: TestClient) -> None:
     # FastAPI's interactive docs would pull scripts from a CDN; only the document is served.
     assert client.get("/api/docs").status_code == 404
     assert "cdn" not in client.get("/runs").text.lower()
+
+
+def test_features_follow_what_the_store_can_do(app: tether.App, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A store without the trust and observe tables (e.g. an older backend) still serves runs.
+    class RunsOnly:
+        def __init__(self, store: Any) -> None:
+            self._store = store
+
+        def __getattr__(self, name: str) -> Any:
+            if name in ("list_trust_actions", "load_window"):
+                raise AttributeError(name)
+            return getattr(self._store, name)
+
+    monkeypatch.setattr(app, "store", RunsOnly(app.store))
+    with TestClient(create_app(app)) as client:
+        assert client.get("/api/health").json()["features"] == {"approvals": False, "stats": False}
+        assert client.get("/runs").status_code == 200
+        assert client.get("/approvals").status_code == 404
+        assert client.get("/api/cost").status_code == 404

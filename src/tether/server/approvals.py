@@ -29,11 +29,11 @@ STATUSES = ("pending", "approved", "rejected", "expired")
 
 
 def available(app: Any) -> bool:
-    """Whether `app` has the trust layer's approvals API."""
+    """Whether `app` has the trust layer's approvals API and its store keeps approvals."""
     return all(
         callable(getattr(app, name, None))
         for name in ("approvals_async", "get_approval_async", "approve_async", "reject_async")
-    )
+    ) and callable(getattr(app.store, "list_trust_actions", None))
 
 
 class Approve(BaseModel):

@@ -73,10 +73,15 @@ async def render(
     """A dashboard page, with what every page's header shows (pending approvals)."""
     pending: str | None = None
     if request.app.state.features.get("approvals"):
-        found = await tether_app_of(request).approvals_async(
-            status="pending", limit=PENDING_SHOWN + 1
-        )
-        pending = f"{PENDING_SHOWN}+" if len(found) > PENDING_SHOWN else str(len(found))
+        try:
+            found = await tether_app_of(request).approvals_async(
+                status="pending", limit=PENDING_SHOWN + 1
+            )
+            pending = f"{PENDING_SHOWN}+" if len(found) > PENDING_SHOWN else str(len(found))
+        except Exception:
+            # A count in the header must not take every page down with it; the approvals
+            # page itself shows the error.
+            log.warning("cannot count pending approvals", exc_info=True)
     response: HTMLResponse = templates_of(request).TemplateResponse(
         request, template, {**context, "pending_approvals": pending}, status_code=status_code
     )

@@ -28,12 +28,12 @@ DEFAULT_SINCE = "7d"
 
 
 def available(app: Any) -> bool:
-    """Whether the observe layer's reports can be imported (the App needs nothing extra)."""
-    del app
+    """Whether the observe layer's reports can be imported and the App's store can read the
+    window of journals they are computed from."""
     return all(
         importlib.util.find_spec(f"tether.observe.{module}") is not None
         for module in ("stats", "attribution", "health", "changes")
-    )
+    ) and callable(getattr(app.store, "load_window", None))
 
 
 BASELINES_TTL = 60.0
