@@ -294,7 +294,7 @@ class SQLiteStore:
         )
         conn.execute("PRAGMA busy_timeout = 30000")
         if not self._memory:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn, self.path)
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         return conn
 
@@ -545,6 +545,30 @@ class SQLiteStore:
         self, *, agent: str | None = None, category: str | None = None
     ) -> list[RingChangeRecord]:
         return await self._read(_list_ring_changes, agent, category)
+
+def _enable_wal(conn: sqlite3.Connection, path: str) -> None:
+    """Switch the file to WAL (a persistent setting: only its first opener changes it).
+
+    Processes opening a fresh file at the same moment (two workers started together) can get
+    SQLITE_BUSY from the switch without SQLite's busy handler being consulted, so it is retried
+    here for as long as the busy timeout would have waited.
+    """
+    deadline = time.monotonic() + 30.0
+    delay = 0.005
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise StoreError(
+                    f"cannot switch {path} to WAL mode: {exc}; another process holds it "
+                    "locked — check for a stuck tether process on this file"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
 
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
