@@ -280,3 +280,28 @@ def test_reading_a_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None
         assert result.exit_code == 2
         assert f"no tether store at {missing}" in result.stderr
     assert not missing.exists()  # and no empty database was left behind
+
+
+def test_runs_and_show_say_a_run_whose_worker_vanished_is_stuck(app: tether.App) -> None:
+    import time
+
+    from tether.store.base import NewRun
+
+    async def abandoned() -> str:
+        # A worker claims the run with a short lease, reports its step, then goes silent.
+        store = app.store
+        await store.create_run(NewRun(id="r-stuck", workflow="greet", version="3", input={"who": "x"}))
+        claim = (await store.claim_runs("gone-worker", [("greet", "3")], limit=1, lease_seconds=0.05))[0]
+        progress = {"seq": 1, "name": "fetch", "kind": "step", "node": None, "started_at": time.time()}
+        await store.heartbeat("gone-worker", 0.05, {claim.run.id: progress})
+        return claim.run.id
+
+    run_id = app.portal.run(abandoned())
+    time.sleep(0.1)  # the lease lapses and no worker takes the run over
+    listed = json.loads(invoke(app, "runs", "--json").stdout)
+    health = next(r["health"] for r in listed if r["id"] == run_id)
+    assert health["verdict"] == "stuck"
+    assert "heartbeat" in health["reason"]
+    shown = invoke(app, "show", run_id)
+    assert shown.exit_code == 0, shown.output
+    assert "stuck" in shown.stdout

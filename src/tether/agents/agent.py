@@ -269,6 +269,7 @@ class Agent:
                 "prompt_hash": prompt_hash,
                 "tools_hash": self._tools_hash,
                 "app_version": getattr(ctx.app, "version", None),
+                "app": ctx.app,
             },
             retry=self.retry,
             timeout=self.timeout,

@@ -29,7 +29,7 @@ from tether.engine.context import current_step
 from tether.engine.retry import Retry
 from tether.errors import UserError
 from tether.observe import names
-from tether.observe.cost import price_call
+from tether.observe.cost import price_model_call
 
 DEFAULT_MODEL_RETRY = Retry(max_attempts=4, initial_delay=0.5, max_delay=20.0)
 """Model steps retry timeouts, connection errors, 429s (after Retry-After) and 5xx."""
@@ -127,6 +127,7 @@ async def request_model(
     prompt_hash: str,
     tools_hash: str,
     app_version: str | None,
+    app: Any = None,
 ) -> dict[str, Any]:
     """The body of one model step: send, price, record usage and fingerprint. Returns the
     response as JSON (the journaled value)."""
@@ -141,8 +142,9 @@ async def request_model(
     usage = response.usage
     input_tokens, output_tokens = int(usage.input_tokens or 0), int(usage.output_tokens or 0)
     response_model = response.model_name or model.model_name
-    price = price_call(response_model, provider=model.system, input_tokens=input_tokens,
-                       output_tokens=output_tokens)
+    # Priced now, with the App's own overrides (negotiated rates, self-hosted models).
+    price = price_model_call(app, response_model, provider=model.system,
+                             input_tokens=input_tokens, output_tokens=output_tokens)
     step = current_step()
     step.add_usage(Usage(
         llm_calls=1,

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tether.engine.records import RunInfo, StepInfo
+from tether.observe.health import VERDICT_STYLE, Verdict, render_verdict
 
 STATUS_STYLES = {
     "queued": "blue",
@@ -103,7 +104,7 @@ def error_line(error: dict[str, Any] | None, width: int = 0) -> str:
 # --- tables -----------------------------------------------------------------------------------
 
 
-def runs_table(runs: list[RunInfo]) -> Table:
+def runs_table(runs: list[RunInfo], verdicts: dict[str, Verdict] | None = None) -> Table:
     """One row per run, newest first (as listed). Narrow borders: the full run id must fit
     an 80-column terminal so it can be copied into `tether show`."""
     table = Table(
@@ -124,8 +125,14 @@ def runs_table(runs: list[RunInfo]) -> Table:
     table.add_column("labels / detail", overflow="fold", min_width=12)
     for info in runs:
         detail = Text(format_labels(info.labels) if info.labels else "", style="dim")
-        extra = _detail(info)
-        if extra:
+        verdict = (verdicts or {}).get(info.id)
+        if verdict is not None and info.status == "running":
+            # Stuck or just slow: the first thing an operator wants to know of a running run.
+            detail.append(
+                ("  " if info.labels else "") + render_verdict(verdict),
+                style=VERDICT_STYLE[verdict.verdict],
+            )
+        elif extra := _detail(info):
             detail.append(("  " if info.labels else "") + extra, style=_detail_style(info))
         table.add_row(
             info.id,
@@ -238,17 +245,26 @@ def steps_table(info: RunInfo) -> Table:
     return table
 
 
-def run_view(info: RunInfo) -> Group:
+def run_view(info: RunInfo, verdict: Verdict | None = None) -> Group:
     journal = steps_table(info) if info.steps else Text("journal: no steps yet", style="dim")
-    return Group(run_header(info), Text(""), journal)
+    parts: list[Any] = [run_header(info)]
+    if verdict is not None and info.status == "running":
+        health = Text("health    ", style="bold")
+        health.append(render_verdict(verdict), style=VERDICT_STYLE[verdict.verdict])
+        if verdict.usual_p95 is not None:
+            health.append(f"  (usual p95 {format_duration(verdict.usual_p95)})", style="dim")
+        parts.append(health)
+    return Group(*parts, Text(""), journal)
 
 
 # --- JSON shapes ------------------------------------------------------------------------------
 
 
-def run_summary(info: RunInfo) -> dict[str, Any]:
-    """What `tether runs --json` prints per run."""
+def run_summary(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]:
+    """What `tether runs --json` prints per run (`health`: the stuck/slow verdict of a
+    running run)."""
     return {
+        "health": verdict.to_dict() if verdict is not None and info.status == "running" else None,
         "id": info.id,
         "workflow": info.workflow,
         "version": info.version,
@@ -268,9 +284,9 @@ def run_summary(info: RunInfo) -> dict[str, Any]:
     }
 
 
-def run_detail(info: RunInfo) -> dict[str, Any]:
+def run_detail(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]:
     """What `tether show --json` prints: the summary, input/output and the journal."""
-    detail = run_summary(info)
+    detail = run_summary(info, verdict)
     detail.update(
         error=info.error,
         input=info.input,

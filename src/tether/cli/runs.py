@@ -77,6 +77,17 @@ def start(
     typer.echo(handle.id)
 
 
+def health_of(application: Any, runs: list[Any]) -> dict[str, Any]:
+    """Stuck-or-slow verdicts of the running runs among `runs` (one baseline query)."""
+    running = [info for info in runs if info.status == "running"]
+    if not running:
+        return {}
+    from tether.observe.health import assess_runs
+
+    verdicts = application.portal.run(assess_runs(application, running))
+    return {info.id: verdict for info, verdict in zip(running, verdicts, strict=True)}
+
+
 @cli.command("runs")
 @handle_errors
 def list_runs(
@@ -94,12 +105,13 @@ def list_runs(
     labels = parse_labels(label) or None
     application = require_store(load_app(app, store))
     runs = application.list_runs(status=status, workflow=workflow, labels=labels, limit=limit)
+    verdicts = health_of(application, runs)
     if as_json:
-        print_json([run_summary(info) for info in runs])
+        print_json([run_summary(info, verdicts.get(info.id)) for info in runs])
     elif not runs:
         console.print("no runs match" if (status or workflow or labels) else "no runs yet")
     else:
-        console.print(runs_table(runs))
+        console.print(runs_table(runs, verdicts))
 
 
 @cli.command()
@@ -111,11 +123,13 @@ def show(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Show a run: status, timings, usage and its step journal."""
-    info = require_store(load_app(app, store)).get_run(run)
+    application = require_store(load_app(app, store))
+    info = application.get_run(run)
+    verdict = health_of(application, [info]).get(info.id)
     if as_json:
-        print_json(run_detail(info))
+        print_json(run_detail(info, verdict))
     else:
-        console.print(run_view(info))
+        console.print(run_view(info, verdict))
 
 
 @cli.command()

@@ -59,6 +59,10 @@ def worker(
     """Run a worker: claim runnable runs of the app's workflows and execute them."""
     configure_logging(log_level)
     application = load_app(app, store)
+    # Spans go out over OTLP when the standard OTEL_EXPORTER_OTLP_* settings are present.
+    from tether.observe.export import instrument
+
+    instrument(application)
     names = ", ".join(application.workflow_names()) or "none"
     log.info("app %s on %s; workflows: %s", app, redact_url(application.store.url), names)
 
