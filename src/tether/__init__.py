@@ -4,6 +4,16 @@ Every model call, tool call, timer and human decision is journaled; a crashed wo
 resume elsewhere from the last completed step. See README.md and docs/ for the tour.
 """
 
+from tether.agents import (
+    Agent,
+    Loop,
+    Parallel,
+    Scope,
+    ScriptedModel,
+    Sequential,
+    ToolContext,
+    tool,
+)
 from tether.engine import (
     App,
     Budget,
@@ -47,6 +57,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActionRejected",
+    "Agent",
     "App",
     "Approval",
     "Budget",
@@ -55,7 +66,9 @@ __all__ = [
     "Context",
     "Evidence",
     "LeaseLost",
+    "Loop",
     "NonDeterminismError",
+    "Parallel",
     "Policy",
     "Retry",
     "RunCancelled",
@@ -64,6 +77,9 @@ __all__ = [
     "RunHandle",
     "RunInfo",
     "RunRefused",
+    "Scope",
+    "ScriptedModel",
+    "Sequential",
     "SignalTimeout",
     "SpendLimit",
     "StepContext",
@@ -72,6 +88,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TetherError",
+    "ToolContext",
     "UnknownRun",
     "UnknownWorkflow",
     "Usage",
@@ -79,4 +96,5 @@ __all__ = [
     "__version__",
     "current_step",
     "render_approval",
+    "tool",
 ]

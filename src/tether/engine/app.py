@@ -375,6 +375,7 @@ class App:
         owner = f"{default_worker_name()}:run:{secrets.token_hex(4)}"
         existing = await self.store.get_run(run_id) if run_id is not None else None
         claim: Claim | None = None
+        fresh = False
         if existing is not None:
             # Resuming: the run's own input and settings apply, whatever is passed now.
             run = existing
@@ -387,6 +388,7 @@ class App:
             )
             if created and token is not None:
                 claim = Claim(run=run, token=token, recovered=False)
+                fresh = True
             elif run.status not in FINISHED_STATUSES:
                 claim = await self.store.claim_run(
                     run.id, owner, lease_seconds=self.lease_seconds
@@ -395,7 +397,7 @@ class App:
             quiet_control_flow(asyncio.get_running_loop())
             beat = asyncio.create_task(self._keep_lease(owner, run.id))
             try:
-                await self.executor.execute(claim)
+                await self.executor.execute(claim, fresh=fresh)
             finally:
                 beat.cancel()
         return await self.get_run_async(run.id)

@@ -34,6 +34,7 @@ from tether.store.base import RunRecord, StepRecord, Store
 
 _current: ContextVar[Context | None] = ContextVar("tether_context", default=None)
 _current_step: ContextVar[StepContext | None] = ContextVar("tether_step", default=None)
+_branch: ContextVar[_BranchSeq | None] = ContextVar("tether_branch", default=None)
 _identity = Decoder(None)
 
 
@@ -160,6 +161,14 @@ class Context:
         """The last sequence number handed out."""
         return self._seq
 
+    def next_sequence(self) -> int:
+        """The sequence number the next operation will take (without taking it): upper layers
+        use it to skip work whose outcome the journal already holds."""
+        slot = _branch.get()
+        if slot is not None and slot.ctx_id == id(self):
+            return slot.base + slot.count * slot.width + slot.index + 1
+        return self._seq + 1
+
     @property
     def spent(self) -> Usage:
         """Everything journaled so far: the budget ledger."""
@@ -241,6 +250,25 @@ class Context:
             record_input,
         )
 
+    async def branches(self, calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+        """Run `calls` concurrently, each numbering its operations in its own interleaved
+        sequence space (branch ``i`` of ``n`` takes ``base + k*n + i + 1``), so a replay is
+        deterministic whatever order multi-step branches finish in — a plain ``asyncio.gather``
+        is only deterministic for one operation per branch. Branches do not nest."""
+        if _branch.get() is not None:
+            raise UserError("ctx.branches() cannot be nested inside another branch")
+        base, width = self._seq, len(calls)
+        slots = [_BranchSeq(id(self), base, width, i) for i in range(width)]
+
+        async def run(slot: _BranchSeq, call: Callable[[], Awaitable[Any]]) -> Any:
+            _branch.set(slot)  # this task's own copy of the context
+            return await call()
+
+        try:
+            return list(await asyncio.gather(*(run(s, c) for s, c in zip(slots, calls, strict=True))))
+        finally:
+            self._seq = base + max((s.count for s in slots), default=0) * width
+
     def sleep(self, duration: timedelta | float) -> Coroutine[Any, Any, None]:
         """A durable timer: the run is suspended and the worker released until it is due."""
         seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
@@ -301,6 +329,10 @@ class Context:
     # --- internals -------------------------------------------------------------------------------
 
     def _next_seq(self) -> int:
+        slot = _branch.get()
+        if slot is not None and slot.ctx_id == id(self):
+            slot.count += 1
+            return slot.base + (slot.count - 1) * slot.width + slot.index + 1
         self._seq += 1
         return self._seq
 
@@ -483,7 +515,9 @@ class Context:
                 try:
                     result = await self._invoke(fn, args, kwargs, is_async, timeout, step_ctx)
                     output = to_jsonable(result, what=f"the result of step {name!r}")
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
+                    # sys.exit() in a step (or a library calling it) fails the step; left to
+                    # propagate it would end the worker process and every run it holds.
                     failures = attempt
                     carried = carried + step_ctx.usage
                     entry = StepRecord(
@@ -637,6 +671,17 @@ class Context:
 
 
 BUDGET_SIGNAL = "tether.budget"
+
+
+@dataclass(slots=True)
+class _BranchSeq:
+    """The sequence space of one branch of `Context.branches`."""
+
+    ctx_id: int
+    base: int
+    width: int
+    index: int
+    count: int = 0
 
 
 class ReplayEnd(BaseException):

@@ -43,8 +43,9 @@ class RunExecutor:
         self.listeners: list[Callable[[str, str], Awaitable[None]]] = []
         """Called with ``(run_id, status)`` after a run ends or suspends (not when dropped)."""
 
-    async def execute(self, claim: Claim) -> str:
-        """Returns the status the run was left in, or ``dropped`` if the lease was lost."""
+    async def execute(self, claim: Claim, *, fresh: bool = False) -> str:
+        """Returns the status the run was left in, or ``dropped`` if the lease was lost.
+        `fresh`: the run was created claimed a moment ago, so its journal is known empty."""
         run, token = claim.run, claim.token
         if claim.recovered and run.recoveries > self._max_recoveries:
             return await self._end(
@@ -67,7 +68,7 @@ class RunExecutor:
         if definition is None:  # claims filter by version; only a registry change gets here
             await self._store.release_run(run.id, token)
             return "queued"
-        journal = await self._store.load_steps(run.id)
+        journal = [] if fresh else await self._store.load_steps(run.id)
         budget = Budget.from_dict(run.budget)
         if definition.budget is not None:
             budget = definition.budget.merged(budget)
@@ -132,7 +133,7 @@ class RunExecutor:
             # Worker shutdown: hand the run back so another worker continues at once.
             await asyncio.shield(self._store.release_run(run_id, token))
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in workflow code fails the run only
             failure = ctx.fatal or exc
             return await self._end(run_id, token, "failed", error=_failure(run_id, failure))
 

@@ -210,7 +210,7 @@ class Worker:
         if not self._active:
             return
         log.info(
-            "worker %s: stopping; %d run(s) in flight get %.0fs to finish",
+            "worker %s: stopping; %d run(s) in flight get %.1fs to finish",
             self.name,
             len(self._active),
             self.grace_period,
