@@ -1,5 +1,6 @@
 """An approved email is sent once, with the approved text, when the worker executing it is
-SIGKILLed between the approval and the send — with real worker processes on one SQLite file."""
+SIGKILLed between the approval and the send — with real `tether worker` processes on one SQLite
+file, and the reviewer deciding with `tether approvals` / `tether approve` from another process."""
 
 from __future__ import annotations
 
@@ -59,9 +60,6 @@ APP_SOURCE = textwrap.dedent(
                                     meta={TOOL_NAME: "send_email"})
         return {"result": result, "args": auth.args, "reviewer": auth.reviewer}
 
-
-    if __name__ == "__main__":
-        app.run_worker(concurrency=4, grace_period=0.5)
     '''
 )
 
@@ -74,6 +72,17 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def tether_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `tether …` as its own process against the test's store; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", *args, "--store", f"sqlite:///{workdir / 'tether.db'}"],
+        cwd=workdir, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
 
 
 @pytest.fixture
@@ -93,7 +102,8 @@ def start_worker(workdir: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]
 
     def start() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, str(workdir / "trust_e2e_app.py")],
+            [sys.executable, "-m", "tether", "worker", "--app", "trust_e2e_app:app",
+             "--concurrency", "4"],
             cwd=workdir,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -116,11 +126,18 @@ def test_sigkill_between_approval_and_send_sends_once_with_the_approved_text(
     first = start_worker()
     run = client.start("outreach", {"to": "ceo@acme.com", "body": "Draft with a typo"})
 
-    approval = wait_until(lambda: client.approvals(), "the approval request")[0]
     # The request is stored by the gate step just before the run suspends: no worker holds it.
     wait_until(lambda: client.get_run(run.id).status == "waiting", "the run to suspend")
     assert client.get_run(run.id).lease_owner is None
-    client.approve(approval.id, reviewer="alice", edits={"body": "Approved final text"})
+    # The reviewer works from another process, with the CLI.
+    listed = tether_cli(workdir, "approvals", "--json")
+    (request,) = json.loads(listed.stdout)
+    assert (request["run_id"], request["tool"], request["args"]["body"]) == (
+        run.id, "send_email", "Draft with a typo")
+    decided = tether_cli(workdir, "approve", request["id"], "--as", "alice",
+                         "--edit", '{"body": "Approved final text"}')
+    assert "with edits to body" in decided.stdout
+    approval = client.get_approval(request["id"])
 
     # The worker picks the run up and starts the send with the approved text; kill it there.
     marker = workdir / f"started-{first.pid}"
