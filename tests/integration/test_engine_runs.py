@@ -313,6 +313,8 @@ async def test_a_budget_can_suspend_and_be_raised(store_url: str) -> None:
 
     info = await app.run_async("counter", budget=tether.Budget(max_steps=3, on_exceed="suspend"))
     assert info.status == "waiting" and info.waiting_for == "tether.budget"
+    with pytest.raises(tether.UserError, match="raise_budget"):
+        await app.signal_async(info.id, "tether.budget", {"max_steps": 10})
     await app.raise_budget_async(info.id, tether.Budget(max_steps=10))
     info = await app.run_async("counter", run_id=info.id)
     assert info.status == "succeeded" and len(info.steps) == 6

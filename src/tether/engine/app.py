@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether.engine.budget import Budget
-from tether.engine.context import Context
+from tether.engine.context import BUDGET_SIGNAL, Context
 from tether.engine.executor import RunExecutor
 from tether.engine.records import RunInfo
 from tether.engine.registry import WorkflowDef, make_step, make_workflow, step_wrapper
@@ -288,6 +288,11 @@ class App:
         return RunHandle(self, run.id)
 
     async def signal_async(self, run_id: str, name: str, data: Any = None) -> None:
+        if name.startswith("tether."):
+            # Reserved for tether's own waits; a stray one would wake a run that cannot
+            # proceed (a budget-parked run would spin between queued and waiting).
+            hint = " use app.raise_budget() to resume a run parked on its budget" if name == BUDGET_SIGNAL else ""
+            raise UserError(f"signal names starting with 'tether.' are reserved ({name!r});{hint}")
         run = await self.store.get_run(run_id)
         if run is None:
             raise UnknownRun(run_id)

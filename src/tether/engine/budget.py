@@ -74,8 +74,8 @@ class Budget:
     max_duration: float | timedelta | None = None
     """Wall time since the run was created, in seconds or as a timedelta (waits count)."""
     on_exceed: Literal["fail", "suspend"] = "fail"
-    """``fail`` ends the run with BudgetExceeded; ``suspend`` parks it waiting for the signal
-    ``tether.budget`` whose payload is a new budget (fields to raise)."""
+    """``fail`` ends the run with BudgetExceeded; ``suspend`` parks it (status ``waiting``,
+    waiting for ``tether.budget``) until `App.raise_budget` gives it a new budget."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
