@@ -305,3 +305,10 @@ def test_runs_and_show_say_a_run_whose_worker_vanished_is_stuck(app: tether.App)
     shown = invoke(app, "show", run_id)
     assert shown.exit_code == 0, shown.output
     assert "stuck" in shown.stdout
+
+
+def test_start_records_who_started_the_run(app: tether.App) -> None:
+    result = invoke(app, "start", "greet", "--input", '{"who": "acme"}', "--as", "dana")
+    assert result.exit_code == 0, result.output
+    info = app.get_run(result.stdout.strip())
+    assert info.labels["tether.started_by"] == "dana"

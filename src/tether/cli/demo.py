@@ -203,10 +203,15 @@ class _Progress:
 
 
 def _approve_step(app: Any, info: Any, yes: bool) -> None:
-    draft = _draft(info)
+    from tether.trust.render import render_approval
+
     console.print("\n[bold yellow]⏸ waiting for approval[/] — the run holds no worker while it "
-                  "waits. The email to send:\n")
-    _print_email(draft)
+                  "waits. The request a reviewer sees, with the run's context:\n")
+    pending = [a for a in app.approvals() if a.run_id == info.id]
+    if pending:
+        console.print(render_approval(pending[0]), highlight=False)
+    else:  # no trust layer record (a custom gate): show the draft itself
+        _print_email(_draft(info))
     interactive = sys.stdin.isatty() and not yes
     if interactive:
         answer = typer.confirm("\nSend this email?", default=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import typer
@@ -67,11 +68,20 @@ def start(
     run_id: str | None = typer.Option(
         None, "--run-id", help="Run id to use; starting twice with one id is idempotent"
     ),
+    started_by: str | None = typer.Option(
+        None,
+        "--as",
+        help="Who starts the run (default $USER); that identity cannot approve the run's "
+        "own approval requests",
+    ),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Queue a run of WORKFLOW and print its id."""
     kwargs = parse_input(input)
     labels = parse_labels(label)
+    who = started_by or os.environ.get("USER")
+    if who and "tether.started_by" not in labels:
+        labels["tether.started_by"] = who
     application = load_app(app, store)
     handle = application.start(workflow, kwargs, run_id=run_id, labels=labels)
     typer.echo(handle.id)
