@@ -289,13 +289,13 @@ async def prune(conn: Conn, finished_before: float) -> int:
         WITH doomed AS (
             DELETE FROM runs WHERE id IN (
                 SELECT id FROM runs WHERE finished_at < %s AND status IN {_FINISHED}
-                ORDER BY finished_at LIMIT {_PRUNE_CHUNK} FOR UPDATE SKIP LOCKED)
+                ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED)
             RETURNING id),
         journal AS (DELETE FROM steps WHERE run_id IN (SELECT id FROM doomed)),
         mailbox AS (DELETE FROM signals WHERE run_id IN (SELECT id FROM doomed))
         SELECT count(*) FROM doomed
         """,
-        (finished_before,),
+        (finished_before, _PRUNE_CHUNK),
     )
     row = await cur.fetchone()
     return int(row[0]) if row else 0
