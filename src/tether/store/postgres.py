@@ -356,13 +356,16 @@ class PostgresStore:
     async def _listen(self, state: _LoopState) -> None:
         """Keep one LISTEN connection for the loop, reconnecting with backoff."""
         delay = 0.05
+        reconnecting = False
         while True:
             try:
                 conn = await AsyncConnection.connect(self.conninfo, autocommit=True)
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     delay = 0.05
-                    _wake_all(state)  # anything sent while we were not listening
+                    if reconnecting:
+                        _wake_all(state)  # whatever was sent while we were not listening
+                    reconnecting = True
                     async for _ in conn.notifies():
                         _wake_all(state)
             except asyncio.CancelledError:
