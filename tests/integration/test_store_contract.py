@@ -328,7 +328,8 @@ async def test_no_lost_wake_up_between_suspend_and_signal(store: Store, other: S
         )
         assert status in ("waiting", "queued")
         run = await store.get_run(run_id)
-        assert run is not None and run.status == "queued", f"{run_id} lost its wake-up"
+        assert run is not None
+        assert run.status == "queued", f"{run_id} lost its wake-up"
         [again] = await store.claim_runs("w", WF, limit=1, lease_seconds=10)
         signal = await store.consume_signal(run_id, again.token, step(1, "go"))
         assert signal is not None
