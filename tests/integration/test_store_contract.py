@@ -538,3 +538,44 @@ async def test_wait_for_work_returns_on_new_work(store: Store) -> None:
     await store.create_run(new("r"))
     await asyncio.wait_for(waiter, 2)
     assert time.monotonic() - started < 2
+
+
+# --- retention from the command line -----------------------------------------------------------------
+
+
+def test_prune_command_deletes_only_old_finished_runs(store_url: str) -> None:
+    from typer.testing import CliRunner
+
+    import tether
+    from tether.cli import prune as _prune  # noqa: F401 - registers the command
+    from tether.cli.common import cli
+
+    app = tether.App(store_url)
+
+    @app.workflow
+    async def quick(ctx: tether.Context) -> int:
+        return 1
+
+    @app.workflow
+    async def waits(ctx: tether.Context) -> int:
+        return await ctx.wait_for_signal("go")
+
+    try:
+        done = app.run("quick").id
+        waiting = app.run("waits").id
+        runner = CliRunner()
+        # Typer runs a lone registered command without its name; with the full CLI there are many.
+        command = ["prune"] if len(cli.registered_commands) > 1 else []
+        kept = runner.invoke(cli, [*command, "--older-than", "30d", "--store", store_url])
+        assert kept.exit_code == 0, kept.output
+        assert "pruned 0 run(s)" in kept.output
+        gone = runner.invoke(cli, [*command, "--older-than", "0s", "--store", store_url, "--json"])
+        assert gone.exit_code == 0, gone.output
+        assert '"deleted": 1' in gone.output
+        assert [r.id for r in app.list_runs()] == [waiting]
+        assert done != waiting
+        bad = runner.invoke(cli, [*command, "--older-than", "a month", "--store", store_url])
+        assert bad.exit_code == 2
+        assert "30d" in bad.output
+    finally:
+        app.close()
