@@ -79,13 +79,15 @@ def parse_postgres_url(url: str) -> tuple[str, int, float]:
 
 @dataclass(eq=False)
 class _Write:
-    """One write waiting for its batch. `step` marks a plain journal write, which the batch
-    folds into one multi-row statement; anything else runs `fn` in the batch's transaction."""
+    """One write waiting for its batch. Journal writes (`step`) and run finishes (`finish`)
+    are folded into one multi-row statement per kind; anything else runs `fn` in the batch's
+    transaction."""
 
     run_id: str
     fn: Callable[[Conn], Awaitable[q.Outcome]] | None
-    step: tuple[str, int, StepRecord] | None
     future: asyncio.Future[Any]
+    step: tuple[str, int, StepRecord] | None = None
+    finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None
     result: Any = None
     notify: bool = False
 
@@ -253,10 +255,12 @@ class PostgresStore:
         self,
         run_id: str,
         fn: Callable[[Conn], Awaitable[q.Outcome]] | None,
+        *,
         step: tuple[str, int, StepRecord] | None = None,
+        finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None,
     ) -> Any:
         state = await self._state()
-        write = _Write(run_id, fn, step, state.loop.create_future())
+        write = _Write(run_id, fn, state.loop.create_future(), step=step, finish=finish)
         state.pending.append(write)
         if not state.scheduled:
             state.scheduled = True
@@ -308,18 +312,17 @@ class PostgresStore:
                 state.loop.call_soon(self._dispatch, state)
 
     async def _apply(self, conn: Conn, batch: list[_Write]) -> None:
-        steps = [w for w in batch if w.step is not None]
+        steps = _distinct_rounds([w for w in batch if w.step is not None], _step_key)
+        finishes = _distinct_rounds([w for w in batch if w.finish is not None], _run_key)
         # Other writes lock run rows; taking them in run-id order (as heartbeats do) means two
         # transactions can never wait on each other in a cycle.
-        others = sorted((w for w in batch if w.step is None), key=lambda w: w.run_id)
-        rounds = _distinct_rounds(steps)
-        if not others and len(rounds) == 1:
-            # The hot path: journal writes only, one statement, its own transaction.
-            await self._write_steps(conn, rounds[0])
+        others = sorted((w for w in batch if w.fn is not None), key=lambda w: w.run_id)
+        if not others and len(steps) + len(finishes) == 1:
+            # The hot path: one multi-row statement is the whole transaction (one round trip).
+            await _apply_rounds(conn, steps, finishes)
             return
         async with conn.transaction():
-            for round_ in rounds:
-                await self._write_steps(conn, round_)
+            await _apply_rounds(conn, steps, finishes)
             notify = False
             for write in others:
                 assert write.fn is not None
@@ -327,13 +330,6 @@ class PostgresStore:
                 notify = notify or write.notify
             if notify:
                 await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
-
-    @staticmethod
-    async def _write_steps(conn: Conn, writes: list[_Write]) -> None:
-        done = await q.write_steps(conn, [w.step for w in writes if w.step is not None])
-        for write in writes:
-            assert write.step is not None
-            write.result = (write.step[0], write.step[2].seq) in done
 
     # --- wake-ups ------------------------------------------------------------------------------
 
@@ -456,7 +452,7 @@ class PostgresStore:
         return await self._read("find the next due run", q.next_wake)
 
     async def write_step(self, run_id: str, token: int, step: StepRecord) -> bool:
-        return await self._submit(run_id, None, (run_id, token, step))
+        return await self._submit(run_id, None, step=(run_id, token, step))
 
     async def consume_signal(
         self, run_id: str, token: int, step: StepRecord
@@ -479,9 +475,7 @@ class PostgresStore:
         output: Any = None,
         error: dict[str, Any] | None = None,
     ) -> bool:
-        return await self._submit(
-            run_id, lambda c: q.finish_run(c, run_id, token, status, output, error)
-        )
+        return await self._submit(run_id, None, finish=(run_id, token, status, output, error))
 
     async def release_run(self, run_id: str, token: int) -> bool:
         return await self._submit(run_id, lambda c: q.release_run(c, run_id, token))
@@ -497,23 +491,44 @@ class PostgresStore:
         return await self._read("read", fn, *args)
 
 
-def _distinct_rounds(steps: list[_Write]) -> list[list[_Write]]:
-    """Split journal writes so no round writes the same ``(run, seq)`` twice (one statement
-    cannot update a row twice); in practice there is one round."""
+def _step_key(write: _Write) -> Any:
+    assert write.step is not None
+    return (write.step[0], write.step[2].seq)
+
+
+def _run_key(write: _Write) -> Any:
+    return write.run_id
+
+
+def _distinct_rounds(writes: list[_Write], key: Callable[[_Write], Any]) -> list[list[_Write]]:
+    """Split writes so no round touches the same row twice (one statement cannot update a row
+    twice); in practice there is one round."""
     rounds: list[list[_Write]] = []
-    seen: list[set[tuple[str, int]]] = []
-    for write in steps:
-        assert write.step is not None
-        key = (write.step[0], write.step[2].seq)
+    seen: list[set[Any]] = []
+    for write in writes:
+        k = key(write)
         for index, keys in enumerate(seen):
-            if key not in keys:
-                keys.add(key)
+            if k not in keys:
+                keys.add(k)
                 rounds[index].append(write)
                 break
         else:
-            seen.append({key})
+            seen.append({k})
             rounds.append([write])
     return rounds
+
+
+async def _apply_rounds(
+    conn: Conn, steps: list[list[_Write]], finishes: list[list[_Write]]
+) -> None:
+    for round_ in steps:
+        written = await q.write_steps(conn, [w.step for w in round_ if w.step is not None])
+        for write in round_:
+            write.result = _step_key(write) in written
+    for round_ in finishes:
+        finished = await q.finish_runs(conn, [w.finish for w in round_ if w.finish is not None])
+        for write in round_:
+            write.result = write.run_id in finished
 
 
 def _wake_all(state: _LoopState) -> None:

@@ -543,32 +543,6 @@ async def suspend_run(
     return status, pending
 
 
-async def finish_run(
-    conn: Conn,
-    run_id: str,
-    token: int,
-    status: str,
-    output: Any,
-    error: dict[str, Any] | None,
-) -> Outcome:
-    condition = _HELD if status == "cancelled" else _HELD_LIVE
-    cur = await conn.execute(
-        f"UPDATE runs SET status = %s, output = %s, error = %s, finished_at = {NOW}, "
-        f"updated_at = {NOW}, lease_owner = NULL, lease_expires = NULL, wake_at = NULL, "
-        f"waiting_for = NULL, progress = NULL WHERE {condition} RETURNING 1",
-        (status, dumps(output), dumps(error), run_id, token),
-    )
-    if await cur.fetchone() is not None:
-        return True, False
-    # A token is unique to one claim: a run finished with it, in this status, was finished by
-    # our own earlier attempt whose commit we did not hear about.
-    cur = await conn.execute(
-        "SELECT 1 FROM runs WHERE id = %s AND fencing = %s AND status = %s",
-        (run_id, token, status),
-    )
-    return await cur.fetchone() is not None, False
-
-
 async def release_run(conn: Conn, run_id: str, token: int) -> Outcome:
     cur = await conn.execute(
         "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires = NULL, "
@@ -583,3 +557,47 @@ async def release_run(conn: Conn, run_id: str, token: int) -> Outcome:
         (run_id, token),
     )
     return await cur.fetchone() is not None, False
+
+
+_FINISH_RUNS = f"""
+WITH f AS (
+    SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[])
+        AS f(id, token, status, output, error))
+UPDATE runs r SET status = f.status, output = f.output, error = f.error,
+    finished_at = {NOW}, updated_at = {NOW}, lease_owner = NULL, lease_expires = NULL,
+    wake_at = NULL, waiting_for = NULL, progress = NULL
+  FROM f
+ WHERE r.id = f.id AND r.fencing = f.token AND r.status = 'running'
+   AND (f.status = 'cancelled' OR NOT r.cancel_requested)
+RETURNING r.id
+"""
+_ALREADY_FINISHED = """
+SELECT r.id FROM runs r
+  JOIN unnest(%s::text[], %s::bigint[], %s::text[]) AS f(id, token, status)
+    ON r.id = f.id AND r.fencing = f.token AND r.status = f.status
+"""
+
+
+async def finish_runs(
+    conn: Conn, finishes: Sequence[tuple[str, int, str, Any, dict[str, Any] | None]]
+) -> set[str]:
+    """`finish_run` for many runs in one statement; returns the ids finished. Run ids must be
+    distinct. A run found already finished with the caller's token and status counts as
+    finished: a token is unique to one claim, so that was our own earlier attempt whose commit
+    we did not hear about."""
+    ids = [f[0] for f in finishes]
+    tokens = [f[1] for f in finishes]
+    statuses = [f[2] for f in finishes]
+    cur = await conn.execute(
+        _FINISH_RUNS,
+        (ids, tokens, statuses, [dumps(f[3]) for f in finishes], [dumps(f[4]) for f in finishes]),
+    )
+    done = {r[0] for r in await cur.fetchall()}
+    if len(done) < len(finishes):
+        missing = [i for i, run_id in enumerate(ids) if run_id not in done]
+        cur = await conn.execute(
+            _ALREADY_FINISHED,
+            ([ids[i] for i in missing], [tokens[i] for i in missing], [statuses[i] for i in missing]),
+        )
+        done |= {r[0] for r in await cur.fetchall()}
+    return done
