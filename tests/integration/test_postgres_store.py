@@ -50,6 +50,15 @@ def terminate(application_name: str) -> int:
     return len(rows)
 
 
+def sessions(application_name: str) -> int:
+    with psycopg.connect(postgres_base_url(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def test_url_options_are_split_from_libpq_options() -> None:
     conninfo, pool_max, retry = parse_postgres_url(
         "postgresql://u@h:5432/db?options=-csearch_path%3Dx&pool_max_size=3&retry_seconds=2.5"
@@ -108,8 +117,12 @@ async def test_store_rides_out_killed_connections(app_url: str) -> None:
     try:
         await s.create_run(NewRun(id="r", workflow="wf", version="1", input={}))
         [claim] = await s.claim_runs("w", WF, limit=1, lease_seconds=30)
-        await s.wait_for_work(0.01)
-        assert terminate(name) >= 2  # the pool and the LISTEN connection
+        await s.wait_for_work(0.01)  # starts the LISTEN connection
+        deadline = time.monotonic() + 5
+        while sessions(name) < 2:
+            assert time.monotonic() < deadline, "the LISTEN connection never came up"
+            await asyncio.sleep(0.02)
+        assert terminate(name) >= 2  # the pooled and the LISTEN connection
         from tether.store.base import StepRecord
 
         ok = await s.write_step(
@@ -181,3 +194,27 @@ def test_runs_survive_connections_killed_mid_run(app_url: str) -> None:
         assert set(executions) == {(r, seq) for r in ids for seq in range(1, 11)}
     finally:
         app.close()
+
+
+def test_a_loop_that_used_the_store_can_end(pg_url: str) -> None:
+    """`asyncio.run(...)` of store calls returns: no background task of the store outlives the
+    work and keeps a finished loop from closing (a script calling `asyncio.run` several times)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, sys\n"
+        "from tether.store.postgres import PostgresStore\n"
+        "from tether.store.base import NewRun\n"
+        "s = PostgresStore(sys.argv[1])\n"
+        "asyncio.run(s.open())\n"
+        "asyncio.run(s.create_run(NewRun(id='r', workflow='wf', version='1', input={})))\n"
+        "assert asyncio.run(s.get_run('r')).status == 'queued'\n"
+        "asyncio.run(s.wait_for_work(0.05))\n"
+        "print('done')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, pg_url], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "done"

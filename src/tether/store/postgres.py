@@ -1,8 +1,8 @@
 """The PostgreSQL store: many workers on many hosts against one database.
 
-* **Connections.** psycopg 3 async with a connection pool *per event loop* (a process may call
-  the store from its worker loop and from the App's sync portal; a pool must never be shared
-  across loops). The URL is a libpq URL and may carry libpq options, e.g.
+* **Connections.** psycopg 3 async with a small connection pool *per event loop* (a process may
+  call the store from its worker loop and from the App's sync portal; a connection must never
+  be shared across loops), which connects inline so any loop may end at any time (`_Pool`). The URL is a libpq URL and may carry libpq options, e.g.
   ``postgresql://app@db:5432/prod?options=-csearch_path%3Dtether``. Two options are tether's own
   and are stripped before connecting: ``pool_max_size`` (per loop, default 8) and
   ``retry_seconds`` (how long to ride out a lost database, default 10).
@@ -30,14 +30,14 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import AsyncConnection, sql
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg.pq import TransactionStatus
 
 from tether.errors import StoreError, StoreUnavailable, UserError
 from tether.store import postgres_sql as q
@@ -51,7 +51,64 @@ Conn: TypeAlias = AsyncConnection[Any]
 _MAX_INFLIGHT_BATCHES = 4
 """Write transactions one loop keeps in flight at once; more writes wait and join the next
 batch, which is what makes batches grow under load."""
-_TRANSIENT = (psycopg.OperationalError, PoolTimeout)
+_TRANSIENT = (psycopg.OperationalError,)
+
+
+class _Pool:
+    """Connections of one event loop. Deliberately not psycopg_pool: its background tasks
+    (connecting, refilling) outlive the work and make ``asyncio.run()`` hang at exit when a loop
+    ends with the pool open. Here connections are made inline, in the task that needs one, so a
+    loop can end at any time; idle connections are just sockets."""
+
+    def __init__(self, conninfo: str, max_size: int, connect_timeout: float) -> None:
+        self.conninfo = conninfo
+        self.kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in conninfo:  # libpq waits forever on a silent host
+            self.kwargs["connect_timeout"] = max(2, round(connect_timeout))
+        self.idle: list[Conn] = []
+        self.slots = asyncio.Semaphore(max_size)
+        self.closed = False
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        async with self.slots:
+            conn = self.idle.pop() if self.idle else None
+            if conn is None or conn.closed:
+                conn = await AsyncConnection.connect(self.conninfo, **self.kwargs)
+            healthy = False
+            try:
+                yield conn
+                healthy = True
+            finally:
+                reusable = (
+                    healthy
+                    and not self.closed
+                    and not conn.closed
+                    and conn.info.transaction_status == TransactionStatus.IDLE
+                )
+                if reusable:
+                    self.idle.append(conn)
+                else:
+                    await _close_quietly(conn)
+
+    async def close(self) -> None:
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            await _close_quietly(conn)
+
+    def abandon(self) -> None:
+        """Close idle connections of a loop that no longer runs (no awaiting possible)."""
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()
+
+
+async def _close_quietly(conn: Conn) -> None:
+    with contextlib.suppress(Exception):
+        await conn.close()
 
 
 def parse_postgres_url(url: str) -> tuple[str, int, float]:
@@ -97,7 +154,7 @@ class _LoopState:
     """What one event loop owns: its pool, its write batch, its LISTEN connection."""
 
     loop: asyncio.AbstractEventLoop
-    pool: AsyncConnectionPool[Any]
+    pool: _Pool
     ready: asyncio.Future[None]
     """Resolved once the pool is open and the schema migrated."""
     pending: list[_Write] = field(default_factory=list[_Write])
@@ -136,27 +193,19 @@ class PostgresStore:
             return state
         with self._states_lock:
             for dead in [lp for lp in self._states if lp.is_closed()]:
-                del self._states[dead]
+                self._states.pop(dead).pool.abandon()
             state = self._states.get(loop)
             fresh = state is None
             if state is None:
-                pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    self.conninfo,
-                    min_size=1,
-                    max_size=self.pool_max_size,
-                    kwargs={"autocommit": True},
-                    open=False,
-                    timeout=max(1.0, min(5.0, self.retry_seconds)),
-                    name="tether",
-                )
                 state = self._states[loop] = _LoopState(
-                    loop=loop, pool=pool, ready=loop.create_future()
+                    loop=loop,
+                    pool=_Pool(self.conninfo, self.pool_max_size, min(10.0, self.retry_seconds)),
+                    ready=loop.create_future(),
                 )
         if not fresh:
             await asyncio.shield(state.ready)
             return state
         try:
-            await state.pool.open(wait=False)
             if not self._migrated:
                 await self._retrying("apply migrations", self._migrate, state)
                 self._migrated = True
@@ -355,7 +404,7 @@ class PostgresStore:
         reconnecting = False
         while True:
             try:
-                conn = await AsyncConnection.connect(self.conninfo, autocommit=True)
+                conn = await AsyncConnection.connect(state.pool.conninfo, **state.pool.kwargs)
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     delay = 0.05
