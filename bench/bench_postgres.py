@@ -416,6 +416,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--only", default="", help="comma-separated: sequential,concurrent,latency,scale,approvals")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows as it comes
 
     server = with_database(args.url, urlsplit(args.url).path.lstrip("/") or "postgres")
     if args.role == "worker":

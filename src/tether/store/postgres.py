@@ -51,6 +51,8 @@ Conn: TypeAlias = AsyncConnection[Any]
 _MAX_INFLIGHT_BATCHES = 4
 """Write transactions one loop keeps in flight at once; more writes wait and join the next
 batch, which is what makes batches grow under load."""
+_SPLIT_ABOVE = 128
+"""Batches this large are split over the free connections."""
 _TRANSIENT = (psycopg.OperationalError,)
 
 
@@ -319,11 +321,19 @@ class PostgresStore:
     def _dispatch(self, state: _LoopState) -> None:
         state.scheduled = False
         while state.pending and state.inflight < _MAX_INFLIGHT_BATCHES:
-            batch, state.pending = state.pending, []
-            state.inflight += 1
-            task = state.loop.create_task(self._run_batch(state, batch))
-            state.tasks.add(task)
-            task.add_done_callback(state.tasks.discard)
+            free = _MAX_INFLIGHT_BATCHES - state.inflight
+            if len(state.pending) >= 2 * _SPLIT_ABOVE and free > 1:
+                # A burst (a thousand signals at once): spread it over several connections.
+                # Chunks hold disjoint runs, so they never wait on each other's row locks.
+                batches = _split_by_run(state.pending, free)
+            else:
+                batches = [state.pending]
+            state.pending = []
+            for batch in batches:
+                state.inflight += 1
+                task = state.loop.create_task(self._run_batch(state, batch))
+                state.tasks.add(task)
+                task.add_done_callback(state.tasks.discard)
 
     async def _run_batch(self, state: _LoopState, batch: list[_Write]) -> None:
         try:
@@ -363,14 +373,15 @@ class PostgresStore:
     async def _apply(self, conn: Conn, batch: list[_Write]) -> None:
         steps = _distinct_rounds([w for w in batch if w.step is not None], _step_key)
         finishes = _distinct_rounds([w for w in batch if w.finish is not None], _run_key)
-        # Other writes lock run rows; taking them in run-id order (as heartbeats do) means two
-        # transactions can never wait on each other in a cycle.
         others = sorted((w for w in batch if w.fn is not None), key=lambda w: w.run_id)
         if not others and len(steps) + len(finishes) == 1:
             # The hot path: one multi-row statement is the whole transaction (one round trip).
             await _apply_rounds(conn, steps, finishes)
             return
         async with conn.transaction():
+            locked = {w.run_id for w in others} | {w.run_id for r in finishes for w in r}
+            if len(locked) > 1:
+                await q.lock_runs(conn, sorted(locked))
             await _apply_rounds(conn, steps, finishes)
             notify = False
             for write in others:
@@ -578,6 +589,18 @@ async def _apply_rounds(
         finished = await q.finish_runs(conn, [w.finish for w in round_ if w.finish is not None])
         for write in round_:
             write.result = write.run_id in finished
+
+
+def _split_by_run(writes: list[_Write], parts: int) -> list[list[_Write]]:
+    ordered = sorted(writes, key=lambda w: w.run_id)  # stable: a run's writes keep their order
+    size = -(-len(ordered) // parts)
+    chunks: list[list[_Write]] = [[]]
+    for write in ordered:
+        current = chunks[-1]
+        if len(current) >= size and current[-1].run_id != write.run_id:
+            chunks.append(current := [])
+        current.append(write)
+    return chunks
 
 
 def _wake_all(state: _LoopState) -> None:

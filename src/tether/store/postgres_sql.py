@@ -214,20 +214,25 @@ async def create_run(
 async def send_signal(conn: Conn, run_id: str, name: str, payload: Any) -> Outcome:
     # Lock the run first: a concurrent suspend_run then either sees this signal or has already
     # set the run waiting, which the UPDATE below turns back to queued (no lost wake-up).
-    cur = await conn.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_id,))
-    if await cur.fetchone() is None:
+    cur = await conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s FOR UPDATE", (run_id,))
+    row = await cur.fetchone()
+    if row is None:
         return None, False
+    run = run_from_row(row)
     await conn.execute(
         f"INSERT INTO signals (run_id, name, payload, created_at) VALUES (%s, %s, %s, {NOW})",
         (run_id, name, dumps(payload)),
     )
+    if run.status != "waiting" or run.waiting_for != name:
+        return run, False
     cur = await conn.execute(
         f"UPDATE runs SET status = 'queued', wake_at = {NOW}, updated_at = {NOW} "
-        "WHERE id = %s AND status = 'waiting' AND waiting_for = %s RETURNING 1",
-        (run_id, name),
+        f"WHERE id = %s RETURNING {RUN_COLUMNS}",
+        (run_id,),
     )
-    woke = await cur.fetchone() is not None
-    return await get_run(conn, run_id), woke
+    row = await cur.fetchone()
+    assert row is not None  # the row is locked by us
+    return run_from_row(row), True
 
 
 async def cancel_run(conn: Conn, run_id: str, reason: str) -> Outcome:
@@ -469,26 +474,31 @@ async def write_steps(
     return {(r[0], r[1]) for r in await cur.fetchall()}
 
 
+_CONSUME_SIGNAL = f"""
+WITH held AS (SELECT 1 FROM runs WHERE {_HELD_LIVE}),
+earlier AS (
+    SELECT id, payload, created_at FROM signals
+     WHERE run_id = %s AND consumed_seq = %s AND EXISTS (SELECT 1 FROM held)),
+taken AS (
+    UPDATE signals SET consumed_seq = %s WHERE id = (
+        SELECT id FROM signals
+         WHERE run_id = %s AND name = %s AND consumed_seq IS NULL
+           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)
+         ORDER BY id LIMIT 1 FOR UPDATE)
+    RETURNING id, payload, created_at)
+SELECT * FROM earlier UNION ALL SELECT * FROM taken
+"""
+
+
 async def consume_signal(conn: Conn, run_id: str, token: int, step: StepRecord) -> Outcome:
-    cur = await conn.execute(f"SELECT 1 FROM runs WHERE {_HELD_LIVE}", (run_id, token))
-    if await cur.fetchone() is None:
-        return None, False
-    # A retry whose first attempt committed finds the signal already consumed at this seq.
+    # One statement: fenced, and idempotent — a retry whose first attempt committed finds the
+    # signal already consumed at this seq and returns it again.
     cur = await conn.execute(
-        "SELECT id, payload, created_at FROM signals WHERE run_id = %s AND consumed_seq = %s",
-        (run_id, step.seq),
+        _CONSUME_SIGNAL, (run_id, token, run_id, step.seq, step.seq, run_id, step.name)
     )
     row = await cur.fetchone()
     if row is None:
-        cur = await conn.execute(
-            "UPDATE signals SET consumed_seq = %s WHERE id = ("
-            " SELECT id FROM signals WHERE run_id = %s AND name = %s AND consumed_seq IS NULL"
-            " ORDER BY id LIMIT 1 FOR UPDATE) RETURNING id, payload, created_at",
-            (step.seq, run_id, step.name),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            return None, False
+        return None, False
     payload = loads(row[1])
     completed = StepRecord(
         run_id=run_id,
@@ -576,6 +586,14 @@ SELECT r.id FROM runs r
   JOIN unnest(%s::text[], %s::bigint[], %s::text[]) AS f(id, token, status)
     ON r.id = f.id AND r.fencing = f.token AND r.status = f.status
 """
+
+
+async def lock_runs(conn: Conn, run_ids: Sequence[str]) -> None:
+    """Lock run rows in id order. A batch takes all its row locks up front this way, as
+    heartbeats do, so no two transactions ever wait on each other in a cycle."""
+    await conn.execute(
+        "SELECT 1 FROM runs WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE", (list(run_ids),)
+    )
 
 
 async def finish_runs(
