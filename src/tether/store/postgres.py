@@ -374,8 +374,10 @@ class PostgresStore:
         steps = _distinct_rounds([w for w in batch if w.step is not None], _step_key)
         finishes = _distinct_rounds([w for w in batch if w.finish is not None], _run_key)
         others = sorted((w for w in batch if w.fn is not None), key=lambda w: w.run_id)
-        if not others and len(steps) + len(finishes) == 1:
+        single_lock = not finishes or len(finishes[0]) == 1
+        if not others and len(steps) + len(finishes) == 1 and single_lock:
             # The hot path: one multi-row statement is the whole transaction (one round trip).
+            # Journal writes lock no run rows; several finishes must lock theirs in order first.
             await _apply_rounds(conn, steps, finishes)
             return
         async with conn.transaction():

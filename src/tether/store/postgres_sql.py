@@ -211,28 +211,33 @@ async def create_run(
     return (existing, None, False), False
 
 
+_T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in RUN_COLUMNS.split(","))
+_SEND_SIGNAL = f"""
+WITH target AS (SELECT {RUN_COLUMNS} FROM runs WHERE id = %s FOR UPDATE),
+mail AS (
+    INSERT INTO signals (run_id, name, payload, created_at)
+    SELECT id, %s, %s, {NOW} FROM target RETURNING run_id),
+woke AS (
+    UPDATE runs r SET status = 'queued', wake_at = {NOW}, updated_at = {NOW}
+      FROM target t
+     WHERE r.id = t.id AND t.status = 'waiting' AND t.waiting_for = %s
+       AND EXISTS (SELECT 1 FROM mail)
+    RETURNING {_R_COLUMNS})
+SELECT *, true FROM woke
+UNION ALL
+SELECT {_T_COLUMNS}, false FROM target t WHERE NOT EXISTS (SELECT 1 FROM woke)
+"""
+
+
 async def send_signal(conn: Conn, run_id: str, name: str, payload: Any) -> Outcome:
-    # Lock the run first: a concurrent suspend_run then either sees this signal or has already
-    # set the run waiting, which the UPDATE below turns back to queued (no lost wake-up).
-    cur = await conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s FOR UPDATE", (run_id,))
+    # One statement that locks the run row first (FOR UPDATE returns its latest version): a
+    # concurrent suspend_run either sees this signal once it gets the lock, or has already set
+    # the run waiting, which `woke` turns back to queued. No lost wake-up either way.
+    cur = await conn.execute(_SEND_SIGNAL, (run_id, name, dumps(payload), name))
     row = await cur.fetchone()
     if row is None:
         return None, False
-    run = run_from_row(row)
-    await conn.execute(
-        f"INSERT INTO signals (run_id, name, payload, created_at) VALUES (%s, %s, %s, {NOW})",
-        (run_id, name, dumps(payload)),
-    )
-    if run.status != "waiting" or run.waiting_for != name:
-        return run, False
-    cur = await conn.execute(
-        f"UPDATE runs SET status = 'queued', wake_at = {NOW}, updated_at = {NOW} "
-        f"WHERE id = %s RETURNING {RUN_COLUMNS}",
-        (run_id,),
-    )
-    row = await cur.fetchone()
-    assert row is not None  # the row is locked by us
-    return run_from_row(row), True
+    return run_from_row(row), bool(row[-1])
 
 
 async def cancel_run(conn: Conn, run_id: str, reason: str) -> Outcome:
