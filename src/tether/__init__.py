@@ -4,6 +4,16 @@ Every model call, tool call, timer and human decision is journaled; a crashed wo
 resume elsewhere from the last completed step. See README.md and docs/ for the tour.
 """
 
+from tether.agents import (
+    Agent,
+    Loop,
+    Parallel,
+    Scope,
+    ScriptedModel,
+    Sequential,
+    ToolContext,
+    tool,
+)
 from tether.engine import (
     App,
     Budget,
@@ -33,18 +43,21 @@ from tether.errors import (
     UnknownWorkflow,
     UserError,
 )
-
+from tether.observe.limits import SpendLimit
 from tether.trust.policy import Policy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
     "App",
     "Budget",
     "BudgetExceeded",
     "Context",
     "LeaseLost",
+    "Loop",
     "NonDeterminismError",
+    "Parallel",
     "Policy",
     "Retry",
     "RunCancelled",
@@ -53,17 +66,23 @@ __all__ = [
     "RunHandle",
     "RunInfo",
     "RunRefused",
+    "Scope",
+    "ScriptedModel",
+    "Sequential",
     "SignalTimeout",
+    "SpendLimit",
     "StepContext",
     "StepFailed",
     "StepInfo",
     "StoreError",
     "StoreUnavailable",
     "TetherError",
+    "ToolContext",
     "UnknownRun",
     "UnknownWorkflow",
     "Usage",
     "UserError",
     "__version__",
     "current_step",
+    "tool",
 ]

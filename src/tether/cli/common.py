@@ -53,7 +53,43 @@ def load_app(spec: str | None, store: str | None) -> Any:
     app = getattr(module, attribute, None)
     if not isinstance(app, tether.App):
         raise UserError(f"--app {spec!r}: {module_name}.{attribute} is not a tether.App")
+    if store and app.store.url != store:
+        # The app named its store in code; the commands follow the app, so say so.
+        err_console.print(
+            f"[yellow]warning:[/] --app {spec} uses the store {redact_url(app.store.url)} "
+            f"named in its code, not --store {redact_url(store)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     return app
+
+
+def require_store(app: Any) -> Any:
+    """Refuse to read from a SQLite store that does not exist yet: opening it would create an
+    empty database and every run would look unknown (usually a wrong path or directory)."""
+    path = getattr(app.store, "path", None)
+    if (
+        isinstance(path, str)
+        and app.store.url.startswith("sqlite:")
+        and path != ":memory:"
+        and not os.path.exists(path)
+    ):
+        raise UserError(
+            f"no tether store at {os.path.abspath(path)} ({app.store.url}); nothing was started "
+            "there yet, or point --store / $TETHER_STORE at your database"
+        )
+    return app
+
+
+def redact_url(url: str) -> str:
+    """The store URL without its password, for logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def parse_json(text: str | None, what: str) -> Any:
@@ -78,8 +114,10 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except TetherError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        except (TetherError, ImportError) as exc:
+            # ImportError here is a missing optional extra (psycopg for PostgreSQL); its message
+            # names what to install. soft_wrap: one line whatever the width, for scripts.
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

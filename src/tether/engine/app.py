@@ -88,7 +88,7 @@ class RunHandle:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to finish and return its output. Raises `RunFailed` (or
         `BudgetExceeded`…), `RunRefused`, `RunCancelled`, or `TimeoutError`."""
-        return self.app._portal.run(self.result_async(timeout))
+        return self.app.portal.run(self.result_async(timeout))
 
     async def result_async(self, timeout: float | None = None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -149,7 +149,8 @@ class App:
         self._workflows: dict[tuple[str, str], WorkflowDef] = {}
         self._latest: dict[str, WorkflowDef] = {}
         self._steps: dict[str, Any] = {}
-        self._portal = _Portal()
+        self.portal = _Portal()
+        """Runs the synchronous API's coroutines on one background event loop."""
         self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tether-step")
         self.live_contexts: dict[str, Context] = {}
         """Contexts of the runs this process is executing right now, by run id."""
@@ -168,7 +169,13 @@ class App:
     def workflow(self, fn: F, /) -> F: ...
     @overload
     def workflow(
-        self, *, name: str | None = None, version: str = "1", budget: Budget | None = None
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "1",
+        budget: Budget | None = None,
     ) -> Callable[[F], F]: ...
 
     def workflow(
@@ -207,6 +214,8 @@ class App:
     @overload
     def step(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         retry: Retry | None = None,
@@ -359,21 +368,32 @@ class App:
     ) -> RunInfo:
         """Start (or pick up) a run and execute it in this process until it finishes, suspends
         or fails."""
-        new = self._new_run(workflow, input, run_id, labels, budget, None)
         owner = f"{default_worker_name()}:run:{secrets.token_hex(4)}"
-        run, token, created = await self.store.create_run(
-            new, owner=owner, lease_seconds=self.lease_seconds
-        )
+        existing = await self.store.get_run(run_id) if run_id is not None else None
         claim: Claim | None = None
-        if created and token is not None:
-            claim = Claim(run=run, token=token, recovered=False)
-        elif run.status not in FINISHED_STATUSES:
-            claim = await self.store.claim_run(run.id, owner, lease_seconds=self.lease_seconds)
+        fresh = False
+        if existing is not None:
+            # Resuming: the run's own input and settings apply, whatever is passed now.
+            run = existing
+            if run.status not in FINISHED_STATUSES:
+                claim = await self.store.claim_run(run.id, owner, lease_seconds=self.lease_seconds)
+        else:
+            new = self._new_run(workflow, input, run_id, labels, budget, None)
+            run, token, created = await self.store.create_run(
+                new, owner=owner, lease_seconds=self.lease_seconds
+            )
+            if created and token is not None:
+                claim = Claim(run=run, token=token, recovered=False)
+                fresh = True
+            elif run.status not in FINISHED_STATUSES:
+                claim = await self.store.claim_run(
+                    run.id, owner, lease_seconds=self.lease_seconds
+                )
         if claim is not None:
             quiet_control_flow(asyncio.get_running_loop())
             beat = asyncio.create_task(self._keep_lease(owner, run.id))
             try:
-                await self.executor.execute(claim)
+                await self.executor.execute(claim, fresh=fresh)
             finally:
                 beat.cancel()
         return await self.get_run_async(run.id)
@@ -403,7 +423,7 @@ class App:
         delay: float | timedelta | None = None,
     ) -> RunHandle:
         """Queue a run; with `run_id`, starting twice returns the same run."""
-        return self._portal.run(
+        return self.portal.run(
             self.start_async(
                 workflow, input, run_id=run_id, labels=labels, budget=budget, delay=delay
             )
@@ -411,10 +431,10 @@ class App:
 
     def signal(self, run_id: str, name: str, data: Any = None) -> None:
         """Deliver a signal to the run's mailbox (kept until the run waits for it)."""
-        self._portal.run(self.signal_async(run_id, name, data))
+        self.portal.run(self.signal_async(run_id, name, data))
 
     def get_run(self, run_id: str) -> RunInfo:
-        return self._portal.run(self.get_run_async(run_id))
+        return self.portal.run(self.get_run_async(run_id))
 
     def list_runs(
         self,
@@ -425,24 +445,24 @@ class App:
         limit: int = 50,
     ) -> list[RunInfo]:
         """Newest first."""
-        return self._portal.run(
+        return self.portal.run(
             self.list_runs_async(status=status, workflow=workflow, labels=labels, limit=limit)
         )
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> RunInfo:
         """Cancel a queued or waiting run now; a running one stops at its next step."""
-        return self._portal.run(self.cancel_async(run_id, reason))
+        return self.portal.run(self.cancel_async(run_id, reason))
 
     def fork(self, run_id: str, from_step: int) -> RunHandle:
         """A new run of the same workflow and input that reuses the journal before
         `from_step` (those steps are not executed again)."""
-        return self._portal.run(self.fork_async(run_id, from_step))
+        return self.portal.run(self.fork_async(run_id, from_step))
 
     def raise_budget(self, run_id: str, budget: Budget) -> RunInfo:
-        return self._portal.run(self.raise_budget_async(run_id, budget))
+        return self.portal.run(self.raise_budget_async(run_id, budget))
 
     def prune(self, older_than: timedelta | float) -> int:
-        return self._portal.run(self.prune_async(older_than))
+        return self.portal.run(self.prune_async(older_than))
 
     def run(
         self,
@@ -454,7 +474,7 @@ class App:
         budget: Budget | None = None,
     ) -> RunInfo:
         """Start and execute here, now, durably, until the run finishes, suspends or fails."""
-        return self._portal.run(
+        return self.portal.run(
             self.run_async(workflow, input, run_id=run_id, labels=labels, budget=budget)
         )
 
@@ -481,7 +501,7 @@ class App:
         if callable(closer):
             closer()
         else:
-            self._portal.run(self.store.close())
+            self.portal.run(self.store.close())
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -506,11 +526,11 @@ class App:
         else:
             # A pure client (no workflows registered here) may start any workflow by name;
             # the first worker that has it pins the version.
-            if input is not None and not isinstance(input, dict):
+            if not _is_object(input):
                 raise UserError(f"workflow input must be a JSON object, got {type(input).__name__}")
             canonical, version = dict(input or {}), None
         for key, value in (labels or {}).items():
-            if not isinstance(key, str) or not isinstance(value, str):
+            if not (_is_str(key) and _is_str(value)):
                 raise UserError(f"labels must map strings to strings; got {key!r}: {value!r}")
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
         return NewRun(
@@ -536,6 +556,15 @@ class App:
                 ctx = self.live_contexts.get(run_id)
                 if ctx is not None:
                     ctx.request_cancel()
+
+
+def _is_object(value: object) -> bool:
+    """Callers pass untyped JSON; check what the annotations only promise."""
+    return value is None or isinstance(value, dict)
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
 
 
 def _version_key(version: str) -> tuple[int, tuple[int, ...], str]:

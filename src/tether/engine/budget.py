@@ -7,7 +7,7 @@ and the real usage is charged when the step's outcome is journaled.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -44,16 +44,19 @@ class Usage:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v}
+        # Field by field rather than dataclasses.asdict: this runs for every journaled step,
+        # and asdict's recursive deep copy was a tenth of a step's engine time.
+        return {k: v for k in _USAGE_FIELDS if (v := getattr(self, k))}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Usage:
         if not data:
             return ZERO
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in data.items() if k in _USAGE_FIELD_SET})
 
 
+_USAGE_FIELDS = tuple(f.name for f in fields(Usage))
+_USAGE_FIELD_SET = frozenset(_USAGE_FIELDS)
 ZERO = Usage()
 
 

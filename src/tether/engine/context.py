@@ -10,12 +10,14 @@ different name fails the run with `NonDeterminismError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
+import inspect
 import time
 import traceback
 import uuid as uuid_module
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -32,12 +34,23 @@ from tether.store.base import RunRecord, StepRecord, Store
 
 _current: ContextVar[Context | None] = ContextVar("tether_context", default=None)
 _current_step: ContextVar[StepContext | None] = ContextVar("tether_step", default=None)
+_branch: ContextVar[_BranchSeq | None] = ContextVar("tether_branch", default=None)
 _identity = Decoder(None)
 
 
 def current_context() -> Context | None:
     """The workflow context of the calling code, or ``None`` outside a workflow."""
     return _current.get()
+
+
+@contextlib.contextmanager
+def bound(ctx: Context) -> Generator[Context, None, None]:
+    """Make `ctx` the current workflow context for the calling task (the executor's job)."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
 
 
 def current_step() -> StepContext:
@@ -97,8 +110,10 @@ class Context:
         budget: Budget | None,
         executor: Executor | None = None,
         app: Any = None,
+        replay_only: bool = False,
     ) -> None:
         self.app = app
+        self._replay_only = replay_only
         """The `tether.App` executing this run (upper layers read their configuration from it)."""
         self._run = run
         self._token = token
@@ -142,6 +157,19 @@ class Context:
         return self._budget
 
     @property
+    def sequence(self) -> int:
+        """The last sequence number handed out."""
+        return self._seq
+
+    def next_sequence(self) -> int:
+        """The sequence number the next operation will take (without taking it): upper layers
+        use it to skip work whose outcome the journal already holds."""
+        slot = _branch.get()
+        if slot is not None and slot.ctx_id == id(self):
+            return slot.base + slot.count * slot.width + slot.index + 1
+        return self._seq + 1
+
+    @property
     def spent(self) -> Usage:
         """Everything journaled so far: the budget ledger."""
         return self._usage
@@ -163,7 +191,7 @@ class Context:
 
     def step(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """Run `fn` as a journaled step (a function decorated with `@app.step` keeps its
-        retry and timeout; any other callable runs once, named by its qualified name)."""
+        retry and timeout; any other callable runs once, named by its function name)."""
         definition = getattr(fn, "__tether_step__", None)
         if definition is None:
             definition = make_step(fn, name=None, retry=None, timeout=None)
@@ -204,7 +232,7 @@ class Context:
         with it). `budgets` are extra ``(budget, spent, scope)`` checks, e.g. per agent node."""
         seq = self._next_seq()
         if is_async is None:
-            is_async = asyncio.iscoroutinefunction(fn)
+            is_async = inspect.iscoroutinefunction(fn)
         return self._execute_step(
             seq,
             name,
@@ -221,6 +249,25 @@ class Context:
             budgets,
             record_input,
         )
+
+    async def branches(self, calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+        """Run `calls` concurrently, each numbering its operations in its own interleaved
+        sequence space (branch ``i`` of ``n`` takes ``base + k*n + i + 1``), so a replay is
+        deterministic whatever order multi-step branches finish in — a plain ``asyncio.gather``
+        is only deterministic for one operation per branch. Branches do not nest."""
+        if _branch.get() is not None:
+            raise UserError("ctx.branches() cannot be nested inside another branch")
+        base, width = self._seq, len(calls)
+        slots = [_BranchSeq(id(self), base, width, i) for i in range(width)]
+
+        async def run(slot: _BranchSeq, call: Callable[[], Awaitable[Any]]) -> Any:
+            _branch.set(slot)  # this task's own copy of the context
+            return await call()
+
+        try:
+            return list(await asyncio.gather(*(run(s, c) for s, c in zip(slots, calls, strict=True))))
+        finally:
+            self._seq = base + max((s.count for s in slots), default=0) * width
 
     def sleep(self, duration: timedelta | float) -> Coroutine[Any, Any, None]:
         """A durable timer: the run is suspended and the worker released until it is due."""
@@ -282,6 +329,10 @@ class Context:
     # --- internals -------------------------------------------------------------------------------
 
     def _next_seq(self) -> int:
+        slot = _branch.get()
+        if slot is not None and slot.ctx_id == id(self):
+            slot.count += 1
+            return slot.base + (slot.count - 1) * slot.width + slot.index + 1
         self._seq += 1
         return self._seq
 
@@ -298,6 +349,10 @@ class Context:
 
     def _replayed(self, seq: int, name: str, kind: str) -> StepRecord | None:
         rec = self._journal.get(seq)
+        unsettled = rec is None or rec.status not in ("completed", "failed")
+        if self._replay_only and unsettled and (rec is None or (rec.name, rec.kind) == (name, kind)):
+            # Replaying a recorded journal: the code reached past what it settled; stop here.
+            raise self._stop(ReplayEnd(seq, name))
         if rec is not None and (rec.name != name or rec.kind != kind):
             error = NonDeterminismError(
                 run_id=self.run_id,
@@ -460,7 +515,9 @@ class Context:
                 try:
                     result = await self._invoke(fn, args, kwargs, is_async, timeout, step_ctx)
                     output = to_jsonable(result, what=f"the result of step {name!r}")
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
+                    # sys.exit() in a step (or a library calling it) fails the step; left to
+                    # propagate it would end the worker process and every run it holds.
                     failures = attempt
                     carried = carried + step_ctx.usage
                     entry = StepRecord(
@@ -614,6 +671,26 @@ class Context:
 
 
 BUDGET_SIGNAL = "tether.budget"
+
+
+@dataclass(slots=True)
+class _BranchSeq:
+    """The sequence space of one branch of `Context.branches`."""
+
+    ctx_id: int
+    base: int
+    width: int
+    index: int
+    count: int = 0
+
+
+class ReplayEnd(BaseException):
+    """Replay-only execution reached an operation the recorded journal does not hold."""
+
+    def __init__(self, seq: int, name: str) -> None:
+        super().__init__(f"replay reached #{seq} {name!r}, past the end of the journal")
+        self.seq = seq
+        self.name = name
 
 
 def _replace(rec: StepRecord, **changes: Any) -> StepRecord:

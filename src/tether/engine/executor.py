@@ -9,7 +9,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from tether.engine.budget import Budget
-from tether.engine.context import Context, _current, error_record
+from tether.engine.context import Context, bound, error_record
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.serde import to_jsonable
 from tether.errors import RunFailed, StepFailed, StoreUnavailable
@@ -43,8 +43,9 @@ class RunExecutor:
         self.listeners: list[Callable[[str, str], Awaitable[None]]] = []
         """Called with ``(run_id, status)`` after a run ends or suspends (not when dropped)."""
 
-    async def execute(self, claim: Claim) -> str:
-        """Returns the status the run was left in, or ``dropped`` if the lease was lost."""
+    async def execute(self, claim: Claim, *, fresh: bool = False) -> str:
+        """Returns the status the run was left in, or ``dropped`` if the lease was lost.
+        `fresh`: the run was created claimed a moment ago, so its journal is known empty."""
         run, token = claim.run, claim.token
         if claim.recovered and run.recoveries > self._max_recoveries:
             return await self._end(
@@ -67,7 +68,7 @@ class RunExecutor:
         if definition is None:  # claims filter by version; only a registry change gets here
             await self._store.release_run(run.id, token)
             return "queued"
-        journal = await self._store.load_steps(run.id)
+        journal = [] if fresh else await self._store.load_steps(run.id)
         budget = Budget.from_dict(run.budget)
         if definition.budget is not None:
             budget = definition.budget.merged(budget)
@@ -81,11 +82,10 @@ class RunExecutor:
             app=self._app,
         )
         self._live[run.id] = ctx
-        reset = _current.set(ctx)
         try:
-            status = await self._drive(definition, ctx, token)
+            with bound(ctx):
+                status = await self._drive(definition, ctx, token)
         finally:
-            _current.reset(reset)
             self._live.pop(run.id, None)
         if status != "dropped":
             for listener in self.listeners:
@@ -133,7 +133,7 @@ class RunExecutor:
             # Worker shutdown: hand the run back so another worker continues at once.
             await asyncio.shield(self._store.release_run(run_id, token))
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in workflow code fails the run only
             failure = ctx.fatal or exc
             return await self._end(run_id, token, "failed", error=_failure(run_id, failure))
 
@@ -152,9 +152,11 @@ class RunExecutor:
 
     async def _lost(self, run_id: str, token: int) -> str:
         run = await self._store.get_run(run_id)
-        if run is not None and run.fencing == token and run.cancel_requested:
-            if await self._store.finish_run(run_id, token, status="cancelled", error=run.error):
-                return "cancelled"
+        cancelled = run is not None and run.fencing == token and run.cancel_requested
+        if cancelled and await self._store.finish_run(
+            run_id, token, status="cancelled", error=run.error if run else None
+        ):
+            return "cancelled"
         log.warning("run %s: lease lost to another worker; dropping it", run_id)
         return "dropped"
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, cast, get_type_hints
 
 import pydantic
 
@@ -42,15 +43,16 @@ class WorkflowDef:
         """Check `data` against the workflow's signature; returns the keyword arguments."""
         if data is None:
             data = {}
-        if not isinstance(data, dict):
+        if not isinstance(data, dict):  # callers pass untyped JSON
             raise UserError(
                 f"workflow {self.name!r} takes a JSON object of keyword arguments, "
                 f"got {type(data).__name__}"
             )
+        fields = cast(dict[str, Any], data)
         if self.input_model is None:
-            return dict(data)
+            return dict(fields)
         try:
-            parsed = self.input_model.model_validate(data)
+            parsed = self.input_model.model_validate(fields)
         except pydantic.ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}"
@@ -116,10 +118,17 @@ def make_step(
 ) -> StepDef:
     try:
         returns = get_type_hints(fn).get("return", inspect.Parameter.empty)
-    except Exception:
+    except Exception as exc:
+        # Without the type, a replay would hand back plain JSON where the first run returned
+        # a model: say so rather than let the two executions differ silently.
+        warnings.warn(
+            f"step {fn.__qualname__}: cannot resolve its return annotation ({exc}); replayed "
+            "results will be plain JSON. Define the returned types at module level.",
+            stacklevel=3,
+        )
         returns = inspect.Parameter.empty
     return StepDef(
-        name=name or fn.__qualname__,
+        name=name or fn.__name__,
         fn=fn,
         retry=retry,
         timeout=timeout,

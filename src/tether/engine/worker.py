@@ -36,8 +36,12 @@ def default_worker_name() -> str:
 
 def quiet_control_flow(loop: asyncio.AbstractEventLoop) -> None:
     """Don't log control-flow signals left in abandoned workflow branches (a gather sibling
-    that hit the run's suspension after the run was parked)."""
+    that hit the run's suspension after the run was parked). Idempotent per loop."""
     previous = loop.get_exception_handler()
+    if getattr(previous, "_tether_quiet", False):
+        # `App.run_async` calls this for every run: wrapping again would grow a chain of
+        # handlers one per run, until calling it overflows the stack.
+        return
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if isinstance(context.get("exception"), Suspend | CancelRun | DropRun | RefuseRun):
@@ -47,6 +51,7 @@ def quiet_control_flow(loop: asyncio.AbstractEventLoop) -> None:
         else:
             loop.default_exception_handler(context)
 
+    handler._tether_quiet = True  # type: ignore[attr-defined]
     loop.set_exception_handler(handler)
 
 
@@ -82,6 +87,7 @@ class Worker:
             log.warning("worker %s: the app registers no workflows; nothing to run", self.name)
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         heartbeat = asyncio.create_task(self._heartbeat(stop), name="tether-heartbeat")
+        await self._report_unrunnable_versions()
         poll = _POLL_MIN
         try:
             while not stop.is_set():
@@ -118,6 +124,30 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             log.info("worker %s stopped", self.owner)
+
+    async def _report_unrunnable_versions(self) -> None:
+        """Say which queued runs this worker will not touch because it lacks their version."""
+        for name in self.app.workflow_names():
+            have = sorted(v for n, v in self.app.workflow_keys() if n == name)
+            try:
+                queued = await self.app.store.list_runs(status="queued", workflow=name, limit=100)
+            except Exception:
+                return
+            missing: dict[str, int] = {}
+            for run in queued:
+                if run.version is not None and run.version not in have:
+                    missing[run.version] = missing.get(run.version, 0) + 1
+            for version, count in sorted(missing.items()):
+                log.warning(
+                    "worker %s: %d queued run(s) of workflow %r need version %r, which this "
+                    "worker does not have (it has %s); start a worker with that version to "
+                    "finish them, or cancel them",
+                    self.name,
+                    count,
+                    name,
+                    version,
+                    ", ".join(have),
+                )
 
     async def _execute(self, claim: Any) -> str:
         try:
@@ -180,7 +210,7 @@ class Worker:
         if not self._active:
             return
         log.info(
-            "worker %s: stopping; %d run(s) in flight get %.0fs to finish",
+            "worker %s: stopping; %d run(s) in flight get %.1fs to finish",
             self.name,
             len(self._active),
             self.grace_period,

@@ -7,10 +7,15 @@ never counted as zero. Overrides (your negotiated rates, a self-hosted model) ta
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, cast
 
 import genai_prices
+
+from tether.errors import UserError
 
 PRICE_DATA_VERSION = f"genai-prices {genai_prices.__version__}"
 
@@ -58,8 +63,13 @@ def price_call(
     cache_write_tokens: int = 0,
     overrides: dict[str, PriceOverride] | None = None,
 ) -> Price:
-    """Price one call. `model` may carry its provider (``openai:gpt-4.1-mini``)."""
+    """Price one call. `model` may carry its provider (``openai:gpt-4.1-mini``).
+
+    Without `overrides`, those of ``$TETHER_PRICE_OVERRIDES`` apply; pass
+    ``price_overrides(app)`` to add an App's own (see `set_price_overrides`)."""
     provider, name = split_model_name(model, provider)
+    if overrides is None and os.environ.get(OVERRIDES_ENV):
+        overrides = price_overrides()
     override = None
     if overrides:
         override = overrides.get(model) or overrides.get(name)
@@ -86,4 +96,96 @@ def price_call(
     return Price(
         cost_usd=float(total if isinstance(total, Decimal) else Decimal(str(total))),
         source=PRICE_DATA_VERSION,
+    )
+
+
+# --- configuration: price overrides -------------------------------------------------------------
+
+OVERRIDES_ENV = "TETHER_PRICE_OVERRIDES"
+"""JSON ``{"model": {"input_per_mtok": 0.1, "output_per_mtok": 0.4}, …}``."""
+_OVERRIDES_KEY = "tether.observe.price_overrides"
+
+
+def _as_override(model: str, value: PriceOverride | dict[str, Any]) -> PriceOverride:
+    if isinstance(value, PriceOverride):
+        return value
+    try:
+        return PriceOverride(
+            input_per_mtok=float(value["input_per_mtok"]),
+            output_per_mtok=float(value["output_per_mtok"]),
+            cache_read_per_mtok=(
+                float(value["cache_read_per_mtok"])
+                if value.get("cache_read_per_mtok") is not None
+                else None
+            ),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(
+            f"price override for {model!r} must give input_per_mtok and output_per_mtok "
+            f"(USD per million tokens), got {value!r}"
+        ) from exc
+
+
+def set_price_overrides(app: Any, overrides: dict[str, PriceOverride | dict[str, Any]]) -> None:
+    """Price these models (by ``provider:model`` or bare model name) at your own rates on this
+    App; they win over genai-prices and over ``$TETHER_PRICE_OVERRIDES``."""
+    app.extensions[_OVERRIDES_KEY] = {m: _as_override(m, v) for m, v in overrides.items()}
+
+
+def price_overrides(app: Any = None) -> dict[str, PriceOverride]:
+    """The overrides in force: ``$TETHER_PRICE_OVERRIDES``, then the App's own on top."""
+    merged: dict[str, PriceOverride] = {}
+    text = os.environ.get(OVERRIDES_ENV)
+    if text:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"${OVERRIDES_ENV} is not valid JSON: {exc.msg}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"${OVERRIDES_ENV} must be a JSON object of model -> rates")
+        for model, value in cast(dict[str, Any], data).items():
+            merged[model] = _as_override(model, value)
+    if app is not None:
+        merged.update(app.extensions.get(_OVERRIDES_KEY) or {})
+    return merged
+
+
+def price_model_call(
+    app: Any,
+    model: str,
+    *,
+    provider: str | None = None,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> Price:
+    """`price_call` with the App's configured overrides (what the agents layer calls)."""
+    return price_call(
+        model,
+        provider=provider,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read_tokens,
+        cache_write_tokens=cache_write_tokens,
+        overrides=price_overrides(app) or None,
+    )
+
+
+def reprice(meta: dict[str, Any], overrides: dict[str, PriceOverride] | None = None) -> Price:
+    """Price a recorded model call again from its journaled usage (e.g. after a price-data
+    update, or to check a stored cost)."""
+    from tether.observe import names as n
+
+    model = meta.get(n.RESPONSE_MODEL) or meta.get(n.REQUEST_MODEL)
+    if not model:
+        return Price(cost_usd=None, source="unpriced", reason="the step records no model")
+    return price_call(
+        str(model),
+        provider=meta.get(n.PROVIDER_NAME),
+        input_tokens=int(meta.get(n.INPUT_TOKENS) or 0),
+        output_tokens=int(meta.get(n.OUTPUT_TOKENS) or 0),
+        cache_read_tokens=int(meta.get(n.CACHE_READ_TOKENS) or 0),
+        cache_write_tokens=int(meta.get(n.CACHE_WRITE_TOKENS) or 0),
+        overrides=overrides,
     )

@@ -288,3 +288,18 @@ class Store(Protocol):
     async def release_run(self, run_id: str, token: int) -> bool:
         """Give a held run back (``queued``, no lease) without counting a recovery."""
         ...
+
+    # --- observe layer ---------------------------------------------------------------------------
+
+    async def load_window(
+        self, since: float, until: float | None = None
+    ) -> list[tuple[RunRecord, list[StepRecord]]]:
+        """Runs active in the window — created before `until` (``None``: now) and not finished
+        before `since` — each with its whole journal, oldest run first (stats, cost reports).
+        Step ``input`` and ``output`` are left out (``None``): reports do not read them."""
+        ...
+
+    async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
+        """``(cost_usd, unpriced_calls)`` journaled since `since` by the steps of runs labelled
+        ``key=value``, across every worker (spend limits). One query."""
+        ...

@@ -48,8 +48,13 @@ _HELD = "id = ? AND fencing = ? AND status = 'running'"
 _HELD_LIVE = _HELD + " AND cancel_requested = 0"
 
 
+# One encoder for every write: json.dumps with non-default separators builds a new encoder on
+# each call, which showed up in every journaled step.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else _ENCODER.encode(value)
 
 
 def _loads(text: str | None) -> Any:
@@ -151,9 +156,10 @@ class _Connection:
 
     Reads run inline. Writes are *group-committed on the caller's loop*: every write submitted
     during one loop iteration is queued, and a callback scheduled with ``call_soon`` applies
-    the queue in one ``BEGIN IMMEDIATE`` transaction (a savepoint per write) before any caller
-    is told its outcome. A lone sequential run pays one commit per step and no thread hop; two
-    hundred concurrent runs share one commit per iteration.
+    the queue in one ``BEGIN IMMEDIATE`` transaction before any caller is told its outcome.
+    A lone sequential run pays one commit per step and no thread hop; two hundred concurrent
+    runs share one commit per iteration. A write that raises is undone alone (the batch is
+    replayed with a savepoint per write), so write functions must only touch the connection.
     """
 
     def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
@@ -200,6 +206,20 @@ class _Connection:
                     future.set_exception(value)
 
     def _transaction(self, batch: list[Any]) -> list[tuple[bool, Any]]:
+        # Writes almost never raise (a fenced-off write returns False), so a batch first runs
+        # without a savepoint per write; only when one raises is the batch rolled back and
+        # replayed with savepoints, so that the failing write alone is undone.
+        if len(batch) > 1:
+            outcomes = self._attempt(batch, isolated=False)
+            if outcomes is not None:
+                return outcomes
+        outcomes = self._attempt(batch, isolated=True)
+        assert outcomes is not None
+        return outcomes
+
+    def _attempt(self, batch: list[Any], *, isolated: bool) -> list[tuple[bool, Any]] | None:
+        """One transaction over the batch. Not `isolated`: ``None`` (all rolled back) as soon
+        as a write raises. `isolated`: each write in a savepoint of its own."""
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -207,6 +227,15 @@ class _Connection:
             return [(False, StoreError(f"SQLite could not begin a write: {exc}"))] * len(batch)
         outcomes: list[tuple[bool, Any]] = []
         single = len(batch) == 1
+        if not isolated:
+            for fn, args, _ in batch:
+                try:
+                    outcomes.append((True, fn(conn, *args)))
+                except Exception:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    return None
+            return self._commit(batch, outcomes)
         for fn, args, _ in batch:
             if not single:
                 conn.execute("SAVEPOINT op")
@@ -221,6 +250,12 @@ class _Connection:
                     return outcomes
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
+        return self._commit(batch, outcomes)
+
+    def _commit(
+        self, batch: list[Any], outcomes: list[tuple[bool, Any]]
+    ) -> list[tuple[bool, Any]]:
+        conn = self._conn
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -441,6 +476,16 @@ class SQLiteStore:
         """Run ``fn(connection, *args)`` on the read connection."""
         return await self._read(fn, *args)
 
+    # --- observe layer ---------------------------------------------------------------------------
+
+    async def load_window(
+        self, since: float, until: float | None = None
+    ) -> list[tuple[RunRecord, list[StepRecord]]]:
+        return await self._read(_load_window, since, until)
+
+    async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
+        return await self._read(_label_spend, key, value, since)
+
 
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
@@ -515,14 +560,13 @@ def _get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
 def _create_run(
     conn: sqlite3.Connection, new: NewRun, owner: str | None, lease_seconds: float
 ) -> tuple[RunRecord, int | None, bool]:
-    existing = _get_run(conn, new.id)
-    if existing is not None:
-        return existing, None, False
     now = time.time()
     claimed = owner is not None
-    conn.execute(
+    # One statement for the common case (a new id); an existing run is read only on conflict.
+    row = conn.execute(
         f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
-        "(?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, 0, 0, NULL)",
+        "(?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, 0, 0, NULL) "
+        f"ON CONFLICT (id) DO NOTHING RETURNING {_RUN_COLUMNS}",
         (
             new.id,
             new.workflow,
@@ -540,10 +584,12 @@ def _create_run(
             now + lease_seconds if claimed else None,
             1 if claimed else 0,
         ),
-    )
-    run = _get_run(conn, new.id)
-    assert run is not None
-    return run, (1 if claimed else None), True
+    ).fetchone()
+    if row is None:
+        existing = _get_run(conn, new.id)
+        assert existing is not None
+        return existing, None, False
+    return run_from_row(row), (1 if claimed else None), True
 
 
 def _list_runs(
@@ -678,7 +724,7 @@ def _claim_runs(
         """,
         (now, *names, *keys, now, *names, *keys, now, *names, *keys, limit),
     ).fetchall()
-    latest = {name: version for name, version in workflows}
+    latest = dict(workflows)
     return [
         _take(conn, run_id, status == "running", owner, lease_seconds, version or latest.get(workflow))
         for run_id, status, workflow, version in rows
@@ -862,3 +908,56 @@ def _release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
         ).rowcount
         == 1
     )
+
+
+# --- observe layer -------------------------------------------------------------------------------
+
+
+# Runs active in a window: finished inside it (runs_finished index) or not finished yet (the
+# status indexes). Two indexed branches instead of an OR that would scan every run.
+_WINDOW_RUNS = (
+    "SELECT {cols} FROM runs WHERE finished_at >= ? AND created_at < ? "
+    "UNION ALL SELECT {cols} FROM runs WHERE status IN ('queued', 'running', 'waiting') "
+    "AND created_at < ?"
+)
+
+
+def _load_window(
+    conn: sqlite3.Connection, since: float, until: float | None
+) -> list[tuple[RunRecord, list[StepRecord]]]:
+    until = time.time() if until is None else until
+    window = (since, until, until)
+    runs = sorted(
+        (run_from_row(row) for row in conn.execute(_WINDOW_RUNS.format(cols=_RUN_COLUMNS), window)),
+        key=lambda run: (run.created_at, run.id),
+    )
+    journals: dict[str, list[StepRecord]] = {run.id: [] for run in runs}
+    # Reports never read step inputs and outputs (model responses can be large): left out.
+    rows = conn.execute(
+        "SELECT s.run_id, s.seq, s.name, s.kind, s.status, NULL, NULL, s.error, s.attempts, "
+        "s.started_at, s.finished_at, s.wake_at, s.usage, s.meta "
+        f"FROM ({_WINDOW_RUNS.format(cols='id')}) w "
+        "JOIN steps s ON s.run_id = w.id ORDER BY s.run_id, s.seq",
+        window,
+    )
+    for row in rows:
+        journal = journals.get(row[0])
+        if journal is not None:  # a run created between the two reads is left out
+            journal.append(step_from_row(row))
+    return [(run, journals[run.id]) for run in runs]
+
+
+def _label_spend(
+    conn: sqlite3.Connection, key: str, value: str, since: float
+) -> tuple[float, int]:
+    row = conn.execute(
+        "SELECT coalesce(sum(json_extract(s.usage, '$.cost_usd')), 0), "
+        "coalesce(sum(json_extract(s.usage, '$.unpriced_calls')), 0) "
+        "FROM (SELECT id, labels FROM runs WHERE finished_at >= ? UNION ALL "
+        "SELECT id, labels FROM runs WHERE status IN ('queued', 'running', 'waiting')) r "
+        "JOIN steps s ON s.run_id = r.id "
+        "WHERE json_extract(r.labels, ?) = ? AND s.usage IS NOT NULL AND s.finished_at >= ?",
+        (since, f'$."{key}"', value, since),
+    ).fetchone()
+    return float(row[0]), int(row[1])
+

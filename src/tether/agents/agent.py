@@ -1,0 +1,466 @@
+"""`Agent`: a durable tool-calling loop in which every model request and tool call is a step.
+
+One turn: check the spend limits and budgets, send the conversation to the model as one
+journaled step (``{agent}.model``), then run each tool call the model asked for as one journaled
+step (``{agent}.tool.{name}``) after the trust gate allowed it. On resume the recorded responses
+and tool results replay from the journal, so the conversation is rebuilt exactly and nothing
+completed is sent again. The loop ends when the model gives a valid output that passes the
+agent's checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pydantic
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelRequestPart,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.tools import ToolDefinition
+
+from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
+from tether.agents.models import (
+    DEFAULT_MODEL_RETRY,
+    estimate_tokens,
+    load_response,
+    model_label,
+    request_model,
+    resolve_model,
+    short_hash,
+)
+from tether.agents.output import (
+    MISSING,
+    OUTPUT_TOOL,
+    Check,
+    OutputSchema,
+    run_check,
+    validation_text,
+)
+from tether.agents.scope import Scope, enforce_scope
+from tether.agents.state import RunState, render
+from tether.agents.tools import Tool, ToolContext, as_tool
+from tether.engine.budget import ZERO, Budget, Usage
+from tether.engine.context import Context, current_step
+from tether.engine.registry import WorkflowDef
+from tether.engine.retry import Retry
+from tether.engine.serde import to_jsonable
+from tether.errors import StepFailed, UserError
+from tether.observe import names
+from tether.observe.limits import check_spend
+from tether.trust.gate import CheckResult, ToolCallRequest, authorize
+
+
+class Agent:
+    """A narrow node: one job, its own tools, its own budget and scope.
+
+    Use it alone (``app.register(agent)`` makes a workflow named after it) or as a node of a
+    `Sequential`, `Parallel` or `Loop` pipeline.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: Model | str,
+        instructions: str = "",
+        *,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        output_type: Any = str,
+        scope: Scope | None = None,
+        budget: Budget | None = None,
+        prompt: str | None = None,
+        checks: Sequence[Check] = (),
+        output_retries: int = 2,
+        tool_retries: int = 3,
+        loop_guard: int = 3,
+        max_turns: int = 50,
+        retry: Retry = DEFAULT_MODEL_RETRY,
+        timeout: float | None = 120.0,
+        model_settings: ModelSettings | None = None,
+        version: str = "1",
+    ) -> None:
+        if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
+            raise UserError(f"Agent name {name!r} must be letters, digits, '_' or '-'")
+        self.name = name
+        self.model = model
+        """A pydantic-ai model name (``openai:gpt-4.1-mini``) or `Model` object."""
+        self.instructions = instructions
+        """The system instructions; may use ``{placeholders}`` from the run state."""
+        self.tools = [as_tool(t) for t in tools]
+        self.output_type = output_type
+        self.scope = scope
+        self.budget = budget
+        self.prompt = prompt
+        """The user message template; by default the run state (input and earlier outputs) as JSON."""
+        self.checks = list(checks)
+        self.output_retries = output_retries
+        """How many times invalid output (or failed checks) is re-asked before the node fails."""
+        self.tool_retries = tool_retries
+        """How many bad tool calls (unknown tool, invalid arguments, tool errors) the model may
+        make in one node before the node fails."""
+        self.loop_guard = loop_guard
+        """The node fails when the model asks for the same tool with the same arguments this many
+        times (the tool runs at most ``loop_guard - 1`` times)."""
+        self.max_turns = max_turns
+        """A backstop on model requests per node execution when no budget is set."""
+        self.retry = retry
+        self.timeout = timeout
+        self.model_settings = model_settings
+        self.version = version
+        names_seen: set[str] = set()
+        for t in self.tools:
+            if t.name in names_seen or t.name == OUTPUT_TOOL:
+                raise UserError(f"agent {name!r}: tool name {t.name!r} is used twice or reserved")
+            names_seen.add(t.name)
+        self._tools = {t.name: t for t in self.tools}
+        self._structured = output_type is not str
+        self._output = OutputSchema(output_type) if self._structured else None
+        self._resolved: Model | None = None
+        self._tools_hash = short_hash([[t.name, t.schema] for t in self.tools]
+                                      + ([self._output.schema] if self._output else []))
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r})"
+
+    # --- registration ------------------------------------------------------------------------
+
+    def nodes(self) -> list[Agent]:
+        """The agents in this node: itself (pipelines list theirs)."""
+        return [self]
+
+    def register_on(self, app: Any) -> None:
+        """Register this agent as a workflow named after it (`App.register` calls this)."""
+        _remember_tools(app, self.nodes())
+
+        async def workflow(ctx: Context, **input: Any) -> Any:
+            return await self.execute(ctx, RunState(input=dict(input)))
+
+        app.add_workflow(WorkflowDef(name=self.name, version=self.version, fn=workflow))
+
+    def resolved_model(self) -> Model:
+        """The pydantic-ai `Model`, built on first use (a provider client needs its API key
+        only when the agent actually runs)."""
+        if self._resolved is None:
+            self._resolved = resolve_model(self.model)
+        return self._resolved
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def execute(self, ctx: Context, state: RunState) -> Any:
+        """Run this node in the workflow `ctx` and return its output as JSON."""
+        try:
+            return await self._loop(ctx, state)
+        except StepFailed as exc:  # e.g. a model request whose retries ran out
+            raise AgentFailed(
+                f"run {ctx.run_id}: node {self.name!r} failed: {exc}",
+                node=self.name, run_id=ctx.run_id, error_type=exc.error_type,
+                details={"step": exc.step, "seq": exc.seq},
+            ) from exc
+
+    async def _loop(self, ctx: Context, state: RunState) -> Any:
+        if self.scope is not None:
+            await enforce_scope(self.scope, ctx, state, node=self.name, model=self.model)
+        instructions = render(self.instructions, state, node=self.name, what="instructions")
+        prompt = (render(self.prompt, state, node=self.name, what="prompt")
+                  if self.prompt is not None else state.as_prompt())
+        meta = {"tether_node": self.name}
+        messages: list[ModelMessage] = [
+            ModelRequest(parts=[UserPromptPart(prompt)], instructions=instructions, metadata=meta)
+        ]
+        params = self._request_parameters()
+        prompt_hash = short_hash(self.instructions)
+        output_errors = 0
+        tool_errors = 0
+        repeats: dict[str, int] = {}
+        last_error = ""
+        for _turn in range(self.max_turns):
+            response = await self._request(ctx, messages, params, prompt_hash)
+            messages.append(response)
+            parts: list[ModelRequestPart] = []
+            calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
+            output_calls = [c for c in calls if c.tool_name == OUTPUT_TOOL]
+            tool_calls = [c for c in calls if c.tool_name != OUTPUT_TOOL]
+            # An output ends the node; its tool calls would never be answered, so skip them.
+            final, problem, checks = self._final_output(response, output_calls, tool_calls, state)
+            if final is not MISSING:
+                state.checks.extend(checks)
+                return final
+            if problem is not None:
+                output_errors += 1
+                last_error = problem
+                if output_errors > self.output_retries:
+                    raise OutputInvalid(
+                        f"run {ctx.run_id}: node {self.name!r} gave no valid output after "
+                        f"{output_errors} attempt(s); last error: {problem}",
+                        node=self.name, run_id=ctx.run_id,
+                        details={"last_error": problem, "attempts": output_errors},
+                    )
+                for call in output_calls:
+                    parts.append(_failed(call, problem))
+                if not output_calls:
+                    parts.append(UserPromptPart(f"Your answer was not accepted: {problem}"))
+            for call in tool_calls:
+                part, error = await self._tool_call(ctx, call, state, repeats)
+                parts.append(part)
+                if error:
+                    tool_errors += 1
+                    last_error = error
+                    if tool_errors > self.tool_retries:
+                        raise AgentFailed(
+                            f"run {ctx.run_id}: node {self.name!r} made {tool_errors} bad tool "
+                            f"calls; last: {error}. Check the tools' names and schemas in its "
+                            "instructions, or raise tool_retries",
+                            node=self.name, run_id=ctx.run_id, error_type="ToolErrors",
+                            details={"last_error": error},
+                        )
+            if not parts:
+                parts.append(UserPromptPart("Continue: answer with your output."))
+            messages.append(ModelRequest(parts=parts, instructions=instructions, metadata=meta))
+        raise AgentFailed(
+            f"run {ctx.run_id}: node {self.name!r} did not finish within {self.max_turns} model "
+            f"requests (last error: {last_error or 'none'}); give it a Budget or raise max_turns",
+            node=self.name, run_id=ctx.run_id, error_type="TurnLimit",
+        )
+
+    def _request_parameters(self) -> ModelRequestParameters:
+        tools = [ToolDefinition(name=t.name, parameters_json_schema=t.schema,
+                                description=t.description) for t in self.tools]
+        if self._output is None:
+            return ModelRequestParameters(function_tools=tools, output_mode="text",
+                                          allow_text_output=True)
+        output = ToolDefinition(name=OUTPUT_TOOL, parameters_json_schema=self._output.schema,
+                                description="Give your final answer.", kind="output")
+        return ModelRequestParameters(function_tools=tools, output_mode="tool",
+                                      output_tools=[output], allow_text_output=False)
+
+    async def _request(
+        self, ctx: Context, messages: list[ModelMessage], params: ModelRequestParameters,
+        prompt_hash: str,
+    ) -> ModelResponse:
+        model = self.resolved_model()
+        recorded = ctx.journal.get(ctx.next_sequence())
+        if recorded is not None and recorded.status == "completed":
+            estimate = ZERO  # a replay: nothing is sent, so nothing to check or estimate
+        else:
+            estimate = Usage(llm_calls=1, input_tokens=estimate_tokens(messages))
+            await check_spend(ctx.app, ctx, estimate)
+        budgets: tuple[tuple[Budget, Usage, str], ...] = ()
+        if self.budget is not None:
+            budgets = ((self.budget, self._spent(ctx), f"agent {self.name}"),)
+        last = messages[-1]
+        data = await ctx.run_step(
+            f"{self.name}.model",
+            request_model,
+            (model, list(messages), self.model_settings, params),
+            {
+                "node": self.name,
+                "agent": self.name,
+                "prompt_hash": prompt_hash,
+                "tools_hash": self._tools_hash,
+                "app_version": getattr(ctx.app, "version", None),
+                "app": ctx.app,
+            },
+            retry=self.retry,
+            timeout=self.timeout,
+            is_async=True,
+            kind="step",
+            meta={names.OPERATION_NAME: names.OP_CHAT, names.NODE: self.name,
+                  names.AGENT_NAME: self.name, names.REQUEST_MODEL: model_label(model)},
+            estimate=estimate,
+            budgets=budgets,
+            # The new message only: the conversation is the journal of earlier entries.
+            record_input={"messages": len(messages), "new": _describe(last)},
+        )
+        return load_response(data)
+
+    def _spent(self, ctx: Context) -> Usage:
+        return ctx.usage_where(lambda meta: meta.get(names.NODE) == self.name)
+
+    def _final_output(
+        self, response: ModelResponse, output_calls: list[ToolCallPart],
+        tool_calls: list[ToolCallPart], state: RunState,
+    ) -> tuple[Any, str | None, list[CheckResult]]:
+        """``(output, None, checks)`` when the response ends the node, ``(MISSING, problem,
+        checks)`` when it must be re-asked, ``(MISSING, None, [])`` when it only calls tools."""
+        if self._output is None:
+            if tool_calls:
+                return MISSING, None, []
+            text = "".join(p.content for p in response.parts if isinstance(p, TextPart)).strip()
+            if not text:
+                return MISSING, "the answer was empty; reply with your output as text", []
+            return self._checked(text, text, state)
+        if not output_calls:
+            if tool_calls:
+                return MISSING, None, []
+            text = "".join(p.content for p in response.parts if isinstance(p, TextPart)).strip()
+            # Some models answer with the JSON as text instead of calling the output tool.
+            value = self._output.from_text(text)
+            if value is not MISSING:
+                return self._checked(value, self._output.dump(value), state)
+            return MISSING, (f"call the tool {OUTPUT_TOOL!r} with your answer; plain text is "
+                              "not accepted"), []
+        try:
+            value = self._output.validate(output_calls[0].args_as_dict())
+        except pydantic.ValidationError as exc:
+            return MISSING, validation_text(exc), []
+        except (ValueError, TypeError) as exc:
+            return MISSING, f"the arguments are not valid JSON: {exc}", []
+        return self._checked(value, self._output.dump(value), state)
+
+    def _checked(
+        self, value: Any, output: Any, state: RunState
+    ) -> tuple[Any, str | None, list[CheckResult]]:
+        results = [run_check(check, value, state, self.name) for check in self.checks]
+        failed = [r for r in results if not r.passed]
+        if failed:
+            reasons = "; ".join(f"check {r.name} failed: {r.reason}" for r in failed)
+            return MISSING, reasons, results
+        return output, None, results
+
+    async def _tool_call(
+        self, ctx: Context, call: ToolCallPart, state: RunState, repeats: dict[str, int]
+    ) -> tuple[ModelRequestPart, str | None]:
+        """Run one tool call; returns the part answering it and an error text if it was bad."""
+        tool = self._tools.get(call.tool_name)
+        if tool is None:
+            owner = ctx.app.extensions.get("agents.tool_owners", {}).get(call.tool_name) if ctx.app else None
+            await self._record_violation(ctx, call, owner)
+            why = (f"tool {call.tool_name!r} belongs to agent {owner!r}, not to {self.name!r}"
+                   if owner and owner != self.name else f"there is no tool {call.tool_name!r}")
+            error = f"{why}; your tools are: {', '.join(self._tools) or 'none'}"
+            return _failed(call, error), error
+        try:
+            raw = call.args_as_dict()
+            args = tool.validate(raw)
+        except pydantic.ValidationError as exc:
+            error = f"invalid arguments for {tool.name}: {validation_text(exc)}"
+            return _failed(call, error), error
+        except (ValueError, TypeError) as exc:
+            error = f"arguments for {tool.name} are not valid JSON: {exc}"
+            return _failed(call, error), error
+        key = f"{tool.name}:{json.dumps(raw, sort_keys=True, default=str)}"
+        repeats[key] = repeats.get(key, 0) + 1
+        if repeats[key] >= self.loop_guard:
+            raise LoopGuardTripped(
+                f"run {ctx.run_id}: node {self.name!r} asked for {tool.name}({_short(raw)}) "
+                f"{repeats[key]} times with the same arguments (loop guard {self.loop_guard}); "
+                "the agent is stuck — improve its instructions or tools",
+                node=self.name, run_id=ctx.run_id,
+                details={"tool": tool.name, "args": raw, "repeats": repeats[key]},
+            )
+        request = ToolCallRequest(
+            agent=self.name, tool=tool.name, risk=tool.risk, args=raw,
+            args_schema=tool.schema, checks=tuple(state.checks), call_id=call.tool_call_id,
+            meta={"node": self.name},
+        )
+        decision = await authorize(ctx, request)
+        if decision.decision != "run":
+            reason = decision.reason or decision.decision
+            return ToolReturnPart(tool.name, f"not run ({decision.decision}): {reason}",
+                                  tool_call_id=call.tool_call_id, outcome="denied"), None
+        if decision.args != raw:
+            try:
+                args = tool.validate(decision.args)
+            except pydantic.ValidationError as exc:
+                error = f"the approved arguments for {tool.name} are invalid: {validation_text(exc)}"
+                return _failed(call, error), error
+        try:
+            result = await self._run_tool(ctx, tool, args, decision.args, call.tool_call_id)
+        except StepFailed as exc:
+            error = f"tool {tool.name} failed: {exc.error_type}: {exc.error_message}"
+            return _failed(call, error), error
+        return ToolReturnPart(tool.name, result, tool_call_id=call.tool_call_id), None
+
+    async def _run_tool(
+        self, ctx: Context, tool: Tool, args: dict[str, Any], shown: dict[str, Any],
+        call_id: str | None,
+    ) -> Any:
+        budgets: tuple[tuple[Budget, Usage, str], ...] = ()
+        if self.budget is not None:
+            budgets = ((self.budget, self._spent(ctx), f"agent {self.name}"),)
+        agent = self.name
+
+        async def invoke() -> Any:
+            step = current_step()
+            step.add_usage(Usage(tool_calls=1))
+            tool_ctx = ToolContext(idempotency_key=step.idempotency_key, run_id=step.run_id,
+                                   labels=dict(step.labels), agent=agent, attempt=step.attempt,
+                                   call_id=call_id)
+            call_args: tuple[Any, ...] = (tool_ctx,) if tool.takes_context else ()
+            if tool.is_async:
+                return await tool.fn(*call_args, **args)
+            return await asyncio.to_thread(tool.fn, *call_args, **args)
+
+        return await ctx.run_step(
+            f"{self.name}.tool.{tool.name}",
+            invoke,
+            retry=Retry(max_attempts=1 + tool.retries) if tool.retries else None,
+            timeout=tool.timeout,
+            is_async=True,
+            meta={names.OPERATION_NAME: names.OP_TOOL, names.TOOL_NAME: tool.name,
+                  names.NODE: self.name, names.AGENT_NAME: self.name, names.RISK: tool.risk,
+                  names.TOOL_CALL_ID: call_id},
+            estimate=Usage(tool_calls=1),
+            budgets=budgets,
+            record_input=to_jsonable(shown, what=f"the arguments of tool {tool.name}"),
+        )
+
+    async def _record_violation(self, ctx: Context, call: ToolCallPart, owner: str | None) -> None:
+        record = {"agent": self.name, "tool": call.tool_name, "owner": owner,
+                  "refused": True}
+
+        async def refuse() -> dict[str, Any]:
+            return record
+
+        await ctx.run_step(
+            f"{self.name}.scope_violation",
+            refuse,
+            is_async=True,
+            meta={names.NODE: self.name, names.AGENT_NAME: self.name,
+                  names.TOOL_NAME: call.tool_name, "tether.scope.violation": True},
+            record_input={"tool": call.tool_name, "args": _safe_args(call)},
+        )
+
+
+def _failed(call: ToolCallPart, error: str) -> ToolReturnPart:
+    return ToolReturnPart(call.tool_name, error, tool_call_id=call.tool_call_id, outcome="failed")
+
+
+def _safe_args(call: ToolCallPart) -> Any:
+    try:
+        return call.args_as_dict()
+    except Exception:
+        return str(call.args)[:500]
+
+
+def _short(args: dict[str, Any]) -> str:
+    text = json.dumps(args, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _describe(message: ModelMessage) -> Any:
+    from pydantic_ai.messages import ModelMessagesTypeAdapter
+
+    try:
+        return ModelMessagesTypeAdapter.dump_python([message], mode="json")[0]
+    except Exception:
+        return repr(message)[:2000]
+
+
+def _remember_tools(app: Any, agents: Sequence[Agent]) -> None:
+    """Which agent owns which tool name, so a refused call can say whose tool it was."""
+    owners: dict[str, str] = app.extensions.setdefault("agents.tool_owners", {})
+    for agent in agents:
+        for name in agent._tools:  # pyright: ignore[reportPrivateUsage]
+            owners.setdefault(name, agent.name)

@@ -1,0 +1,110 @@
+"""`Scope`: the gate before an agent works, ending out-of-domain requests as ``refused``.
+
+The gate is a predicate over the run's input (``allow=``) or a cheap classifier model call with
+a structured verdict (``classifier=``; by default the agent's own model). Either is one journaled
+step, so a replay reaches the same verdict without asking again. Tool scope — an agent calls
+only its own tools — is enforced by the agent loop itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+from pydantic_ai.models import Model
+
+from tether.agents.state import RunState
+from tether.engine.control import RefuseRun
+from tether.observe import names
+
+if TYPE_CHECKING:
+    from tether.engine.context import Context
+
+
+class ScopeVerdict(pydantic.BaseModel):
+    """What a scope classifier answers."""
+
+    in_scope: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Scope:
+    """An agent's domain, and how requests are checked against it before the agent works."""
+
+    domain: str
+    """What the agent is for, in words (shown to the classifier and in refusals)."""
+    allow: Callable[[dict[str, Any]], bool | str] | None = None
+    """A predicate over the run's input: ``True`` in scope; ``False`` or a reason string out."""
+    classifier: Model | str | None = None
+    """The model that classifies the request when there is no predicate (default: the agent's
+    own model). Use a cheap one."""
+    instructions: str | None = None
+    """Extra guidance for the classifier (what counts as in or out of the domain)."""
+
+
+async def enforce_scope(
+    scope: Scope, ctx: Context, state: RunState, *, node: str, model: Model | str | None = None
+) -> None:
+    """Raise `RefuseRun` when the run's request is outside the scope's domain."""
+    if scope.allow is not None:
+        predicate = scope.allow
+
+        async def judge() -> dict[str, Any]:
+            outcome = predicate(state.input)
+            if outcome is True:
+                return {"in_scope": True, "reason": "allowed by the scope predicate"}
+            reason = outcome if isinstance(outcome, str) and outcome else (
+                f"the request is outside this agent's domain: {scope.domain}")
+            return {"in_scope": False, "reason": reason}
+
+        verdict = await ctx.run_step(
+            f"{node}.scope", judge, is_async=True,
+            meta={names.NODE: node, names.AGENT_NAME: node, "tether.scope.domain": scope.domain},
+            record_input=state.input,
+        )
+    else:
+        verdict = await _classify(scope, ctx, state, node=node, model=model)
+    if not verdict.get("in_scope"):
+        reason = str(verdict.get("reason") or f"outside the domain {scope.domain!r}")
+        raise RefuseRun(
+            f"node {node!r} refused the request: {reason}",
+            details={"node": node, "domain": scope.domain, "reason": reason},
+        )
+
+
+async def _classify(
+    scope: Scope, ctx: Context, state: RunState, *, node: str, model: Model | str | None
+) -> dict[str, Any]:
+    from tether.agents.agent import Agent
+
+    chosen = scope.classifier if scope.classifier is not None else model
+    if chosen is None:
+        return {"in_scope": True, "reason": "no classifier configured"}
+    key = (id(scope), node)
+    cached = _GATES.get(key)
+    gate = cached[1] if cached is not None and cached[0] is scope else None
+    if gate is None:
+        gate = Agent(
+            name=f"{node}-scope",
+            model=chosen,
+            instructions=(
+                "You are the scope gate of an agent. Its domain is: "
+                f"{scope.domain}. Decide whether the request below belongs to this domain. "
+                "Answer with in_scope (true or false) and a one-sentence reason."
+                + (f"\n{scope.instructions}" if scope.instructions else "")
+            ),
+            output_type=ScopeVerdict,
+            output_retries=1,
+            max_turns=3,
+        )
+        _GATES[key] = (scope, gate)
+    verdict = await gate.execute(ctx, RunState(input=state.input))
+    return dict(verdict)
+
+
+_GATES: dict[tuple[int, str], tuple[Scope, Any]] = {}
+"""Classifier agents by (scope, node): built once, reused by every run. The scope is kept with
+its gate, so its id cannot be reused by another object while the entry exists."""

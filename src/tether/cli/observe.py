@@ -1,0 +1,150 @@
+"""`tether stats` and `tether cost`: figures and spend read from the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from tether.cli.common import (
+    JSON_HELP,
+    STORE_HELP,
+    cli,
+    console,
+    handle_errors,
+    load_app,
+    print_json,
+)
+from tether.observe.attribution import CostRow, cost_report
+from tether.observe.changes import DEFAULT_DIMENSIONS, Change, Thresholds, detect_changes
+from tether.observe.stats import StatsRow, stats_report
+from tether.observe.window import parse_duration
+
+
+def _window(since: str) -> tuple[float, float]:
+    until = time.time()
+    return until - parse_duration(since), until
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _dimension_columns(table: Table, dims: list[str], groups: list[dict[str, str | None]]) -> None:
+    # The group names are what the reader looks for: never squeeze them into an ellipsis.
+    for name in dims:
+        width = max([len(name), *(len(g.get(name) or "-") for g in groups)])
+        table.add_column(name, no_wrap=True, min_width=width)
+
+
+@cli.command()
+@handle_errors
+def stats(
+    by: str = typer.Option("node", "--by", help="Group by node, model, version (prompt hash), "
+                           "app_version, workflow, step, or a label: label:<key>"),
+    since: str = typer.Option("7d", "--since", help="Window ending now: 30m, 12h, 7d…"),
+    changes: bool = typer.Option(False, "--changes", help="Flag nodes whose latency, cost per "
+                                 "call or failure rate moved between fingerprints"),
+    window: bool = typer.Option(False, "--window", help="With --changes: also compare the "
+                                "first half of the window with the second"),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Runs, calls, p50/p95 latency, failures, refusals, retries, tokens and cost per group."""
+    start, end = _window(since)
+    app = load_app(None, store)
+    if changes:
+        dims = (*DEFAULT_DIMENSIONS, "window") if window else DEFAULT_DIMENSIONS
+        found = asyncio.run(
+            detect_changes(app, since=start, until=end, dimensions=dims, thresholds=Thresholds())
+        )
+        _print_changes(found, since, json_output)
+        return
+    rows = asyncio.run(stats_report(app, by, since=start, until=end))
+    _print_stats(rows, since, json_output)
+
+
+def _print_stats(rows: list[StatsRow], since: str, json_output: bool) -> None:
+    if json_output:
+        print_json({"since": since, "rows": [r.to_dict() for r in rows]})
+        return
+    if not rows:
+        console.print(f"no steps in the last {since}")
+        return
+    table = Table(title=f"last {since}")
+    dims = list(rows[0].group)
+    _dimension_columns(table, dims, [r.group for r in rows])
+    for name in ["runs", "calls", "p50 s", "p95 s", "fail %", "refused", "retries",
+                 "tokens", "cost $", "$/call", "$/run"]:
+        table.add_column(name, justify="right")
+    for r in rows:
+        unpriced = f" (+{r.unpriced_calls} unpriced)" if r.unpriced_calls else ""
+        table.add_row(
+            *[v or "-" for v in r.group.values()],
+            str(r.runs), str(r.calls or r.steps), _fmt(r.p50), _fmt(r.p95),
+            _fmt(None if r.failure_rate is None else 100 * r.failure_rate, 1),
+            str(r.refusals), str(r.retries), str(r.input_tokens + r.output_tokens),
+            f"{r.cost_usd:.4f}{unpriced}", _fmt(r.cost_per_call, 6), _fmt(r.cost_per_run, 4),
+        )
+    console.print(table)
+
+
+def _print_changes(found: list[Change], since: str, json_output: bool) -> None:
+    if json_output:
+        print_json({"since": since, "changes": [c.to_dict() for c in found]})
+        return
+    if not found:
+        console.print(f"no change flagged in the last {since}")
+        return
+    for change in found:
+        console.print(f"[bold yellow]changed[/] {change.describe()}", highlight=False)
+
+
+@cli.command()
+@handle_errors
+def cost(
+    by: str = typer.Option("team,model", "--by", help="Label keys and/or model, provider, "
+                           "node, workflow, version"),
+    since: str = typer.Option("7d", "--since", help="Window ending now: 30m, 12h, 7d…"),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Model spend by owner and model: leaf model calls only, unpriced calls counted apart."""
+    start, end = _window(since)
+    app = load_app(None, store)
+    rows = asyncio.run(cost_report(app, by, since=start, until=end))
+    _print_cost(rows, since, json_output)
+
+
+def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
+    total = sum(r.cost_usd for r in rows)
+    unpriced = sum(r.unpriced_calls for r in rows)
+    if json_output:
+        print_json({
+            "since": since,
+            "rows": [r.to_dict() for r in rows],
+            "total_usd": round(total, 10),
+            "unpriced_calls": unpriced,
+        })
+        return
+    if not rows:
+        console.print(f"no model calls in the last {since}")
+        return
+    table = Table(title=f"model spend, last {since}")
+    dims = list(rows[0].group)
+    _dimension_columns(table, dims, [r.group for r in rows])
+    for name in ["calls", "unpriced", "in tokens", "out tokens", "cost $"]:
+        table.add_column(name, justify="right")
+    for r in rows:
+        table.add_row(*[v or "-" for v in r.group.values()], str(r.calls), str(r.unpriced_calls),
+                      str(r.input_tokens), str(r.output_tokens), f"{r.cost_usd:.6f}")
+    console.print(table)
+    note = f"; {unpriced} unpriced call(s) not included (unknown model)" if unpriced else ""
+    console.print(f"total ${total:.6f}{note}", highlight=False)

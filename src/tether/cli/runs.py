@@ -1,0 +1,187 @@
+"""Commands about runs: start, runs, show, signal, cancel, fork."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from tether.cli.common import (
+    APP_HELP,
+    JSON_HELP,
+    STORE_HELP,
+    cli,
+    console,
+    handle_errors,
+    load_app,
+    parse_json,
+    print_json,
+    require_store,
+)
+from tether.cli.render import run_detail, run_summary, run_view, runs_table
+from tether.errors import UserError
+
+STORE_APP_HELP = (
+    "Use this app's store (module:attribute), for apps that name their store in code"
+)
+
+
+def parse_labels(pairs: list[str] | None) -> dict[str, str]:
+    """``["team=sales", "tenant=acme"]`` → ``{"team": "sales", "tenant": "acme"}``."""
+    labels: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise UserError(f"bad label {pair!r}: expected key=value, e.g. --label team=sales")
+        labels[key] = value
+    return labels
+
+
+def parse_input(text: str | None) -> dict[str, Any]:
+    value = parse_json(text, "--input")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(
+            f"--input must be a JSON object of the workflow's arguments, e.g. "
+            f'\'{{"who": "acme"}}\'; got {type(value).__name__}: {text}'
+        )
+    return value  # type: ignore[return-value]
+
+
+@cli.command()
+@handle_errors
+def start(
+    workflow: str = typer.Argument(..., help="Workflow name"),
+    app: str | None = typer.Option(
+        None,
+        "--app",
+        help=APP_HELP + ". Without it the run is queued by name and pinned by the first "
+        "worker that has the workflow.",
+    ),
+    input: str | None = typer.Option(None, "--input", "-i", help="Input as a JSON object"),
+    label: list[str] | None = typer.Option(
+        None, "--label", "-l", help="Cost-attribution label key=value (repeatable)"
+    ),
+    run_id: str | None = typer.Option(
+        None, "--run-id", help="Run id to use; starting twice with one id is idempotent"
+    ),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Queue a run of WORKFLOW and print its id."""
+    kwargs = parse_input(input)
+    labels = parse_labels(label)
+    application = load_app(app, store)
+    handle = application.start(workflow, kwargs, run_id=run_id, labels=labels)
+    typer.echo(handle.id)
+
+
+def health_of(application: Any, runs: list[Any]) -> dict[str, Any]:
+    """Stuck-or-slow verdicts of the running runs among `runs` (one baseline query)."""
+    running = [info for info in runs if info.status == "running"]
+    if not running:
+        return {}
+    from tether.observe.health import assess_runs
+
+    verdicts = application.portal.run(assess_runs(application, running))
+    return {info.id: verdict for info, verdict in zip(running, verdicts, strict=True)}
+
+
+@cli.command("runs")
+@handle_errors
+def list_runs(
+    status: str | None = typer.Option(None, "--status", "-s", help="Only runs with this status"),
+    workflow: str | None = typer.Option(None, "--workflow", "-w", help="Only this workflow"),
+    label: list[str] | None = typer.Option(
+        None, "--label", "-l", help="Only runs carrying this label key=value (repeatable)"
+    ),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many, newest first"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """List runs, newest first."""
+    labels = parse_labels(label) or None
+    application = require_store(load_app(app, store))
+    runs = application.list_runs(status=status, workflow=workflow, labels=labels, limit=limit)
+    verdicts = health_of(application, runs)
+    if as_json:
+        print_json([run_summary(info, verdicts.get(info.id)) for info in runs])
+    elif not runs:
+        console.print("no runs match" if (status or workflow or labels) else "no runs yet")
+    else:
+        console.print(runs_table(runs, verdicts))
+
+
+@cli.command()
+@handle_errors
+def show(
+    run: str = typer.Argument(..., help="Run id"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Show a run: status, timings, usage and its step journal."""
+    application = require_store(load_app(app, store))
+    info = application.get_run(run)
+    verdict = health_of(application, [info]).get(info.id)
+    if as_json:
+        print_json(run_detail(info, verdict))
+    else:
+        console.print(run_view(info, verdict))
+
+
+@cli.command()
+@handle_errors
+def signal(
+    run: str = typer.Argument(..., help="Run id"),
+    name: str = typer.Argument(..., help="Signal name the run waits for (or will wait for)"),
+    data: str | None = typer.Option(None, "--data", "-d", help="Payload as JSON"),
+    app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Send a signal to a run's mailbox; a run waiting for it becomes runnable."""
+    payload = parse_json(data, "--data")
+    application = require_store(load_app(app, store))
+    application.signal(run, name, payload)
+    status = application.get_run(run).status
+    typer.echo(f"signal {name!r} delivered to run {run} (now {status})")
+
+
+@cli.command()
+@handle_errors
+def cancel(
+    run: str = typer.Argument(..., help="Run id"),
+    reason: str = typer.Option("cancelled from the command line", "--reason", help="Why"),
+    app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Cancel a run: a queued or waiting run at once, a running one at its next step."""
+    application = require_store(load_app(app, store))
+    before = application.get_run(run)
+    if before.finished:
+        typer.echo(f"run {run} already ended ({before.status}); nothing to cancel")
+        return
+    info = application.cancel(run, reason)
+    if info.status == "cancelled":
+        typer.echo(f"run {run} cancelled")
+    elif info.finished:
+        typer.echo(f"run {run} ended ({info.status}) before the cancel reached it")
+    else:
+        typer.echo(f"run {run} will stop at its next step (cancel requested; now {info.status})")
+
+
+@cli.command()
+@handle_errors
+def fork(
+    run: str = typer.Argument(..., help="Run id to fork"),
+    from_step: int = typer.Option(
+        ..., "--from-step", help="First step to execute again; steps before it are reused"
+    ),
+    app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Start a new run that reuses the journal before a step; print its id."""
+    handle = require_store(load_app(app, store)).fork(run, from_step)
+    typer.echo(handle.id)

@@ -1,0 +1,1 @@
+"""Example applications built with tether (the Titanium sales research agent)."""

@@ -1,0 +1,128 @@
+"""Stats from real runs: calls, latency percentiles, failures, refusals (apart), retries,
+tokens and cost per call / per run, grouped by node, model, prompt version and label."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import tether
+from tests.observe_fakes import model_call, tool_call
+from tether.cli.common import cli
+from tether.engine.control import RefuseRun
+from tether.observe.stats import percentile, stats_report
+
+
+def make_app(url: str) -> tether.App:
+    app = tether.App(url)
+    flaky_state = {"calls": 0}
+
+    async def research(prompt: str) -> Any:
+        return model_call("researcher", "gpt-4o-mini", 1000, 100, prompt_hash=prompt)
+
+    async def flaky_search() -> Any:
+        flaky_state["calls"] += 1
+        if flaky_state["calls"] % 2 == 1:
+            raise ConnectionError("search backend reset the connection")
+        return tool_call("researcher", "search_company")
+
+    async def draft() -> Any:
+        return model_call("drafter", "gpt-4.1", 500, 300, prompt_hash="d1")
+
+    async def broken() -> Any:
+        raise ValueError("the model returned malformed JSON three times")
+
+    @app.workflow(name="titanium")
+    async def titanium(ctx: tether.Context, prompt: str = "p1", mode: str = "ok") -> str:
+        if mode == "refuse":
+            raise RefuseRun("asked to write a poem: outside B2B sales research")
+        await ctx.run_step("research", research, (prompt,))
+        await ctx.run_step("search", flaky_search,
+                           retry=tether.Retry(max_attempts=3, initial_delay=0.0))
+        if mode == "fail":
+            await ctx.run_step("draft", broken)
+        await ctx.run_step("draft", draft)
+        return "sent"
+
+    return app
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0], 95) == 3.0
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile(list(range(1, 101)), 95) == pytest.approx(95.05)
+
+
+def test_stats_by_node_model_version_and_label(store_url: str) -> None:
+    app = make_app(store_url)
+    for team, prompt in (("sales", "p1"), ("sales", "p1"), ("support", "p2")):
+        assert app.run("titanium", {"prompt": prompt}, labels={"team": team}).status == "succeeded"
+    assert app.run("titanium", {"mode": "fail"}, labels={"team": "sales"}).status == "failed"
+    assert app.run("titanium", {"mode": "refuse"}, labels={"team": "sales"}).status == "refused"
+
+    nodes = {r.group["node"]: r for r in asyncio.run(stats_report(app, "node"))}
+    researcher = nodes["researcher"]
+    assert researcher.runs == 4
+    assert researcher.calls == 4
+    assert researcher.tool_calls == 4
+    assert researcher.retries == 4  # every search needed a second attempt
+    assert researcher.failures == 0
+    assert researcher.p50 is not None
+    assert researcher.p95 is not None
+    assert researcher.p95 >= researcher.p50
+    drafter = nodes["drafter"]
+    assert drafter.calls == 3
+    assert drafter.input_tokens == 1500
+    assert drafter.cost_per_call == pytest.approx(drafter.cost_usd / 3)
+    assert drafter.cost_usd > 0
+    failed = nodes[None]  # the broken step carried no node
+    assert failed.failures == 1
+    assert failed.failure_rate == 1.0
+
+    versions = {r.group["version"]: r for r in asyncio.run(stats_report(app, "version"))}
+    assert versions["p1"].calls == 3
+    assert versions["p2"].calls == 1
+
+    teams = {r.group["team"]: r for r in asyncio.run(stats_report(app, "label:team"))}
+    # The refusal is counted as such, not as a failure, and its run (no step) still counts.
+    assert teams["sales"].refusals == 1
+    assert teams["sales"].runs == 4
+    assert teams["sales"].failures == 1
+    assert teams["support"].refusals == 0
+    assert teams["sales"].cost_per_run == pytest.approx(teams["sales"].cost_usd / 4)
+
+    models = {r.group["model"]: r for r in asyncio.run(stats_report(app, "model"))}
+    assert models["gpt-4o-mini"].calls == 4
+    assert models["gpt-4.1"].calls == 3
+
+
+def test_stats_cli_json_and_changes(sqlite_url: str) -> None:
+    app = make_app(sqlite_url)
+    app.run("titanium", {}, labels={"team": "sales"})
+    app.close()
+    from tether.cli import observe as _observe  # noqa: F401
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["stats", "--by", "node,model", "--since", "1h", "--json",
+                                 "--store", sqlite_url])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["rows"]
+    pairs = {(r["node"], r["model"]) for r in rows}
+    assert ("researcher", "gpt-4o-mini") in pairs
+    assert ("drafter", "gpt-4.1") in pairs
+    assert all("p95_seconds" in r and "failure_rate" in r for r in rows)
+    table = runner.invoke(cli, ["stats", "--store", sqlite_url])
+    assert table.exit_code == 0
+    assert "researcher" in table.output
+    changes = runner.invoke(cli, ["stats", "--changes", "--json", "--store", sqlite_url])
+    assert changes.exit_code == 0, changes.output
+    assert json.loads(changes.output)["changes"] == []  # too few samples to claim anything
+    bad = runner.invoke(cli, ["stats", "--since", "soon", "--store", sqlite_url])
+    assert bad.exit_code == 2
+    vague = runner.invoke(cli, ["stats", "--by", "label", "--store", sqlite_url])
+    assert vague.exit_code == 2
