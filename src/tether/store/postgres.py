@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -72,7 +72,7 @@ class _Pool:
         self.closed = False
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Conn]:
+    async def connection(self) -> AsyncGenerator[Conn]:
         async with self.slots:
             conn = self.idle.pop() if self.idle else None
             if conn is None or conn.closed:
@@ -551,6 +551,18 @@ class PostgresStore:
     async def read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``await fn(connection, *args)`` on a pooled autocommit connection."""
         return await self._read("read", fn, *args)
+
+    # --- observe layer ---------------------------------------------------------------------------
+
+    async def load_window(
+        self, since: float, until: float | None = None
+    ) -> list[tuple[RunRecord, list[StepRecord]]]:
+        return await self._read("load runs for a report", q.load_window, since, until)
+
+    async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
+        return await self._read(
+            f"sum the spend of label {key}={value}", q.label_spend, key, value, since
+        )
 
 
 def _step_key(write: _Write) -> Any:

@@ -49,8 +49,13 @@ _HELD_LIVE = _HELD + " AND NOT cancel_requested"
 _PRUNE_CHUNK = 500
 
 
+# One encoder for every write: json.dumps with non-default separators builds a new encoder on
+# each call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else _ENCODER.encode(value)
 
 
 def loads(text: str | None) -> Any:
@@ -624,3 +629,61 @@ async def finish_runs(
         )
         done |= {r[0] for r in await cur.fetchall()}
     return done
+
+
+# --- observe layer -------------------------------------------------------------------------------
+
+
+# Runs active in a window: finished inside it (runs_finished index) or not finished yet (the
+# status index). Two indexed branches instead of an OR that would scan every run.
+_WINDOW_IDS = (
+    "SELECT id FROM runs WHERE finished_at >= %s AND created_at < %s "
+    "UNION ALL SELECT id FROM runs WHERE status IN ('queued', 'running', 'waiting') "
+    "AND created_at < %s"
+)
+
+
+async def load_window(
+    conn: Conn, since: float, until: float | None
+) -> list[tuple[RunRecord, list[StepRecord]]]:
+    if until is None:
+        cur = await conn.execute(f"SELECT {NOW}")
+        row = await cur.fetchone()
+        until = float(row[0]) if row else 0.0
+    window = (since, until, until)
+    # One snapshot for both reads, so every run comes with its whole journal.
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cur = await conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({_WINDOW_IDS}) ORDER BY created_at, id",
+            window,
+        )
+        runs = [run_from_row(row) for row in await cur.fetchall()]
+        # Reports never read step inputs and outputs (model responses can be large): left out.
+        cur = await conn.execute(
+            "SELECT s.run_id, s.seq, s.name, s.kind, s.status, NULL, NULL, s.error, s.attempts, "
+            "s.started_at, s.finished_at, s.wake_at, s.usage, s.meta "
+            f"FROM steps s WHERE s.run_id IN ({_WINDOW_IDS}) ORDER BY s.run_id, s.seq",
+            window,
+        )
+        rows = await cur.fetchall()
+    journals: dict[str, list[StepRecord]] = {run.id: [] for run in runs}
+    for row in rows:
+        journal = journals.get(row[0])
+        if journal is not None:
+            journal.append(step_from_row(row))
+    return [(run, journals[run.id]) for run in runs]
+
+
+async def label_spend(conn: Conn, key: str, value: str, since: float) -> tuple[float, int]:
+    cur = await conn.execute(
+        "SELECT coalesce(sum((s.usage::jsonb ->> 'cost_usd')::float8), 0), "
+        "coalesce(sum((s.usage::jsonb ->> 'unpriced_calls')::bigint), 0) "
+        "FROM (SELECT id, labels FROM runs WHERE finished_at >= %s UNION ALL "
+        "SELECT id, labels FROM runs WHERE status IN ('queued', 'running', 'waiting')) r "
+        "JOIN steps s ON s.run_id = r.id "
+        "WHERE r.labels ->> %s = %s AND s.usage IS NOT NULL AND s.finished_at >= %s",
+        (since, key, value, since),
+    )
+    row = await cur.fetchone()
+    return (float(row[0]), int(row[1])) if row else (0.0, 0)
