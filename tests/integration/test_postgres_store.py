@@ -218,3 +218,13 @@ def test_a_loop_that_used_the_store_can_end(pg_url: str) -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "done"
+
+
+async def test_a_search_path_naming_no_schema_is_explained(pg_url: str) -> None:
+    from tests.pg import with_search_path
+    from tether.errors import StoreError
+
+    s = PostgresStore(with_search_path(postgres_base_url(), "no_such_schema_here"))
+    with pytest.raises(StoreError, match="CREATE SCHEMA"):
+        await s.open()
+    await s.close()

@@ -579,3 +579,36 @@ def test_prune_command_deletes_only_old_finished_runs(store_url: str) -> None:
         assert "30d" in bad.output
     finally:
         app.close()
+
+
+# --- observe layer ---------------------------------------------------------------------------------------
+
+
+async def test_load_window_and_label_spend(store: Store) -> None:
+    await store.create_run(new("old", labels={"team": "a"}))
+    [old] = await claim(store)
+    await store.finish_run("old", old.token, status="succeeded")
+    cutoff = time.time() + 0.01
+    while time.time() <= cutoff + 0.01:  # noqa: ASYNC110 - waiting for the wall clock itself
+        await asyncio.sleep(0.005)
+    await store.create_run(new("live", labels={"team": "a"}))
+    await store.create_run(new("other", labels={"team": "b"}))
+    for c in await claim(store, limit=2):
+        usage = {"cost_usd": 0.25, "unpriced_calls": 1} if c.run.id == "live" else {"cost_usd": 9.0}
+        await store.write_step(
+            c.run.id,
+            c.token,
+            StepRecord(
+                run_id=c.run.id, seq=1, name="m", kind="step", status="completed",
+                input={"big": "x"}, output={"big": "y"}, finished_at=time.time(), usage=usage,
+            ),
+        )
+    window = await store.load_window(cutoff)
+    assert [run.id for run, _ in window] == ["live", "other"]
+    [(_, journal), _] = window
+    assert [(s.seq, s.usage, s.input, s.output) for s in journal] == [
+        (1, {"cost_usd": 0.25, "unpriced_calls": 1}, None, None)
+    ]
+    assert [run.id for run, _ in await store.load_window(0.0)] == ["old", "live", "other"]
+    assert await store.label_spend("team", "a", cutoff) == (0.25, 1)
+    assert await store.label_spend("team", "c", 0.0) == (0.0, 0)

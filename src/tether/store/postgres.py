@@ -240,7 +240,12 @@ class PostgresStore:
         async with conn.transaction():
             cur = await conn.execute("SELECT current_schema()")
             row = await cur.fetchone()
-            schema = str(row[0]) if row and row[0] else "public"
+            if not row or not row[0]:
+                raise StoreError(
+                    f"the search_path of {_safe(self.url)} names no existing schema; create it "
+                    "(CREATE SCHEMA name) or fix options=-csearch_path=… in the URL"
+                )
+            schema = str(row[0])
             # One lock per schema: concurrent openers wait here, then see the work done.
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(f"tether:{schema}".encode()),)
