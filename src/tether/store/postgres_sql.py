@@ -472,12 +472,32 @@ RETURNING run_id, seq
 """
 
 
+_UPSERT_STEP = f"""
+INSERT INTO steps ({STEP_COLUMNS})
+SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
+ WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    name = excluded.name, kind = excluded.kind, status = excluded.status,
+    input = excluded.input, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, wake_at = excluded.wake_at,
+    usage = excluded.usage, meta = excluded.meta
+RETURNING run_id, seq
+"""
+
+
 async def write_steps(
     conn: Conn, writes: Sequence[tuple[str, int, StepRecord]]
 ) -> set[tuple[str, int]]:
     """Write many fenced journal entries in one statement (group commit of concurrent runs).
     Returns the ``(run_id, seq)`` written; a missing pair was fenced off. The keys must be
     distinct (one statement cannot update a row twice)."""
+    if len(writes) == 1:
+        # A sequential run's every step: scalar parameters are cheaper to send than arrays.
+        run_id, token, _ = writes[0]
+        row = _step_row(*writes[0])
+        cur = await conn.execute(_UPSERT_STEP, (row[0], *row[2:], run_id, token))
+        return {(r[0], r[1]) for r in await cur.fetchall()}
     rows = [_step_row(*w) for w in writes]
     columns = [list(col) for col in zip(*rows, strict=True)]
     cur = await conn.execute(_UPSERT_STEPS, columns)
