@@ -300,6 +300,11 @@ class PostgresStore:
     async def _read(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await self._retrying(what, fn, await self._state(), *args)
 
+    async def _statement(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """A write that is one statement: on an autocommit connection that statement is its own
+        transaction, which saves the BEGIN and COMMIT round trips."""
+        return await self._retrying(what, fn, await self._state(), *args)
+
     async def _transaction(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         async def apply(conn: Conn) -> T:
             async with conn.transaction():
@@ -481,7 +486,7 @@ class PostgresStore:
     async def prune(self, finished_before: float) -> int:
         total = 0
         while True:
-            deleted = await self._transaction("prune runs", q.prune, finished_before)
+            deleted = await self._statement("prune runs", q.prune, finished_before)
             total += deleted
             if deleted < q.PRUNE_CHUNK:
                 return total
@@ -498,7 +503,7 @@ class PostgresStore:
     ) -> list[Claim]:
         if limit <= 0 or not workflows:
             return []
-        return await self._transaction(
+        return await self._statement(
             "claim runs", q.claim_runs, owner, tuple(workflows), limit, lease_seconds
         )
 
@@ -511,7 +516,7 @@ class PostgresStore:
         lease_seconds: float,
         progress: Mapping[str, dict[str, Any] | None] | None = None,
     ) -> Heartbeat:
-        return await self._transaction(
+        return await self._statement(
             "renew leases", q.heartbeat, owner, lease_seconds, progress
         )
 
