@@ -1,0 +1,653 @@
+"""The PostgreSQL store: many workers on many hosts against one database.
+
+* **Connections.** psycopg 3 async with a small connection pool *per event loop* (a process may
+  call the store from its worker loop and from the App's sync portal; a connection must never
+  be shared across loops), which connects inline so any loop may end at any time (`_Pool`). The URL is a libpq URL and may carry libpq options, e.g.
+  ``postgresql://app@db:5432/prod?options=-csearch_path%3Dtether``. Two options are tether's own
+  and are stripped before connecting: ``pool_max_size`` (per loop, default 8) and
+  ``retry_seconds`` (how long to ride out a lost database, default 10).
+* **Group commit.** Writes submitted during one event-loop iteration are applied in one
+  transaction on one pooled connection; all journal writes of the batch become one multi-row
+  statement. A sequential run pays one single-statement transaction per step; two hundred
+  concurrent runs share them. Each write still gets its own fenced answer.
+* **Faults.** A lost connection (server restart, ``pg_terminate_backend``) is retried with
+  backoff for ``retry_seconds``, then `StoreUnavailable` is raised and the engine leaves the run
+  for takeover. Every write is idempotent (see `tether.store.postgres_sql`), so retrying after an
+  unknown commit outcome is safe.
+* **Wake-ups.** Transactions that make a run runnable NOTIFY a channel named after the schema;
+  each loop that waits for work keeps one dedicated LISTEN connection. Due timers are found by
+  the worker's polling.
+* **Migrations.** Numbered SQL files in ``migrations/postgres`` applied on open under
+  ``pg_advisory_xact_lock``, recorded in ``schema_migrations``; safe when many workers start at
+  once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import zlib
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.pq import TransactionStatus
+
+from tether.errors import StoreError, StoreUnavailable, UserError
+from tether.store import postgres_sql as q
+from tether.store.base import Claim, Heartbeat, NewRun, RunRecord, SignalRecord, StepRecord
+from tether.store.sqlite import migration_files
+
+log = logging.getLogger("tether.store.postgres")
+
+T = TypeVar("T")
+Conn: TypeAlias = AsyncConnection[Any]
+_MAX_INFLIGHT_BATCHES = 4
+"""Write transactions one loop keeps in flight at once; more writes wait and join the next
+batch, which is what makes batches grow under load."""
+_SPLIT_ABOVE = 128
+"""Batches this large are split over the free connections."""
+_TRANSIENT = (psycopg.OperationalError,)
+
+
+class _Pool:
+    """Connections of one event loop. Deliberately not psycopg_pool: its background tasks
+    (connecting, refilling) outlive the work and make ``asyncio.run()`` hang at exit when a loop
+    ends with the pool open. Here connections are made inline, in the task that needs one, so a
+    loop can end at any time; idle connections are just sockets."""
+
+    def __init__(self, conninfo: str, max_size: int, connect_timeout: float) -> None:
+        self.conninfo = conninfo
+        self.kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in conninfo:  # libpq waits forever on a silent host
+            self.kwargs["connect_timeout"] = max(2, round(connect_timeout))
+        self.idle: list[Conn] = []
+        self.slots = asyncio.Semaphore(max_size)
+        self.closed = False
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncGenerator[Conn]:
+        async with self.slots:
+            conn = self.idle.pop() if self.idle else None
+            if conn is None or conn.closed:
+                conn = await AsyncConnection.connect(self.conninfo, **self.kwargs)
+            healthy = False
+            try:
+                yield conn
+                healthy = True
+            finally:
+                reusable = (
+                    healthy
+                    and not self.closed
+                    and not conn.closed
+                    and conn.info.transaction_status == TransactionStatus.IDLE
+                )
+                if reusable:
+                    self.idle.append(conn)
+                else:
+                    await _close_quietly(conn)
+
+    async def close(self) -> None:
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            await _close_quietly(conn)
+
+    def abandon(self) -> None:
+        """Close idle connections of a loop that no longer runs (no awaiting possible)."""
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()
+
+
+async def _close_quietly(conn: Conn) -> None:
+    with contextlib.suppress(Exception):
+        await conn.close()
+
+
+def parse_postgres_url(url: str) -> tuple[str, int, float]:
+    """``(libpq conninfo, pool_max_size, retry_seconds)`` from a store URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise UserError(f"not a PostgreSQL URL: {url!r} (expected postgresql://user@host/db)")
+    libpq: list[tuple[str, str]] = []
+    pool_max, retry = 8, 10.0
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        try:
+            if key == "pool_max_size":
+                pool_max = int(value)
+            elif key == "retry_seconds":
+                retry = float(value)
+            else:
+                libpq.append((key, value))
+        except ValueError:
+            raise UserError(f"invalid {key}={value!r} in store URL {url!r}: expected a number") from None
+    if pool_max < 1:
+        raise UserError(f"pool_max_size must be at least 1 in {url!r}")
+    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(libpq)))
+    return conninfo, pool_max, retry
+
+
+@dataclass(eq=False)
+class _Write:
+    """One write waiting for its batch. Journal writes (`step`) and run finishes (`finish`)
+    are folded into one multi-row statement per kind; anything else runs `fn` in the batch's
+    transaction."""
+
+    run_id: str
+    fn: Callable[[Conn], Awaitable[q.Outcome]] | None
+    future: asyncio.Future[Any]
+    step: tuple[str, int, StepRecord] | None = None
+    finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None
+    result: Any = None
+    notify: bool = False
+
+
+@dataclass(eq=False)
+class _LoopState:
+    """What one event loop owns: its pool, its write batch, its LISTEN connection."""
+
+    loop: asyncio.AbstractEventLoop
+    pool: _Pool
+    ready: asyncio.Future[None]
+    """Resolved once the pool is open and the schema migrated."""
+    pending: list[_Write] = field(default_factory=list[_Write])
+    scheduled: bool = False
+    inflight: int = 0
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set[asyncio.Task[Any]])
+    listener: asyncio.Task[None] | None = None
+    waiters: set[asyncio.Future[None]] = field(default_factory=set[asyncio.Future[None]])
+    woken: bool = False
+    """A notification arrived while nobody waited; the next wait returns at once."""
+
+
+class PostgresStore:
+    """The PostgreSQL store (see the module docstring)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conninfo, self.pool_max_size, self.retry_seconds = parse_postgres_url(url)
+        self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+        self._states_lock = threading.Lock()
+        self._migrated = False
+        self.channel = "tether"
+        """The NOTIFY channel; named after the schema on open so schemas sharing a database
+        don't wake each other's workers."""
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._state()
+
+    async def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is not None and state.ready.done():
+            state.ready.result()
+            return state
+        with self._states_lock:
+            for dead in [lp for lp in self._states if lp.is_closed()]:
+                self._states.pop(dead).pool.abandon()
+            state = self._states.get(loop)
+            fresh = state is None
+            if state is None:
+                state = self._states[loop] = _LoopState(
+                    loop=loop,
+                    pool=_Pool(self.conninfo, self.pool_max_size, min(10.0, self.retry_seconds)),
+                    ready=loop.create_future(),
+                )
+        if not fresh:
+            await asyncio.shield(state.ready)
+            return state
+        try:
+            if not self._migrated:
+                await self._retrying("apply migrations", self._migrate, state)
+                self._migrated = True
+            else:
+                await self._retrying("read the schema", self._read_channel, state)
+        except BaseException as exc:
+            with self._states_lock:
+                self._states.pop(loop, None)
+            await state.pool.close()
+            if not state.ready.done():
+                state.ready.set_exception(exc if isinstance(exc, Exception) else StoreError(str(exc)))
+                state.ready.exception()  # retrieved: later callers start afresh
+            raise
+        state.ready.set_result(None)
+        return state
+
+    async def close(self) -> None:
+        current = asyncio.get_running_loop()
+        with self._states_lock:
+            states, self._states = list(self._states.values()), {}
+        for state in states:
+            if state.loop is current:
+                await _close_state(state)
+            elif state.loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(_close_state(state), state.loop)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.wrap_future(future), 5.0)
+
+    async def _migrate(self, conn: Conn) -> None:
+        async with conn.transaction():
+            cur = await conn.execute("SELECT current_schema()")
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                raise StoreError(
+                    f"the search_path of {_safe(self.url)} names no existing schema; create it "
+                    "(CREATE SCHEMA name) or fix options=-csearch_path=… in the URL"
+                )
+            schema = str(row[0])
+            # One lock per schema: concurrent openers wait here, then see the work done.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(f"tether:{schema}".encode()),)
+            )
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at double precision NOT NULL)"
+            )
+            cur = await conn.execute("SELECT version FROM schema_migrations")
+            applied = {r[0] for r in await cur.fetchall()}
+            for number, name, text in migration_files("postgres"):
+                if number in applied:
+                    continue
+                try:
+                    await conn.execute(text.encode())  # no parameters: run as a script
+                except psycopg.Error as exc:
+                    raise StoreError(f"PostgreSQL migration {name} failed: {exc}") from exc
+                await conn.execute(
+                    f"INSERT INTO schema_migrations VALUES (%s, %s, {q.NOW})", (number, name)
+                )
+        self.channel = f"tether:{schema}"[:63]
+
+    async def _read_channel(self, conn: Conn) -> None:
+        cur = await conn.execute("SELECT current_schema()")
+        row = await cur.fetchone()
+        self.channel = f"tether:{row[0] if row and row[0] else 'public'}"[:63]
+
+    # --- running statements ----------------------------------------------------------------------
+
+    async def _retrying(
+        self, what: str, fn: Callable[..., Awaitable[T]], state: _LoopState, *args: Any
+    ) -> T:
+        """Run ``fn(conn, *args)`` on a pooled connection; ride out a lost database."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.02
+        while True:
+            try:
+                async with state.pool.connection() as conn:
+                    return await fn(conn, *args)
+            except _TRANSIENT as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(
+                        f"PostgreSQL unreachable for {self.retry_seconds:.0f}s while trying to "
+                        f"{what} ({type(exc).__name__}: {exc}); check the server and the URL "
+                        f"{_safe(self.url)}"
+                    ) from exc
+                log.warning("PostgreSQL: could not %s (%s); retrying in %.2fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _read(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return await self._retrying(what, fn, await self._state(), *args)
+
+    async def _statement(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """A write that is one statement: on an autocommit connection that statement is its own
+        transaction, which saves the BEGIN and COMMIT round trips."""
+        return await self._retrying(what, fn, await self._state(), *args)
+
+    async def _transaction(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        async def apply(conn: Conn) -> T:
+            async with conn.transaction():
+                return await fn(conn, *args)
+
+        return await self._retrying(what, apply, await self._state())
+
+    async def _submit(
+        self,
+        run_id: str,
+        fn: Callable[[Conn], Awaitable[q.Outcome]] | None,
+        *,
+        step: tuple[str, int, StepRecord] | None = None,
+        finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None,
+    ) -> Any:
+        state = await self._state()
+        write = _Write(run_id, fn, state.loop.create_future(), step=step, finish=finish)
+        state.pending.append(write)
+        if not state.scheduled:
+            state.scheduled = True
+            state.loop.call_soon(self._dispatch, state)
+        return await write.future
+
+    def _dispatch(self, state: _LoopState) -> None:
+        state.scheduled = False
+        while state.pending and state.inflight < _MAX_INFLIGHT_BATCHES:
+            free = _MAX_INFLIGHT_BATCHES - state.inflight
+            if len(state.pending) >= 2 * _SPLIT_ABOVE and free > 1:
+                # A burst (a thousand signals at once): spread it over several connections.
+                # Chunks hold disjoint runs, so they never wait on each other's row locks.
+                batches = _split_by_run(state.pending, free)
+            else:
+                batches = [state.pending]
+            state.pending = []
+            for batch in batches:
+                state.inflight += 1
+                task = state.loop.create_task(self._run_batch(state, batch))
+                state.tasks.add(task)
+                task.add_done_callback(state.tasks.discard)
+
+    async def _run_batch(self, state: _LoopState, batch: list[_Write]) -> None:
+        try:
+            try:
+                await self._retrying("write", self._apply, state, batch)
+                outcomes: list[tuple[bool, Any]] = [(True, w.result) for w in batch]
+            except StoreUnavailable as exc:
+                outcomes = [(False, exc)] * len(batch)
+            except Exception as exc:
+                if len(batch) == 1:
+                    outcomes = [(False, exc)]
+                else:
+                    # One write failed the shared transaction: apply each alone so the error
+                    # reaches only its own caller.
+                    outcomes = []
+                    for write in batch:
+                        try:
+                            await self._retrying("write", self._apply, state, [write])
+                            outcomes.append((True, write.result))
+                        except Exception as single:
+                            outcomes.append((False, single))
+            if any(ok and w.notify for (ok, _), w in zip(outcomes, batch, strict=True)):
+                _wake_all(state)
+            for (ok, value), write in zip(outcomes, batch, strict=True):
+                if write.future.done():
+                    continue
+                if ok:
+                    write.future.set_result(value)
+                else:
+                    write.future.set_exception(value)
+        finally:
+            state.inflight -= 1
+            if state.pending and not state.scheduled:
+                state.scheduled = True
+                state.loop.call_soon(self._dispatch, state)
+
+    async def _apply(self, conn: Conn, batch: list[_Write]) -> None:
+        steps = _distinct_rounds([w for w in batch if w.step is not None], _step_key)
+        finishes = _distinct_rounds([w for w in batch if w.finish is not None], _run_key)
+        others = sorted((w for w in batch if w.fn is not None), key=lambda w: w.run_id)
+        single_lock = not finishes or len(finishes[0]) == 1
+        if not others and len(steps) + len(finishes) == 1 and single_lock:
+            # The hot path: one multi-row statement is the whole transaction (one round trip).
+            # Journal writes lock no run rows; several finishes must lock theirs in order first.
+            await _apply_rounds(conn, steps, finishes)
+            return
+        async with conn.transaction():
+            locked = {w.run_id for w in others} | {w.run_id for r in finishes for w in r}
+            if len(locked) > 1:
+                await q.lock_runs(conn, sorted(locked))
+            await _apply_rounds(conn, steps, finishes)
+            notify = False
+            for write in others:
+                assert write.fn is not None
+                write.result, write.notify = await write.fn(conn)
+                notify = notify or write.notify
+            if notify:
+                await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+
+    # --- wake-ups ------------------------------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> None:
+        state = await self._state()
+        if state.listener is None or state.listener.done():
+            state.listener = state.loop.create_task(self._listen(state))
+        if state.woken:
+            state.woken = False
+            return
+        future: asyncio.Future[None] = state.loop.create_future()
+        state.waiters.add(future)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            state.waiters.discard(future)
+
+    async def _listen(self, state: _LoopState) -> None:
+        """Keep one LISTEN connection for the loop, reconnecting with backoff."""
+        delay = 0.05
+        reconnecting = False
+        while True:
+            try:
+                conn = await AsyncConnection.connect(state.pool.conninfo, **state.pool.kwargs)
+                async with conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    delay = 0.05
+                    if reconnecting:
+                        _wake_all(state)  # whatever was sent while we were not listening
+                    reconnecting = True
+                    async for _ in conn.notifies():
+                        _wake_all(state)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("PostgreSQL LISTEN connection lost (%s); reconnecting", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    # --- client side ---------------------------------------------------------------------------
+
+    async def create_run(
+        self, new: NewRun, *, owner: str | None = None, lease_seconds: float = 10.0
+    ) -> tuple[RunRecord, int | None, bool]:
+        return await self._submit(
+            new.id, lambda c: q.create_run(c, new, owner, lease_seconds)
+        )
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._read(f"read run {run_id}", q.get_run, run_id)
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        return await self._read("list runs", q.list_runs, status, workflow, labels, limit)
+
+    async def load_steps(self, run_id: str) -> list[StepRecord]:
+        return await self._read(f"load the journal of run {run_id}", q.load_steps, run_id)
+
+    async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord | None:
+        return await self._submit(run_id, lambda c: q.send_signal(c, run_id, name, payload))
+
+    async def list_signals(self, run_id: str) -> list[SignalRecord]:
+        return await self._read(f"list signals of run {run_id}", q.list_signals, run_id)
+
+    async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
+        return await self._submit(run_id, lambda c: q.cancel_run(c, run_id, reason))
+
+    async def fork_run(self, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
+        return await self._submit(new.id, lambda c: q.fork_run(c, source_id, from_seq, new))
+
+    async def set_budget(self, run_id: str, budget: dict[str, Any] | None) -> RunRecord | None:
+        return await self._submit(run_id, lambda c: q.set_budget(c, run_id, budget))
+
+    async def prune(self, finished_before: float) -> int:
+        total = 0
+        while True:
+            deleted = await self._statement("prune runs", q.prune, finished_before)
+            total += deleted
+            if deleted < q.PRUNE_CHUNK:
+                return total
+
+    # --- worker side ---------------------------------------------------------------------------
+
+    async def claim_runs(
+        self,
+        owner: str,
+        workflows: Sequence[tuple[str, str]],
+        *,
+        limit: int,
+        lease_seconds: float,
+    ) -> list[Claim]:
+        if limit <= 0 or not workflows:
+            return []
+        return await self._statement(
+            "claim runs", q.claim_runs, owner, tuple(workflows), limit, lease_seconds
+        )
+
+    async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
+        return await self._submit(run_id, lambda c: q.claim_run(c, run_id, owner, lease_seconds))
+
+    async def heartbeat(
+        self,
+        owner: str,
+        lease_seconds: float,
+        progress: Mapping[str, dict[str, Any] | None] | None = None,
+    ) -> Heartbeat:
+        return await self._statement(
+            "renew leases", q.heartbeat, owner, lease_seconds, progress
+        )
+
+    async def next_wake(self) -> float | None:
+        return await self._read("find the next due run", q.next_wake)
+
+    async def write_step(self, run_id: str, token: int, step: StepRecord) -> bool:
+        return await self._submit(run_id, None, step=(run_id, token, step))
+
+    async def consume_signal(
+        self, run_id: str, token: int, step: StepRecord
+    ) -> SignalRecord | None:
+        return await self._submit(run_id, lambda c: q.consume_signal(c, run_id, token, step))
+
+    async def suspend_run(
+        self, run_id: str, token: int, *, wake_at: float | None, waiting_for: str | None
+    ) -> str | None:
+        return await self._submit(
+            run_id, lambda c: q.suspend_run(c, run_id, token, wake_at, waiting_for)
+        )
+
+    async def finish_run(
+        self,
+        run_id: str,
+        token: int,
+        *,
+        status: str,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        return await self._submit(run_id, None, finish=(run_id, token, status, output, error))
+
+    async def release_run(self, run_id: str, token: int) -> bool:
+        return await self._submit(run_id, lambda c: q.release_run(c, run_id, token))
+
+    # --- used by upper layers that keep their own tables ----------------------------------------
+
+    async def write(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(connection, *args)`` in its own transaction (upper-layer tables)."""
+        return await self._transaction("write", fn, *args)
+
+    async def read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(connection, *args)`` on a pooled autocommit connection."""
+        return await self._read("read", fn, *args)
+
+    # --- observe layer ---------------------------------------------------------------------------
+
+    async def load_window(
+        self, since: float, until: float | None = None
+    ) -> list[tuple[RunRecord, list[StepRecord]]]:
+        return await self._read("load runs for a report", q.load_window, since, until)
+
+    async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
+        return await self._read(
+            f"sum the spend of label {key}={value}", q.label_spend, key, value, since
+        )
+
+
+def _step_key(write: _Write) -> Any:
+    assert write.step is not None
+    return (write.step[0], write.step[2].seq)
+
+
+def _run_key(write: _Write) -> Any:
+    return write.run_id
+
+
+def _distinct_rounds(writes: list[_Write], key: Callable[[_Write], Any]) -> list[list[_Write]]:
+    """Split writes so no round touches the same row twice (one statement cannot update a row
+    twice); in practice there is one round."""
+    rounds: list[list[_Write]] = []
+    seen: list[set[Any]] = []
+    for write in writes:
+        k = key(write)
+        for index, keys in enumerate(seen):
+            if k not in keys:
+                keys.add(k)
+                rounds[index].append(write)
+                break
+        else:
+            seen.append({k})
+            rounds.append([write])
+    return rounds
+
+
+async def _apply_rounds(
+    conn: Conn, steps: list[list[_Write]], finishes: list[list[_Write]]
+) -> None:
+    for round_ in steps:
+        written = await q.write_steps(conn, [w.step for w in round_ if w.step is not None])
+        for write in round_:
+            write.result = _step_key(write) in written
+    for round_ in finishes:
+        finished = await q.finish_runs(conn, [w.finish for w in round_ if w.finish is not None])
+        for write in round_:
+            write.result = write.run_id in finished
+
+
+def _split_by_run(writes: list[_Write], parts: int) -> list[list[_Write]]:
+    ordered = sorted(writes, key=lambda w: w.run_id)  # stable: a run's writes keep their order
+    size = -(-len(ordered) // parts)
+    chunks: list[list[_Write]] = [[]]
+    for write in ordered:
+        current = chunks[-1]
+        if len(current) >= size and current[-1].run_id != write.run_id:
+            chunks.append(current := [])
+        current.append(write)
+    return chunks
+
+
+def _wake_all(state: _LoopState) -> None:
+    if not state.waiters:
+        state.woken = True
+        return
+    for future in state.waiters:
+        if not future.done():
+            future.set_result(None)
+
+
+async def _close_state(state: _LoopState) -> None:
+    if state.listener is not None:
+        state.listener.cancel()
+        with contextlib.suppress(BaseException):
+            await state.listener
+    await state.pool.close()
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,709 @@
+"""The PostgreSQL store's statements: one coroutine per store operation, run on a connection
+inside a transaction the caller owns (see `tether.store.postgres`).
+
+Every function that writes on behalf of a claimed run is fenced (the run must still carry the
+caller's token) and idempotent: re-running it after a lost connection, when the first attempt's
+commit outcome is unknown, gives the same answer and changes nothing more. Functions return
+``(result, notify)``; ``notify`` asks the caller to NOTIFY idle workers in the same transaction.
+
+Times come from the server's clock (``statement_timestamp()``), so hosts with skewed clocks
+agree about leases and due runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+from psycopg import AsyncConnection
+
+from tether.store.base import (
+    FINISHED_STATUSES,
+    Claim,
+    Heartbeat,
+    NewRun,
+    RunRecord,
+    SignalRecord,
+    StepRecord,
+)
+
+Conn: TypeAlias = AsyncConnection[Any]
+Outcome: TypeAlias = tuple[Any, bool]
+
+NOW = "extract(epoch FROM statement_timestamp())::float8"
+RUN_COLUMNS = (
+    "id, workflow, version, status, input, output, error, labels, budget, parent_id, "
+    "created_at, updated_at, started_at, finished_at, wake_at, waiting_for, lease_owner, "
+    "lease_expires, fencing, recoveries, cancel_requested, progress"
+)
+STEP_COLUMNS = (
+    "run_id, seq, name, kind, status, input, output, error, attempts, started_at, finished_at, "
+    "wake_at, usage, meta"
+)
+_R_COLUMNS = ", ".join(f"r.{c.strip()}" for c in RUN_COLUMNS.split(","))
+_FINISHED = "('cancelled', 'failed', 'refused', 'succeeded')"
+assert set(_FINISHED.strip("()").replace("'", "").split(", ")) == FINISHED_STATUSES
+_HELD = "id = %s AND fencing = %s AND status = 'running'"
+_HELD_LIVE = _HELD + " AND NOT cancel_requested"
+_PRUNE_CHUNK = 500
+
+
+# One encoder for every write: json.dumps with non-default separators builds a new encoder on
+# each call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def dumps(value: Any) -> str | None:
+    return None if value is None else _ENCODER.encode(value)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        id=row[0],
+        workflow=row[1],
+        version=row[2],
+        status=row[3],
+        input=loads(row[4]),
+        output=loads(row[5]),
+        error=loads(row[6]),
+        labels=row[7] or {},
+        budget=loads(row[8]),
+        parent_id=row[9],
+        created_at=row[10],
+        updated_at=row[11],
+        started_at=row[12],
+        finished_at=row[13],
+        wake_at=row[14],
+        waiting_for=row[15],
+        lease_owner=row[16],
+        lease_expires=row[17],
+        fencing=row[18],
+        recoveries=row[19],
+        cancel_requested=row[20],
+        progress=loads(row[21]),
+    )
+
+
+def step_from_row(row: Sequence[Any]) -> StepRecord:
+    return StepRecord(
+        run_id=row[0],
+        seq=row[1],
+        name=row[2],
+        kind=row[3],
+        status=row[4],
+        input=loads(row[5]),
+        output=loads(row[6]),
+        error=loads(row[7]),
+        attempts=row[8],
+        started_at=row[9],
+        finished_at=row[10],
+        wake_at=row[11],
+        usage=loads(row[12]),
+        meta=loads(row[13]),
+    )
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+async def get_run(conn: Conn, run_id: str) -> RunRecord | None:
+    cur = await conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))
+    row = await cur.fetchone()
+    return None if row is None else run_from_row(row)
+
+
+async def list_runs(
+    conn: Conn,
+    status: str | None,
+    workflow: str | None,
+    labels: dict[str, str] | None,
+    limit: int,
+) -> list[RunRecord]:
+    where: list[str] = []
+    params: list[Any] = []
+    if status:
+        where.append("status = %s")
+        params.append(status)
+    if workflow:
+        where.append("workflow = %s")
+        params.append(workflow)
+    if labels:
+        where.append("labels @> %s::jsonb")
+        params.append(json.dumps(labels))
+    sql = f"SELECT {RUN_COLUMNS} FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
+    params.append(limit)
+    cur = await conn.execute(sql.encode(), params)  # composed from fixed fragments only
+    return [run_from_row(row) for row in await cur.fetchall()]
+
+
+async def load_steps(conn: Conn, run_id: str) -> list[StepRecord]:
+    cur = await conn.execute(
+        f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = %s ORDER BY seq", (run_id,)
+    )
+    return [step_from_row(row) for row in await cur.fetchall()]
+
+
+async def list_signals(conn: Conn, run_id: str) -> list[SignalRecord]:
+    cur = await conn.execute(
+        "SELECT id, run_id, name, payload, created_at, consumed_seq FROM signals "
+        "WHERE run_id = %s ORDER BY id",
+        (run_id,),
+    )
+    return [SignalRecord(r[0], r[1], r[2], loads(r[3]), r[4], r[5]) for r in await cur.fetchall()]
+
+
+async def next_wake(conn: Conn) -> float | None:
+    cur = await conn.execute(
+        "SELECT least("
+        " (SELECT min(wake_at) FROM runs WHERE status IN ('queued', 'waiting')),"
+        " (SELECT min(lease_expires) FROM runs WHERE status = 'running'))"
+    )
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+# --- client writes -------------------------------------------------------------------------------
+
+
+async def create_run(
+    conn: Conn, new: NewRun, owner: str | None, lease_seconds: float
+) -> Outcome:
+    claimed = owner is not None
+    cur = await conn.execute(
+        f"""
+        INSERT INTO runs ({RUN_COLUMNS}) VALUES (
+            %s, %s, %s, %s, %s, NULL, NULL, %s::jsonb, %s, %s, {NOW}, {NOW},
+            CASE WHEN %s THEN {NOW} END, NULL,
+            CASE WHEN %s THEN NULL ELSE coalesce(%s, {NOW}) END, NULL,
+            %s, CASE WHEN %s THEN {NOW} + %s END, %s, 0, false, NULL)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING {RUN_COLUMNS}
+        """,
+        (
+            new.id,
+            new.workflow,
+            new.version,
+            "running" if claimed else "queued",
+            dumps(new.input),
+            json.dumps(new.labels or {}),
+            dumps(new.budget),
+            new.parent_id,
+            claimed,
+            claimed,
+            new.wake_at,
+            owner,
+            claimed,
+            lease_seconds,
+            1 if claimed else 0,
+        ),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        return (run_from_row(row), 1 if claimed else None, True), not claimed
+    existing = await get_run(conn, new.id)
+    assert existing is not None
+    if claimed and existing.lease_owner == owner:
+        # A retry after a lost connection: our first attempt did commit.
+        return (existing, existing.fencing, True), False
+    return (existing, None, False), False
+
+
+_T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in RUN_COLUMNS.split(","))
+_SEND_SIGNAL = f"""
+WITH target AS (SELECT {RUN_COLUMNS} FROM runs WHERE id = %s FOR UPDATE),
+mail AS (
+    INSERT INTO signals (run_id, name, payload, created_at)
+    SELECT id, %s, %s, {NOW} FROM target RETURNING run_id),
+woke AS (
+    UPDATE runs r SET status = 'queued', wake_at = {NOW}, updated_at = {NOW}
+      FROM target t
+     WHERE r.id = t.id AND t.status = 'waiting' AND t.waiting_for = %s
+       AND EXISTS (SELECT 1 FROM mail)
+    RETURNING {_R_COLUMNS})
+SELECT *, true FROM woke
+UNION ALL
+SELECT {_T_COLUMNS}, false FROM target t WHERE NOT EXISTS (SELECT 1 FROM woke)
+"""
+
+
+async def send_signal(conn: Conn, run_id: str, name: str, payload: Any) -> Outcome:
+    # One statement that locks the run row first (FOR UPDATE returns its latest version): a
+    # concurrent suspend_run either sees this signal once it gets the lock, or has already set
+    # the run waiting, which `woke` turns back to queued. No lost wake-up either way.
+    cur = await conn.execute(_SEND_SIGNAL, (run_id, name, dumps(payload), name))
+    row = await cur.fetchone()
+    if row is None:
+        return None, False
+    return run_from_row(row), bool(row[-1])
+
+
+async def cancel_run(conn: Conn, run_id: str, reason: str) -> Outcome:
+    cur = await conn.execute("SELECT status FROM runs WHERE id = %s FOR UPDATE", (run_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return None, False
+    if row[0] not in FINISHED_STATUSES:
+        error = dumps({"type": "RunCancelled", "message": reason})
+        if row[0] == "running":
+            await conn.execute(
+                f"UPDATE runs SET cancel_requested = true, error = %s, updated_at = {NOW} "
+                "WHERE id = %s",
+                (error, run_id),
+            )
+        else:
+            await conn.execute(
+                f"UPDATE runs SET status = 'cancelled', error = %s, finished_at = {NOW}, "
+                f"updated_at = {NOW}, wake_at = NULL, waiting_for = NULL WHERE id = %s",
+                (error, run_id),
+            )
+    return await get_run(conn, run_id), False
+
+
+async def fork_run(conn: Conn, source_id: str, from_seq: int, new: NewRun) -> Outcome:
+    (run, _, created), _ = await create_run(conn, new, None, 0.0)
+    if created:
+        await conn.execute(
+            f"INSERT INTO steps ({STEP_COLUMNS}) SELECT %s, seq, name, kind, status, input, "
+            "output, error, attempts, started_at, finished_at, wake_at, usage, meta FROM steps "
+            "WHERE run_id = %s AND seq < %s AND status = 'completed'",
+            (new.id, source_id, from_seq),
+        )
+    return run, True
+
+
+async def set_budget(conn: Conn, run_id: str, budget: dict[str, Any] | None) -> Outcome:
+    cur = await conn.execute(
+        f"UPDATE runs SET budget = %s, updated_at = {NOW}, "
+        "status = CASE WHEN status = 'waiting' AND waiting_for = 'tether.budget' "
+        "              THEN 'queued' ELSE status END, "
+        f"wake_at = CASE WHEN status = 'waiting' AND waiting_for = 'tether.budget' "
+        f"              THEN {NOW} ELSE wake_at END "
+        f"WHERE id = %s RETURNING {RUN_COLUMNS}",
+        (dumps(budget), run_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None, False
+    run = run_from_row(row)
+    return run, run.status == "queued"
+
+
+async def prune(conn: Conn, finished_before: float) -> int:
+    """Delete one chunk of finished runs; the caller repeats until a chunk comes back short
+    (one huge transaction would hold locks and bloat WAL on a big backlog)."""
+    cur = await conn.execute(
+        f"""
+        WITH doomed AS (
+            DELETE FROM runs WHERE id IN (
+                SELECT id FROM runs WHERE finished_at < %s AND status IN {_FINISHED}
+                ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED)
+            RETURNING id),
+        journal AS (DELETE FROM steps WHERE run_id IN (SELECT id FROM doomed)),
+        mailbox AS (DELETE FROM signals WHERE run_id IN (SELECT id FROM doomed))
+        SELECT count(*) FROM doomed
+        """,
+        (finished_before, _PRUNE_CHUNK),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+PRUNE_CHUNK = _PRUNE_CHUNK
+
+
+# --- worker side ---------------------------------------------------------------------------------
+
+
+async def claim_runs(
+    conn: Conn,
+    owner: str,
+    workflows: Sequence[tuple[str, str]],
+    limit: int,
+    lease_seconds: float,
+) -> list[Claim]:
+    latest: dict[str, str] = {}
+    for name, version in workflows:
+        latest[name] = version  # as SQLiteStore: unpinned runs take the last listed version
+    names = list(latest)
+    pairs_names = [name for name, _ in workflows]
+    pairs_versions = [version for _, version in workflows]
+    cur = await conn.execute(
+        f"""
+        WITH candidate AS (
+            SELECT id, status FROM runs
+             WHERE ((status IN ('queued', 'waiting') AND wake_at <= {NOW})
+                    OR (status = 'running' AND lease_expires < {NOW}))
+               AND ((version IS NULL AND workflow = ANY(%s::text[]))
+                    OR (workflow, version) IN (
+                        SELECT * FROM unnest(%s::text[], %s::text[])))
+             ORDER BY CASE WHEN status = 'running' THEN lease_expires ELSE wake_at END
+             LIMIT %s
+             FOR UPDATE SKIP LOCKED)
+        UPDATE runs r SET status = 'running', lease_owner = %s,
+            lease_expires = {NOW} + %s, fencing = r.fencing + 1,
+            recoveries = r.recoveries + (c.status = 'running')::int,
+            version = coalesce(r.version, (SELECT l.v FROM unnest(%s::text[], %s::text[])
+                                           AS l(n, v) WHERE l.n = r.workflow)),
+            started_at = coalesce(r.started_at, {NOW}), updated_at = {NOW},
+            wake_at = NULL, waiting_for = NULL
+          FROM candidate c WHERE r.id = c.id
+        RETURNING {_R_COLUMNS}, c.status = 'running'
+        """,
+        (
+            names,
+            pairs_names,
+            pairs_versions,
+            limit,
+            owner,
+            lease_seconds,
+            names,
+            [latest[n] for n in names],
+        ),
+    )
+    claims: list[Claim] = []
+    for row in await cur.fetchall():
+        run = run_from_row(row)
+        claims.append(Claim(run=run, token=run.fencing, recovered=bool(row[-1])))
+    return claims
+
+
+async def claim_run(conn: Conn, run_id: str, owner: str, lease_seconds: float) -> Outcome:
+    cur = await conn.execute(
+        f"""
+        WITH candidate AS (
+            SELECT id, status FROM runs
+             WHERE id = %s
+               AND ((status IN ('queued', 'waiting') AND wake_at <= {NOW})
+                    OR (status = 'running' AND lease_expires < {NOW}))
+             FOR UPDATE SKIP LOCKED)
+        UPDATE runs r SET status = 'running', lease_owner = %s,
+            lease_expires = {NOW} + %s, fencing = r.fencing + 1,
+            recoveries = r.recoveries + (c.status = 'running')::int,
+            started_at = coalesce(r.started_at, {NOW}), updated_at = {NOW},
+            wake_at = NULL, waiting_for = NULL
+          FROM candidate c WHERE r.id = c.id
+        RETURNING {_R_COLUMNS}, c.status = 'running'
+        """,
+        (run_id, owner, lease_seconds),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None, False
+    run = run_from_row(row)
+    return Claim(run=run, token=run.fencing, recovered=bool(row[-1])), False
+
+
+async def heartbeat(
+    conn: Conn,
+    owner: str,
+    lease_seconds: float,
+    progress: Mapping[str, dict[str, Any] | None] | None,
+) -> Heartbeat:
+    items = list((progress or {}).items())
+    # Rows are locked in id order, as every batch locks them, so a heartbeat never deadlocks
+    # with the worker's own writes.
+    cur = await conn.execute(
+        f"""
+        WITH held AS (
+            SELECT id FROM runs WHERE lease_owner = %s AND status = 'running'
+             ORDER BY id FOR UPDATE),
+        reported AS (SELECT * FROM unnest(%s::text[], %s::text[]) AS p(id, progress))
+        UPDATE runs r SET lease_expires = {NOW} + %s,
+            progress = CASE WHEN p.id IS NULL THEN r.progress ELSE p.progress END
+          FROM held h LEFT JOIN reported p ON p.id = h.id
+         WHERE r.id = h.id
+        RETURNING r.id, r.cancel_requested
+        """,
+        (owner, [k for k, _ in items], [dumps(v) for _, v in items], lease_seconds),
+    )
+    rows = await cur.fetchall()
+    return Heartbeat(
+        renewed=len(rows), cancel_requested=frozenset(r[0] for r in rows if r[1])
+    )
+
+
+def _step_row(run_id: str, token: int, step: StepRecord) -> tuple[Any, ...]:
+    return (
+        run_id,
+        token,
+        step.seq,
+        step.name,
+        step.kind,
+        step.status,
+        dumps(step.input),
+        dumps(step.output),
+        dumps(step.error),
+        step.attempts,
+        step.started_at,
+        step.finished_at,
+        step.wake_at,
+        dumps(step.usage),
+        dumps(step.meta),
+    )
+
+
+_UPSERT_STEPS = f"""
+WITH s AS (
+    SELECT * FROM unnest(%s::text[], %s::bigint[], %s::int[], %s::text[], %s::text[],
+                         %s::text[], %s::text[], %s::text[], %s::text[], %s::int[],
+                         %s::float8[], %s::float8[], %s::float8[], %s::text[], %s::text[])
+        AS s(run_id, token, seq, name, kind, status, input, output, error, attempts,
+             started_at, finished_at, wake_at, usage, meta))
+INSERT INTO steps ({STEP_COLUMNS})
+SELECT s.run_id, s.seq, s.name, s.kind, s.status, s.input, s.output, s.error, s.attempts,
+       s.started_at, s.finished_at, s.wake_at, s.usage, s.meta
+  FROM s JOIN runs r ON r.id = s.run_id AND r.fencing = s.token
+                    AND r.status = 'running' AND NOT r.cancel_requested
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    name = excluded.name, kind = excluded.kind, status = excluded.status,
+    input = excluded.input, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, wake_at = excluded.wake_at,
+    usage = excluded.usage, meta = excluded.meta
+RETURNING run_id, seq
+"""
+
+
+_UPSERT_STEP = f"""
+INSERT INTO steps ({STEP_COLUMNS})
+SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
+ WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    name = excluded.name, kind = excluded.kind, status = excluded.status,
+    input = excluded.input, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, wake_at = excluded.wake_at,
+    usage = excluded.usage, meta = excluded.meta
+RETURNING run_id, seq
+"""
+
+
+async def write_steps(
+    conn: Conn, writes: Sequence[tuple[str, int, StepRecord]]
+) -> set[tuple[str, int]]:
+    """Write many fenced journal entries in one statement (group commit of concurrent runs).
+    Returns the ``(run_id, seq)`` written; a missing pair was fenced off. The keys must be
+    distinct (one statement cannot update a row twice)."""
+    if len(writes) == 1:
+        # A sequential run's every step: scalar parameters are cheaper to send than arrays.
+        run_id, token, _ = writes[0]
+        row = _step_row(*writes[0])
+        cur = await conn.execute(_UPSERT_STEP, (row[0], *row[2:], run_id, token))
+        return {(r[0], r[1]) for r in await cur.fetchall()}
+    rows = [_step_row(*w) for w in writes]
+    columns = [list(col) for col in zip(*rows, strict=True)]
+    cur = await conn.execute(_UPSERT_STEPS, columns)
+    return {(r[0], r[1]) for r in await cur.fetchall()}
+
+
+_CONSUME_SIGNAL = f"""
+WITH held AS (SELECT 1 FROM runs WHERE {_HELD_LIVE}),
+earlier AS (
+    SELECT id, payload, created_at FROM signals
+     WHERE run_id = %s AND consumed_seq = %s AND EXISTS (SELECT 1 FROM held)),
+taken AS (
+    UPDATE signals SET consumed_seq = %s WHERE id = (
+        SELECT id FROM signals
+         WHERE run_id = %s AND name = %s AND consumed_seq IS NULL
+           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)
+         ORDER BY id LIMIT 1 FOR UPDATE)
+    RETURNING id, payload, created_at)
+SELECT * FROM earlier UNION ALL SELECT * FROM taken
+"""
+
+
+async def consume_signal(conn: Conn, run_id: str, token: int, step: StepRecord) -> Outcome:
+    # One statement: fenced, and idempotent — a retry whose first attempt committed finds the
+    # signal already consumed at this seq and returns it again.
+    cur = await conn.execute(
+        _CONSUME_SIGNAL, (run_id, token, run_id, step.seq, step.seq, run_id, step.name)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None, False
+    payload = loads(row[1])
+    completed = StepRecord(
+        run_id=run_id,
+        seq=step.seq,
+        name=step.name,
+        kind=step.kind,
+        status="completed",
+        input=step.input,
+        output=payload,
+        attempts=step.attempts,
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+        meta=step.meta,
+    )
+    await write_steps(conn, [(run_id, token, completed)])
+    return SignalRecord(row[0], run_id, step.name, payload, row[2], step.seq), False
+
+
+async def suspend_run(
+    conn: Conn, run_id: str, token: int, wake_at: float | None, waiting_for: str | None
+) -> Outcome:
+    # Lock the run row, then look at the mailbox in a NEW statement: under READ COMMITTED it
+    # takes a fresh snapshot, so a send_signal that committed while we waited for the lock is
+    # seen; one that has not yet locked the row will find the run waiting and queue it.
+    cur = await conn.execute(
+        "SELECT fencing, status, cancel_requested, lease_owner FROM runs WHERE id = %s "
+        "FOR UPDATE",
+        (run_id,),
+    )
+    row = await cur.fetchone()
+    if row is None or row[0] != token:
+        return None, False
+    if row[1] != "running" or row[2]:
+        if row[1] in ("waiting", "queued") and row[3] is None:
+            return row[1], False  # our earlier attempt committed
+        return None, False
+    pending = False
+    if waiting_for is not None:
+        cur = await conn.execute(
+            "SELECT 1 FROM signals WHERE run_id = %s AND name = %s AND consumed_seq IS NULL "
+            "LIMIT 1",
+            (run_id, waiting_for),
+        )
+        pending = await cur.fetchone() is not None
+    status = "queued" if pending else "waiting"
+    await conn.execute(
+        f"UPDATE runs SET status = %s, wake_at = CASE WHEN %s THEN {NOW} ELSE %s END, "
+        "waiting_for = %s, lease_owner = NULL, lease_expires = NULL, progress = NULL, "
+        f"updated_at = {NOW} WHERE id = %s",
+        (status, pending, wake_at, waiting_for, run_id),
+    )
+    return status, pending
+
+
+async def release_run(conn: Conn, run_id: str, token: int) -> Outcome:
+    cur = await conn.execute(
+        "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires = NULL, "
+        f"progress = NULL, wake_at = {NOW}, updated_at = {NOW} WHERE {_HELD} RETURNING 1",
+        (run_id, token),
+    )
+    if await cur.fetchone() is not None:
+        return True, True
+    cur = await conn.execute(
+        "SELECT 1 FROM runs WHERE id = %s AND fencing = %s AND status = 'queued' "
+        "AND lease_owner IS NULL",
+        (run_id, token),
+    )
+    return await cur.fetchone() is not None, False
+
+
+_FINISH_RUNS = f"""
+WITH f AS (
+    SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[])
+        AS f(id, token, status, output, error))
+UPDATE runs r SET status = f.status, output = f.output, error = f.error,
+    finished_at = {NOW}, updated_at = {NOW}, lease_owner = NULL, lease_expires = NULL,
+    wake_at = NULL, waiting_for = NULL, progress = NULL
+  FROM f
+ WHERE r.id = f.id AND r.fencing = f.token AND r.status = 'running'
+   AND (f.status = 'cancelled' OR NOT r.cancel_requested)
+RETURNING r.id
+"""
+_ALREADY_FINISHED = """
+SELECT r.id FROM runs r
+  JOIN unnest(%s::text[], %s::bigint[], %s::text[]) AS f(id, token, status)
+    ON r.id = f.id AND r.fencing = f.token AND r.status = f.status
+"""
+
+
+async def lock_runs(conn: Conn, run_ids: Sequence[str]) -> None:
+    """Lock run rows in id order. A batch takes all its row locks up front this way, as
+    heartbeats do, so no two transactions ever wait on each other in a cycle."""
+    await conn.execute(
+        "SELECT 1 FROM runs WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE", (list(run_ids),)
+    )
+
+
+async def finish_runs(
+    conn: Conn, finishes: Sequence[tuple[str, int, str, Any, dict[str, Any] | None]]
+) -> set[str]:
+    """`finish_run` for many runs in one statement; returns the ids finished. Run ids must be
+    distinct. A run found already finished with the caller's token and status counts as
+    finished: a token is unique to one claim, so that was our own earlier attempt whose commit
+    we did not hear about."""
+    ids = [f[0] for f in finishes]
+    tokens = [f[1] for f in finishes]
+    statuses = [f[2] for f in finishes]
+    cur = await conn.execute(
+        _FINISH_RUNS,
+        (ids, tokens, statuses, [dumps(f[3]) for f in finishes], [dumps(f[4]) for f in finishes]),
+    )
+    done = {r[0] for r in await cur.fetchall()}
+    if len(done) < len(finishes):
+        missing = [i for i, run_id in enumerate(ids) if run_id not in done]
+        cur = await conn.execute(
+            _ALREADY_FINISHED,
+            ([ids[i] for i in missing], [tokens[i] for i in missing], [statuses[i] for i in missing]),
+        )
+        done |= {r[0] for r in await cur.fetchall()}
+    return done
+
+
+# --- observe layer -------------------------------------------------------------------------------
+
+
+# Runs active in a window: finished inside it (runs_finished index) or not finished yet (the
+# status index). Two indexed branches instead of an OR that would scan every run.
+_WINDOW_IDS = (
+    "SELECT id FROM runs WHERE finished_at >= %s AND created_at < %s "
+    "UNION ALL SELECT id FROM runs WHERE status IN ('queued', 'running', 'waiting') "
+    "AND created_at < %s"
+)
+
+
+async def load_window(
+    conn: Conn, since: float, until: float | None
+) -> list[tuple[RunRecord, list[StepRecord]]]:
+    if until is None:
+        cur = await conn.execute(f"SELECT {NOW}")
+        row = await cur.fetchone()
+        until = float(row[0]) if row else 0.0
+    window = (since, until, until)
+    # One snapshot for both reads, so every run comes with its whole journal.
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cur = await conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({_WINDOW_IDS}) ORDER BY created_at, id",
+            window,
+        )
+        runs = [run_from_row(row) for row in await cur.fetchall()]
+        # Reports never read step inputs and outputs (model responses can be large): left out.
+        cur = await conn.execute(
+            "SELECT s.run_id, s.seq, s.name, s.kind, s.status, NULL, NULL, s.error, s.attempts, "
+            "s.started_at, s.finished_at, s.wake_at, s.usage, s.meta "
+            f"FROM steps s WHERE s.run_id IN ({_WINDOW_IDS}) ORDER BY s.run_id, s.seq",
+            window,
+        )
+        rows = await cur.fetchall()
+    journals: dict[str, list[StepRecord]] = {run.id: [] for run in runs}
+    for row in rows:
+        journal = journals.get(row[0])
+        if journal is not None:
+            journal.append(step_from_row(row))
+    return [(run, journals[run.id]) for run in runs]
+
+
+async def label_spend(conn: Conn, key: str, value: str, since: float) -> tuple[float, int]:
+    cur = await conn.execute(
+        "SELECT coalesce(sum((s.usage::jsonb ->> 'cost_usd')::float8), 0), "
+        "coalesce(sum((s.usage::jsonb ->> 'unpriced_calls')::bigint), 0) "
+        "FROM (SELECT id, labels FROM runs WHERE finished_at >= %s UNION ALL "
+        "SELECT id, labels FROM runs WHERE status IN ('queued', 'running', 'waiting')) r "
+        "JOIN steps s ON s.run_id = r.id "
+        "WHERE r.labels ->> %s = %s AND s.usage IS NOT NULL AND s.finished_at >= %s",
+        (since, key, value, since),
+    )
+    row = await cur.fetchone()
+    return (float(row[0]), int(row[1])) if row else (0.0, 0)

@@ -1,0 +1,230 @@
+"""What only the PostgreSQL store does: concurrent migrations, NOTIFY wake-ups across
+processes, riding out dropped connections, and giving up with `StoreUnavailable`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+
+import tether
+from tests.pg import postgres_base_url, postgres_schema_url
+from tether.errors import StoreUnavailable, UserError
+from tether.store.base import NewRun
+from tether.store.postgres import PostgresStore, parse_postgres_url
+
+pytestmark = pytest.mark.timeout(90)
+WF = (("wf", "1"),)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with postgres_schema_url() as url:
+        yield url
+
+
+@pytest.fixture
+def app_url(pg_url: str) -> str:
+    """Connections tagged with an application_name, so a test can kill exactly them."""
+    return pg_url + "&application_name=" + pg_url.rsplit("%3D", 1)[-1]
+
+
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    s = PostgresStore(pg_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+def terminate(application_name: str) -> int:
+    with psycopg.connect(postgres_base_url(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchall()
+    return len(rows)
+
+
+def sessions(application_name: str) -> int:
+    with psycopg.connect(postgres_base_url(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_url_options_are_split_from_libpq_options() -> None:
+    conninfo, pool_max, retry = parse_postgres_url(
+        "postgresql://u@h:5432/db?options=-csearch_path%3Dx&pool_max_size=3&retry_seconds=2.5"
+    )
+    assert (pool_max, retry) == (3, 2.5)
+    assert "pool_max_size" not in conninfo
+    assert "retry_seconds" not in conninfo
+    assert "search_path" in conninfo
+    with pytest.raises(UserError, match="pool_max_size"):
+        parse_postgres_url("postgresql://u@h/db?pool_max_size=lots")
+
+
+async def test_many_stores_migrating_at_once_apply_each_migration_once(pg_url: str) -> None:
+    stores = [PostgresStore(pg_url) for _ in range(6)]
+    await asyncio.gather(*(s.open() for s in stores))
+    async with await psycopg.AsyncConnection.connect(parse_postgres_url(pg_url)[0]) as conn:
+        cur = await conn.execute("SELECT version FROM schema_migrations ORDER BY version")
+        versions = [r[0] for r in await cur.fetchall()]
+    assert versions == [1, 2]
+    # Re-opening migrates nothing and works.
+    await stores[0].create_run(NewRun(id="r", workflow="wf", version="1", input={}))
+    for s in stores:
+        await s.close()
+
+
+async def test_notify_wakes_a_waiting_worker_in_another_process(
+    store: PostgresStore, pg_url: str
+) -> None:
+    other = PostgresStore(pg_url)  # a separate pool and LISTEN connection: another host
+    try:
+        await other.open()
+        await other.wait_for_work(0.01)  # start its listener
+        for name, make_runnable in (
+            ("create", lambda: store.create_run(NewRun(id="n1", workflow="wf", version="1", input={}))),
+            ("signal", lambda: _wake_by_signal(store)),
+        ):
+            waiter = asyncio.create_task(other.wait_for_work(10))
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            await make_runnable()
+            await asyncio.wait_for(waiter, 2)
+            assert time.monotonic() - started < 0.5, f"{name}: woke by polling, not NOTIFY"
+    finally:
+        await other.close()
+
+
+async def _wake_by_signal(store: PostgresStore) -> None:
+    [claim] = await store.claim_runs("w", WF, limit=1, lease_seconds=5)
+    await store.suspend_run(claim.run.id, claim.token, wake_at=None, waiting_for="go")
+    await store.send_signal(claim.run.id, "go", 1)
+
+
+async def test_store_rides_out_killed_connections(app_url: str) -> None:
+    s = PostgresStore(app_url)
+    name = app_url.rsplit("=", 1)[-1]
+    try:
+        await s.create_run(NewRun(id="r", workflow="wf", version="1", input={}))
+        [claim] = await s.claim_runs("w", WF, limit=1, lease_seconds=30)
+        await s.wait_for_work(0.01)  # starts the LISTEN connection
+        deadline = time.monotonic() + 5
+        while sessions(name) < 2:
+            assert time.monotonic() < deadline, "the LISTEN connection never came up"
+            await asyncio.sleep(0.02)
+        assert terminate(name) >= 2  # the pooled and the LISTEN connection
+        from tether.store.base import StepRecord
+
+        ok = await s.write_step(
+            "r", claim.token, StepRecord(run_id="r", seq=1, name="s", kind="step", status="completed")
+        )
+        assert ok
+        assert terminate(name) >= 1
+        assert len(await s.load_steps("r")) == 1
+        assert terminate(name) >= 1
+        assert await s.finish_run("r", claim.token, status="succeeded", output=1)
+        run = await s.get_run("r")
+        assert run is not None
+        assert run.status == "succeeded"
+    finally:
+        await s.close()
+
+
+async def test_unreachable_database_raises_store_unavailable_in_bounded_time() -> None:
+    s = PostgresStore("postgresql://postgres@127.0.0.1:9/test?retry_seconds=0.5&connect_timeout=1")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        await s.get_run("x")
+    assert time.monotonic() - started < 8
+    await s.close()
+
+
+def test_runs_survive_connections_killed_mid_run(app_url: str) -> None:
+    """pg_terminate_backend of every connection of a working worker, over and over: every run
+    still finishes, each step is journaled once, nothing is stranded."""
+    app = tether.App(app_url, lease_seconds=2)
+    name = app_url.rsplit("=", 1)[-1]
+    executions: dict[tuple[str, int], int] = {}
+
+    @app.step
+    async def work(i: int) -> int:
+        step = tether.current_step()
+        executions[(step.run_id, step.seq)] = executions.get((step.run_id, step.seq), 0) + 1
+        await asyncio.sleep(0.05)
+        return i
+
+    @app.workflow
+    async def chain(ctx: tether.Context, steps: int) -> int:
+        return sum([await work(i) for i in range(steps)])
+
+    async def main() -> tuple[int, list[str]]:
+        ids = [(await app.start_async("chain", {"steps": 10})).id for _ in range(20)]
+        stop = asyncio.Event()
+        worker = asyncio.create_task(app.run_worker_async(concurrency=20, stop=stop))
+        kills = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = await app.store.list_runs(status="succeeded", limit=100)
+            if len(runs) == len(ids):
+                break
+            kills += await asyncio.to_thread(terminate, name)
+            await asyncio.sleep(0.1)
+        stop.set()
+        await worker
+        return kills, ids
+
+    try:
+        kills, ids = asyncio.run(main())
+        assert kills >= 10  # several rounds, each killing the pool and LISTEN connections
+        for run_id in ids:
+            info = app.get_run(run_id)
+            assert info.status == "succeeded", (run_id, info.status, info.error)
+            assert info.output == sum(range(10))
+            assert [s.seq for s in info.steps] == list(range(1, 11))
+        assert set(executions) == {(r, seq) for r in ids for seq in range(1, 11)}
+    finally:
+        app.close()
+
+
+def test_a_loop_that_used_the_store_can_end(pg_url: str) -> None:
+    """`asyncio.run(...)` of store calls returns: no background task of the store outlives the
+    work and keeps a finished loop from closing (a script calling `asyncio.run` several times)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, sys\n"
+        "from tether.store.postgres import PostgresStore\n"
+        "from tether.store.base import NewRun\n"
+        "s = PostgresStore(sys.argv[1])\n"
+        "asyncio.run(s.open())\n"
+        "asyncio.run(s.create_run(NewRun(id='r', workflow='wf', version='1', input={})))\n"
+        "assert asyncio.run(s.get_run('r')).status == 'queued'\n"
+        "asyncio.run(s.wait_for_work(0.05))\n"
+        "print('done')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, pg_url], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "done"
+
+
+async def test_a_search_path_naming_no_schema_is_explained(pg_url: str) -> None:
+    from tests.pg import with_search_path
+    from tether.errors import StoreError
+
+    s = PostgresStore(with_search_path(postgres_base_url(), "no_such_schema_here"))
+    with pytest.raises(StoreError, match="CREATE SCHEMA"):
+        await s.open()
+    await s.close()
