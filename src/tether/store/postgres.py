@@ -41,7 +41,16 @@ from psycopg.pq import TransactionStatus
 
 from tether.errors import StoreError, StoreUnavailable, UserError
 from tether.store import postgres_sql as q
-from tether.store.base import Claim, Heartbeat, NewRun, RunRecord, SignalRecord, StepRecord
+from tether.store.base import (
+    Claim,
+    Heartbeat,
+    NewRun,
+    RingChangeRecord,
+    RunRecord,
+    SignalRecord,
+    StepRecord,
+    TrustActionRecord,
+)
 from tether.store.sqlite import migration_files
 
 log = logging.getLogger("tether.store.postgres")
@@ -573,6 +582,64 @@ class PostgresStore:
         return await self._read(
             f"sum the spend of label {key}={value}", q.label_spend, key, value, since
         )
+
+    # --- trust layer -----------------------------------------------------------------------------
+
+    async def put_trust_action(self, action: TrustActionRecord) -> TrustActionRecord:
+        return await self._submit(action.run_id, lambda c: q.put_trust_action(c, action))
+
+    async def get_trust_action(self, action_id: str) -> TrustActionRecord | None:
+        return await self._read(
+            f"read approval {action_id}", q.get_trust_action, action_id
+        )
+
+    async def list_trust_actions(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        category: str | None = None,
+        run_id: str | None = None,
+        outcome: str | None = None,
+        since: float | None = None,
+        limit: int = 10_000,
+    ) -> list[TrustActionRecord]:
+        filters = (("status", status), ("agent", agent), ("category", category),
+                   ("run_id", run_id), ("outcome", outcome))
+        return await self._read(
+            "list trust actions", q.list_trust_actions, filters, since, limit
+        )
+
+    async def decide_trust_action(
+        self,
+        action_id: str,
+        *,
+        status: str,
+        decided_by: str | None,
+        decided_at: float,
+        final_args: dict[str, Any] | None,
+        final_digest: str | None,
+        edited: bool,
+        reason: str | None,
+        signal: tuple[str, Any] | None,
+    ) -> TrustActionRecord | None:
+        decision = (status, decided_by, decided_at, final_args, final_digest, edited, reason)
+        return await self._submit(
+            action_id, lambda c: q.decide_trust_action(c, action_id, decision, signal)
+        )
+
+    async def set_trust_outcome(self, action_id: str, outcome: str) -> None:
+        await self._submit(action_id, lambda c: q.set_trust_outcome(c, action_id, outcome))
+
+    async def add_ring_change(self, change: RingChangeRecord) -> RingChangeRecord:
+        return await self._submit(
+            f"{change.agent}/{change.category}", lambda c: q.add_ring_change(c, change)
+        )
+
+    async def list_ring_changes(
+        self, *, agent: str | None = None, category: str | None = None
+    ) -> list[RingChangeRecord]:
+        return await self._read("list ring changes", q.list_ring_changes, agent, category)
 
 
 def _step_key(write: _Write) -> Any:
