@@ -40,7 +40,8 @@ class Scope:
     """A predicate over the run's input: ``True`` in scope; ``False`` or a reason string out."""
     classifier: Model | str | None = None
     """The model that classifies the request when there is no predicate (default: the agent's
-    own model). Use a cheap one."""
+    own model — except pydantic-ai's `FunctionModel`/`TestModel` test doubles, which get no
+    hidden classifier call: give them `classifier=` or `allow=`). Use a cheap one."""
     instructions: str | None = None
     """Extra guidance for the classifier (what counts as in or out of the domain)."""
 
@@ -83,6 +84,11 @@ async def _classify(
     chosen = scope.classifier if scope.classifier is not None else model
     if chosen is None:
         return {"in_scope": True, "reason": "no classifier configured"}
+    if scope.classifier is None and _is_test_double(chosen):
+        # A FunctionModel/TestModel answers only what its function was written for: asking it
+        # a hidden classifier question would add calls its author never expects. Such agents
+        # get a gate only with an explicit `classifier=` or `allow=`.
+        return {"in_scope": True, "reason": "no classifier for a test-double model"}
     key = (id(scope), node)
     cached = _GATES.get(key)
     gate = cached[1] if cached is not None and cached[0] is scope else None
@@ -103,6 +109,17 @@ async def _classify(
         _GATES[key] = (scope, gate)
     verdict = await gate.execute(ctx, RunState(input=state.input))
     return dict(verdict)
+
+
+def _is_test_double(model: Model | str) -> bool:
+    from pydantic_ai.models.function import FunctionModel
+    from pydantic_ai.models.test import TestModel
+
+    from tether.agents.offline import ScriptedModel
+
+    if isinstance(model, ScriptedModel):  # tether's offline model scripts its classifier too
+        return False
+    return isinstance(model, FunctionModel | TestModel)
 
 
 _GATES: dict[tuple[int, str], tuple[Scope, Any]] = {}
