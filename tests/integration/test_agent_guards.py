@@ -187,3 +187,28 @@ def test_tool_call_budget_stops_before_the_next_tool_runs(sqlite_url: str) -> No
     assert ran == ["0", "1"]
     assert info.error is not None and "max_tool_calls=2" in info.error["message"]
     assert "agent crawler" in info.error["message"]
+
+
+def test_a_model_repeating_one_call_forever_stops_at_its_model_call_budget(
+    sqlite_url: str,
+) -> None:
+    ran: list[str] = []
+    model_calls: list[int] = []
+
+    @tool
+    def fetch(url: str) -> str:
+        ran.append(url)
+        return "same page"
+
+    def forever(turn: object) -> ModelResponse:
+        model_calls.append(1)
+        return ModelResponse(parts=[ToolCallPart("fetch", {"url": "a"})])
+
+    app = tether.App(sqlite_url)
+    app.register(Agent("stuck", ScriptedModel(forever), tools=[fetch]))
+    info = app.run("stuck", {}, budget=tether.Budget(max_llm_calls=6))
+    assert info.status == "failed"
+    assert info.error is not None and info.error["type"] == "BudgetExceeded"
+    assert "max_llm_calls=6" in info.error["message"]
+    assert len(model_calls) == 6
+    assert ran == ["a", "a"]  # the loop guard still kept the tool from running again

@@ -351,6 +351,14 @@ class Agent:
             return _failed(call, error), error
         key = f"{tool.name}:{json.dumps(raw, sort_keys=True, default=str)}"
         repeats[key] = repeats.get(key, 0) + 1
+        if repeats[key] >= self.loop_guard and self._bounded_by_budget(ctx):
+            # An explicit model-call budget is the stop the user chose: keep the tool from
+            # running again, tell the model, and let the budget end a model that insists.
+            error = (f"loop guard: {tool.name} was already asked for {repeats[key] - 1} times "
+                     "with exactly these arguments and is not run again; use that result or "
+                     "try something else")
+            # Not a malformed call: it does not count toward the bad-tool-call bound.
+            return _failed(call, error), None
         if repeats[key] >= self.loop_guard:
             raise LoopGuardTripped(
                 f"run {ctx.run_id}: node {self.name!r} asked for {tool.name}({_short(raw)}) "
@@ -415,6 +423,11 @@ class Agent:
             budgets=budgets,
             record_input=to_jsonable(shown, what=f"the arguments of tool {tool.name}"),
         )
+
+    def _bounded_by_budget(self, ctx: Context) -> bool:
+        """Whether a model-call budget (the agent's or the run's) bounds this loop."""
+        budgets = (self.budget, ctx.budget)
+        return any(b is not None and b.max_llm_calls is not None for b in budgets)
 
     async def _record_violation(self, ctx: Context, call: ToolCallPart, owner: str | None) -> None:
         record = {"agent": self.name, "tool": call.tool_name, "owner": owner,
