@@ -40,6 +40,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
 from tether.errors import StoreError, StoreUnavailable, UserError
+from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
 from tether.store.base import (
     Claim,
@@ -576,21 +577,21 @@ class PostgresStore:
     async def load_window(
         self, since: float, until: float | None = None
     ) -> list[tuple[RunRecord, list[StepRecord]]]:
-        return await self._read("load runs for a report", q.load_window, since, until)
+        return await self._read("load runs for a report", layers.load_window, since, until)
 
     async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
         return await self._read(
-            f"sum the spend of label {key}={value}", q.label_spend, key, value, since
+            f"sum the spend of label {key}={value}", layers.label_spend, key, value, since
         )
 
     # --- trust layer -----------------------------------------------------------------------------
 
     async def put_trust_action(self, action: TrustActionRecord) -> TrustActionRecord:
-        return await self._submit(action.run_id, lambda c: q.put_trust_action(c, action))
+        return await self._submit(action.run_id, lambda c: layers.put_trust_action(c, action))
 
     async def get_trust_action(self, action_id: str) -> TrustActionRecord | None:
         return await self._read(
-            f"read approval {action_id}", q.get_trust_action, action_id
+            f"read approval {action_id}", layers.get_trust_action, action_id
         )
 
     async def list_trust_actions(
@@ -607,7 +608,7 @@ class PostgresStore:
         filters = (("status", status), ("agent", agent), ("category", category),
                    ("run_id", run_id), ("outcome", outcome))
         return await self._read(
-            "list trust actions", q.list_trust_actions, filters, since, limit
+            "list trust actions", layers.list_trust_actions, filters, since, limit
         )
 
     async def decide_trust_action(
@@ -625,21 +626,21 @@ class PostgresStore:
     ) -> TrustActionRecord | None:
         decision = (status, decided_by, decided_at, final_args, final_digest, edited, reason)
         return await self._submit(
-            action_id, lambda c: q.decide_trust_action(c, action_id, decision, signal)
+            action_id, lambda c: layers.decide_trust_action(c, action_id, decision, signal)
         )
 
     async def set_trust_outcome(self, action_id: str, outcome: str) -> None:
-        await self._submit(action_id, lambda c: q.set_trust_outcome(c, action_id, outcome))
+        await self._submit(action_id, lambda c: layers.set_trust_outcome(c, action_id, outcome))
 
     async def add_ring_change(self, change: RingChangeRecord) -> RingChangeRecord:
         return await self._submit(
-            f"{change.agent}/{change.category}", lambda c: q.add_ring_change(c, change)
+            f"{change.agent}/{change.category}", lambda c: layers.add_ring_change(c, change)
         )
 
     async def list_ring_changes(
         self, *, agent: str | None = None, category: str | None = None
     ) -> list[RingChangeRecord]:
-        return await self._read("list ring changes", q.list_ring_changes, agent, category)
+        return await self._read("list ring changes", layers.list_ring_changes, agent, category)
 
 
 def _step_key(write: _Write) -> Any:

@@ -1,0 +1,233 @@
+"""PostgreSQL statements of the upper layers: the observe layer's reports and spend sums, and
+the trust layer's gated actions and ring changes (the engine's are in `postgres_sql`)."""
+
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from tether.store.base import (
+    RingChangeRecord,
+    RunRecord,
+    StepRecord,
+    TrustActionRecord,
+)
+from tether.store.postgres_sql import (
+    NOW,
+    RUN_COLUMNS,
+    Conn,
+    Outcome,
+    dumps,
+    loads,
+    run_from_row,
+    send_signal,
+    step_from_row,
+)
+
+# --- observe layer -------------------------------------------------------------------------------
+
+
+# Runs active in a window: finished inside it (runs_finished index) or not finished yet (the
+# status index). Two indexed branches instead of an OR that would scan every run.
+_WINDOW_IDS = (
+    "SELECT id FROM runs WHERE finished_at >= %s AND created_at < %s "
+    "UNION ALL SELECT id FROM runs WHERE status IN ('queued', 'running', 'waiting') "
+    "AND created_at < %s"
+)
+
+
+async def load_window(
+    conn: Conn, since: float, until: float | None
+) -> list[tuple[RunRecord, list[StepRecord]]]:
+    if until is None:
+        cur = await conn.execute(f"SELECT {NOW}")
+        row = await cur.fetchone()
+        until = float(row[0]) if row else 0.0
+    window = (since, until, until)
+    # One snapshot for both reads, so every run comes with its whole journal.
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cur = await conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({_WINDOW_IDS}) ORDER BY created_at, id",
+            window,
+        )
+        runs = [run_from_row(row) for row in await cur.fetchall()]
+        # Reports never read step inputs and outputs (model responses can be large): left out.
+        cur = await conn.execute(
+            "SELECT s.run_id, s.seq, s.name, s.kind, s.status, NULL, NULL, s.error, s.attempts, "
+            "s.started_at, s.finished_at, s.wake_at, s.usage, s.meta "
+            f"FROM steps s WHERE s.run_id IN ({_WINDOW_IDS}) ORDER BY s.run_id, s.seq",
+            window,
+        )
+        rows = await cur.fetchall()
+    journals: dict[str, list[StepRecord]] = {run.id: [] for run in runs}
+    for row in rows:
+        journal = journals.get(row[0])
+        if journal is not None:
+            journal.append(step_from_row(row))
+    return [(run, journals[run.id]) for run in runs]
+
+
+async def label_spend(conn: Conn, key: str, value: str, since: float) -> tuple[float, int]:
+    cur = await conn.execute(
+        "SELECT coalesce(sum((s.usage::jsonb ->> 'cost_usd')::float8), 0), "
+        "coalesce(sum((s.usage::jsonb ->> 'unpriced_calls')::bigint), 0) "
+        "FROM (SELECT id, labels FROM runs WHERE finished_at >= %s UNION ALL "
+        "SELECT id, labels FROM runs WHERE status IN ('queued', 'running', 'waiting')) r "
+        "JOIN steps s ON s.run_id = r.id "
+        "WHERE r.labels ->> %s = %s AND s.usage IS NOT NULL AND s.finished_at >= %s",
+        (since, key, value, since),
+    )
+    row = await cur.fetchone()
+    return (float(row[0]), int(row[1])) if row else (0.0, 0)
+
+
+# --- trust layer ---------------------------------------------------------------------------------
+
+ACTION_COLUMNS = (
+    "id, run_id, seq, workflow, agent, tool, category, ring, status, args, digest, created_at, "
+    "args_schema, checks, context, reviewers, started_by, call_id, reason, expires_at, "
+    "decided_by, decided_at, final_args, final_digest, edited, outcome"
+)
+_ACTION_JSON = frozenset({9, 12, 13, 14, 15, 22})
+"""Positions of JSON-encoded columns in `ACTION_COLUMNS`."""
+
+
+def action_from_row(row: Sequence[Any]) -> TrustActionRecord:
+    values = [loads(v) if i in _ACTION_JSON else v for i, v in enumerate(row)]
+    return TrustActionRecord(*values)
+
+
+def _action_params(action: TrustActionRecord) -> tuple[Any, ...]:
+    values = (
+        action.id, action.run_id, action.seq, action.workflow, action.agent, action.tool,
+        action.category, action.ring, action.status, action.args, action.digest,
+        action.created_at, action.args_schema, action.checks, action.context, action.reviewers,
+        action.started_by, action.call_id, action.reason, action.expires_at, action.decided_by,
+        action.decided_at, action.final_args, action.final_digest, action.edited,
+        action.outcome,
+    )
+    return tuple(dumps(v) if i in _ACTION_JSON else v for i, v in enumerate(values))
+
+
+async def get_trust_action(conn: Conn, action_id: str) -> TrustActionRecord | None:
+    cur = await conn.execute(
+        f"SELECT {ACTION_COLUMNS} FROM trust_actions WHERE id = %s", (action_id,)
+    )
+    row = await cur.fetchone()
+    return None if row is None else action_from_row(row)
+
+
+async def put_trust_action(conn: Conn, action: TrustActionRecord) -> Outcome:
+    marks = ", ".join(["%s"] * len(ACTION_COLUMNS.split(",")))
+    await conn.execute(
+        f"INSERT INTO trust_actions ({ACTION_COLUMNS}) VALUES ({marks}) "
+        "ON CONFLICT (id) DO NOTHING".encode(),  # composed from fixed fragments only
+        _action_params(action),
+    )
+    return await get_trust_action(conn, action.id), False
+
+
+async def list_trust_actions(
+    conn: Conn,
+    filters: tuple[tuple[str, str | None], ...],
+    since: float | None,
+    limit: int,
+) -> list[TrustActionRecord]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in filters:  # column names are fixed by the caller, values bound
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if since is not None:
+        where.append("created_at >= %s")
+        params.append(since)
+    text = f"SELECT {ACTION_COLUMNS} FROM trust_actions"
+    if where:
+        text += " WHERE " + " AND ".join(where)
+    text += " ORDER BY created_at DESC, id DESC LIMIT %s"
+    params.append(limit)
+    cur = await conn.execute(text.encode(), params)  # composed from fixed fragments only
+    return [action_from_row(row) for row in await cur.fetchall()]
+
+
+async def decide_trust_action(
+    conn: Conn, action_id: str, decision: tuple[Any, ...], signal: tuple[str, Any] | None
+) -> Outcome:
+    status, decided_by, decided_at, final_args, final_digest, edited, reason = decision
+    cur = await conn.execute(
+        "UPDATE trust_actions SET status = %s, decided_by = %s, decided_at = %s, "
+        "final_args = %s, final_digest = %s, edited = %s, reason = coalesce(%s, reason) "
+        "WHERE id = %s AND status = 'pending' RETURNING run_id",
+        (status, decided_by, decided_at, dumps(final_args), final_digest, edited, reason,
+         action_id),
+    )
+    row = await cur.fetchone()
+    action = await get_trust_action(conn, action_id)
+    if row is None:
+        # A retry after a lost connection whose first attempt committed: same decision, same
+        # instant — report it as done, without sending the signal twice.
+        mine = (
+            action is not None and action.status == status
+            and action.decided_by == decided_by and action.decided_at == decided_at
+        )
+        return (action if mine else None), False
+    woke = False
+    if signal is not None and action is not None:
+        _, woke = await send_signal(conn, action.run_id, signal[0], signal[1])
+    return action, woke
+
+
+async def set_trust_outcome(conn: Conn, action_id: str, outcome: str) -> Outcome:
+    await conn.execute(
+        "UPDATE trust_actions SET outcome = %s WHERE id = %s", (outcome, action_id)
+    )
+    return None, False
+
+
+async def add_ring_change(conn: Conn, change: RingChangeRecord) -> Outcome:
+    # Idempotent under a retried transaction: the same change at the same instant is one row.
+    cur = await conn.execute(
+        "SELECT id FROM trust_ring_changes WHERE agent = %s AND category = %s AND to_ring = %s "
+        "AND created_at = %s",
+        (change.agent, change.category, change.to_ring, change.created_at),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        cur = await conn.execute(
+            "INSERT INTO trust_ring_changes (agent, category, from_ring, to_ring, reason, "
+            "evidence, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (change.agent, change.category, change.from_ring, change.to_ring, change.reason,
+             dumps(change.evidence), change.created_at),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return replace(change, id=row[0]), False
+
+
+async def list_ring_changes(
+    conn: Conn, agent: str | None, category: str | None
+) -> list[RingChangeRecord]:
+    where: list[str] = []
+    params: list[Any] = []
+    if agent is not None:
+        where.append("agent = %s")
+        params.append(agent)
+    if category is not None:
+        where.append("category = %s")
+        params.append(category)
+    text = (
+        "SELECT agent, category, from_ring, to_ring, reason, evidence, created_at, id "
+        "FROM trust_ring_changes"
+    )
+    if where:
+        text += " WHERE " + " AND ".join(where)
+    text += " ORDER BY id"
+    cur = await conn.execute(text.encode(), params)  # composed from fixed fragments only
+    return [
+        RingChangeRecord(r[0], r[1], r[2], r[3], r[4], loads(r[5]), r[6], r[7])
+        for r in await cur.fetchall()
+    ]

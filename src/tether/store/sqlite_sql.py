@@ -1,0 +1,676 @@
+"""The SQL of the embedded store: one function per store operation, each run on the store's
+connection inside the transaction `SQLiteStore` opened for it (see `tether.store.sqlite`).
+Engine statements first, then those of the upper layers (observe, trust)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tether.store.base import (
+    FINISHED_STATUSES,
+    Claim,
+    Heartbeat,
+    NewRun,
+    RingChangeRecord,
+    RunRecord,
+    SignalRecord,
+    StepRecord,
+    TrustActionRecord,
+)
+
+_RUN_COLUMNS = (
+    "id, workflow, version, status, input, output, error, labels, budget, parent_id, "
+    "created_at, updated_at, started_at, finished_at, wake_at, waiting_for, lease_owner, "
+    "lease_expires, fencing, recoveries, cancel_requested, progress"
+)
+_STEP_COLUMNS = (
+    "run_id, seq, name, kind, status, input, output, error, attempts, started_at, finished_at, "
+    "wake_at, usage, meta"
+)
+_FINISHED_SQL = "('" + "','".join(sorted(FINISHED_STATUSES)) + "')"
+_HELD = "id = ? AND fencing = ? AND status = 'running'"
+_HELD_LIVE = _HELD + " AND cancel_requested = 0"
+
+
+# One encoder for every write: json.dumps with non-default separators builds a new encoder on
+# each call, which showed up in every journaled step.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else _ENCODER.encode(value)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        id=row[0],
+        workflow=row[1],
+        version=row[2],
+        status=row[3],
+        input=_loads(row[4]),
+        output=_loads(row[5]),
+        error=_loads(row[6]),
+        labels=_loads(row[7]) or {},
+        budget=_loads(row[8]),
+        parent_id=row[9],
+        created_at=row[10],
+        updated_at=row[11],
+        started_at=row[12],
+        finished_at=row[13],
+        wake_at=row[14],
+        waiting_for=row[15],
+        lease_owner=row[16],
+        lease_expires=row[17],
+        fencing=row[18],
+        recoveries=row[19],
+        cancel_requested=bool(row[20]),
+        progress=_loads(row[21]),
+    )
+
+
+def step_from_row(row: Sequence[Any]) -> StepRecord:
+    return StepRecord(
+        run_id=row[0],
+        seq=row[1],
+        name=row[2],
+        kind=row[3],
+        status=row[4],
+        input=_loads(row[5]),
+        output=_loads(row[6]),
+        error=_loads(row[7]),
+        attempts=row[8],
+        started_at=row[9],
+        finished_at=row[10],
+        wake_at=row[11],
+        usage=_loads(row[12]),
+        meta=_loads(row[13]),
+    )
+
+
+def step_params(run_id: str, step: StepRecord) -> tuple[Any, ...]:
+    return (
+        run_id,
+        step.seq,
+        step.name,
+        step.kind,
+        step.status,
+        _dumps(step.input),
+        _dumps(step.output),
+        _dumps(step.error),
+        step.attempts,
+        step.started_at,
+        step.finished_at,
+        step.wake_at,
+        _dumps(step.usage),
+        _dumps(step.meta),
+    )
+
+
+_UPSERT_STEP = f"""
+INSERT INTO steps ({_STEP_COLUMNS})
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    name = excluded.name, kind = excluded.kind, status = excluded.status,
+    input = excluded.input, output = excluded.output, error = excluded.error,
+    attempts = excluded.attempts, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, wake_at = excluded.wake_at,
+    usage = excluded.usage, meta = excluded.meta
+"""
+
+
+# --- statements, run on the store's threads ------------------------------------------------------
+
+
+def get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return None if row is None else run_from_row(row)
+
+
+def create_run(
+    conn: sqlite3.Connection, new: NewRun, owner: str | None, lease_seconds: float
+) -> tuple[RunRecord, int | None, bool]:
+    now = time.time()
+    claimed = owner is not None
+    # One statement for the common case (a new id); an existing run is read only on conflict.
+    row = conn.execute(
+        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
+        "(?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, 0, 0, NULL) "
+        f"ON CONFLICT (id) DO NOTHING RETURNING {_RUN_COLUMNS}",
+        (
+            new.id,
+            new.workflow,
+            new.version,
+            "running" if claimed else "queued",
+            _dumps(new.input),
+            _dumps(new.labels or {}),
+            _dumps(new.budget),
+            new.parent_id,
+            now,
+            now,
+            now if claimed else None,
+            None if claimed else (new.wake_at if new.wake_at is not None else now),
+            owner,
+            now + lease_seconds if claimed else None,
+            1 if claimed else 0,
+        ),
+    ).fetchone()
+    if row is None:
+        existing = get_run(conn, new.id)
+        assert existing is not None
+        return existing, None, False
+    return run_from_row(row), (1 if claimed else None), True
+
+
+def list_runs(
+    conn: sqlite3.Connection,
+    status: str | None,
+    workflow: str | None,
+    labels: dict[str, str] | None,
+    limit: int,
+) -> list[RunRecord]:
+    where: list[str] = []
+    params: list[Any] = []
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if workflow:
+        where.append("workflow = ?")
+        params.append(workflow)
+    for key, value in (labels or {}).items():
+        where.append("json_extract(labels, ?) = ?")
+        params.extend([f'$."{key}"', value])
+    sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+    params.append(limit)
+    return [run_from_row(row) for row in conn.execute(sql, params)]
+
+
+def load_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
+    rows = conn.execute(
+        f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)
+    )
+    return [step_from_row(row) for row in rows]
+
+
+def send_signal(
+    conn: sqlite3.Connection, run_id: str, name: str, payload: Any
+) -> RunRecord | None:
+    if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+        return None
+    now = time.time()
+    conn.execute(
+        "INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
+        (run_id, name, _dumps(payload), now),
+    )
+    conn.execute(
+        "UPDATE runs SET status = 'queued', wake_at = ?, updated_at = ? "
+        "WHERE id = ? AND status = 'waiting' AND waiting_for = ?",
+        (now, now, run_id, name),
+    )
+    return get_run(conn, run_id)
+
+
+def list_signals(conn: sqlite3.Connection, run_id: str) -> list[SignalRecord]:
+    rows = conn.execute(
+        "SELECT id, run_id, name, payload, created_at, consumed_seq FROM signals "
+        "WHERE run_id = ? ORDER BY id",
+        (run_id,),
+    )
+    return [SignalRecord(r[0], r[1], r[2], _loads(r[3]), r[4], r[5]) for r in rows]
+
+
+def cancel_run(conn: sqlite3.Connection, run_id: str, reason: str) -> RunRecord | None:
+    run = get_run(conn, run_id)
+    if run is None or run.status in FINISHED_STATUSES:
+        return run
+    now = time.time()
+    error = _dumps({"type": "RunCancelled", "message": reason})
+    if run.status == "running":
+        conn.execute(
+            "UPDATE runs SET cancel_requested = 1, error = ?, updated_at = ? WHERE id = ?",
+            (error, now, run_id),
+        )
+    else:
+        conn.execute(
+            "UPDATE runs SET status = 'cancelled', error = ?, finished_at = ?, updated_at = ?, "
+            "wake_at = NULL, waiting_for = NULL WHERE id = ?",
+            (error, now, now, run_id),
+        )
+    return get_run(conn, run_id)
+
+
+def fork_run(conn: sqlite3.Connection, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
+    run, _, _ = create_run(conn, new, None, 0.0)
+    conn.execute(
+        f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, seq, name, kind, status, input, output, "
+        "error, attempts, started_at, finished_at, wake_at, usage, meta FROM steps "
+        "WHERE run_id = ? AND seq < ? AND status = 'completed'",
+        (new.id, source_id, from_seq),
+    )
+    return run
+
+
+def prune(conn: sqlite3.Connection, finished_before: float) -> int:
+    doomed = (
+        f"SELECT id FROM runs WHERE status IN {_FINISHED_SQL} "
+        "AND finished_at IS NOT NULL AND finished_at < ?"
+    )
+    conn.execute(f"DELETE FROM steps WHERE run_id IN ({doomed})", (finished_before,))
+    conn.execute(f"DELETE FROM signals WHERE run_id IN ({doomed})", (finished_before,))
+    return conn.execute(f"DELETE FROM runs WHERE id IN ({doomed})", (finished_before,)).rowcount
+
+
+def claim_runs(
+    conn: sqlite3.Connection,
+    owner: str,
+    workflows: tuple[tuple[str, str], ...],
+    limit: int,
+    lease_seconds: float,
+) -> list[Claim]:
+    now = time.time()
+    names = sorted({name for name, _ in workflows})
+    keys = sorted(f"{name}\x00{version}" for name, version in workflows)
+    name_marks = ",".join("?" * len(names))
+    key_marks = ",".join("?" * len(keys))
+    runnable = (
+        f"(version IS NULL AND workflow IN ({name_marks}) "
+        f"OR workflow || char(0) || version IN ({key_marks}))"
+    )
+    rows = conn.execute(
+        f"""
+        SELECT id, status, workflow, version FROM (
+            SELECT id, status, workflow, version, wake_at AS due FROM runs
+             WHERE status = 'queued' AND wake_at <= ? AND {runnable}
+            UNION ALL
+            SELECT id, status, workflow, version, wake_at AS due FROM runs
+             WHERE status = 'waiting' AND wake_at <= ? AND {runnable}
+            UNION ALL
+            SELECT id, status, workflow, version, lease_expires AS due FROM runs
+             WHERE status = 'running' AND lease_expires < ? AND {runnable}
+        ) ORDER BY due LIMIT ?
+        """,
+        (now, *names, *keys, now, *names, *keys, now, *names, *keys, limit),
+    ).fetchall()
+    latest = dict(workflows)
+    return [
+        _take(conn, run_id, status == "running", owner, lease_seconds, version or latest.get(workflow))
+        for run_id, status, workflow, version in rows
+    ]
+
+
+def _take(
+    conn: sqlite3.Connection,
+    run_id: str,
+    recovered: bool,
+    owner: str,
+    lease_seconds: float,
+    version: str | None,
+) -> Claim:
+    now = time.time()
+    row = conn.execute(
+        f"""
+        UPDATE runs SET status = 'running', lease_owner = ?, lease_expires = ?,
+            fencing = fencing + 1, recoveries = recoveries + ?,
+            version = coalesce(version, ?), started_at = coalesce(started_at, ?),
+            updated_at = ?, wake_at = NULL, waiting_for = NULL
+        WHERE id = ? RETURNING {_RUN_COLUMNS}
+        """,
+        (owner, now + lease_seconds, 1 if recovered else 0, version, now, now, run_id),
+    ).fetchone()
+    run = run_from_row(row)
+    return Claim(run=run, token=run.fencing, recovered=recovered)
+
+
+def claim_one(
+    conn: sqlite3.Connection, run_id: str, owner: str, lease_seconds: float
+) -> Claim | None:
+    now = time.time()
+    row = conn.execute(
+        "SELECT status FROM runs WHERE id = ? AND ("
+        " (status IN ('queued', 'waiting') AND wake_at <= ?)"
+        " OR (status = 'running' AND lease_expires < ?))",
+        (run_id, now, now),
+    ).fetchone()
+    if row is None:
+        return None
+    return _take(conn, run_id, row[0] == "running", owner, lease_seconds, None)
+
+
+def set_budget(
+    conn: sqlite3.Connection, run_id: str, budget: dict[str, Any] | None
+) -> RunRecord | None:
+    now = time.time()
+    conn.execute(
+        "UPDATE runs SET budget = ?, updated_at = ? WHERE id = ?", (_dumps(budget), now, run_id)
+    )
+    conn.execute(
+        "UPDATE runs SET status = 'queued', wake_at = ? "
+        "WHERE id = ? AND status = 'waiting' AND waiting_for = 'tether.budget'",
+        (now, run_id),
+    )
+    return get_run(conn, run_id)
+
+
+def heartbeat(
+    conn: sqlite3.Connection,
+    owner: str,
+    lease_seconds: float,
+    progress: Mapping[str, dict[str, Any] | None] | None,
+) -> Heartbeat:
+    renewed = conn.execute(
+        "UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running'",
+        (time.time() + lease_seconds, owner),
+    ).rowcount
+    if progress:
+        conn.executemany(
+            "UPDATE runs SET progress = ? WHERE id = ? AND lease_owner = ?",
+            [(_dumps(p), run_id, owner) for run_id, p in progress.items()],
+        )
+    cancelled = conn.execute(
+        "SELECT id FROM runs WHERE lease_owner = ? AND status = 'running' "
+        "AND cancel_requested = 1",
+        (owner,),
+    ).fetchall()
+    return Heartbeat(renewed=renewed, cancel_requested=frozenset(r[0] for r in cancelled))
+
+
+def next_wake(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute(
+        "SELECT min(t) FROM ("
+        " SELECT min(wake_at) AS t FROM runs WHERE status = 'waiting' AND wake_at IS NOT NULL"
+        " UNION ALL SELECT min(wake_at) FROM runs WHERE status = 'queued'"
+        " UNION ALL SELECT min(lease_expires) FROM runs WHERE status = 'running')"
+    ).fetchone()
+    return row[0]
+
+
+def write_step(conn: sqlite3.Connection, run_id: str, token: int, step: StepRecord) -> bool:
+    return conn.execute(_UPSERT_STEP, (*step_params(run_id, step), run_id, token)).rowcount == 1
+
+
+def consume_signal(
+    conn: sqlite3.Connection, run_id: str, token: int, step: StepRecord
+) -> SignalRecord | None:
+    if conn.execute(f"SELECT 1 FROM runs WHERE {_HELD_LIVE}", (run_id, token)).fetchone() is None:
+        return None
+    row = conn.execute(
+        "SELECT id, payload, created_at FROM signals "
+        "WHERE run_id = ? AND name = ? AND consumed_seq IS NULL ORDER BY id LIMIT 1",
+        (run_id, step.name),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute("UPDATE signals SET consumed_seq = ? WHERE id = ?", (step.seq, row[0]))
+    payload = _loads(row[1])
+    completed = StepRecord(
+        run_id=run_id,
+        seq=step.seq,
+        name=step.name,
+        kind=step.kind,
+        status="completed",
+        input=step.input,
+        output=payload,
+        attempts=step.attempts,
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+        meta=step.meta,
+    )
+    conn.execute(_UPSERT_STEP, (*step_params(run_id, completed), run_id, token))
+    return SignalRecord(row[0], run_id, step.name, payload, row[2], step.seq)
+
+
+def suspend_run(
+    conn: sqlite3.Connection,
+    run_id: str,
+    token: int,
+    wake_at: float | None,
+    waiting_for: str | None,
+) -> str | None:
+    now = time.time()
+    pending = waiting_for is not None and (
+        conn.execute(
+            "SELECT 1 FROM signals WHERE run_id = ? AND name = ? AND consumed_seq IS NULL LIMIT 1",
+            (run_id, waiting_for),
+        ).fetchone()
+        is not None
+    )
+    status = "queued" if pending else "waiting"
+    changed = conn.execute(
+        "UPDATE runs SET status = ?, wake_at = ?, waiting_for = ?, lease_owner = NULL, "
+        f"lease_expires = NULL, progress = NULL, updated_at = ? WHERE {_HELD_LIVE}",
+        (status, now if pending else wake_at, waiting_for, now, run_id, token),
+    ).rowcount
+    return status if changed else None
+
+
+def finish_run(
+    conn: sqlite3.Connection,
+    run_id: str,
+    token: int,
+    status: str,
+    output: Any,
+    error: dict[str, Any] | None,
+) -> bool:
+    now = time.time()
+    condition = _HELD if status == "cancelled" else _HELD_LIVE
+    return (
+        conn.execute(
+            "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, updated_at = ?, "
+            "lease_owner = NULL, lease_expires = NULL, wake_at = NULL, waiting_for = NULL, "
+            "progress = NULL "
+            f"WHERE {condition}",
+            (status, _dumps(output), _dumps(error), now, now, run_id, token),
+        ).rowcount
+        == 1
+    )
+
+
+def release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
+    now = time.time()
+    return (
+        conn.execute(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires = NULL, "
+            f"progress = NULL, wake_at = ?, updated_at = ? WHERE {_HELD}",
+            (now, now, run_id, token),
+        ).rowcount
+        == 1
+    )
+
+
+# --- observe layer -------------------------------------------------------------------------------
+
+
+# Runs active in a window: finished inside it (runs_finished index) or not finished yet (the
+# status indexes). Two indexed branches instead of an OR that would scan every run.
+_WINDOW_RUNS = (
+    "SELECT {cols} FROM runs WHERE finished_at >= ? AND created_at < ? "
+    "UNION ALL SELECT {cols} FROM runs WHERE status IN ('queued', 'running', 'waiting') "
+    "AND created_at < ?"
+)
+
+
+def load_window(
+    conn: sqlite3.Connection, since: float, until: float | None
+) -> list[tuple[RunRecord, list[StepRecord]]]:
+    until = time.time() if until is None else until
+    window = (since, until, until)
+    runs = sorted(
+        (run_from_row(row) for row in conn.execute(_WINDOW_RUNS.format(cols=_RUN_COLUMNS), window)),
+        key=lambda run: (run.created_at, run.id),
+    )
+    journals: dict[str, list[StepRecord]] = {run.id: [] for run in runs}
+    # Reports never read step inputs and outputs (model responses can be large): left out.
+    rows = conn.execute(
+        "SELECT s.run_id, s.seq, s.name, s.kind, s.status, NULL, NULL, s.error, s.attempts, "
+        "s.started_at, s.finished_at, s.wake_at, s.usage, s.meta "
+        f"FROM ({_WINDOW_RUNS.format(cols='id')}) w "
+        "JOIN steps s ON s.run_id = w.id ORDER BY s.run_id, s.seq",
+        window,
+    )
+    for row in rows:
+        journal = journals.get(row[0])
+        if journal is not None:  # a run created between the two reads is left out
+            journal.append(step_from_row(row))
+    return [(run, journals[run.id]) for run in runs]
+
+
+def label_spend(
+    conn: sqlite3.Connection, key: str, value: str, since: float
+) -> tuple[float, int]:
+    row = conn.execute(
+        "SELECT coalesce(sum(json_extract(s.usage, '$.cost_usd')), 0), "
+        "coalesce(sum(json_extract(s.usage, '$.unpriced_calls')), 0) "
+        "FROM (SELECT id, labels FROM runs WHERE finished_at >= ? UNION ALL "
+        "SELECT id, labels FROM runs WHERE status IN ('queued', 'running', 'waiting')) r "
+        "JOIN steps s ON s.run_id = r.id "
+        "WHERE json_extract(r.labels, ?) = ? AND s.usage IS NOT NULL AND s.finished_at >= ?",
+        (since, f'$."{key}"', value, since),
+    ).fetchone()
+    return float(row[0]), int(row[1])
+
+
+# --- trust layer -------------------------------------------------------------------------------
+
+_ACTION_COLUMNS = (
+    "id, run_id, seq, workflow, agent, tool, category, ring, status, args, digest, created_at, "
+    "args_schema, checks, context, reviewers, started_by, call_id, reason, expires_at, "
+    "decided_by, decided_at, final_args, final_digest, edited, outcome"
+)
+_ACTION_JSON = frozenset({9, 12, 13, 14, 15, 22})
+"""Positions of JSON-encoded columns in `_ACTION_COLUMNS`."""
+
+
+def action_from_row(row: Sequence[Any]) -> TrustActionRecord:
+    values = [_loads(v) if i in _ACTION_JSON else v for i, v in enumerate(row)]
+    values[24] = bool(values[24])
+    return TrustActionRecord(*values)
+
+
+def action_params(action: TrustActionRecord) -> tuple[Any, ...]:
+    values = (
+        action.id, action.run_id, action.seq, action.workflow, action.agent, action.tool,
+        action.category, action.ring, action.status, action.args, action.digest,
+        action.created_at, action.args_schema, action.checks, action.context, action.reviewers,
+        action.started_by, action.call_id, action.reason, action.expires_at, action.decided_by,
+        action.decided_at, action.final_args, action.final_digest, int(action.edited),
+        action.outcome,
+    )
+    return tuple(_dumps(v) if i in _ACTION_JSON else v for i, v in enumerate(values))
+
+
+def get_trust_action(conn: sqlite3.Connection, action_id: str) -> TrustActionRecord | None:
+    row = conn.execute(
+        f"SELECT {_ACTION_COLUMNS} FROM trust_actions WHERE id = ?", (action_id,)
+    ).fetchone()
+    return None if row is None else action_from_row(row)
+
+
+def put_trust_action(conn: sqlite3.Connection, action: TrustActionRecord) -> TrustActionRecord:
+    marks = ", ".join("?" * len(_ACTION_COLUMNS.split(",")))
+    conn.execute(
+        f"INSERT INTO trust_actions ({_ACTION_COLUMNS}) VALUES ({marks}) "
+        "ON CONFLICT (id) DO NOTHING",
+        action_params(action),
+    )
+    stored = get_trust_action(conn, action.id)
+    assert stored is not None
+    return stored
+
+
+def list_trust_actions(
+    conn: sqlite3.Connection,
+    filters: tuple[tuple[str, str | None], ...],
+    since: float | None,
+    limit: int,
+) -> list[TrustActionRecord]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in filters:  # column names are fixed by the caller, values bound
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    sql = f"SELECT {_ACTION_COLUMNS} FROM trust_actions"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+    params.append(limit)
+    return [action_from_row(row) for row in conn.execute(sql, params)]
+
+
+def decide_trust_action(
+    conn: sqlite3.Connection,
+    action_id: str,
+    decision: tuple[Any, ...],
+    signal: tuple[str, Any] | None,
+) -> TrustActionRecord | None:
+    status, decided_by, decided_at, final_args, final_digest, edited, reason = decision
+    changed = conn.execute(
+        "UPDATE trust_actions SET status = ?, decided_by = ?, decided_at = ?, final_args = ?, "
+        "final_digest = ?, edited = ?, reason = coalesce(?, reason) "
+        "WHERE id = ? AND status = 'pending'",
+        (status, decided_by, decided_at, _dumps(final_args), final_digest, int(edited), reason,
+         action_id),
+    ).rowcount
+    if not changed:
+        return None
+    action = get_trust_action(conn, action_id)
+    assert action is not None
+    if signal is not None:
+        send_signal(conn, action.run_id, signal[0], signal[1])
+    return action
+
+
+def set_trust_outcome(conn: sqlite3.Connection, action_id: str, outcome: str) -> None:
+    conn.execute("UPDATE trust_actions SET outcome = ? WHERE id = ?", (outcome, action_id))
+
+
+def add_ring_change(conn: sqlite3.Connection, change: RingChangeRecord) -> RingChangeRecord:
+    row = conn.execute(
+        "INSERT INTO trust_ring_changes (agent, category, from_ring, to_ring, reason, evidence, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (change.agent, change.category, change.from_ring, change.to_ring, change.reason,
+         _dumps(change.evidence), change.created_at),
+    ).fetchone()
+    return RingChangeRecord(
+        agent=change.agent, category=change.category, from_ring=change.from_ring,
+        to_ring=change.to_ring, reason=change.reason, evidence=change.evidence,
+        created_at=change.created_at, id=row[0],
+    )
+
+
+def list_ring_changes(
+    conn: sqlite3.Connection, agent: str | None, category: str | None
+) -> list[RingChangeRecord]:
+    where: list[str] = []
+    params: list[Any] = []
+    if agent is not None:
+        where.append("agent = ?")
+        params.append(agent)
+    if category is not None:
+        where.append("category = ?")
+        params.append(category)
+    sql = (
+        "SELECT agent, category, from_ring, to_ring, reason, evidence, created_at, id "
+        "FROM trust_ring_changes"
+    )
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id"
+    return [
+        RingChangeRecord(r[0], r[1], r[2], r[3], r[4], _loads(r[5]), r[6], r[7])
+        for r in conn.execute(sql, params)
+    ]
