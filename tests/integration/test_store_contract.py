@@ -194,6 +194,24 @@ async def test_write_step_upserts_its_entry(store: Store) -> None:
     assert s.meta == {"node": "n"}
 
 
+
+async def test_load_run_returns_the_run_with_its_journal_in_order(store: Store) -> None:
+    assert await store.load_run("nope") is None
+    run, token, _ = await store.create_run(new("r1"), owner="w1")
+    assert token is not None
+    loaded = await store.load_run("r1")
+    assert loaded is not None and loaded[0].id == "r1" and loaded[1] == []
+    for seq in (3, 1, 2):  # written out of order, read back by seq
+        assert await store.write_step("r1", token, step(seq, output={"n": seq}))
+    assert await store.finish_run("r1", token, status="succeeded", output=[1, "two"])
+    loaded = await store.load_run("r1")
+    assert loaded is not None
+    got, steps = loaded
+    assert (got.status, got.output, got.input, got.fencing) == ("succeeded", [1, "two"], {"x": 1}, token)
+    assert got == await store.get_run("r1")
+    assert steps == await store.load_steps("r1")
+    assert [(s.seq, s.output) for s in steps] == [(1, {"n": 1}), (2, {"n": 2}), (3, {"n": 3})]
+
 async def test_concurrent_writes_of_many_runs_each_get_their_own_answer(store: Store) -> None:
     for i in range(30):
         await store.create_run(new(f"r{i:02d}"))

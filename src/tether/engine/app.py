@@ -307,10 +307,10 @@ class App:
             raise UnknownRun(run_id)
 
     async def get_run_async(self, run_id: str) -> RunInfo:
-        run = await self.store.get_run(run_id)
-        if run is None:
+        loaded = await self.store.load_run(run_id)
+        if loaded is None:
             raise UnknownRun(run_id)
-        return RunInfo.from_records(run, await self.store.load_steps(run_id))
+        return RunInfo.from_records(*loaded)
 
     async def list_runs_async(
         self,

@@ -193,6 +193,10 @@ class Store(Protocol):
         """The run's whole journal, ordered by `seq`, in one query."""
         ...
 
+    async def load_run(self, run_id: str) -> tuple[RunRecord, list[StepRecord]] | None:
+        """The run and its whole journal as of one moment (one snapshot, one round trip)."""
+        ...
+
     async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord | None:
         """Append to the mailbox; wake the run if it is ``waiting``. Returns the run after the
         change, or ``None`` if there is no such run. Signals to finished runs are stored but

@@ -139,7 +139,9 @@ def parse_postgres_url(url: str) -> tuple[str, int, float]:
             else:
                 libpq.append((key, value))
         except ValueError:
-            raise UserError(f"invalid {key}={value!r} in store URL {url!r}: expected a number") from None
+            raise UserError(
+                f"invalid {key}={value!r} in store URL {url!r}: expected a number"
+            ) from None
     if pool_max < 1:
         raise UserError(f"pool_max_size must be at least 1 in {url!r}")
     conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(libpq)))
@@ -154,11 +156,15 @@ class _Write:
 
     run_id: str
     fn: Callable[[Conn], Awaitable[q.Outcome]] | None
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any] | None
+    """None for a write applied directly by its caller (see `PostgresStore._submit`)."""
     step: tuple[str, int, StepRecord] | None = None
     finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None
     result: Any = None
     notify: bool = False
+    single: bool = False
+    """`fn` is one statement, so alone in its batch it runs in autocommit: no BEGIN or COMMIT
+    round trips."""
 
 
 @dataclass(eq=False)
@@ -228,7 +234,9 @@ class PostgresStore:
                 self._states.pop(loop, None)
             await state.pool.close()
             if not state.ready.done():
-                state.ready.set_exception(exc if isinstance(exc, Exception) else StoreError(str(exc)))
+                state.ready.set_exception(
+                    exc if isinstance(exc, Exception) else StoreError(str(exc))
+                )
                 state.ready.exception()  # retrieved: later callers start afresh
             raise
         state.ready.set_result(None)
@@ -329,14 +337,31 @@ class PostgresStore:
         *,
         step: tuple[str, int, StepRecord] | None = None,
         finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None,
+        single: bool = False,
     ) -> Any:
         state = await self._state()
-        write = _Write(run_id, fn, state.loop.create_future(), step=step, finish=finish)
-        state.pending.append(write)
+        if not state.pending and not state.inflight:
+            # An idle loop (a sequential run's every write): apply it from the caller's task,
+            # with no batch task or future in between. Writes submitted meanwhile queue in
+            # `pending` and go as the next batch, exactly as behind a batch in flight.
+            write = _Write(run_id, fn, None, step=step, finish=finish, single=single)
+            state.inflight += 1
+            try:
+                await self._retrying("write", self._apply, state, [write])
+            finally:
+                state.inflight -= 1
+                if state.pending and not state.scheduled:
+                    state.scheduled = True
+                    state.loop.call_soon(self._dispatch, state)
+            if write.notify:
+                _wake_all(state)
+            return write.result
+        future: asyncio.Future[Any] = state.loop.create_future()
+        state.pending.append(_Write(run_id, fn, future, step=step, finish=finish, single=single))
         if not state.scheduled:
             state.scheduled = True
             state.loop.call_soon(self._dispatch, state)
-        return await write.future
+        return await future
 
     def _dispatch(self, state: _LoopState) -> None:
         state.scheduled = False
@@ -378,7 +403,7 @@ class PostgresStore:
             if any(ok and w.notify for (ok, _), w in zip(outcomes, batch, strict=True)):
                 _wake_all(state)
             for (ok, value), write in zip(outcomes, batch, strict=True):
-                if write.future.done():
+                if write.future is None or write.future.done():
                     continue
                 if ok:
                     write.future.set_result(value)
@@ -391,6 +416,13 @@ class PostgresStore:
                 state.loop.call_soon(self._dispatch, state)
 
     async def _apply(self, conn: Conn, batch: list[_Write]) -> None:
+        lone = batch[0]
+        if len(batch) == 1 and lone.single and lone.fn is not None:
+            write = lone
+            write.result, write.notify = await lone.fn(conn)
+            if write.notify:  # after the commit, as NOTIFY in a transaction is delivered
+                await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+            return
         steps = _distinct_rounds([w for w in batch if w.step is not None], _step_key)
         finishes = _distinct_rounds([w for w in batch if w.finish is not None], _run_key)
         others = sorted((w for w in batch if w.fn is not None), key=lambda w: w.run_id)
@@ -459,7 +491,7 @@ class PostgresStore:
         self, new: NewRun, *, owner: str | None = None, lease_seconds: float = 10.0
     ) -> tuple[RunRecord, int | None, bool]:
         return await self._submit(
-            new.id, lambda c: q.create_run(c, new, owner, lease_seconds)
+            new.id, lambda c: q.create_run(c, new, owner, lease_seconds), single=True
         )
 
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -478,8 +510,13 @@ class PostgresStore:
     async def load_steps(self, run_id: str) -> list[StepRecord]:
         return await self._read(f"load the journal of run {run_id}", q.load_steps, run_id)
 
+    async def load_run(self, run_id: str) -> tuple[RunRecord, list[StepRecord]] | None:
+        return await self._read("load a run", q.load_run, run_id)
+
     async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord | None:
-        return await self._submit(run_id, lambda c: q.send_signal(c, run_id, name, payload))
+        return await self._submit(
+            run_id, lambda c: q.send_signal(c, run_id, name, payload), single=True
+        )
 
     async def list_signals(self, run_id: str) -> list[SignalRecord]:
         return await self._read(f"list signals of run {run_id}", q.list_signals, run_id)
@@ -526,9 +563,7 @@ class PostgresStore:
         lease_seconds: float,
         progress: Mapping[str, dict[str, Any] | None] | None = None,
     ) -> Heartbeat:
-        return await self._statement(
-            "renew leases", q.heartbeat, owner, lease_seconds, progress
-        )
+        return await self._statement("renew leases", q.heartbeat, owner, lease_seconds, progress)
 
     async def next_wake(self) -> float | None:
         return await self._read("find the next due run", q.next_wake)
@@ -560,7 +595,7 @@ class PostgresStore:
         return await self._submit(run_id, None, finish=(run_id, token, status, output, error))
 
     async def release_run(self, run_id: str, token: int) -> bool:
-        return await self._submit(run_id, lambda c: q.release_run(c, run_id, token))
+        return await self._submit(run_id, lambda c: q.release_run(c, run_id, token), single=True)
 
     # --- used by upper layers that keep their own tables ----------------------------------------
 
@@ -590,9 +625,7 @@ class PostgresStore:
         return await self._submit(action.run_id, lambda c: layers.put_trust_action(c, action))
 
     async def get_trust_action(self, action_id: str) -> TrustActionRecord | None:
-        return await self._read(
-            f"read approval {action_id}", layers.get_trust_action, action_id
-        )
+        return await self._read(f"read approval {action_id}", layers.get_trust_action, action_id)
 
     async def list_trust_actions(
         self,
@@ -605,8 +638,13 @@ class PostgresStore:
         since: float | None = None,
         limit: int = 10_000,
     ) -> list[TrustActionRecord]:
-        filters = (("status", status), ("agent", agent), ("category", category),
-                   ("run_id", run_id), ("outcome", outcome))
+        filters = (
+            ("status", status),
+            ("agent", agent),
+            ("category", category),
+            ("run_id", run_id),
+            ("outcome", outcome),
+        )
         return await self._read(
             "list trust actions", layers.list_trust_actions, filters, since, limit
         )

@@ -151,6 +151,29 @@ async def load_steps(conn: Conn, run_id: str) -> list[StepRecord]:
     return [step_from_row(row) for row in await cur.fetchall()]
 
 
+_N_RUN = len(RUN_COLUMNS.split(","))
+_N_STEP = len(STEP_COLUMNS.split(","))
+assert STEP_COLUMNS.startswith("run_id, seq, ")
+# One statement, so one snapshot and one round trip: the run's row, then its journal's rows.
+# Untyped NULLs in a UNION take the other branch's column types.
+_LOAD_RUN = f"""
+SELECT 0 AS part, {RUN_COLUMNS}, NULL, NULL AS step_seq, {"NULL, " * (_N_STEP - 3)}NULL
+  FROM runs WHERE id = %s
+UNION ALL
+SELECT 1, {"NULL, " * _N_RUN}{STEP_COLUMNS} FROM steps WHERE run_id = %s
+ORDER BY part, step_seq
+"""
+
+
+async def load_run(conn: Conn, run_id: str) -> tuple[RunRecord, list[StepRecord]] | None:
+    cur = await conn.execute(_LOAD_RUN, (run_id, run_id))
+    rows = await cur.fetchall()
+    if not rows or rows[0][0] != 0:
+        return None
+    run = run_from_row(rows[0][1 : _N_RUN + 1])
+    return run, [step_from_row(row[_N_RUN + 1 :]) for row in rows[1:]]
+
+
 async def list_signals(conn: Conn, run_id: str) -> list[SignalRecord]:
     cur = await conn.execute(
         "SELECT id, run_id, name, payload, created_at, consumed_seq FROM signals "
@@ -611,6 +634,14 @@ UPDATE runs r SET status = f.status, output = f.output, error = f.error,
    AND (f.status = 'cancelled' OR NOT r.cancel_requested)
 RETURNING r.id
 """
+_FINISH_RUN = f"""
+UPDATE runs SET status = %s, output = %s, error = %s,
+    finished_at = {NOW}, updated_at = {NOW}, lease_owner = NULL, lease_expires = NULL,
+    wake_at = NULL, waiting_for = NULL, progress = NULL
+ WHERE id = %s AND fencing = %s AND status = 'running'
+   AND (%s = 'cancelled' OR NOT cancel_requested)
+RETURNING id
+"""
 _ALREADY_FINISHED = """
 SELECT r.id FROM runs r
   JOIN unnest(%s::text[], %s::bigint[], %s::text[]) AS f(id, token, status)
@@ -636,10 +667,17 @@ async def finish_runs(
     ids = [f[0] for f in finishes]
     tokens = [f[1] for f in finishes]
     statuses = [f[2] for f in finishes]
-    cur = await conn.execute(
-        _FINISH_RUNS,
-        (ids, tokens, statuses, [dumps(f[3]) for f in finishes], [dumps(f[4]) for f in finishes]),
-    )
+    if len(finishes) == 1:
+        # A lone finish (every sequential run): scalar parameters, no unnest to plan.
+        run_id, token, status, output, error = finishes[0]
+        cur = await conn.execute(
+            _FINISH_RUN, (status, dumps(output), dumps(error), run_id, token, status)
+        )
+    else:
+        cur = await conn.execute(
+            _FINISH_RUNS,
+            (ids, tokens, statuses, [dumps(f[3]) for f in finishes], [dumps(f[4]) for f in finishes]),
+        )
     done = {r[0] for r in await cur.fetchall()}
     if len(done) < len(finishes):
         missing = [i for i, run_id in enumerate(ids) if run_id not in done]

@@ -275,6 +275,9 @@ class SQLiteStore:
     async def load_steps(self, run_id: str) -> list[StepRecord]:
         return await self._read(q.load_steps, run_id)
 
+    async def load_run(self, run_id: str) -> tuple[RunRecord, list[StepRecord]] | None:
+        return await self._read(q.load_run, run_id)
+
     async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord | None:
         run = await self._write(q.send_signal, run_id, name, payload)
         if run is not None and run.status == "queued":

@@ -196,6 +196,19 @@ def list_runs(
     return [run_from_row(row) for row in conn.execute(sql, params)]
 
 
+def load_run(conn: sqlite3.Connection, run_id: str) -> tuple[RunRecord, list[StepRecord]] | None:
+    # One read transaction: in WAL mode both queries see the same snapshot.
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        run = get_run(conn, run_id)
+        return None if run is None else (run, load_steps(conn, run_id))
+    finally:
+        if own:
+            conn.execute("COMMIT")
+
+
 def load_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
     rows = conn.execute(
         f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)
