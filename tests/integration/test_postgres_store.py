@@ -13,7 +13,7 @@ import pytest
 import tether
 from tests.pg import postgres_base_url, postgres_schema_url
 from tether.errors import StoreUnavailable, UserError
-from tether.store.base import NewRun
+from tether.store.base import NewRun, StepRecord
 from tether.store.postgres import PostgresStore, parse_postgres_url
 from tether.store.sqlite import migration_files
 
@@ -229,3 +229,37 @@ async def test_a_search_path_naming_no_schema_is_explained(pg_url: str) -> None:
     with pytest.raises(StoreError, match="CREATE SCHEMA"):
         await s.open()
     await s.close()
+
+
+async def test_a_write_racing_a_takeover_waits_for_it_and_is_fenced(pg_url: str) -> None:
+    """A zombie's writes sent while another worker's takeover is committing: a fence that
+    read the run rows as of the statement's start would let them land; share-locking the rows
+    makes them wait for the takeover, see the new token and write nothing."""
+    zombie = PostgresStore(pg_url)
+    await zombie.open()
+    try:
+        for run_id in ("r1", "r2", "r3"):
+            await zombie.create_run(NewRun(id=run_id, workflow="wf", version="1", input=None))
+        claims = {c.run.id: c.token for c in await zombie.claim_runs("zombie", WF, limit=3, lease_seconds=30)}
+        assert sorted(claims) == ["r1", "r2", "r3"]
+        conninfo = parse_postgres_url(pg_url)[0]
+        async with await psycopg.AsyncConnection.connect(conninfo) as takeover:
+            await takeover.execute(
+                "UPDATE runs SET fencing = fencing + 1, lease_owner = 'fresh' WHERE id = ANY(%s)",
+                (["r1", "r2", "r3"],),
+            )
+            # One write goes alone, the next two as one multi-row statement; plus a signal.
+            writes = asyncio.gather(
+                *(
+                    zombie.write_step(run_id, token, StepRecord(run_id, 1, "s", "step", "completed"))
+                    for run_id, token in sorted(claims.items())
+                ),
+                zombie.consume_signal("r1", claims["r1"], StepRecord("r1", 2, "go", "signal", "waiting")),
+            )
+            await asyncio.sleep(0.5)
+            assert not writes.done(), "the zombie's writes did not wait for the takeover"
+            await takeover.commit()
+        assert await asyncio.wait_for(writes, 10) == [False, False, False, None]
+        assert [await zombie.load_steps(run_id) for run_id in ("r1", "r2", "r3")] == [[], [], []]
+    finally:
+        await zombie.close()

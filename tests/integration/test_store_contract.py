@@ -197,7 +197,7 @@ async def test_write_step_upserts_its_entry(store: Store) -> None:
 
 async def test_load_run_returns_the_run_with_its_journal_in_order(store: Store) -> None:
     assert await store.load_run("nope") is None
-    run, token, _ = await store.create_run(new("r1"), owner="w1")
+    _, token, _ = await store.create_run(new("r1"), owner="w1")
     assert token is not None
     loaded = await store.load_run("r1")
     assert loaded is not None and loaded[0].id == "r1" and loaded[1] == []

@@ -429,11 +429,18 @@ class PostgresStore:
         single_lock = not finishes or len(finishes[0]) == 1
         if not others and len(steps) + len(finishes) == 1 and single_lock:
             # The hot path: one multi-row statement is the whole transaction (one round trip).
-            # Journal writes lock no run rows; several finishes must lock theirs in order first.
+            # Its statement locks its run rows in id order itself; several finishes must lock
+            # theirs in order first.
             await _apply_rounds(conn, steps, finishes)
             return
         async with conn.transaction():
-            locked = {w.run_id for w in others} | {w.run_id for r in finishes for w in r}
+            # Every run row this transaction will lock, taken up front in id order, so no two
+            # transactions wait on each other in a cycle (the journal fence share-locks too).
+            locked = (
+                {w.run_id for w in others}
+                | {w.run_id for r in finishes for w in r}
+                | {w.run_id for r in steps for w in r}
+            )
             if len(locked) > 1:
                 await q.lock_runs(conn, sorted(locked))
             await _apply_rounds(conn, steps, finishes)

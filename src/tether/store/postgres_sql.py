@@ -482,12 +482,15 @@ WITH s AS (
                          %b::text[], %b::text[], %b::text[], %b::text[], %b::int[],
                          %b::float8[], %b::float8[], %b::float8[], %b::text[], %b::text[])
         AS s(run_id, token, seq, name, kind, status, input, output, error, attempts,
-             started_at, finished_at, wake_at, usage, meta))
+             started_at, finished_at, wake_at, usage, meta)),
+held AS (
+    SELECT r.id, r.fencing FROM runs r
+     WHERE r.id IN (SELECT run_id FROM s) AND r.status = 'running' AND NOT r.cancel_requested
+     ORDER BY r.id FOR SHARE OF r)
 INSERT INTO steps ({STEP_COLUMNS})
 SELECT s.run_id, s.seq, s.name, s.kind, s.status, s.input, s.output, s.error, s.attempts,
        s.started_at, s.finished_at, s.wake_at, s.usage, s.meta
-  FROM s JOIN runs r ON r.id = s.run_id AND r.fencing = s.token
-                    AND r.status = 'running' AND NOT r.cancel_requested
+  FROM s JOIN held h ON h.id = s.run_id AND h.fencing = s.token
 ON CONFLICT (run_id, seq) DO UPDATE SET
     name = excluded.name, kind = excluded.kind, status = excluded.status,
     input = excluded.input, output = excluded.output, error = excluded.error,
@@ -501,7 +504,7 @@ RETURNING run_id, seq
 _UPSERT_STEP = f"""
 INSERT INTO steps ({STEP_COLUMNS})
 SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
- WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})
+ WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE)
 ON CONFLICT (run_id, seq) DO UPDATE SET
     name = excluded.name, kind = excluded.kind, status = excluded.status,
     input = excluded.input, output = excluded.output, error = excluded.error,
@@ -517,7 +520,13 @@ async def write_steps(
 ) -> set[tuple[str, int]]:
     """Write many fenced journal entries in one statement (group commit of concurrent runs).
     Returns the ``(run_id, seq)`` written; a missing pair was fenced off. The keys must be
-    distinct (one statement cannot update a row twice)."""
+    distinct (one statement cannot update a row twice).
+
+    The fence share-locks the run rows (in id order). A plain read would see the rows as of
+    the statement's start, so a takeover committing while the statement runs would not stop
+    it; with the lock the statement waits for such a takeover and then re-reads the row,
+    finds the new token and writes nothing. Share locks don't block each other, only the
+    UPDATEs of claims, heartbeats and finishes."""
     if len(writes) == 1:
         # A sequential run's every step: scalar parameters are cheaper to send than arrays.
         run_id, token, _ = writes[0]
@@ -531,7 +540,7 @@ async def write_steps(
 
 
 _CONSUME_SIGNAL = f"""
-WITH held AS (SELECT 1 FROM runs WHERE {_HELD_LIVE}),
+WITH held AS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE),
 earlier AS (
     SELECT id, payload, created_at FROM signals
      WHERE run_id = %s AND consumed_seq = %s AND EXISTS (SELECT 1 FROM held)),
