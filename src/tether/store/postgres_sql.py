@@ -485,7 +485,7 @@ WITH s AS (
              started_at, finished_at, wake_at, usage, meta)),
 held AS (
     SELECT r.id, r.fencing FROM runs r
-     WHERE r.id IN (SELECT run_id FROM s) AND r.status = 'running' AND NOT r.cancel_requested
+     WHERE r.id = ANY(%b::text[]) AND r.status = 'running' AND NOT r.cancel_requested
      ORDER BY r.id FOR SHARE OF r)
 INSERT INTO steps ({STEP_COLUMNS})
 SELECT s.run_id, s.seq, s.name, s.kind, s.status, s.input, s.output, s.error, s.attempts,
@@ -535,7 +535,9 @@ async def write_steps(
         return {(r[0], r[1]) for r in await cur.fetchall()}
     rows = [_step_row(*w) for w in writes]
     columns = [list(col) for col in zip(*rows, strict=True)]
-    cur = await conn.execute(_UPSERT_STEPS, columns)
+    # The run ids again, as `id = ANY(...)`: an index lookup. Joined to the unnest instead, the
+    # planner (which guesses one row for it) chose a nested loop over every running run.
+    cur = await conn.execute(_UPSERT_STEPS, [*columns, columns[0]])
     return {(r[0], r[1]) for r in await cur.fetchall()}
 
 
@@ -642,8 +644,8 @@ UPDATE runs r SET status = f.status, output = f.output, error = f.error,
     finished_at = {NOW}, updated_at = {NOW}, lease_owner = NULL, lease_expires = NULL,
     wake_at = NULL, waiting_for = NULL, progress = NULL
   FROM f
- WHERE r.id = f.id AND r.fencing = f.token AND r.status = 'running'
-   AND (f.status = 'cancelled' OR NOT r.cancel_requested)
+ WHERE r.id = ANY(%b::text[]) AND r.id = f.id AND r.fencing = f.token
+   AND r.status = 'running' AND (f.status = 'cancelled' OR NOT r.cancel_requested)
 RETURNING r.id
 """
 _FINISH_RUN = f"""
@@ -688,7 +690,7 @@ async def finish_runs(
     else:
         cur = await conn.execute(
             _FINISH_RUNS,
-            (ids, tokens, statuses, [dumps(f[3]) for f in finishes], [dumps(f[4]) for f in finishes]),
+            (ids, tokens, statuses, [dumps(f[3]) for f in finishes], [dumps(f[4]) for f in finishes], ids),
         )
     done = {r[0] for r in await cur.fetchall()}
     if len(done) < len(finishes):
