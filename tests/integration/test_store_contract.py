@@ -119,6 +119,20 @@ async def test_two_concurrent_claimers_never_get_the_same_run(store: Store, othe
     assert await claim(store, "c") == []
 
 
+async def test_claim_says_whether_the_run_has_a_journal_to_load(store: Store) -> None:
+    await store.create_run(new("r1"))
+    [c] = await claim(store, "w1", lease=0.2)
+    assert not c.has_journal  # a run starting: nothing to replay
+    assert await store.write_step("r1", c.token, step(1))
+
+    async def taken_over() -> bool:
+        claims = await claim(store, "w2")
+        assert all(c.has_journal for c in claims)
+        return len(claims) == 1
+
+    await eventually(taken_over)
+
+
 async def test_claim_respects_limit_and_due_order(store: Store) -> None:
     now = time.time()
     await store.create_run(new("second", wake_at=now - 1))

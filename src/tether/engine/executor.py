@@ -68,6 +68,7 @@ class RunExecutor:
         if definition is None:  # claims filter by version; only a registry change gets here
             await self._store.release_run(run.id, token)
             return "queued"
+        fresh = fresh or not claim.has_journal
         journal = [] if fresh else await self._store.load_steps(run.id)
         budget = Budget.from_dict(run.budget)
         if definition.budget is not None:

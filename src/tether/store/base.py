@@ -137,6 +137,9 @@ class Claim:
     token: int
     recovered: bool
     """True when the claim took over an expired lease (a crashed or paused worker)."""
+    has_journal: bool = True
+    """False when the run had no journal entries at the claim (a run starting): the engine
+    then skips loading it."""
 
 
 @dataclass(frozen=True, slots=True)

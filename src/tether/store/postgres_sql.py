@@ -381,7 +381,8 @@ async def claim_runs(
             started_at = coalesce(r.started_at, {NOW}), updated_at = {NOW},
             wake_at = NULL, waiting_for = NULL
           FROM candidate c WHERE r.id = c.id
-        RETURNING {_R_COLUMNS}, c.status = 'running'
+        RETURNING {_R_COLUMNS}, c.status = 'running',
+                  EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id)
         """,
         (
             names,
@@ -397,7 +398,9 @@ async def claim_runs(
     claims: list[Claim] = []
     for row in await cur.fetchall():
         run = run_from_row(row)
-        claims.append(Claim(run=run, token=run.fencing, recovered=bool(row[-1])))
+        claims.append(
+            Claim(run=run, token=run.fencing, recovered=bool(row[-2]), has_journal=bool(row[-1]))
+        )
     return claims
 
 
@@ -416,7 +419,8 @@ async def claim_run(conn: Conn, run_id: str, owner: str, lease_seconds: float) -
             started_at = coalesce(r.started_at, {NOW}), updated_at = {NOW},
             wake_at = NULL, waiting_for = NULL
           FROM candidate c WHERE r.id = c.id
-        RETURNING {_R_COLUMNS}, c.status = 'running'
+        RETURNING {_R_COLUMNS}, c.status = 'running',
+                  EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id)
         """,
         (run_id, owner, lease_seconds),
     )
@@ -424,7 +428,8 @@ async def claim_run(conn: Conn, run_id: str, owner: str, lease_seconds: float) -
     if row is None:
         return None, False
     run = run_from_row(row)
-    return Claim(run=run, token=run.fencing, recovered=bool(row[-1])), False
+    claim = Claim(run=run, token=run.fencing, recovered=bool(row[-2]), has_journal=bool(row[-1]))
+    return claim, False
 
 
 async def heartbeat(

@@ -342,7 +342,8 @@ def _take(
         (owner, now + lease_seconds, 1 if recovered else 0, version, now, now, run_id),
     ).fetchone()
     run = run_from_row(row)
-    return Claim(run=run, token=run.fencing, recovered=recovered)
+    journal = conn.execute("SELECT 1 FROM steps WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
+    return Claim(run=run, token=run.fencing, recovered=recovered, has_journal=journal is not None)
 
 
 def claim_one(
