@@ -263,3 +263,27 @@ async def test_a_write_racing_a_takeover_waits_for_it_and_is_fenced(pg_url: str)
         assert [await zombie.load_steps(run_id) for run_id in ("r1", "r2", "r3")] == [[], [], []]
     finally:
         await zombie.close()
+
+
+async def test_a_signal_resent_after_a_lost_acknowledgement_is_stored_once(pg_url: str) -> None:
+    """The store retries a send whose connection dropped after the commit; the retry carries
+    the same key, so the mailbox holds one signal, not two (a stale second "approve" would be
+    consumed by the run's next wait for it)."""
+    from tether.store import postgres_sql as q
+
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        await store.create_run(NewRun(id="r1", workflow="wf", version="1", input=None))
+        async with await psycopg.AsyncConnection.connect(
+            parse_postgres_url(pg_url)[0], autocommit=True
+        ) as conn:
+            first = await q.send_signal(conn, "r1", "approve", {"ok": True}, "k1")
+            retry = await q.send_signal(conn, "r1", "approve", {"ok": True}, "k1")
+            other = await q.send_signal(conn, "r1", "approve", {"ok": False}, "k2")
+        assert first[0] is not None and retry[0] is not None and other[0] is not None
+        assert retry[1], "a retry that finds its first attempt wakes workers again"
+        assert not other[1]
+        assert [s.payload for s in await store.list_signals("r1")] == [{"ok": True}, {"ok": False}]
+    finally:
+        await store.close()

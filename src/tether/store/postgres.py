@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import threading
 import time
 import zlib
@@ -521,8 +522,9 @@ class PostgresStore:
         return await self._read("load a run", q.load_run, run_id)
 
     async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord | None:
+        key = secrets.token_hex(16)  # one per call, shared by its retries
         return await self._submit(
-            run_id, lambda c: q.send_signal(c, run_id, name, payload), single=True
+            run_id, lambda c: q.send_signal(c, run_id, name, payload, key), single=True
         )
 
     async def list_signals(self, run_id: str) -> list[SignalRecord]:

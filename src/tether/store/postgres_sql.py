@@ -246,8 +246,10 @@ _T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in RUN_COLUMNS.split(","))
 _SEND_SIGNAL = f"""
 WITH target AS (SELECT {RUN_COLUMNS} FROM runs WHERE id = %s FOR UPDATE),
 mail AS (
-    INSERT INTO signals (run_id, name, payload, created_at)
-    SELECT id, %s, %s, {NOW} FROM target RETURNING run_id),
+    INSERT INTO signals (run_id, name, payload, created_at, send_key)
+    SELECT id, %s, %s, {NOW}, %s FROM target
+    ON CONFLICT (send_key) DO NOTHING
+    RETURNING run_id),
 woke AS (
     UPDATE runs r SET status = 'queued', wake_at = {NOW}, updated_at = {NOW}
       FROM target t
@@ -256,15 +258,21 @@ woke AS (
     RETURNING {_R_COLUMNS})
 SELECT *, true FROM woke
 UNION ALL
-SELECT {_T_COLUMNS}, false FROM target t WHERE NOT EXISTS (SELECT 1 FROM woke)
+SELECT {_T_COLUMNS}, NOT EXISTS (SELECT 1 FROM mail) FROM target t
+ WHERE NOT EXISTS (SELECT 1 FROM woke)
 """
 
 
-async def send_signal(conn: Conn, run_id: str, name: str, payload: Any) -> Outcome:
+async def send_signal(
+    conn: Conn, run_id: str, name: str, payload: Any, key: str | None = None
+) -> Outcome:
     # One statement that locks the run row first (FOR UPDATE returns its latest version): a
     # concurrent suspend_run either sees this signal once it gets the lock, or has already set
     # the run waiting, which `woke` turns back to queued. No lost wake-up either way.
-    cur = await conn.execute(_SEND_SIGNAL, (run_id, name, dumps(payload), name))
+    # `key` is the same for every retry of one send: a retry whose first attempt committed
+    # inserts nothing, and notifies again in case the first attempt's NOTIFY was lost with it.
+    # Without a key (a caller with its own idempotency guard) nothing is deduplicated.
+    cur = await conn.execute(_SEND_SIGNAL, (run_id, name, dumps(payload), key, name))
     row = await cur.fetchone()
     if row is None:
         return None, False
