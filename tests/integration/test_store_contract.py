@@ -321,6 +321,43 @@ async def test_signal_sent_before_the_wait_is_kept_and_consumed_in_order(store: 
     assert [s.consumed_seq for s in await store.list_signals("r")] == [1, 2, None]
 
 
+async def test_concurrent_consumes_of_many_runs_each_get_their_own_signal(store: Store) -> None:
+    """Runs resuming together consume together (one statement on PostgreSQL): each gets the
+    oldest signal of its own mailbox, a stale token gets nothing, an empty mailbox gets None,
+    and a repeated consume at the same seq returns the same signal (a retried write)."""
+    for i in range(12):
+        await store.create_run(new(f"r{i:02d}"))
+        await store.send_signal(f"r{i:02d}", "go", {"run": i, "n": 1})
+        if i % 3 != 2:
+            await store.send_signal(f"r{i:02d}", "go", {"run": i, "n": 2})
+    await store.create_run(new("empty"))
+    tokens = {c.run.id: c.token for c in await claim(store, limit=20)}
+    ids = sorted(tokens)
+
+    def token_of(run_id: str) -> int:
+        return tokens[run_id] + (5 if run_id == "r07" else 0)  # r07: a stale holder
+
+    got = await asyncio.gather(
+        *(store.consume_signal(r, token_of(r), step(1, "go")) for r in ids)
+    )
+    by_run = dict(zip(ids, got, strict=True))
+    assert by_run.pop("empty") is None
+    assert by_run.pop("r07") is None
+    for run_id, signal in by_run.items():
+        assert signal is not None and signal.payload == {"run": int(run_id[1:]), "n": 1}
+        assert signal.run_id == run_id and signal.consumed_seq == 1
+    again = await asyncio.gather(*(store.consume_signal(r, tokens[r], step(1, "go")) for r in by_run))
+    assert [s.payload if s else None for s in again] == [s.payload for s in by_run.values()]
+    second = await asyncio.gather(*(store.consume_signal(r, tokens[r], step(2, "go")) for r in by_run))
+    assert [s.payload["n"] if s else None for s in second] == [
+        None if int(r[1:]) % 3 == 2 else 2 for r in by_run
+    ]
+    assert await store.load_steps("r07") == []
+    assert [s.consumed_seq for s in await store.list_signals("r07")] == [None, None]
+    [entry] = (await store.load_steps("r00"))[:1]
+    assert (entry.seq, entry.status, entry.output) == (1, "completed", {"run": 0, "n": 1})
+
+
 async def test_signal_wakes_a_waiting_run(store: Store) -> None:
     await store.create_run(new("r"))
     [c] = await claim(store)

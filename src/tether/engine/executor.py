@@ -13,7 +13,7 @@ from tether.engine.context import Context, bound, error_record
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.serde import to_jsonable
 from tether.errors import RunFailed, StepFailed, StoreUnavailable
-from tether.store.base import Claim, Store
+from tether.store.base import Claim, StepRecord, Store
 
 if TYPE_CHECKING:
     from tether.engine.registry import WorkflowDef
@@ -68,8 +68,12 @@ class RunExecutor:
         if definition is None:  # claims filter by version; only a registry change gets here
             await self._store.release_run(run.id, token)
             return "queued"
-        fresh = fresh or not claim.has_journal
-        journal = [] if fresh else await self._store.load_steps(run.id)
+        if fresh or not claim.has_journal:
+            journal: list[StepRecord] = []
+        elif claim.journal is not None:
+            journal = claim.journal
+        else:
+            journal = await self._store.load_steps(run.id)
         budget = Budget.from_dict(run.budget)
         if definition.budget is not None:
             budget = definition.budget.merged(budget)

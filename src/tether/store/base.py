@@ -140,6 +140,9 @@ class Claim:
     has_journal: bool = True
     """False when the run had no journal entries at the claim (a run starting): the engine
     then skips loading it."""
+    journal: list[StepRecord] | None = None
+    """The run's journal, when the store loaded it with the claim (one query for a whole
+    batch of claims instead of one per run); ``None``: the engine loads it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,9 +151,9 @@ def parse_postgres_url(url: str) -> tuple[str, int, float]:
 
 @dataclass(eq=False)
 class _Write:
-    """One write waiting for its batch. Journal writes (`step`) and run finishes (`finish`)
-    are folded into one multi-row statement per kind; anything else runs `fn` in the batch's
-    transaction."""
+    """One write waiting for its batch. Journal writes (`step`), run finishes (`finish`) and
+    signal consumptions (`consume`) are folded into multi-row statements per kind; anything
+    else runs `fn` in the batch's transaction."""
 
     run_id: str
     fn: Callable[[Conn], Awaitable[q.Outcome]] | None
@@ -161,6 +161,7 @@ class _Write:
     """None for a write applied directly by its caller (see `PostgresStore._submit`)."""
     step: tuple[str, int, StepRecord] | None = None
     finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None
+    consume: tuple[str, int, StepRecord] | None = None
     result: Any = None
     notify: bool = False
     single: bool = False
@@ -338,6 +339,7 @@ class PostgresStore:
         *,
         step: tuple[str, int, StepRecord] | None = None,
         finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None,
+        consume: tuple[str, int, StepRecord] | None = None,
         single: bool = False,
     ) -> Any:
         state = await self._state()
@@ -345,7 +347,9 @@ class PostgresStore:
             # An idle loop (a sequential run's every write): apply it from the caller's task,
             # with no batch task or future in between. Writes submitted meanwhile queue in
             # `pending` and go as the next batch, exactly as behind a batch in flight.
-            write = _Write(run_id, fn, None, step=step, finish=finish, single=single)
+            write = _Write(
+                run_id, fn, None, step=step, finish=finish, consume=consume, single=single
+            )
             state.inflight += 1
             try:
                 await self._retrying("write", self._apply, state, [write])
@@ -358,7 +362,9 @@ class PostgresStore:
                 _wake_all(state)
             return write.result
         future: asyncio.Future[Any] = state.loop.create_future()
-        state.pending.append(_Write(run_id, fn, future, step=step, finish=finish, single=single))
+        state.pending.append(
+            _Write(run_id, fn, future, step=step, finish=finish, consume=consume, single=single)
+        )
         if not state.scheduled:
             state.scheduled = True
             state.loop.call_soon(self._dispatch, state)
@@ -426,13 +432,14 @@ class PostgresStore:
             return
         steps = _distinct_rounds([w for w in batch if w.step is not None], _step_key)
         finishes = _distinct_rounds([w for w in batch if w.finish is not None], _run_key)
+        consumes = _distinct_rounds([w for w in batch if w.consume is not None], _run_key)
         others = sorted((w for w in batch if w.fn is not None), key=lambda w: w.run_id)
         single_lock = not finishes or len(finishes[0]) == 1
-        if not others and len(steps) + len(finishes) == 1 and single_lock:
+        if not others and not consumes and len(steps) + len(finishes) == 1 and single_lock:
             # The hot path: one multi-row statement is the whole transaction (one round trip).
             # Its statement locks its run rows in id order itself; several finishes must lock
             # theirs in order first.
-            await _apply_rounds(conn, steps, finishes)
+            await _apply_rounds(conn, steps, finishes, [])
             return
         async with conn.transaction():
             # Every run row this transaction will lock, taken up front in id order, so no two
@@ -441,10 +448,11 @@ class PostgresStore:
                 {w.run_id for w in others}
                 | {w.run_id for r in finishes for w in r}
                 | {w.run_id for r in steps for w in r}
+                | {w.run_id for r in consumes for w in r}
             )
             if len(locked) > 1:
                 await q.lock_runs(conn, sorted(locked))
-            await _apply_rounds(conn, steps, finishes)
+            await _apply_rounds(conn, steps, finishes, consumes)
             notify = False
             for write in others:
                 assert write.fn is not None
@@ -583,7 +591,7 @@ class PostgresStore:
     async def consume_signal(
         self, run_id: str, token: int, step: StepRecord
     ) -> SignalRecord | None:
-        return await self._submit(run_id, lambda c: q.consume_signal(c, run_id, token, step))
+        return await self._submit(run_id, None, consume=(run_id, token, step))
 
     async def suspend_run(
         self, run_id: str, token: int, *, wake_at: float | None, waiting_for: str | None
@@ -718,8 +726,15 @@ def _distinct_rounds(writes: list[_Write], key: Callable[[_Write], Any]) -> list
 
 
 async def _apply_rounds(
-    conn: Conn, steps: list[list[_Write]], finishes: list[list[_Write]]
+    conn: Conn,
+    steps: list[list[_Write]],
+    finishes: list[list[_Write]],
+    consumes: list[list[_Write]],
 ) -> None:
+    for round_ in consumes:
+        taken = await q.consume_signals(conn, [w.consume for w in round_ if w.consume is not None])
+        for write in round_:
+            write.result = taken.get(write.run_id)
     for round_ in steps:
         written = await q.write_steps(conn, [w.step for w in round_ if w.step is not None])
         for write in round_:

@@ -12,6 +12,7 @@ agree about leases and due runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
@@ -409,7 +410,21 @@ async def claim_runs(
         claims.append(
             Claim(run=run, token=run.fencing, recovered=bool(row[-2]), has_journal=bool(row[-1]))
         )
-    return claims
+    resumed = [c.run.id for c in claims if c.has_journal]
+    if not resumed:
+        return claims
+    # Runs resuming (after a signal, a timer, a takeover) need their journals: one query for
+    # the whole batch. The rows are ours now (claimed), so nothing changes them meanwhile.
+    journals: dict[str, list[StepRecord]] = {run_id: [] for run_id in resumed}
+    cur = await conn.execute(
+        f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ANY(%b::text[]) ORDER BY run_id, seq",
+        (resumed,),
+    )
+    for row in await cur.fetchall():
+        journals[row[0]].append(step_from_row(row))
+    return [
+        dataclasses.replace(c, journal=journals[c.run.id]) if c.has_journal else c for c in claims
+    ]
 
 
 async def claim_run(conn: Conn, run_id: str, owner: str, lease_seconds: float) -> Outcome:
@@ -557,7 +572,7 @@ async def write_steps(
 _CONSUME_SIGNAL = f"""
 WITH held AS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE),
 earlier AS (
-    SELECT id, payload, created_at FROM signals
+    SELECT run_id, id, payload, created_at FROM signals
      WHERE run_id = %s AND consumed_seq = %s AND EXISTS (SELECT 1 FROM held)),
 taken AS (
     UPDATE signals SET consumed_seq = %s WHERE id = (
@@ -565,36 +580,79 @@ taken AS (
          WHERE run_id = %s AND name = %s AND consumed_seq IS NULL
            AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)
          ORDER BY id LIMIT 1 FOR UPDATE)
-    RETURNING id, payload, created_at)
+    RETURNING run_id, id, payload, created_at)
 SELECT * FROM earlier UNION ALL SELECT * FROM taken
 """
 
 
-async def consume_signal(conn: Conn, run_id: str, token: int, step: StepRecord) -> Outcome:
-    # One statement: fenced, and idempotent — a retry whose first attempt committed finds the
-    # signal already consumed at this seq and returns it again.
-    cur = await conn.execute(
-        _CONSUME_SIGNAL, (run_id, token, run_id, step.seq, step.seq, run_id, step.name)
+_CONSUME_SIGNALS = """
+WITH req AS (
+    SELECT * FROM unnest(%b::text[], %b::bigint[], %b::int[], %b::text[])
+        AS req(run_id, token, seq, name)),
+held AS (
+    SELECT r.id FROM runs r JOIN req ON req.run_id = r.id AND req.token = r.fencing
+     WHERE r.id = ANY(%b::text[]) AND r.status = 'running' AND NOT r.cancel_requested
+     ORDER BY r.id FOR SHARE OF r),
+earlier AS (
+    SELECT s.run_id, s.id, s.payload, s.created_at FROM signals s
+      JOIN req ON s.run_id = req.run_id AND s.consumed_seq = req.seq
+     WHERE s.run_id IN (SELECT id FROM held)),
+taken AS (
+    UPDATE signals s SET consumed_seq = p.seq
+      FROM (SELECT req.seq, (
+                SELECT o.id FROM signals o
+                 WHERE o.run_id = req.run_id AND o.name = req.name AND o.consumed_seq IS NULL
+                 ORDER BY o.id LIMIT 1 FOR UPDATE) AS signal_id
+              FROM req
+             WHERE req.run_id IN (SELECT id FROM held)
+               AND req.run_id NOT IN (SELECT run_id FROM earlier)) p
+     WHERE s.id = p.signal_id
+    RETURNING s.run_id, s.id, s.payload, s.created_at)
+SELECT * FROM earlier UNION ALL SELECT * FROM taken
+"""
+
+
+async def consume_signals(
+    conn: Conn, consumes: Sequence[tuple[str, int, StepRecord]]
+) -> dict[str, SignalRecord]:
+    """`consume_signal` for several runs (distinct run ids): one statement takes the signals,
+    one writes the journal entries — inside the caller's transaction. Idempotent: a retry
+    whose first attempt committed finds each signal already consumed at its seq. Returns the
+    signal taken per run; a run missing had none waiting or was fenced off."""
+    if len(consumes) == 1:
+        cur = await conn.execute(_CONSUME_SIGNAL, _consume_params(*consumes[0]))
+    else:
+        ids = [c[0] for c in consumes]
+        cur = await conn.execute(
+            _CONSUME_SIGNALS,
+            (ids, [c[1] for c in consumes], [c[2].seq for c in consumes],
+             [c[2].name for c in consumes], ids),
+        )
+    wanted = {c[0]: c for c in consumes}
+    taken: dict[str, SignalRecord] = {}
+    for run_id, signal_id, payload, created_at in await cur.fetchall():
+        step = wanted[run_id][2]
+        taken[run_id] = SignalRecord(signal_id, run_id, step.name, loads(payload), created_at, step.seq)
+    if taken:
+        # Fenced above with the run rows share-locked until our commit: these writes land.
+        await write_steps(
+            conn,
+            [
+                (run_id, wanted[run_id][1], _completed(wanted[run_id][2], signal.payload))
+                for run_id, signal in taken.items()
+            ],
+        )
+    return taken
+
+
+def _consume_params(run_id: str, token: int, step: StepRecord) -> tuple[Any, ...]:
+    return (run_id, token, run_id, step.seq, step.seq, run_id, step.name)
+
+
+def _completed(step: StepRecord, payload: Any) -> StepRecord:
+    return dataclasses.replace(
+        step, status="completed", output=payload, error=None, wake_at=None, usage=None
     )
-    row = await cur.fetchone()
-    if row is None:
-        return None, False
-    payload = loads(row[1])
-    completed = StepRecord(
-        run_id=run_id,
-        seq=step.seq,
-        name=step.name,
-        kind=step.kind,
-        status="completed",
-        input=step.input,
-        output=payload,
-        attempts=step.attempts,
-        started_at=step.started_at,
-        finished_at=step.finished_at,
-        meta=step.meta,
-    )
-    await write_steps(conn, [(run_id, token, completed)])
-    return SignalRecord(row[0], run_id, step.name, payload, row[2], step.seq), False
 
 
 async def suspend_run(

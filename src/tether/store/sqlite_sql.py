@@ -418,7 +418,11 @@ def consume_signal(
 ) -> SignalRecord | None:
     if conn.execute(f"SELECT 1 FROM runs WHERE {_HELD_LIVE}", (run_id, token)).fetchone() is None:
         return None
+    # Idempotent as on PostgreSQL: a consume repeated at the same seq returns the same signal.
     row = conn.execute(
+        "SELECT id, payload, created_at FROM signals WHERE run_id = ? AND consumed_seq = ?",
+        (run_id, step.seq),
+    ).fetchone() or conn.execute(
         "SELECT id, payload, created_at FROM signals "
         "WHERE run_id = ? AND name = ? AND consumed_seq IS NULL ORDER BY id LIMIT 1",
         (run_id, step.name),
