@@ -7,7 +7,8 @@
 Measures (medians of --reps repetitions; the spread is printed too):
 
 1. sequential durable steps/s: W runs x S no-op steps one after another (`App.run_async`), next
-   to the server's raw single-row INSERT+COMMIT/s, DBOS (Postgres system database) and
+   to the server's raw single-row INSERT+COMMIT/s (as BEGIN/INSERT/COMMIT transactions and as
+   autocommit single statements; see `raw_inserts`), DBOS (Postgres system database) and
    LangGraph `PostgresSaver` with ``durability="sync"`` — the same W x S workload;
 2. 200 concurrent runs x 10 steps through a worker in this process;
 3. signal -> run resumed latency (p50/p99) with an idle worker, woken by NOTIFY;
