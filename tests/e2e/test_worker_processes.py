@@ -1,6 +1,7 @@
 """Worker processes: signals from other processes, graceful shutdown (SIGTERM/SIGINT, grace
 period, second signal), sharing one SQLite file, concurrency, surviving failing workflows and
-sys.exit(), and the blocked-event-loop warning."""
+sys.exit(), and the blocked-event-loop warning. The signal and graceful-stop checks run on
+both backends."""
 
 from __future__ import annotations
 
@@ -31,8 +32,15 @@ def workers(tmp_path: Path, sqlite_url: str) -> Iterator[Workers]:
         yield pool
 
 
-def test_signal_from_another_process_resumes_waiting_runs(workers: Workers) -> None:
-    store = workers.store
+@pytest.fixture
+def any_workers(tmp_path: Path, store_url: str) -> Iterator[Workers]:
+    """Worker processes on each backend: SQLite, then PostgreSQL."""
+    with worker_pool(tmp_path, store_url) as pool:
+        yield pool
+
+
+def test_signal_from_another_process_resumes_waiting_runs(any_workers: Workers) -> None:
+    store = any_workers.store
     started = [
         tether_cli("start", "approval", "--input", json.dumps({"who": f"c{i}"}),
                    "--label", f"n={i}", store=store)
@@ -42,7 +50,7 @@ def test_signal_from_another_process_resumes_waiting_runs(workers: Workers) -> N
         assert proc.returncode == 0, proc.stderr
     runs = [proc.stdout.strip() for proc in started]
     app = client(store)
-    workers.start("w1")
+    any_workers.start("w1")
     wait_until(
         lambda: all(app.get_run(r).status == "waiting" for r in runs),
         timeout=20,
@@ -63,22 +71,23 @@ def test_signal_from_another_process_resumes_waiting_runs(workers: Workers) -> N
         assert info.status == "succeeded", info.error
         assert info.output == {"who": f"c{i}", "decision": {"ok": i}}
         assert info.labels == {"n": str(i)}
-        check_exactly_once(info, read_ledger(workers.ledger), set())
+        check_exactly_once(info, read_ledger(any_workers.ledger), set())
 
 
-def test_signal_sent_before_the_worker_runs_is_kept(workers: Workers) -> None:
-    store = workers.store
+def test_signal_sent_before_the_worker_runs_is_kept(any_workers: Workers) -> None:
+    store = any_workers.store
     run = tether_cli("start", "approval", "--input", '{"who": "early"}', store=store).stdout.strip()
     sent = tether_cli("signal", run, "approval", "--data", '"yes"', store=store)
     assert sent.returncode == 0, sent.stderr
-    workers.start("late")
+    any_workers.start("late")
     app = client(store)
     wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
     assert app.get_run(run).output == {"who": "early", "decision": "yes"}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_stop_signal_lets_in_flight_runs_finish(workers: Workers, signum: signal.Signals) -> None:
+def test_stop_signal_lets_in_flight_runs_finish(any_workers: Workers, signum: signal.Signals) -> None:
+    workers = any_workers
     app = client(workers.store)
     runs = [app.start("pipeline", {"steps": 3, "pause": 0.5}).id for _ in range(3)]
     proc = workers.start("graceful")
@@ -194,23 +203,23 @@ def test_second_sigterm_exits_at_once(workers: Workers, tmp_path: Path) -> None:
     assert app.get_run(run).status == "running"
 
 
-def test_signal_sent_while_no_worker_is_alive(workers: Workers) -> None:
+def test_signal_sent_while_no_worker_is_alive(any_workers: Workers) -> None:
     """The waiting run's worker is killed; the approval arrives from another process while no
     worker runs; a new worker finishes the run with it."""
-    store = workers.store
+    store = any_workers.store
     app = client(store)
     run = app.start("approval", {"who": "acme"}).id
-    workers.start("first")
+    any_workers.start("first")
     wait_until(lambda: app.get_run(run).status == "waiting", timeout=20, what="the wait")
-    workers.kill("first")
+    any_workers.kill("first")
     sent = tether_cli("signal", run, "approval", "--data", '{"approved": true}', store=store)
     assert sent.returncode == 0, sent.stderr
     assert app.get_run(run).status == "queued"
-    workers.start("second")
+    any_workers.start("second")
     wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
     info = app.get_run(run)
     assert info.output == {"who": "acme", "decision": {"approved": True}}
-    check_exactly_once(info, read_ledger(workers.ledger), workers.killed)
+    check_exactly_once(info, read_ledger(any_workers.ledger), any_workers.killed)
 
 
 def test_concurrency_limits_runs_in_flight(workers: Workers) -> None:
