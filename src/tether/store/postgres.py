@@ -2,14 +2,20 @@
 
 * **Connections.** psycopg 3 async with a small connection pool *per event loop* (a process may
   call the store from its worker loop and from the App's sync portal; a connection must never
-  be shared across loops), which connects inline so any loop may end at any time (`_Pool`). The URL is a libpq URL and may carry libpq options, e.g.
+  be shared across loops), which connects inline so any loop may end at any time (`_Pool`).
+  The URL is a libpq URL and may carry libpq options, e.g.
   ``postgresql://app@db:5432/prod?options=-csearch_path%3Dtether``. Two options are tether's own
   and are stripped before connecting: ``pool_max_size`` (per loop, default 8) and
   ``retry_seconds`` (how long to ride out a lost database, default 10).
 * **Group commit.** Writes submitted during one event-loop iteration are applied in one
-  transaction on one pooled connection; all journal writes of the batch become one multi-row
-  statement. A sequential run pays one single-statement transaction per step; two hundred
+  transaction on one pooled connection; the batch's journal writes, finishes and signal
+  consumptions each become one multi-row statement. A write arriving on an idle loop is
+  applied at once from its caller's task, and later writes batch behind it, so a sequential
+  run pays one single-statement transaction (one round trip) per step while two hundred
   concurrent runs share them. Each write still gets its own fenced answer.
+* **Fencing.** A write for a claimed run checks the run's token in the same statement and
+  share-locks the run row while doing so, so a write racing a takeover waits for it and is
+  rejected rather than judged against the row as it was when the statement began.
 * **Faults.** A lost connection (server restart, ``pg_terminate_backend``) is retried with
   backoff for ``retry_seconds``, then `StoreUnavailable` is raised and the engine leaves the run
   for takeover. Every write is idempotent (see `tether.store.postgres_sql`), so retrying after an

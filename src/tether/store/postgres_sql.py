@@ -4,7 +4,8 @@ inside a transaction the caller owns (see `tether.store.postgres`).
 Every function that writes on behalf of a claimed run is fenced (the run must still carry the
 caller's token) and idempotent: re-running it after a lost connection, when the first attempt's
 commit outcome is unknown, gives the same answer and changes nothing more. Functions return
-``(result, notify)``; ``notify`` asks the caller to NOTIFY idle workers in the same transaction.
+``(result, notify)``; ``notify`` asks the caller to NOTIFY idle workers (in the same
+transaction, or right after a single statement run in autocommit).
 
 Times come from the server's clock (``statement_timestamp()``), so hosts with skewed clocks
 agree about leases and due runs.
