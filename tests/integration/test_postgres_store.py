@@ -287,3 +287,46 @@ async def test_a_signal_resent_after_a_lost_acknowledgement_is_stored_once(pg_ur
         assert [s.payload for s in await store.list_signals("r1")] == [{"ok": True}, {"ok": False}]
     finally:
         await store.close()
+
+
+async def test_claims_survive_a_connection_lost_while_loading_their_journals(pg_url: str) -> None:
+    """The claim commits, then its journals are read in a second statement; if the connection
+    drops in between, the claims are still handed over (the engine loads the journals itself)
+    instead of being stranded until their leases expire."""
+    from tether.store import postgres_sql as q
+
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        await store.create_run(NewRun(id="r1", workflow="wf", version="1", input=None))
+        [first] = await store.claim_runs("w1", WF, limit=1, lease_seconds=0.2)
+        assert await store.write_step("r1", first.token, StepRecord("r1", 1, "s", "step", "completed"))
+        await asyncio.sleep(0.3)  # the lease runs out: the next claim resumes a journaled run
+
+        async with await psycopg.AsyncConnection.connect(
+            parse_postgres_url(pg_url)[0], autocommit=True
+        ) as conn:
+            real_execute = conn.execute
+
+            async def execute(query: object, *args: object, **kwargs: object) -> object:
+                if "FROM steps WHERE run_id = ANY" in str(query):
+                    raise psycopg.OperationalError("connection lost")
+                return await real_execute(query, *args, **kwargs)  # type: ignore[arg-type]
+
+            conn.execute = execute  # type: ignore[method-assign]
+            [claim] = await q.claim_runs(conn, "w2", WF, 1, 30.0)
+        assert claim.run.id == "r1" and claim.recovered and claim.has_journal
+        assert claim.journal is None  # not loaded: the engine will load it
+        run = await store.get_run("r1")
+        assert run is not None and run.lease_owner == "w2"
+
+        # Normally the journal comes with the claim.
+        await store.create_run(NewRun(id="r2", workflow="wf", version="1", input=None))
+        [first] = await store.claim_runs("w1", WF, limit=1, lease_seconds=0.2)
+        assert await store.write_step("r2", first.token, StepRecord("r2", 1, "s", "step", "completed", output=7))
+        await asyncio.sleep(0.3)
+        [again] = await store.claim_runs("w3", WF, limit=1, lease_seconds=30)
+        assert again.journal is not None
+        assert [(s.seq, s.output) for s in again.journal] == [(1, 7)]
+    finally:
+        await store.close()

@@ -18,6 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
+import psycopg
 from psycopg import AsyncConnection
 
 from tether.store.base import (
@@ -417,11 +418,19 @@ async def claim_runs(
     # Runs resuming (after a signal, a timer, a takeover) need their journals: one query for
     # the whole batch. The rows are ours now (claimed), so nothing changes them meanwhile.
     journals: dict[str, list[StepRecord]] = {run_id: [] for run_id in resumed}
-    cur = await conn.execute(
-        f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ANY(%b::text[]) ORDER BY run_id, seq",
-        (resumed,),
-    )
-    for row in await cur.fetchall():
+    try:
+        cur = await conn.execute(
+            f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ANY(%b::text[]) "
+            "ORDER BY run_id, seq",
+            (resumed,),
+        )
+        rows = await cur.fetchall()
+    except psycopg.OperationalError:
+        # The claims are committed: hand them over without journals (the engine loads each
+        # with its own retries) rather than fail the call and strand them until their leases
+        # expire.
+        return claims
+    for row in rows:
         journals[row[0]].append(step_from_row(row))
     return [
         dataclasses.replace(c, journal=journals[c.run.id]) if c.has_journal else c for c in claims
