@@ -68,7 +68,7 @@ class RunExecutor:
         if definition is None:  # claims filter by version; only a registry change gets here
             await self._store.release_run(run.id, token)
             return "queued"
-        if fresh or not claim.has_journal:
+        if fresh:
             journal: list[StepRecord] = []
         elif claim.journal is not None:
             journal = claim.journal

@@ -137,12 +137,15 @@ class Claim:
     token: int
     recovered: bool
     """True when the claim took over an expired lease (a crashed or paused worker)."""
-    has_journal: bool = True
-    """False when the run had no journal entries at the claim (a run starting): the engine
-    then skips loading it."""
     journal: list[StepRecord] | None = None
-    """The run's journal, when the store loaded it with the claim (one query for a whole
-    batch of claims instead of one per run); ``None``: the engine loads it."""
+    """The run's journal when the store knows it at the claim: ``[]`` for a run starting, the
+    entries when it loaded them with the claim (one query for a whole batch of claims instead
+    of one per run). ``None``: the engine loads it."""
+
+    @property
+    def has_journal(self) -> bool:
+        """False when the run is known to have no journal entries (a run starting)."""
+        return self.journal is None or bool(self.journal)
 
 
 @dataclass(frozen=True, slots=True)

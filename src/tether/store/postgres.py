@@ -429,10 +429,10 @@ class PostgresStore:
                 state.loop.call_soon(self._dispatch, state)
 
     async def _apply(self, conn: Conn, batch: list[_Write]) -> None:
-        lone = batch[0]
-        if len(batch) == 1 and lone.single and lone.fn is not None:
-            write = lone
-            write.result, write.notify = await lone.fn(conn)
+        if len(batch) == 1 and batch[0].single:
+            write = batch[0]
+            assert write.fn is not None
+            write.result, write.notify = await write.fn(conn)
             if write.notify:  # after the commit, as NOTIFY in a transaction is delivered
                 await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
             return

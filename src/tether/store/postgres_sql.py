@@ -409,10 +409,9 @@ async def claim_runs(
     claims: list[Claim] = []
     for row in await cur.fetchall():
         run = run_from_row(row)
-        claims.append(
-            Claim(run=run, token=run.fencing, recovered=bool(row[-2]), has_journal=bool(row[-1]))
-        )
-    resumed = [c.run.id for c in claims if c.has_journal]
+        journal = _unknown_or_empty(row[-1])
+        claims.append(Claim(run=run, token=run.fencing, recovered=bool(row[-2]), journal=journal))
+    resumed = [c.run.id for c in claims if c.journal is None]
     if not resumed:
         return claims
     # Runs resuming (after a signal, a timer, a takeover) need their journals: one query for
@@ -433,8 +432,14 @@ async def claim_runs(
     for row in rows:
         journals[row[0]].append(step_from_row(row))
     return [
-        dataclasses.replace(c, journal=journals[c.run.id]) if c.has_journal else c for c in claims
+        dataclasses.replace(c, journal=journals[c.run.id]) if c.journal is None else c
+        for c in claims
     ]
+
+
+def _unknown_or_empty(has_steps: bool) -> list[StepRecord] | None:
+    """`Claim.journal` from the claim statement's EXISTS(steps): known empty, or to load."""
+    return None if has_steps else []
 
 
 async def claim_run(conn: Conn, run_id: str, owner: str, lease_seconds: float) -> Outcome:
@@ -461,7 +466,9 @@ async def claim_run(conn: Conn, run_id: str, owner: str, lease_seconds: float) -
     if row is None:
         return None, False
     run = run_from_row(row)
-    claim = Claim(run=run, token=run.fencing, recovered=bool(row[-2]), has_journal=bool(row[-1]))
+    claim = Claim(
+        run=run, token=run.fencing, recovered=bool(row[-2]), journal=_unknown_or_empty(row[-1])
+    )
     return claim, False
 
 

@@ -342,8 +342,9 @@ def _take(
         (owner, now + lease_seconds, 1 if recovered else 0, version, now, now, run_id),
     ).fetchone()
     run = run_from_row(row)
-    journal = conn.execute("SELECT 1 FROM steps WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
-    return Claim(run=run, token=run.fencing, recovered=recovered, has_journal=journal is not None)
+    has_steps = conn.execute("SELECT 1 FROM steps WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
+    # A run starting is known to have no journal; any other is loaded by the engine.
+    return Claim(run=run, token=run.fencing, recovered=recovered, journal=None if has_steps else [])
 
 
 def claim_one(
