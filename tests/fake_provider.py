@@ -51,6 +51,8 @@ class FakeProvider:
         self.answered = 0
         """Requests answered with a completion (not a fault)."""
         self._faults: collections.deque[Fault] = collections.deque()
+        self.fault_for: Callable[[dict[str, Any]], Fault | None] | None = None
+        """Chooses a fault per request from its body (after the queued ones), e.g. by node."""
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -147,6 +149,8 @@ class FakeProvider:
         data = json.loads(body or b"{}")
         self.requests.append(data)
         fault = self._faults.popleft() if self._faults else None
+        if fault is None and self.fault_for is not None:
+            fault = self.fault_for(data)
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault is not None:

@@ -6,7 +6,9 @@ resume elsewhere from the last completed step. See README.md and docs/ for the t
 
 from tether.agents import (
     Agent,
+    Fallback,
     Loop,
+    Optional,
     Parallel,
     Scope,
     ScriptedModel,
@@ -65,9 +67,11 @@ __all__ = [
     "CheckResult",
     "Context",
     "Evidence",
+    "Fallback",
     "LeaseLost",
     "Loop",
     "NonDeterminismError",
+    "Optional",
     "Parallel",
     "Policy",
     "Retry",

@@ -72,7 +72,7 @@ class Agent:
     def __init__(
         self,
         name: str,
-        model: Model | str,
+        model: Model | str | Sequence[Model | str],
         instructions: str = "",
         *,
         tools: Sequence[Tool | Callable[..., Any]] = (),
@@ -94,7 +94,11 @@ class Agent:
             raise UserError(f"Agent name {name!r} must be letters, digits, '_' or '-'")
         self.name = name
         self.model = model
-        """A pydantic-ai model name (``openai:gpt-4.1-mini``) or `Model` object."""
+        """A pydantic-ai model name (``openai:gpt-4.1-mini``) or `Model` object, or several
+        (a list, or a pydantic-ai `FallbackModel`): each request goes to the first; when its
+        step fails for good (its retries spent) the next one answers, and so on."""
+        if isinstance(model, list | tuple) and not model:
+            raise UserError(f"agent {name!r}: give at least one model")
         self.instructions = instructions
         """The system instructions; may use ``{placeholders}`` from the run state."""
         self.tools = [as_tool(t) for t in tools]
@@ -126,7 +130,7 @@ class Agent:
         self._tools = {t.name: t for t in self.tools}
         self._structured = output_type is not str
         self._output = OutputSchema(output_type) if self._structured else None
-        self._resolved: Model | None = None
+        self._resolved: list[Model] | None = None
         self._tools_hash = short_hash([[t.name, t.schema] for t in self.tools]
                                       + ([self._output.schema] if self._output else []))
 
@@ -149,10 +153,24 @@ class Agent:
         app.add_workflow(WorkflowDef(name=self.name, version=self.version, fn=workflow))
 
     def resolved_model(self) -> Model:
-        """The pydantic-ai `Model`, built on first use (a provider client needs its API key
-        only when the agent actually runs)."""
+        """The (first) pydantic-ai `Model`, built on first use (a provider client needs its API
+        key only when the agent actually runs)."""
+        return self.resolved_models()[0]
+
+    def resolved_models(self) -> list[Model]:
+        """The models in the order they are tried: the primary, then each fallback. A
+        pydantic-ai `FallbackModel` is unwrapped, so every request is its own journaled,
+        priced step naming the model that really answered."""
         if self._resolved is None:
-            self._resolved = resolve_model(self.model)
+            from pydantic_ai.models.fallback import FallbackModel
+
+            given = self.model
+            listed = list(given) if isinstance(given, list | tuple) else [given]
+            models: list[Model] = []
+            for entry in listed:
+                resolved = resolve_model(entry)
+                models.extend(resolved.models if isinstance(resolved, FallbackModel) else [resolved])
+            self._resolved = models
         return self._resolved
 
     # --- the loop -------------------------------------------------------------------------------
@@ -170,7 +188,7 @@ class Agent:
 
     async def _loop(self, ctx: Context, state: RunState) -> Any:
         if self.scope is not None:
-            await enforce_scope(self.scope, ctx, state, node=self.name, model=self.model)
+            await enforce_scope(self.scope, ctx, state, node=self.name, model=self.resolved_models()[0] if isinstance(self.model, list | tuple) else self.model)
         instructions = render(self.instructions, state, node=self.name, what="instructions")
         prompt = (render(self.prompt, state, node=self.name, what="prompt")
                   if self.prompt is not None else state.as_prompt())
@@ -184,8 +202,9 @@ class Agent:
         tool_errors = 0
         repeats: dict[str, int] = {}
         last_error = ""
+        fallback = _ModelChoice(self.resolved_models())
         for _turn in range(self.max_turns):
-            response = await self._request(ctx, messages, params, prompt_hash)
+            response = await self._request_with_fallback(ctx, messages, params, prompt_hash, fallback)
             messages.append(response)
             parts: list[ModelRequestPart] = []
             calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
@@ -244,11 +263,26 @@ class Agent:
         return ModelRequestParameters(function_tools=tools, output_mode="tool",
                                       output_tools=[output], allow_text_output=False)
 
+    async def _request_with_fallback(
+        self, ctx: Context, messages: list[ModelMessage], params: ModelRequestParameters,
+        prompt_hash: str, choice: _ModelChoice,
+    ) -> ModelResponse:
+        """One request, answered by the current model or, when its step fails for good, by
+        the next. Once a model has failed in this node execution the later requests go
+        straight to the one that answered (a provider that is down stays down for a while).
+        The failed step stays in the journal, so a replay takes the same path."""
+        while True:
+            try:
+                return await self._request(ctx, messages, params, prompt_hash, choice.current)
+            except StepFailed:
+                if not choice.advance():
+                    raise
+
     async def _request(
         self, ctx: Context, messages: list[ModelMessage], params: ModelRequestParameters,
-        prompt_hash: str,
+        prompt_hash: str, model: Model | None = None,
     ) -> ModelResponse:
-        model = self.resolved_model()
+        model = model or self.resolved_model()
         recorded = ctx.journal.get(ctx.next_sequence())
         if recorded is not None and recorded.status == "completed":
             estimate = ZERO  # a replay: nothing is sent, so nothing to check or estimate
@@ -444,6 +478,25 @@ class Agent:
                   names.TOOL_NAME: call.tool_name, "tether.scope.violation": True},
             record_input={"tool": call.tool_name, "args": _safe_args(call)},
         )
+
+
+class _ModelChoice:
+    """Which of an agent's models answers next, within one node execution."""
+
+    def __init__(self, models: list[Model]) -> None:
+        self.models = models
+        self.index = 0
+
+    @property
+    def current(self) -> Model:
+        return self.models[self.index]
+
+    def advance(self) -> bool:
+        """Move to the next model; False when there is none left."""
+        if self.index + 1 >= len(self.models):
+            return False
+        self.index += 1
+        return True
 
 
 def _failed(call: ToolCallPart, error: str) -> ToolReturnPart:

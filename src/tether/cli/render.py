@@ -137,7 +137,7 @@ def runs_table(runs: list[RunInfo], verdicts: dict[str, Verdict] | None = None) 
         table.add_row(
             info.id,
             _workflow(info),
-            status_text(info.status),
+            _run_status(info),
             str(len(info.steps)),
             format_created(info.created_at),
             format_duration(run_duration(info)),
@@ -204,6 +204,8 @@ def run_header(info: RunInfo) -> Table:
         if info.progress:
             grid.add_row("in", _progress(info.progress))
     grid.add_row("recoveries", str(info.recoveries))
+    for part in info.degraded:
+        grid.add_row("degraded", Text(_degradation(part), style="yellow"))
     if info.error:
         text = Text(error_line(info.error), style="red")
         if info.error.get("traceback"):
@@ -212,6 +214,21 @@ def run_header(info: RunInfo) -> Table:
     if info.status == "succeeded" and info.output is not None:
         grid.add_row("output", _short(info.output, 200))
     return grid
+
+
+def _run_status(info: RunInfo) -> Text:
+    text = status_text(info.status)
+    if info.degraded:
+        text.append(" degraded", style="yellow")
+    return text
+
+
+def _degradation(part: dict[str, Any]) -> str:
+    error = part.get("error") or {}
+    cause = f"{error.get('type', 'error')}: {_short(error.get('message', ''), 120)}"
+    if part.get("how") == "fallback":
+        return f"node {part.get('node')} failed ({cause}); {part.get('backup')} answered instead"
+    return f"node {part.get('node')} skipped ({cause}); its default was used"
 
 
 def steps_table(info: RunInfo) -> Table:
@@ -277,6 +294,7 @@ def run_summary(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]
         "waiting_for": info.waiting_for,
         "wake_at": _iso(info.wake_at),
         "recoveries": info.recoveries,
+        "degraded": info.degraded,
         "tokens": info.tokens,
         "cost_usd": info.cost_usd,
         # Listings stay small: the traceback is in `tether show RUN --json`.

@@ -107,6 +107,9 @@ def list_runs(
         None, "--label", "-l", help="Only runs carrying this label key=value (repeatable)"
     ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many, newest first"),
+    degraded: bool = typer.Option(
+        False, "--degraded", help="Only runs that skipped an optional node or took a fallback"
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
@@ -114,12 +117,15 @@ def list_runs(
     """List runs, newest first."""
     labels = parse_labels(label) or None
     application = require_store(load_app(app, store))
-    runs = application.list_runs(status=status, workflow=workflow, labels=labels, limit=limit)
+    runs = application.list_runs(
+        status=status, workflow=workflow, labels=labels, limit=limit,
+        degraded=True if degraded else None,
+    )
     verdicts = health_of(application, runs)
     if as_json:
         print_json([run_summary(info, verdicts.get(info.id)) for info in runs])
     elif not runs:
-        console.print("no runs match" if (status or workflow or labels) else "no runs yet")
+        console.print("no runs match" if (status or workflow or labels or degraded) else "no runs yet")
     else:
         console.print(runs_table(runs, verdicts))
 

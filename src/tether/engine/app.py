@@ -319,13 +319,18 @@ class App:
         workflow: str | None = None,
         labels: dict[str, str] | None = None,
         limit: int = 50,
+        degraded: bool | None = None,
     ) -> list[RunInfo]:
         if status is not None and status not in RUN_STATUSES:
             raise UserError(f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}")
         runs = await self.store.list_runs(
             status=status, workflow=workflow, labels=labels, limit=limit
         )
-        return [RunInfo.from_records(run, await self.store.load_steps(run.id)) for run in runs]
+        infos = [RunInfo.from_records(run, await self.store.load_steps(run.id)) for run in runs]
+        if degraded is not None:
+            # The mark lives in the journal (each run's journal is loaded here anyway).
+            infos = [info for info in infos if bool(info.degraded) == degraded]
+        return infos
 
     async def cancel_async(self, run_id: str, reason: str = "cancelled by request") -> RunInfo:
         run = await self.store.cancel_run(run_id, reason)
@@ -452,10 +457,14 @@ class App:
         workflow: str | None = None,
         labels: dict[str, str] | None = None,
         limit: int = 50,
+        degraded: bool | None = None,
     ) -> list[RunInfo]:
-        """Newest first."""
+        """Newest first. `degraded=True` keeps runs that carried on past a failed optional or
+        fallback node (``False``: those that did not); applied to the `limit` newest runs."""
         return self.portal.run(
-            self.list_runs_async(status=status, workflow=workflow, labels=labels, limit=limit)
+            self.list_runs_async(
+                status=status, workflow=workflow, labels=labels, limit=limit, degraded=degraded
+            )
         )
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> RunInfo:

@@ -9,6 +9,10 @@ from typing import Any
 from tether.engine.budget import Usage
 from tether.store.base import RunRecord, StepRecord
 
+DEGRADED = "tether.degraded"
+"""Step meta key of a journal entry recording that the run carried on past a failed part
+(an optional node skipped, a fallback taken): its value says how (``skipped``, ``fallback``)."""
+
 
 def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
@@ -104,6 +108,20 @@ class RunInfo:
     @property
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "refused", "cancelled")
+
+    @property
+    def degraded(self) -> list[dict[str, Any]]:
+        """What the run did without: one entry per skipped or replaced part (``node``, ``how``,
+        ``error``), in journal order. Empty for a run that degraded nothing."""
+        found: list[dict[str, Any]] = []
+        for step in self.steps:
+            if step.meta.get(DEGRADED) and step.status == "completed":
+                output: Any = step.output
+                record: dict[str, Any] = (
+                    {**output} if isinstance(output, dict) else {"step": step.name}
+                )
+                found.append(record)
+        return found
 
     @classmethod
     def from_records(cls, run: RunRecord, steps: list[StepRecord]) -> RunInfo:
