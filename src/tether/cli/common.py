@@ -28,6 +28,24 @@ cli = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from tether import __version__
+
+        typer.echo(f"tether {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="Print tether's version and exit",
+    ),
+) -> None:
+    """tether: durable runtime for LLM agents."""
+
 STORE_HELP = "Store URL (default: $TETHER_STORE, else sqlite:///tether.db)"
 APP_HELP = "The app as module:attribute, e.g. myproject.workflows:app"
 JSON_HELP = "Print JSON for scripts instead of tables"

@@ -16,6 +16,7 @@ from typing import Any
 from tether.engine.records import RunInfo
 from tether.observe import names as n
 from tether.observe.window import (
+    check_dimensions,
     dimension_value,
     display_names,
     is_model_call,
@@ -67,7 +68,9 @@ async def cost_report(
     since = since or 0.0
     rows: dict[tuple[str | None, ...], CostRow] = {}
     run_sets: dict[tuple[str | None, ...], set[str]] = {}
-    for journal in await load_window(source, since, until):
+    journals = await load_window(source, since, until)
+    check_dimensions(dims, journals)
+    for journal in journals:
         for rec in journal.leaf_steps(since, until):
             if not is_model_call(rec):
                 continue
