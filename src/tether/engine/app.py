@@ -24,6 +24,7 @@ from tether.engine.executor import RunExecutor
 from tether.engine.records import RunInfo
 from tether.engine.registry import WorkflowDef, make_step, make_workflow, step_wrapper
 from tether.engine.retry import Retry
+from tether.engine.schedules import Catchup, Overlap, Schedule
 from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
 from tether.errors import UnknownRun, UnknownWorkflow, UserError, error_from_record
 from tether.store import open_store
@@ -158,6 +159,8 @@ class App:
         self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tether-step")
         self.live_contexts: dict[str, Context] = {}
         """Contexts of the runs this process is executing right now, by run id."""
+        self.schedules: dict[str, Schedule] = {}
+        """Schedules declared with `schedule`, by name (saved in the store by workers)."""
         self.executor = RunExecutor(
             self.store,
             self._workflows,
@@ -244,6 +247,52 @@ class App:
             return step_wrapper(definition)  # type: ignore[return-value]
 
         return register(fn) if fn is not None else register
+
+    def schedule(
+        self,
+        cron: str,
+        workflow: str | Callable[..., Any] | None = None,
+        *,
+        input: dict[str, Any] | None = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        overlap: Overlap = "skip",
+        catchup: Catchup = "latest",
+    ) -> Any:
+        """Start `workflow` on the cron expression `cron` (five fields, or six with leading
+        seconds) in `timezone`: exactly one run per tick across all workers (the tick is the
+        run id). Without `workflow` it is a decorator to put above ``@app.workflow``.
+        `overlap` (``skip``/``queue``/``allow``) says what a tick does while the previous
+        scheduled run is unfinished; `catchup` (``latest``/``all``/``none``) which ticks missed
+        while no worker ran are started. Returns the `Schedule` (or the decorated function)."""
+
+        def declare(target: str | Callable[..., Any]) -> Schedule:
+            wf = target if isinstance(target, str) else getattr(target, "__tether_workflow__", None)
+            if not wf:
+                raise UserError(
+                    f"{target!r} is not a workflow: pass its name, or put @app.schedule(...) "
+                    "above @app.workflow"
+                )
+            declared = Schedule(
+                name=name or wf, cron=cron, workflow=wf, input=dict(input or {}),
+                timezone=timezone, labels=dict(labels or {}), overlap=overlap, catchup=catchup,
+            )
+            if declared.name in self.schedules and self.schedules[declared.name] != declared:
+                raise UserError(
+                    f"schedule {declared.name!r} is declared twice; give the second a name="
+                )
+            self.schedules[declared.name] = declared
+            return declared
+
+        if workflow is not None:
+            return declare(workflow)
+
+        def decorator(fn: F) -> F:
+            declare(fn)
+            return fn
+
+        return decorator
 
     def register(self, component: Any) -> Any:
         """Register something that knows how to become a workflow (an agent pipeline)."""

@@ -18,6 +18,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
+from tether.engine.schedules import Scheduler
 from tether.errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class Worker:
             log.warning("worker %s: the app registers no workflows; nothing to run", self.name)
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         heartbeat = asyncio.create_task(self._heartbeat(stop), name="tether-heartbeat")
+        scheduler = asyncio.create_task(Scheduler(app).run(stop), name="tether-scheduler")
         await self._report_unrunnable_versions()
         poll = _POLL_MIN
         try:
@@ -120,9 +122,12 @@ class Worker:
                 poll = min(poll * 2, _POLL_MAX)
         finally:
             await self._shutdown()
+            scheduler.cancel()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            with contextlib.suppress(asyncio.CancelledError):
+                await scheduler
             log.info("worker %s stopped", self.owner)
 
     async def _report_unrunnable_versions(self) -> None:

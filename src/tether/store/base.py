@@ -363,11 +363,68 @@ class Store(Protocol):
 
     async def add_ring_change(self, change: RingChangeRecord) -> RingChangeRecord: ...
 
+    # --- schedules (see ScheduleRecord for the rules) -------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        """Insert or update a schedule's definition; returns it as stored."""
+        ...
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None: ...
+
+    async def list_schedules(self, *, due_by: float | None = None) -> list[ScheduleRecord]:
+        """Every schedule by name; with `due_by`, the unpaused ones due by then, soonest first."""
+        ...
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord | None: ...
+
+    async def delete_schedule(self, name: str) -> bool: ...
+
+    async def advance_schedule(
+        self, name: str, expected: float, next_at: float, *, fired_at: float | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        """Move ``next_at`` from `expected` to `next_at` (and record the tick fired and its
+        run); ``False`` when another caller moved it first."""
+        ...
+
     async def list_ring_changes(
         self, *, agent: str | None = None, category: str | None = None
     ) -> list[RingChangeRecord]:
         """Oldest first."""
         ...
+
+# --- schedules ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A workflow started on a cron expression, as stored.
+
+    Rules every implementation keeps: `put_schedule` is an upsert by `name` that keeps
+    ``paused``, ``last_at`` and ``last_run_id``, and keeps ``next_at`` unless the cron
+    expression or the time zone changed; `advance_schedule` moves ``next_at`` only from the
+    value the caller read (compare-and-set), so of several workers that saw a tick due one
+    advances it. Exactly one run per tick comes from the run id, which the engine derives from
+    the tick (`create_run` is idempotent), not from this table.
+    """
+
+    name: str
+    cron: str
+    timezone: str
+    workflow: str
+    input: dict[str, Any]
+    labels: dict[str, str]
+    overlap: str
+    """``skip`` | ``queue`` | ``allow``: what a tick does while the previous run is unfinished."""
+    catchup: str
+    """``latest`` | ``all`` | ``none``: what ticks missed while no worker ran start."""
+    next_at: float
+    paused: bool = False
+    last_at: float | None = None
+    last_run_id: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
 
 # --- trust layer -------------------------------------------------------------------------------
 

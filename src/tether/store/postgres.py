@@ -49,12 +49,14 @@ from psycopg.pq import TransactionStatus
 from tether.errors import StoreError, StoreUnavailable, UserError
 from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
+from tether.store import schedules_sql as sq
 from tether.store.base import (
     Claim,
     Heartbeat,
     NewRun,
     RingChangeRecord,
     RunRecord,
+    ScheduleRecord,
     SignalRecord,
     StepRecord,
     TrustActionRecord,
@@ -619,6 +621,36 @@ class PostgresStore:
 
     async def release_run(self, run_id: str, token: int) -> bool:
         return await self._submit(run_id, lambda c: q.release_run(c, run_id, token), single=True)
+
+    # --- schedules -------------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        return await self._statement(
+            f"save schedule {schedule.name}", sq.pg_put_schedule, schedule
+        )
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        return await self._read(f"read schedule {name}", sq.pg_get_schedule, name)
+
+    async def list_schedules(self, *, due_by: float | None = None) -> list[ScheduleRecord]:
+        return await self._read("list schedules", sq.pg_list_schedules, due_by)
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord | None:
+        return await self._statement(
+            f"pause schedule {name}", sq.pg_set_schedule_paused, name, paused
+        )
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._statement(f"delete schedule {name}", sq.pg_delete_schedule, name)
+
+    async def advance_schedule(
+        self, name: str, expected: float, next_at: float, *, fired_at: float | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        return await self._statement(
+            f"advance schedule {name}", sq.pg_advance_schedule, name, expected, next_at,
+            fired_at, run_id,
+        )
 
     # --- used by upper layers that keep their own tables ----------------------------------------
 

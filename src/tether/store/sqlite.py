@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from tether.errors import StoreError, UserError
+from tether.store import schedules_sql as sq
 from tether.store import sqlite_sql as q
 from tether.store.base import (
     Claim,
@@ -29,6 +30,7 @@ from tether.store.base import (
     NewRun,
     RingChangeRecord,
     RunRecord,
+    ScheduleRecord,
     SignalRecord,
     StepRecord,
     TrustActionRecord,
@@ -364,6 +366,29 @@ class SQLiteStore:
         if released:
             self._notify()
         return released
+
+    # --- schedules -------------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        return await self._write(sq.put_schedule, schedule)
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        return await self._read(sq.get_schedule, name)
+
+    async def list_schedules(self, *, due_by: float | None = None) -> list[ScheduleRecord]:
+        return await self._read(sq.list_schedules, due_by)
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord | None:
+        return await self._write(sq.set_schedule_paused, name, paused)
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._write(sq.delete_schedule, name)
+
+    async def advance_schedule(
+        self, name: str, expected: float, next_at: float, *, fired_at: float | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        return await self._write(sq.advance_schedule, name, expected, next_at, fired_at, run_id)
 
     # --- used by upper layers that keep their own tables ----------------------------------------
 
