@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from tether.engine.budget import Budget
 from tether.engine.context import BUDGET_SIGNAL, Context
 from tether.engine.executor import RunExecutor
+from tether.engine.lease import Leases
 from tether.engine.records import RunInfo
 from tether.engine.registry import WorkflowDef, make_step, make_workflow, step_wrapper
 from tether.engine.retry import Retry
@@ -432,6 +433,8 @@ class App:
         """Start (or pick up) a run and execute it in this process until it finishes, suspends
         or fails."""
         owner = f"{default_worker_name()}:run:{secrets.token_hex(4)}"
+        leases = Leases(self.store, owner, self.lease_seconds, live=self.live_contexts)
+        sent = time.monotonic()
         existing = await self.store.get_run(run_id) if run_id is not None else None
         claim: Claim | None = None
         fresh = False
@@ -454,9 +457,10 @@ class App:
                 )
         if claim is not None:
             quiet_control_flow(asyncio.get_running_loop())
-            beat = asyncio.create_task(self._keep_lease(owner, run.id))
+            leases.hold(run.id, sent)
+            beat = asyncio.create_task(leases.keep())
             try:
-                await self.executor.execute(claim, fresh=fresh)
+                await self.executor.execute(claim, fresh=fresh, leases=leases)
             finally:
                 beat.cancel()
         return await self.get_run_async(run.id)
@@ -665,20 +669,6 @@ class App:
             budget=budget.to_dict() if budget is not None else None,
             wake_at=time.time() + seconds if seconds else None,
         )
-
-    async def _keep_lease(self, owner: str, run_id: str) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            ctx = self.live_contexts.get(run_id)
-            progress = {run_id: ctx.progress()} if ctx is not None else None
-            try:
-                beat = await self.store.heartbeat(owner, self.lease_seconds, progress)
-            except Exception:
-                continue
-            for run_id in beat.cancel_requested:
-                ctx = self.live_contexts.get(run_id)
-                if ctx is not None:
-                    ctx.request_cancel()
 
 
 def _is_object(value: object) -> bool:

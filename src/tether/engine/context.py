@@ -26,6 +26,7 @@ from typing import Any
 
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.control import CancelRun, DropRun, Suspend
+from tether.engine.lease import Leases
 from tether.engine.registry import StepDef, make_step
 from tether.engine.retry import NO_RETRY, Retry
 from tether.engine.serde import Decoder, to_jsonable
@@ -111,8 +112,10 @@ class Context:
         executor: Executor | None = None,
         app: Any = None,
         replay_only: bool = False,
+        leases: Leases | None = None,
     ) -> None:
         self.app = app
+        self._leases = leases
         self._replay_only = replay_only
         """The `tether.App` executing this run (upper layers read their configuration from it)."""
         self._run = run
@@ -408,6 +411,13 @@ class Context:
         if rec.usage:
             self._usage = self._usage + Usage.from_dict(rec.usage)
 
+    async def _check_lease(self) -> None:
+        """A fenced start: no step body begins after the run's lease may have been taken over
+        (a paused process woken late, renewals lost to a store outage) unless a renewal now
+        confirms it is still ours."""
+        if self._leases is not None and not await self._leases.ensure(self.run_id):
+            raise self._stop(DropRun())
+
     async def _lost(self) -> BaseException:
         run = await self._store.get_run(self.run_id)
         if run is not None and run.fencing == self._token and run.cancel_requested:
@@ -501,6 +511,7 @@ class Context:
             if record_input is None and (args or kwargs):
                 record_input = _describe_arguments(args, kwargs)
             while True:
+                await self._check_lease()
                 attempt = failures + 1
                 started = time.time()
                 first_started = first_started or started

@@ -13,9 +13,17 @@ Rules every implementation keeps:
   write changes nothing and returns ``False`` (or ``None``); the engine then reads the run to
   learn whether it lost the lease or was cancelled.
 * **Claims.** `claim_runs` atomically takes runnable runs — ``queued`` or ``waiting`` runs whose
-  ``wake_at`` has passed, and ``running`` runs whose lease expired — sets them ``running`` under
-  the caller's lease and increments their fencing token. Taking over an expired lease counts one
-  recovery. Two concurrent claimers never get the same run.
+  ``wake_at`` has passed, and ``running`` runs whose lease expired and is held by *another*
+  owner — sets them ``running`` under the caller's lease and increments their fencing token.
+  Taking over an expired lease counts one recovery. Two concurrent claimers never get the same
+  run. A claimer never takes a run it holds itself, even when that lease expired: it may still be
+  executing it (its renewal was delayed by a store outage), so it renews or releases it instead.
+  A store that can tell it restarted (PostgreSQL) takes over no lease until one lease period
+  after it started, so live workers reconnect and renew first.
+* **Stalls.** Each claim records the run's journal position (its highest ``seq``). A takeover
+  that finds the journal still there counts one more stall (`Claim.stalls`); a takeover after
+  progress counts the first; any claim after progress resets the count. The engine fails a run
+  as poison on stalls, never on recoveries: a run taken over while it progresses is healthy.
 * **No lost wake-ups.** `send_signal` makes a ``waiting`` run ``queued`` in the same
   transaction that stores the signal, and `suspend_run` leaves the run ``queued`` instead of
   ``waiting`` when an unconsumed signal it waits for is already in the mailbox — whatever order
@@ -27,7 +35,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -72,7 +80,9 @@ class RunRecord:
     lease_expires: float | None
     fencing: int
     recoveries: int
-    """How many times a worker took the run over after its lease expired."""
+    """How many times a worker took the run over after its lease expired (a crashed, paused or
+    cut-off holder). Progressing runs are taken over too; poison runs are told by
+    `Claim.stalls`, not by this count."""
     cancel_requested: bool
     progress: dict[str, Any] | None = None
     """For a running run: the operation it is in (``seq``, ``name``, ``kind``, ``node``,
@@ -137,6 +147,9 @@ class Claim:
     token: int
     recovered: bool
     """True when the claim took over an expired lease (a crashed or paused worker)."""
+    stalls: int = 0
+    """How many holders in a row lost the run at its current journal position (taken over with
+    no step journaled since they claimed it): evidence the run kills its workers there."""
     journal: list[StepRecord] | None = None
     """The run's journal when the store knows it at the claim: ``[]`` for a run starting, the
     entries when it loaded them with the claim (one query for a whole batch of claims instead
@@ -156,6 +169,9 @@ class Heartbeat:
     """How many leases were extended."""
     cancel_requested: frozenset[str]
     """Held runs with a pending cancel request."""
+    renewed_ids: frozenset[str] = frozenset()
+    """The runs whose leases were extended: a run taken over meanwhile is not among them, so
+    its holder must not count on a new deadline for it."""
 
 
 @runtime_checkable
@@ -258,9 +274,12 @@ class Store(Protocol):
         owner: str,
         lease_seconds: float,
         progress: Mapping[str, dict[str, Any] | None] | None = None,
+        *,
+        runs: Collection[str] | None = None,
     ) -> Heartbeat:
-        """Extend every lease held by `owner` in one statement, and record each listed run's
-        current operation (`progress` by run id; ``None`` clears it)."""
+        """Extend the leases held by `owner` in one statement — all of them, or only those of
+        `runs` — and record each listed run's current operation (`progress` by run id; ``None``
+        clears it). An expired lease not taken over meanwhile is extended too."""
         ...
 
     async def next_wake(self) -> float | None:

@@ -37,7 +37,7 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -587,8 +587,12 @@ class PostgresStore:
         owner: str,
         lease_seconds: float,
         progress: Mapping[str, dict[str, Any] | None] | None = None,
+        *,
+        runs: Collection[str] | None = None,
     ) -> Heartbeat:
-        return await self._statement("renew leases", q.heartbeat, owner, lease_seconds, progress)
+        return await self._statement(
+            "renew leases", q.heartbeat, owner, lease_seconds, progress, runs
+        )
 
     async def next_wake(self) -> float | None:
         return await self._read("find the next due run", q.next_wake)

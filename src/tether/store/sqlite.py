@@ -16,7 +16,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -328,8 +328,10 @@ class SQLiteStore:
         owner: str,
         lease_seconds: float,
         progress: Mapping[str, dict[str, Any] | None] | None = None,
+        *,
+        runs: Collection[str] | None = None,
     ) -> Heartbeat:
-        return await self._write(q.heartbeat, owner, lease_seconds, progress)
+        return await self._write(q.heartbeat, owner, lease_seconds, progress, runs)
 
     async def next_wake(self) -> float | None:
         return await self._read(q.next_wake)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from tether.store.base import (
@@ -310,10 +310,10 @@ def claim_runs(
              WHERE status = 'waiting' AND wake_at <= ? AND {runnable}
             UNION ALL
             SELECT id, status, workflow, version, lease_expires AS due FROM runs
-             WHERE status = 'running' AND lease_expires < ? AND {runnable}
+             WHERE status = 'running' AND lease_expires < ? AND lease_owner <> ? AND {runnable}
         ) ORDER BY due LIMIT ?
         """,
-        (now, *names, *keys, now, *names, *keys, now, *names, *keys, limit),
+        (now, *names, *keys, now, *names, *keys, now, owner, *names, *keys, limit),
     ).fetchall()
     latest = dict(workflows)
     return [
@@ -331,20 +331,36 @@ def _take(
     version: str | None,
 ) -> Claim:
     now = time.time()
+    # The journal position now: a takeover that finds it where the last claim left it counts a
+    # stall (the holder made no progress); progress since resets the count (see base.py).
+    last = conn.execute("SELECT max(seq) FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
+    mark = last or 0
     row = conn.execute(
         f"""
         UPDATE runs SET status = 'running', lease_owner = ?, lease_expires = ?,
             fencing = fencing + 1, recoveries = recoveries + ?,
+            stalls = CASE WHEN ? THEN (CASE WHEN claim_mark = ? THEN stalls + 1 ELSE 1 END)
+                          ELSE (CASE WHEN claim_mark = ? THEN stalls ELSE 0 END) END,
+            claim_mark = ?,
             version = coalesce(version, ?), started_at = coalesce(started_at, ?),
             updated_at = ?, wake_at = NULL, waiting_for = NULL
-        WHERE id = ? RETURNING {_RUN_COLUMNS}
+        WHERE id = ? RETURNING {_RUN_COLUMNS}, stalls
         """,
-        (owner, now + lease_seconds, 1 if recovered else 0, version, now, now, run_id),
+        (
+            owner, now + lease_seconds, 1 if recovered else 0,
+            recovered, mark, mark, mark,
+            version, now, now, run_id,
+        ),
     ).fetchone()
     run = run_from_row(row)
-    has_steps = conn.execute("SELECT 1 FROM steps WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
     # A run starting is known to have no journal; any other is loaded by the engine.
-    return Claim(run=run, token=run.fencing, recovered=recovered, journal=None if has_steps else [])
+    return Claim(
+        run=run,
+        token=run.fencing,
+        recovered=recovered,
+        stalls=row[-1],
+        journal=None if last is not None else [],
+    )
 
 
 def claim_one(
@@ -354,8 +370,8 @@ def claim_one(
     row = conn.execute(
         "SELECT status FROM runs WHERE id = ? AND ("
         " (status IN ('queued', 'waiting') AND wake_at <= ?)"
-        " OR (status = 'running' AND lease_expires < ?))",
-        (run_id, now, now),
+        " OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?))",
+        (run_id, now, now, owner),
     ).fetchone()
     if row is None:
         return None
@@ -382,22 +398,30 @@ def heartbeat(
     owner: str,
     lease_seconds: float,
     progress: Mapping[str, dict[str, Any] | None] | None,
+    runs: Collection[str] | None = None,
 ) -> Heartbeat:
-    renewed = conn.execute(
-        "UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running'",
-        (time.time() + lease_seconds, owner),
-    ).rowcount
+    held = "lease_owner = ? AND status = 'running'"
+    params: list[Any] = [owner]
+    if runs is not None:
+        ids = sorted(runs)
+        if not ids:
+            return Heartbeat(renewed=0, cancel_requested=frozenset())
+        held += f" AND id IN ({','.join('?' * len(ids))})"
+        params += ids
+    rows = conn.execute(
+        f"UPDATE runs SET lease_expires = ? WHERE {held} RETURNING id, cancel_requested",
+        (time.time() + lease_seconds, *params),
+    ).fetchall()
     if progress:
         conn.executemany(
             "UPDATE runs SET progress = ? WHERE id = ? AND lease_owner = ?",
             [(_dumps(p), run_id, owner) for run_id, p in progress.items()],
         )
-    cancelled = conn.execute(
-        "SELECT id FROM runs WHERE lease_owner = ? AND status = 'running' "
-        "AND cancel_requested = 1",
-        (owner,),
-    ).fetchall()
-    return Heartbeat(renewed=renewed, cancel_requested=frozenset(r[0] for r in cancelled))
+    return Heartbeat(
+        renewed=len(rows),
+        cancel_requested=frozenset(r[0] for r in rows if r[1]),
+        renewed_ids=frozenset(r[0] for r in rows),
+    )
 
 
 def next_wake(conn: sqlite3.Connection) -> float | None:
