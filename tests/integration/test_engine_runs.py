@@ -188,7 +188,8 @@ async def test_a_worker_runs_only_workflow_versions_it_has(
         await asyncio.sleep(0.2)
         info = await new.get_run_async(pinned.id)
         assert info.status == "queued" and info.version == "1"  # reported, not crashed
-    assert "1 queued run(s) of workflow 'report' need version '1'" in caplog.text
+    assert "1 run(s) of report v1 (1 queued) will not be served" in caplog.text
+    assert f"`tether fork {pinned.id} --version 2`" in caplog.text
     async with worker(old):
         assert await pinned.result_async(timeout=10) == "v1"
 

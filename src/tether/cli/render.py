@@ -126,14 +126,16 @@ def runs_table(runs: list[RunInfo], verdicts: dict[str, Verdict] | None = None) 
     for info in runs:
         detail = Text(format_labels(info.labels) if info.labels else "", style="dim")
         verdict = (verdicts or {}).get(info.id)
-        if verdict is not None and info.status == "running":
-            # Stuck or just slow: the first thing an operator wants to know of a running run.
+        running = info.status == "running"
+        if not (running and verdict is not None) and (extra := _detail(info)):
+            detail.append(("  " if detail else "") + extra, style=_detail_style(info))
+        if verdict is not None and shows_health(info, verdict):
+            # Stuck or just slow: the first thing an operator wants to know of a running run
+            # (and of a queued or waiting one no live worker serves).
             detail.append(
-                ("  " if info.labels else "") + render_verdict(verdict),
+                ("  " if detail else "") + render_verdict(verdict),
                 style=VERDICT_STYLE[verdict.verdict],
             )
-        elif extra := _detail(info):
-            detail.append(("  " if info.labels else "") + extra, style=_detail_style(info))
         table.add_row(
             info.id,
             _workflow(info),
@@ -265,7 +267,7 @@ def steps_table(info: RunInfo) -> Table:
 def run_view(info: RunInfo, verdict: Verdict | None = None) -> Group:
     journal = steps_table(info) if info.steps else Text("journal: no steps yet", style="dim")
     parts: list[Any] = [run_header(info)]
-    if verdict is not None and info.status == "running":
+    if verdict is not None and shows_health(info, verdict):
         health = Text("health    ", style="bold")
         health.append(render_verdict(verdict), style=VERDICT_STYLE[verdict.verdict])
         if verdict.usual_p95 is not None:
@@ -277,11 +279,17 @@ def run_view(info: RunInfo, verdict: Verdict | None = None) -> Group:
 # --- JSON shapes ------------------------------------------------------------------------------
 
 
+def shows_health(info: RunInfo, verdict: Verdict | None) -> bool:
+    """A running run's verdict always shows; another run's only when it is flagged (a queued
+    or waiting run no live worker serves)."""
+    return verdict is not None and (info.status == "running" or verdict.verdict != "ok")
+
+
 def run_summary(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]:
     """What `tether runs --json` prints per run (`health`: the stuck/slow verdict of a
-    running run)."""
+    running run, or the flag of a queued/waiting run no live worker serves)."""
     return {
-        "health": verdict.to_dict() if verdict is not None and info.status == "running" else None,
+        "health": verdict.to_dict() if verdict is not None and shows_health(info, verdict) else None,
         "id": info.id,
         "workflow": info.workflow,
         "version": info.version,

@@ -23,7 +23,13 @@ from tether.engine.context import BUDGET_SIGNAL, Context
 from tether.engine.executor import RunExecutor
 from tether.engine.lease import Leases
 from tether.engine.records import RunInfo
-from tether.engine.registry import WorkflowDef, make_step, make_workflow, step_wrapper
+from tether.engine.registry import (
+    WorkflowDef,
+    make_step,
+    make_workflow,
+    step_wrapper,
+    version_key,
+)
 from tether.engine.retry import Retry
 from tether.engine.schedules import Catchup, Overlap, Schedule
 from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
@@ -214,7 +220,7 @@ class App:
             )
         self._workflows[key] = definition
         latest = self._latest.get(definition.name)
-        if latest is None or _version_key(definition.version) >= _version_key(latest.version):
+        if latest is None or version_key(definition.version) >= version_key(latest.version):
             self._latest[definition.name] = definition
 
     @overload
@@ -391,22 +397,47 @@ class App:
             ctx.request_cancel()
         return await self.get_run_async(run_id)
 
-    async def fork_async(self, run_id: str, from_step: int) -> RunHandle:
-        source = await self.store.get_run(run_id)
-        if source is None:
+    async def fork_async(
+        self, run_id: str, from_step: int | None = None, *, version: str | None = None
+    ) -> RunHandle:
+        loaded = await self.store.load_run(run_id)
+        if loaded is None:
             raise UnknownRun(run_id)
-        if from_step < 1:
-            raise UserError(f"from_step must be 1 or more (steps are numbered from 1), got {from_step}")
+        source, journal = loaded
+        end = max((entry.seq for entry in journal), default=0) + 1
+        if from_step is None:
+            from_step = end
+        if not 1 <= from_step <= end:
+            raise UserError(
+                f"run {run_id} has {end - 1} journal entries, so from_step must be between 1 "
+                f"and {end} (steps are numbered from 1; {end} keeps every completed step); "
+                f"got {from_step}; nothing was forked"
+            )
+        known = sorted((v for n, v in self._workflows if n == source.workflow), key=version_key)
+        if version is not None and known and version not in known:
+            # This app has the workflow, so it knows its versions (a client App does not).
+            raise UserError(
+                f"workflow {source.workflow!r} has no version {version!r} in this app "
+                f"(it has {', '.join(known)}); nothing was forked"
+            )
+        new_id = new_run_id()
         new = NewRun(
-            id=new_run_id(),
+            id=new_id,
             workflow=source.workflow,
-            version=source.version,
+            version=version if version is not None else source.version,
             input=source.input,
             labels=source.labels,
             budget=source.budget,
             parent_id=source.id,
         )
-        run = await self.store.fork_run(source.id, from_step, new)
+        # Moving a run onto another version supersedes it: two live copies of one run on two
+        # versions would both act (send the email twice) if an old worker came back.
+        supersede = (
+            f"moved to version {version} as run {new_id} (fork from step {from_step})"
+            if version is not None
+            else None
+        )
+        run = await self.store.fork_run(source.id, from_step, new, supersede=supersede)
         return RunHandle(self, run.id)
 
     async def raise_budget_async(self, run_id: str, budget: Budget) -> RunInfo:
@@ -524,10 +555,20 @@ class App:
         """Cancel a queued or waiting run now; a running one stops at its next step."""
         return self.portal.run(self.cancel_async(run_id, reason))
 
-    def fork(self, run_id: str, from_step: int) -> RunHandle:
-        """A new run of the same workflow and input that reuses the journal before
-        `from_step` (those steps are not executed again)."""
-        return self.portal.run(self.fork_async(run_id, from_step))
+    def fork(
+        self, run_id: str, from_step: int | None = None, *, version: str | None = None
+    ) -> RunHandle:
+        """A new run of the same workflow and input that reuses the completed journal entries
+        before `from_step` (those steps are not executed again). `from_step` defaults to just
+        past the last journal entry: keep everything completed, redo the rest.
+
+        With `version`, the new run is pinned to that workflow version (replay on the new
+        code checks the reused entries' names: a mismatch fails it with
+        `NonDeterminismError`), and it *replaces* the source: the source's unconsumed signals
+        move to the new run and an unfinished source is cancelled, in one transaction. This
+        is how a run stranded by a deploy that dropped its version moves onto the new code.
+        """
+        return self.portal.run(self.fork_async(run_id, from_step, version=version))
 
     def raise_budget(self, run_id: str, budget: Budget) -> RunInfo:
         return self.portal.run(self.raise_budget_async(run_id, budget))
@@ -679,10 +720,3 @@ def _is_object(value: object) -> bool:
 def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
-
-def _version_key(version: str) -> tuple[int, tuple[int, ...], str]:
-    """Numeric versions ("2" > "10" is wrong) order numerically, after any non-numeric one."""
-    try:
-        return (1, tuple(int(part) for part in version.split(".")), "")
-    except ValueError:
-        return (0, (), version)

@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from tether.engine import presence
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.lease import Leases
 from tether.engine.schedules import Scheduler
@@ -27,6 +28,7 @@ from tether.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from tether.engine.app import App
+    from tether.store.base import WorkerRecord
 
 log = logging.getLogger("tether.worker")
 
@@ -94,6 +96,7 @@ class Worker:
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         heartbeat = asyncio.create_task(self.leases.keep(), name="tether-heartbeat")
         scheduler = asyncio.create_task(Scheduler(app).run(stop), name="tether-scheduler")
+        registry = await self._announce()
         await self._report_unrunnable_versions()
         poll = _POLL_MIN
         try:
@@ -135,32 +138,30 @@ class Worker:
                 await heartbeat
             with contextlib.suppress(asyncio.CancelledError):
                 await scheduler
+            await self._withdraw(registry)
             await self.leases.close()
             log.info("worker %s stopped", self.owner)
 
     async def _report_unrunnable_versions(self) -> None:
-        """Say which queued runs this worker will not touch because it lacks their version."""
-        for name in self.app.workflow_names():
-            have = sorted(v for n, v in self.app.workflow_keys() if n == name)
-            try:
-                queued = await self.app.store.list_runs(status="queued", workflow=name, limit=100)
-            except Exception:
-                return
-            missing: dict[str, int] = {}
-            for run in queued:
-                if run.version is not None and run.version not in have:
-                    missing[run.version] = missing.get(run.version, 0) + 1
-            for version, count in sorted(missing.items()):
-                log.warning(
-                    "worker %s: %d queued run(s) of workflow %r need version %r, which this "
-                    "worker does not have (it has %s); start a worker with that version to "
-                    "finish them, or cancel them",
-                    self.name,
-                    count,
-                    name,
-                    version,
-                    ", ".join(have),
-                )
+        """Log the queued and waiting runs no live worker serves (a deploy dropped their
+        version, or no worker has their workflow)."""
+        await presence.report_unserved(self.app, self.name)
+
+    async def _announce(self) -> tuple[WorkerRecord, asyncio.Task[None]]:
+        """Enter the worker registry; the returned task keeps the row fresh."""
+        record = presence.worker_record(self.app, self.owner, self.name)
+        await presence.announce(self.app.store, record)
+        task = asyncio.create_task(
+            presence.keep_announced(self.app.store, record), name="tether-registry"
+        )
+        return record, task
+
+    async def _withdraw(self, registry: tuple[WorkerRecord, asyncio.Task[None]]) -> None:
+        record, task = registry
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await presence.withdraw(self.app.store, record)
 
     async def _execute(self, claim: Any) -> str:
         status = "error"

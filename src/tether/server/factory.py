@@ -23,7 +23,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from tether.engine.app import App
-from tether.errors import StoreUnavailable, TetherError, UnknownRun, UnknownWorkflow, UserError
+from tether.errors import (
+    StoreNotFound,
+    StoreUnavailable,
+    TetherError,
+    UnknownRun,
+    UnknownWorkflow,
+    UserError,
+)
 from tether.server import views
 
 HERE = Path(__file__).parent
@@ -198,8 +205,8 @@ def _install_error_handlers(api: FastAPI) -> None:
             return _error_response(request, 422, "UnknownWorkflow", str(exc), fields)
         if isinstance(exc, UserError):
             return _error_response(request, 400, type(exc).__name__, str(exc))
-        if isinstance(exc, StoreUnavailable):
-            return _error_response(request, 503, "StoreUnavailable", str(exc))
+        if isinstance(exc, StoreUnavailable | StoreNotFound):
+            return _error_response(request, 503, type(exc).__name__, str(exc))
         return _error_response(request, 500, type(exc).__name__, str(exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:

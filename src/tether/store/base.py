@@ -31,6 +31,12 @@ Rules every implementation keeps:
 * **Values.** Payload fields (`input`, `output`, signal payloads, `error`, `usage`, `meta`,
   `labels`) are JSON-compatible Python values; the store encodes and decodes them.
 * **Time.** Timestamps are Unix epoch seconds (float).
+* **Worker registry.** Each worker process keeps one `WorkerRecord`: written at start
+  (`register_worker`), its `last_seen` refreshed by the store's clock once per lease period
+  (`touch_worker`), deleted on a graceful stop (`remove_worker`). `list_workers` returns the
+  *live* ones: seen within `WORKER_LIVE_LEASES` of their own lease periods. The registry is
+  advisory — it never decides who may claim what — and it is how a run of a workflow version
+  no live worker serves is flagged instead of waiting silently.
 """
 
 from __future__ import annotations
@@ -174,6 +180,27 @@ class Heartbeat:
     its holder must not count on a new deadline for it."""
 
 
+WORKER_LIVE_LEASES = 3.0
+"""A worker counts as live while its `last_seen` is within this many of its lease periods."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker process in the registry, and the workflow versions it serves."""
+
+    owner: str
+    """The worker's lease owner (``name:random``), unique per process."""
+    name: str
+    host: str
+    pid: int
+    started_at: float
+    last_seen: float
+    """When the worker last said it is alive (the store's clock)."""
+    lease_seconds: float
+    workflows: tuple[tuple[str, str], ...]
+    """``(workflow, version)`` pairs the worker claims runs of."""
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable state of runs, journals and mailboxes. All methods are coroutines and may be
@@ -235,9 +262,13 @@ class Store(Protocol):
         (the holder stops at its next write); no-op if finished. Returns the run after."""
         ...
 
-    async def fork_run(self, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
+    async def fork_run(
+        self, source_id: str, from_seq: int, new: NewRun, *, supersede: str | None = None
+    ) -> RunRecord:
         """Create `new` as a queued run whose journal is a copy of the source's entries with
-        ``seq < from_seq`` that are ``completed``."""
+        ``seq < from_seq`` that are ``completed``. With `supersede` (a reason), in the same
+        transaction the source's unconsumed signals move to the new run and the source is
+        cancelled with that reason (a run moved onto another workflow version)."""
         ...
 
     async def set_budget(self, run_id: str, budget: dict[str, Any] | None) -> RunRecord | None:
@@ -319,6 +350,31 @@ class Store(Protocol):
 
     async def release_run(self, run_id: str, token: int) -> bool:
         """Give a held run back (``queued``, no lease) without counting a recovery."""
+        ...
+
+    # --- worker registry -------------------------------------------------------------------------
+
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        """Write the worker's row (`last_seen` = now), replacing any with its owner; forget
+        rows of workers silent for over an hour."""
+        ...
+
+    async def touch_worker(self, owner: str) -> bool:
+        """Set the worker's `last_seen` to now; ``False`` when its row is gone (register
+        again)."""
+        ...
+
+    async def remove_worker(self, owner: str) -> None:
+        """Delete the worker's row (a graceful stop)."""
+        ...
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        """The live workers (see the module docstring), oldest first."""
+        ...
+
+    async def pending_versions(self) -> list[tuple[str, str | None, str, int]]:
+        """``(workflow, version, status, count)`` of the ``queued`` and ``waiting`` runs, one
+        query (what a starting worker checks against the live workers)."""
         ...
 
     # --- observe layer ---------------------------------------------------------------------------

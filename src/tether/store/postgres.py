@@ -49,8 +49,10 @@ from psycopg.pq import TransactionStatus
 from tether.errors import StoreError, StoreUnavailable, UserError
 from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
+from tether.store import postgres_workers_sql as workers
 from tether.store import schedules_sql as sq
 from tether.store.base import (
+    WORKER_LIVE_LEASES,
     Claim,
     Heartbeat,
     NewRun,
@@ -60,6 +62,7 @@ from tether.store.base import (
     SignalRecord,
     StepRecord,
     TrustActionRecord,
+    WorkerRecord,
 )
 from tether.store.sqlite import migration_files
 
@@ -549,8 +552,12 @@ class PostgresStore:
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         return await self._submit(run_id, lambda c: q.cancel_run(c, run_id, reason))
 
-    async def fork_run(self, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
-        return await self._submit(new.id, lambda c: q.fork_run(c, source_id, from_seq, new))
+    async def fork_run(
+        self, source_id: str, from_seq: int, new: NewRun, *, supersede: str | None = None
+    ) -> RunRecord:
+        return await self._submit(
+            new.id, lambda c: q.fork_run(c, source_id, from_seq, new, supersede)
+        )
 
     async def set_budget(self, run_id: str, budget: dict[str, Any] | None) -> RunRecord | None:
         return await self._submit(run_id, lambda c: q.set_budget(c, run_id, budget))
@@ -655,6 +662,22 @@ class PostgresStore:
             f"advance schedule {name}", sq.pg_advance_schedule, name, expected, next_at,
             fired_at, run_id,
         )
+    # --- worker registry -------------------------------------------------------------------------
+
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        await self._statement("register the worker", workers.register_worker, worker)
+
+    async def touch_worker(self, owner: str) -> bool:
+        return await self._statement("refresh the worker registry", workers.touch_worker, owner)
+
+    async def remove_worker(self, owner: str) -> None:
+        await self._statement("unregister the worker", workers.remove_worker, owner)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return await self._read("list workers", workers.list_workers, WORKER_LIVE_LEASES)
+
+    async def pending_versions(self) -> list[tuple[str, str | None, str, int]]:
+        return await self._read("count pending runs", workers.pending_versions)
 
     # --- used by upper layers that keep their own tables ----------------------------------------
 

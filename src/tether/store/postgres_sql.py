@@ -304,7 +304,9 @@ async def cancel_run(conn: Conn, run_id: str, reason: str) -> Outcome:
     return await get_run(conn, run_id), False
 
 
-async def fork_run(conn: Conn, source_id: str, from_seq: int, new: NewRun) -> Outcome:
+async def fork_run(
+    conn: Conn, source_id: str, from_seq: int, new: NewRun, supersede: str | None = None
+) -> Outcome:
     (run, _, created), _ = await create_run(conn, new, None, 0.0)
     if created:
         await conn.execute(
@@ -313,6 +315,13 @@ async def fork_run(conn: Conn, source_id: str, from_seq: int, new: NewRun) -> Ou
             "WHERE run_id = %s AND seq < %s AND status = 'completed'",
             (new.id, source_id, from_seq),
         )
+        if supersede is not None:
+            # The fork takes the source's place: its unread mail moves along, the source stops.
+            await cancel_run(conn, source_id, supersede)
+            await conn.execute(
+                "UPDATE signals SET run_id = %s WHERE run_id = %s AND consumed_seq IS NULL",
+                (new.id, source_id),
+            )
     return run, True
 
 

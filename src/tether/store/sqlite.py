@@ -13,6 +13,7 @@ Durability: by default ``synchronous=NORMAL`` — a committed step survives a pr
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -21,10 +22,11 @@ from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from tether.errors import StoreError, UserError
+from tether.errors import StoreError, StoreNotFound, UserError
 from tether.store import schedules_sql as sq
 from tether.store import sqlite_sql as q
 from tether.store.base import (
+    WORKER_LIVE_LEASES,
     Claim,
     Heartbeat,
     NewRun,
@@ -34,6 +36,7 @@ from tether.store.base import (
     SignalRecord,
     StepRecord,
     TrustActionRecord,
+    WorkerRecord,
 )
 
 T = TypeVar("T")
@@ -185,13 +188,33 @@ class SQLiteStore:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        conn.execute("PRAGMA busy_timeout = 30000")
         if not self._memory:
-            _enable_wal(conn, self.path)
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(folder):
+                raise StoreNotFound(
+                    f"cannot open the SQLite store {self.url}: the directory {folder} does not "
+                    "exist; create it (mkdir -p) or point --store / $TETHER_STORE elsewhere"
+                )
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except sqlite3.Error as exc:
+            raise StoreNotFound(
+                f"cannot open the SQLite store {self.url} ({os.path.abspath(self.path)}): {exc}; "
+                "check the path and its permissions, or point --store / $TETHER_STORE elsewhere"
+            ) from None
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            if not self._memory:
+                _enable_wal(conn, self.path)
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreNotFound(
+                f"cannot open the SQLite store {self.url} ({os.path.abspath(self.path)}): {exc}; "
+                "is that file a tether database? Point --store / $TETHER_STORE at one"
+            ) from None
         return conn
 
     def _ensure_open(self) -> tuple[_Connection, _Connection]:
@@ -292,8 +315,10 @@ class SQLiteStore:
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         return await self._write(q.cancel_run, run_id, reason)
 
-    async def fork_run(self, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
-        run = await self._write(q.fork_run, source_id, from_seq, new)
+    async def fork_run(
+        self, source_id: str, from_seq: int, new: NewRun, *, supersede: str | None = None
+    ) -> RunRecord:
+        run = await self._write(q.fork_run, source_id, from_seq, new, supersede)
         self._notify()
         return run
 
@@ -391,6 +416,22 @@ class SQLiteStore:
         run_id: str | None = None,
     ) -> bool:
         return await self._write(sq.advance_schedule, name, expected, next_at, fired_at, run_id)
+    # --- worker registry -------------------------------------------------------------------------
+
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        await self._write(q.register_worker, worker)
+
+    async def touch_worker(self, owner: str) -> bool:
+        return await self._write(q.touch_worker, owner)
+
+    async def remove_worker(self, owner: str) -> None:
+        await self._write(q.remove_worker, owner)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return await self._read(q.list_workers, WORKER_LIVE_LEASES)
+
+    async def pending_versions(self) -> list[tuple[str, str | None, str, int]]:
+        return await self._read(q.pending_versions)
 
     # --- used by upper layers that keep their own tables ----------------------------------------
 

@@ -20,6 +20,7 @@ from tether.store.base import (
     SignalRecord,
     StepRecord,
     TrustActionRecord,
+    WorkerRecord,
 )
 
 _RUN_COLUMNS = (
@@ -263,7 +264,13 @@ def cancel_run(conn: sqlite3.Connection, run_id: str, reason: str) -> RunRecord 
     return get_run(conn, run_id)
 
 
-def fork_run(conn: sqlite3.Connection, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
+def fork_run(
+    conn: sqlite3.Connection,
+    source_id: str,
+    from_seq: int,
+    new: NewRun,
+    supersede: str | None = None,
+) -> RunRecord:
     run, _, _ = create_run(conn, new, None, 0.0)
     conn.execute(
         f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, seq, name, kind, status, input, output, "
@@ -271,6 +278,14 @@ def fork_run(conn: sqlite3.Connection, source_id: str, from_seq: int, new: NewRu
         "WHERE run_id = ? AND seq < ? AND status = 'completed'",
         (new.id, source_id, from_seq),
     )
+    if supersede is not None:
+        # The fork takes the source's place: its unread mail moves along (a signal sent to a
+        # stranded run must not be lost), and the source stops.
+        conn.execute(
+            "UPDATE signals SET run_id = ? WHERE run_id = ? AND consumed_seq IS NULL",
+            (new.id, source_id),
+        )
+        cancel_run(conn, source_id, supersede)
     return run
 
 
@@ -422,6 +437,55 @@ def heartbeat(
         cancel_requested=frozenset(r[0] for r in rows if r[1]),
         renewed_ids=frozenset(r[0] for r in rows),
     )
+
+
+# --- worker registry -----------------------------------------------------------------------------
+
+_WORKER_COLUMNS = "owner, name, host, pid, started_at, last_seen, lease_seconds, workflows"
+_FORGET_WORKERS_AFTER = 3600.0
+
+
+def register_worker(conn: sqlite3.Connection, worker: WorkerRecord) -> None:
+    now = time.time()
+    conn.execute("DELETE FROM workers WHERE last_seen < ?", (now - _FORGET_WORKERS_AFTER,))
+    conn.execute(
+        f"INSERT OR REPLACE INTO workers ({_WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (worker.owner, worker.name, worker.host, worker.pid, worker.started_at, now,
+         worker.lease_seconds, _dumps([list(pair) for pair in worker.workflows])),
+    )
+
+
+def touch_worker(conn: sqlite3.Connection, owner: str) -> bool:
+    cur = conn.execute("UPDATE workers SET last_seen = ? WHERE owner = ?", (time.time(), owner))
+    return cur.rowcount > 0
+
+
+def remove_worker(conn: sqlite3.Connection, owner: str) -> None:
+    conn.execute("DELETE FROM workers WHERE owner = ?", (owner,))
+
+
+def list_workers(conn: sqlite3.Connection, live_leases: float) -> list[WorkerRecord]:
+    rows = conn.execute(
+        f"SELECT {_WORKER_COLUMNS} FROM workers WHERE last_seen + lease_seconds * ? >= ? "
+        "ORDER BY started_at, owner",
+        (live_leases, time.time()),
+    ).fetchall()
+    return [worker_from_row(row) for row in rows]
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerRecord:
+    listed: list[list[str]] = _loads(row[7]) or []
+    pairs = tuple((str(pair[0]), str(pair[1])) for pair in listed)
+    return WorkerRecord(row[0], row[1], row[2], int(row[3]), float(row[4]), float(row[5]),
+                        float(row[6]), pairs)
+
+
+def pending_versions(conn: sqlite3.Connection) -> list[tuple[str, str | None, str, int]]:
+    rows = conn.execute(
+        "SELECT workflow, version, status, count(*) FROM runs "
+        "WHERE status IN ('queued', 'waiting') GROUP BY workflow, version, status"
+    ).fetchall()
+    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
 
 
 def next_wake(conn: sqlite3.Connection) -> float | None:
