@@ -69,7 +69,6 @@ async def test_the_design_example_end_to_end(store_url: str) -> None:
     app, executed = build(store_url)
     async with worker(app):
         handle = await app.start_async("hello", {"who": "acme"}, labels={"team": "sales"})
-        await until(lambda: status_of(app, handle.id), 10)
         await until(lambda: _is(app, handle.id, "waiting"))
         info = await app.get_run_async(handle.id)
         assert info.waiting_for == "approval" and info.lease_owner is None  # no worker held
@@ -185,7 +184,8 @@ async def test_a_worker_runs_only_workflow_versions_it_has(
     async with worker(new):
         fresh = await new.start_async("report")
         assert await fresh.result_async(timeout=10) == "v2"
-        await asyncio.sleep(0.2)
+        # The worker has looked at the pinned run and reported it instead of running it.
+        await until(lambda: "need version '1'" in caplog.text)
         info = await new.get_run_async(pinned.id)
         assert info.status == "queued" and info.version == "1"  # reported, not crashed
     assert "1 queued run(s) of workflow 'report' need version '1'" in caplog.text
@@ -250,7 +250,7 @@ async def test_a_durable_sleep_releases_the_worker_and_wakes_on_time(store_url: 
         await until(lambda: _is(app, handle.id, "waiting"))
         assert (await app.get_run_async(handle.id)).lease_owner is None
         slept = await handle.result_async(timeout=10)
-    assert 0.3 <= slept < 1.5
+    assert slept >= 0.3  # never early; how promptly it wakes is measured in bench/
 
 
 async def test_many_concurrent_runs_each_step_once(store_url: str) -> None:
