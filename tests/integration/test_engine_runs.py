@@ -318,3 +318,43 @@ async def test_a_budget_can_suspend_and_be_raised(store_url: str) -> None:
     await app.raise_budget_async(info.id, tether.Budget(max_steps=10))
     info = await app.run_async("counter", run_id=info.id)
     assert info.status == "succeeded" and len(info.steps) == 6
+
+
+async def test_a_worker_whose_run_was_taken_over_stops_at_its_next_write(store_url: str) -> None:
+    app = tether.App(store_url)
+    entered, resume = asyncio.Event(), asyncio.Event()
+    effects: list[str] = []
+
+    @app.step
+    async def slow() -> str:
+        entered.set()
+        await resume.wait()  # the worker pauses here (GC, partition) while it is taken over
+        return "a"
+
+    @app.step
+    async def send() -> str:
+        effects.append("sent")
+        return "b"
+
+    @app.workflow
+    async def two(ctx: tether.Context) -> str:
+        await slow()
+        await send()
+        return "done"
+
+    paused = asyncio.create_task(app.run_async("two", run_id="taken"))
+    await asyncio.wait_for(entered.wait(), 10)
+    store = app.store
+    held = await store.get_run("taken")
+    assert held is not None and held.status == "running"
+    # Another worker takes the run over (as after the paused holder's lease ran out).
+    assert await store.release_run("taken", held.fencing)
+    [taker] = await store.claim_runs("taker", [("two", "1")], limit=1, lease_seconds=30)
+    resume.set()
+    await asyncio.wait_for(paused, 10)
+
+    assert effects == []  # the zombie stopped at its fenced write: no step after it ran
+    assert await store.load_steps("taken") == []
+    run = await store.get_run("taken")
+    assert run is not None
+    assert (run.status, run.lease_owner, run.fencing) == ("running", "taker", taker.token)
