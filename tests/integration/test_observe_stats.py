@@ -78,8 +78,10 @@ def test_stats_by_node_model_version_and_label(store_url: str) -> None:
     drafter = nodes["drafter"]
     assert drafter.calls == 3
     assert drafter.input_tokens == 1500
-    assert drafter.cost_per_call == pytest.approx(drafter.cost_usd / 3)
-    assert drafter.cost_usd > 0
+    # gpt-4.1 at $2 per million input and $8 per million output tokens: 500 in, 300 out.
+    one_draft = 500 * 2 / 1e6 + 300 * 8 / 1e6
+    assert drafter.cost_usd == pytest.approx(3 * one_draft)
+    assert drafter.cost_per_call == pytest.approx(one_draft)
     # The broken step carried no node: it is no node's figure, but it is not hidden either.
     assert None not in nodes
     steps = {r.group["step"]: r for r in asyncio.run(stats_report(app, "step"))}
