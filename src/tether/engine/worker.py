@@ -28,6 +28,8 @@ log = logging.getLogger("tether.worker")
 _CLAIM_BATCH = 64
 _POLL_MIN = 0.005
 _POLL_MAX = 0.25
+_CANCEL_WATCH = 0.5
+"""Seconds between two looks for cancel requests among the runs a worker holds."""
 
 
 def default_worker_name() -> str:
@@ -87,6 +89,7 @@ class Worker:
             log.warning("worker %s: the app registers no workflows; nothing to run", self.name)
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         heartbeat = asyncio.create_task(self._heartbeat(stop), name="tether-heartbeat")
+        cancels = asyncio.create_task(self._watch_cancels(), name="tether-cancel-watch")
         await self._report_unrunnable_versions()
         poll = _POLL_MIN
         try:
@@ -120,7 +123,10 @@ class Worker:
                 poll = min(poll * 2, _POLL_MAX)
         finally:
             await self._shutdown()
+            cancels.cancel()
             heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cancels
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             log.info("worker %s stopped", self.owner)
@@ -202,6 +208,24 @@ class Worker:
                 log.warning("worker %s: heartbeat failed (%s)", self.name, exc)
                 continue
             for run_id in beat.cancel_requested:
+                ctx = self.app.live_contexts.get(run_id)
+                if ctx is not None:
+                    ctx.request_cancel()
+
+    async def _watch_cancels(self) -> None:
+        """Interrupt runs cancelled from another process within about `_CANCEL_WATCH` seconds
+        (the heartbeat alone notices a cancel only every third of the lease): one cheap read
+        of the held runs' cancel requests, only while this worker holds runs."""
+        while True:
+            await asyncio.sleep(_CANCEL_WATCH)
+            if not self._active:
+                continue
+            try:
+                cancelled = await self.app.store.cancel_requests(self.owner)
+            except Exception as exc:
+                log.debug("worker %s: cancel watch failed (%s)", self.name, exc)
+                continue
+            for run_id in cancelled:
                 ctx = self.app.live_contexts.get(run_id)
                 if ctx is not None:
                     ctx.request_cancel()
