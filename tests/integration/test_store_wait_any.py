@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tether.store.base import StepRecord, Store
 from tests.integration.test_store_contract import claim, new, other, store
+from tether.store.base import StepRecord, Store
 
 __all__ = ["other", "store"]  # fixtures, re-exported for pytest
 pytestmark = pytest.mark.timeout(60)
