@@ -2,7 +2,7 @@
 ``tether worker --app tests.e2e.cancel_app:app``.
 
 Steps leave marker files in ``$TETHER_E2E_MARKERS`` (``<run id>.<what>``) so the test process
-can see how far they got. The lease is long (60 s, so the heartbeat comes every 20 s): a cancel
+can see how far they got. The lease is long (600 s, so the heartbeat comes every 200 s): a cancel
 noticed in seconds was noticed by the worker's cancel watch, not by its heartbeat.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import tether
 
-app = tether.App(lease_seconds=60.0)
+app = tether.App(lease_seconds=600.0)
 
 
 def mark(what: str) -> None:

@@ -47,7 +47,8 @@ def test_cancel_interrupts_an_async_step_in_a_worker_process(
                what="the step to start")
     cancel = tether_cli("cancel", run_id, store=store)
     assert cancel.returncode == 0, cancel.stderr
-    # 15 s is far below the 60 s step and the 20 s heartbeat: only an interrupt gets here.
+    # 15 s is far below the 60 s step and the 200 s heartbeat: only an interrupt noticed by
+    # the cancel watch gets here.
     wait_until(lambda: app.get_run(run_id).status == "cancelled", timeout=15,
                what=f"run {run_id} to end cancelled")
     assert (markers / f"{run_id}.cleanup").exists()
