@@ -35,6 +35,8 @@ log = logging.getLogger("tether.worker")
 _CLAIM_BATCH = 64
 _POLL_MIN = 0.005
 _POLL_MAX = 0.25
+_CANCEL_WATCH = 0.5
+"""Seconds between two looks for cancel requests among the runs a worker holds."""
 
 
 def default_worker_name() -> str:
@@ -95,6 +97,7 @@ class Worker:
             log.warning("worker %s: the app registers no workflows; nothing to run", self.name)
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         heartbeat = asyncio.create_task(self.leases.keep(), name="tether-heartbeat")
+        cancels = asyncio.create_task(self._watch_cancels(), name="tether-cancel-watch")
         scheduler = asyncio.create_task(Scheduler(app).run(stop), name="tether-scheduler")
         registry = await self._announce()
         await self._report_unrunnable_versions()
@@ -133,7 +136,10 @@ class Worker:
         finally:
             await self._shutdown()
             scheduler.cancel()
+            cancels.cancel()
             heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cancels
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             with contextlib.suppress(asyncio.CancelledError):
@@ -205,6 +211,24 @@ class Worker:
     async def _pause(stop: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
+
+    async def _watch_cancels(self) -> None:
+        """Interrupt runs cancelled from another process within about `_CANCEL_WATCH` seconds
+        (the heartbeat alone notices a cancel only every third of the lease): one cheap read
+        of the held runs' cancel requests, only while this worker holds runs."""
+        while True:
+            await asyncio.sleep(_CANCEL_WATCH)
+            if not self._active:
+                continue
+            try:
+                cancelled = await self.app.store.cancel_requests(self.owner)
+            except Exception as exc:
+                log.debug("worker %s: cancel watch failed (%s)", self.name, exc)
+                continue
+            for run_id in cancelled:
+                ctx = self.app.live_contexts.get(run_id)
+                if ctx is not None:
+                    ctx.request_cancel()
 
     async def _shutdown(self) -> None:
         if not self._active:

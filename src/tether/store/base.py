@@ -27,7 +27,9 @@ Rules every implementation keeps:
 * **No lost wake-ups.** `send_signal` makes a ``waiting`` run ``queued`` in the same
   transaction that stores the signal, and `suspend_run` leaves the run ``queued`` instead of
   ``waiting`` when an unconsumed signal it waits for is already in the mailbox — whatever order
-  the two transactions commit in.
+  the two transactions commit in. A run may wait for several names at once
+  (`ctx.wait_for_any`): `suspend_run` gets them all and checks the mailbox for any of them,
+  `send_signal` wakes a run waiting for any of them (see `WAIT_SEPARATOR`).
 * **Values.** Payload fields (`input`, `output`, signal payloads, `error`, `usage`, `meta`,
   `labels`) are JSON-compatible Python values; the store encodes and decodes them.
 * **Time.** Timestamps are Unix epoch seconds (float).
@@ -51,6 +53,27 @@ FINISHED_STATUSES = frozenset({"succeeded", "failed", "refused", "cancelled"})
 STEP_KINDS = ("step", "sleep", "signal", "value")
 """``step`` a function call; ``sleep`` a durable timer; ``signal`` a signal wait; ``value`` a
 recorded ``ctx.now()`` / ``ctx.uuid()``."""
+
+WAIT_SEPARATOR = "|"
+"""Joins the names of a wait for several signals in `RunRecord.waiting_for`. `send_signal`
+wakes a run when the name equals `waiting_for` or is one of its ``|``-separated parts; a single
+name that itself contains ``|`` can at worst be woken spuriously (the run finds no signal and
+waits again), never missed."""
+
+
+def encode_waiting_for(names: str | Sequence[str] | None) -> str | None:
+    """The `waiting_for` column value for one name or several."""
+    if names is None or isinstance(names, str):
+        return names
+    return WAIT_SEPARATOR.join(names)
+
+
+def waiting_names(names: str | Sequence[str] | None) -> list[str]:
+    """The names whose arrival in the mailbox makes a suspension wake at once."""
+    if names is None:
+        return []
+    return [names] if isinstance(names, str) else list(names)
+
 
 STEP_STATUSES = ("completed", "failed", "retrying", "waiting")
 """``retrying``: attempts failed so far (journaled so a crash does not reset the count);
@@ -81,7 +104,8 @@ class RunRecord:
     """When a waiting (or delayed queued) run becomes runnable; ``None`` means only a signal
     wakes it."""
     waiting_for: str | None
-    """The signal name a waiting run waits for, if any."""
+    """The signal name a waiting run waits for, if any; a wait for the first of several
+    signals lists their names joined by ``|`` (``"approve|reject"``)."""
     lease_owner: str | None
     lease_expires: float | None
     fencing: int
@@ -333,11 +357,31 @@ class Store(Protocol):
         holds no such signal (nothing written) or the write is fenced off."""
         ...
 
+    async def consume_first_signal(
+        self, run_id: str, token: int, step: StepRecord, names: Sequence[str]
+    ) -> SignalRecord | None:
+        """Take the oldest unconsumed signal whose name is one of `names` (the others stay in
+        the mailbox) and, in the same transaction, write `step` completed with output
+        ``{"name": <its name>, "payload": <its payload>}``. Idempotent at ``step.seq`` like
+        `consume_signal`. ``None`` when none is there or the write is fenced off."""
+        ...
+
+    async def cancel_requests(self, owner: str) -> frozenset[str]:
+        """Ids of the running runs leased by `owner` that have a cancel request pending (a
+        cheap read a worker polls while it holds runs, between heartbeats)."""
+        ...
+
     async def suspend_run(
-        self, run_id: str, token: int, *, wake_at: float | None, waiting_for: str | None
+        self,
+        run_id: str,
+        token: int,
+        *,
+        wake_at: float | None,
+        waiting_for: str | Sequence[str] | None,
     ) -> str | None:
-        """Release the lease and set the run ``waiting`` (or ``queued`` if the awaited signal is
-        already there). Returns the new status, ``None`` if fenced off."""
+        """Release the lease and set the run ``waiting`` (or ``queued`` if a signal it waits
+        for — any one of several names — is already there). Returns the new status, ``None``
+        if fenced off."""
         ...
 
     async def finish_run(

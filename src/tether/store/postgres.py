@@ -612,8 +612,23 @@ class PostgresStore:
     ) -> SignalRecord | None:
         return await self._submit(run_id, None, consume=(run_id, token, step))
 
+    async def consume_first_signal(
+        self, run_id: str, token: int, step: StepRecord, names: Sequence[str]
+    ) -> SignalRecord | None:
+        return await self._submit(
+            run_id, lambda c: q.consume_first_signal(c, run_id, token, step, tuple(names))
+        )
+
+    async def cancel_requests(self, owner: str) -> frozenset[str]:
+        return await self._read("read cancel requests", q.cancel_requests, owner)
+
     async def suspend_run(
-        self, run_id: str, token: int, *, wake_at: float | None, waiting_for: str | None
+        self,
+        run_id: str,
+        token: int,
+        *,
+        wake_at: float | None,
+        waiting_for: str | Sequence[str] | None,
     ) -> str | None:
         return await self._submit(
             run_id, lambda c: q.suspend_run(c, run_id, token, wake_at, waiting_for)

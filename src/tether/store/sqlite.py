@@ -369,8 +369,21 @@ class SQLiteStore:
     ) -> SignalRecord | None:
         return await self._write(q.consume_signal, run_id, token, step)
 
+    async def consume_first_signal(
+        self, run_id: str, token: int, step: StepRecord, names: Sequence[str]
+    ) -> SignalRecord | None:
+        return await self._write(q.consume_first_signal, run_id, token, step, tuple(names))
+
+    async def cancel_requests(self, owner: str) -> frozenset[str]:
+        return await self._read(q.cancel_requests, owner)
+
     async def suspend_run(
-        self, run_id: str, token: int, *, wake_at: float | None, waiting_for: str | None
+        self,
+        run_id: str,
+        token: int,
+        *,
+        wake_at: float | None,
+        waiting_for: str | Sequence[str] | None,
     ) -> str | None:
         status = await self._write(q.suspend_run, run_id, token, wake_at, waiting_for)
         if status == "queued":

@@ -20,7 +20,12 @@ from tether.store.base import (
     SignalRecord,
     StepRecord,
     TrustActionRecord,
+<<<<<<< HEAD
     WorkerRecord,
+=======
+    encode_waiting_for,
+    waiting_names,
+>>>>>>> ctx
 )
 
 _RUN_COLUMNS = (
@@ -217,6 +222,12 @@ def load_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
     return [step_from_row(row) for row in rows]
 
 
+# The run waits for this name: alone, or as one of a wait_for_any's `|`-joined names.
+_WAITS_FOR = (
+    "(waiting_for = ? OR instr('|' || waiting_for || '|', '|' || ? || '|') > 0)"
+)
+
+
 def send_signal(
     conn: sqlite3.Connection, run_id: str, name: str, payload: Any
 ) -> RunRecord | None:
@@ -229,8 +240,8 @@ def send_signal(
     )
     conn.execute(
         "UPDATE runs SET status = 'queued', wake_at = ?, updated_at = ? "
-        "WHERE id = ? AND status = 'waiting' AND waiting_for = ?",
-        (now, now, run_id, name),
+        f"WHERE id = ? AND status = 'waiting' AND {_WAITS_FOR}",
+        (now, now, run_id, name, name),
     )
     return get_run(conn, run_id)
 
@@ -537,18 +548,65 @@ def consume_signal(
     return SignalRecord(row[0], run_id, step.name, payload, row[2], step.seq)
 
 
+def consume_first_signal(
+    conn: sqlite3.Connection, run_id: str, token: int, step: StepRecord, names: Sequence[str]
+) -> SignalRecord | None:
+    if conn.execute(f"SELECT 1 FROM runs WHERE {_HELD_LIVE}", (run_id, token)).fetchone() is None:
+        return None
+    marks = ", ".join("?" * len(names))
+    row = conn.execute(
+        "SELECT id, name, payload, created_at FROM signals WHERE run_id = ? AND consumed_seq = ?",
+        (run_id, step.seq),
+    ).fetchone() or conn.execute(
+        "SELECT id, name, payload, created_at FROM signals "
+        f"WHERE run_id = ? AND name IN ({marks}) AND consumed_seq IS NULL ORDER BY id LIMIT 1",
+        (run_id, *names),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute("UPDATE signals SET consumed_seq = ? WHERE id = ?", (step.seq, row[0]))
+    payload = _loads(row[2])
+    completed = StepRecord(
+        run_id=run_id,
+        seq=step.seq,
+        name=step.name,
+        kind=step.kind,
+        status="completed",
+        input=step.input,
+        output={"name": row[1], "payload": payload},
+        attempts=step.attempts,
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+        meta=step.meta,
+    )
+    conn.execute(_UPSERT_STEP, (*step_params(run_id, completed), run_id, token))
+    return SignalRecord(row[0], run_id, row[1], payload, row[3], step.seq)
+
+
+def cancel_requests(conn: sqlite3.Connection, owner: str) -> frozenset[str]:
+    rows = conn.execute(
+        "SELECT id FROM runs WHERE lease_owner = ? AND status = 'running' "
+        "AND cancel_requested = 1",
+        (owner,),
+    ).fetchall()
+    return frozenset(r[0] for r in rows)
+
+
 def suspend_run(
     conn: sqlite3.Connection,
     run_id: str,
     token: int,
     wake_at: float | None,
-    waiting_for: str | None,
+    waiting_for: str | Sequence[str] | None,
 ) -> str | None:
     now = time.time()
-    pending = waiting_for is not None and (
+    names = waiting_names(waiting_for)
+    marks = ", ".join("?" * len(names))
+    pending = bool(names) and (
         conn.execute(
-            "SELECT 1 FROM signals WHERE run_id = ? AND name = ? AND consumed_seq IS NULL LIMIT 1",
-            (run_id, waiting_for),
+            f"SELECT 1 FROM signals WHERE run_id = ? AND name IN ({marks}) "
+            "AND consumed_seq IS NULL LIMIT 1",
+            (run_id, *names),
         ).fetchone()
         is not None
     )
@@ -556,7 +614,7 @@ def suspend_run(
     changed = conn.execute(
         "UPDATE runs SET status = ?, wake_at = ?, waiting_for = ?, lease_owner = NULL, "
         f"lease_expires = NULL, progress = NULL, updated_at = ? WHERE {_HELD_LIVE}",
-        (status, now if pending else wake_at, waiting_for, now, run_id, token),
+        (status, now if pending else wake_at, encode_waiting_for(waiting_for), now, run_id, token),
     ).rowcount
     return status if changed else None
 
