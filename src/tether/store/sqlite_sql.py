@@ -20,12 +20,9 @@ from tether.store.base import (
     SignalRecord,
     StepRecord,
     TrustActionRecord,
-<<<<<<< HEAD
     WorkerRecord,
-=======
     encode_waiting_for,
     waiting_names,
->>>>>>> ctx
 )
 
 _RUN_COLUMNS = (
