@@ -140,6 +140,11 @@ class RunExecutor:
             raise
         except (Exception, SystemExit) as exc:  # sys.exit() in workflow code fails the run only
             failure = ctx.fatal or exc
+            try:
+                await ctx.drain()
+            except asyncio.CancelledError:
+                await asyncio.shield(self._store.release_run(run_id, token))
+                raise
             return await self._end(run_id, token, "failed", error=_failure(run_id, failure))
 
     async def _end(
