@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tether.engine.budget import Usage
+from tether.engine.ledger import OVERSHOOT
 from tether.store.base import RunRecord, StepRecord
 
 
@@ -100,6 +101,19 @@ class RunInfo:
     @property
     def cost_usd(self) -> float:
         return self.usage.cost_usd
+
+    @property
+    def overshoot(self) -> dict[str, float]:
+        """What the run's steps spent beyond their reservations (``cost_usd``, ``tokens``):
+        responses larger than the worst case reserved for them. Empty when none did."""
+        total: dict[str, float] = {}
+        for step in self.steps:
+            over = step.meta.get(OVERSHOOT)
+            if isinstance(over, dict):
+                for key, value in over.items():  # pyright: ignore[reportUnknownVariableType]
+                    if isinstance(value, int | float):
+                        total[str(key)] = total.get(str(key), 0) + value  # pyright: ignore[reportUnknownArgumentType]
+        return total
 
     @property
     def finished(self) -> bool:
