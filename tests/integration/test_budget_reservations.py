@@ -124,3 +124,30 @@ def test_an_unpriced_model_under_a_dollar_cap_is_refused_before_it_is_sent(
         assert app.run("mystery", {}).status == "succeeded"
     finally:
         app.close()
+
+
+def test_a_run_parked_on_its_budget_resumes_after_the_http_api_raises_it(
+    sqlite_url: str, provider: FakeProvider
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from tether.server import create_app
+
+    provider.responder = tool_then_answer(calls=3)
+    app = make_app(sqlite_url, provider_url=provider.url)
+    try:
+        parked = app.run("looper", {}, budget=tether.Budget(max_llm_calls=2, on_exceed="suspend"))
+        assert (parked.status, parked.waiting_for) == ("waiting", "tether.budget")
+        with TestClient(create_app(app), base_url="http://127.0.0.1:8000") as http:
+            bad = http.post(f"/api/runs/{parked.id}/budget", json={"max_llm_calls": -1})
+            assert bad.status_code == 422
+            assert app.get_run(parked.id).budget == {"max_llm_calls": 2, "on_exceed": "suspend"}
+            raised = http.post(f"/api/runs/{parked.id}/budget", json={"max_llm_calls": 3})
+            assert raised.status_code == 200, raised.text
+            assert raised.json()["status"] == "queued"
+            info = app.run("looper", {}, run_id=parked.id)
+            assert info.status == "succeeded" and info.usage.llm_calls == 3
+            ended = http.post(f"/api/runs/{parked.id}/budget", json={"max_llm_calls": 9})
+            assert ended.status_code == 409
+    finally:
+        app.close()

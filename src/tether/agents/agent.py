@@ -57,11 +57,11 @@ from tether.engine.context import Context, current_step
 from tether.engine.registry import WorkflowDef
 from tether.engine.retry import Retry
 from tether.engine.serde import to_jsonable
-from tether.store.base import SpendWindow
 from tether.errors import BudgetExceeded, StepFailed, UserError
 from tether.observe import names
 from tether.observe.cost import price_model_call
 from tether.observe.limits import spend_windows
+from tether.store.base import SpendWindow
 from tether.trust.gate import CheckResult, ToolCallRequest, authorize
 
 

@@ -108,11 +108,9 @@ class RunInfo:
         responses larger than the worst case reserved for them. Empty when none did."""
         total: dict[str, float] = {}
         for step in self.steps:
-            over = step.meta.get(OVERSHOOT)
-            if isinstance(over, dict):
-                for key, value in over.items():  # pyright: ignore[reportUnknownVariableType]
-                    if isinstance(value, int | float):
-                        total[str(key)] = total.get(str(key), 0) + value  # pyright: ignore[reportUnknownArgumentType]
+            over: dict[str, Any] = step.meta.get(OVERSHOOT) or {}
+            for key, value in over.items():
+                total[key] = total.get(key, 0.0) + float(value)
         return total
 
     @property

@@ -87,9 +87,8 @@ async def cost_report(
             row.input_tokens += int(usage.get("input_tokens") or 0)
             row.output_tokens += int(usage.get("output_tokens") or 0)
             row.cost_usd += float(usage.get("cost_usd") or 0.0)
-            over = (rec.meta or {}).get(OVERSHOOT)
-            if isinstance(over, dict):
-                row.overshoot_usd += float(over.get("cost_usd") or 0.0)  # pyright: ignore[reportUnknownArgumentType, reportUnknownMemberType]
+            over: dict[str, Any] = (rec.meta or {}).get(OVERSHOOT) or {}
+            row.overshoot_usd += float(over.get("cost_usd") or 0.0)
             source_name = (rec.meta or {}).get(n.PRICE_SOURCE)
             if source_name and source_name not in row.price_sources:
                 row.price_sources.append(str(source_name))

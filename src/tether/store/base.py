@@ -364,6 +364,24 @@ class Store(Protocol):
         ``key=value``, across every worker (spend limits). One query."""
         ...
 
+    async def reserve_spend(
+        self,
+        run_id: str,
+        token: int,
+        reservation_id: str,
+        cost_usd: float,
+        windows: Sequence[SpendWindow],
+    ) -> SpendVerdict | None:
+        """Reserve `cost_usd` against every window atomically (see *Reservations* above).
+        ``None``: reserved (or already reserved under this id: a retry); else the first window
+        that would be passed, and nothing is reserved."""
+        ...
+
+    async def release_spend(self, reservation_id: str) -> None:
+        """Drop a reservation (settled: its call's usage is journaled; or the call failed).
+        Idempotent."""
+        ...
+
     # --- trust layer ---------------------------------------------------------------------------
 
     async def put_trust_action(self, action: TrustActionRecord) -> TrustActionRecord:
