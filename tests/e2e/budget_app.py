@@ -18,6 +18,7 @@ import tether
 from tether import Agent, Parallel, tool
 from tether.observe.cost import set_price_overrides
 from tether.observe.limits import SpendLimit, set_spend_limits
+from tether.store.base import Store
 
 MAX_TOKENS = 100
 CALL_USD = 0.10
@@ -64,7 +65,7 @@ def tool_then_answer(calls: int) -> Any:
     return respond
 
 
-def make_app(store: str | None = None, *, provider_url: str | None = None,
+def make_app(store: str | Store | None = None, *, provider_url: str | None = None,
              limit_usd: float = LIMIT_USD, lease_seconds: float = 2.0) -> tether.App:
     app = tether.App(store, lease_seconds=lease_seconds)
     set_price_overrides(app, {"gpt-4.1-mini": {"input_per_mtok": 0.0, "output_per_mtok": 1000.0}})

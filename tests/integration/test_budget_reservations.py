@@ -151,3 +151,29 @@ def test_a_run_parked_on_its_budget_resumes_after_the_http_api_raises_it(
             assert ended.status_code == 409
     finally:
         app.close()
+
+
+def test_only_label_spend_limits_pay_a_store_round_trip(
+    sqlite_url: str, provider: FakeProvider
+) -> None:
+    from tether.store.sqlite import SQLiteStore
+
+    class CountingStore(SQLiteStore):
+        reserves = 0
+
+        async def reserve_spend(self, *args: object, **kwargs: object) -> object:
+            CountingStore.reserves += 1
+            return await super().reserve_spend(*args, **kwargs)  # type: ignore[arg-type]
+
+    counted = make_app(CountingStore(sqlite_url), provider_url=provider.url)
+    try:
+        # No labels under a limit: neither a plain run nor one with a budget reserves in the
+        # store (a run's budget is held in its holder's memory).
+        assert counted.run("caller", {}).status == "succeeded"
+        assert counted.run("caller", {}, budget=tether.Budget(max_cost_usd=1.0,
+                                                              max_llm_calls=3)).status == "succeeded"
+        assert CountingStore.reserves == 0
+        assert counted.run("caller", {}, labels={"tenant": "acme"}).status == "succeeded"
+        assert CountingStore.reserves == 1
+    finally:
+        counted.close()

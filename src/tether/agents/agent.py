@@ -137,8 +137,11 @@ class Agent:
         self._structured = output_type is not str
         self._output = OutputSchema(output_type) if self._structured else None
         self._resolved: Model | None = None
-        self._tools_hash = short_hash([[t.name, t.schema] for t in self.tools]
-                                      + ([self._output.schema] if self._output else []))
+        schemas = [[t.name, t.schema] for t in self.tools] + (
+            [self._output.schema] if self._output else [])
+        self._tools_hash = short_hash(schemas)
+        # Tool definitions are sent with every request but are not in the messages.
+        self._tools_tokens = len(json.dumps(schemas)) // 4 if schemas else 0
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r})"
@@ -303,7 +306,7 @@ class Agent:
         """What the next request may spend at most: one call, the prompt's estimated tokens,
         the completion bounded by ``max_tokens`` (else `reserve_output_tokens`), priced like
         the recorded call when a dollar limit covers it."""
-        prompt = estimate_tokens(messages)
+        prompt = estimate_tokens(messages) + self._tools_tokens
         bound = (self.model_settings or {}).get("max_tokens")
         completion = int(bound) if bound else self.reserve_output_tokens
         caps = [f"{scope} budget max_cost_usd={b.max_cost_usd:g}" for b, scope in (
