@@ -33,6 +33,7 @@ from pydantic_ai.tools import ToolDefinition
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
 from tether.agents.models import (
     DEFAULT_MODEL_RETRY,
+    DEFAULT_RESERVED_OUTPUT_TOKENS,
     estimate_tokens,
     load_response,
     model_label,
@@ -56,9 +57,11 @@ from tether.engine.context import Context, current_step
 from tether.engine.registry import WorkflowDef
 from tether.engine.retry import Retry
 from tether.engine.serde import to_jsonable
-from tether.errors import StepFailed, UserError
+from tether.errors import BudgetExceeded, StepFailed, UserError
 from tether.observe import names
-from tether.observe.limits import check_spend
+from tether.observe.cost import price_model_call
+from tether.observe.limits import spend_windows
+from tether.store.base import SpendWindow
 from tether.trust.gate import CheckResult, ToolCallRequest, authorize
 
 
@@ -89,6 +92,7 @@ class Agent:
         timeout: float | None = 120.0,
         model_settings: ModelSettings | None = None,
         version: str = "1",
+        reserve_output_tokens: int = DEFAULT_RESERVED_OUTPUT_TOKENS,
     ) -> None:
         if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
             raise UserError(f"Agent name {name!r} must be letters, digits, '_' or '-'")
@@ -122,6 +126,12 @@ class Agent:
         self.timeout = timeout
         self.model_settings = model_settings
         self.version = version
+        if reserve_output_tokens < 1:
+            raise UserError(f"agent {name!r}: reserve_output_tokens must be at least 1")
+        self.reserve_output_tokens = reserve_output_tokens
+        """The completion tokens a model call is assumed to use at most when budgets or spend
+        limits reserve its worst case, unless `model_settings` gives ``max_tokens`` (then that
+        bound is used). A longer answer is reported as an overshoot of its reservation."""
         names_seen: set[str] = set()
         for t in self.tools:
             if t.name in names_seen or t.name == OUTPUT_TOOL:
@@ -131,8 +141,11 @@ class Agent:
         self._structured = output_type is not str
         self._output = OutputSchema(output_type) if self._structured else None
         self._resolved: list[Model] | None = None
-        self._tools_hash = short_hash([[t.name, t.schema] for t in self.tools]
-                                      + ([self._output.schema] if self._output else []))
+        schemas = [[t.name, t.schema] for t in self.tools] + (
+            [self._output.schema] if self._output else [])
+        self._tools_hash = short_hash(schemas)
+        # Tool definitions are sent with every request but are not in the messages.
+        self._tools_tokens = len(json.dumps(schemas)) // 4 if schemas else 0
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r})"
@@ -284,14 +297,15 @@ class Agent:
     ) -> ModelResponse:
         model = model or self.resolved_model()
         recorded = ctx.journal.get(ctx.next_sequence())
-        if recorded is not None and recorded.status == "completed":
-            estimate = ZERO  # a replay: nothing is sent, so nothing to check or estimate
-        else:
-            estimate = Usage(llm_calls=1, input_tokens=estimate_tokens(messages))
-            await check_spend(ctx.app, ctx, estimate)
         budgets: tuple[tuple[Budget, Usage, str], ...] = ()
         if self.budget is not None:
             budgets = ((self.budget, self._spent(ctx), f"agent {self.name}"),)
+        windows: tuple[SpendWindow, ...] = ()
+        if recorded is not None and recorded.status == "completed":
+            estimate = ZERO  # a replay: nothing is sent, so nothing to reserve
+        else:
+            windows = spend_windows(ctx.app, ctx.labels)
+            estimate = self._worst_case(ctx, model, messages, windows)
         last = messages[-1]
         data = await ctx.run_step(
             f"{self.name}.model",
@@ -313,10 +327,46 @@ class Agent:
                   names.AGENT_NAME: self.name, names.REQUEST_MODEL: model_label(model)},
             estimate=estimate,
             budgets=budgets,
+            windows=windows,
             # The new message only: the conversation is the journal of earlier entries.
             record_input={"messages": len(messages), "new": _describe(last)},
         )
         return load_response(data)
+
+    def _worst_case(
+        self, ctx: Context, model: Model, messages: list[ModelMessage],
+        windows: tuple[SpendWindow, ...],
+    ) -> Usage:
+        """What the next request may spend at most: one call, the prompt's estimated tokens,
+        the completion bounded by ``max_tokens`` (else `reserve_output_tokens`), priced like
+        the recorded call when a dollar limit covers it."""
+        prompt = estimate_tokens(messages) + self._tools_tokens
+        bound = (self.model_settings or {}).get("max_tokens")
+        completion = int(bound) if bound else self.reserve_output_tokens
+        caps = [f"{scope} budget max_cost_usd={b.max_cost_usd:g}" for b, scope in (
+            (self.budget, f"agent {self.name}"), (ctx.budget, "run"))
+            if b is not None and b.max_cost_usd is not None]
+        caps += [f"spend limit {w.description}" for w in windows]
+        if not caps:
+            return Usage(llm_calls=1, input_tokens=prompt, output_tokens=completion)
+        price = price_model_call(ctx.app, model.model_name, provider=model.system,
+                                 input_tokens=prompt, output_tokens=completion)
+        if price.cost_usd is None:
+            # Counting an unpriced call as $0 would let it through every dollar cap unseen.
+            label = model_label(model)
+            error = BudgetExceeded(
+                f"run {ctx.run_id}: node {self.name!r}: model {label} has no known price, so "
+                f"the dollar limit ({'; '.join(caps)}) cannot be enforced before the call; "
+                "price it with tether.observe.set_price_overrides(app, ...) or $TETHER_PRICE_OVERRIDES, "
+                "or remove the dollar limit",
+                run_id=ctx.run_id, limit="unpriced_model",
+                details={"limit": "unpriced_model", "model": label, "dollar_limits": caps,
+                         "reason": price.reason},
+            )
+            ctx.fatal = error
+            raise error
+        return Usage(llm_calls=1, input_tokens=prompt, output_tokens=completion,
+                     cost_usd=price.cost_usd)
 
     def _spent(self, ctx: Context) -> Usage:
         return ctx.usage_where(lambda meta: meta.get(names.NODE) == self.name)

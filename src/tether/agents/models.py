@@ -31,6 +31,11 @@ from tether.errors import UserError
 from tether.observe import names
 from tether.observe.cost import price_model_call
 
+DEFAULT_RESERVED_OUTPUT_TOKENS = 4096
+"""Completion tokens a model call is assumed to use at most when its worst case is reserved
+against budgets and spend limits and its request sets no ``max_tokens`` (`Agent`
+``reserve_output_tokens`` changes it per agent)."""
+
 DEFAULT_MODEL_RETRY = Retry(max_attempts=4, initial_delay=0.5, max_delay=20.0)
 """Model steps retry timeouts, connection errors, 429s (after Retry-After) and 5xx."""
 

@@ -81,6 +81,11 @@ def format_cost(info: RunInfo) -> str:
     text = f"{usage.tokens:,} tokens, ${usage.cost_usd:.4f}"
     if usage.unpriced_calls:
         text += f" (+{usage.unpriced_calls} unpriced call(s))"
+    over = info.overshoot
+    if over:
+        parts = [f"${over['cost_usd']:.4f}" if over.get("cost_usd") else "",
+                 f"{int(over['tokens']):,} tokens" if over.get("tokens") else ""]
+        text += f"; over its reservations by {', '.join(p for p in parts if p)}"
     return text
 
 
@@ -325,6 +330,7 @@ def run_detail(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]:
         progress=info.progress,
         budget=info.budget,
         usage=info.usage.to_dict(),
+        overshoot=info.overshoot or None,
         journal=[step_detail(step) for step in info.steps],
     )
     return detail

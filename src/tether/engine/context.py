@@ -27,6 +27,7 @@ from typing import Any, cast
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.control import CancelRun, DropRun, Suspend
 from tether.engine.lease import Leases
+from tether.engine.ledger import OVERSHOOT, Ledger, Reservation, window_exceeded
 from tether.engine.registry import StepDef, make_step
 from tether.engine.retry import NO_RETRY, Retry
 from tether.engine.serde import Decoder, to_jsonable
@@ -38,7 +39,7 @@ from tether.errors import (
     StoreUnavailable,
     UserError,
 )
-from tether.store.base import WAIT_SEPARATOR, RunRecord, StepRecord, Store
+from tether.store.base import WAIT_SEPARATOR, RunRecord, SpendWindow, StepRecord, Store
 
 _current: ContextVar[Context | None] = ContextVar("tether_context", default=None)
 _current_step: ContextVar[StepContext | None] = ContextVar("tether_step", default=None)
@@ -133,6 +134,7 @@ class Context:
         self._executor = executor
         self._seq = 0
         self._usage = ZERO
+        self._ledger = Ledger(store, run.id, token)
         for rec in journal:
             if rec.usage:
                 self._usage = self._usage + Usage.from_dict(rec.usage)
@@ -241,9 +243,13 @@ class Context:
         estimate: Usage = ZERO,
         budgets: tuple[tuple[Budget, Usage, str], ...] = (),
         record_input: Any = None,
+        windows: tuple[SpendWindow, ...] = (),
     ) -> Coroutine[Any, Any, Any]:
         """The general form of a step, for upper layers (agents record model and tool calls
-        with it). `budgets` are extra ``(budget, spent, scope)`` checks, e.g. per agent node."""
+        with it). `estimate` is the step's worst case: it is reserved against the run's budget,
+        the extra ``(budget, spent, scope)`` `budgets` (e.g. an agent node's) and the spend
+        `windows` before the step runs, and released once its outcome is journaled (see
+        `tether.engine.ledger`)."""
         seq = self._next_seq()
         if is_async is None:
             is_async = inspect.iscoroutinefunction(fn)
@@ -262,6 +268,7 @@ class Context:
             estimate,
             budgets,
             record_input,
+            windows,
         )
 
     async def branches(self, calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
@@ -393,6 +400,13 @@ class Context:
 
     async def flush(self) -> None:
         await self._flush_values()
+
+    async def drain(self) -> None:
+        """Wait for steps still running in other branches to journal their outcome (called
+        when the run is about to fail): they were sent, so their usage belongs in the ledger
+        that budgets and spend limits read."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -556,12 +570,44 @@ class Context:
     def _check_budget(
         self, estimate: Usage, budgets: tuple[tuple[Budget, Usage, str], ...]
     ) -> None:
+        # Spent = journaled + reserved by the steps in flight (see tether.engine.ledger).
         steps = len(self._journal) + 1
         elapsed = time.time() - self._run.created_at
+        ledger = self._ledger
         if self._budget is not None:
-            self._check_one(self._budget, self._usage, steps, elapsed, estimate, "run")
+            spent = self._usage + ledger.reserved("run")
+            self._check_one(self._budget, spent, steps, elapsed, estimate, "run")
         for budget, spent, scope in budgets:
-            self._check_one(budget, spent, 0, 0.0, estimate, scope)
+            self._check_one(budget, spent + ledger.reserved(scope), 0, 0.0, estimate, scope)
+
+    async def _reserve(
+        self,
+        seq: int,
+        estimate: Usage,
+        budgets: tuple[tuple[Budget, Usage, str], ...],
+        windows: tuple[SpendWindow, ...],
+    ) -> Reservation | None:
+        """Hold `estimate` (already checked against the budgets) until the step settles."""
+        if estimate == ZERO and not windows:
+            return None
+        scopes = (["run"] if self._budget is not None else []) + [scope for _, _, scope in budgets]
+        if not scopes and not windows:
+            return None
+        reservation = self._ledger.hold(scopes, estimate)
+        if windows:
+            try:
+                verdict = await self._ledger.reserve_windows(reservation, seq, windows)
+            except StoreUnavailable:
+                await reservation.release()
+                raise self._stop(DropRun()) from None
+            except BaseException:
+                await reservation.release()
+                raise
+            if verdict is not None:
+                error = window_exceeded(self.run_id, verdict, estimate)
+                self.fatal = error
+                raise error
+        return reservation
 
     def _check_one(
         self, budget: Budget, spent: Usage, steps: int, elapsed: float, estimate: Usage, scope: str
@@ -597,9 +643,13 @@ class Context:
         estimate: Usage,
         budgets: tuple[tuple[Budget, Usage, str], ...],
         record_input: Any,
+        windows: tuple[SpendWindow, ...] = (),
     ) -> Any:
         self._check_live()
         rec = self._replayed(seq, name, kind)
+        if self.fatal is not None and (rec is None or rec.status not in ("completed", "failed")):
+            # The run is ending (a budget, a spend limit): nothing new starts meanwhile.
+            raise self.fatal
         failures = 0
         carried = ZERO
         first_started: float | None = None
@@ -640,8 +690,10 @@ class Context:
             "started_at": time.time(),
             "timeout": timeout,
         }
+        reservation: Reservation | None = None
         try:
             self._check_budget(estimate, budgets)
+            reservation = await self._reserve(seq, estimate, budgets, windows)
             if record_input is None and (args or kwargs):
                 record_input = _describe_arguments(args, kwargs)
             while True:
@@ -698,6 +750,9 @@ class Context:
                     self._check_live()
                     continue
                 usage = carried + step_ctx.usage
+                over = reservation.overshoot(step_ctx.usage) if reservation else None
+                if over is not None:
+                    step_ctx.meta[OVERSHOOT] = over
                 await self._write(
                     StepRecord(
                         run_id=self.run_id,
@@ -718,6 +773,9 @@ class Context:
         finally:
             if timer is not None:
                 timer.cancel()
+            if reservation is not None:
+                # Settled: the outcome (and its real usage) is journaled, or there is none.
+                await reservation.release()
             self._inflight.discard(done)
             self._running.pop(seq, None)
             done.set_result(None)

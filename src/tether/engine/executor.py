@@ -156,6 +156,11 @@ class RunExecutor:
                 # Workflow code caught the cancel (or lost lease) and raised something else.
                 return await self._stopped(ctx.stopping, run_id, token)
             failure = ctx.fatal or exc
+            try:
+                await ctx.drain()
+            except asyncio.CancelledError:
+                await asyncio.shield(self._store.release_run(run_id, token))
+                raise
             return await self._end(run_id, token, "failed", error=_failure(run_id, failure))
 
     async def _stopped(self, stopping: BaseException, run_id: str, token: int) -> str:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tether.engine.budget import Usage
+from tether.engine.ledger import OVERSHOOT
 from tether.store.base import RunRecord, StepRecord
 
 DEGRADED = "tether.degraded"
@@ -104,6 +105,17 @@ class RunInfo:
     @property
     def cost_usd(self) -> float:
         return self.usage.cost_usd
+
+    @property
+    def overshoot(self) -> dict[str, float]:
+        """What the run's steps spent beyond their reservations (``cost_usd``, ``tokens``):
+        responses larger than the worst case reserved for them. Empty when none did."""
+        total: dict[str, float] = {}
+        for step in self.steps:
+            over: dict[str, Any] = step.meta.get(OVERSHOOT) or {}
+            for key, value in over.items():
+                total[key] = total.get(key, 0.0) + float(value)
+        return total
 
     @property
     def finished(self) -> bool:

@@ -39,6 +39,20 @@ Rules every implementation keeps:
   *live* ones: seen within `WORKER_LIVE_LEASES` of their own lease periods. The registry is
   advisory — it never decides who may claim what — and it is how a run of a workflow version
   no live worker serves is flagged instead of waiting silently.
+* **Reservations.** A model call covered by a label spend limit reserves its worst-case cost
+  before it is sent (`reserve_spend`). In one transaction, serialised per limit key with every
+  other reserver on any worker (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a transaction-scoped
+  advisory lock per key, taken in sorted order), the store sums for each window the journaled
+  cost of the label's steps plus the open reservations of *live* holders, and inserts the
+  reservation only if every window still fits; otherwise it inserts nothing and says which
+  window did not fit, with the figures. A reservation is live while its run is ``running``
+  with the reserving fencing token and an unexpired lease, so a dead worker's reservations
+  expire with its lease and a zombie's stop counting at the takeover. The journaled sum and
+  the reservations are read in one snapshot, and a call's journal entry is written *before*
+  its reservation is released (`release_spend`), so a settling call is counted twice for a
+  moment, never zero times. Run and node budgets need no store round trip: a run has one
+  holder at a time, so its engine keeps their reservations in memory (see
+  `tether.engine.ledger`).
 """
 
 from __future__ import annotations
@@ -223,6 +237,39 @@ class WorkerRecord:
     lease_seconds: float
     workflows: tuple[tuple[str, str], ...]
     """``(workflow, version)`` pairs the worker claims runs of."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpendWindow:
+    """A label spend limit as the store checks it: at most `max_usd` journaled since `since`
+    plus reserved by calls in flight, over every run labelled ``label=value``."""
+
+    label: str
+    value: str
+    max_usd: float
+    since: float
+    """The window's start (epoch seconds): steps finished before it no longer count."""
+    description: str = ""
+    """How the limit reads to a user (``tenant=acme at most $5 per day``), for messages."""
+
+    @property
+    def key(self) -> str:
+        """The limit key reservations are held under (one per label value, whatever the
+        window: a call in flight counts in every window of its label)."""
+        return f"label:{self.label}={self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class SpendVerdict:
+    """Why a reservation did not fit: the first window it would have passed."""
+
+    window: SpendWindow
+    spent: float
+    """USD journaled in the window."""
+    reserved: float
+    """USD held by other calls in flight (live holders only)."""
+    unpriced_calls: int
+    """Unpriced calls journaled in the window (not in `spent`)."""
 
 
 @runtime_checkable
@@ -434,6 +481,24 @@ class Store(Protocol):
     async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
         """``(cost_usd, unpriced_calls)`` journaled since `since` by the steps of runs labelled
         ``key=value``, across every worker (spend limits). One query."""
+        ...
+
+    async def reserve_spend(
+        self,
+        run_id: str,
+        token: int,
+        reservation_id: str,
+        cost_usd: float,
+        windows: Sequence[SpendWindow],
+    ) -> SpendVerdict | None:
+        """Reserve `cost_usd` against every window atomically (see *Reservations* above).
+        ``None``: reserved (or already reserved under this id: a retry); else the first window
+        that would be passed, and nothing is reserved."""
+        ...
+
+    async def release_spend(self, reservation_id: str) -> None:
+        """Drop a reservation (settled: its call's usage is journaled; or the call failed).
+        Idempotent."""
         ...
 
     # --- trust layer ---------------------------------------------------------------------------

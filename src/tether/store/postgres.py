@@ -60,6 +60,8 @@ from tether.store.base import (
     RunRecord,
     ScheduleRecord,
     SignalRecord,
+    SpendVerdict,
+    SpendWindow,
     StepRecord,
     TrustActionRecord,
     WorkerRecord,
@@ -714,6 +716,26 @@ class PostgresStore:
     async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
         return await self._read(
             f"sum the spend of label {key}={value}", layers.label_spend, key, value, since
+        )
+
+    async def reserve_spend(
+        self,
+        run_id: str,
+        token: int,
+        reservation_id: str,
+        cost_usd: float,
+        windows: Sequence[SpendWindow],
+    ) -> SpendVerdict | None:
+        # Its own transaction on its own connection, not a batch member: it waits on advisory
+        # locks, and a batch's row locks must never wait behind those.
+        return await self._transaction(
+            f"reserve spend for run {run_id}", layers.reserve_spend,
+            run_id, token, reservation_id, cost_usd, tuple(windows),
+        )
+
+    async def release_spend(self, reservation_id: str) -> None:
+        await self._statement(
+            f"release spend reservation {reservation_id}", layers.release_spend, reservation_id
         )
 
     # --- trust layer -----------------------------------------------------------------------------

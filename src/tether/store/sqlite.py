@@ -34,6 +34,8 @@ from tether.store.base import (
     RunRecord,
     ScheduleRecord,
     SignalRecord,
+    SpendVerdict,
+    SpendWindow,
     StepRecord,
     TrustActionRecord,
     WorkerRecord,
@@ -466,6 +468,20 @@ class SQLiteStore:
     async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
         return await self._read(q.label_spend, key, value, since)
 
+    async def reserve_spend(
+        self,
+        run_id: str,
+        token: int,
+        reservation_id: str,
+        cost_usd: float,
+        windows: Sequence[SpendWindow],
+    ) -> SpendVerdict | None:
+        return await self._write(
+            q.reserve_spend, run_id, token, reservation_id, cost_usd, tuple(windows)
+        )
+
+    async def release_spend(self, reservation_id: str) -> None:
+        await self._write(q.release_spend, reservation_id)
 
     # --- trust layer -----------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from tether.store.base import (
     RingChangeRecord,
     RunRecord,
     SignalRecord,
+    SpendVerdict,
+    SpendWindow,
     StepRecord,
     TrustActionRecord,
     WorkerRecord,
@@ -700,6 +702,55 @@ def label_spend(
         (since, f'$."{key}"', value, since),
     ).fetchone()
     return float(row[0]), int(row[1])
+
+
+_RESERVATION_DEAD = (
+    "NOT EXISTS (SELECT 1 FROM runs u WHERE u.id = spend_reservations.run_id "
+    "AND u.fencing = spend_reservations.token AND u.status = 'running' AND u.lease_expires > ?)"
+)
+_SPEND_TOLERANCE = 1e-12
+"""Float noise: a reservation that fits exactly must not be refused for a rounding error."""
+
+
+def reserve_spend(
+    conn: sqlite3.Connection,
+    run_id: str,
+    token: int,
+    reservation_id: str,
+    cost_usd: float,
+    windows: Sequence[SpendWindow],
+) -> SpendVerdict | None:
+    # Runs inside the store's BEGIN IMMEDIATE: no other process writes until it commits, so the
+    # sums below and the insert are one atomic decision across every worker on the file.
+    now = time.time()
+    keys = sorted({w.key for w in windows})
+    marks = ",".join("?" * len(keys))
+    conn.execute(
+        f"DELETE FROM spend_reservations WHERE limit_key IN ({marks}) AND {_RESERVATION_DEAD}",
+        (*keys, now),
+    )
+    if conn.execute(
+        "SELECT 1 FROM spend_reservations WHERE id = ? LIMIT 1", (reservation_id,)
+    ).fetchone():
+        return None
+    for window in windows:
+        spent, unpriced = label_spend(conn, window.label, window.value, window.since)
+        reserved = float(conn.execute(
+            "SELECT coalesce(sum(cost_usd), 0) FROM spend_reservations WHERE limit_key = ?",
+            (window.key,),
+        ).fetchone()[0])
+        if spent + reserved + cost_usd > window.max_usd + _SPEND_TOLERANCE:
+            return SpendVerdict(window, spent, reserved, unpriced)
+    conn.executemany(
+        "INSERT INTO spend_reservations (limit_key, id, run_id, token, cost_usd, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(key, reservation_id, run_id, token, cost_usd, now) for key in keys],
+    )
+    return None
+
+
+def release_spend(conn: sqlite3.Connection, reservation_id: str) -> None:
+    conn.execute("DELETE FROM spend_reservations WHERE id = ?", (reservation_id,))
 
 
 # --- trust layer -------------------------------------------------------------------------------
