@@ -74,7 +74,7 @@ async def cost_report(
     rows: dict[tuple[str | None, ...], CostRow] = {}
     run_sets: dict[tuple[str | None, ...], set[str]] = {}
     journals = await load_window(source, since, until)
-    check_dimensions(dims, journals)
+    check_dimensions(dims, journals, default="team,model")
     for journal in journals:
         for rec in journal.leaf_steps(since, until):
             if not is_model_call(rec):

@@ -147,11 +147,15 @@ KNOWN_DIMENSIONS = (
 """Dimensions read from steps and runs; any other name is a run label key."""
 
 
-def check_dimensions(dimensions: list[str], journals: list[RunJournal]) -> None:
+def check_dimensions(
+    dimensions: list[str], journals: list[RunJournal], default: str = ""
+) -> None:
     """Reject a bare name that is neither a known dimension nor a label key of any run in the
     window (a typo like ``--by bogus`` would otherwise give one silent ``-`` group). An explicit
     ``label:<key>`` is always accepted: a key no run carries yet is a legitimate question."""
-    unknown = [d for d in dimensions if d not in KNOWN_DIMENSIONS and not d.startswith("label:")]
+    # The report's own default (``team`` in cost's ``team,model``) is always a fair question.
+    unknown = [d for d in dimensions if d not in KNOWN_DIMENSIONS and not d.startswith("label:")
+               and d not in default.split(",")]
     if not unknown:
         return
     keys = sorted({key for journal in journals for key in journal.labels
