@@ -11,6 +11,7 @@ from tether.agents import (
     Scope,
     ScriptedModel,
     Sequential,
+    TetherDurability,
     ToolContext,
     tool,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "StepInfo",
     "StoreError",
     "StoreUnavailable",
+    "TetherDurability",
     "TetherError",
     "ToolContext",
     "UnknownRun",

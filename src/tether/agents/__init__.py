@@ -5,6 +5,7 @@ See docs/agents.md.
 """
 
 from tether.agents.agent import Agent
+from tether.agents.durability import TetherDurability
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
 from tether.agents.models import ProviderError
 from tether.agents.offline import ScriptedModel
@@ -26,6 +27,7 @@ __all__ = [
     "ScopeVerdict",
     "ScriptedModel",
     "Sequential",
+    "TetherDurability",
     "Tool",
     "ToolContext",
     "tool",

@@ -31,9 +31,13 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition
 
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
+from tether.agents.guards import (
+    node_usage,
+    precheck_model_call,
+    record_scope_violation,
+)
 from tether.agents.models import (
     DEFAULT_MODEL_RETRY,
-    estimate_tokens,
     load_response,
     model_label,
     request_model,
@@ -51,14 +55,13 @@ from tether.agents.output import (
 from tether.agents.scope import Scope, enforce_scope
 from tether.agents.state import RunState, render
 from tether.agents.tools import Tool, ToolContext, as_tool
-from tether.engine.budget import ZERO, Budget, Usage
+from tether.engine.budget import Budget, Usage
 from tether.engine.context import Context, current_step
 from tether.engine.registry import WorkflowDef
 from tether.engine.retry import Retry
 from tether.engine.serde import to_jsonable
 from tether.errors import StepFailed, UserError
 from tether.observe import names
-from tether.observe.limits import check_spend
 from tether.trust.gate import CheckResult, ToolCallRequest, authorize
 
 
@@ -249,15 +252,8 @@ class Agent:
         prompt_hash: str,
     ) -> ModelResponse:
         model = self.resolved_model()
-        recorded = ctx.journal.get(ctx.next_sequence())
-        if recorded is not None and recorded.status == "completed":
-            estimate = ZERO  # a replay: nothing is sent, so nothing to check or estimate
-        else:
-            estimate = Usage(llm_calls=1, input_tokens=estimate_tokens(messages))
-            await check_spend(ctx.app, ctx, estimate)
-        budgets: tuple[tuple[Budget, Usage, str], ...] = ()
-        if self.budget is not None:
-            budgets = ((self.budget, self._spent(ctx), f"agent {self.name}"),)
+        estimate, budgets = await precheck_model_call(
+            ctx, messages, node=self.name, node_budget=self.budget)
         last = messages[-1]
         data = await ctx.run_step(
             f"{self.name}.model",
@@ -285,7 +281,7 @@ class Agent:
         return load_response(data)
 
     def _spent(self, ctx: Context) -> Usage:
-        return ctx.usage_where(lambda meta: meta.get(names.NODE) == self.name)
+        return node_usage(ctx, self.name)
 
     def _final_output(
         self, response: ModelResponse, output_calls: list[ToolCallPart],
@@ -430,20 +426,8 @@ class Agent:
         return any(b is not None and b.max_llm_calls is not None for b in budgets)
 
     async def _record_violation(self, ctx: Context, call: ToolCallPart, owner: str | None) -> None:
-        record = {"agent": self.name, "tool": call.tool_name, "owner": owner,
-                  "refused": True}
-
-        async def refuse() -> dict[str, Any]:
-            return record
-
-        await ctx.run_step(
-            f"{self.name}.scope_violation",
-            refuse,
-            is_async=True,
-            meta={names.NODE: self.name, names.AGENT_NAME: self.name,
-                  names.TOOL_NAME: call.tool_name, "tether.scope.violation": True},
-            record_input={"tool": call.tool_name, "args": _safe_args(call)},
-        )
+        await record_scope_violation(ctx, agent=self.name, tool=call.tool_name,
+                                     args=_safe_args(call), owner=owner)
 
 
 def _failed(call: ToolCallPart, error: str) -> ToolReturnPart:

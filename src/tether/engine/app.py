@@ -249,9 +249,13 @@ class App:
         """Register something that knows how to become a workflow (an agent pipeline)."""
         hook = getattr(component, "register_on", None)
         if not callable(hook):
+            hook = _capability_registrar(component)
+        if not callable(hook):
             raise UserError(
                 f"cannot register {component!r}: expected an Agent or pipeline "
-                "(Sequential/Parallel/Loop); decorate functions with @app.workflow"
+                "(Sequential/Parallel/Loop), or a pydantic-ai Agent with "
+                "capabilities=[tether.TetherDurability(app)]; decorate functions with "
+                "@app.workflow"
             )
         hook(self)
         return component
@@ -638,3 +642,25 @@ def _version_key(version: str) -> tuple[int, tuple[int, ...], str]:
         return (1, tuple(int(part) for part in version.split(".")), "")
     except ValueError:
         return (0, (), version)
+
+
+def _capability_registrar(component: Any) -> Callable[[Any], None] | None:
+    """A pydantic-ai agent registers through the capability that makes it durable on tether
+    (the one with a ``register_agent_on`` hook), found without importing the agents layer."""
+    root = getattr(component, "root_capability", None)
+    found: list[Any] = []
+
+    def visit(capability: Any) -> None:
+        if callable(getattr(capability, "register_agent_on", None)):
+            found.append(capability)
+
+    if root is not None and callable(getattr(root, "apply", None)):
+        root.apply(visit)
+    if not found:
+        return None
+    registrar = found[0]
+
+    def register(app: Any) -> None:
+        registrar.register_agent_on(app, component)
+
+    return register
