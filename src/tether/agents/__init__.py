@@ -5,6 +5,7 @@ See docs/agents.md.
 """
 
 from tether.agents.agent import Agent
+from tether.agents.capabilities import TetherLoopGuard, TetherScope, TetherTrust
 from tether.agents.durability import TetherDurability
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
 from tether.agents.models import ProviderError
@@ -28,6 +29,9 @@ __all__ = [
     "ScriptedModel",
     "Sequential",
     "TetherDurability",
+    "TetherLoopGuard",
+    "TetherScope",
+    "TetherTrust",
     "Tool",
     "ToolContext",
     "tool",

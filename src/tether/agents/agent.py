@@ -32,6 +32,7 @@ from pydantic_ai.tools import ToolDefinition
 
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
 from tether.agents.guards import (
+    LoopGuard,
     node_usage,
     precheck_model_call,
     record_scope_violation,
@@ -185,7 +186,7 @@ class Agent:
         prompt_hash = short_hash(self.instructions)
         output_errors = 0
         tool_errors = 0
-        repeats: dict[str, int] = {}
+        repeats = LoopGuard(self.loop_guard)
         last_error = ""
         for _turn in range(self.max_turns):
             response = await self._request(ctx, messages, params, prompt_hash)
@@ -325,7 +326,7 @@ class Agent:
         return output, None, results
 
     async def _tool_call(
-        self, ctx: Context, call: ToolCallPart, state: RunState, repeats: dict[str, int]
+        self, ctx: Context, call: ToolCallPart, state: RunState, repeats: LoopGuard
     ) -> tuple[ModelRequestPart, str | None]:
         """Run one tool call; returns the part answering it and an error text if it was bad."""
         tool = self._tools.get(call.tool_name)
@@ -345,23 +346,22 @@ class Agent:
         except (ValueError, TypeError) as exc:
             error = f"arguments for {tool.name} are not valid JSON: {exc}"
             return _failed(call, error), error
-        key = f"{tool.name}:{json.dumps(raw, sort_keys=True, default=str)}"
-        repeats[key] = repeats.get(key, 0) + 1
-        if repeats[key] >= self.loop_guard and self._bounded_by_budget(ctx):
+        count = repeats.count(tool.name, raw)
+        if count >= self.loop_guard and self._bounded_by_budget(ctx):
             # An explicit model-call budget is the stop the user chose: keep the tool from
             # running again, tell the model, and let the budget end a model that insists.
-            error = (f"loop guard: {tool.name} was already asked for {repeats[key] - 1} times "
+            error = (f"loop guard: {tool.name} was already asked for {count - 1} times "
                      "with exactly these arguments and is not run again; use that result or "
                      "try something else")
             # Not a malformed call: it does not count toward the bad-tool-call bound.
             return _failed(call, error), None
-        if repeats[key] >= self.loop_guard:
+        if count >= self.loop_guard:
             raise LoopGuardTripped(
                 f"run {ctx.run_id}: node {self.name!r} asked for {tool.name}({_short(raw)}) "
-                f"{repeats[key]} times with the same arguments (loop guard {self.loop_guard}); "
+                f"{count} times with the same arguments (loop guard {self.loop_guard}); "
                 "the agent is stuck — improve its instructions or tools",
                 node=self.name, run_id=ctx.run_id,
-                details={"tool": tool.name, "args": raw, "repeats": repeats[key]},
+                details={"tool": tool.name, "args": raw, "repeats": count},
             )
         request = ToolCallRequest(
             agent=self.name, tool=tool.name, risk=tool.risk, args=raw,
