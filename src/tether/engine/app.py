@@ -13,13 +13,14 @@ import secrets
 import signal as signal_module
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether.engine.budget import Budget
 from tether.engine.context import BUDGET_SIGNAL, Context
+from tether.engine.events import EventLog, RunEvent, follow_events, read_events
 from tether.engine.executor import RunExecutor
 from tether.engine.records import RunInfo
 from tether.engine.registry import WorkflowDef, make_step, make_workflow, step_wrapper
@@ -118,9 +119,51 @@ class RunHandle:
     def info(self) -> RunInfo:
         return self.app.get_run(self.id)
 
+    def events(self, *, after: int = 0, follow: bool = True) -> RunEventStream:
+        """The run's event stream from position `after`: ``for event in handle.events()`` or
+        ``async for event in handle.events()``. With `follow` it waits for new events until
+        the run's ``finished`` event; without, it yields what is there and stops."""
+        return RunEventStream(self.app, self.id, after=after, follow=follow)
+
     @property
     def status(self) -> str:
         return self.info().status
+
+
+class RunEventStream:
+    """A run's events, as a sync or an async iterator (`RunHandle.events`)."""
+
+    def __init__(self, app: App, run_id: str, *, after: int, follow: bool) -> None:
+        self._app = app
+        self._run_id = run_id
+        self._after = after
+        self._follow = follow
+
+    def __aiter__(self) -> AsyncIterator[RunEvent]:
+        if self._follow:
+            return follow_events(self._app.store, self._run_id, after=self._after)
+        return self._once()
+
+    async def _once(self) -> AsyncIterator[RunEvent]:
+        for event in await read_events(self._app.store, self._run_id, after=self._after):
+            yield event
+
+    def __iter__(self) -> Iterator[RunEvent]:
+        after = self._after
+        idle = 0
+        while True:
+            events = self._app.portal.run(read_events(
+                self._app.store, self._run_id, after=after, check_finished=idle % 20 == 0))
+            for event in events:
+                after = event.id
+                yield event
+                if event.kind == "finished":
+                    return
+            if not self._follow:
+                return
+            idle = 1 if events else idle + 1
+            if not events:
+                time.sleep(0.01)
 
 
 class App:
@@ -158,6 +201,8 @@ class App:
         self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tether-step")
         self.live_contexts: dict[str, Context] = {}
         """Contexts of the runs this process is executing right now, by run id."""
+        self.run_events = EventLog(self.store)
+        """Where contexts and upper layers emit the runs' events (`tether.engine.events`)."""
         self.executor = RunExecutor(
             self.store,
             self._workflows,
@@ -166,6 +211,7 @@ class App:
             live=self.live_contexts,
             app=self,
         )
+        self.executor.listeners.append(self.run_events.on_run_end)
 
     # --- registration ----------------------------------------------------------------------------
 

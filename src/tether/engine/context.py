@@ -133,6 +133,13 @@ class Context:
         self._cancel_requested = False
         self.fatal: BaseException | None = None
         """A failure the run must end with even if workflow code caught it."""
+        self._events = None if replay_only else getattr(app, "run_events", None)
+        if journal:
+            self.emit_event("resumed", data={"fencing": token},
+                            key=f"{run.id}:resumed:{token}")
+        else:
+            self.emit_event("run_started", data={"workflow": run.workflow},
+                            key=f"{run.id}:started")
 
     # --- what the workflow may read ---------------------------------------------------------------
 
@@ -304,6 +311,33 @@ class Context:
             value = str(rec.output)
         return uuid_module.UUID(value)
 
+    def emit_event(
+        self, kind: str, *, seq: int | None = None, data: dict[str, Any] | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Add an event to the run's stream (`tether.engine.events`). Give events about the
+        journal a `key` derived from the run and sequence number: a replay emits them again
+        and the stream keeps them once."""
+        if self._events is not None:
+            self._events.emit(self.run_id, kind, seq=seq, data=data, key=key)
+
+    def _emit_step(self, kind: str, rec: StepRecord, **extra: Any) -> None:
+        if self._events is None:
+            return
+        what = kind.removeprefix("step_")
+        if kind == "step_retrying":
+            what = f"retrying:{rec.attempts}"
+        data: dict[str, Any] = {"name": rec.name, "kind": rec.kind, "attempts": rec.attempts}
+        for field_name in _EVENT_META:
+            value = (rec.meta or {}).get(field_name)
+            if value is not None:
+                data[field_name] = value
+        if rec.error:
+            data["error"] = {"type": rec.error.get("type"), "message": rec.error.get("message")}
+        data.update(extra)
+        self._events.emit(self.run_id, kind, seq=rec.seq, data=data,
+                          key=f"{self.run_id}:{rec.seq}:{what}")
+
     # --- executor hooks --------------------------------------------------------------------------
 
     def progress(self) -> dict[str, Any] | None:
@@ -345,6 +379,10 @@ class Context:
     def _stop(self, signal: BaseException) -> BaseException:
         if self._stopping is None:
             self._stopping = signal
+            if isinstance(signal, Suspend):
+                self.emit_event("suspended", data={"wake_at": signal.wake_at,
+                                                   "waiting_for": signal.waiting_for},
+                                key=f"{self.run_id}:suspended:{self._token}")
         return signal
 
     def _replayed(self, seq: int, name: str, kind: str) -> StepRecord | None:
@@ -467,6 +505,9 @@ class Context:
         carried = ZERO
         first_started: float | None = None
         if rec is not None:
+            if rec.status in ("completed", "failed"):
+                self._emit_step("step_started", rec)
+                self._emit_step(f"step_{rec.status}", rec)
             if rec.status == "completed":
                 return decode(rec.output)
             if rec.status == "failed":
@@ -500,6 +541,10 @@ class Context:
             self._check_budget(estimate, budgets)
             if record_input is None and (args or kwargs):
                 record_input = _describe_arguments(args, kwargs)
+            if self._events is not None:
+                self._emit_step("step_started", StepRecord(
+                    run_id=self.run_id, seq=seq, name=name, kind=kind, status="running",
+                    attempts=failures + 1, meta=meta))
             while True:
                 attempt = failures + 1
                 started = time.time()
@@ -536,6 +581,7 @@ class Context:
                     )
                     if isinstance(exc, UserError) or not retry.should_retry(exc, failures):
                         await self._write(entry)
+                        self._emit_step("step_failed", entry)
                         error = entry.error or {}
                         raise StepFailed(
                             name, seq, error["type"], error["message"], failures
@@ -543,6 +589,7 @@ class Context:
                     delay = retry.delay(failures, exc)
                     wake = time.time() + delay
                     await self._write(_replace(entry, status="retrying", wake_at=wake))
+                    self._emit_step("step_retrying", entry)
                     if delay >= retry.durable_after:
                         raise self._stop(Suspend(wake_at=wake)) from None
                     await asyncio.sleep(delay)
@@ -550,7 +597,7 @@ class Context:
                     continue
                 usage = carried + step_ctx.usage
                 await self._write(
-                    StepRecord(
+                    done_rec := StepRecord(
                         run_id=self.run_id,
                         seq=seq,
                         name=name,
@@ -565,6 +612,7 @@ class Context:
                         meta=step_ctx.meta or None,
                     )
                 )
+                self._emit_step("step_completed", done_rec)
                 return result
         finally:
             self._inflight.discard(done)
@@ -626,6 +674,7 @@ class Context:
         self._check_live()
         rec = self._replayed(seq, name, "signal")
         if rec is not None and rec.status == "completed":
+            self._emit_step("signal_received", rec)
             return rec.output
         if rec is not None and rec.status == "failed":
             from tether.errors import SignalTimeout
@@ -651,7 +700,9 @@ class Context:
         except StoreUnavailable:
             raise self._stop(DropRun()) from None
         if signal is not None:
-            self._journal[seq] = _replace(waiting, status="completed", output=signal.payload)
+            self._journal[seq] = received = _replace(
+                waiting, status="completed", output=signal.payload)
+            self._emit_step("signal_received", received)
             return signal.payload
         if deadline is not None and time.time() >= deadline:
             from tether.errors import SignalTimeout
@@ -667,10 +718,14 @@ class Context:
             raise SignalTimeout(name, self.run_id)
         if rec is None:
             await self._write(waiting)
+        self._emit_step("waiting", waiting)
         raise self._stop(Suspend(wake_at=deadline, waiting_for=name))
 
 
 BUDGET_SIGNAL = "tether.budget"
+_EVENT_META = ("gen_ai.operation.name", "gen_ai.tool.name", "gen_ai.request.model",
+               "gen_ai.response.model", "tether.node", "gen_ai.tool.call.id")
+"""The journal attributes copied into step events (what the step was: a model call, a tool)."""
 
 
 @dataclass(slots=True)

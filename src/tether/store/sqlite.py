@@ -22,12 +22,15 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from tether.errors import StoreError, UserError
+from tether.store import events_sql
 from tether.store import sqlite_sql as q
 from tether.store.base import (
     Claim,
     Heartbeat,
     NewRun,
+    NewRunEvent,
     RingChangeRecord,
+    RunEventRecord,
     RunRecord,
     SignalRecord,
     StepRecord,
@@ -385,6 +388,17 @@ class SQLiteStore:
     async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
         return await self._read(q.label_spend, key, value, since)
 
+
+    # --- run events ------------------------------------------------------------------------------
+
+    async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
+        if events:
+            await self._write(events_sql.sqlite_append, events)
+
+    async def read_run_events(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> list[RunEventRecord]:
+        return await self._read(events_sql.sqlite_read, run_id, after, limit)
 
     # --- trust layer -----------------------------------------------------------------------------
 
