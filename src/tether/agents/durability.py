@@ -25,9 +25,10 @@ Outside a workflow the capability is transparent: the agent runs as if it were n
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
 
+from pydantic_ai.agent import EventStreamHandler
 from pydantic_ai.durable_exec import (
     JSON_CODEC,
     BaseDurabilityCapability,
@@ -40,9 +41,18 @@ from pydantic_ai.durable_exec import (
     ToolsetValidateToolArgumentsId,
     conversation_id_from_run_id,
 )
-from pydantic_ai.messages import ModelMessage, ModelRequest, SystemPromptPart
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    ModelMessage,
+    ModelRequest,
+    PartDeltaEvent,
+    PartStartEvent,
+    SystemPromptPart,
+    TextPart,
+    TextPartDelta,
+)
 from pydantic_ai.models import Model, ModelRequestParameters
-from pydantic_ai.tools import AgentDepsT
+from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.toolsets import ToolsetTool
 
 from tether.agents.guards import precheck_model_call, record_model_call
@@ -103,10 +113,21 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
             estimate = Usage(tool_calls=1)
             record_input = tool_args
             fn = _tool_body(body)
-        return await ctx.run_step(
+            seq = ctx.next_sequence()
+            ctx.emit_event("tool_call", seq=seq, key=f"{ctx.run_id}:{seq}:tool_call",
+                           data={"agent": agent, "tool": tool_name, "args": tool_args,
+                                 "toolset": operation_id.toolset_kind})
+        seq = ctx.next_sequence()
+        result = await ctx.run_step(
             name, fn, retry=retry, timeout=timeout, is_async=True, meta=meta,
             estimate=estimate, budgets=budgets, record_input=record_input,
         )
+        if isinstance(operation_id, ModelRequestId) and isinstance(result, dict):
+            text = _response_text(cast(dict[str, Any], result))
+            if text:  # the whole text, kept: a watcher that missed live deltas still gets it
+                ctx.emit_event("model_text", seq=seq, key=f"{ctx.run_id}:{seq}:model_text",
+                               data={"agent": agent, "text": text})
+        return result
 
     def _model_body(
         self, ctx: Context, body: Callable[[], Awaitable[object]],
@@ -228,6 +249,34 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
     def _toolset_base_config(self, kind: Any) -> Any:
         return self._tool_config
 
+    def _model_stream_event_handler(self) -> EventStreamHandler[AgentDepsT] | None:
+        # Inside the model step, while the model streams: its text deltas go to the run's event
+        # stream as they arrive (live-only events), then to the user's handler, if any.
+        user = self._effective_event_stream_handler()
+        app = self.app
+        if app is None:
+            return user
+
+        async def handler(ctx: RunContext[AgentDepsT], stream: AsyncIterable[AgentStreamEvent]) -> None:
+            step = current_step()
+            log = app.run_events
+
+            async def watched() -> AsyncIterator[AgentStreamEvent]:
+                async for event in stream:
+                    delta = _text_delta(event)
+                    if delta:
+                        log.emit(step.run_id, "model_text_delta", seq=step.seq,
+                                 data={"delta": delta, "agent": self.name})
+                    yield event
+
+            if user is not None:
+                await user(ctx, watched())
+            else:
+                async for _ in watched():
+                    pass
+
+        return handler
+
     # --- tether's side ----------------------------------------------------------------------
 
     def register_agent_on(self, app: Any, agent: Any) -> None:
@@ -240,11 +289,14 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             raise UserError("app.register(agent): give the pydantic-ai Agent a name= (it names "
                             "the workflow and the agent's steps)")
 
+        stream = _streams(agent.model)
+
         async def workflow(ctx: Context, prompt: str | None = None, **extra: Any) -> Any:
             if extra:
                 raise UserError(f"run {ctx.run_id}: workflow {name!r} takes the input "
                                 f"{{'prompt': …}}, not {sorted(extra)}")
-            result = await agent.run(prompt)
+            # Streamed requests, so the run's event stream carries the model's text live.
+            result = await agent.run(prompt, event_stream_handler=_drain if stream else None)
             return to_jsonable(result.output, what=f"the output of agent {name!r}")
 
         app.add_workflow(WorkflowDef(name=name, version=self.version, fn=workflow))
@@ -267,6 +319,26 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         return label.split(":", 1)[0] if ":" in label else None
 
 
+async def _drain(ctx: RunContext[Any], stream: AsyncIterable[AgentStreamEvent]) -> None:
+    async for _ in stream:
+        pass
+
+
+def _streams(model: Any) -> bool:
+    """Whether a model can stream (pydantic-ai's FunctionModel only with a stream function)."""
+    from pydantic_ai.models.function import FunctionModel
+
+    return not (isinstance(model, FunctionModel) and model.stream_function is None)
+
+
+def _text_delta(event: AgentStreamEvent) -> str | None:
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content
+    return None
+
+
 def _retry_of(config: StepConfig) -> Retry | None:
     retry = config.get("retry")
     if isinstance(retry, Retry):
@@ -278,6 +350,11 @@ def _retry_of(config: StepConfig) -> Retry | None:
         raise UserError(f"tool metadata {{'tether': {{'retries': {retries!r}}}}} must be a "
                         "non-negative integer")
     return Retry(max_attempts=1 + retries) if retries else None
+
+
+def _response_text(payload: dict[str, Any]) -> str:
+    parts = cast(list[dict[str, Any]], payload.get("parts") or [])
+    return "".join(str(p.get("content") or "") for p in parts if p.get("part_kind") == "text")
 
 
 def _instructions(messages: list[ModelMessage]) -> str:

@@ -362,6 +362,16 @@ class App:
             raise UnknownRun(run_id)
         return RunInfo.from_records(*loaded)
 
+    async def run_events_async(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> list[RunEvent]:
+        """The run's events after position `after`, oldest first (the SSE endpoint's read);
+        raises `UnknownRun` for a run that does not exist."""
+        events = await read_events(self.store, run_id, after=after, limit=limit)
+        if not events and await self.store.get_run(run_id) is None:
+            raise UnknownRun(run_id)
+        return events
+
     async def list_runs_async(
         self,
         *,
