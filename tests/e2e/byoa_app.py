@@ -12,6 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pydantic
 from openai import AsyncOpenAI
@@ -56,3 +57,48 @@ def lookup(ctx: RunContext[None], q: str) -> str:
 
 
 app.register(support)
+
+
+# A concierge: a function tool, an MCP server's tools (the real local test server, over stdio),
+# a requires_approval tool and structured output — reviewed by tether's trust gate.
+class Booking(pydantic.BaseModel):
+    restaurant: str
+    confirmed: bool
+
+
+def _mcp_toolset() -> Any:
+    from fastmcp.client.transports import PythonStdioTransport
+    from pydantic_ai.mcp import MCPToolset
+
+    server = Path(__file__).resolve().parents[1] / "mcp_server.py"
+    log = Path(os.environ.get("BYOA_LOGS", ".")) / "mcp_calls.jsonl"
+    return MCPToolset(PythonStdioTransport(server, args=["--log", str(log)]), id="restaurants")
+
+
+concierge = Agent(
+    _model(),
+    name="concierge",
+    instructions="Book dinner: check the weather, book, then tell the guest.",
+    output_type=Booking,
+    toolsets=[_mcp_toolset()],
+    capabilities=[tether.TetherDurability(app), tether.TetherTrust()],
+)
+
+
+@concierge.tool_plain
+def find_restaurant(city: str) -> str:
+    """Find a restaurant in a city."""
+    return "Chez L"
+
+
+@concierge.tool_plain(requires_approval=True)
+def notify_guest(message: str) -> str:
+    """Send the guest a message (a human approves it first)."""
+    logs = Path(os.environ.get("BYOA_LOGS", "."))
+    key = tether.current_step().idempotency_key
+    with open(logs / "notified.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"message": message, "key": key, "pid": os.getpid()}) + "\n")
+    return "guest notified"
+
+
+app.register(concierge)
