@@ -209,14 +209,18 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         tool_timeout: float | None = None,
         budget: Budget | None = None,
         version: str = "1",
+        stream: bool | None = None,
     ) -> None:
         """`app`: the `tether.App` the agent runs on (``app.register(agent)`` also sets it).
         `model_retry`/`tool_retry`: the step retry policies; `budget`: a budget for this agent's
-        own calls (the run's budget is checked too); `version`: the workflow version."""
+        own calls (the run's budget is checked too); `version`: the workflow version;
+        `stream`: whether the registered workflow streams model requests, so the run's events
+        carry the text live (default: when the model can stream)."""
         super().__init__(models=models, name=name)
         self.app = app
         self.budget = budget
         self.version = version
+        self.stream = stream
         self._model_config: StepConfig = {"retry": model_retry, "timeout": model_timeout}
         self._tool_config: StepConfig = {"retry": tool_retry, "timeout": tool_timeout}
 
@@ -289,7 +293,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             raise UserError("app.register(agent): give the pydantic-ai Agent a name= (it names "
                             "the workflow and the agent's steps)")
 
-        stream = _streams(agent.model)
+        stream = self.stream if self.stream is not None else _streams(agent.model)
 
         async def workflow(ctx: Context, prompt: str | None = None, **extra: Any) -> Any:
             if extra:
