@@ -18,7 +18,7 @@
 2. **First streamed delta to an SSE client.** R runs one after another, each streaming a text
    answer (the provider writes a word every 50 ms); a `tether worker` process executes them
    and a `tether serve` process serves ``GET /api/runs/{id}/events``; a client reads the SSE
-   stream. Latency = time the client read the first ``model_text_delta`` − time the provider
+   stream. Latency = time the client read the first ``model_text_delta`` minus the time the provider
    wrote that chunk (same machine, same clock). Target: p95 <= 50 ms.
 
 Run from the repository root: ``python bench/bench_byoa.py [--runs 500] [--reps 3]``.
@@ -33,7 +33,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -254,10 +253,10 @@ stream_app = _make_stream_app() if os.environ.get("BYOA_BENCH_PROVIDER") else No
 
 def first_delta(runs: int) -> dict[str, Any]:
     import httpx
-
-    import tether
     from tests.conftest import free_port
     from tests.fake_provider import FakeProvider
+
+    import tether
 
     words = " ".join(f"word{i}" for i in range(20))
     provider = FakeProvider(lambda request: {"content": words}).start()
@@ -291,10 +290,12 @@ def first_delta(runs: int) -> dict[str, Any]:
             received: float | None = None
             with httpx.stream("GET", f"{base}/api/runs/{run_id}/events", timeout=60) as stream:
                 for line in stream.iter_lines():
-                    if line.startswith("data: ") and received is None:
-                        if json.loads(line[6:])["kind"] == "model_text_delta":
-                            received = time.time()
-                    if line.startswith("data: ") and json.loads(line[6:])["kind"] == "finished":
+                    if not line.startswith("data: "):
+                        continue
+                    kind = json.loads(line[6:])["kind"]
+                    if received is None and kind == "model_text_delta":
+                        received = time.time()
+                    if kind == "finished":
                         break
             assert received is not None, f"run {run_id}: no text delta on the stream"
             emitted = provider.text_chunks_sent[sent_before][0]
