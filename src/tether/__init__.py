@@ -54,6 +54,10 @@ if TYPE_CHECKING:
         Scope,
         ScriptedModel,
         Sequential,
+        TetherDurability,
+        TetherLoopGuard,
+        TetherScope,
+        TetherTrust,
         ToolContext,
         tool,
     )
@@ -72,7 +76,8 @@ __version__ = "0.1.0"
 _LAZY = {
     **dict.fromkeys(
         ("Agent", "Fallback", "Loop", "Optional", "Parallel", "Scope", "ScriptedModel",
-         "Sequential", "ToolContext", "tool"),
+         "Sequential", "TetherDurability", "TetherLoopGuard", "TetherScope", "TetherTrust",
+         "ToolContext", "tool"),
         "tether.agents",
     ),
     "SpendLimit": "tether.observe.limits",
@@ -131,7 +136,11 @@ __all__ = [
     "StoreError",
     "StoreNotFound",
     "StoreUnavailable",
+    "TetherDurability",
     "TetherError",
+    "TetherLoopGuard",
+    "TetherScope",
+    "TetherTrust",
     "ToolContext",
     "UnknownRun",
     "UnknownWorkflow",

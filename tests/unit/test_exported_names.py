@@ -7,6 +7,7 @@ import tether
 DESIGN_NAMES = {
     "App", "Context", "Retry", "Budget", "RunHandle", "RunInfo", "StepInfo", "RunFailed",
     "RunRefused", "BudgetExceeded", "NonDeterminismError", "UserError", "LeaseLost", "Policy",
+    "TetherDurability",
 }
 
 

@@ -157,11 +157,11 @@ def test_instrument_without_configuration_does_nothing(
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
     app = make_app(sqlite_url)
     assert instrument(app) is None
-    assert app.executor.listeners == []
+    assert app.executor.listeners == [app.run_events.on_run_end]  # the run event stream
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     export = instrument(app)
     assert export is not None
-    assert app.executor.listeners == [export.on_run]
+    assert app.executor.listeners == [app.run_events.on_run_end, export.on_run]
     export.processor.shutdown()
 
 

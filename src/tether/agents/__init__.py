@@ -5,6 +5,8 @@ See docs/agents.md.
 """
 
 from tether.agents.agent import Agent
+from tether.agents.capabilities import TetherLoopGuard, TetherScope, TetherTrust
+from tether.agents.durability import TetherDurability
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
 from tether.agents.models import ProviderError
 from tether.agents.offline import ScriptedModel
@@ -28,6 +30,10 @@ __all__ = [
     "ScopeVerdict",
     "ScriptedModel",
     "Sequential",
+    "TetherDurability",
+    "TetherLoopGuard",
+    "TetherScope",
+    "TetherTrust",
     "Tool",
     "ToolContext",
     "tool",

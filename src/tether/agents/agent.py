@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 from pydantic_ai.messages import (
@@ -31,10 +31,15 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition
 
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
+from tether.agents.guards import (
+    DEFAULT_RESERVED_OUTPUT_TOKENS,
+    LoopGuard,
+    node_usage,
+    precheck_model_call,
+    record_scope_violation,
+)
 from tether.agents.models import (
     DEFAULT_MODEL_RETRY,
-    DEFAULT_RESERVED_OUTPUT_TOKENS,
-    estimate_tokens,
     load_response,
     model_label,
     request_model,
@@ -52,16 +57,13 @@ from tether.agents.output import (
 from tether.agents.scope import Scope, enforce_scope
 from tether.agents.state import RunState, render
 from tether.agents.tools import Tool, ToolContext, as_tool
-from tether.engine.budget import ZERO, Budget, Usage
+from tether.engine.budget import Budget, Usage
 from tether.engine.context import Context, current_step
 from tether.engine.registry import WorkflowDef
 from tether.engine.retry import Retry
 from tether.engine.serde import to_jsonable
-from tether.errors import BudgetExceeded, StepFailed, UserError
+from tether.errors import StepFailed, UserError
 from tether.observe import names
-from tether.observe.cost import price_model_call
-from tether.observe.limits import spend_windows
-from tether.store.base import SpendWindow
 from tether.trust.gate import CheckResult, ToolCallRequest, authorize
 
 
@@ -178,7 +180,9 @@ class Agent:
             from pydantic_ai.models.fallback import FallbackModel
 
             given = self.model
-            listed = list(given) if isinstance(given, list | tuple) else [given]
+            listed: list[Model | str] = (
+                list(given) if isinstance(given, list | tuple) else [cast(Model | str, given)]
+            )
             models: list[Model] = []
             for entry in listed:
                 resolved = resolve_model(entry)
@@ -201,7 +205,10 @@ class Agent:
 
     async def _loop(self, ctx: Context, state: RunState) -> Any:
         if self.scope is not None:
-            await enforce_scope(self.scope, ctx, state, node=self.name, model=self.resolved_models()[0] if isinstance(self.model, list | tuple) else self.model)
+            # With several models the scope classifier uses the first.
+            gate_model: Model | str = (self.resolved_models()[0] if isinstance(self.model, list | tuple)
+                                       else cast(Model | str, self.model))
+            await enforce_scope(self.scope, ctx, state, node=self.name, model=gate_model)
         instructions = render(self.instructions, state, node=self.name, what="instructions")
         prompt = (render(self.prompt, state, node=self.name, what="prompt")
                   if self.prompt is not None else state.as_prompt())
@@ -213,7 +220,7 @@ class Agent:
         prompt_hash = short_hash(self.instructions)
         output_errors = 0
         tool_errors = 0
-        repeats: dict[str, int] = {}
+        repeats = LoopGuard(self.loop_guard)
         last_error = ""
         fallback = _ModelChoice(self.resolved_models())
         for _turn in range(self.max_turns):
@@ -296,16 +303,13 @@ class Agent:
         prompt_hash: str, model: Model | None = None,
     ) -> ModelResponse:
         model = model or self.resolved_model()
-        recorded = ctx.journal.get(ctx.next_sequence())
-        budgets: tuple[tuple[Budget, Usage, str], ...] = ()
-        if self.budget is not None:
-            budgets = ((self.budget, self._spent(ctx), f"agent {self.name}"),)
-        windows: tuple[SpendWindow, ...] = ()
-        if recorded is not None and recorded.status == "completed":
-            estimate = ZERO  # a replay: nothing is sent, so nothing to reserve
-        else:
-            windows = spend_windows(ctx.app, ctx.labels)
-            estimate = self._worst_case(ctx, model, messages, windows)
+        estimate, budgets, windows = await precheck_model_call(
+            ctx, messages, node=self.name, node_budget=self.budget,
+            model_name=model.model_name, provider=model.system,
+            max_tokens=(self.model_settings or {}).get("max_tokens"),
+            extra_prompt_tokens=self._tools_tokens,
+            reserve_output_tokens=self.reserve_output_tokens,
+        )
         last = messages[-1]
         data = await ctx.run_step(
             f"{self.name}.model",
@@ -333,43 +337,8 @@ class Agent:
         )
         return load_response(data)
 
-    def _worst_case(
-        self, ctx: Context, model: Model, messages: list[ModelMessage],
-        windows: tuple[SpendWindow, ...],
-    ) -> Usage:
-        """What the next request may spend at most: one call, the prompt's estimated tokens,
-        the completion bounded by ``max_tokens`` (else `reserve_output_tokens`), priced like
-        the recorded call when a dollar limit covers it."""
-        prompt = estimate_tokens(messages) + self._tools_tokens
-        bound = (self.model_settings or {}).get("max_tokens")
-        completion = int(bound) if bound else self.reserve_output_tokens
-        caps = [f"{scope} budget max_cost_usd={b.max_cost_usd:g}" for b, scope in (
-            (self.budget, f"agent {self.name}"), (ctx.budget, "run"))
-            if b is not None and b.max_cost_usd is not None]
-        caps += [f"spend limit {w.description}" for w in windows]
-        if not caps:
-            return Usage(llm_calls=1, input_tokens=prompt, output_tokens=completion)
-        price = price_model_call(ctx.app, model.model_name, provider=model.system,
-                                 input_tokens=prompt, output_tokens=completion)
-        if price.cost_usd is None:
-            # Counting an unpriced call as $0 would let it through every dollar cap unseen.
-            label = model_label(model)
-            error = BudgetExceeded(
-                f"run {ctx.run_id}: node {self.name!r}: model {label} has no known price, so "
-                f"the dollar limit ({'; '.join(caps)}) cannot be enforced before the call; "
-                "price it with tether.observe.set_price_overrides(app, ...) or $TETHER_PRICE_OVERRIDES, "
-                "or remove the dollar limit",
-                run_id=ctx.run_id, limit="unpriced_model",
-                details={"limit": "unpriced_model", "model": label, "dollar_limits": caps,
-                         "reason": price.reason},
-            )
-            ctx.fatal = error
-            raise error
-        return Usage(llm_calls=1, input_tokens=prompt, output_tokens=completion,
-                     cost_usd=price.cost_usd)
-
     def _spent(self, ctx: Context) -> Usage:
-        return ctx.usage_where(lambda meta: meta.get(names.NODE) == self.name)
+        return node_usage(ctx, self.name)
 
     def _final_output(
         self, response: ModelResponse, output_calls: list[ToolCallPart],
@@ -413,7 +382,7 @@ class Agent:
         return output, None, results
 
     async def _tool_call(
-        self, ctx: Context, call: ToolCallPart, state: RunState, repeats: dict[str, int]
+        self, ctx: Context, call: ToolCallPart, state: RunState, repeats: LoopGuard
     ) -> tuple[ModelRequestPart, str | None]:
         """Run one tool call; returns the part answering it and an error text if it was bad."""
         tool = self._tools.get(call.tool_name)
@@ -433,23 +402,22 @@ class Agent:
         except (ValueError, TypeError) as exc:
             error = f"arguments for {tool.name} are not valid JSON: {exc}"
             return _failed(call, error), error
-        key = f"{tool.name}:{json.dumps(raw, sort_keys=True, default=str)}"
-        repeats[key] = repeats.get(key, 0) + 1
-        if repeats[key] >= self.loop_guard and self._bounded_by_budget(ctx):
+        count = repeats.count(tool.name, raw)
+        if count >= self.loop_guard and self._bounded_by_budget(ctx):
             # An explicit model-call budget is the stop the user chose: keep the tool from
             # running again, tell the model, and let the budget end a model that insists.
-            error = (f"loop guard: {tool.name} was already asked for {repeats[key] - 1} times "
+            error = (f"loop guard: {tool.name} was already asked for {count - 1} times "
                      "with exactly these arguments and is not run again; use that result or "
                      "try something else")
             # Not a malformed call: it does not count toward the bad-tool-call bound.
             return _failed(call, error), None
-        if repeats[key] >= self.loop_guard:
+        if count >= self.loop_guard:
             raise LoopGuardTripped(
                 f"run {ctx.run_id}: node {self.name!r} asked for {tool.name}({_short(raw)}) "
-                f"{repeats[key]} times with the same arguments (loop guard {self.loop_guard}); "
+                f"{count} times with the same arguments (loop guard {self.loop_guard}); "
                 "the agent is stuck — improve its instructions or tools",
                 node=self.name, run_id=ctx.run_id,
-                details={"tool": tool.name, "args": raw, "repeats": repeats[key]},
+                details={"tool": tool.name, "args": raw, "repeats": count},
             )
         request = ToolCallRequest(
             agent=self.name, tool=tool.name, risk=tool.risk, args=raw,
@@ -514,20 +482,8 @@ class Agent:
         return any(b is not None and b.max_llm_calls is not None for b in budgets)
 
     async def _record_violation(self, ctx: Context, call: ToolCallPart, owner: str | None) -> None:
-        record = {"agent": self.name, "tool": call.tool_name, "owner": owner,
-                  "refused": True}
-
-        async def refuse() -> dict[str, Any]:
-            return record
-
-        await ctx.run_step(
-            f"{self.name}.scope_violation",
-            refuse,
-            is_async=True,
-            meta={names.NODE: self.name, names.AGENT_NAME: self.name,
-                  names.TOOL_NAME: call.tool_name, "tether.scope.violation": True},
-            record_input={"tool": call.tool_name, "args": _safe_args(call)},
-        )
+        await record_scope_violation(ctx, agent=self.name, tool=call.tool_name,
+                                     args=_safe_args(call), owner=owner)
 
 
 class _ModelChoice:

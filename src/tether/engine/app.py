@@ -13,13 +13,14 @@ import secrets
 import signal as signal_module
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether.engine.budget import Budget
 from tether.engine.context import BUDGET_SIGNAL, Context
+from tether.engine.events import EventLog, RunEvent, follow_events, read_events
 from tether.engine.executor import RunExecutor
 from tether.engine.lease import Leases
 from tether.engine.records import RunInfo
@@ -126,9 +127,51 @@ class RunHandle:
     def info(self) -> RunInfo:
         return self.app.get_run(self.id)
 
+    def events(self, *, after: int = 0, follow: bool = True) -> RunEventStream:
+        """The run's event stream from position `after`: ``for event in handle.events()`` or
+        ``async for event in handle.events()``. With `follow` it waits for new events until
+        the run's ``finished`` event; without, it yields what is there and stops."""
+        return RunEventStream(self.app, self.id, after=after, follow=follow)
+
     @property
     def status(self) -> str:
         return self.info().status
+
+
+class RunEventStream:
+    """A run's events, as a sync or an async iterator (`RunHandle.events`)."""
+
+    def __init__(self, app: App, run_id: str, *, after: int, follow: bool) -> None:
+        self._app = app
+        self._run_id = run_id
+        self._after = after
+        self._follow = follow
+
+    def __aiter__(self) -> AsyncIterator[RunEvent]:
+        if self._follow:
+            return follow_events(self._app.store, self._run_id, after=self._after)
+        return self._once()
+
+    async def _once(self) -> AsyncIterator[RunEvent]:
+        for event in await read_events(self._app.store, self._run_id, after=self._after):
+            yield event
+
+    def __iter__(self) -> Iterator[RunEvent]:
+        after = self._after
+        idle = 0
+        while True:
+            events = self._app.portal.run(read_events(
+                self._app.store, self._run_id, after=after, check_finished=idle % 20 == 0))
+            for event in events:
+                after = event.id
+                yield event
+                if event.kind == "finished":
+                    return
+            if not self._follow:
+                return
+            idle = 1 if events else idle + 1
+            if not events:
+                time.sleep(0.01)
 
 
 class App:
@@ -168,6 +211,8 @@ class App:
         """Contexts of the runs this process is executing right now, by run id."""
         self.schedules: dict[str, Schedule] = {}
         """Schedules declared with `schedule`, by name (saved in the store by workers)."""
+        self.run_events = EventLog(self.store)
+        """Where contexts and upper layers emit the runs' events (`tether.engine.events`)."""
         self.executor = RunExecutor(
             self.store,
             self._workflows,
@@ -176,6 +221,7 @@ class App:
             live=self.live_contexts,
             app=self,
         )
+        self.executor.listeners.append(self.run_events.on_run_end)
 
     # --- registration ----------------------------------------------------------------------------
 
@@ -305,9 +351,13 @@ class App:
         """Register something that knows how to become a workflow (an agent pipeline)."""
         hook = getattr(component, "register_on", None)
         if not callable(hook):
+            hook = _capability_registrar(component)
+        if not callable(hook):
             raise UserError(
                 f"cannot register {component!r}: expected an Agent or pipeline "
-                "(Sequential/Parallel/Loop); decorate functions with @app.workflow"
+                "(Sequential/Parallel/Loop), or a pydantic-ai Agent with "
+                "capabilities=[tether.TetherDurability(app)]; decorate functions with "
+                "@app.workflow"
             )
         hook(self)
         return component
@@ -367,6 +417,16 @@ class App:
         if loaded is None:
             raise UnknownRun(run_id)
         return RunInfo.from_records(*loaded)
+
+    async def run_events_async(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> list[RunEvent]:
+        """The run's events after position `after`, oldest first (the SSE endpoint's read);
+        raises `UnknownRun` for a run that does not exist."""
+        events = await read_events(self.store, run_id, after=after, limit=limit)
+        if not events and await self.store.get_run(run_id) is None:
+            raise UnknownRun(run_id)
+        return events
 
     async def list_runs_async(
         self,
@@ -720,3 +780,24 @@ def _is_object(value: object) -> bool:
 def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
+
+def _capability_registrar(component: Any) -> Callable[[Any], None] | None:
+    """A pydantic-ai agent registers through the capability that makes it durable on tether
+    (the one with a ``register_agent_on`` hook), found without importing the agents layer."""
+    root = getattr(component, "root_capability", None)
+    found: list[Any] = []
+
+    def visit(capability: Any) -> None:
+        if callable(getattr(capability, "register_agent_on", None)):
+            found.append(capability)
+
+    if root is not None and callable(getattr(root, "apply", None)):
+        root.apply(visit)
+    if not found:
+        return None
+    registrar = found[0]
+
+    def register(app: Any) -> None:
+        registrar.register_agent_on(app, component)
+
+    return register

@@ -149,6 +149,13 @@ class Context:
         """Why running steps were interrupted: a cancel, or the run's max_duration."""
         self.fatal: BaseException | None = None
         """A failure the run must end with even if workflow code caught it."""
+        self._events = None if replay_only else getattr(app, "run_events", None)
+        if journal:
+            self.emit_event("resumed", data={"fencing": token},
+                            key=f"{run.id}:resumed:{token}")
+        else:
+            self.emit_event("run_started", data={"workflow": run.workflow},
+                            key=f"{run.id}:started")
 
     # --- what the workflow may read ---------------------------------------------------------------
 
@@ -340,6 +347,33 @@ class Context:
             value = str(rec.output)
         return uuid_module.UUID(value)
 
+    def emit_event(
+        self, kind: str, *, seq: int | None = None, data: dict[str, Any] | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Add an event to the run's stream (`tether.engine.events`). Give events about the
+        journal a `key` derived from the run and sequence number: a replay emits them again
+        and the stream keeps them once."""
+        if self._events is not None:
+            self._events.emit(self.run_id, kind, seq=seq, data=data, key=key)
+
+    def _emit_step(self, kind: str, rec: StepRecord, **extra: Any) -> None:
+        if self._events is None:
+            return
+        what = kind.removeprefix("step_")
+        if kind == "step_retrying":
+            what = f"retrying:{rec.attempts}"
+        data: dict[str, Any] = {"name": rec.name, "kind": rec.kind, "attempts": rec.attempts}
+        for field_name in _EVENT_META:
+            value = (rec.meta or {}).get(field_name)
+            if value is not None:
+                data[field_name] = value
+        if rec.error:
+            data["error"] = {"type": rec.error.get("type"), "message": rec.error.get("message")}
+        data.update(extra)
+        self._events.emit(self.run_id, kind, seq=rec.seq, data=data,
+                          key=f"{self.run_id}:{rec.seq}:{what}")
+
     # --- executor hooks --------------------------------------------------------------------------
 
     def progress(self) -> dict[str, Any] | None:
@@ -491,6 +525,10 @@ class Context:
     def _stop(self, signal: BaseException) -> BaseException:
         if self._stopping is None:
             self._stopping = signal
+            if isinstance(signal, Suspend):
+                self.emit_event("suspended", data={"wake_at": signal.wake_at,
+                                                   "waiting_for": signal.waiting_for},
+                                key=f"{self.run_id}:suspended:{self._token}")
         return signal
 
     def _replayed(self, seq: int, name: str, kind: str) -> StepRecord | None:
@@ -654,6 +692,9 @@ class Context:
         carried = ZERO
         first_started: float | None = None
         if rec is not None:
+            if rec.status in ("completed", "failed"):
+                self._emit_step("step_started", rec)
+                self._emit_step(f"step_{rec.status}", rec)
             if rec.status == "completed":
                 return decode(rec.output)
             if rec.status == "failed":
@@ -696,6 +737,11 @@ class Context:
             reservation = await self._reserve(seq, estimate, budgets, windows)
             if record_input is None and (args or kwargs):
                 record_input = _describe_arguments(args, kwargs)
+            if self._events is not None:
+                await self._check_lease()  # a zombie announces no step it will not start
+                self._emit_step("step_started", StepRecord(
+                    run_id=self.run_id, seq=seq, name=name, kind=kind, status="running",
+                    attempts=failures + 1, meta=meta))
             while True:
                 await self._check_lease()
                 attempt = failures + 1
@@ -737,6 +783,7 @@ class Context:
                     )
                     if isinstance(exc, UserError) or not retry.should_retry(exc, failures):
                         await self._write(entry)
+                        self._emit_step("step_failed", entry)
                         error = entry.error or {}
                         raise StepFailed(
                             name, seq, error["type"], error["message"], failures
@@ -744,6 +791,7 @@ class Context:
                     delay = retry.delay(failures, exc)
                     wake = time.time() + delay
                     await self._write(_replace(entry, status="retrying", wake_at=wake))
+                    self._emit_step("step_retrying", entry)
                     if delay >= retry.durable_after:
                         raise self._stop(Suspend(wake_at=wake)) from None
                     await self._interruptible(seq, asyncio.sleep(delay))
@@ -754,7 +802,7 @@ class Context:
                 if over is not None:
                     step_ctx.meta[OVERSHOOT] = over
                 await self._write(
-                    StepRecord(
+                    done_rec := StepRecord(
                         run_id=self.run_id,
                         seq=seq,
                         name=name,
@@ -769,6 +817,7 @@ class Context:
                         meta=step_ctx.meta or None,
                     )
                 )
+                self._emit_step("step_completed", done_rec)
                 return result
         finally:
             if timer is not None:
@@ -849,6 +898,7 @@ class Context:
         self._check_live()
         rec = self._replayed(seq, label, "signal")
         if rec is not None and rec.status == "completed":
+            self._emit_step("signal_received", rec)
             return rec.output
         if rec is not None and rec.status == "failed":
             raise SignalTimeout(label, self.run_id)
@@ -884,7 +934,8 @@ class Context:
         except StoreUnavailable:
             raise self._stop(DropRun()) from None
         if signal is not None:
-            self._journal[seq] = _replace(waiting, status="completed", output=output)
+            self._journal[seq] = received = _replace(waiting, status="completed", output=output)
+            self._emit_step("signal_received", received)
             return output
         if deadline is not None and time.time() >= deadline:
             await self._write(
@@ -898,6 +949,7 @@ class Context:
             raise SignalTimeout(label, self.run_id)
         if rec is None:
             await self._write(waiting)
+        self._emit_step("waiting", waiting)
         raise self._stop(
             Suspend(
                 wake_at=self._wake_within_budget(deadline),
@@ -907,6 +959,9 @@ class Context:
 
 
 BUDGET_SIGNAL = "tether.budget"
+_EVENT_META = ("gen_ai.operation.name", "gen_ai.tool.name", "gen_ai.request.model",
+               "gen_ai.response.model", "tether.node", "gen_ai.tool.call.id")
+"""The journal attributes copied into step events (what the step was: a model call, a tool)."""
 
 
 @dataclass(slots=True)

@@ -249,7 +249,7 @@ def create_app(tether_app: App, *, allowed_hosts: Sequence[str] | None = None) -
     are the host names requests may be addressed to (``None`` or ``"*"``: any); `tether serve`
     sets them so that a rebinding DNS name cannot reach a dashboard bound to 127.0.0.1.
     """
-    from tether.server import approvals, pages, runs, stats
+    from tether.server import approvals, events, pages, runs, stats
 
     api = FastAPI(
         title="tether",
@@ -271,6 +271,7 @@ def create_app(tether_app: App, *, allowed_hosts: Sequence[str] | None = None) -
     _install_error_handlers(api)
     api.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
+    api.include_router(events.router)
     api.include_router(runs.router)
     api.include_router(pages.router)
     if api.state.features["approvals"]:

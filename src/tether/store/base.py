@@ -134,6 +134,33 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class NewRunEvent:
+    """An event to append to a run's event stream."""
+
+    run_id: str
+    kind: str
+    at: float
+    seq: int | None = None
+    """The journal entry the event is about, if any."""
+    data: dict[str, Any] | None = None
+    key: str | None = None
+    """Stable identity: appending an event whose key is stored already does nothing. ``None``
+    for live-only events (model text deltas), which are appended every time."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunEventRecord:
+    """One event of a run's stream; `id` increases in the order events were appended."""
+
+    id: int
+    run_id: str
+    kind: str
+    at: float
+    seq: int | None
+    data: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
 class StepRecord:
     """One journal entry: the outcome of the operation with sequence number `seq`."""
 
@@ -499,6 +526,20 @@ class Store(Protocol):
     async def release_spend(self, reservation_id: str) -> None:
         """Drop a reservation (settled: its call's usage is journaled; or the call failed).
         Idempotent."""
+        ...
+
+    # --- run events ----------------------------------------------------------------------------
+
+    async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
+        """Append events in order, in one transaction; an event whose `key` is already stored
+        is skipped (emitting twice stores once). Not fenced: events describe, they decide
+        nothing."""
+        ...
+
+    async def read_run_events(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> list[RunEventRecord]:
+        """The run's events with ``id > after``, oldest first."""
         ...
 
     # --- trust layer ---------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
 from tether.errors import StoreError, StoreUnavailable, UserError
+from tether.store import events_sql
 from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
 from tether.store import postgres_workers_sql as workers
@@ -56,7 +57,9 @@ from tether.store.base import (
     Claim,
     Heartbeat,
     NewRun,
+    NewRunEvent,
     RingChangeRecord,
+    RunEventRecord,
     RunRecord,
     ScheduleRecord,
     SignalRecord,
@@ -736,6 +739,19 @@ class PostgresStore:
     async def release_spend(self, reservation_id: str) -> None:
         await self._statement(
             f"release spend reservation {reservation_id}", layers.release_spend, reservation_id
+        )
+
+    # --- run events ------------------------------------------------------------------------------
+
+    async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
+        if events:
+            await self._transaction("append run events", events_sql.postgres_append, events)
+
+    async def read_run_events(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> list[RunEventRecord]:
+        return await self._read(
+            f"read the events of run {run_id}", events_sql.postgres_read, run_id, after, limit
         )
 
     # --- trust layer -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from tether.errors import StoreError, StoreNotFound, UserError
+from tether.store import events_sql
 from tether.store import schedules_sql as sq
 from tether.store import sqlite_sql as q
 from tether.store.base import (
@@ -30,7 +31,9 @@ from tether.store.base import (
     Claim,
     Heartbeat,
     NewRun,
+    NewRunEvent,
     RingChangeRecord,
+    RunEventRecord,
     RunRecord,
     ScheduleRecord,
     SignalRecord,
@@ -482,6 +485,17 @@ class SQLiteStore:
 
     async def release_spend(self, reservation_id: str) -> None:
         await self._write(q.release_spend, reservation_id)
+
+    # --- run events ------------------------------------------------------------------------------
+
+    async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
+        if events:
+            await self._write(events_sql.sqlite_append, events)
+
+    async def read_run_events(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> list[RunEventRecord]:
+        return await self._read(events_sql.sqlite_read, run_id, after, limit)
 
     # --- trust layer -----------------------------------------------------------------------------
 
