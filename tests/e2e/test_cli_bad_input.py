@@ -42,10 +42,18 @@ def test_a_store_in_a_missing_directory(tmp_path: Path, args: list[str]) -> None
     assert not (tmp_path / "nope").exists()
 
 
-def test_serve_refuses_a_store_that_does_not_exist_yet(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "args", [["serve"], ["stats"], ["cost"], ["prune", "--older-than", "30d"]], ids=lambda a: a[0]
+)
+def test_reading_commands_refuse_a_store_that_does_not_exist_yet(
+    tmp_path: Path, args: list[str]
+) -> None:
+    # A typo in the path must not create an empty database and report "nothing here".
     db = tmp_path / "typo.db"
-    result = tether_cli("serve", store=f"sqlite:///{db}")
-    assert_one_error_line(result, f"no tether store at {db}", "--create")
+    result = tether_cli(*args, store=f"sqlite:///{db}")
+    assert_one_error_line(result, f"no tether store at {db}")
+    if args == ["serve"]:
+        assert "--create" in result.stderr
     assert not db.exists()
 
 

@@ -204,3 +204,40 @@ async def test_a_missing_sqlite_directory_is_a_store_error_naming_it(tmp_path: A
                        "exist; create it"):
         await app.list_runs_async()
     assert not (tmp_path / "nope").exists()
+
+
+async def test_the_api_forks_onto_a_version_and_flags_unserved_runs(store_url: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from tether.server import create_app
+
+    v1, v2, _ = releases(store_url)
+    async with worker(v1):
+        source = await v1.start_async("order", {"item": "lamp"})
+        await until(lambda: _status(v1, source.id, "waiting"), what="the run to wait")
+    await v1.store.register_worker(record("v2-worker", 30.0, ("order", "2")))
+    http = TestClient(create_app(v2))
+    shown = await asyncio.to_thread(http.get, f"/api/runs/{source.id}")
+    assert shown.json()["health"]["verdict"] == "stuck"
+    assert "no live worker serves order v1; live workers serve v2" in shown.json()["health"]["reason"]
+    forked = await asyncio.to_thread(
+        http.post, f"/api/runs/{source.id}/fork", json={"version": "2"}
+    )
+    assert forked.status_code == 201, forked.text
+    moved = forked.json()
+    assert (moved["version"], moved["parent_id"]) == ("2", source.id)
+    assert [s["name"] for s in moved["journal"]] == ["quote"]
+    assert (await v2.get_run_async(source.id)).status == "cancelled"
+
+
+def test_the_api_answers_503_naming_a_store_it_cannot_open(tmp_path: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from tether.server import create_app
+
+    http = TestClient(create_app(tether.App(f"sqlite:///{tmp_path}/nope/x.db")))
+    response = http.get("/api/runs")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["type"] == "StoreNotFound"
+    assert f"the directory {tmp_path}/nope does not exist" in error["message"]

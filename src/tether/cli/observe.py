@@ -17,6 +17,7 @@ from tether.cli.common import (
     handle_errors,
     load_app,
     print_json,
+    require_store,
 )
 from tether.observe.attribution import CostRow, cost_report
 from tether.observe.changes import DEFAULT_DIMENSIONS, Change, Thresholds, detect_changes
@@ -59,7 +60,7 @@ def stats(
 ) -> None:
     """Runs, calls, p50/p95 latency, failures, refusals, retries, tokens and cost per group."""
     start, end = _window(since)
-    app = load_app(None, store)
+    app = require_store(load_app(None, store))
     if changes:
         dims = (*DEFAULT_DIMENSIONS, "window") if window else DEFAULT_DIMENSIONS
         found = asyncio.run(
@@ -118,7 +119,7 @@ def cost(
 ) -> None:
     """Model spend by owner and model: leaf model calls only, unpriced calls counted apart."""
     start, end = _window(since)
-    app = load_app(None, store)
+    app = require_store(load_app(None, store))
     rows = asyncio.run(cost_report(app, by, since=start, until=end))
     _print_cost(rows, since, json_output)
 
