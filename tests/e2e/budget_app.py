@@ -24,6 +24,8 @@ MAX_TOKENS = 100
 CALL_USD = 0.10
 """What one call reserves and (answered with MAX_TOKENS completion tokens) costs."""
 LIMIT_USD = float(os.environ.get("BUDGET_LIMIT_USD", "1.0"))
+LEASE_SECONDS = float(os.environ.get("BUDGET_LEASE_SECONDS", "2.0"))
+"""Short, so the kill tests see a dead worker's runs taken over soon."""
 
 
 def model(url: str | None = None) -> Any:
@@ -66,7 +68,7 @@ def tool_then_answer(calls: int) -> Any:
 
 
 def make_app(store: str | Store | None = None, *, provider_url: str | None = None,
-             limit_usd: float = LIMIT_USD, lease_seconds: float = 2.0) -> tether.App:
+             limit_usd: float = LIMIT_USD, lease_seconds: float = LEASE_SECONDS) -> tether.App:
     app = tether.App(store, lease_seconds=lease_seconds)
     set_price_overrides(app, {"gpt-4.1-mini": {"input_per_mtok": 0.0, "output_per_mtok": 1000.0}})
     set_spend_limits(app, [SpendLimit("tenant", "acme", max_usd=limit_usd,

@@ -35,6 +35,11 @@ def test_a_burst_on_three_workers_stays_within_the_label_spend_limit(
     store_url: str, tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BUDGET_LIMIT_USD", "1.0")
+    # The default lease: a worker whose loop stalls for a second while it starts a hundred
+    # runs on a loaded machine must not lose them to a takeover. A zombie's calls in flight
+    # are sent anyway (its reservations stop counting at the takeover): that is the lease's
+    # business, not what this test is about.
+    monkeypatch.setenv("BUDGET_LEASE_SECONDS", "10")
     app = client(store_url)
     try:
         # 24 runs queued at once, then three workers race for them; every call reserves $0.10

@@ -626,11 +626,9 @@ class Context:
         windows: tuple[SpendWindow, ...],
     ) -> Reservation | None:
         """Hold `estimate` (already checked against the budgets) until the step settles."""
-        if estimate == ZERO and not windows:
-            return None
+        if not windows and (estimate is ZERO or (self._budget is None and not budgets)):
+            return None  # the hot path of plain steps and of runs without limits: no work
         scopes = (["run"] if self._budget is not None else []) + [scope for _, _, scope in budgets]
-        if not scopes and not windows:
-            return None
         reservation = self._ledger.hold(scopes, estimate)
         if windows:
             try:

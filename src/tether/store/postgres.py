@@ -23,6 +23,11 @@
 * **Wake-ups.** Transactions that make a run runnable NOTIFY a channel named after the schema;
   each loop that waits for work keeps one dedicated LISTEN connection. Due timers are found by
   the worker's polling.
+* **Spend reservations.** `reserve_spend` runs in its own transaction on its own connection
+  (never in a write batch): it takes a transaction-scoped advisory lock per limit key, in
+  sorted order, so reservers of one label on any host queue behind each other, then reads the
+  window's journaled spend and the live reservations in one statement (one snapshot) and
+  inserts. A batch holding run-row locks therefore never waits behind an advisory lock.
 * **Migrations.** Numbered SQL files in ``migrations/postgres`` applied on open under
   ``pg_advisory_xact_lock``, recorded in ``schema_migrations``; safe when many workers start at
   once.
