@@ -100,3 +100,22 @@ def test_toolset_tools_pass_the_trust_gate_and_schema(tmp_path: Path) -> None:
     # The first call's arguments did not match the schema: told to the model, never run.
     assert info.status == "succeeded" and sent == ["ceo@acme.com"]
     assert info.output.startswith("invalid arguments for send")
+
+
+def test_a_streaming_agent_puts_its_text_on_the_run_events(tmp_path: Path) -> None:
+    from tests.fake_provider import FakeProvider
+
+    with FakeProvider(lambda request: {"content": "three little words"}) as provider:
+        app = tether.App(f"sqlite:///{tmp_path / 'stream.db'}")
+        app.register(tether.Agent("writer", provider.model(), stream=True))
+        try:
+            info = app.run("writer", {})
+            events = list(tether.RunHandle(app, info.id).events())
+        finally:
+            app.close()
+    assert info.output == "three little words"
+    deltas = [e.data["delta"] for e in events if e.kind == "model_text_delta"]
+    assert "".join(deltas) == "three little words" and len(deltas) == 3
+    (model,) = [s for s in info.steps if s.name == "writer.model"]
+    assert {e.seq for e in events if e.kind == "model_text_delta"} == {model.seq}
+    assert model.meta["gen_ai.usage.input_tokens"] > 0  # priced as a plain request would be

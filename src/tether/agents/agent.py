@@ -97,6 +97,7 @@ class Agent:
         timeout: float | None = 120.0,
         model_settings: ModelSettings | None = None,
         version: str = "1",
+        stream: bool = False,
     ) -> None:
         if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
             raise UserError(f"Agent name {name!r} must be letters, digits, '_' or '-'")
@@ -129,6 +130,8 @@ class Agent:
         self.timeout = timeout
         self.model_settings = model_settings
         self.version = version
+        self.stream = stream
+        """Stream model requests: the run's events carry the model's text as it arrives."""
         names_seen: set[str] = set()
         for t in self.tools:
             if t.name in names_seen or t.name == OUTPUT_TOOL:
@@ -295,6 +298,7 @@ class Agent:
                 "tools_hash": self._tools_hash,
                 "app_version": getattr(ctx.app, "version", None),
                 "app": ctx.app,
+                **({"stream": True} if self.stream else {}),
             },
             retry=self.retry,
             timeout=self.timeout,
