@@ -419,12 +419,14 @@ class App:
         return RunInfo.from_records(*loaded)
 
     async def run_events_async(
-        self, run_id: str, *, after: int = 0, limit: int = 500
+        self, run_id: str, *, after: int = 0, limit: int = 500, check_finished: bool = True
     ) -> list[RunEvent]:
         """The run's events after position `after`, oldest first (the SSE endpoint's read);
-        raises `UnknownRun` for a run that does not exist."""
-        events = await read_events(self.store, run_id, after=after, limit=limit)
-        if not events and await self.store.get_run(run_id) is None:
+        raises `UnknownRun` for a run that does not exist. `check_finished`: also read the run,
+        to add the ``finished`` event of a run whose worker died before appending it."""
+        events = await read_events(self.store, run_id, after=after, limit=limit,
+                                   check_finished=check_finished)
+        if not events and check_finished and await self.store.get_run(run_id) is None:
             raise UnknownRun(run_id)
         return events
 
