@@ -22,6 +22,7 @@ import pytest
 import tether
 from tests.conftest import free_port
 from tether.server import create_app
+from tether.server.auth import Auth
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -113,13 +114,14 @@ class Worker:
 class Server:
     """uvicorn serving `create_app(app)` on 127.0.0.1 and a free port, on a thread."""
 
-    def __init__(self, app: tether.App) -> None:
+    def __init__(self, app: tether.App, auth: Auth | None = None) -> None:
         import uvicorn
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(app), host="127.0.0.1", port=self.port, log_level="warning"
+            create_app(app, auth=auth or Auth(local_user="tester")), host="127.0.0.1",
+            port=self.port, log_level="warning", proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="e2e-server", daemon=True)
