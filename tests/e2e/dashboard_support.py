@@ -145,14 +145,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float, message: str) -> No
 
 @contextlib.contextmanager
 def dashboard(
-    tmp_path: Path, make: Callable[[str], tether.App] = build
+    tmp_path: Path, make: Callable[[str], tether.App] = build, auth: Auth | None = None
 ) -> Iterator[tuple[str, tether.App]]:
     """A server and a worker on one fresh SQLite store, each with its own App made by `make`;
-    yields the base URL and a third App to drive and inspect runs with."""
+    yields the base URL and a third App to drive and inspect runs with. The server runs in
+    local mode as ``tester`` unless `auth` says otherwise (principals in the store also end
+    local mode)."""
     url = f"sqlite:///{tmp_path / 'dashboard.db'}"
     client_app = make(url)
     worker_app = make(url)
-    server = Server(make(url))
+    server = Server(make(url), auth)
     worker = Worker(worker_app)
     server.start()
     worker.start()
