@@ -26,6 +26,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -305,6 +306,9 @@ class AccessControl(BaseHTTPMiddleware):
             )
         request.state.principal = principal
         request.state.csrf = self.auth.csrf_for(key) if key is not None else None
+        refused = await _check_text(request)
+        if refused is not None:
+            return refused
         unsafe = request.method not in SAFE_METHODS
         if unsafe:
             refused = self._check_cross_site(request, key)
@@ -407,6 +411,58 @@ class AccessControl(BaseHTTPMiddleware):
             # than turning a done change into an error the client would retry.
             log.error("cannot record %s by %s in the audit trail", action, principal.name,
                       exc_info=True)
+
+
+MAX_DEPTH = 64
+"""JSON nested deeper than this is refused (no tether value needs it; parsers recurse on it)."""
+
+
+def _storable(value: Any, depth: int = 0) -> bool:
+    """Whether every string in a JSON value can be stored: no NUL character (PostgreSQL text
+    cannot hold one) and no unpaired surrogate (not encodable as UTF-8)."""
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, str):
+        return "\x00" not in value and not _SURROGATES.search(value)
+    if isinstance(value, list):
+        return all(_storable(item, depth + 1) for item in value)  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, dict):
+        return all(
+            _storable(k, depth + 1) and _storable(v, depth + 1)
+            for k, v in value.items()  # pyright: ignore[reportUnknownVariableType]
+        )
+    return True
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+async def _check_text(request: Request) -> Response | None:
+    """Refuse text no store can keep, before any route sees it (a 4xx, never a store error)."""
+    what: str | None = None
+    if not _storable(request.url.path):
+        what = "the path"
+    elif not all(_storable(k) and _storable(v) for k, v in request.query_params.multi_items()):
+        what = "a query parameter"
+    elif request.method not in SAFE_METHODS and "json" in request.headers.get("content-type", ""):
+        raw = await request.body()
+        try:
+            parsed = json.loads(raw)
+        except RecursionError:
+            what = "the JSON body"
+        except ValueError:
+            return None  # not JSON: the route's validation names the problem
+        else:
+            if not _storable(parsed):
+                what = "the JSON body"
+    if what is None:
+        return None
+    return _refuse(
+        400 if "path" in what or "query" in what else 422, "ValidationError",
+        f"{request.method} {request.url.path!r}: {what} holds a NUL character or an unpaired "
+        f"surrogate (no store can keep them), or JSON nested deeper than {MAX_DEPTH} levels; "
+        "send plain UTF-8 text",
+    )
 
 
 def _local_target(request: Request) -> str:

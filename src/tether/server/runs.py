@@ -69,7 +69,8 @@ class ForkRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     from_step: int = Field(
-        ge=1, description="Steps before this sequence number are reused, not executed again."
+        ge=1, le=10**9,
+        description="Steps before this sequence number are reused, not executed again.",
     )
 
 
@@ -77,7 +78,7 @@ class RaiseBudget(BaseModel):
     """Body of ``POST /api/runs/{id}/budget``: the run's new budget (it replaces the old one;
     absent limits are unlimited)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_llm_calls: int | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, ge=0)
