@@ -42,9 +42,9 @@ def hostile_json(rng: random.Random, depth: int = 0) -> Any:
         return rng.choice(HOSTILE_VALUES + HOSTILE_TEXT)
     if roll < 0.75:
         return [hostile_json(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-    return {rng.choice(HOSTILE_TEXT + ["workflow", "name", "from_step", "edits", "reason",
-                                       "roles", "input", "labels", "run_id", "ring"]):
-            hostile_json(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+    keys = [*HOSTILE_TEXT, "workflow", "name", "from_step", "edits", "reason", "roles", "input",
+            "labels", "run_id", "ring"]
+    return {rng.choice(keys): hostile_json(rng, depth + 1) for _ in range(rng.randint(0, 4))}
 
 
 def mutate_body(rng: random.Random, schema_props: dict[str, Any]) -> Any:

@@ -297,7 +297,7 @@ class AccessControl(BaseHTTPMiddleware):
             return _refuse(exc.status, exc.type, exc.message)
         if principal is None:
             if request.method in SAFE_METHODS and not path.startswith("/api/"):
-                return RedirectResponse(f"/login?next={quote(_local_target(request))}",
+                return RedirectResponse(f"/login?next={quote(_local_target(request), safe='')}",
                                         status_code=303)
             return _refuse(
                 401, "Unauthorized",
