@@ -70,7 +70,9 @@ def error_response(
         return JSONResponse(error_body(type, message, fields, extra), status_code=status,
                             headers=headers)
     return templates_of(request).TemplateResponse(
-        request, "error.html", {"status": status, "type": type, "message": message},
+        request, "error.html",
+        {"status": status, "type": type, "message": message,
+         "me": getattr(request.state, "principal", None)},
         status_code=status, headers=headers,
     )
 

@@ -50,7 +50,8 @@ async def render(
     """A dashboard page, with what every page's header shows: pending approvals, the signed-in
     principal (``me``) and the CSRF token its forms carry (``csrf``)."""
     pending: str | None = None
-    if request.app.state.features.get("approvals"):
+    signed_in = getattr(request.state, "principal", None) is not None
+    if request.app.state.features.get("approvals") and signed_in:  # not on the sign-in page
         try:
             found = await tether_app_of(request).approvals_async(
                 status="pending", limit=PENDING_SHOWN + 1
