@@ -71,12 +71,13 @@ def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 def test_no_operation_answers_a_5xx_to_hostile_input(store_url: str) -> None:
     app = make_app(store_url, tether.Policy({"read": "auto", "send": "review"}), [])
     _, token = app.portal.run(create_principal(app.store, "ada", "admin"))
+    app.portal.run(create_principal(app.store, "olga", "operator"))
     waiting = app.run("outreach", {"to": "ceo@acme.com", "body": "Hi"}, started_by="olga")
     approval = app.approvals()[0].id
-    real_ids = {"run_id": waiting.id, "approval_id": approval, "name": "ada"}
+    real_ids = {"run_id": waiting.id, "approval_id": approval, "name": "olga"}
     rng = random.Random(20261201)
     failures: list[str] = []
-    sent = 0
+    sent = unauthorized = 0
     with serve(store_url) as served:
         client = served.client(token)
         spec = client.get("/api/openapi.json").json()
@@ -117,10 +118,11 @@ def test_no_operation_answers_a_5xx_to_hostile_input(store_url: str) -> None:
                             client = served.client(token)
                             continue
                         sent += 1
+                        unauthorized += response.status_code == 401
                         if response.status_code >= 500:
                             failures.append(
                                 f"{method.upper()} {url} {query} {body[:200] if body else ''!r} "
                                 f"-> {response.status_code} {response.text[:300]}"
                             )
-    assert sent > 100
+    assert sent > 100 and unauthorized == 0  # every request reached its route's checks
     assert not failures, "\n".join(failures[:20])
