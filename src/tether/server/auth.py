@@ -49,6 +49,7 @@ log = logging.getLogger("tether.server")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_PATHS = frozenset({"/api/health", "/login", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
+"""Served without authentication (besides routes declaring ``role("public")``)."""
 SELF_CHECKED = frozenset({"/login", "/logout"})
 """Form posts that check their own CSRF field instead of the JSON body and header."""
 SESSION_COOKIE = "tether_session"
@@ -289,7 +290,7 @@ class AccessControl(BaseHTTPMiddleware):
         request.state.principal = None
         request.state.csrf = None
         path = request.url.path
-        if _public(path):
+        if _public(path) or required_role(_route_of(request), request.method) == "public":
             return await call_next(request)
         try:
             principal, key = await self.auth.identify(request)
