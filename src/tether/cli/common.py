@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
@@ -168,6 +169,37 @@ def print_json(value: Any) -> None:
     from tether.engine.serde import to_jsonable
 
     sys.stdout.write(json.dumps(to_jsonable(value, what="output"), indent=2, default=str) + "\n")
+
+
+class AuditEntry:
+    """What `audited` records: fill in `target` (and `detail`) as they become known."""
+
+    def __init__(self, target: str | None, detail: dict[str, Any] | None) -> None:
+        self.target = target
+        self.detail: dict[str, Any] = dict(detail or {})
+
+
+@contextlib.contextmanager
+def audited(
+    app: Any, action: str, target: str | None, who: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Iterator[AuditEntry]:
+    """Record the command's mutation in the audit trail, as `who` (``--as``, else the OS login
+    name), with outcome ``ok`` or, when it raises a tether error, ``failed`` and the error."""
+    from tether.access.audit import record
+    from tether.engine.app import login_name
+
+    entry = AuditEntry(target, detail)
+    principal = who or login_name()
+    try:
+        yield entry
+    except TetherError as exc:
+        entry.detail["error"] = str(exc)
+        app.portal.run(record(app.store, principal, action, entry.target, outcome="failed",
+                              detail=entry.detail, via="cli"))
+        raise
+    app.portal.run(record(app.store, principal, action, entry.target, detail=entry.detail,
+                          via="cli"))
 
 
 def handle_errors(fn: F) -> F:

@@ -73,7 +73,9 @@ def demo(
     workers: list[subprocess.Popen[bytes]] = []
     try:
         first = _start_worker(env, workers)
-        run_id = app.start("titanium", {"company": company}).id
+        # Started as the demo's own scheduler, so that you (the OS user) may review its send:
+        # nobody approves a run they started themselves.
+        run_id = app.start("titanium", {"company": company}, started_by="tether-demo").id
         console.print(f"\nstarted run [cyan]{run_id}[/] for {company!r} on worker pid "
                       f"{first.pid}\n")
         progress = _Progress()

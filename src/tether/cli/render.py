@@ -182,6 +182,7 @@ def run_header(info: RunInfo) -> Table:
     if info.parent_id:
         grid.add_row("forked from", info.parent_id)
     grid.add_row("labels", format_labels(info.labels))
+    grid.add_row("started by", info.started_by or "—")
     grid.add_row("created", format_time(info.created_at) + " UTC")
     if info.started_at:
         grid.add_row("started", format_time(info.started_at) + " UTC")
@@ -300,6 +301,7 @@ def run_summary(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]
         "version": info.version,
         "status": info.status,
         "labels": info.labels,
+        "started_by": info.started_by,
         "steps": len(info.steps),
         "created_at": _iso(info.created_at),
         "finished_at": _iso(info.finished_at),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import typer
@@ -11,6 +10,7 @@ from tether.cli.common import (
     APP_HELP,
     JSON_HELP,
     STORE_HELP,
+    audited,
     cli,
     console,
     err_console,
@@ -21,6 +21,7 @@ from tether.cli.common import (
     require_store,
 )
 from tether.cli.render import run_detail, run_summary, run_view, runs_table
+from tether.engine.app import login_name
 from tether.errors import TetherError, UserError
 
 STORE_APP_HELP = (
@@ -72,19 +73,21 @@ def start(
     started_by: str | None = typer.Option(
         None,
         "--as",
-        help="Who starts the run (default $USER); that identity cannot approve the run's "
-        "own approval requests",
+        help="Who starts the run (default: your OS login name); that identity cannot approve "
+        "the run's own approval requests",
     ),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Queue a run of WORKFLOW and print its id."""
     kwargs = parse_input(input)
     labels = parse_labels(label)
-    who = started_by or os.environ.get("USER")
-    if who and "tether.started_by" not in labels:
-        labels["tether.started_by"] = who
+    who = started_by or login_name()
     application = load_app(app, store)
-    handle = application.start(workflow, kwargs, run_id=run_id, labels=labels)
+    with audited(application, "run.start", run_id, who, {"workflow": workflow}) as entry:
+        handle = application.start(
+            workflow, kwargs, run_id=run_id, labels=labels, started_by=who
+        )
+        entry.target = handle.id
     typer.echo(handle.id)
     # Not an error: workers may start after the run (deploy order), and the run is durable.
     definition = application.get_workflow(workflow)
@@ -181,7 +184,8 @@ def signal(
     """Send a signal to a run's mailbox; a run waiting for it becomes runnable."""
     payload = parse_json(data, "--data")
     application = require_store(load_app(app, store))
-    application.signal(run, name, payload)
+    with audited(application, "run.signal", run, detail={"name": name}):
+        application.signal(run, name, payload)
     status = application.get_run(run).status
     typer.echo(f"signal {name!r} delivered to run {run} (now {status})")
 
@@ -200,7 +204,8 @@ def cancel(
     if before.finished:
         typer.echo(f"run {run} already ended ({before.status}); nothing to cancel")
         return
-    info = application.cancel(run, reason)
+    with audited(application, "run.cancel", run, detail={"reason": reason}):
+        info = application.cancel(run, reason)
     if info.status == "cancelled":
         typer.echo(f"run {run} cancelled")
     elif info.finished:
@@ -231,7 +236,10 @@ def fork(
     """Start a new run that reuses the journal before a step, optionally on another workflow
     version (to move a run a deploy stranded); print its id."""
     application = require_store(load_app(app, store))
-    handle = application.fork(run, from_step, version=version)
+    detail = {"from_step": from_step, "version": version}
+    with audited(application, "run.fork", run, detail=detail) as entry:
+        handle = application.fork(run, from_step, version=version, started_by=login_name())
+        entry.detail["run"] = handle.id
     typer.echo(handle.id)
     forked = application.get_run(handle.id)
     warn_if_unserved(application, handle.id, forked.workflow, forked.version)

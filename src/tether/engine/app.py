@@ -8,6 +8,7 @@ connections live on one loop whatever thread calls. Two Apps can live in one pro
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import secrets
 import signal as signal_module
@@ -23,7 +24,7 @@ from tether.engine.context import BUDGET_SIGNAL, Context
 from tether.engine.events import EventLog, RunEvent, follow_events, read_events
 from tether.engine.executor import RunExecutor
 from tether.engine.lease import Leases
-from tether.engine.records import RunInfo
+from tether.engine.records import STARTED_BY_LABEL, RunInfo
 from tether.engine.registry import (
     WorkflowDef,
     make_step,
@@ -384,8 +385,11 @@ class App:
         labels: dict[str, str] | None = None,
         budget: Budget | None = None,
         delay: float | timedelta | None = None,
+        started_by: str | None = None,
     ) -> RunHandle:
-        new = self._new_run(workflow, input, run_id, labels, budget, delay)
+        """Queue a run. `started_by` is who starts it (default: the OS login name); that
+        identity may not decide the run's approval requests."""
+        new = self._new_run(workflow, input, run_id, labels, budget, delay, started_by)
         run, _, created = await self.store.create_run(new)
         if not created and run.workflow != new.workflow:
             raise UserError(
@@ -460,8 +464,15 @@ class App:
         return await self.get_run_async(run_id)
 
     async def fork_async(
-        self, run_id: str, from_step: int | None = None, *, version: str | None = None
+        self,
+        run_id: str,
+        from_step: int | None = None,
+        *,
+        version: str | None = None,
+        started_by: str | None = None,
     ) -> RunHandle:
+        """See `fork`. The new run is started by `started_by` (default: the OS login name),
+        not by whoever started the source."""
         loaded = await self.store.load_run(run_id)
         if loaded is None:
             raise UnknownRun(run_id)
@@ -488,7 +499,7 @@ class App:
             workflow=source.workflow,
             version=version if version is not None else source.version,
             input=source.input,
-            labels=source.labels,
+            labels={**source.labels, STARTED_BY_LABEL: started_by or login_name()},
             budget=source.budget,
             parent_id=source.id,
         )
@@ -522,6 +533,7 @@ class App:
         run_id: str | None = None,
         labels: dict[str, str] | None = None,
         budget: Budget | None = None,
+        started_by: str | None = None,
     ) -> RunInfo:
         """Start (or pick up) a run and execute it in this process until it finishes, suspends
         or fails."""
@@ -537,7 +549,7 @@ class App:
             if run.status not in FINISHED_STATUSES:
                 claim = await self.store.claim_run(run.id, owner, lease_seconds=self.lease_seconds)
         else:
-            new = self._new_run(workflow, input, run_id, labels, budget, None)
+            new = self._new_run(workflow, input, run_id, labels, budget, None, started_by)
             run, token, created = await self.store.create_run(
                 new, owner=owner, lease_seconds=self.lease_seconds
             )
@@ -581,11 +593,14 @@ class App:
         labels: dict[str, str] | None = None,
         budget: Budget | None = None,
         delay: float | timedelta | None = None,
+        started_by: str | None = None,
     ) -> RunHandle:
-        """Queue a run; with `run_id`, starting twice returns the same run."""
+        """Queue a run; with `run_id`, starting twice returns the same run. `started_by` is
+        who starts it (default: the OS login name)."""
         return self.portal.run(
             self.start_async(
-                workflow, input, run_id=run_id, labels=labels, budget=budget, delay=delay
+                workflow, input, run_id=run_id, labels=labels, budget=budget, delay=delay,
+                started_by=started_by,
             )
         )
 
@@ -618,7 +633,12 @@ class App:
         return self.portal.run(self.cancel_async(run_id, reason))
 
     def fork(
-        self, run_id: str, from_step: int | None = None, *, version: str | None = None
+        self,
+        run_id: str,
+        from_step: int | None = None,
+        *,
+        version: str | None = None,
+        started_by: str | None = None,
     ) -> RunHandle:
         """A new run of the same workflow and input that reuses the completed journal entries
         before `from_step` (those steps are not executed again). `from_step` defaults to just
@@ -630,7 +650,9 @@ class App:
         move to the new run and an unfinished source is cancelled, in one transaction. This
         is how a run stranded by a deploy that dropped its version moves onto the new code.
         """
-        return self.portal.run(self.fork_async(run_id, from_step, version=version))
+        return self.portal.run(
+            self.fork_async(run_id, from_step, version=version, started_by=started_by)
+        )
 
     def raise_budget(self, run_id: str, budget: Budget) -> RunInfo:
         return self.portal.run(self.raise_budget_async(run_id, budget))
@@ -646,10 +668,14 @@ class App:
         run_id: str | None = None,
         labels: dict[str, str] | None = None,
         budget: Budget | None = None,
+        started_by: str | None = None,
     ) -> RunInfo:
         """Start and execute here, now, durably, until the run finishes, suspends or fails."""
         return self.portal.run(
-            self.run_async(workflow, input, run_id=run_id, labels=labels, budget=budget)
+            self.run_async(
+                workflow, input, run_id=run_id, labels=labels, budget=budget,
+                started_by=started_by,
+            )
         )
 
     def run_worker(
@@ -743,6 +769,7 @@ class App:
         labels: dict[str, str] | None,
         budget: Budget | None,
         delay: float | timedelta | None,
+        started_by: str | None = None,
     ) -> NewRun:
         name = workflow if isinstance(workflow, str) else getattr(workflow, "__tether_workflow__", None)
         if not name:
@@ -763,15 +790,32 @@ class App:
             if not (_is_str(key) and _is_str(value)):
                 raise UserError(f"labels must map strings to strings; got {key!r}: {value!r}")
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        recorded = dict(labels or {})
+        # The starter is always recorded (the same-user rule of approvals depends on it).
+        recorded[STARTED_BY_LABEL] = (
+            started_by or recorded.get(STARTED_BY_LABEL) or login_name()
+        )
         return NewRun(
             id=run_id or new_run_id(),
             workflow=name,
             version=version,
             input=canonical,
-            labels=dict(labels or {}),
+            labels=recorded,
             budget=budget.to_dict() if budget is not None else None,
             wake_at=time.time() + seconds if seconds else None,
         )
+
+
+def login_name() -> str:
+    """Who this process runs as: the OS login name, else ``uid:N`` (never empty)."""
+    try:
+        name = getpass.getuser()
+    except Exception:  # no $USER/$LOGNAME and no passwd entry (some containers)
+        name = ""
+    if name:
+        return name
+    getuid = getattr(os, "getuid", None)
+    return f"uid:{getuid()}" if callable(getuid) else "unknown-os-user"
 
 
 def _is_object(value: object) -> bool:

@@ -14,6 +14,12 @@ DEGRADED = "tether.degraded"
 """Step meta key of a journal entry recording that the run carried on past a failed part
 (an optional node skipped, a fallback taken): its value says how (``skipped``, ``fallback``)."""
 
+STARTED_BY_LABEL = "tether.started_by"
+"""The run label that records who started the run (an internal ``tether.*`` label: `RunInfo`
+shows it as `RunInfo.started_by`, never among the user's labels)."""
+
+INTERNAL_LABEL_PREFIX = "tether."
+
 
 def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
@@ -80,6 +86,7 @@ class RunInfo:
     output: Any
     error: dict[str, Any] | None
     labels: dict[str, str]
+    """The user's labels (cost attribution); tether's own ``tether.*`` labels are left out."""
     steps: list[StepInfo]
     usage: Usage
     budget: dict[str, Any] | None
@@ -97,6 +104,8 @@ class RunInfo:
     progress: dict[str, Any] | None = None
     """For a running run: the operation it is in as of the last heartbeat (``seq``, ``name``,
     ``kind``, ``node``, ``started_at``)."""
+    started_by: str | None = None
+    """Who started the run: the authenticated principal, ``--as``, or the OS login name."""
 
     @property
     def tokens(self) -> int:
@@ -149,7 +158,9 @@ class RunInfo:
             input=run.input,
             output=run.output,
             error=run.error,
-            labels=run.labels,
+            labels={
+                k: v for k, v in run.labels.items() if not k.startswith(INTERNAL_LABEL_PREFIX)
+            },
             steps=infos,
             usage=usage,
             budget=run.budget,
@@ -164,4 +175,5 @@ class RunInfo:
             lease_owner=run.lease_owner,
             lease_expires=_ts(run.lease_expires),
             progress=run.progress,
+            started_by=run.labels.get(STARTED_BY_LABEL),
         )

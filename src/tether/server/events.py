@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from tether.engine.events import RunEvent
-from tether.server.factory import tether_app_of
+from tether.server.rendering import tether_app_of
 
 router = APIRouter(tags=["runs"])
 READ_ONLY = True

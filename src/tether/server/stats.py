@@ -19,7 +19,8 @@ from fastapi.responses import HTMLResponse
 
 from tether.engine.records import RunInfo
 from tether.errors import UserError
-from tether.server.factory import ApiError, render, tether_app_of
+from tether.server.errors import ApiError
+from tether.server.rendering import render, tether_app_of
 
 router = APIRouter(tags=["stats"])
 log = logging.getLogger("tether.server")

@@ -53,6 +53,12 @@ Rules every implementation keeps:
   moment, never zero times. Run and node budgets need no store round trip: a run has one
   holder at a time, so its engine keeps their reservations in memory (see
   `tether.engine.ledger`).
+* **Principals and the audit trail.** A principal's token is stored only as its SHA-256
+  (`PrincipalRecord.token_hash`); the secret never reaches the store. Names are unique among
+  active principals: `add_principal` refuses a name in use and replaces a revoked one, so a
+  revoked token never works again (its hash is gone or its row is revoked). `principal_by_token`
+  returns active principals only. Audit entries are append-only — no method changes or deletes
+  one except `prune`, which drops entries older than its cutoff with the runs (retention).
 """
 
 from __future__ import annotations
@@ -375,8 +381,8 @@ class Store(Protocol):
         ...
 
     async def prune(self, finished_before: float) -> int:
-        """Delete finished runs (with journal and mailbox) finished before the time; returns
-        how many runs were deleted."""
+        """Delete finished runs (with journal and mailbox) finished before the time, and audit
+        entries recorded before it; returns how many runs were deleted."""
         ...
 
     # --- worker side -------------------------------------------------------------------------
@@ -618,6 +624,50 @@ class Store(Protocol):
         """Oldest first."""
         ...
 
+    # --- interfaces: principals and the audit trail -------------------------------------------
+
+    async def add_principal(self, principal: PrincipalRecord) -> bool:
+        """Insert the principal; ``False`` (nothing written) when an active principal has its
+        name. A revoked principal of that name is replaced."""
+        ...
+
+    async def get_principal(self, name: str) -> PrincipalRecord | None:
+        """The principal of that name, revoked or not."""
+        ...
+
+    async def principal_by_token(self, token_hash: str) -> PrincipalRecord | None:
+        """The active principal whose token hashes to `token_hash`."""
+        ...
+
+    async def list_principals(self) -> list[PrincipalRecord]:
+        """Every principal, revoked ones included, by name."""
+        ...
+
+    async def has_principals(self) -> bool:
+        """Whether any principal is active (the server then requires authentication)."""
+        ...
+
+    async def revoke_principal(self, name: str, revoked_at: float) -> bool:
+        """Revoke an active principal's token; ``False`` when there is none of that name."""
+        ...
+
+    async def add_audit(self, entry: AuditRecord) -> AuditRecord:
+        """Append an entry; returns it with its id."""
+        ...
+
+    async def list_audit(
+        self,
+        *,
+        principal: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Newest first; every given filter must match (`action` may end in ``*`` to match a
+        prefix, e.g. ``run.*``; `since`: at or after)."""
+        ...
+
 # --- schedules ---------------------------------------------------------------------------------
 
 
@@ -710,3 +760,49 @@ class RingChangeRecord:
     created_at: float
     id: int | None = None
 
+
+
+# --- interfaces: principals and the audit trail -------------------------------------------------
+
+ROLES = ("viewer", "operator", "reviewer", "admin")
+"""``viewer`` reads; ``operator`` starts, signals, cancels, forks and raises budgets;
+``reviewer`` decides approvals (optionally only some risk categories); ``admin`` manages tokens
+and the trust policy, and may do everything else."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalRecord:
+    """A named identity allowed to use the API and dashboard, as stored."""
+
+    name: str
+    roles: list[str]
+    token_hash: str
+    """``sha256:<hex>`` of the token; the secret is shown once, when created, and never stored."""
+    created_at: float
+    categories: list[str] | None = None
+    """Risk categories a reviewer may decide; ``None``: every category."""
+    created_by: str | None = None
+    revoked_at: float | None = None
+    """When the token was revoked; ``None`` while it works."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One mutation attempted through the API, the dashboard or the CLI."""
+
+    at: float
+    principal: str
+    """Who: the authenticated principal (or the OS login / ``--as`` name on the CLI)."""
+    action: str
+    """``run.start``, ``run.signal``, ``run.cancel``, ``run.fork``, ``run.budget``,
+    ``approval.approve``, ``approval.edit``, ``approval.reject``, ``policy.change``,
+    ``token.create``, ``token.revoke``…"""
+    target: str | None
+    """What it was done to: a run id, an approval id, a principal name."""
+    outcome: str
+    """``ok``; ``denied`` (the role or rule forbade it); ``failed`` (refused or an error)."""
+    detail: dict[str, Any] | None = None
+    """What was asked (signal name, reason, edited fields…) and, unless ok, why it failed."""
+    via: str | None = None
+    """``api``, ``dashboard`` or ``cli``."""
+    id: int | None = None

@@ -53,16 +53,19 @@ from psycopg.pq import TransactionStatus
 
 from tether.errors import StoreError, StoreUnavailable, UserError
 from tether.store import events_sql
+from tether.store import postgres_access_sql as pa
 from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
 from tether.store import postgres_workers_sql as workers
 from tether.store import schedules_sql as sq
 from tether.store.base import (
     WORKER_LIVE_LEASES,
+    AuditRecord,
     Claim,
     Heartbeat,
     NewRun,
     NewRunEvent,
+    PrincipalRecord,
     RingChangeRecord,
     RunEventRecord,
     RunRecord,
@@ -578,6 +581,7 @@ class PostgresStore:
             deleted = await self._statement("prune runs", q.prune, finished_before)
             total += deleted
             if deleted < q.PRUNE_CHUNK:
+                await self._statement("prune the audit trail", pa.prune_audit, finished_before)
                 return total
 
     # --- worker side ---------------------------------------------------------------------------
@@ -819,6 +823,41 @@ class PostgresStore:
         self, *, agent: str | None = None, category: str | None = None
     ) -> list[RingChangeRecord]:
         return await self._read("list ring changes", layers.list_ring_changes, agent, category)
+
+    # --- interfaces: principals and the audit trail --------------------------------------------
+
+    async def add_principal(self, principal: PrincipalRecord) -> bool:
+        return await self._transaction(f"add principal {principal.name}", pa.add_principal, principal)
+
+    async def get_principal(self, name: str) -> PrincipalRecord | None:
+        return await self._read(f"read principal {name}", pa.get_principal, name)
+
+    async def principal_by_token(self, token_hash: str) -> PrincipalRecord | None:
+        return await self._read("check a token", pa.principal_by_token, token_hash)
+
+    async def list_principals(self) -> list[PrincipalRecord]:
+        return await self._read("list principals", pa.list_principals)
+
+    async def has_principals(self) -> bool:
+        return await self._read("look for principals", pa.has_principals)
+
+    async def revoke_principal(self, name: str, revoked_at: float) -> bool:
+        return await self._transaction(f"revoke {name}", pa.revoke_principal, name, revoked_at)
+
+    async def add_audit(self, entry: AuditRecord) -> AuditRecord:
+        return await self._transaction("record an audit entry", pa.add_audit, entry)
+
+    async def list_audit(
+        self,
+        *,
+        principal: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        filters = (("principal", principal), ("action", action), ("target", target))
+        return await self._read("list the audit trail", pa.list_audit, filters, since, limit)
 
 
 def _step_key(write: _Write) -> Any:

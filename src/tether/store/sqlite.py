@@ -25,13 +25,16 @@ from urllib.parse import parse_qs, urlsplit
 from tether.errors import StoreError, StoreNotFound, UserError
 from tether.store import events_sql
 from tether.store import schedules_sql as sq
+from tether.store import sqlite_access_sql as sa
 from tether.store import sqlite_sql as q
 from tether.store.base import (
     WORKER_LIVE_LEASES,
+    AuditRecord,
     Claim,
     Heartbeat,
     NewRun,
     NewRunEvent,
+    PrincipalRecord,
     RingChangeRecord,
     RunEventRecord,
     RunRecord,
@@ -334,7 +337,9 @@ class SQLiteStore:
         return run
 
     async def prune(self, finished_before: float) -> int:
-        return await self._write(q.prune, finished_before)
+        deleted = await self._write(q.prune, finished_before)
+        await self._write(sa.prune_audit, finished_before)
+        return deleted
 
     # --- worker side ---------------------------------------------------------------------------
 
@@ -553,6 +558,41 @@ class SQLiteStore:
         self, *, agent: str | None = None, category: str | None = None
     ) -> list[RingChangeRecord]:
         return await self._read(q.list_ring_changes, agent, category)
+
+    # --- interfaces: principals and the audit trail --------------------------------------------
+
+    async def add_principal(self, principal: PrincipalRecord) -> bool:
+        return await self._write(sa.add_principal, principal)
+
+    async def get_principal(self, name: str) -> PrincipalRecord | None:
+        return await self._read(sa.get_principal, name)
+
+    async def principal_by_token(self, token_hash: str) -> PrincipalRecord | None:
+        return await self._read(sa.principal_by_token, token_hash)
+
+    async def list_principals(self) -> list[PrincipalRecord]:
+        return await self._read(sa.list_principals)
+
+    async def has_principals(self) -> bool:
+        return await self._read(sa.has_principals)
+
+    async def revoke_principal(self, name: str, revoked_at: float) -> bool:
+        return await self._write(sa.revoke_principal, name, revoked_at)
+
+    async def add_audit(self, entry: AuditRecord) -> AuditRecord:
+        return await self._write(sa.add_audit, entry)
+
+    async def list_audit(
+        self,
+        *,
+        principal: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        filters = (("principal", principal), ("action", action), ("target", target))
+        return await self._read(sa.list_audit, filters, since, limit)
 
 def _enable_wal(conn: sqlite3.Connection, path: str) -> None:
     """Switch the file to WAL (a persistent setting: only its first opener changes it).

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from tether.engine.context import Context, current_step
+from tether.engine.records import STARTED_BY_LABEL
 from tether.errors import RunFailed, SignalTimeout, UserError
 from tether.observe.names import AGENT_NAME, RISK, TOOL_CALL_ID, TOOL_NAME
 from tether.store.base import FINISHED_STATUSES, Store, TrustActionRecord
@@ -33,7 +34,6 @@ from tether.trust.evidence import current_ring, settle_from_journal, settle_outc
 from tether.trust.policy import Policy
 from tether.trust.snapshot import take_snapshot
 
-STARTED_BY_LABEL = "tether.started_by"
 """Run label naming who started the run; that identity may not approve the run's requests."""
 GATE_STEP = "trust.gate"
 EXPIRE_STEP = "trust.expire"
