@@ -210,13 +210,14 @@ async def test_the_api_forks_onto_a_version_and_flags_unserved_runs(store_url: s
     from fastapi.testclient import TestClient
 
     from tether.server import create_app
+    from tether.server.auth import Auth
 
     v1, v2, _ = releases(store_url)
     async with worker(v1):
         source = await v1.start_async("order", {"item": "lamp"})
         await until(lambda: _status(v1, source.id, "waiting"), what="the run to wait")
     await v1.store.register_worker(record("v2-worker", 30.0, ("order", "2")))
-    http = TestClient(create_app(v2))
+    http = TestClient(create_app(v2, auth=Auth(local_user="tester")))
     shown = await asyncio.to_thread(http.get, f"/api/runs/{source.id}")
     assert shown.json()["health"]["verdict"] == "stuck"
     assert "no live worker serves order v1; live workers serve v2" in shown.json()["health"]["reason"]
@@ -234,8 +235,9 @@ def test_the_api_answers_503_naming_a_store_it_cannot_open(tmp_path: Any) -> Non
     from fastapi.testclient import TestClient
 
     from tether.server import create_app
+    from tether.server.auth import Auth
 
-    http = TestClient(create_app(tether.App(f"sqlite:///{tmp_path}/nope/x.db")))
+    http = TestClient(create_app(tether.App(f"sqlite:///{tmp_path}/nope/x.db"), auth=Auth(local_user="tester")))
     response = http.get("/api/runs")
     assert response.status_code == 503
     error = response.json()["error"]

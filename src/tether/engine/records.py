@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,6 +106,9 @@ class RunInfo:
     ``kind``, ``node``, ``started_at``)."""
     started_by: str | None = None
     """Who started the run: the authenticated principal, ``--as``, or the OS login name."""
+    tether_labels: dict[str, str] = field(default_factory=dict[str, str])
+    """tether's own ``tether.*`` labels (who started the run, the schedule and tick that
+    started it…), kept apart from the user's `labels`."""
 
     @property
     def tokens(self) -> int:
@@ -160,6 +163,9 @@ class RunInfo:
             error=run.error,
             labels={
                 k: v for k, v in run.labels.items() if not k.startswith(INTERNAL_LABEL_PREFIX)
+            },
+            tether_labels={
+                k: v for k, v in run.labels.items() if k.startswith(INTERNAL_LABEL_PREFIX)
             },
             steps=infos,
             usage=usage,
