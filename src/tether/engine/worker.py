@@ -18,6 +18,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from tether.engine import presence
@@ -225,10 +226,15 @@ class Worker:
             except Exception as exc:
                 log.debug("worker %s: cancel watch failed (%s)", self.name, exc)
                 continue
-            for run_id in cancelled:
-                ctx = self.app.live_contexts.get(run_id)
-                if ctx is not None:
-                    ctx.request_cancel()
+            self._request_cancels(cancelled)
+
+    def _request_cancels(self, run_ids: Collection[str]) -> None:
+        # Its own frame: a loop variable in the long-lived watch loop would keep the last
+        # run's Context (journal, workflow frames) alive after the run suspends.
+        for run_id in run_ids:
+            ctx = self.app.live_contexts.get(run_id)
+            if ctx is not None:
+                ctx.request_cancel()
 
     async def _shutdown(self) -> None:
         if not self._active:
