@@ -297,7 +297,10 @@ def test_runs_and_show_say_a_run_whose_worker_vanished_is_stuck(app: tether.App)
         return claim.run.id
 
     run_id = app.portal.run(abandoned())
-    time.sleep(0.1)  # the lease lapses and no worker takes the run over
+    expires = app.get_run(run_id).lease_expires
+    assert expires is not None
+    while time.time() <= expires.timestamp():  # the lease lapses; no worker takes the run over
+        time.sleep(0.01)
     listed = json.loads(invoke(app, "runs", "--json").stdout)
     health = next(r["health"] for r in listed if r["id"] == run_id)
     assert health["verdict"] == "stuck"

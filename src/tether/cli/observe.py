@@ -126,12 +126,14 @@ def cost(
 def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
     total = sum(r.cost_usd for r in rows)
     unpriced = sum(r.unpriced_calls for r in rows)
+    overshoot = sum(r.overshoot_usd for r in rows)
     if json_output:
         print_json({
             "since": since,
             "rows": [r.to_dict() for r in rows],
             "total_usd": round(total, 10),
             "unpriced_calls": unpriced,
+            "overshoot_usd": round(overshoot, 10),
         })
         return
     if not rows:
@@ -147,4 +149,7 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
                       str(r.input_tokens), str(r.output_tokens), f"{r.cost_usd:.6f}")
     console.print(table)
     note = f"; {unpriced} unpriced call(s) not included (unknown model)" if unpriced else ""
+    if overshoot:
+        note += (f"; ${overshoot:.6f} of it beyond the calls' reservations (responses longer "
+                 "than the bound reserved against budgets and spend limits)")
     console.print(f"total ${total:.6f}{note}", highlight=False)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli.common import APP_HELP, STORE_HELP, cli, err_console, handle_errors, load_app
+from tether.cli.common import (
+    APP_HELP,
+    STORE_HELP,
+    cli,
+    err_console,
+    handle_errors,
+    load_app,
+    open_sqlite_now,
+    require_store,
+)
+from tether.errors import StoreNotFound
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -22,6 +32,9 @@ def serve(
         [], "--allowed-host", help="Another host name the server may be reached by (e.g. the "
         "proxy's); repeatable; '*' allows any. Loopback names and --host are always allowed."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
+    create: bool = typer.Option(
+        False, "--create", help="Create the SQLite store if it does not exist yet (by default "
+        "serve refuses: a wrong path would show an empty dashboard)"),
 ) -> None:
     """Serve the JSON API (/api) and the web dashboard for the store's runs and approvals."""
     import uvicorn
@@ -29,6 +42,12 @@ def serve(
     from tether.server import create_app
 
     tether_app = load_app(app, store)
+    if not create:
+        try:
+            require_store(tether_app)
+        except StoreNotFound as exc:
+            raise StoreNotFound(f"{exc}; or pass --create to start with an empty one") from None
+    open_sqlite_now(tether_app)
     if host not in LOOPBACK:
         err_console.print(
             f"[yellow]warning:[/] serving on {host}: the dashboard has no authentication; "

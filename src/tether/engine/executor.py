@@ -121,6 +121,9 @@ class RunExecutor:
             try:
                 kwargs = definition.validate_input(ctx.input)
                 result = await definition.fn(ctx, **kwargs)
+                # A stop that workflow code swallowed (asyncio.wait over waits) still applies;
+                # a swallowed suspension fails the run rather than recording a success.
+                ctx.check_returned()
                 if ctx.fatal is not None:
                     raise ctx.fatal
                 await ctx.flush()
@@ -132,12 +135,8 @@ class RunExecutor:
                 )
                 return status if status is not None else await self._lost(run_id, token)
             return await self._end(run_id, token, "succeeded", output=output)
-        except CancelRun:
-            run = await self._store.get_run(run_id)
-            return await self._end(run_id, token, "cancelled", error=run.error if run else None)
-        except DropRun:
-            log.warning("run %s: lease lost to another worker; dropping it", run_id)
-            return "dropped"
+        except (CancelRun, DropRun) as stop:
+            return await self._stopped(stop, run_id, token)
         except StoreUnavailable as exc:
             log.warning("run %s: store unavailable (%s); leaving it for takeover", run_id, exc)
             return "dropped"
@@ -154,8 +153,23 @@ class RunExecutor:
             await asyncio.shield(self._store.release_run(run_id, token))
             raise
         except (Exception, SystemExit) as exc:  # sys.exit() in workflow code fails the run only
+            if isinstance(ctx.stopping, CancelRun | DropRun) and ctx.fatal is None:
+                # Workflow code caught the cancel (or lost lease) and raised something else.
+                return await self._stopped(ctx.stopping, run_id, token)
             failure = ctx.fatal or exc
+            try:
+                await ctx.drain()
+            except asyncio.CancelledError:
+                await asyncio.shield(self._store.release_run(run_id, token))
+                raise
             return await self._end(run_id, token, "failed", error=_failure(run_id, failure))
+
+    async def _stopped(self, stopping: BaseException, run_id: str, token: int) -> str:
+        if isinstance(stopping, CancelRun):
+            run = await self._store.get_run(run_id)
+            return await self._end(run_id, token, "cancelled", error=run.error if run else None)
+        log.warning("run %s: lease lost to another worker; dropping it", run_id)
+        return "dropped"
 
     async def _end(
         self,

@@ -20,18 +20,23 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from tether.engine import presence
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.lease import Leases
+from tether.engine.schedules import Scheduler
 from tether.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from tether.engine.app import App
+    from tether.store.base import WorkerRecord
 
 log = logging.getLogger("tether.worker")
 
 _CLAIM_BATCH = 64
 _POLL_MIN = 0.005
 _POLL_MAX = 0.25
+_CANCEL_WATCH = 0.5
+"""Seconds between two looks for cancel requests among the runs a worker holds."""
 
 
 def default_worker_name() -> str:
@@ -92,6 +97,9 @@ class Worker:
             log.warning("worker %s: the app registers no workflows; nothing to run", self.name)
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         heartbeat = asyncio.create_task(self.leases.keep(), name="tether-heartbeat")
+        cancels = asyncio.create_task(self._watch_cancels(), name="tether-cancel-watch")
+        scheduler = asyncio.create_task(Scheduler(app).run(stop), name="tether-scheduler")
+        registry = await self._announce()
         await self._report_unrunnable_versions()
         poll = _POLL_MIN
         try:
@@ -127,35 +135,39 @@ class Worker:
                 poll = min(poll * 2, _POLL_MAX)
         finally:
             await self._shutdown()
+            scheduler.cancel()
+            cancels.cancel()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
+                await cancels
+            with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            with contextlib.suppress(asyncio.CancelledError):
+                await scheduler
+            await self._withdraw(registry)
             await self.leases.close()
             log.info("worker %s stopped", self.owner)
 
     async def _report_unrunnable_versions(self) -> None:
-        """Say which queued runs this worker will not touch because it lacks their version."""
-        for name in self.app.workflow_names():
-            have = sorted(v for n, v in self.app.workflow_keys() if n == name)
-            try:
-                queued = await self.app.store.list_runs(status="queued", workflow=name, limit=100)
-            except Exception:
-                return
-            missing: dict[str, int] = {}
-            for run in queued:
-                if run.version is not None and run.version not in have:
-                    missing[run.version] = missing.get(run.version, 0) + 1
-            for version, count in sorted(missing.items()):
-                log.warning(
-                    "worker %s: %d queued run(s) of workflow %r need version %r, which this "
-                    "worker does not have (it has %s); start a worker with that version to "
-                    "finish them, or cancel them",
-                    self.name,
-                    count,
-                    name,
-                    version,
-                    ", ".join(have),
-                )
+        """Log the queued and waiting runs no live worker serves (a deploy dropped their
+        version, or no worker has their workflow)."""
+        await presence.report_unserved(self.app, self.name)
+
+    async def _announce(self) -> tuple[WorkerRecord, asyncio.Task[None]]:
+        """Enter the worker registry; the returned task keeps the row fresh."""
+        record = presence.worker_record(self.app, self.owner, self.name)
+        await presence.announce(self.app.store, record)
+        task = asyncio.create_task(
+            presence.keep_announced(self.app.store, record), name="tether-registry"
+        )
+        return record, task
+
+    async def _withdraw(self, registry: tuple[WorkerRecord, asyncio.Task[None]]) -> None:
+        record, task = registry
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await presence.withdraw(self.app.store, record)
 
     async def _execute(self, claim: Any) -> str:
         status = "error"
@@ -199,6 +211,24 @@ class Worker:
     async def _pause(stop: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
+
+    async def _watch_cancels(self) -> None:
+        """Interrupt runs cancelled from another process within about `_CANCEL_WATCH` seconds
+        (the heartbeat alone notices a cancel only every third of the lease): one cheap read
+        of the held runs' cancel requests, only while this worker holds runs."""
+        while True:
+            await asyncio.sleep(_CANCEL_WATCH)
+            if not self._active:
+                continue
+            try:
+                cancelled = await self.app.store.cancel_requests(self.owner)
+            except Exception as exc:
+                log.debug("worker %s: cancel watch failed (%s)", self.name, exc)
+                continue
+            for run_id in cancelled:
+                ctx = self.app.live_contexts.get(run_id)
+                if ctx is not None:
+                    ctx.request_cancel()
 
     async def _shutdown(self) -> None:
         if not self._active:

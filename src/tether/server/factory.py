@@ -23,7 +23,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from tether.engine.app import App
-from tether.errors import StoreUnavailable, TetherError, UnknownRun, UnknownWorkflow, UserError
+from tether.errors import (
+    StoreNotFound,
+    StoreUnavailable,
+    TetherError,
+    UnknownRun,
+    UnknownWorkflow,
+    UserError,
+)
 from tether.server import views
 
 HERE = Path(__file__).parent
@@ -198,8 +205,8 @@ def _install_error_handlers(api: FastAPI) -> None:
             return _error_response(request, 422, "UnknownWorkflow", str(exc), fields)
         if isinstance(exc, UserError):
             return _error_response(request, 400, type(exc).__name__, str(exc))
-        if isinstance(exc, StoreUnavailable):
-            return _error_response(request, 503, "StoreUnavailable", str(exc))
+        if isinstance(exc, StoreUnavailable | StoreNotFound):
+            return _error_response(request, 503, type(exc).__name__, str(exc))
         return _error_response(request, 500, type(exc).__name__, str(exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
@@ -242,7 +249,7 @@ def create_app(tether_app: App, *, allowed_hosts: Sequence[str] | None = None) -
     are the host names requests may be addressed to (``None`` or ``"*"``: any); `tether serve`
     sets them so that a rebinding DNS name cannot reach a dashboard bound to 127.0.0.1.
     """
-    from tether.server import approvals, pages, runs, stats
+    from tether.server import approvals, events, pages, runs, stats
 
     api = FastAPI(
         title="tether",
@@ -264,6 +271,7 @@ def create_app(tether_app: App, *, allowed_hosts: Sequence[str] | None = None) -
     _install_error_handlers(api)
     api.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
+    api.include_router(events.router)
     api.include_router(runs.router)
     api.include_router(pages.router)
     if api.state.features["approvals"]:

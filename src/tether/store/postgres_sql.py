@@ -29,6 +29,8 @@ from tether.store.base import (
     RunRecord,
     SignalRecord,
     StepRecord,
+    encode_waiting_for,
+    waiting_names,
 )
 
 Conn: TypeAlias = AsyncConnection[Any]
@@ -256,7 +258,9 @@ mail AS (
 woke AS (
     UPDATE runs r SET status = 'queued', wake_at = {NOW}, updated_at = {NOW}
       FROM target t
-     WHERE r.id = t.id AND t.status = 'waiting' AND t.waiting_for = %s
+     WHERE r.id = t.id AND t.status = 'waiting'
+       AND (t.waiting_for = %s
+            OR position(('|' || %s || '|') IN ('|' || t.waiting_for || '|')) > 0)
        AND EXISTS (SELECT 1 FROM mail)
     RETURNING {_R_COLUMNS})
 SELECT *, true FROM woke
@@ -275,7 +279,7 @@ async def send_signal(
     # `key` is the same for every retry of one send: a retry whose first attempt committed
     # inserts nothing, and notifies again in case the first attempt's NOTIFY was lost with it.
     # Without a key (a caller with its own idempotency guard) nothing is deduplicated.
-    cur = await conn.execute(_SEND_SIGNAL, (run_id, name, dumps(payload), key, name))
+    cur = await conn.execute(_SEND_SIGNAL, (run_id, name, dumps(payload), key, name, name))
     row = await cur.fetchone()
     if row is None:
         return None, False
@@ -304,7 +308,9 @@ async def cancel_run(conn: Conn, run_id: str, reason: str) -> Outcome:
     return await get_run(conn, run_id), False
 
 
-async def fork_run(conn: Conn, source_id: str, from_seq: int, new: NewRun) -> Outcome:
+async def fork_run(
+    conn: Conn, source_id: str, from_seq: int, new: NewRun, supersede: str | None = None
+) -> Outcome:
     (run, _, created), _ = await create_run(conn, new, None, 0.0)
     if created:
         await conn.execute(
@@ -313,6 +319,13 @@ async def fork_run(conn: Conn, source_id: str, from_seq: int, new: NewRun) -> Ou
             "WHERE run_id = %s AND seq < %s AND status = 'completed'",
             (new.id, source_id, from_seq),
         )
+        if supersede is not None:
+            # The fork takes the source's place: its unread mail moves along, the source stops.
+            await cancel_run(conn, source_id, supersede)
+            await conn.execute(
+                "UPDATE signals SET run_id = %s WHERE run_id = %s AND consumed_seq IS NULL",
+                (new.id, source_id),
+            )
     return run, True
 
 
@@ -705,8 +718,52 @@ def _completed(step: StepRecord, payload: Any) -> StepRecord:
     )
 
 
+_CONSUME_FIRST_SIGNAL = f"""
+WITH held AS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE),
+earlier AS (
+    SELECT id, name, payload, created_at FROM signals
+     WHERE run_id = %s AND consumed_seq = %s AND EXISTS (SELECT 1 FROM held)),
+taken AS (
+    UPDATE signals SET consumed_seq = %s WHERE id = (
+        SELECT id FROM signals
+         WHERE run_id = %s AND name = ANY(%b::text[]) AND consumed_seq IS NULL
+           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)
+         ORDER BY id LIMIT 1 FOR UPDATE)
+    RETURNING id, name, payload, created_at)
+SELECT * FROM earlier UNION ALL SELECT * FROM taken
+"""
+
+
+async def consume_first_signal(
+    conn: Conn, run_id: str, token: int, step: StepRecord, names: Sequence[str]
+) -> Outcome:
+    cur = await conn.execute(
+        _CONSUME_FIRST_SIGNAL, (run_id, token, run_id, step.seq, step.seq, run_id, list(names))
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None, False
+    signal_id, name, payload, created_at = row
+    value = loads(payload)
+    # Fenced above with the run row share-locked until our commit: this write lands.
+    await write_steps(conn, [(run_id, token, _completed(step, {"name": name, "payload": value}))])
+    return SignalRecord(signal_id, run_id, name, value, created_at, step.seq), False
+
+
+async def cancel_requests(conn: Conn, owner: str) -> frozenset[str]:
+    cur = await conn.execute(
+        "SELECT id FROM runs WHERE lease_owner = %s AND status = 'running' AND cancel_requested",
+        (owner,),
+    )
+    return frozenset(r[0] for r in await cur.fetchall())
+
+
 async def suspend_run(
-    conn: Conn, run_id: str, token: int, wake_at: float | None, waiting_for: str | None
+    conn: Conn,
+    run_id: str,
+    token: int,
+    wake_at: float | None,
+    waiting_for: str | Sequence[str] | None,
 ) -> Outcome:
     # Lock the run row, then look at the mailbox in a NEW statement: under READ COMMITTED it
     # takes a fresh snapshot, so a send_signal that committed while we waited for the lock is
@@ -724,11 +781,12 @@ async def suspend_run(
             return row[1], False  # our earlier attempt committed
         return None, False
     pending = False
-    if waiting_for is not None:
+    names = waiting_names(waiting_for)
+    if names:
         cur = await conn.execute(
-            "SELECT 1 FROM signals WHERE run_id = %s AND name = %s AND consumed_seq IS NULL "
-            "LIMIT 1",
-            (run_id, waiting_for),
+            "SELECT 1 FROM signals WHERE run_id = %s AND name = ANY(%b::text[]) "
+            "AND consumed_seq IS NULL LIMIT 1",
+            (run_id, names),
         )
         pending = await cur.fetchone() is not None
     status = "queued" if pending else "waiting"
@@ -736,7 +794,7 @@ async def suspend_run(
         f"UPDATE runs SET status = %s, wake_at = CASE WHEN %s THEN {NOW} ELSE %s END, "
         "waiting_for = %s, lease_owner = NULL, lease_expires = NULL, progress = NULL, "
         f"updated_at = {NOW} WHERE id = %s",
-        (status, pending, wake_at, waiting_for, run_id),
+        (status, pending, wake_at, encode_waiting_for(waiting_for), run_id),
     )
     return status, pending
 
