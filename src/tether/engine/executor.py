@@ -66,7 +66,8 @@ class RunExecutor:
                 error={
                     "type": "PoisonRun",
                     "message": (
-                        f"run {run.id} lost {claim.stalls} workers in a row{where} without "
+                        f"run {run.id} lost {claim.stalls} worker"
+                        f"{'s' if claim.stalls != 1 else ''} in a row{where} without "
                         f"journaling a step in between (max_recoveries={self._max_recoveries}); "
                         f"it probably crashes its worker (memory, a native crash in a step). "
                         f"Inspect it with `tether show {run.id}`, fix the cause, then "

@@ -4,8 +4,8 @@ No control plane: every worker takes over runs whose lease expired, so a dead wo
 replaced within one lease period. Leases of the runs it executes are renewed in one statement
 every third of the lease and retried quickly through store errors; a run's steps start only
 while its lease can be relied on (`tether.engine.lease`). A worker never claims a run it holds
-itself; one it stopped executing because the store failed it is handed back when the store
-answers again. On shutdown the worker stops claiming, lets in-flight runs finish for a grace
+itself; one it stopped executing (the store failed it, or a claim's answer was lost) is
+released when the store answers again or taken back by its next claim. On shutdown the worker stops claiming, lets in-flight runs finish for a grace
 period, then hands the rest back.
 """
 
@@ -85,6 +85,7 @@ class Worker:
         self.grace_period = grace_period
         self.leases = Leases(app.store, self.owner, app.lease_seconds, live=app.live_contexts)
         self._active: dict[str, asyncio.Task[str]] = {}
+        self._quarantined: set[str] = set()
         self._slot_freed = asyncio.Event()
         self.completed = 0
 
@@ -115,6 +116,9 @@ class Worker:
                             keys,
                             limit=min(free, _CLAIM_BATCH),
                             lease_seconds=app.lease_seconds,
+                            # Runs leased to us that we do not execute (a claim whose answer
+                            # was lost, a run dropped) come back with this claim.
+                            executing=self._active.keys() | self._quarantined,
                         )
                     except Exception as exc:
                         log.warning("worker %s: claim failed (%s); retrying", self.name, exc)
@@ -183,11 +187,14 @@ class Worker:
             return status
         except Exception:
             log.exception("worker %s: run %s crashed the executor", self.name, claim.run.id)
+            # Not taken back by our own claims (that would crash-loop here): its lease runs out
+            # and another worker takes it over, a stall if it makes no progress there either.
+            self._quarantined.add(claim.run.id)
             return status
         finally:
             if status == "dropped":
                 # Lost to a takeover (the fenced release changes nothing) or to a store that
-                # failed us: then nobody else may ever take it, as we never claim our own.
+                # failed us: released as soon as the store answers, for any worker to continue.
                 self.leases.hand_back(claim.run.id, claim.token)
             else:
                 self.leases.forget(claim.run.id)
