@@ -143,3 +143,22 @@ async def test_max_duration_with_on_exceed_suspend_parks_a_waiting_run(store_url
 async def _waits_for(app: tether.App, run_id: str, name: str) -> bool:
     run = await app.get_run_async(run_id)
     return run.status == "waiting" and run.waiting_for == name
+
+
+async def test_max_duration_fails_a_run_in_a_durable_retry_backoff(store_url: str) -> None:
+    app = tether.App(store_url)
+
+    @app.step(retry=tether.Retry(max_attempts=5, initial_delay=3600, max_delay=3600))
+    async def flaky() -> str:
+        raise ConnectionError("provider down")
+
+    @app.workflow
+    async def retries(ctx: tether.Context) -> str:
+        return await flaky()
+
+    async with worker(app):
+        handle = await app.start_async("retries", budget=tether.Budget(max_duration=1.0))
+        # The first retry is an hour away (a durable sleep); the budget runs out in a second.
+        await until(lambda: _is(app, handle.id, "failed"), timeout=20)
+    info = await app.get_run_async(handle.id)
+    assert info.error and info.error["type"] == "BudgetExceeded"

@@ -607,9 +607,10 @@ class Context:
                 )
             failures, carried, first_started = rec.attempts, Usage.from_dict(rec.usage), rec.started_at
             if rec.wake_at is not None and rec.wake_at > time.time():
+                self._check_duration()  # woken by max_duration before the backoff ended
                 remaining = rec.wake_at - time.time()
                 if remaining >= retry.durable_after:
-                    raise self._stop(Suspend(wake_at=rec.wake_at))
+                    raise self._stop(Suspend(wake_at=self._wake_within_budget(rec.wake_at)))
                 await asyncio.sleep(remaining)
                 self._check_live()
         loop = asyncio.get_running_loop()
@@ -682,7 +683,7 @@ class Context:
                     wake = time.time() + delay
                     await self._write(_replace(entry, status="retrying", wake_at=wake))
                     if delay >= retry.durable_after:
-                        raise self._stop(Suspend(wake_at=wake)) from None
+                        raise self._stop(Suspend(wake_at=self._wake_within_budget(wake))) from None
                     await self._interruptible(seq, asyncio.sleep(delay))
                     self._check_live()
                     continue
