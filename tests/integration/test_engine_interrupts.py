@@ -162,3 +162,4 @@ async def test_max_duration_fails_a_run_in_a_durable_retry_backoff(store_url: st
         await until(lambda: _is(app, handle.id, "failed"), timeout=20)
     info = await app.get_run_async(handle.id)
     assert info.error and info.error["type"] == "BudgetExceeded"
+

@@ -435,7 +435,12 @@ class Context:
             return await work  # pragma: no cover - a step always runs in a task
         self._step_tasks[seq] = task
         try:
-            return await work
+            result = await work
+            if self._interrupt is not None and task.cancelling():
+                # The step swallowed our cancellation and returned: the run still stops.
+                task.uncancel()
+                raise self._stop(self._interrupt)
+            return result
         except asyncio.CancelledError:
             if self._interrupt is None:
                 raise
