@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.control import CancelRun, DropRun, Suspend
+from tether.engine.interrupts import StepInterrupts
 from tether.engine.registry import StepDef, make_step
 from tether.engine.retry import NO_RETRY, Retry
 from tether.engine.serde import Decoder, to_jsonable
@@ -138,10 +139,7 @@ class Context:
         self._running: dict[int, dict[str, Any]] = {}
         self._stopping: BaseException | None = None
         self._cancel_requested = False
-        self._step_tasks: dict[int, asyncio.Task[Any]] = {}
-        """The task running each step's function right now (what an interrupt cancels)."""
-        self._interrupt: BaseException | None = None
-        """Why running steps were interrupted: a cancel, or the run's max_duration."""
+        self._interrupts = StepInterrupts(self._stop)
         self.fatal: BaseException | None = None
         """A failure the run must end with even if workflow code caught it."""
 
@@ -345,7 +343,7 @@ class Context:
         if self._cancel_requested:
             return  # a second cancel must not interrupt the steps' cleanup again
         self._cancel_requested = True
-        self._interrupt_steps(CancelRun())
+        self._interrupts.interrupt(CancelRun())
 
     def check_returned(self) -> None:
         """Called when the workflow function returned: an operation that stopped the run (a
@@ -407,48 +405,6 @@ class Context:
         if self._cancel_requested:
             raise CancelRun()
 
-    def _interrupt_steps(self, reason: BaseException) -> None:
-        if self._interrupt is not None:
-            return  # interrupted once: the steps' cleanup must not be cancelled again
-        self._interrupt = reason
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        for task in list(self._step_tasks.values()):
-            loop = task.get_loop()
-            if loop is running:
-                task.cancel()
-            else:  # app.cancel() from another thread than the worker's loop
-                loop.call_soon_threadsafe(task.cancel)
-
-    async def _interruptible(self, seq: int, work: Awaitable[Any]) -> Any:
-        """Await a step's function (or its retry backoff) so that an interrupt cancels it and
-        stops the run with the interrupt's reason. A cancel that is not ours (the worker
-        shutting down) propagates unchanged."""
-        task = asyncio.current_task()
-        if self._interrupt is not None or task is None:
-            if inspect.iscoroutine(work):
-                work.close()
-            if self._interrupt is not None:
-                raise self._stop(self._interrupt)
-            return await work  # pragma: no cover - a step always runs in a task
-        self._step_tasks[seq] = task
-        try:
-            result = await work
-            if self._interrupt is not None and task.cancelling():
-                # The step swallowed our cancellation and returned: the run still stops.
-                task.uncancel()
-                raise self._stop(self._interrupt)
-            return result
-        except asyncio.CancelledError:
-            if self._interrupt is None:
-                raise
-            task.uncancel()
-            raise self._stop(self._interrupt) from None
-        finally:
-            self._step_tasks.pop(seq, None)
-
     def _duration_deadline(self) -> float | None:
         """When the run's ``max_duration`` runs out (epoch seconds), if it has one."""
         limit = self._budget.duration_seconds if self._budget is not None else None
@@ -465,7 +421,7 @@ class Context:
         try:
             self._check_duration()
         except BaseException as exc:  # BudgetExceeded, or Suspend when on_exceed="suspend"
-            self._interrupt_steps(exc)
+            self._interrupts.interrupt(exc)
 
     def _wake_within_budget(self, wake_at: float | None) -> float | None:
         """A suspension wakes at the latest when ``max_duration`` runs out, so the budget
@@ -653,12 +609,12 @@ class Context:
                     meta=dict(meta or {}),
                 )
                 try:
-                    result = await self._interruptible(
+                    result = await self._interrupts.guard(
                         seq, self._invoke(fn, args, kwargs, is_async, timeout, step_ctx)
                     )
                     output = to_jsonable(result, what=f"the result of step {name!r}")
                 except (Exception, SystemExit) as exc:
-                    if exc is self._interrupt:  # max_duration ran out: not the step's failure
+                    if exc is self._interrupts.reason:  # max_duration ran out, not a failure
                         raise
                     # sys.exit() in a step (or a library calling it) fails the step; left to
                     # propagate it would end the worker process and every run it holds.
@@ -689,7 +645,7 @@ class Context:
                     await self._write(_replace(entry, status="retrying", wake_at=wake))
                     if delay >= retry.durable_after:
                         raise self._stop(Suspend(wake_at=self._wake_within_budget(wake))) from None
-                    await self._interruptible(seq, asyncio.sleep(delay))
+                    await self._interrupts.guard(seq, asyncio.sleep(delay))
                     self._check_live()
                     continue
                 usage = carried + step_ctx.usage

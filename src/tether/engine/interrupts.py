@@ -1,0 +1,76 @@
+"""Interrupting running steps: what a cancel, or a run's ``max_duration`` running out, does to
+the steps of the run that are executing right now.
+
+1. A step's function (and its in-process retry backoff) is awaited through `StepInterrupts.guard`,
+   which notes the task awaiting it.
+2. `StepInterrupts.interrupt` records why and cancels those tasks. An ``async`` step sees
+   `asyncio.CancelledError` at the await it is in, so its ``finally`` blocks and context
+   managers run. A plain ``def`` step runs in a thread, which cannot be interrupted: the task
+   stops awaiting the thread's future, so the thread is abandoned and its late result is
+   discarded, never journaled.
+3. `guard` turns that cancellation into the interrupt's reason (`CancelRun`, `BudgetExceeded`,
+   or a budget `Suspend`) through the context's `stop`, so the run ends the way the reason
+   says. A cancellation that is not an interrupt (the worker shutting down) passes unchanged,
+   and a step that swallows the cancellation and returns still stops the run.
+
+An interrupt happens once per run execution: a second one would cancel the steps' cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+class StepInterrupts:
+    """The tasks running one run's steps, and why they were interrupted (once they were)."""
+
+    def __init__(self, stop: Callable[[BaseException], BaseException]) -> None:
+        self._stop = stop
+        """The context's `_stop`: records the signal that stops the run, returns the first."""
+        self._tasks: dict[int, asyncio.Task[Any]] = {}
+        self.reason: BaseException | None = None
+        """Why the steps were interrupted; later steps stop at once with it."""
+
+    def interrupt(self, reason: BaseException) -> None:
+        """Cancel the steps running now (safe to call from any thread)."""
+        if self.reason is not None:
+            return
+        self.reason = reason
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for task in list(self._tasks.values()):
+            loop = task.get_loop()
+            if loop is running:
+                task.cancel()
+            else:  # app.cancel() from another thread than the worker's loop
+                loop.call_soon_threadsafe(task.cancel)
+
+    async def guard(self, seq: int, work: Awaitable[Any]) -> Any:
+        """Await the work of step `seq` so that an interrupt stops it (see the module doc)."""
+        task = asyncio.current_task()
+        if self.reason is not None or task is None:
+            if inspect.iscoroutine(work):
+                work.close()
+            if self.reason is not None:
+                raise self._stop(self.reason)
+            return await work  # pragma: no cover - a step always runs in a task
+        self._tasks[seq] = task
+        try:
+            result = await work
+            if self.reason is not None and task.cancelling():
+                # The step swallowed our cancellation and returned: the run still stops.
+                task.uncancel()
+                raise self._stop(self.reason)
+            return result
+        except asyncio.CancelledError:
+            if self.reason is None:
+                raise
+            task.uncancel()
+            raise self._stop(self.reason) from None
+        finally:
+            self._tasks.pop(seq, None)
