@@ -140,6 +140,9 @@ class Context:
         self._stopping: BaseException | None = None
         self._cancel_requested = False
         self._interrupts = StepInterrupts(self._stop)
+        self.interrupted: list[dict[str, Any]] = []
+        """The steps a cancel cut short (``seq``, ``name``, ``kind``): none is journaled, so
+        the run's error names them."""
         self.fatal: BaseException | None = None
         """A failure the run must end with even if workflow code caught it."""
 
@@ -343,6 +346,10 @@ class Context:
         if self._cancel_requested:
             return  # a second cancel must not interrupt the steps' cleanup again
         self._cancel_requested = True
+        self.interrupted = [
+            {"seq": op["seq"], "name": op["name"], "kind": op["kind"]}
+            for _, op in sorted(self._running.items())
+        ]
         self._interrupts.interrupt(CancelRun())
 
     def check_returned(self) -> None:
