@@ -356,8 +356,9 @@ class Context:
         """Called when the workflow function returned: an operation that stopped the run (a
         suspension, a cancel, a lost lease) still applies even if workflow code swallowed it.
 
-        A swallowed suspension is an error, not a success: ``asyncio.wait`` (or a task left
-        unawaited, or ``except BaseException``) hid it, and the workflow returned without the
+        A swallowed suspension is an error, not a success: ``asyncio.wait`` (or
+        ``gather(return_exceptions=True)``, a task left unawaited, ``except BaseException``) hid
+        it, and the workflow returned without the
         outcome it was waiting for."""
         stopping = self._stopping
         if stopping is None:
@@ -373,8 +374,8 @@ class Context:
             error = UserError(
                 f"run {self.run_id}: workflow {self.workflow!r} returned while one of its "
                 f"operations had suspended the run (waiting for {what}); asyncio.wait, "
-                "asyncio.wait_for, a task left unawaited or `except BaseException` hid the "
-                "suspension. Await ctx operations directly; to wait for the first of several "
+                "gather(return_exceptions=True), a task left unawaited or `except "
+                "BaseException` hid the suspension. Await ctx operations directly; to wait for the first of several "
                 "signals use `await ctx.wait_for_any([...])`"
             )
             self.fatal = error
