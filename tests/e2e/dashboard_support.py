@@ -22,6 +22,7 @@ import pytest
 import tether
 from tests.conftest import free_port
 from tether.server import create_app
+from tether.server.auth import Auth
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -113,13 +114,14 @@ class Worker:
 class Server:
     """uvicorn serving `create_app(app)` on 127.0.0.1 and a free port, on a thread."""
 
-    def __init__(self, app: tether.App) -> None:
+    def __init__(self, app: tether.App, auth: Auth | None = None) -> None:
         import uvicorn
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(app), host="127.0.0.1", port=self.port, log_level="warning"
+            create_app(app, auth=auth or Auth(local_user="tester")), host="127.0.0.1",
+            port=self.port, log_level="warning", proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="e2e-server", daemon=True)
@@ -143,14 +145,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float, message: str) -> No
 
 @contextlib.contextmanager
 def dashboard(
-    tmp_path: Path, make: Callable[[str], tether.App] = build
+    tmp_path: Path, make: Callable[[str], tether.App] = build, auth: Auth | None = None
 ) -> Iterator[tuple[str, tether.App]]:
     """A server and a worker on one fresh SQLite store, each with its own App made by `make`;
-    yields the base URL and a third App to drive and inspect runs with."""
+    yields the base URL and a third App to drive and inspect runs with. The server runs in
+    local mode as ``tester`` unless `auth` says otherwise (principals in the store also end
+    local mode)."""
     url = f"sqlite:///{tmp_path / 'dashboard.db'}"
     client_app = make(url)
     worker_app = make(url)
-    server = Server(make(url))
+    server = Server(make(url), auth)
     worker = Worker(worker_app)
     server.start()
     worker.start()

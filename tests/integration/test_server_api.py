@@ -14,8 +14,12 @@ from fastapi.testclient import TestClient
 
 import tether
 from tether.server import create_app
+from tether.server.auth import Auth
 
 pytestmark = pytest.mark.timeout(60)
+
+LOCAL = Auth(local_user="tester")
+"""Local mode: no principals in the store, every request acts as this OS user."""
 
 JSON = {"Content-Type": "application/json"}
 
@@ -65,7 +69,7 @@ def app(store_url: str) -> Iterator[tether.App]:
 
 @pytest.fixture
 def client(app: tether.App) -> Iterator[TestClient]:
-    with TestClient(create_app(app), base_url="http://127.0.0.1:8000") as client:
+    with TestClient(create_app(app, auth=LOCAL), base_url="http://127.0.0.1:8000") as client:
         yield client
 
 
@@ -257,7 +261,7 @@ def test_health_and_openapi(client: TestClient) -> None:
 
 def test_only_the_allowed_host_names_are_served(app: tether.App) -> None:
     # A DNS name rebound to 127.0.0.1 would make an attacker's page "same origin".
-    api = create_app(app, allowed_hosts=["127.0.0.1", "localhost", "::1"])
+    api = create_app(app, allowed_hosts=["127.0.0.1", "localhost", "::1"], auth=LOCAL)
     with TestClient(api, base_url="http://127.0.0.1:8000") as client:
         assert client.get("/api/runs").status_code == 200
         assert client.get("/api/runs", headers={"Host": "[::1]:8000"}).status_code == 200
@@ -277,7 +281,7 @@ def test_failures_answer_in_the_same_json_shape(
 
     monkeypatch.setattr(app, "get_run_async", unreachable)
     monkeypatch.setattr(app, "list_runs_async", broken)
-    with TestClient(create_app(app), raise_server_exceptions=False) as client:
+    with TestClient(create_app(app, auth=LOCAL), raise_server_exceptions=False) as client:
         down = client.get("/api/runs/r-1")
         assert down.status_code == 503
         assert down.json()["error"] == {
@@ -308,7 +312,7 @@ def test_features_follow_what_the_store_can_do(app: tether.App, monkeypatch: pyt
             return getattr(self._store, name)
 
     monkeypatch.setattr(app, "store", RunsOnly(app.store))
-    with TestClient(create_app(app)) as client:
+    with TestClient(create_app(app, auth=LOCAL)) as client:
         assert client.get("/api/health").json()["features"] == {"approvals": False, "stats": False}
         assert client.get("/runs").status_code == 200
         assert client.get("/approvals").status_code == 404

@@ -15,10 +15,12 @@ from fastapi.testclient import TestClient
 
 import tether
 from tests.integration.trust_workflows import make_app
+from tether.access.principals import create_principal
 from tether.server import create_app
-from tether.trust.gate import STARTED_BY_LABEL
+from tether.server.auth import Auth
 
 pytestmark = pytest.mark.timeout(60)
+
 
 INPUT = {"to": "ceo@acme.com", "body": "Hi, we cut freight costs 12% for Globex."}
 
@@ -36,8 +38,19 @@ def app(store_url: str, outbox: list[dict[str, Any]]) -> Iterator[tether.App]:
 
 
 @pytest.fixture
-def client(app: tether.App) -> Iterator[TestClient]:
-    with TestClient(create_app(app)) as client:
+def tokens(app: tether.App) -> dict[str, dict[str, str]]:
+    """Bearer headers of reviewers alice and carol, and bob (operator and reviewer)."""
+    made: dict[str, dict[str, str]] = {}
+    for name, roles in (("alice", "reviewer"), ("carol", "reviewer"), ("bob", "operator,reviewer")):
+        _, token = app.portal.run(create_principal(app.store, name, roles))
+        made[name] = {"Authorization": f"Bearer {token}"}
+    return made
+
+
+@pytest.fixture
+def client(app: tether.App, tokens: dict[str, dict[str, str]]) -> Iterator[TestClient]:
+    """A client signed in as alice (a reviewer of every category)."""
+    with TestClient(create_app(app, auth=Auth()), headers=tokens["alice"]) as client:
         yield client
 
 
@@ -74,12 +87,13 @@ def test_pending_requests_carry_the_action_checks_and_context(
 
 
 def test_approve_with_edits_runs_the_tool_once_with_the_edited_arguments(
-    app: tether.App, client: TestClient, outbox: list[dict[str, Any]]
+    app: tether.App, client: TestClient, outbox: list[dict[str, Any]],
+    tokens: dict[str, dict[str, str]],
 ) -> None:
     run_id, approval_id = under_review(app)
     response = client.post(
         f"/api/approvals/{approval_id}/approve",
-        json={"reviewer": "alice", "edits": {"subject": "Freight costs at Acme"}},
+        json={"edits": {"subject": "Freight costs at Acme"}},
     )
     assert response.status_code == 200, response.text
     decided = response.json()
@@ -92,7 +106,9 @@ def test_approve_with_edits_runs_the_tool_once_with_the_edited_arguments(
     assert app.get_run(run_id).status == "queued"  # the decision woke the run
     assert resume(app, run_id).status == "succeeded"
     assert [(m["subject"], m["body"]) for m in outbox] == [("Freight costs at Acme", INPUT["body"])]
-    again = client.post(f"/api/approvals/{approval_id}/reject", json={"reviewer": "carol", "reason": "late"})
+    again = client.post(
+        f"/api/approvals/{approval_id}/reject", json={"reason": "late"}, headers=tokens["carol"]
+    )
     assert again.status_code == 409
     assert approval_id in again.json()["error"]["message"]
 
@@ -103,7 +119,7 @@ def test_edits_that_fail_the_tools_schema_are_refused_and_the_request_stays_pend
     _, approval_id = under_review(app)
     response = client.post(
         f"/api/approvals/{approval_id}/approve",
-        json={"reviewer": "alice", "edits": {"to": "not an address"}},
+        json={"edits": {"to": "not an address"}},
     )
     assert response.status_code == 422
     error = response.json()["error"]
@@ -118,7 +134,7 @@ def test_reject_sends_the_reason_back_to_the_agent(
     run_id, approval_id = under_review(app)
     response = client.post(
         f"/api/approvals/{approval_id}/reject",
-        json={"reviewer": "alice", "reason": "do not name other customers"},
+        json={"reason": "do not name other customers"},
     )
     assert response.status_code == 200 and response.json()["status"] == "rejected"
     info = resume(app, run_id)
@@ -126,22 +142,31 @@ def test_reject_sends_the_reason_back_to_the_agent(
     assert "do not name other customers" in str(info.output["results"][0]["reason"])
 
 
-def test_the_runs_starter_cannot_approve_it(app: tether.App, client: TestClient) -> None:
-    _, approval_id = under_review(app, labels={STARTED_BY_LABEL: "bob"})
-    response = client.post(f"/api/approvals/{approval_id}/approve", json={"reviewer": "bob"})
-    assert response.status_code == 422
-    assert "bob" in response.json()["error"]["message"]
+def test_the_runs_starter_cannot_approve_it(
+    app: tether.App, client: TestClient, tokens: dict[str, dict[str, str]]
+) -> None:
+    _, approval_id = under_review(app, started_by="bob")
+    response = client.post(
+        f"/api/approvals/{approval_id}/approve", json={}, headers=tokens["bob"]
+    )
+    assert response.status_code == 403
+    assert "bob started run" in response.json()["error"]["message"]
     assert client.get(f"/api/approvals/{approval_id}").json()["status"] == "pending"
+
+
+def test_the_reviewer_is_never_a_field_of_the_body(app: tether.App, client: TestClient) -> None:
+    _, approval_id = under_review(app)
+    named = client.post(f"/api/approvals/{approval_id}/approve", json={"reviewer": "mallory"})
+    assert named.status_code == 422
+    assert named.json()["error"]["fields"][0]["field"] == "reviewer"
+    assert client.post(f"/api/approvals/{approval_id}/approve", json={}).json()["decided_by"] == "alice"
 
 
 def test_bad_decisions_name_what_is_wrong(app: tether.App, client: TestClient) -> None:
     _, approval_id = under_review(app)
-    missing = client.post(f"/api/approvals/{approval_id}/approve", json={})
-    assert missing.status_code == 422
-    assert missing.json()["error"]["fields"][0]["field"] == "reviewer"
-    no_reason = client.post(f"/api/approvals/{approval_id}/reject", json={"reviewer": "a"})
+    no_reason = client.post(f"/api/approvals/{approval_id}/reject", json={})
     assert no_reason.json()["error"]["fields"][0]["field"] == "reason"
-    unknown = client.post("/api/approvals/nope/approve", json={"reviewer": "alice"})
+    unknown = client.post("/api/approvals/nope/approve", json={})
     assert unknown.status_code == 404 and "'nope'" in unknown.json()["error"]["message"]
     status = client.get("/api/approvals", params={"status": "maybe"})
     assert status.status_code == 422 and status.json()["error"]["fields"][0]["field"] == "status"

@@ -15,8 +15,12 @@ from fastapi.testclient import TestClient
 import tether
 from tests.integration.test_server_api import build, waiting_run
 from tether.server import create_app
+from tether.server.auth import Auth
 
 pytestmark = pytest.mark.timeout(60)
+
+LOCAL = Auth(local_user="tester")
+"""Local mode: no principals in the store, every request acts as this OS user."""
 
 
 @pytest.fixture
@@ -28,7 +32,7 @@ def app(sqlite_url: str) -> Iterator[tether.App]:
 
 @pytest.fixture
 def client(app: tether.App) -> Iterator[TestClient]:
-    with TestClient(create_app(app)) as client:
+    with TestClient(create_app(app, auth=LOCAL)) as client:
         yield client
 
 

@@ -14,9 +14,13 @@ from fastapi.testclient import TestClient
 import tether
 from tether.observe import names as n
 from tether.server import create_app
+from tether.server.auth import Auth
 from tether.store.base import NewRun
 
 pytestmark = pytest.mark.timeout(60)
+
+LOCAL = Auth(local_user="tester")
+"""Local mode: no principals in the store, every request acts as this OS user."""
 
 
 def build(store_url: str) -> tether.App:
@@ -52,7 +56,7 @@ def app(store_url: str) -> Iterator[tether.App]:
 
 @pytest.fixture
 def client(app: tether.App) -> Iterator[TestClient]:
-    with TestClient(create_app(app)) as client:
+    with TestClient(create_app(app, auth=LOCAL)) as client:
         yield client
 
 

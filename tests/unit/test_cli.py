@@ -11,9 +11,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import tether
-from tether.cli import runs as _runs  # noqa: F401 - registers the commands
+from tether.cli import audit as _audit  # noqa: F401 - registers the commands
+from tether.cli import runs as _runs  # noqa: F401
 from tether.cli import worker as _worker  # noqa: F401
 from tether.cli.common import cli
+from tether.engine.app import login_name
 
 
 @pytest.fixture
@@ -297,7 +299,10 @@ def test_runs_and_show_say_a_run_whose_worker_vanished_is_stuck(app: tether.App)
         return claim.run.id
 
     run_id = app.portal.run(abandoned())
-    time.sleep(0.1)  # the lease lapses and no worker takes the run over
+    expires = app.get_run(run_id).lease_expires
+    assert expires is not None
+    while time.time() <= expires.timestamp():  # the lease lapses; no worker takes the run over
+        time.sleep(0.01)
     listed = json.loads(invoke(app, "runs", "--json").stdout)
     health = next(r["health"] for r in listed if r["id"] == run_id)
     assert health["verdict"] == "stuck"
@@ -311,4 +316,39 @@ def test_start_records_who_started_the_run(app: tether.App) -> None:
     result = invoke(app, "start", "greet", "--input", '{"who": "acme"}', "--as", "dana")
     assert result.exit_code == 0, result.output
     info = app.get_run(result.stdout.strip())
-    assert info.labels["tether.started_by"] == "dana"
+    assert info.started_by == "dana"
+    assert "tether.started_by" not in info.labels  # tether's own label is not a user label
+
+
+def test_start_without_user_still_records_the_os_login(
+    app: tether.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # $USER unset used to record no starter at all, so anyone could approve the run.
+    for name in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    result = invoke(app, "start", "greet", "--input", '{"who": "acme"}')
+    assert result.exit_code == 0, result.output
+    info = app.get_run(result.stdout.strip())
+    assert info.started_by == login_name() and info.started_by
+    shown = invoke(app, "show", info.id, "--json")
+    assert '"started_by"' in shown.stdout and "tether.started_by" not in shown.stdout
+
+
+def test_cli_mutations_are_in_the_audit_trail(app: tether.App) -> None:
+    waiting = app.run("approval", {"who": "acme"})
+    assert invoke(app, "signal", waiting.id, "nudge").exit_code == 0
+    assert invoke(app, "cancel", waiting.id, "--reason", "duplicate").exit_code == 0
+    assert invoke(app, "signal", waiting.id, "late").exit_code == 2  # the run ended: refused
+    started = invoke(app, "start", "greet", "--input", '{"who": "x"}', "--as", "dana")
+    assert started.exit_code == 0, started.output
+    result = invoke(app, "audit", "--json")
+    assert result.exit_code == 0, result.output
+    trail = [(e["principal"], e["action"], e["target"], e["outcome"], e["via"])
+             for e in reversed(json.loads(result.stdout))]
+    me = login_name()
+    assert trail == [
+        (me, "run.signal", waiting.id, "ok", "cli"),
+        (me, "run.cancel", waiting.id, "ok", "cli"),
+        (me, "run.signal", waiting.id, "failed", "cli"),
+        ("dana", "run.start", started.stdout.strip(), "ok", "cli"),
+    ]

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+
 import typer
 
-from tether.cli.common import APP_HELP, STORE_HELP, cli, err_console, handle_errors, load_app
+from tether.cli.common import (
+    APP_HELP,
+    STORE_HELP,
+    cli,
+    err_console,
+    handle_errors,
+    load_app,
+    open_sqlite_now,
+    require_store,
+)
+from tether.errors import StoreNotFound, UserError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @cli.command()
 @handle_errors
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Interface to bind. The dashboard has no login: "
-                             "keep 127.0.0.1 unless an authenticating proxy is in front."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind. Any other than loopback "
+                             "needs principals (`tether tokens create`)."),
     port: int = typer.Option(8000, help="TCP port."),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
     app: str | None = typer.Option(None, "--app", help=APP_HELP + " (lets the API start its "
@@ -21,22 +44,58 @@ def serve(
     allowed_host: list[str] = typer.Option(
         [], "--allowed-host", help="Another host name the server may be reached by (e.g. the "
         "proxy's); repeatable; '*' allows any. Loopback names and --host are always allowed."),
+    auth_header: list[str] = typer.Option(
+        [], "--auth-header", help="Header a trusted SSO proxy sets to the signed-in user, e.g. "
+        "X-Forwarded-User or X-Forwarded-Email (repeatable); it names a principal"),
+    trusted_proxy: list[str] = typer.Option(
+        [], "--trusted-proxy", help="Address or network of the reverse proxy whose "
+        "--auth-header and X-Forwarded-* headers are believed (repeatable)"),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
+    create: bool = typer.Option(
+        False, "--create", help="Create the SQLite store if it does not exist yet (by default "
+        "serve refuses: a wrong path would show an empty dashboard)"),
 ) -> None:
     """Serve the JSON API (/api) and the web dashboard for the store's runs and approvals."""
     import uvicorn
 
+    from tether.engine.app import login_name
     from tether.server import create_app
+    from tether.server.auth import Auth
 
     tether_app = load_app(app, store)
-    if host not in LOOPBACK:
+    if not create:
+        try:
+            require_store(tether_app)
+        except StoreNotFound as exc:
+            raise StoreNotFound(f"{exc}; or pass --create to start with an empty one") from None
+    open_sqlite_now(tether_app)
+    loopback = is_loopback(host)
+    configured = tether_app.portal.run(tether_app.store.has_principals())
+    if not configured and not loopback:
+        raise UserError(
+            f"refusing to serve on {host} without authentication: no principals are configured. "
+            "Create one with `tether tokens create NAME --role admin` (then sign in with its "
+            "token), or bind 127.0.0.1 for local mode"
+        )
+    auth = Auth(
+        local_user=login_name() if loopback else None,
+        identity_headers=auth_header,
+        trusted_proxies=trusted_proxy,
+        session_secret=os.environ.get("TETHER_SESSION_SECRET"),
+    )
+    if not configured:
         err_console.print(
-            f"[yellow]warning:[/] serving on {host}: the dashboard has no authentication; "
-            "anyone who can reach this port can signal and cancel runs",
-            highlight=False,
+            f"[bold yellow]LOCAL MODE:[/] no principals configured; no sign-in, every action is "
+            f"recorded as {login_name()}. Loopback only. Set up tokens: "
+            "`tether tokens create NAME --role admin`",
+            highlight=False, soft_wrap=True,
         )
     err_console.print(f"tether dashboard on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
     hosts = [*LOOPBACK, *allowed_host] + ([] if host in ("0.0.0.0", "::") else [host])
     uvicorn.run(
-        create_app(tether_app, allowed_hosts=hosts), host=host, port=port, log_level=log_level
+        create_app(tether_app, allowed_hosts=hosts, auth=auth), host=host, port=port,
+        log_level=log_level,
+        # The peer address must be the real TCP peer: trusted-proxy checks depend on it, and
+        # uvicorn would otherwise take it from an X-Forwarded-For anyone on loopback can send.
+        proxy_headers=False,
     )

@@ -15,6 +15,7 @@ from tether.cli.common import (
     APP_HELP,
     JSON_HELP,
     STORE_HELP,
+    audited,
     cli,
     console,
     handle_errors,
@@ -105,9 +106,12 @@ def approve(
     if edits is not None and not isinstance(edits, dict):
         raise UserError('--edit must be a JSON object of argument names to values, e.g. '
                         '\'{"body": "new text"}\'')
-    approval = load_app(None, store).approve(
-        approval_id, reviewer=reviewer_name(reviewer), edits=edits
-    )
+    who = reviewer_name(reviewer)
+    application = load_app(None, store)
+    action = "approval.edit" if edits else "approval.approve"
+    detail = {"edits": sorted(edits)} if edits else None
+    with audited(application, action, approval_id, who, detail):
+        approval = application.approve(approval_id, reviewer=who, edits=edits)
     changed = f" with edits to {', '.join(approval.changes)}" if approval.changes else ""
     console.print(
         f"approved {approval.id}{changed} as {approval.decided_by}; run {approval.run_id} "
@@ -125,9 +129,10 @@ def reject(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Reject a request; the reason goes back to the agent."""
-    approval = load_app(None, store).reject(
-        approval_id, reviewer=reviewer_name(reviewer), reason=reason
-    )
+    who = reviewer_name(reviewer)
+    application = load_app(None, store)
+    with audited(application, "approval.reject", approval_id, who, {"reason": reason}):
+        approval = application.reject(approval_id, reviewer=who, reason=reason)
     console.print(
         f"rejected {approval.id} as {approval.decided_by}; run {approval.run_id} resumes "
         f"and its agent gets the reason",

@@ -27,6 +27,8 @@ from typing import Any, cast
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.control import CancelRun, DropRun, Suspend
 from tether.engine.interrupts import StepInterrupts
+from tether.engine.lease import Leases
+from tether.engine.ledger import OVERSHOOT, Ledger, Reservation, window_exceeded
 from tether.engine.registry import StepDef, make_step
 from tether.engine.retry import NO_RETRY, Retry
 from tether.engine.serde import Decoder, to_jsonable
@@ -38,7 +40,7 @@ from tether.errors import (
     StoreUnavailable,
     UserError,
 )
-from tether.store.base import WAIT_SEPARATOR, RunRecord, StepRecord, Store
+from tether.store.base import WAIT_SEPARATOR, RunRecord, SpendWindow, StepRecord, Store
 
 _current: ContextVar[Context | None] = ContextVar("tether_context", default=None)
 _current_step: ContextVar[StepContext | None] = ContextVar("tether_step", default=None)
@@ -119,8 +121,10 @@ class Context:
         executor: Executor | None = None,
         app: Any = None,
         replay_only: bool = False,
+        leases: Leases | None = None,
     ) -> None:
         self.app = app
+        self._leases = leases
         self._replay_only = replay_only
         """The `tether.App` executing this run (upper layers read their configuration from it)."""
         self._run = run
@@ -131,6 +135,7 @@ class Context:
         self._executor = executor
         self._seq = 0
         self._usage = ZERO
+        self._ledger = Ledger(store, run.id, token)
         for rec in journal:
             if rec.usage:
                 self._usage = self._usage + Usage.from_dict(rec.usage)
@@ -145,6 +150,13 @@ class Context:
         the run's error names them."""
         self.fatal: BaseException | None = None
         """A failure the run must end with even if workflow code caught it."""
+        self._events = None if replay_only else getattr(app, "run_events", None)
+        if journal:
+            self.emit_event("resumed", data={"fencing": token},
+                            key=f"{run.id}:resumed:{token}")
+        else:
+            self.emit_event("run_started", data={"workflow": run.workflow},
+                            key=f"{run.id}:started")
 
     # --- what the workflow may read ---------------------------------------------------------------
 
@@ -239,9 +251,13 @@ class Context:
         estimate: Usage = ZERO,
         budgets: tuple[tuple[Budget, Usage, str], ...] = (),
         record_input: Any = None,
+        windows: tuple[SpendWindow, ...] = (),
     ) -> Coroutine[Any, Any, Any]:
         """The general form of a step, for upper layers (agents record model and tool calls
-        with it). `budgets` are extra ``(budget, spent, scope)`` checks, e.g. per agent node."""
+        with it). `estimate` is the step's worst case: it is reserved against the run's budget,
+        the extra ``(budget, spent, scope)`` `budgets` (e.g. an agent node's) and the spend
+        `windows` before the step runs, and released once its outcome is journaled (see
+        `tether.engine.ledger`)."""
         seq = self._next_seq()
         if is_async is None:
             is_async = inspect.iscoroutinefunction(fn)
@@ -260,6 +276,7 @@ class Context:
             estimate,
             budgets,
             record_input,
+            windows,
         )
 
     async def branches(self, calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
@@ -331,6 +348,33 @@ class Context:
             value = str(rec.output)
         return uuid_module.UUID(value)
 
+    def emit_event(
+        self, kind: str, *, seq: int | None = None, data: dict[str, Any] | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Add an event to the run's stream (`tether.engine.events`). Give events about the
+        journal a `key` derived from the run and sequence number: a replay emits them again
+        and the stream keeps them once."""
+        if self._events is not None:
+            self._events.emit(self.run_id, kind, seq=seq, data=data, key=key)
+
+    def _emit_step(self, kind: str, rec: StepRecord, **extra: Any) -> None:
+        if self._events is None:
+            return
+        what = kind.removeprefix("step_")
+        if kind == "step_retrying":
+            what = f"retrying:{rec.attempts}"
+        data: dict[str, Any] = {"name": rec.name, "kind": rec.kind, "attempts": rec.attempts}
+        for field_name in _EVENT_META:
+            value = (rec.meta or {}).get(field_name)
+            if value is not None:
+                data[field_name] = value
+        if rec.error:
+            data["error"] = {"type": rec.error.get("type"), "message": rec.error.get("message")}
+        data.update(extra)
+        self._events.emit(self.run_id, kind, seq=rec.seq, data=data,
+                          key=f"{self.run_id}:{rec.seq}:{what}")
+
     # --- executor hooks --------------------------------------------------------------------------
 
     def progress(self) -> dict[str, Any] | None:
@@ -397,6 +441,13 @@ class Context:
     async def flush(self) -> None:
         await self._flush_values()
 
+    async def drain(self) -> None:
+        """Wait for steps still running in other branches to journal their outcome (called
+        when the run is about to fail): they were sent, so their usage belongs in the ledger
+        that budgets and spend limits read."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
     # --- internals -------------------------------------------------------------------------------
 
     def _next_seq(self) -> int:
@@ -443,6 +494,10 @@ class Context:
     def _stop(self, signal: BaseException) -> BaseException:
         if self._stopping is None:
             self._stopping = signal
+            if isinstance(signal, Suspend):
+                self.emit_event("suspended", data={"wake_at": signal.wake_at,
+                                                   "waiting_for": signal.waiting_for},
+                                key=f"{self.run_id}:suspended:{self._token}")
         return signal
 
     def _replayed(self, seq: int, name: str, kind: str) -> StepRecord | None:
@@ -506,6 +561,13 @@ class Context:
         if rec.usage:
             self._usage = self._usage + Usage.from_dict(rec.usage)
 
+    async def _check_lease(self) -> None:
+        """A fenced start: no step body begins after the run's lease may have been taken over
+        (a paused process woken late, renewals lost to a store outage) unless a renewal now
+        confirms it is still ours."""
+        if self._leases is not None and not await self._leases.ensure(self.run_id):
+            raise self._stop(DropRun())
+
     async def _lost(self) -> BaseException:
         run = await self._store.get_run(self.run_id)
         if run is not None and run.fencing == self._token and run.cancel_requested:
@@ -515,12 +577,42 @@ class Context:
     def _check_budget(
         self, estimate: Usage, budgets: tuple[tuple[Budget, Usage, str], ...]
     ) -> None:
+        # Spent = journaled + reserved by the steps in flight (see tether.engine.ledger).
         steps = len(self._journal) + 1
         elapsed = time.time() - self._run.created_at
+        ledger = self._ledger
         if self._budget is not None:
-            self._check_one(self._budget, self._usage, steps, elapsed, estimate, "run")
+            spent = self._usage + ledger.reserved("run")
+            self._check_one(self._budget, spent, steps, elapsed, estimate, "run")
         for budget, spent, scope in budgets:
-            self._check_one(budget, spent, 0, 0.0, estimate, scope)
+            self._check_one(budget, spent + ledger.reserved(scope), 0, 0.0, estimate, scope)
+
+    async def _reserve(
+        self,
+        seq: int,
+        estimate: Usage,
+        budgets: tuple[tuple[Budget, Usage, str], ...],
+        windows: tuple[SpendWindow, ...],
+    ) -> Reservation | None:
+        """Hold `estimate` (already checked against the budgets) until the step settles."""
+        if not windows and (estimate is ZERO or (self._budget is None and not budgets)):
+            return None  # the hot path of plain steps and of runs without limits: no work
+        scopes = (["run"] if self._budget is not None else []) + [scope for _, _, scope in budgets]
+        reservation = self._ledger.hold(scopes, estimate)
+        if windows:
+            try:
+                verdict = await self._ledger.reserve_windows(reservation, seq, windows)
+            except StoreUnavailable:
+                await reservation.release()
+                raise self._stop(DropRun()) from None
+            except BaseException:
+                await reservation.release()
+                raise
+            if verdict is not None:
+                error = window_exceeded(self.run_id, verdict, estimate)
+                self.fatal = error
+                raise error
+        return reservation
 
     def _check_one(
         self, budget: Budget, spent: Usage, steps: int, elapsed: float, estimate: Usage, scope: str
@@ -556,13 +648,20 @@ class Context:
         estimate: Usage,
         budgets: tuple[tuple[Budget, Usage, str], ...],
         record_input: Any,
+        windows: tuple[SpendWindow, ...] = (),
     ) -> Any:
         self._check_live()
         rec = self._replayed(seq, name, kind)
+        if self.fatal is not None and (rec is None or rec.status not in ("completed", "failed")):
+            # The run is ending (a budget, a spend limit): nothing new starts meanwhile.
+            raise self.fatal
         failures = 0
         carried = ZERO
         first_started: float | None = None
         if rec is not None:
+            if rec.status in ("completed", "failed"):
+                self._emit_step("step_started", rec)
+                self._emit_step(f"step_{rec.status}", rec)
             if rec.status == "completed":
                 return decode(rec.output)
             if rec.status == "failed":
@@ -600,11 +699,19 @@ class Context:
             "started_at": time.time(),
             "timeout": timeout,
         }
+        reservation: Reservation | None = None
         try:
             self._check_budget(estimate, budgets)
+            reservation = await self._reserve(seq, estimate, budgets, windows)
             if record_input is None and (args or kwargs):
                 record_input = _describe_arguments(args, kwargs)
+            if self._events is not None:
+                await self._check_lease()  # a zombie announces no step it will not start
+                self._emit_step("step_started", StepRecord(
+                    run_id=self.run_id, seq=seq, name=name, kind=kind, status="running",
+                    attempts=failures + 1, meta=meta))
             while True:
+                await self._check_lease()
                 attempt = failures + 1
                 started = time.time()
                 first_started = first_started or started
@@ -644,6 +751,7 @@ class Context:
                     )
                     if isinstance(exc, UserError) or not retry.should_retry(exc, failures):
                         await self._write(entry)
+                        self._emit_step("step_failed", entry)
                         error = entry.error or {}
                         raise StepFailed(
                             name, seq, error["type"], error["message"], failures
@@ -651,14 +759,18 @@ class Context:
                     delay = retry.delay(failures, exc)
                     wake = time.time() + delay
                     await self._write(_replace(entry, status="retrying", wake_at=wake))
+                    self._emit_step("step_retrying", entry)
                     if delay >= retry.durable_after:
                         raise self._stop(Suspend(wake_at=self._wake_within_budget(wake))) from None
                     await self._interrupts.guard(seq, asyncio.sleep(delay))
                     self._check_live()
                     continue
                 usage = carried + step_ctx.usage
+                over = reservation.overshoot(step_ctx.usage) if reservation else None
+                if over is not None:
+                    step_ctx.meta[OVERSHOOT] = over
                 await self._write(
-                    StepRecord(
+                    done_rec := StepRecord(
                         run_id=self.run_id,
                         seq=seq,
                         name=name,
@@ -673,10 +785,14 @@ class Context:
                         meta=step_ctx.meta or None,
                     )
                 )
+                self._emit_step("step_completed", done_rec)
                 return result
         finally:
             if timer is not None:
                 timer.cancel()
+            if reservation is not None:
+                # Settled: the outcome (and its real usage) is journaled, or there is none.
+                await reservation.release()
             self._inflight.discard(done)
             self._running.pop(seq, None)
             done.set_result(None)
@@ -750,6 +866,7 @@ class Context:
         self._check_live()
         rec = self._replayed(seq, label, "signal")
         if rec is not None and rec.status == "completed":
+            self._emit_step("signal_received", rec)
             return rec.output
         if rec is not None and rec.status == "failed":
             raise SignalTimeout(label, self.run_id)
@@ -785,7 +902,8 @@ class Context:
         except StoreUnavailable:
             raise self._stop(DropRun()) from None
         if signal is not None:
-            self._journal[seq] = _replace(waiting, status="completed", output=output)
+            self._journal[seq] = received = _replace(waiting, status="completed", output=output)
+            self._emit_step("signal_received", received)
             return output
         if deadline is not None and time.time() >= deadline:
             await self._write(
@@ -799,6 +917,7 @@ class Context:
             raise SignalTimeout(label, self.run_id)
         if rec is None:
             await self._write(waiting)
+        self._emit_step("waiting", waiting)
         raise self._stop(
             Suspend(
                 wake_at=self._wake_within_budget(deadline),
@@ -808,6 +927,9 @@ class Context:
 
 
 BUDGET_SIGNAL = "tether.budget"
+_EVENT_META = ("gen_ai.operation.name", "gen_ai.tool.name", "gen_ai.request.model",
+               "gen_ai.response.model", "tether.node", "gen_ai.tool.call.id")
+"""The journal attributes copied into step events (what the step was: a model call, a tool)."""
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from tether.errors import RunFailed, StepFailed, StoreUnavailable
 from tether.store.base import Claim, StepRecord, Store
 
 if TYPE_CHECKING:
+    from tether.engine.lease import Leases
     from tether.engine.registry import WorkflowDef
 
 log = logging.getLogger("tether.engine")
@@ -43,11 +44,21 @@ class RunExecutor:
         self.listeners: list[Callable[[str, str], Awaitable[None]]] = []
         """Called with ``(run_id, status)`` after a run ends or suspends (not when dropped)."""
 
-    async def execute(self, claim: Claim, *, fresh: bool = False) -> str:
+    async def execute(
+        self, claim: Claim, *, fresh: bool = False, leases: Leases | None = None
+    ) -> str:
         """Returns the status the run was left in, or ``dropped`` if the lease was lost.
-        `fresh`: the run was created claimed a moment ago, so its journal is known empty."""
+        `fresh`: the run was created claimed a moment ago, so its journal is known empty.
+        `leases`: the holder's leases; with them no step starts unless the run's lease can be
+        relied on (`Leases.ensure`)."""
         run, token = claim.run, claim.token
-        if claim.recovered and run.recoveries > self._max_recoveries:
+        if claim.recovered and claim.stalls > self._max_recoveries:
+            # Evidence, not a count of takeovers: only holders lost with no step journaled since
+            # they claimed it count (see "Stalls" in store/base.py). A run taken over again and
+            # again while it progresses (a rolling deploy, kills elsewhere) is healthy.
+            where = ""
+            if run.progress and run.progress.get("name"):
+                where = f" in step {run.progress['name']!r} (seq {run.progress.get('seq')})"
             return await self._end(
                 run.id,
                 token,
@@ -55,11 +66,13 @@ class RunExecutor:
                 error={
                     "type": "PoisonRun",
                     "message": (
-                        f"run {run.id} was taken over {run.recoveries} times after its worker "
-                        f"stopped (max_recoveries={self._max_recoveries}); it probably crashes "
-                        f"its worker (memory, a native crash in a step). Inspect it with "
-                        f"`tether show {run.id}`, fix the cause, then `tether fork`."
+                        f"run {run.id} lost {claim.stalls} workers in a row{where} without "
+                        f"journaling a step in between (max_recoveries={self._max_recoveries}); "
+                        f"it probably crashes its worker (memory, a native crash in a step). "
+                        f"Inspect it with `tether show {run.id}`, fix the cause, then "
+                        f"`tether fork`."
                     ),
+                    "details": {"stalls": claim.stalls, "recoveries": run.recoveries},
                 },
             )
         if run.cancel_requested:
@@ -85,6 +98,7 @@ class RunExecutor:
             budget=budget,
             executor=self._executor,
             app=self._app,
+            leases=leases,
         )
         self._live[run.id] = ctx
         try:
@@ -142,6 +156,11 @@ class RunExecutor:
                 # Workflow code caught the cancel (or lost lease) and raised something else.
                 return await self._stopped(ctx.stopping, ctx, token)
             failure = ctx.fatal or exc
+            try:
+                await ctx.drain()
+            except asyncio.CancelledError:
+                await asyncio.shield(self._store.release_run(run_id, token))
+                raise
             return await self._end(run_id, token, "failed", error=_failure(run_id, failure))
 
     async def _stopped(self, stopping: BaseException, ctx: Context, token: int) -> str:

@@ -7,7 +7,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tether.engine.budget import Usage
+from tether.engine.ledger import OVERSHOOT
 from tether.store.base import RunRecord, StepRecord
+
+DEGRADED = "tether.degraded"
+"""Step meta key of a journal entry recording that the run carried on past a failed part
+(an optional node skipped, a fallback taken): its value says how (``skipped``, ``fallback``)."""
+
+STARTED_BY_LABEL = "tether.started_by"
+"""The run label that records who started the run (an internal ``tether.*`` label: `RunInfo`
+shows it as `RunInfo.started_by`, never among the user's labels)."""
+
+INTERNAL_LABEL_PREFIX = "tether."
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -75,6 +86,7 @@ class RunInfo:
     output: Any
     error: dict[str, Any] | None
     labels: dict[str, str]
+    """The user's labels (cost attribution); tether's own ``tether.*`` labels are left out."""
     steps: list[StepInfo]
     usage: Usage
     budget: dict[str, Any] | None
@@ -92,6 +104,8 @@ class RunInfo:
     progress: dict[str, Any] | None = None
     """For a running run: the operation it is in as of the last heartbeat (``seq``, ``name``,
     ``kind``, ``node``, ``started_at``)."""
+    started_by: str | None = None
+    """Who started the run: the authenticated principal, ``--as``, or the OS login name."""
 
     @property
     def tokens(self) -> int:
@@ -102,8 +116,33 @@ class RunInfo:
         return self.usage.cost_usd
 
     @property
+    def overshoot(self) -> dict[str, float]:
+        """What the run's steps spent beyond their reservations (``cost_usd``, ``tokens``):
+        responses larger than the worst case reserved for them. Empty when none did."""
+        total: dict[str, float] = {}
+        for step in self.steps:
+            over: dict[str, Any] = step.meta.get(OVERSHOOT) or {}
+            for key, value in over.items():
+                total[key] = total.get(key, 0.0) + float(value)
+        return total
+
+    @property
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "refused", "cancelled")
+
+    @property
+    def degraded(self) -> list[dict[str, Any]]:
+        """What the run did without: one entry per skipped or replaced part (``node``, ``how``,
+        ``error``), in journal order. Empty for a run that degraded nothing."""
+        found: list[dict[str, Any]] = []
+        for step in self.steps:
+            if step.meta.get(DEGRADED) and step.status == "completed":
+                output: Any = step.output
+                record: dict[str, Any] = (
+                    {**output} if isinstance(output, dict) else {"step": step.name}
+                )
+                found.append(record)
+        return found
 
     @classmethod
     def from_records(cls, run: RunRecord, steps: list[StepRecord]) -> RunInfo:
@@ -119,7 +158,9 @@ class RunInfo:
             input=run.input,
             output=run.output,
             error=run.error,
-            labels=run.labels,
+            labels={
+                k: v for k, v in run.labels.items() if not k.startswith(INTERNAL_LABEL_PREFIX)
+            },
             steps=infos,
             usage=usage,
             budget=run.budget,
@@ -134,4 +175,5 @@ class RunInfo:
             lease_owner=run.lease_owner,
             lease_expires=_ts(run.lease_expires),
             progress=run.progress,
+            started_by=run.labels.get(STARTED_BY_LABEL),
         )

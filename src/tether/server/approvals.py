@@ -16,9 +16,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tether.access.principals import Principal
 from tether.errors import UserError
-from tether.server.factory import ApiError, render, tether_app_of
+from tether.server.auth import note, principal_of, role
+from tether.server.errors import ApiError
 from tether.server.pages import REFRESH_SECONDS
+from tether.server.rendering import render, tether_app_of
 
 if TYPE_CHECKING:  # the trust layer is optional at run time (see `available`)
     from tether.trust.approvals import Approval
@@ -37,11 +40,11 @@ def available(app: Any) -> bool:
 
 
 class Approve(BaseModel):
-    """Body of ``POST /api/approvals/{id}/approve``."""
+    """Body of ``POST /api/approvals/{id}/approve``. The reviewer is the authenticated
+    principal, never a field of the body."""
 
     model_config = ConfigDict(extra="forbid")
 
-    reviewer: str = Field(min_length=1, description="Who decides (recorded in the audit).")
     edits: dict[str, Any] | None = Field(
         default=None,
         description="Argument name → new value; validated against the tool's schema.",
@@ -53,7 +56,6 @@ class Reject(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reviewer: str = Field(min_length=1)
     reason: str = Field(min_length=1, description="Goes back to the agent as the tool's result.")
 
 
@@ -130,15 +132,40 @@ async def get_approval(request: Request, approval_id: str) -> dict[str, Any]:
     return approval_json(await _get(request, approval_id))
 
 
+def refusal(principal: Principal, approval: Approval) -> str | None:
+    """Why `principal` may not decide `approval` (``None``: it may)."""
+    if not principal.may_review(approval.category):
+        if not principal.has("reviewer"):
+            return f"{principal.name} is not a reviewer"
+        allowed = ", ".join(sorted(principal.categories or ()))
+        return (f"{principal.name} reviews {allowed} only, not {approval.category!r} "
+                "requests")
+    if approval.started_by is not None and approval.started_by == principal.name:
+        return (f"{principal.name} started run {approval.run_id} and cannot decide its own "
+                "request; another reviewer must")
+    if approval.reviewers is not None and principal.name not in approval.reviewers:
+        return (f"the policy lets only {', '.join(approval.reviewers) or 'nobody'} decide "
+                f"{approval.category!r} requests")
+    return None
+
+
 async def _decide(
-    request: Request, approval_id: str, decide: Callable[[], Awaitable[Approval]]
+    request: Request, approval_id: str, decide: Callable[[str], Awaitable[Approval]]
 ) -> dict[str, Any]:
-    await _get(request, approval_id)  # an unknown id is a 404, not a refused decision
+    principal = principal_of(request)
+    approval = await _get(request, approval_id)  # an unknown id is a 404, not a refused decision
+    note(request, category=approval.category, run=approval.run_id)
+    why = refusal(principal, approval)
+    if why is not None:
+        raise ApiError(
+            403, f"approval {approval_id}: {why}", type="Forbidden",
+            extra={"role": "reviewer", "category": approval.category},
+        )
     try:
-        decided = await decide()
+        decided = await decide(principal.name)
     except UserError as exc:
-        # The request stays pending: the reviewer is not allowed, the edits do not validate,
-        # or it was already decided. The message says which.
+        # The request stays pending: the edits do not validate, the run ended, or it was
+        # already decided. The message says which.
         message = str(exc)
         field = "edits" if "edit" in message.lower() or "schema" in message.lower() else None
         status = 409 if "already" in message.lower() else 422
@@ -146,26 +173,30 @@ async def _decide(
     return approval_json(decided)
 
 
-@router.post("/api/approvals/{approval_id}/approve")
+@router.post("/api/approvals/{approval_id}/approve", **role("reviewer", "approval.approve"))
 async def approve(request: Request, approval_id: str, body: Approve) -> dict[str, Any]:
-    """Approve, optionally with edited arguments; the run resumes and the tool runs once with
-    exactly the approved arguments."""
+    """Approve as the authenticated reviewer, optionally with edited arguments; the run resumes
+    and the tool runs once with exactly the approved arguments."""
     app = tether_app_of(request)
+    if body.edits:
+        note(request, action="approval.edit", edits=sorted(body.edits))
     return await _decide(
         request,
         approval_id,
-        lambda: app.approve_async(approval_id, reviewer=body.reviewer, edits=body.edits or None),
+        lambda who: app.approve_async(approval_id, reviewer=who, edits=body.edits or None),
     )
 
 
-@router.post("/api/approvals/{approval_id}/reject")
+@router.post("/api/approvals/{approval_id}/reject", **role("reviewer", "approval.reject"))
 async def reject(request: Request, approval_id: str, body: Reject) -> dict[str, Any]:
-    """Reject; the reason goes back to the agent as the tool's result."""
+    """Reject as the authenticated reviewer; the reason goes back to the agent as the tool's
+    result."""
     app = tether_app_of(request)
+    note(request, reason=body.reason)
     return await _decide(
         request,
         approval_id,
-        lambda: app.reject_async(approval_id, reviewer=body.reviewer, reason=body.reason),
+        lambda who: app.reject_async(approval_id, reviewer=who, reason=body.reason),
     )
 
 

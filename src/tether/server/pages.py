@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from tether.server.factory import ApiError, render, tether_app_of
+from tether.server.errors import ApiError
+from tether.server.rendering import render, tether_app_of
 from tether.server.runs import parse_labels
 from tether.server.stats import node_rows, verdicts
 from tether.server.views import money, timeline

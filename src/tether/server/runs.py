@@ -6,11 +6,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tether.engine.budget import Budget
 from tether.errors import UnknownRun, UnknownWorkflow, UserError
-from tether.server.factory import ApiError, tether_app_of
+from tether.server.auth import note, principal_of, role
+from tether.server.errors import ApiError
+from tether.server.rendering import tether_app_of
 from tether.server.stats import verdicts
 from tether.server.views import run_json, run_summary_json
 from tether.store.base import FINISHED_STATUSES, RUN_STATUSES
@@ -33,6 +35,15 @@ class StartRun(BaseModel):
     run_id: str | None = Field(
         default=None, min_length=1, description="Give one to make the start idempotent."
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _user_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(key for key in labels if key.startswith("tether."))
+        if reserved:
+            # tether.started_by is the authenticated principal, never what a client says.
+            raise ValueError(f"labels starting with 'tether.' are tether's own: {', '.join(reserved)}")
+        return labels
 
 
 class SendSignal(BaseModel):
@@ -57,8 +68,18 @@ class ForkRun(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    from_step: int = Field(
-        ge=1, description="Steps before this sequence number are reused, not executed again."
+    from_step: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**9,
+        description="Completed steps before this sequence number are reused, not executed "
+        "again (default: just past the last journal entry — keep everything completed).",
+    )
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Pin the new run to this workflow version; it then replaces the source "
+        "(unconsumed signals move over, an unfinished source is cancelled).",
     )
 
 
@@ -66,7 +87,7 @@ class RaiseBudget(BaseModel):
     """Body of ``POST /api/runs/{id}/budget``: the run's new budget (it replaces the old one;
     absent limits are unlimited)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_llm_calls: int | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, ge=0)
@@ -115,7 +136,7 @@ async def get_run(request: Request, run_id: str) -> dict[str, Any]:
     return run_json(run) | {"health": health}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, **role("operator", "run.start"))
 async def start_run(request: Request, body: StartRun) -> JSONResponse:
     """Queue a run (a worker with the workflow executes it). With `run_id`, starting twice
     returns the same run (200 instead of 201)."""
@@ -129,20 +150,23 @@ async def start_run(request: Request, body: StartRun) -> JSONResponse:
             pass
     try:
         handle = await app.start_async(
-            body.workflow, body.input, run_id=body.run_id, labels=body.labels
+            body.workflow, body.input, run_id=body.run_id, labels=body.labels,
+            started_by=principal_of(request).name,
         )
     except UnknownWorkflow:
         raise
     except UserError as exc:
         # Everything start refuses is about what was sent: the input, the labels, the run id.
         raise ApiError(422, str(exc), type="ValidationError", field=_field_of(str(exc))) from exc
+    note(request, target=handle.id, workflow=body.workflow)
     run = await app.get_run_async(handle.id)
     return JSONResponse(run_json(run), status_code=200 if existed else 201)
 
 
-@router.post("/{run_id}/signal", status_code=202)
+@router.post("/{run_id}/signal", status_code=202, **role("operator", "run.signal"))
 async def signal_run(request: Request, run_id: str, body: SendSignal) -> dict[str, Any]:
     """Deliver a signal to the run's durable mailbox; a run waiting for it becomes runnable."""
+    note(request, name=body.name)
     app = tether_app_of(request)
     run = await app.get_run_async(run_id)
     if run.status in FINISHED_STATUSES:
@@ -155,15 +179,16 @@ async def signal_run(request: Request, run_id: str, body: SendSignal) -> dict[st
     return run_json(await app.get_run_async(run_id))
 
 
-@router.post("/{run_id}/cancel")
+@router.post("/{run_id}/cancel", **role("operator", "run.cancel"))
 async def cancel_run(request: Request, run_id: str, body: CancelRun | None = None) -> dict[str, Any]:
     """Cancel a queued or waiting run now; a running one stops at its next step. Cancelling an
     ended run changes nothing and returns it as it is."""
     reason = body.reason if body is not None else CancelRun().reason
+    note(request, reason=reason)
     return run_json(await tether_app_of(request).cancel_async(run_id, reason))
 
 
-@router.post("/{run_id}/budget")
+@router.post("/{run_id}/budget", **role("operator", "run.budget"))
 async def raise_budget(request: Request, run_id: str, body: RaiseBudget) -> dict[str, Any]:
     """Replace the run's budget; a run paused on its budget (waiting for ``tether.budget``)
     becomes runnable and continues under the new limits."""
@@ -177,20 +202,25 @@ async def raise_budget(request: Request, run_id: str, body: RaiseBudget) -> dict
     return run_json(await app.raise_budget_async(run_id, Budget(**body.model_dump())))
 
 
-@router.post("/{run_id}/fork", status_code=201)
+@router.post("/{run_id}/fork", status_code=201, **role("operator", "run.fork"))
 async def fork_run(request: Request, run_id: str, body: ForkRun) -> dict[str, Any]:
-    """A new run of the same workflow and input reusing the journal before `from_step`."""
+    """A new run of the same workflow and input reusing the journal before `from_step`,
+    optionally moved onto another workflow `version` (see `App.fork`)."""
     app = tether_app_of(request)
     source = await app.get_run_async(run_id)
-    if body.from_step > len(source.steps) + 1:
+    end = max((step.seq for step in source.steps), default=0) + 1
+    if body.from_step is not None and body.from_step > end:
         raise ApiError(
             422,
-            f"run {run_id} has {len(source.steps)} journaled step(s); from_step must be "
-            f"between 1 and {len(source.steps) + 1}",
+            f"run {run_id} has {end - 1} journal entries; from_step must be between 1 and "
+            f"{end}",
             type="ValidationError",
             field="from_step",
         )
-    handle = await app.fork_async(run_id, body.from_step)
+    handle = await app.fork_async(
+        run_id, body.from_step, version=body.version, started_by=principal_of(request).name
+    )
+    note(request, from_step=body.from_step, version=body.version, run=handle.id)
     return run_json(await app.get_run_async(handle.id))
 
 

@@ -61,6 +61,7 @@ def run_summary_json(run: RunInfo) -> dict[str, Any]:
         "version": run.version,
         "status": run.status,
         "labels": run.labels,
+        "started_by": run.started_by,
         "waiting_for": run.waiting_for,
         "error": run.error,
         "parent_id": run.parent_id,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from tether.store.base import (
@@ -18,8 +18,11 @@ from tether.store.base import (
     RingChangeRecord,
     RunRecord,
     SignalRecord,
+    SpendVerdict,
+    SpendWindow,
     StepRecord,
     TrustActionRecord,
+    WorkerRecord,
     encode_waiting_for,
     waiting_names,
 )
@@ -271,7 +274,13 @@ def cancel_run(conn: sqlite3.Connection, run_id: str, reason: str) -> RunRecord 
     return get_run(conn, run_id)
 
 
-def fork_run(conn: sqlite3.Connection, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
+def fork_run(
+    conn: sqlite3.Connection,
+    source_id: str,
+    from_seq: int,
+    new: NewRun,
+    supersede: str | None = None,
+) -> RunRecord:
     run, _, _ = create_run(conn, new, None, 0.0)
     conn.execute(
         f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, seq, name, kind, status, input, output, "
@@ -279,6 +288,14 @@ def fork_run(conn: sqlite3.Connection, source_id: str, from_seq: int, new: NewRu
         "WHERE run_id = ? AND seq < ? AND status = 'completed'",
         (new.id, source_id, from_seq),
     )
+    if supersede is not None:
+        # The fork takes the source's place: its unread mail moves along (a signal sent to a
+        # stranded run must not be lost), and the source stops.
+        conn.execute(
+            "UPDATE signals SET run_id = ? WHERE run_id = ? AND consumed_seq IS NULL",
+            (new.id, source_id),
+        )
+        cancel_run(conn, source_id, supersede)
     return run
 
 
@@ -289,6 +306,7 @@ def prune(conn: sqlite3.Connection, finished_before: float) -> int:
     )
     conn.execute(f"DELETE FROM steps WHERE run_id IN ({doomed})", (finished_before,))
     conn.execute(f"DELETE FROM signals WHERE run_id IN ({doomed})", (finished_before,))
+    conn.execute(f"DELETE FROM run_events WHERE run_id IN ({doomed})", (finished_before,))
     return conn.execute(f"DELETE FROM runs WHERE id IN ({doomed})", (finished_before,)).rowcount
 
 
@@ -318,10 +336,10 @@ def claim_runs(
              WHERE status = 'waiting' AND wake_at <= ? AND {runnable}
             UNION ALL
             SELECT id, status, workflow, version, lease_expires AS due FROM runs
-             WHERE status = 'running' AND lease_expires < ? AND {runnable}
+             WHERE status = 'running' AND lease_expires < ? AND lease_owner <> ? AND {runnable}
         ) ORDER BY due LIMIT ?
         """,
-        (now, *names, *keys, now, *names, *keys, now, *names, *keys, limit),
+        (now, *names, *keys, now, *names, *keys, now, owner, *names, *keys, limit),
     ).fetchall()
     latest = dict(workflows)
     return [
@@ -339,20 +357,36 @@ def _take(
     version: str | None,
 ) -> Claim:
     now = time.time()
+    # The journal position now: a takeover that finds it where the last claim left it counts a
+    # stall (the holder made no progress); progress since resets the count (see base.py).
+    last = conn.execute("SELECT max(seq) FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
+    mark = last or 0
     row = conn.execute(
         f"""
         UPDATE runs SET status = 'running', lease_owner = ?, lease_expires = ?,
             fencing = fencing + 1, recoveries = recoveries + ?,
+            stalls = CASE WHEN ? THEN (CASE WHEN claim_mark = ? THEN stalls + 1 ELSE 1 END)
+                          ELSE (CASE WHEN claim_mark = ? THEN stalls ELSE 0 END) END,
+            claim_mark = ?,
             version = coalesce(version, ?), started_at = coalesce(started_at, ?),
             updated_at = ?, wake_at = NULL, waiting_for = NULL
-        WHERE id = ? RETURNING {_RUN_COLUMNS}
+        WHERE id = ? RETURNING {_RUN_COLUMNS}, stalls
         """,
-        (owner, now + lease_seconds, 1 if recovered else 0, version, now, now, run_id),
+        (
+            owner, now + lease_seconds, 1 if recovered else 0,
+            recovered, mark, mark, mark,
+            version, now, now, run_id,
+        ),
     ).fetchone()
     run = run_from_row(row)
-    has_steps = conn.execute("SELECT 1 FROM steps WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
     # A run starting is known to have no journal; any other is loaded by the engine.
-    return Claim(run=run, token=run.fencing, recovered=recovered, journal=None if has_steps else [])
+    return Claim(
+        run=run,
+        token=run.fencing,
+        recovered=recovered,
+        stalls=row[-1],
+        journal=None if last is not None else [],
+    )
 
 
 def claim_one(
@@ -362,8 +396,8 @@ def claim_one(
     row = conn.execute(
         "SELECT status FROM runs WHERE id = ? AND ("
         " (status IN ('queued', 'waiting') AND wake_at <= ?)"
-        " OR (status = 'running' AND lease_expires < ?))",
-        (run_id, now, now),
+        " OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?))",
+        (run_id, now, now, owner),
     ).fetchone()
     if row is None:
         return None
@@ -390,22 +424,79 @@ def heartbeat(
     owner: str,
     lease_seconds: float,
     progress: Mapping[str, dict[str, Any] | None] | None,
+    runs: Collection[str] | None = None,
 ) -> Heartbeat:
-    renewed = conn.execute(
-        "UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running'",
-        (time.time() + lease_seconds, owner),
-    ).rowcount
+    held = "lease_owner = ? AND status = 'running'"
+    params: list[Any] = [owner]
+    if runs is not None:
+        ids = sorted(runs)
+        if not ids:
+            return Heartbeat(renewed=0, cancel_requested=frozenset())
+        held += f" AND id IN ({','.join('?' * len(ids))})"
+        params += ids
+    rows = conn.execute(
+        f"UPDATE runs SET lease_expires = ? WHERE {held} RETURNING id, cancel_requested",
+        (time.time() + lease_seconds, *params),
+    ).fetchall()
     if progress:
         conn.executemany(
             "UPDATE runs SET progress = ? WHERE id = ? AND lease_owner = ?",
             [(_dumps(p), run_id, owner) for run_id, p in progress.items()],
         )
-    cancelled = conn.execute(
-        "SELECT id FROM runs WHERE lease_owner = ? AND status = 'running' "
-        "AND cancel_requested = 1",
-        (owner,),
+    return Heartbeat(
+        renewed=len(rows),
+        cancel_requested=frozenset(r[0] for r in rows if r[1]),
+        renewed_ids=frozenset(r[0] for r in rows),
+    )
+
+
+# --- worker registry -----------------------------------------------------------------------------
+
+_WORKER_COLUMNS = "owner, name, host, pid, started_at, last_seen, lease_seconds, workflows"
+_FORGET_WORKERS_AFTER = 3600.0
+
+
+def register_worker(conn: sqlite3.Connection, worker: WorkerRecord) -> None:
+    now = time.time()
+    conn.execute("DELETE FROM workers WHERE last_seen < ?", (now - _FORGET_WORKERS_AFTER,))
+    conn.execute(
+        f"INSERT OR REPLACE INTO workers ({_WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (worker.owner, worker.name, worker.host, worker.pid, worker.started_at, now,
+         worker.lease_seconds, _dumps([list(pair) for pair in worker.workflows])),
+    )
+
+
+def touch_worker(conn: sqlite3.Connection, owner: str) -> bool:
+    cur = conn.execute("UPDATE workers SET last_seen = ? WHERE owner = ?", (time.time(), owner))
+    return cur.rowcount > 0
+
+
+def remove_worker(conn: sqlite3.Connection, owner: str) -> None:
+    conn.execute("DELETE FROM workers WHERE owner = ?", (owner,))
+
+
+def list_workers(conn: sqlite3.Connection, live_leases: float) -> list[WorkerRecord]:
+    rows = conn.execute(
+        f"SELECT {_WORKER_COLUMNS} FROM workers WHERE last_seen + lease_seconds * ? >= ? "
+        "ORDER BY started_at, owner",
+        (live_leases, time.time()),
     ).fetchall()
-    return Heartbeat(renewed=renewed, cancel_requested=frozenset(r[0] for r in cancelled))
+    return [worker_from_row(row) for row in rows]
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerRecord:
+    listed: list[list[str]] = _loads(row[7]) or []
+    pairs = tuple((str(pair[0]), str(pair[1])) for pair in listed)
+    return WorkerRecord(row[0], row[1], row[2], int(row[3]), float(row[4]), float(row[5]),
+                        float(row[6]), pairs)
+
+
+def pending_versions(conn: sqlite3.Connection) -> list[tuple[str, str | None, str, int]]:
+    rows = conn.execute(
+        "SELECT workflow, version, status, count(*) FROM runs "
+        "WHERE status IN ('queued', 'waiting') GROUP BY workflow, version, status"
+    ).fetchall()
+    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
 
 
 def next_wake(conn: sqlite3.Connection) -> float | None:
@@ -612,6 +703,55 @@ def label_spend(
         (since, f'$."{key}"', value, since),
     ).fetchone()
     return float(row[0]), int(row[1])
+
+
+_RESERVATION_DEAD = (
+    "NOT EXISTS (SELECT 1 FROM runs u WHERE u.id = spend_reservations.run_id "
+    "AND u.fencing = spend_reservations.token AND u.status = 'running' AND u.lease_expires > ?)"
+)
+_SPEND_TOLERANCE = 1e-12
+"""Float noise: a reservation that fits exactly must not be refused for a rounding error."""
+
+
+def reserve_spend(
+    conn: sqlite3.Connection,
+    run_id: str,
+    token: int,
+    reservation_id: str,
+    cost_usd: float,
+    windows: Sequence[SpendWindow],
+) -> SpendVerdict | None:
+    # Runs inside the store's BEGIN IMMEDIATE: no other process writes until it commits, so the
+    # sums below and the insert are one atomic decision across every worker on the file.
+    now = time.time()
+    keys = sorted({w.key for w in windows})
+    marks = ",".join("?" * len(keys))
+    conn.execute(
+        f"DELETE FROM spend_reservations WHERE limit_key IN ({marks}) AND {_RESERVATION_DEAD}",
+        (*keys, now),
+    )
+    if conn.execute(
+        "SELECT 1 FROM spend_reservations WHERE id = ? LIMIT 1", (reservation_id,)
+    ).fetchone():
+        return None
+    for window in windows:
+        spent, unpriced = label_spend(conn, window.label, window.value, window.since)
+        reserved = float(conn.execute(
+            "SELECT coalesce(sum(cost_usd), 0) FROM spend_reservations WHERE limit_key = ?",
+            (window.key,),
+        ).fetchone()[0])
+        if spent + reserved + cost_usd > window.max_usd + _SPEND_TOLERANCE:
+            return SpendVerdict(window, spent, reserved, unpriced)
+    conn.executemany(
+        "INSERT INTO spend_reservations (limit_key, id, run_id, token, cost_usd, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(key, reservation_id, run_id, token, cost_usd, now) for key in keys],
+    )
+    return None
+
+
+def release_spend(conn: sqlite3.Connection, reservation_id: str) -> None:
+    conn.execute("DELETE FROM spend_reservations WHERE id = ?", (reservation_id,))
 
 
 # --- trust layer -------------------------------------------------------------------------------

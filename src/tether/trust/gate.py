@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from tether.engine.context import Context, current_step
+from tether.engine.records import STARTED_BY_LABEL
 from tether.errors import RunFailed, SignalTimeout, UserError
 from tether.observe.names import AGENT_NAME, RISK, TOOL_CALL_ID, TOOL_NAME
 from tether.store.base import FINISHED_STATUSES, Store, TrustActionRecord
@@ -33,7 +34,6 @@ from tether.trust.evidence import current_ring, settle_from_journal, settle_outc
 from tether.trust.policy import Policy
 from tether.trust.snapshot import take_snapshot
 
-STARTED_BY_LABEL = "tether.started_by"
 """Run label naming who started the run; that identity may not approve the run's requests."""
 GATE_STEP = "trust.gate"
 EXPIRE_STEP = "trust.expire"
@@ -178,12 +178,22 @@ async def authorize(ctx: Context, request: ToolCallRequest) -> Authorization:
                         "approval request was made for")
     expires_at = gated.get("expires_at")
     remaining = None if expires_at is None else max(0.001, float(expires_at) - time.time())
+    ctx.emit_event("approval_requested", key=f"{ctx.run_id}:approval:{approval_id}:requested",
+                   data={"approval_id": approval_id, "agent": request.agent,
+                         "tool": request.tool, "risk": request.risk, "args": request.args,
+                         "reason": gated.get("reason")})
     try:
         decision = await ctx.wait_for_signal(approval_signal(approval_id), timeout=remaining)
     except SignalTimeout:
         decision = await ctx.run_step(
             EXPIRE_STEP, _expire, (store, approval_id), record_input={"approval_id": approval_id}
         )
+    if isinstance(decision, dict):
+        verdict = cast(dict[str, Any], decision)
+        ctx.emit_event("approval_decided", key=f"{ctx.run_id}:approval:{approval_id}:decided",
+                       data={"approval_id": approval_id, "status": verdict.get("status"),
+                             "reviewer": verdict.get("reviewer"),
+                             "edited": verdict.get("edited")})
     return _conclude(ctx, policy, request, approval_id, digest, decision)
 
 

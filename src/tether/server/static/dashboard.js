@@ -84,6 +84,8 @@
   function formBody(form) {
     const data = {};
     for (const field of form.querySelectorAll("input[name], textarea[name], select[name]")) {
+      // The CSRF token travels in a header, never in the JSON body.
+      if (field.hasAttribute("data-csrf")) continue;
       const raw = field.value.trim();
       if (field.hasAttribute("data-json")) {
         if (raw === "") continue;
@@ -112,21 +114,25 @@
       flash(err.message, "error");
       return;
     }
-    if (form.dataset.remember) {
-      for (const name of form.dataset.remember.split(",")) {
-        if (payload[name]) localStorage.setItem("tether." + name, payload[name]);
-      }
-    }
     const button = form.querySelector("button[type=submit]");
     if (button) button.disabled = true;
     try {
+      const headers = { "Content-Type": "application/json", Accept: "application/json" };
+      const csrf = form.querySelector("[data-csrf]");
+      if (csrf && csrf.value) headers["X-CSRF-Token"] = csrf.value;
       const response = await fetch(form.dataset.api, {
         method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        headers: headers,
+        credentials: "same-origin",
         // data-body="field": that field's JSON is the whole body (e.g. a budget object).
         body: JSON.stringify(form.dataset.body ? payload[form.dataset.body] || {} : payload),
       });
       const answer = await response.json().catch(() => ({}));
+      if (response.status === 401) {
+        // The session ended (expired, or the token was revoked): sign in again.
+        location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+        return;
+      }
       if (!response.ok) {
         const error = answer.error || {};
         flash((error.type ? error.type + ": " : "") + (error.message || "HTTP " + response.status), "error");
@@ -165,16 +171,41 @@
       form.dataset.wired = "1";
       form.addEventListener("submit", submit);
       form.addEventListener("input", () => (form.dataset.dirty = "1"));
-      if (form.dataset.remember) {
-        for (const name of form.dataset.remember.split(",")) {
-          const field = form.querySelector("[name=" + name + "]");
-          const saved = localStorage.getItem("tether." + name);
-          if (field && saved && !field.value) field.value = saved;
-        }
-      }
     });
   }
 
   wireForms(document);
   schedule();
 })();
+
+// The run page's event stream (Server-Sent Events; EventSource resumes with Last-Event-ID).
+(function () {
+  const list = document.getElementById("run-events");
+  if (!list || typeof EventSource === "undefined") return;
+  const text = document.getElementById("model-text");
+  const source = new EventSource(list.dataset.eventsUrl);
+  function describe(event) {
+    const d = event.data || {};
+    const what = d["gen_ai.tool.name"] || d.name || d.status || d.waiting_for || "";
+    return (event.seq != null ? "#" + event.seq + " " : "") + event.kind + (what ? " " + what : "");
+  }
+  function onEvent(message) {
+    const event = JSON.parse(message.data);
+    if (event.kind === "model_text_delta") {
+      text.hidden = false;
+      text.textContent += event.data.delta || "";
+      return;
+    }
+    const item = document.createElement("li");
+    item.dataset.kind = event.kind;
+    item.textContent = describe(event);
+    list.appendChild(item);
+    if (event.kind === "finished") source.close();
+  }
+  ["run_started", "resumed", "step_started", "step_retrying", "step_completed", "step_failed",
+   "waiting", "signal_received", "suspended", "finished", "model_text_delta", "model_text",
+   "tool_call", "approval_requested", "approval_decided"].forEach(function (kind) {
+    source.addEventListener(kind, onEvent);
+  });
+})();
+

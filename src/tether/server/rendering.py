@@ -1,0 +1,76 @@
+"""Dashboard pages: the Jinja templates, their filters, and what every page's header shows
+(pending approvals, who is signed in, the CSRF token its forms send)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from tether.engine.app import App
+from tether.server import views
+
+HERE = Path(__file__).parent
+log = logging.getLogger("tether.server")
+
+PENDING_SHOWN = 99
+"""Past this many pending approvals the nav shows ``99+`` (counting more costs more)."""
+
+
+def tether_app_of(request: Request) -> App:
+    """The tether App this server was created for."""
+    app: App = request.app.state.tether
+    return app
+
+
+def templates_of(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    env = templates.env
+    env.filters["pretty"] = views.pretty
+    env.filters["seconds"] = views.seconds
+    env.filters["ago"] = views.ago
+    env.filters["clock"] = views.clock
+    env.filters["money"] = views.money
+    env.filters["step_error"] = views.step_error_text
+    return templates
+
+
+async def render(
+    request: Request, template: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    """A dashboard page, with what every page's header shows: pending approvals, the signed-in
+    principal (``me``) and the CSRF token its forms carry (``csrf``)."""
+    pending: str | None = None
+    signed_in = getattr(request.state, "principal", None) is not None
+    if request.app.state.features.get("approvals") and signed_in:  # not on the sign-in page
+        try:
+            found = await tether_app_of(request).approvals_async(
+                status="pending", limit=PENDING_SHOWN + 1
+            )
+            pending = f"{PENDING_SHOWN}+" if len(found) > PENDING_SHOWN else str(len(found))
+        except Exception:
+            # A count in the header must not take every page down with it; the approvals
+            # page itself shows the error.
+            log.warning("cannot count pending approvals", exc_info=True)
+    state = request.state
+    response: HTMLResponse = templates_of(request).TemplateResponse(
+        request,
+        template,
+        {
+            **context,
+            "pending_approvals": pending,
+            "me": getattr(state, "principal", None),
+            "csrf": getattr(state, "csrf", None),
+        },
+        status_code=status_code,
+    )
+    return response
