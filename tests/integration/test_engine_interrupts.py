@@ -164,3 +164,27 @@ async def test_max_duration_fails_a_run_in_a_durable_retry_backoff(store_url: st
     info = await app.get_run_async(handle.id)
     assert info.error and info.error["type"] == "BudgetExceeded"
 
+
+
+async def test_a_cancel_from_another_client_interrupts_app_run(store_url: str) -> None:
+    # A 600 s lease: its heartbeat (every 200 s) cannot be what notices the cancel.
+    app = tether.App(store_url, lease_seconds=600)
+    other = tether.App(store_url)  # holds no live context: only the store carries the cancel
+    started = asyncio.Event()
+
+    @app.step
+    async def long_step() -> str:
+        started.set()
+        await asyncio.sleep(60)
+        return "done"
+
+    @app.workflow
+    async def busy(ctx: tether.Context) -> str:
+        return await long_step()
+
+    running = asyncio.create_task(app.run_async("busy", run_id="script-run"))
+    await asyncio.wait_for(started.wait(), 20)
+    await other.cancel_async("script-run")
+    info = await asyncio.wait_for(running, 15)  # far below the 60 s step
+    assert info.status == "cancelled"
+    assert info.steps == []

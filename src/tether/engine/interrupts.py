@@ -14,14 +14,51 @@ the steps of the run that are executing right now.
    and a step that swallows the cancellation and returns still stops the run.
 
 An interrupt happens once per run execution: a second one would cancel the steps' cleanup.
+
+A cancel sent from another process reaches the run's context through `watch_cancels`, which
+the worker (and `App.run`) runs beside the heartbeat: one cheap read of the held runs' cancel
+requests every `CANCEL_WATCH` seconds, only while runs are held.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from tether.store.base import Store
+
+log = logging.getLogger("tether.engine")
+
+CANCEL_WATCH = 0.5
+"""Seconds between two looks for cancel requests among the runs a process holds."""
+
+
+class _Cancellable(Protocol):
+    def request_cancel(self) -> None: ...
+
+
+async def watch_cancels(
+    store: Store, owner: str, live: Mapping[str, _Cancellable], holding: Callable[[], bool]
+) -> None:
+    """Forever: every `CANCEL_WATCH` seconds while `holding()`, ask the store which runs leased
+    by `owner` have a cancel request and cancel their live contexts (cancel this task to stop).
+    The heartbeat notices cancels too, but only every third of the lease."""
+    while True:
+        await asyncio.sleep(CANCEL_WATCH)
+        if not holding():
+            continue
+        try:
+            cancelled = await store.cancel_requests(owner)
+        except Exception as exc:
+            log.debug("%s: cancel watch failed (%s)", owner, exc)
+            continue
+        for run_id in cancelled:
+            ctx = live.get(run_id)
+            if ctx is not None:
+                ctx.request_cancel()
 
 
 class StepInterrupts:
