@@ -18,11 +18,11 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from tether.engine import presence
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
+from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
 from tether.engine.schedules import Scheduler
 from tether.errors import StoreUnavailable
@@ -36,8 +36,6 @@ log = logging.getLogger("tether.worker")
 _CLAIM_BATCH = 64
 _POLL_MIN = 0.005
 _POLL_MAX = 0.25
-_CANCEL_WATCH = 0.5
-"""Seconds between two looks for cancel requests among the runs a worker holds."""
 
 
 def default_worker_name() -> str:
@@ -99,7 +97,10 @@ class Worker:
             log.warning("worker %s: the app registers no workflows; nothing to run", self.name)
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         heartbeat = asyncio.create_task(self.leases.keep(), name="tether-heartbeat")
-        cancels = asyncio.create_task(self._watch_cancels(), name="tether-cancel-watch")
+        cancels = asyncio.create_task(
+            watch_cancels(app.store, self.owner, app.live_contexts, lambda: bool(self._active)),
+            name="tether-cancel-watch",
+        )
         scheduler = asyncio.create_task(Scheduler(app).run(stop), name="tether-scheduler")
         registry = await self._announce()
         await self._report_unrunnable_versions()
@@ -219,29 +220,6 @@ class Worker:
     async def _pause(stop: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
-
-    async def _watch_cancels(self) -> None:
-        """Interrupt runs cancelled from another process within about `_CANCEL_WATCH` seconds
-        (the heartbeat alone notices a cancel only every third of the lease): one cheap read
-        of the held runs' cancel requests, only while this worker holds runs."""
-        while True:
-            await asyncio.sleep(_CANCEL_WATCH)
-            if not self._active:
-                continue
-            try:
-                cancelled = await self.app.store.cancel_requests(self.owner)
-            except Exception as exc:
-                log.debug("worker %s: cancel watch failed (%s)", self.name, exc)
-                continue
-            self._request_cancels(cancelled)
-
-    def _request_cancels(self, run_ids: Collection[str]) -> None:
-        # Its own frame: a loop variable in the long-lived watch loop would keep the last
-        # run's Context (journal, workflow frames) alive after the run suspends.
-        for run_id in run_ids:
-            ctx = self.app.live_contexts.get(run_id)
-            if ctx is not None:
-                ctx.request_cancel()
 
     async def _shutdown(self) -> None:
         if not self._active:
