@@ -366,4 +366,12 @@ MUTANTS: list[Mutant] = [
         [sqlite(HEARTBEAT)],
         "a worker's heartbeat keeps other workers' (dead) runs alive",
     ),
+    Mutant(
+        "engine-branches-run-one-after-another", CONTEXT,
+        (("            return list(await asyncio.gather(*(run(s, c) for s, c in zip(slots, calls, strict=True))))",
+          "            return [await run(s, c) for s, c in zip(slots, calls, strict=True)]"),),
+        ["tests/integration/test_agent_pipelines.py"
+         "::test_parallel_branches_run_concurrently_and_replay_deterministically"],
+        "Parallel branches run one after the other instead of concurrently",
+    ),
 ]
