@@ -180,6 +180,14 @@ MUTANTS: list[Mutant] = [
         [pg(CANCEL_FENCES)],
         "a run being cancelled keeps journaling and can finish as succeeded",
     ),
+    Mutant(
+        "pg-fence-without-row-lock", POSTGRES,
+        ((" WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE)\nON CONFLICT",
+          " WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})\nON CONFLICT"),
+         ("     ORDER BY r.id FOR SHARE OF r)\nINSERT INTO steps", "     ORDER BY r.id)\nINSERT INTO steps")),
+        [RACING_WRITE],
+        "the fence reads the run row without locking it: a write racing a takeover lands",
+    ),
     # --- the mailbox: signals are consumed oldest first, by a wait for their name -------------
     Mutant(
         "sqlite-mailbox-newest-first", SQLITE,
