@@ -40,6 +40,9 @@ MAILBOX = f"{CONTRACT}::test_signal_sent_before_the_wait_is_kept_and_consumed_in
 LOST_WAKE_UP = f"{CONTRACT}::test_no_lost_wake_up_between_suspend_and_signal"
 SIGNAL_WAKES = f"{CONTRACT}::test_signal_wakes_a_waiting_run"
 EXPIRED = f"{CONTRACT}::test_expired_lease_is_taken_over_and_counted"
+WAIT_FOR_WORK = f"{CONTRACT}::test_wait_for_work_returns_on_new_work"
+NOTIFY = ("tests/integration/test_postgres_store.py"
+          "::test_notify_wakes_a_waiting_worker_in_another_process")
 CLAIM_ONE = f"{CONTRACT}::test_claim_run_takes_one_runnable_run_only"
 HEARTBEAT = f"{CONTRACT}::test_heartbeat_extends_every_lease_of_its_owner"
 TWO_CLAIMERS = f"{CONTRACT}::test_two_concurrent_claimers_never_get_the_same_run"
@@ -262,6 +265,20 @@ MUTANTS: list[Mutant] = [
           "WHERE r.id = t.id AND t.status = 'waiting' AND %s::text IS NOT NULL"),),
         [pg(SIGNAL_WAKES)],
         "a signal wakes a run that waits for another signal",
+    ),
+    Mutant(
+        "sqlite-create-does-not-wake-idle-workers", "tether/store/sqlite.py",
+        (("        if result[2] and owner is None:\n            self._notify()",
+          "        if False:\n            self._notify()"),),
+        [sqlite(WAIT_FOR_WORK)],
+        "a new run does not wake a worker of this process waiting for work",
+    ),
+    Mutant(
+        "pg-write-does-not-notify", "tether/store/postgres.py",
+        (("            if write.notify:  # after the commit",
+          "            if False:  # after the commit"),),
+        [pg(WAIT_FOR_WORK), NOTIFY],
+        "a write that makes a run runnable does not NOTIFY idle workers",
     ),
     # --- leases: expiry decides takeover, heartbeats extend, claims are exclusive ----------
     Mutant(
