@@ -50,7 +50,13 @@ class FakeProvider:
         """Every request body received, in order (including ones answered with a fault)."""
         self.answered = 0
         """Requests answered with a completion (not a fault)."""
+        self.stream_delay = 0.0
+        """Seconds between the text chunks of a streamed answer."""
+        self.text_chunks_sent: list[tuple[float, str]] = []
+        """``(unix time, text)`` of every streamed text chunk, as written to the socket."""
         self._faults: collections.deque[Fault] = collections.deque()
+        self.fault_for: Callable[[dict[str, Any]], Fault | None] | None = None
+        """Chooses a fault per request from its body (after the queued ones), e.g. by node."""
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -147,15 +153,54 @@ class FakeProvider:
         data = json.loads(body or b"{}")
         self.requests.append(data)
         fault = self._faults.popleft() if self._faults else None
+        if fault is None and self.fault_for is not None:
+            fault = self.fault_for(data)
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault is not None:
             return await self._fault(fault, writer)
         reply = self.responder(data)
         self.answered += 1
+        if data.get("stream"):
+            await self._stream(writer, data, reply, next(self._ids))
+            return False
         self._write(writer, 200, completion(data, reply, next(self._ids)))
         await writer.drain()
         return True
+
+    async def _stream(self, writer: asyncio.StreamWriter, request: dict[str, Any],
+                      reply: dict[str, Any], n: int) -> None:
+        """Answer ``stream: true`` as OpenAI does (SSE chunks); text goes out word by word,
+        `stream_delay` apart, and the time each text chunk was written is kept in
+        `text_chunks_sent` (to measure how fast a delta reaches a watcher)."""
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"connection: close\r\n\r\n")
+        whole = completion(request, reply, n)
+        message = whole["choices"][0]["message"]
+        base = {"id": whole["id"], "object": "chat.completion.chunk",
+                "created": whole["created"], "model": whole["model"]}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            body = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(body)}\n\n".encode()
+
+        writer.write(chunk({"role": "assistant", "content": ""}))
+        content = message.get("content") or ""
+        words = [w + " " for w in content.split(" ")] if content else []
+        if words:
+            words[-1] = words[-1][:-1]
+        for word in words:
+            writer.write(chunk({"content": word}))
+            await writer.drain()
+            self.text_chunks_sent.append((time.time(), word))
+            if self.stream_delay:
+                await asyncio.sleep(self.stream_delay)
+        for i, call in enumerate(message.get("tool_calls") or []):
+            writer.write(chunk({"tool_calls": [{"index": i, **call}]}))
+        writer.write(chunk({}, whole["choices"][0]["finish_reason"]))
+        usage = {**base, "choices": [], "usage": whole["usage"]}
+        writer.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        await writer.drain()
 
     async def _fault(self, fault: Fault, writer: asyncio.StreamWriter) -> bool:
         if fault.kind == "hang":

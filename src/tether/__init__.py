@@ -2,18 +2,17 @@
 
 Every model call, tool call, timer and human decision is journaled; a crashed worker's runs
 resume elsewhere from the last completed step. See README.md and docs/ for the tour.
+
+The engine's names are imported eagerly; the agent, trust and observe layers load on first use
+(``tether.Agent``…), so a process that only runs plain workflows — a worker, a CLI command —
+never imports pydantic-ai.
 """
 
-from tether.agents import (
-    Agent,
-    Loop,
-    Parallel,
-    Scope,
-    ScriptedModel,
-    Sequential,
-    ToolContext,
-    tool,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from tether.engine import (
     App,
     Budget,
@@ -37,23 +36,70 @@ from tether.errors import (
     SignalTimeout,
     StepFailed,
     StoreError,
+    StoreNotFound,
     StoreUnavailable,
     TetherError,
     UnknownRun,
     UnknownWorkflow,
     UserError,
 )
-from tether.observe.limits import SpendLimit
-from tether.trust import (
-    ActionRejected,
-    Approval,
-    CheckResult,
-    Evidence,
-    Policy,
-    render_approval,
-)
+
+if TYPE_CHECKING:
+    from tether.agents import (
+        Agent,
+        Fallback,
+        Loop,
+        Optional,
+        Parallel,
+        Scope,
+        ScriptedModel,
+        Sequential,
+        TetherDurability,
+        TetherLoopGuard,
+        TetherScope,
+        TetherTrust,
+        ToolContext,
+        tool,
+    )
+    from tether.observe.limits import SpendLimit
+    from tether.trust import (
+        ActionRejected,
+        Approval,
+        CheckResult,
+        Evidence,
+        Policy,
+        render_approval,
+    )
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    **dict.fromkeys(
+        ("Agent", "Fallback", "Loop", "Optional", "Parallel", "Scope", "ScriptedModel",
+         "Sequential", "TetherDurability", "TetherLoopGuard", "TetherScope", "TetherTrust",
+         "ToolContext", "tool"),
+        "tether.agents",
+    ),
+    "SpendLimit": "tether.observe.limits",
+    **dict.fromkeys(
+        ("ActionRejected", "Approval", "CheckResult", "Evidence", "Policy", "render_approval"),
+        "tether.trust",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tether' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ActionRejected",
@@ -65,9 +111,11 @@ __all__ = [
     "CheckResult",
     "Context",
     "Evidence",
+    "Fallback",
     "LeaseLost",
     "Loop",
     "NonDeterminismError",
+    "Optional",
     "Parallel",
     "Policy",
     "Retry",
@@ -86,8 +134,13 @@ __all__ = [
     "StepFailed",
     "StepInfo",
     "StoreError",
+    "StoreNotFound",
     "StoreUnavailable",
+    "TetherDurability",
     "TetherError",
+    "TetherLoopGuard",
+    "TetherScope",
+    "TetherTrust",
     "ToolContext",
     "UnknownRun",
     "UnknownWorkflow",

@@ -7,7 +7,8 @@ TetherError
 │   └── UnknownWorkflow
 ├── StepFailed                 a step failed for good (retries exhausted); raised inside the workflow
 ├── StoreError                 the store could not do what was asked (corrupt data, bad schema)
-│   └── StoreUnavailable       the database cannot be reached (after the store's own retries)
+│   ├── StoreUnavailable       the database cannot be reached (after the store's own retries)
+│   └── StoreNotFound          no database where the store URL points (a missing directory…)
 └── RunError                   what happened to a run, raised to whoever waits for it
     ├── RunFailed
     │   ├── BudgetExceeded
@@ -68,6 +69,12 @@ class StoreUnavailable(StoreError):
     A worker that meets this while executing a run stops touching the run (it does not fail
     it); the lease expires and any worker takes the run over once the database is back.
     """
+
+
+class StoreNotFound(StoreError):
+    """There is no database where the store URL points and none can be created there (the
+    SQLite file's directory does not exist), or a command that only reads refuses to create
+    one. The message names the path and what to do."""
 
 
 class StepFailed(TetherError):

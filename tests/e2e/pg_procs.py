@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from tests.e2e.pg_app import EFFECTS_DDL
+from tests.e2e.pg_app import EXECUTIONS_DDL
 from tether.store.postgres import parse_postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def prepare(url: str) -> None:
     with psycopg.connect(parse_postgres_url(url)[0], autocommit=True) as conn:
-        conn.execute(EFFECTS_DDL)
+        conn.execute(EXECUTIONS_DDL)
 
 
 def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,10 +117,10 @@ def test_sigterm_hands_back_runs_that_outlive_the_grace_period(
     ).id
     proc = workers.start("impatient", args=["--grace", "0.5"])
     wait_until(lambda: f"{run}:2" in read_ledger(workers.ledger), timeout=20, what="step #2")
-    stopped_at = time.monotonic()
     proc.send_signal(signal.SIGTERM)
+    # The gate never opens: the worker exits only because the grace period ran out.
     assert proc.wait(timeout=15) == 0
-    assert time.monotonic() - stopped_at < 5
+    assert "1 run(s) in flight get 0.5s to finish" in workers.log("impatient")
     info = app.get_run(run)
     # Handed back, not failed and not left to a lease expiry.
     assert info.status == "queued", describe(app, [run])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +37,6 @@ def test_kill_mid_step_resumes_from_last_completed_step(workers: Workers, tmp_pa
     before = app.get_run(run)
     assert [s.seq for s in before.steps if s.status == "completed"] == [1, 2, 3]
     workers.kill("first")
-    killed_at = time.monotonic()
 
     gate.touch()
     workers.start("second")
@@ -47,10 +45,7 @@ def test_kill_mid_step_resumes_from_last_completed_step(workers: Workers, tmp_pa
         timeout=20,
         what="the second worker to resume step #4",
     )
-    # The lease is 1 s; a new worker process starts in well under a second.
-    resumed_after = time.monotonic() - killed_at
-    print(f"resumed {resumed_after:.2f}s after the kill (lease 1.0s, including worker start)")
-    assert resumed_after < 4.0
+    # How fast the takeover is belongs to bench/bench_failover.py, not to this test.
     wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
 
     info = app.get_run(run)
@@ -116,7 +111,6 @@ def test_poison_run_fails_after_max_recoveries(workers: Workers) -> None:
     """A step that SIGKILLs its own worker must not crash-loop the fleet forever."""
     app = client(workers.store)
     run = app.start("poison", {}).id
-    started = time.monotonic()
     victims: list[int] = []
     # max_recoveries=2 in the fixture: three workers die, the fourth fails the run.
     for attempt in range(6):
@@ -141,14 +135,16 @@ def test_poison_run_fails_after_max_recoveries(workers: Workers) -> None:
     assert [e.pid for e in ledger[f"{run}:2"]] == victims
     # The worker that failed the run is still alive and well.
     assert workers.alive() == [f"p{len(victims)}"]
-    assert time.monotonic() - started < 30
 
 
 def test_a_paused_zombie_worker_cannot_write_after_takeover(
     workers: Workers, tmp_path: Path
 ) -> None:
-    """SIGSTOP a worker mid-step past its lease: another worker takes the run over; when the
-    zombie wakes up and finishes the step, its write is fenced off and it drops the run."""
+    """SIGSTOP a worker inside step #2 past its lease; another worker takes the run over and
+    enters step #2 itself, where it stays (its gate is closed). Then the zombie wakes up and
+    finishes its step #2 while the run is still `running` under the new owner: only the
+    fencing token can refuse the zombie's journal write. The journal must not show the
+    zombie's outcome; once the new owner finishes, it holds the new owner's."""
     app = client(workers.store)
     gate = tmp_path / "gate"
     run = app.start("pipeline", {"steps": 3, "gate": str(gate), "gate_at": 1}).id
@@ -162,17 +158,40 @@ def test_a_paused_zombie_worker_cannot_write_after_takeover(
             timeout=20,
             what="the rescuer to take step #2 over",
         )
-        gate.touch()
-        wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
+        taken = app.get_run(run)
+        assert (taken.status, taken.recoveries) == ("running", 1)
+        assert taken.lease_owner is not None and taken.lease_owner.startswith("rescuer:")
+        # Open the gate for the zombie only, then wake it: it completes step #2 at once and
+        # tries to journal it while the rescuer is still inside the same step.
+        Path(f"{gate}.{zombie.pid}").touch()
     finally:
         zombie.send_signal(signal.SIGCONT)
-    wait_until(
-        lambda: "lease lost" in workers.log("zombie"), timeout=20, what="the zombie to drop it"
+
+    def zombie_done() -> bool:
+        # The zombie either drops the run (fenced off) or, if the fence is broken, writes
+        # step #2 (or more) into the journal: stop waiting at whichever comes first.
+        dropped = "lease lost" in workers.log("zombie")
+        return dropped or any(s.seq >= 2 for s in app.get_run(run).steps)
+
+    wait_until(zombie_done, timeout=20, what="the zombie to drop the run or write step #2")
+    during = app.get_run(run)
+    assert [(s.seq, s.status) for s in during.steps] == [(1, "completed")], (
+        f"the zombie's late write reached the journal while the rescuer held the run: "
+        f"{[(s.seq, s.status, s.output) for s in during.steps]}"
     )
+    assert during.status == "running"
+    assert during.lease_owner == taken.lease_owner
+    assert "lease lost" in workers.log("zombie")
+    # Dropped: the zombie did not go on to step #3.
+    assert f"{run}:3" not in read_ledger(workers.ledger)
+    assert zombie.poll() is None, "the zombie worker should carry on, not crash"
+
+    gate.touch()
+    wait_until(lambda: app.get_run(run).finished, timeout=20, what="the run to finish")
     info = app.get_run(run)
     assert info.status == "succeeded", info.error
     assert info.recoveries == 1
     # The zombie ran step #2 too, but only the rescuer's result is in the journal.
     assert info.steps[1].output["pid"] == rescuer.pid
+    assert [e.pid for e in read_ledger(workers.ledger)[f"{run}:3"]] == [rescuer.pid]
     check_exactly_once(info, read_ledger(workers.ledger), {zombie.pid})
-    assert zombie.poll() is None, "the zombie worker should carry on, not crash"

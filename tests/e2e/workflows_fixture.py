@@ -80,12 +80,18 @@ def work_sync(index: int, pause: float = 0.0) -> dict[str, Any]:
     return {"index": index, "pid": os.getpid()}
 
 
+def gate_open(gate: str) -> bool:
+    """The file `gate` opens the gate for every process; ``<gate>.<pid>`` for one process only
+    (so a test can let a paused worker finish its step while another worker stays inside it)."""
+    return os.path.exists(gate) or os.path.exists(f"{gate}.{os.getpid()}")
+
+
 @app.step
 async def block(gate: str) -> dict[str, Any]:
-    """Runs until the file `gate` exists (the test decides when the step may finish)."""
+    """Runs until its gate opens (see `gate_open`: the test decides when the step may finish)."""
     await record_checked_execution(app)
     # Another process creates the file, so there is no event to await: poll it.
-    while not os.path.exists(gate):  # noqa: ASYNC110, ASYNC240 - a stat is not worth a thread
+    while not gate_open(gate):  # noqa: ASYNC110 - a stat is not worth a thread
         await asyncio.sleep(0.02)
     return {"gate": "released", "pid": os.getpid()}
 
@@ -96,7 +102,7 @@ def block_sync(gate: str) -> dict[str, Any]:
     import time
 
     record_execution()
-    while not os.path.exists(gate):
+    while not gate_open(gate):
         time.sleep(0.02)
     return {"gate": "released", "pid": os.getpid()}
 

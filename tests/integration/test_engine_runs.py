@@ -69,7 +69,6 @@ async def test_the_design_example_end_to_end(store_url: str) -> None:
     app, executed = build(store_url)
     async with worker(app):
         handle = await app.start_async("hello", {"who": "acme"}, labels={"team": "sales"})
-        await until(lambda: status_of(app, handle.id), 10)
         await until(lambda: _is(app, handle.id, "waiting"))
         info = await app.get_run_async(handle.id)
         assert info.waiting_for == "approval" and info.lease_owner is None  # no worker held
@@ -185,10 +184,12 @@ async def test_a_worker_runs_only_workflow_versions_it_has(
     async with worker(new):
         fresh = await new.start_async("report")
         assert await fresh.result_async(timeout=10) == "v2"
-        await asyncio.sleep(0.2)
+        # The worker has looked at the pinned run and reported it instead of running it.
+        await until(lambda: "will not be served" in caplog.text)
         info = await new.get_run_async(pinned.id)
         assert info.status == "queued" and info.version == "1"  # reported, not crashed
-    assert "1 queued run(s) of workflow 'report' need version '1'" in caplog.text
+    assert "1 run(s) of report v1 (1 queued) will not be served" in caplog.text
+    assert f"`tether fork {pinned.id} --version 2`" in caplog.text
     async with worker(old):
         assert await pinned.result_async(timeout=10) == "v1"
 
@@ -250,7 +251,7 @@ async def test_a_durable_sleep_releases_the_worker_and_wakes_on_time(store_url: 
         await until(lambda: _is(app, handle.id, "waiting"))
         assert (await app.get_run_async(handle.id)).lease_owner is None
         slept = await handle.result_async(timeout=10)
-    assert 0.3 <= slept < 1.5
+    assert slept >= 0.3  # never early; how promptly it wakes is measured in bench/
 
 
 async def test_many_concurrent_runs_each_step_once(store_url: str) -> None:
@@ -318,3 +319,43 @@ async def test_a_budget_can_suspend_and_be_raised(store_url: str) -> None:
     await app.raise_budget_async(info.id, tether.Budget(max_steps=10))
     info = await app.run_async("counter", run_id=info.id)
     assert info.status == "succeeded" and len(info.steps) == 6
+
+
+async def test_a_worker_whose_run_was_taken_over_stops_at_its_next_write(store_url: str) -> None:
+    app = tether.App(store_url)
+    entered, resume = asyncio.Event(), asyncio.Event()
+    effects: list[str] = []
+
+    @app.step
+    async def slow() -> str:
+        entered.set()
+        await resume.wait()  # the worker pauses here (GC, partition) while it is taken over
+        return "a"
+
+    @app.step
+    async def send() -> str:
+        effects.append("sent")
+        return "b"
+
+    @app.workflow
+    async def two(ctx: tether.Context) -> str:
+        await slow()
+        await send()
+        return "done"
+
+    paused = asyncio.create_task(app.run_async("two", run_id="taken"))
+    await asyncio.wait_for(entered.wait(), 10)
+    store = app.store
+    held = await store.get_run("taken")
+    assert held is not None and held.status == "running"
+    # Another worker takes the run over (as after the paused holder's lease ran out).
+    assert await store.release_run("taken", held.fencing)
+    [taker] = await store.claim_runs("taker", [("two", "1")], limit=1, lease_seconds=30)
+    resume.set()
+    await asyncio.wait_for(paused, 10)
+
+    assert effects == []  # the zombie stopped at its fenced write: no step after it ran
+    assert await store.load_steps("taken") == []
+    run = await store.get_run("taken")
+    assert run is not None
+    assert (run.status, run.lease_owner, run.fencing) == ("running", "taker", taker.token)

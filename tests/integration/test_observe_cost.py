@@ -241,3 +241,28 @@ def test_no_limits_means_no_query() -> None:
         run_id = "r"
 
     asyncio.run(check_spend(FakeApp(), FakeCtx(), Usage(llm_calls=1)))
+
+
+def test_the_offline_demo_model_is_priced_at_borrowed_rates(tmp_path: Any, monkeypatch: Any) -> None:
+    """The demo's scripted model shows dollars (gpt-4.1-mini's rates), never "unpriced"."""
+    import importlib
+
+    from tether.observe.cost import borrowed_rates
+
+    rates = borrowed_rates("openai:gpt-4.1-mini")
+    assert rates.input_per_mtok > 0 and rates.output_per_mtok > rates.input_per_mtok
+    monkeypatch.setenv("TETHER_STORE", f"sqlite:///{tmp_path / 'demo.db'}")
+    monkeypatch.delenv("TETHER_MODEL", raising=False)
+    monkeypatch.setenv("TITANIUM_OUTBOX", str(tmp_path / "outbox.db"))
+    import tether.examples.titanium as titanium
+
+    titanium = importlib.reload(titanium)
+    info = titanium.app.run("titanium", {"company": titanium.SAMPLE_COMPANY})
+    assert info.status == "waiting"  # held for the send approval
+    model_steps = [s for s in info.steps if s.usage.llm_calls]
+    assert model_steps and all(s.usage.cost_usd > 0 for s in model_steps)
+    assert info.usage.unpriced_calls == 0
+    expected = sum(
+        (s.usage.input_tokens * rates.input_per_mtok + s.usage.output_tokens * rates.output_per_mtok)
+        / 1_000_000 for s in model_steps)
+    assert abs(info.cost_usd - expected) < 1e-9

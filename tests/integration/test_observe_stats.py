@@ -78,11 +78,14 @@ def test_stats_by_node_model_version_and_label(store_url: str) -> None:
     drafter = nodes["drafter"]
     assert drafter.calls == 3
     assert drafter.input_tokens == 1500
-    assert drafter.cost_per_call == pytest.approx(drafter.cost_usd / 3)
-    assert drafter.cost_usd > 0
-    failed = nodes[None]  # the broken step carried no node
-    assert failed.failures == 1
-    assert failed.failure_rate == 1.0
+    # gpt-4.1 at $2 per million input and $8 per million output tokens: 500 in, 300 out.
+    one_draft = 500 * 2 / 1e6 + 300 * 8 / 1e6
+    assert drafter.cost_usd == pytest.approx(3 * one_draft)
+    assert drafter.cost_per_call == pytest.approx(one_draft)
+    # The broken step carried no node: it is no node's figure, but it is not hidden either.
+    assert None not in nodes
+    steps = {r.group["step"]: r for r in asyncio.run(stats_report(app, "step"))}
+    assert steps["draft"].failures == 1
 
     versions = {r.group["version"]: r for r in asyncio.run(stats_report(app, "version"))}
     assert versions["p1"].calls == 3
@@ -126,3 +129,15 @@ def test_stats_cli_json_and_changes(sqlite_url: str) -> None:
     assert bad.exit_code == 2
     vague = runner.invoke(cli, ["stats", "--by", "label", "--store", sqlite_url])
     assert vague.exit_code == 2
+
+
+def test_an_unknown_group_by_key_is_rejected_naming_the_valid_ones(sqlite_url: str) -> None:
+    app = make_app(sqlite_url)
+    assert app.run("titanium", {}, labels={"team": "sales"}).status == "succeeded"
+    with pytest.raises(tether.UserError) as caught:
+        asyncio.run(stats_report(app, "bogus"))
+    assert "'bogus'" in str(caught.value) and "node" in str(caught.value)
+    assert "team" in str(caught.value)  # the label keys that exist are offered
+    # A label key that exists is accepted bare, and label:<key> always.
+    assert asyncio.run(stats_report(app, "team"))
+    assert asyncio.run(stats_report(app, "label:tenant")) is not None

@@ -598,15 +598,18 @@ async def test_version_pinning(store: Store) -> None:
 
 
 async def test_wait_for_work_returns_on_new_work(store: Store) -> None:
-    started = time.monotonic()
-    await store.wait_for_work(0.2)  # nothing to do: the timeout
-    assert time.monotonic() - started >= 0.15
-    waiter = asyncio.create_task(store.wait_for_work(10))
-    await asyncio.sleep(0.1)
-    started = time.monotonic()
-    await store.create_run(new("r"))
-    await asyncio.wait_for(waiter, 2)
-    assert time.monotonic() - started < 2
+    await asyncio.wait_for(store.wait_for_work(0.05), 20)  # nothing to do: ends at its timeout
+    waiter = asyncio.create_task(store.wait_for_work(3600))  # no polling: only a wake-up ends it
+    await asyncio.sleep(0)  # one turn of the loop: the waiter registers itself
+    deadline = time.monotonic() + 20
+    made = 0
+    while not waiter.done():
+        assert time.monotonic() < deadline, "new runs never woke the waiting worker"
+        # PostgreSQL's LISTEN connection comes up in the background: a run created before it
+        # listens wakes nobody, so keep making work until one wakes the waiter.
+        await store.create_run(new(f"r{made}"))
+        made += 1
+        await asyncio.wait({waiter}, timeout=0.2)
 
 
 # --- retention from the command line -----------------------------------------------------------------

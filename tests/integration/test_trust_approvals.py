@@ -3,6 +3,8 @@ who may decide, and the digest that binds a decision to its arguments."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 import tether
 from tests.integration.trust_workflows import close_apps, make_app  # noqa: F401 - fixture
 from tether.store.base import StepRecord
+from tether.trust.digest import args_digest
 from tether.trust.gate import STARTED_BY_LABEL, approval_signal
 
 INPUT = {"to": "ceo@acme.com", "body": "Hi, we cut freight costs 12% for Globex."}
@@ -284,6 +287,50 @@ def test_a_decision_that_does_not_match_its_digest_never_runs_the_tool(sqlite_ur
     info = resume(app, run.id)
     assert info.status == "failed"
     assert info.error is not None and info.error["type"] == "ApprovalMismatch"
+    assert outbox == []
+
+
+def test_an_unedited_approval_runs_only_the_arguments_that_were_proposed(sqlite_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}), outbox)
+    run = app.run("outreach", INPUT)
+    approval = pending_one(app)
+    # A forged decision that is consistent in itself (its arguments match its digest) but is
+    # not marked as an edit: it must be for exactly the arguments the agent proposed.
+    other = {**approval.args, "to": "attacker@evil.com"}
+    app.signal(run.id, approval_signal(approval.id), {
+        "approval_id": approval.id, "status": "approved", "edited": False,
+        "args": other, "digest": args_digest(other),
+    })
+    info = resume(app, run.id)
+    assert info.status == "failed"
+    assert info.error is not None and info.error["type"] == "ApprovalMismatch"
+    assert "other arguments than the ones proposed" in info.error["message"]
+    assert outbox == []
+
+
+def test_a_tampered_gate_record_fails_the_run_before_any_decision_is_used(
+    sqlite_url: str,
+) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}), outbox)
+    run = app.run("outreach", INPUT)
+    approval = pending_one(app)
+    # The journaled gate step now claims the request was made for other arguments than the
+    # ones the workflow proposes on replay; a genuine approval of the proposed ones follows.
+    other = {**approval.args, "to": "attacker@evil.com"}
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        (raw,) = db.execute("SELECT output FROM steps WHERE run_id = ? AND name = 'trust.gate'",
+                            (run.id,)).fetchone()
+        gated = json.loads(raw)
+        assert gated["digest"] == approval.digest
+        db.execute("UPDATE steps SET output = ? WHERE run_id = ? AND name = 'trust.gate'",
+                   (json.dumps({**gated, "digest": args_digest(other)}), run.id))
+    app.approve(approval.id, reviewer="alice")
+    info = resume(app, run.id)
+    assert info.status == "failed"
+    assert info.error is not None and info.error["type"] == "ApprovalMismatch"
+    assert "differ from the ones the approval request was made for" in info.error["message"]
     assert outbox == []
 
 

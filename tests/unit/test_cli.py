@@ -299,7 +299,10 @@ def test_runs_and_show_say_a_run_whose_worker_vanished_is_stuck(app: tether.App)
         return claim.run.id
 
     run_id = app.portal.run(abandoned())
-    time.sleep(0.1)  # the lease lapses and no worker takes the run over
+    expires = app.get_run(run_id).lease_expires
+    assert expires is not None
+    while time.time() <= expires.timestamp():  # the lease lapses; no worker takes the run over
+        time.sleep(0.01)
     listed = json.loads(invoke(app, "runs", "--json").stdout)
     health = next(r["health"] for r in listed if r["id"] == run_id)
     assert health["verdict"] == "stuck"
@@ -335,7 +338,7 @@ def test_cli_mutations_are_in_the_audit_trail(app: tether.App) -> None:
     waiting = app.run("approval", {"who": "acme"})
     assert invoke(app, "signal", waiting.id, "nudge").exit_code == 0
     assert invoke(app, "cancel", waiting.id, "--reason", "duplicate").exit_code == 0
-    assert invoke(app, "signal", waiting.id, "late").exit_code == 2  # the run ended: refused
+    assert invoke(app, "signal", waiting.id, "late").exit_code == 2  # refused: not recorded
     started = invoke(app, "start", "greet", "--input", '{"who": "x"}', "--as", "dana")
     assert started.exit_code == 0, started.output
     result = invoke(app, "audit", "--json")
@@ -346,6 +349,5 @@ def test_cli_mutations_are_in_the_audit_trail(app: tether.App) -> None:
     assert trail == [
         (me, "run.signal", waiting.id, "ok", "cli"),
         (me, "run.cancel", waiting.id, "ok", "cli"),
-        (me, "run.signal", waiting.id, "failed", "cli"),
         ("dana", "run.start", started.stdout.strip(), "ok", "cli"),
     ]

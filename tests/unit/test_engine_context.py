@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -88,7 +89,9 @@ async def test_signal_timeout_raises_signal_timeout_which_the_workflow_can_handl
 
     first = await app.run_async("impatient")
     assert first.status == "waiting" and first.waiting_for == "approval"
-    await asyncio.sleep(0.35)
+    assert first.wake_at is not None
+    while time.time() <= first.wake_at.timestamp():  # noqa: ASYNC110 - polls the clock
+        await asyncio.sleep(0.01)
     info = await app.run_async("impatient", run_id=first.id)
     assert info.status == "succeeded" and info.output == "timed out"
     assert info.steps[-1].status == "failed"

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import tether
 from tests.observe_fakes import model_call, tool_call
 from tether.observe import names as n
-from tether.observe.export import instrument
+from tether.observe.export import _SUSPENSION_MIN_SECONDS, instrument
 from tether.observe.spans import build_spans, format_span_tree, trace_id
 
 
@@ -134,7 +134,11 @@ def test_otlp_export_once_per_span_across_suspend_and_resume(sqlite_url: str) ->
 def test_a_fresh_process_exports_only_what_followed_the_suspension(sqlite_url: str) -> None:
     app = make_app(sqlite_url)
     info = app.run("outreach", {"company": "acme"})
-    time.sleep(0.05)  # the reviewer takes a moment: the wait is a real suspension
+    # A real suspension lasts longer than an in-process wait: let the wait outlast that mark.
+    wait = app.get_run(info.id).steps[-1]
+    assert wait.kind == "signal" and wait.started_at is not None
+    while time.time() - wait.started_at.timestamp() <= _SUSPENSION_MIN_SECONDS:
+        time.sleep(0.005)
     app.signal(info.id, "approval", {"approved": True})
     resumed = make_app(sqlite_url)  # another process: it exported nothing of this run
     exporter = InMemorySpanExporter()
@@ -153,11 +157,11 @@ def test_instrument_without_configuration_does_nothing(
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
     app = make_app(sqlite_url)
     assert instrument(app) is None
-    assert app.executor.listeners == []
+    assert app.executor.listeners == [app.run_events.on_run_end]  # the run event stream
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     export = instrument(app)
     assert export is not None
-    assert app.executor.listeners == [export.on_run]
+    assert app.executor.listeners == [app.run_events.on_run_end, export.on_run]
     export.processor.shutdown()
 
 

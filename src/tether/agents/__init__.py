@@ -5,10 +5,12 @@ See docs/agents.md.
 """
 
 from tether.agents.agent import Agent
+from tether.agents.capabilities import TetherLoopGuard, TetherScope, TetherTrust
+from tether.agents.durability import TetherDurability
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
 from tether.agents.models import ProviderError
 from tether.agents.offline import ScriptedModel
-from tether.agents.pipeline import Loop, Parallel, Sequential
+from tether.agents.pipeline import Fallback, Loop, Optional, Parallel, Sequential
 from tether.agents.scope import Scope, ScopeVerdict
 from tether.agents.state import RunState
 from tether.agents.tools import Tool, ToolContext, tool
@@ -16,8 +18,10 @@ from tether.agents.tools import Tool, ToolContext, tool
 __all__ = [
     "Agent",
     "AgentFailed",
+    "Fallback",
     "Loop",
     "LoopGuardTripped",
+    "Optional",
     "OutputInvalid",
     "Parallel",
     "ProviderError",
@@ -26,6 +30,10 @@ __all__ = [
     "ScopeVerdict",
     "ScriptedModel",
     "Sequential",
+    "TetherDurability",
+    "TetherLoopGuard",
+    "TetherScope",
+    "TetherTrust",
     "Tool",
     "ToolContext",
     "tool",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 from pydantic_ai.messages import (
@@ -31,9 +31,15 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition
 
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
+from tether.agents.guards import (
+    DEFAULT_RESERVED_OUTPUT_TOKENS,
+    LoopGuard,
+    node_usage,
+    precheck_model_call,
+    record_scope_violation,
+)
 from tether.agents.models import (
     DEFAULT_MODEL_RETRY,
-    estimate_tokens,
     load_response,
     model_label,
     request_model,
@@ -51,14 +57,13 @@ from tether.agents.output import (
 from tether.agents.scope import Scope, enforce_scope
 from tether.agents.state import RunState, render
 from tether.agents.tools import Tool, ToolContext, as_tool
-from tether.engine.budget import ZERO, Budget, Usage
+from tether.engine.budget import Budget, Usage
 from tether.engine.context import Context, current_step
 from tether.engine.registry import WorkflowDef
 from tether.engine.retry import Retry
 from tether.engine.serde import to_jsonable
 from tether.errors import StepFailed, UserError
 from tether.observe import names
-from tether.observe.limits import check_spend
 from tether.trust.gate import CheckResult, ToolCallRequest, authorize
 
 
@@ -72,7 +77,7 @@ class Agent:
     def __init__(
         self,
         name: str,
-        model: Model | str,
+        model: Model | str | Sequence[Model | str],
         instructions: str = "",
         *,
         tools: Sequence[Tool | Callable[..., Any]] = (),
@@ -89,12 +94,17 @@ class Agent:
         timeout: float | None = 120.0,
         model_settings: ModelSettings | None = None,
         version: str = "1",
+        reserve_output_tokens: int = DEFAULT_RESERVED_OUTPUT_TOKENS,
     ) -> None:
         if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
             raise UserError(f"Agent name {name!r} must be letters, digits, '_' or '-'")
         self.name = name
         self.model = model
-        """A pydantic-ai model name (``openai:gpt-4.1-mini``) or `Model` object."""
+        """A pydantic-ai model name (``openai:gpt-4.1-mini``) or `Model` object, or several
+        (a list, or a pydantic-ai `FallbackModel`): each request goes to the first; when its
+        step fails for good (its retries spent) the next one answers, and so on."""
+        if isinstance(model, list | tuple) and not model:
+            raise UserError(f"agent {name!r}: give at least one model")
         self.instructions = instructions
         """The system instructions; may use ``{placeholders}`` from the run state."""
         self.tools = [as_tool(t) for t in tools]
@@ -118,6 +128,12 @@ class Agent:
         self.timeout = timeout
         self.model_settings = model_settings
         self.version = version
+        if reserve_output_tokens < 1:
+            raise UserError(f"agent {name!r}: reserve_output_tokens must be at least 1")
+        self.reserve_output_tokens = reserve_output_tokens
+        """The completion tokens a model call is assumed to use at most when budgets or spend
+        limits reserve its worst case, unless `model_settings` gives ``max_tokens`` (then that
+        bound is used). A longer answer is reported as an overshoot of its reservation."""
         names_seen: set[str] = set()
         for t in self.tools:
             if t.name in names_seen or t.name == OUTPUT_TOOL:
@@ -126,9 +142,12 @@ class Agent:
         self._tools = {t.name: t for t in self.tools}
         self._structured = output_type is not str
         self._output = OutputSchema(output_type) if self._structured else None
-        self._resolved: Model | None = None
-        self._tools_hash = short_hash([[t.name, t.schema] for t in self.tools]
-                                      + ([self._output.schema] if self._output else []))
+        self._resolved: list[Model] | None = None
+        schemas = [[t.name, t.schema] for t in self.tools] + (
+            [self._output.schema] if self._output else [])
+        self._tools_hash = short_hash(schemas)
+        # Tool definitions are sent with every request but are not in the messages.
+        self._tools_tokens = len(json.dumps(schemas)) // 4 if schemas else 0
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r})"
@@ -149,10 +168,26 @@ class Agent:
         app.add_workflow(WorkflowDef(name=self.name, version=self.version, fn=workflow))
 
     def resolved_model(self) -> Model:
-        """The pydantic-ai `Model`, built on first use (a provider client needs its API key
-        only when the agent actually runs)."""
+        """The (first) pydantic-ai `Model`, built on first use (a provider client needs its API
+        key only when the agent actually runs)."""
+        return self.resolved_models()[0]
+
+    def resolved_models(self) -> list[Model]:
+        """The models in the order they are tried: the primary, then each fallback. A
+        pydantic-ai `FallbackModel` is unwrapped, so every request is its own journaled,
+        priced step naming the model that really answered."""
         if self._resolved is None:
-            self._resolved = resolve_model(self.model)
+            from pydantic_ai.models.fallback import FallbackModel
+
+            given = self.model
+            listed: list[Model | str] = (
+                list(given) if isinstance(given, list | tuple) else [cast(Model | str, given)]
+            )
+            models: list[Model] = []
+            for entry in listed:
+                resolved = resolve_model(entry)
+                models.extend(resolved.models if isinstance(resolved, FallbackModel) else [resolved])
+            self._resolved = models
         return self._resolved
 
     # --- the loop -------------------------------------------------------------------------------
@@ -170,7 +205,10 @@ class Agent:
 
     async def _loop(self, ctx: Context, state: RunState) -> Any:
         if self.scope is not None:
-            await enforce_scope(self.scope, ctx, state, node=self.name, model=self.model)
+            # With several models the scope classifier uses the first.
+            gate_model: Model | str = (self.resolved_models()[0] if isinstance(self.model, list | tuple)
+                                       else cast(Model | str, self.model))
+            await enforce_scope(self.scope, ctx, state, node=self.name, model=gate_model)
         instructions = render(self.instructions, state, node=self.name, what="instructions")
         prompt = (render(self.prompt, state, node=self.name, what="prompt")
                   if self.prompt is not None else state.as_prompt())
@@ -182,10 +220,11 @@ class Agent:
         prompt_hash = short_hash(self.instructions)
         output_errors = 0
         tool_errors = 0
-        repeats: dict[str, int] = {}
+        repeats = LoopGuard(self.loop_guard)
         last_error = ""
+        fallback = _ModelChoice(self.resolved_models())
         for _turn in range(self.max_turns):
-            response = await self._request(ctx, messages, params, prompt_hash)
+            response = await self._request_with_fallback(ctx, messages, params, prompt_hash, fallback)
             messages.append(response)
             parts: list[ModelRequestPart] = []
             calls = [p for p in response.parts if isinstance(p, ToolCallPart)]
@@ -244,20 +283,33 @@ class Agent:
         return ModelRequestParameters(function_tools=tools, output_mode="tool",
                                       output_tools=[output], allow_text_output=False)
 
+    async def _request_with_fallback(
+        self, ctx: Context, messages: list[ModelMessage], params: ModelRequestParameters,
+        prompt_hash: str, choice: _ModelChoice,
+    ) -> ModelResponse:
+        """One request, answered by the current model or, when its step fails for good, by
+        the next. Once a model has failed in this node execution the later requests go
+        straight to the one that answered (a provider that is down stays down for a while).
+        The failed step stays in the journal, so a replay takes the same path."""
+        while True:
+            try:
+                return await self._request(ctx, messages, params, prompt_hash, choice.current)
+            except StepFailed:
+                if not choice.advance():
+                    raise
+
     async def _request(
         self, ctx: Context, messages: list[ModelMessage], params: ModelRequestParameters,
-        prompt_hash: str,
+        prompt_hash: str, model: Model | None = None,
     ) -> ModelResponse:
-        model = self.resolved_model()
-        recorded = ctx.journal.get(ctx.next_sequence())
-        if recorded is not None and recorded.status == "completed":
-            estimate = ZERO  # a replay: nothing is sent, so nothing to check or estimate
-        else:
-            estimate = Usage(llm_calls=1, input_tokens=estimate_tokens(messages))
-            await check_spend(ctx.app, ctx, estimate)
-        budgets: tuple[tuple[Budget, Usage, str], ...] = ()
-        if self.budget is not None:
-            budgets = ((self.budget, self._spent(ctx), f"agent {self.name}"),)
+        model = model or self.resolved_model()
+        estimate, budgets, windows = await precheck_model_call(
+            ctx, messages, node=self.name, node_budget=self.budget,
+            model_name=model.model_name, provider=model.system,
+            max_tokens=(self.model_settings or {}).get("max_tokens"),
+            extra_prompt_tokens=self._tools_tokens,
+            reserve_output_tokens=self.reserve_output_tokens,
+        )
         last = messages[-1]
         data = await ctx.run_step(
             f"{self.name}.model",
@@ -279,13 +331,14 @@ class Agent:
                   names.AGENT_NAME: self.name, names.REQUEST_MODEL: model_label(model)},
             estimate=estimate,
             budgets=budgets,
+            windows=windows,
             # The new message only: the conversation is the journal of earlier entries.
             record_input={"messages": len(messages), "new": _describe(last)},
         )
         return load_response(data)
 
     def _spent(self, ctx: Context) -> Usage:
-        return ctx.usage_where(lambda meta: meta.get(names.NODE) == self.name)
+        return node_usage(ctx, self.name)
 
     def _final_output(
         self, response: ModelResponse, output_calls: list[ToolCallPart],
@@ -329,7 +382,7 @@ class Agent:
         return output, None, results
 
     async def _tool_call(
-        self, ctx: Context, call: ToolCallPart, state: RunState, repeats: dict[str, int]
+        self, ctx: Context, call: ToolCallPart, state: RunState, repeats: LoopGuard
     ) -> tuple[ModelRequestPart, str | None]:
         """Run one tool call; returns the part answering it and an error text if it was bad."""
         tool = self._tools.get(call.tool_name)
@@ -349,23 +402,22 @@ class Agent:
         except (ValueError, TypeError) as exc:
             error = f"arguments for {tool.name} are not valid JSON: {exc}"
             return _failed(call, error), error
-        key = f"{tool.name}:{json.dumps(raw, sort_keys=True, default=str)}"
-        repeats[key] = repeats.get(key, 0) + 1
-        if repeats[key] >= self.loop_guard and self._bounded_by_budget(ctx):
+        count = repeats.count(tool.name, raw)
+        if count >= self.loop_guard and self._bounded_by_budget(ctx):
             # An explicit model-call budget is the stop the user chose: keep the tool from
             # running again, tell the model, and let the budget end a model that insists.
-            error = (f"loop guard: {tool.name} was already asked for {repeats[key] - 1} times "
+            error = (f"loop guard: {tool.name} was already asked for {count - 1} times "
                      "with exactly these arguments and is not run again; use that result or "
                      "try something else")
             # Not a malformed call: it does not count toward the bad-tool-call bound.
             return _failed(call, error), None
-        if repeats[key] >= self.loop_guard:
+        if count >= self.loop_guard:
             raise LoopGuardTripped(
                 f"run {ctx.run_id}: node {self.name!r} asked for {tool.name}({_short(raw)}) "
-                f"{repeats[key]} times with the same arguments (loop guard {self.loop_guard}); "
+                f"{count} times with the same arguments (loop guard {self.loop_guard}); "
                 "the agent is stuck — improve its instructions or tools",
                 node=self.name, run_id=ctx.run_id,
-                details={"tool": tool.name, "args": raw, "repeats": repeats[key]},
+                details={"tool": tool.name, "args": raw, "repeats": count},
             )
         request = ToolCallRequest(
             agent=self.name, tool=tool.name, risk=tool.risk, args=raw,
@@ -430,20 +482,27 @@ class Agent:
         return any(b is not None and b.max_llm_calls is not None for b in budgets)
 
     async def _record_violation(self, ctx: Context, call: ToolCallPart, owner: str | None) -> None:
-        record = {"agent": self.name, "tool": call.tool_name, "owner": owner,
-                  "refused": True}
+        await record_scope_violation(ctx, agent=self.name, tool=call.tool_name,
+                                     args=_safe_args(call), owner=owner)
 
-        async def refuse() -> dict[str, Any]:
-            return record
 
-        await ctx.run_step(
-            f"{self.name}.scope_violation",
-            refuse,
-            is_async=True,
-            meta={names.NODE: self.name, names.AGENT_NAME: self.name,
-                  names.TOOL_NAME: call.tool_name, "tether.scope.violation": True},
-            record_input={"tool": call.tool_name, "args": _safe_args(call)},
-        )
+class _ModelChoice:
+    """Which of an agent's models answers next, within one node execution."""
+
+    def __init__(self, models: list[Model]) -> None:
+        self.models = models
+        self.index = 0
+
+    @property
+    def current(self) -> Model:
+        return self.models[self.index]
+
+    def advance(self) -> bool:
+        """Move to the next model; False when there is none left."""
+        if self.index + 1 >= len(self.models):
+            return False
+        self.index += 1
+        return True
 
 
 def _failed(call: ToolCallPart, error: str) -> ToolReturnPart:

@@ -24,12 +24,10 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRe
 from pydantic_ai.models import Model, ModelRequestParameters, infer_model
 from pydantic_ai.settings import ModelSettings
 
-from tether.engine.budget import Usage
+from tether.agents.guards import record_model_call
 from tether.engine.context import current_step
 from tether.engine.retry import Retry
 from tether.errors import UserError
-from tether.observe import names
-from tether.observe.cost import price_model_call
 
 DEFAULT_MODEL_RETRY = Retry(max_attempts=4, initial_delay=0.5, max_delay=20.0)
 """Model steps retry timeouts, connection errors, 429s (after Retry-After) and 5xx."""
@@ -74,11 +72,6 @@ def short_hash(value: Any) -> str:
     """A stable 12-hex-digit fingerprint of a JSON value."""
     text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def estimate_tokens(messages: list[ModelMessage]) -> int:
-    """A cheap upper-ish estimate of the prompt's tokens (about four characters per token)."""
-    return max(1, len(ModelMessagesTypeAdapter.dump_json(messages)) // 4)
 
 
 def classify_failure(exc: BaseException, *, node: str, model: str) -> BaseException:
@@ -140,36 +133,12 @@ async def request_model(
             raise
         raise mapped from exc
     usage = response.usage
-    input_tokens, output_tokens = int(usage.input_tokens or 0), int(usage.output_tokens or 0)
-    response_model = response.model_name or model.model_name
-    # Priced now, with the App's own overrides (negotiated rates, self-hosted models).
-    price = price_model_call(app, response_model, provider=model.system,
-                             input_tokens=input_tokens, output_tokens=output_tokens)
-    step = current_step()
-    step.add_usage(Usage(
-        llm_calls=1,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=price.cost_usd or 0.0,
-        unpriced_calls=0 if price.priced else 1,
-    ))
-    step.set_meta(**{
-        names.OPERATION_NAME: names.OP_CHAT,
-        names.REQUEST_MODEL: model.model_name,
-        names.RESPONSE_MODEL: response_model,
-        names.PROVIDER_NAME: model.system,
-        names.AGENT_NAME: agent,
-        names.NODE: node,
-        names.INPUT_TOKENS: input_tokens,
-        names.OUTPUT_TOKENS: output_tokens,
-        names.COST_USD: price.cost_usd,
-        names.PRICE_SOURCE: price.source,
-        names.PROMPT_HASH: prompt_hash,
-        names.TOOLS_HASH: tools_hash,
-        names.APP_VERSION: app_version,
-    })
-    if not price.priced:
-        step.set_meta(**{names.UNPRICED: True})
+    record_model_call(
+        current_step(), app=app, provider=model.system, request_model=model.model_name,
+        response_model=response.model_name, input_tokens=int(usage.input_tokens or 0),
+        output_tokens=int(usage.output_tokens or 0), agent=agent, node=node,
+        prompt_hash=prompt_hash, tools_hash=tools_hash, app_version=app_version,
+    )
     return dump_response(response)
 
 

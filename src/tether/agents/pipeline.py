@@ -1,9 +1,23 @@
-"""Pipelines of narrow nodes: `Sequential`, `Parallel`, `Loop`.
+"""Pipelines of narrow nodes: `Sequential`, `Parallel`, `Loop`, and the degrading wrappers
+`Optional` and `Fallback`.
 
 Every node (an `Agent` or a pipeline) has a name and runs against the run's `RunState`: it sees
 the input and the outputs of the nodes before it, and its own output is kept under its name.
 `app.register(pipeline)` makes the pipeline a workflow of the same name whose output is the
 outputs of its nodes, by name.
+
+A node's failure is isolated by wrapping it:
+
+1. `Optional(node, default=…)`: when the node fails for good (its model retries and re-asks
+   spent, a tool failing past its retries, the loop guard) or its scope refuses the request,
+   the pipeline goes on with `default` as the node's output.
+2. `Fallback(primary, backup)`: the backup runs only when the primary fails.
+
+Either way the decision is journaled as its own step (``{node}.skipped`` /
+``{node}.fallback``), after the failed node's own entries. A resumed run replays the failure
+from the journal, reaches the same decision without re-running anything, and carries on where
+it stopped. What a wrapper never absorbs: a run budget or spend limit, a non-determinism error,
+a trust-policy failure (whatever the context marks fatal), a cancel, a lost lease.
 """
 
 from __future__ import annotations
@@ -15,8 +29,11 @@ from tether.agents.agent import Agent, _remember_tools  # pyright: ignore[report
 from tether.agents.errors import AgentFailed
 from tether.agents.state import RunState
 from tether.engine.context import Context
+from tether.engine.control import RefuseRun
+from tether.engine.records import DEGRADED
 from tether.engine.registry import WorkflowDef
-from tether.errors import RunFailed, StepFailed, UserError
+from tether.errors import BudgetExceeded, RunFailed, StepFailed, UserError
+from tether.observe import names
 
 
 class Node(Protocol):
@@ -155,7 +172,110 @@ class Loop(_Pipeline):
         return {"iterations": iterations, "outputs": last}
 
 
-def _contains_parallel(node: Node) -> bool:
+class Optional:
+    """A node the pipeline can do without: when it fails or is refused, its output is
+    `default` and the run goes on (and ends ``succeeded``, marked degraded)."""
+
+    def __init__(self, node: Node, *, default: Any = None) -> None:
+        self.node = node
+        self.name = node.name
+        self.default = default
+
+    def __repr__(self) -> str:
+        return f"Optional({self.node!r})"
+
+    def nodes(self) -> list[Agent]:
+        return self.node.nodes()
+
+    async def execute(self, ctx: Context, state: RunState) -> Any:
+        failure = await _attempt(self.node, ctx, state)
+        if isinstance(failure, _Succeeded):
+            return failure.output
+        await _record_degradation(ctx, self.node.name, "skipped", failure, {"default": self.default})
+        return self.default
+
+
+class Fallback:
+    """Run `primary`; only if it fails (or is refused) run `backup` in its place. The pair's
+    output is kept under the primary's name (or `name`)."""
+
+    def __init__(self, primary: Node, backup: Node, *, name: str | None = None) -> None:
+        self.primary = primary
+        self.backup = backup
+        self.name = name or primary.name
+
+    def __repr__(self) -> str:
+        return f"Fallback({self.primary!r}, {self.backup!r})"
+
+    def nodes(self) -> list[Agent]:
+        return [*self.primary.nodes(), *self.backup.nodes()]
+
+    async def execute(self, ctx: Context, state: RunState) -> Any:
+        outcome = await _attempt(self.primary, ctx, state)
+        if isinstance(outcome, _Succeeded):
+            return outcome.output
+        await _record_degradation(ctx, self.primary.name, "fallback", outcome,
+                                  {"backup": self.backup.name})
+        output = await _run_node(self.backup, ctx, state)
+        state.outputs[self.backup.name] = output
+        return output
+
+
+class _Succeeded:
+    __slots__ = ("output",)
+
+    def __init__(self, output: Any) -> None:
+        self.output = output
+
+
+async def _run_node(node: Node, ctx: Context, state: RunState) -> Any:
+    try:
+        return await node.execute(ctx, state)
+    except StepFailed as exc:
+        raise AgentFailed(
+            f"run {ctx.run_id}: node {node.name!r} failed: {exc}",
+            node=node.name, run_id=ctx.run_id, error_type=exc.error_type,
+            details={"step": exc.step, "seq": exc.seq},
+        ) from exc
+
+
+async def _attempt(node: Node, ctx: Context, state: RunState) -> _Succeeded | dict[str, Any]:
+    """Run `node`; its output, or a description of a failure a wrapper may absorb. Anything
+    that must end the run (see the module docstring) propagates."""
+    try:
+        return _Succeeded(await _run_node(node, ctx, state))
+    except RefuseRun as refusal:
+        return {"type": "RunRefused", "message": refusal.reason, "refused": True}
+    except BudgetExceeded:
+        raise
+    except RunFailed as exc:
+        if ctx.fatal is not None:
+            raise
+        return {"type": exc.error_type, "message": str(exc)}
+
+
+async def _record_degradation(
+    ctx: Context, node: str, how: str, failure: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    record = {"node": node, "how": how, "error": failure, **extra}
+
+    async def decide() -> dict[str, Any]:
+        return record
+
+    await ctx.run_step(
+        f"{node}.{how}",
+        decide,
+        is_async=True,
+        meta={names.NODE: node, DEGRADED: how},
+        record_input={"node": node, "error": failure},
+    )
+
+
+def _contains_parallel(node: Any) -> bool:
     if isinstance(node, Parallel):
         return True
+    if isinstance(node, Optional):
+        return _contains_parallel(node.node)
+    if isinstance(node, Fallback):
+        return _contains_parallel(node.primary) or _contains_parallel(node.backup)
     return isinstance(node, _Pipeline) and any(_contains_parallel(c) for c in node.children)

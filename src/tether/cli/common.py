@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from tether.errors import TetherError, UserError
+from tether.errors import StoreNotFound, TetherError, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +28,24 @@ cli = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from tether import __version__
+
+        typer.echo(f"tether {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="Print tether's version and exit",
+    ),
+) -> None:
+    """tether: durable runtime for LLM agents."""
 
 STORE_HELP = "Store URL (default: $TETHER_STORE, else sqlite:///tether.db)"
 APP_HELP = "The app as module:attribute, e.g. myproject.workflows:app"
@@ -47,13 +65,14 @@ def load_app(spec: str | None, store: str | None) -> Any:
         raise UserError(f"--app {spec!r} must look like package.module:app")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    module = _import_app_module(spec, module_name)
     app = getattr(module, attribute, None)
     if not isinstance(app, tether.App):
-        raise UserError(f"--app {spec!r}: {module_name}.{attribute} is not a tether.App")
+        apps = sorted(k for k, v in vars(module).items() if isinstance(v, tether.App))
+        hint = f"; it defines {', '.join(apps)}" if apps else "; it defines no tether.App"
+        if app is None:
+            raise UserError(f"--app {spec!r}: module {module_name} has no {attribute!r}{hint}")
+        raise UserError(f"--app {spec!r}: {module_name}.{attribute} is not a tether.App{hint}")
     if store and app.store.url != store:
         # The app named its store in code; the commands follow the app, so say so.
         err_console.print(
@@ -63,6 +82,50 @@ def load_app(spec: str | None, store: str | None) -> Any:
             soft_wrap=True,
         )
     return app
+
+
+def _import_app_module(spec: str, module_name: str) -> Any:
+    """Import the --app module; any failure becomes one line naming the file and line."""
+    try:
+        return importlib.import_module(module_name)
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else module_name
+        raise UserError(
+            f"--app {spec!r}: syntax error in {where}: {exc.msg}; fix the module and retry"
+        ) from None
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise UserError(
+                f"--app {spec!r}: cannot import {module_name!r}: {exc} (run from the project "
+                "folder, or put it on PYTHONPATH)"
+            ) from None
+        raise UserError(f"--app {spec!r}: importing {module_name!r} failed at "
+                        f"{_where(exc)}: {type(exc).__name__}: {exc}") from None
+    except TetherError as exc:
+        raise UserError(f"--app {spec!r}: importing {module_name!r} failed at {_where(exc)}: "
+                        f"{exc}") from None
+    except Exception as exc:
+        raise UserError(
+            f"--app {spec!r}: importing {module_name!r} failed at {_where(exc)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame outside the import machinery."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    if not frames:
+        return "import"
+    return f"{frames[-1].filename}:{frames[-1].lineno}"
+
+
+def open_sqlite_now(app: Any) -> None:
+    """Open a SQLite store at once, so a bad path is one clear error before anything else is
+    printed (other stores connect on first use, with their own retries)."""
+    if app.store.url.startswith("sqlite:"):
+        app.portal.run(app.store.open())
 
 
 def require_store(app: Any) -> Any:
@@ -75,7 +138,7 @@ def require_store(app: Any) -> Any:
         and path != ":memory:"
         and not os.path.exists(path)
     ):
-        raise UserError(
+        raise StoreNotFound(
             f"no tether store at {os.path.abspath(path)} ({app.store.url}); nothing was started "
             "there yet, or point --store / $TETHER_STORE at your database"
         )
@@ -121,22 +184,16 @@ def audited(
     app: Any, action: str, target: str | None, who: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> Iterator[AuditEntry]:
-    """Record the command's mutation in the audit trail, as `who` (``--as``, else the OS login
-    name), with outcome ``ok`` or, when it raises a tether error, ``failed`` and the error."""
+    """Record the command's mutation in the audit trail once it succeeded, as `who` (``--as``,
+    else the OS login name). A refused command changes nothing, the trail included (the HTTP
+    API, where requests come from others, records refusals too)."""
     from tether.access.audit import record
     from tether.engine.app import login_name
 
     entry = AuditEntry(target, detail)
-    principal = who or login_name()
-    try:
-        yield entry
-    except TetherError as exc:
-        entry.detail["error"] = str(exc)
-        app.portal.run(record(app.store, principal, action, entry.target, outcome="failed",
-                              detail=entry.detail, via="cli"))
-        raise
-    app.portal.run(record(app.store, principal, action, entry.target, detail=entry.detail,
-                          via="cli"))
+    yield entry
+    app.portal.run(record(app.store, who or login_name(), action, entry.target,
+                          detail=entry.detail, via="cli"))
 
 
 def handle_errors(fn: F) -> F:

@@ -98,8 +98,12 @@ def demo(
             info = _wait(app, run_id, progress, second, worker_log, until=_finished)
         console.print()
         _report(info, call_log, done_before, first.pid, outbox)
-        console.print(f"\ninspect it:  [bold]tether show {run_id} --store {store}[/]")
-        console.print(f"             [bold]tether runs --store {store}[/]")
+        # `./dev demo` sets the prefix, so the hint runs as printed from the project folder.
+        cli_name = os.environ.get("TETHER_CLI_PREFIX") or "tether"
+        console.print(f"\ninspect it:  [bold]{cli_name} show {run_id} --store {store}[/]",
+                      soft_wrap=True)
+        console.print(f"             [bold]{cli_name} runs --store {store}[/]", soft_wrap=True)
+        console.print(f"             [bold]{cli_name} serve --store {store}[/]", soft_wrap=True)
     finally:
         for proc in workers:
             if proc.poll() is None:
@@ -168,7 +172,7 @@ def _wait(app: Any, run_id: str, progress: _Progress, worker: subprocess.Popen[b
         _check_alive(worker, run_id, log)
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} did not get there within {timeout:.0f}s "
-                               f"(status {info.status}); inspect it with `tether show {run_id}`")
+                               f"(status {info.status}); inspect it with `{os.environ.get('TETHER_CLI_PREFIX') or 'tether'} show {run_id}`")
         time.sleep(0.05)
 
 
@@ -299,8 +303,14 @@ def _report(info: RunInfo, call_log: Path, done_before: int, first_pid: int, out
                   else f"${info.usage.cost_usd:.5f}")
     console.print(table)
     if info.usage.unpriced_calls:
-        console.print("  [dim]the offline scripted model has no price; real models are priced "
-                      "with genai-prices when each call is recorded[/]")
+        console.print("  [dim]some calls are unpriced (genai-prices does not know their model); "
+                      "they are counted, never priced as zero[/]")
+    elif not os.environ.get("TETHER_MODEL"):
+        from tether.examples.titanium import PRICED_AS
+
+        console.print(f"  [dim]the offline scripted model is priced at {PRICED_AS}'s rates "
+                      "(genai-prices) for the tokens it used; real models are priced as each "
+                      "call is recorded[/]")
 
 
 def _brief(value: Any) -> str:

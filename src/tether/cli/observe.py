@@ -17,6 +17,7 @@ from tether.cli.common import (
     handle_errors,
     load_app,
     print_json,
+    require_store,
 )
 from tether.observe.attribution import CostRow, cost_report
 from tether.observe.changes import DEFAULT_DIMENSIONS, Change, Thresholds, detect_changes
@@ -59,7 +60,7 @@ def stats(
 ) -> None:
     """Runs, calls, p50/p95 latency, failures, refusals, retries, tokens and cost per group."""
     start, end = _window(since)
-    app = load_app(None, store)
+    app = require_store(load_app(None, store))
     if changes:
         dims = (*DEFAULT_DIMENSIONS, "window") if window else DEFAULT_DIMENSIONS
         found = asyncio.run(
@@ -118,7 +119,7 @@ def cost(
 ) -> None:
     """Model spend by owner and model: leaf model calls only, unpriced calls counted apart."""
     start, end = _window(since)
-    app = load_app(None, store)
+    app = require_store(load_app(None, store))
     rows = asyncio.run(cost_report(app, by, since=start, until=end))
     _print_cost(rows, since, json_output)
 
@@ -126,12 +127,14 @@ def cost(
 def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
     total = sum(r.cost_usd for r in rows)
     unpriced = sum(r.unpriced_calls for r in rows)
+    overshoot = sum(r.overshoot_usd for r in rows)
     if json_output:
         print_json({
             "since": since,
             "rows": [r.to_dict() for r in rows],
             "total_usd": round(total, 10),
             "unpriced_calls": unpriced,
+            "overshoot_usd": round(overshoot, 10),
         })
         return
     if not rows:
@@ -147,4 +150,7 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
                       str(r.input_tokens), str(r.output_tokens), f"{r.cost_usd:.6f}")
     console.print(table)
     note = f"; {unpriced} unpriced call(s) not included (unknown model)" if unpriced else ""
+    if overshoot:
+        note += (f"; ${overshoot:.6f} of it beyond the calls' reservations (responses longer "
+                 "than the bound reserved against budgets and spend limits)")
     console.print(f"total ${total:.6f}{note}", highlight=False)

@@ -15,6 +15,7 @@ from tether.cli.common import (
     handle_errors,
     load_app,
     print_json,
+    require_store,
 )
 from tether.errors import UserError
 
@@ -45,7 +46,7 @@ def prune(
     """Delete finished runs (succeeded, failed, refused, cancelled) older than the given age,
     with their journals and signals. Queued, running and waiting runs are never touched."""
     age = parse_age(older_than)
-    app = load_app(None, store)
+    app = require_store(load_app(None, store))
     try:
         cutoff = datetime.now(UTC) - age
         deleted = app.prune(age)

@@ -81,6 +81,11 @@ def format_cost(info: RunInfo) -> str:
     text = f"{usage.tokens:,} tokens, ${usage.cost_usd:.4f}"
     if usage.unpriced_calls:
         text += f" (+{usage.unpriced_calls} unpriced call(s))"
+    over = info.overshoot
+    if over:
+        parts = [f"${over['cost_usd']:.4f}" if over.get("cost_usd") else "",
+                 f"{int(over['tokens']):,} tokens" if over.get("tokens") else ""]
+        text += f"; over its reservations by {', '.join(p for p in parts if p)}"
     return text
 
 
@@ -126,18 +131,20 @@ def runs_table(runs: list[RunInfo], verdicts: dict[str, Verdict] | None = None) 
     for info in runs:
         detail = Text(format_labels(info.labels) if info.labels else "", style="dim")
         verdict = (verdicts or {}).get(info.id)
-        if verdict is not None and info.status == "running":
-            # Stuck or just slow: the first thing an operator wants to know of a running run.
+        running = info.status == "running"
+        if not (running and verdict is not None) and (extra := _detail(info)):
+            detail.append(("  " if detail else "") + extra, style=_detail_style(info))
+        if verdict is not None and shows_health(info, verdict):
+            # Stuck or just slow: the first thing an operator wants to know of a running run
+            # (and of a queued or waiting one no live worker serves).
             detail.append(
-                ("  " if info.labels else "") + render_verdict(verdict),
+                ("  " if detail else "") + render_verdict(verdict),
                 style=VERDICT_STYLE[verdict.verdict],
             )
-        elif extra := _detail(info):
-            detail.append(("  " if info.labels else "") + extra, style=_detail_style(info))
         table.add_row(
             info.id,
             _workflow(info),
-            status_text(info.status),
+            _run_status(info),
             str(len(info.steps)),
             format_created(info.created_at),
             format_duration(run_duration(info)),
@@ -205,6 +212,8 @@ def run_header(info: RunInfo) -> Table:
         if info.progress:
             grid.add_row("in", _progress(info.progress))
     grid.add_row("recoveries", str(info.recoveries))
+    for part in info.degraded:
+        grid.add_row("degraded", Text(_degradation(part), style="yellow"))
     if info.error:
         text = Text(error_line(info.error), style="red")
         if info.error.get("traceback"):
@@ -213,6 +222,21 @@ def run_header(info: RunInfo) -> Table:
     if info.status == "succeeded" and info.output is not None:
         grid.add_row("output", _short(info.output, 200))
     return grid
+
+
+def _run_status(info: RunInfo) -> Text:
+    text = status_text(info.status)
+    if info.degraded:
+        text.append(" degraded", style="yellow")
+    return text
+
+
+def _degradation(part: dict[str, Any]) -> str:
+    error = part.get("error") or {}
+    cause = f"{error.get('type', 'error')}: {_short(error.get('message', ''), 120)}"
+    if part.get("how") == "fallback":
+        return f"node {part.get('node')} failed ({cause}); {part.get('backup')} answered instead"
+    return f"node {part.get('node')} skipped ({cause}); its default was used"
 
 
 def steps_table(info: RunInfo) -> Table:
@@ -249,7 +273,7 @@ def steps_table(info: RunInfo) -> Table:
 def run_view(info: RunInfo, verdict: Verdict | None = None) -> Group:
     journal = steps_table(info) if info.steps else Text("journal: no steps yet", style="dim")
     parts: list[Any] = [run_header(info)]
-    if verdict is not None and info.status == "running":
+    if verdict is not None and shows_health(info, verdict):
         health = Text("health    ", style="bold")
         health.append(render_verdict(verdict), style=VERDICT_STYLE[verdict.verdict])
         if verdict.usual_p95 is not None:
@@ -261,11 +285,17 @@ def run_view(info: RunInfo, verdict: Verdict | None = None) -> Group:
 # --- JSON shapes ------------------------------------------------------------------------------
 
 
+def shows_health(info: RunInfo, verdict: Verdict | None) -> bool:
+    """A running run's verdict always shows; another run's only when it is flagged (a queued
+    or waiting run no live worker serves)."""
+    return verdict is not None and (info.status == "running" or verdict.verdict != "ok")
+
+
 def run_summary(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]:
     """What `tether runs --json` prints per run (`health`: the stuck/slow verdict of a
-    running run)."""
+    running run, or the flag of a queued/waiting run no live worker serves)."""
     return {
-        "health": verdict.to_dict() if verdict is not None and info.status == "running" else None,
+        "health": verdict.to_dict() if verdict is not None and shows_health(info, verdict) else None,
         "id": info.id,
         "workflow": info.workflow,
         "version": info.version,
@@ -279,6 +309,7 @@ def run_summary(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]
         "waiting_for": info.waiting_for,
         "wake_at": _iso(info.wake_at),
         "recoveries": info.recoveries,
+        "degraded": info.degraded,
         "tokens": info.tokens,
         "cost_usd": info.cost_usd,
         # Listings stay small: the traceback is in `tether show RUN --json`.
@@ -301,6 +332,7 @@ def run_detail(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]:
         progress=info.progress,
         budget=info.budget,
         usage=info.usage.to_dict(),
+        overshoot=info.overshoot or None,
         journal=[step_detail(step) for step in info.steps],
     )
     return detail

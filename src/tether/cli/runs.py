@@ -13,6 +13,7 @@ from tether.cli.common import (
     audited,
     cli,
     console,
+    err_console,
     handle_errors,
     load_app,
     parse_json,
@@ -21,7 +22,7 @@ from tether.cli.common import (
 )
 from tether.cli.render import run_detail, run_summary, run_view, runs_table
 from tether.engine.app import login_name
-from tether.errors import UserError
+from tether.errors import TetherError, UserError
 
 STORE_APP_HELP = (
     "Use this app's store (module:attribute), for apps that name their store in code"
@@ -88,17 +89,37 @@ def start(
         )
         entry.target = handle.id
     typer.echo(handle.id)
+    # Not an error: workers may start after the run (deploy order), and the run is durable.
+    definition = application.get_workflow(workflow)
+    warn_if_unserved(application, handle.id, workflow, definition.version if definition else None)
+
+
+def warn_if_unserved(application: Any, run_id: str, workflow: str, version: str | None) -> None:
+    """One warning line on stderr when no live worker serves what a new run needs."""
+    from tether.engine.presence import coverage
+
+    try:
+        gap = application.portal.run(coverage(application.store)).gap(workflow, version, run_id)
+    except TetherError:
+        return
+    if gap is not None:
+        err_console.print(
+            f"[yellow]warning:[/] {gap}; run {run_id} waits until one does",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def health_of(application: Any, runs: list[Any]) -> dict[str, Any]:
-    """Stuck-or-slow verdicts of the running runs among `runs` (one baseline query)."""
-    running = [info for info in runs if info.status == "running"]
-    if not running:
+    """Stuck-or-slow verdicts of the running runs among `runs` (one baseline query), and of
+    the queued and waiting ones whether a live worker serves them (one registry query)."""
+    pending = [info for info in runs if info.status in ("running", "queued", "waiting")]
+    if not pending:
         return {}
     from tether.observe.health import assess_runs
 
-    verdicts = application.portal.run(assess_runs(application, running))
-    return {info.id: verdict for info, verdict in zip(running, verdicts, strict=True)}
+    verdicts = application.portal.run(assess_runs(application, pending))
+    return {info.id: verdict for info, verdict in zip(pending, verdicts, strict=True)}
 
 
 @cli.command("runs")
@@ -110,6 +131,9 @@ def list_runs(
         None, "--label", "-l", help="Only runs carrying this label key=value (repeatable)"
     ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many, newest first"),
+    degraded: bool = typer.Option(
+        False, "--degraded", help="Only runs that skipped an optional node or took a fallback"
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
@@ -117,12 +141,15 @@ def list_runs(
     """List runs, newest first."""
     labels = parse_labels(label) or None
     application = require_store(load_app(app, store))
-    runs = application.list_runs(status=status, workflow=workflow, labels=labels, limit=limit)
+    runs = application.list_runs(
+        status=status, workflow=workflow, labels=labels, limit=limit,
+        degraded=True if degraded else None,
+    )
     verdicts = health_of(application, runs)
     if as_json:
         print_json([run_summary(info, verdicts.get(info.id)) for info in runs])
     elif not runs:
-        console.print("no runs match" if (status or workflow or labels) else "no runs yet")
+        console.print("no runs match" if (status or workflow or labels or degraded) else "no runs yet")
     else:
         console.print(runs_table(runs, verdicts))
 
@@ -191,15 +218,28 @@ def cancel(
 @handle_errors
 def fork(
     run: str = typer.Argument(..., help="Run id to fork"),
-    from_step: int = typer.Option(
-        ..., "--from-step", help="First step to execute again; steps before it are reused"
+    from_step: int | None = typer.Option(
+        None,
+        "--from-step",
+        help="First step to execute again; completed steps before it are reused (default: "
+        "just past the last journal entry — keep everything completed, redo the rest)",
+    ),
+    version: str | None = typer.Option(
+        None,
+        "--version",
+        help="Run the rest on this workflow version; the new run replaces the source (its "
+        "unread signals move over, the source is cancelled)",
     ),
     app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
-    """Start a new run that reuses the journal before a step; print its id."""
+    """Start a new run that reuses the journal before a step, optionally on another workflow
+    version (to move a run a deploy stranded); print its id."""
     application = require_store(load_app(app, store))
-    with audited(application, "run.fork", run, detail={"from_step": from_step}) as entry:
-        handle = application.fork(run, from_step, started_by=login_name())
+    detail = {"from_step": from_step, "version": version}
+    with audited(application, "run.fork", run, detail=detail) as entry:
+        handle = application.fork(run, from_step, version=version, started_by=login_name())
         entry.detail["run"] = handle.id
     typer.echo(handle.id)
+    forked = application.get_run(handle.id)
+    warn_if_unserved(application, handle.id, forked.workflow, forked.version)

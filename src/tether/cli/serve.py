@@ -7,8 +7,17 @@ import os
 
 import typer
 
-from tether.cli.common import APP_HELP, STORE_HELP, cli, err_console, handle_errors, load_app
-from tether.errors import UserError
+from tether.cli.common import (
+    APP_HELP,
+    STORE_HELP,
+    cli,
+    err_console,
+    handle_errors,
+    load_app,
+    open_sqlite_now,
+    require_store,
+)
+from tether.errors import StoreNotFound, UserError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -42,6 +51,9 @@ def serve(
         [], "--trusted-proxy", help="Address or network of the reverse proxy whose "
         "--auth-header and X-Forwarded-* headers are believed (repeatable)"),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
+    create: bool = typer.Option(
+        False, "--create", help="Create the SQLite store if it does not exist yet (by default "
+        "serve refuses: a wrong path would show an empty dashboard)"),
 ) -> None:
     """Serve the JSON API (/api) and the web dashboard for the store's runs and approvals."""
     import uvicorn
@@ -51,6 +63,12 @@ def serve(
     from tether.server.auth import Auth
 
     tether_app = load_app(app, store)
+    if not create:
+        try:
+            require_store(tether_app)
+        except StoreNotFound as exc:
+            raise StoreNotFound(f"{exc}; or pass --create to start with an empty one") from None
+    open_sqlite_now(tether_app)
     loopback = is_loopback(host)
     configured = tether_app.portal.run(tether_app.store.has_principals())
     if not configured and not loopback:

@@ -18,7 +18,15 @@ import time
 
 import typer
 
-from tether.cli.common import APP_HELP, STORE_HELP, cli, handle_errors, load_app, redact_url
+from tether.cli.common import (
+    APP_HELP,
+    STORE_HELP,
+    cli,
+    handle_errors,
+    load_app,
+    open_sqlite_now,
+    redact_url,
+)
 from tether.cli.render import error_line
 from tether.engine.app import App
 from tether.errors import UserError
@@ -59,6 +67,7 @@ def worker(
     """Run a worker: claim runnable runs of the app's workflows and execute them."""
     configure_logging(log_level)
     application = load_app(app, store)
+    open_sqlite_now(application)
     # Spans go out over OTLP when the standard OTEL_EXPORTER_OTLP_* settings are present.
     from tether.observe.export import instrument
 

@@ -14,17 +14,26 @@ import secrets
 import signal as signal_module
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether.engine.budget import Budget
 from tether.engine.context import BUDGET_SIGNAL, Context
+from tether.engine.events import EventLog, RunEvent, follow_events, read_events
 from tether.engine.executor import RunExecutor
+from tether.engine.lease import Leases
 from tether.engine.records import STARTED_BY_LABEL, RunInfo
-from tether.engine.registry import WorkflowDef, make_step, make_workflow, step_wrapper
+from tether.engine.registry import (
+    WorkflowDef,
+    make_step,
+    make_workflow,
+    step_wrapper,
+    version_key,
+)
 from tether.engine.retry import Retry
+from tether.engine.schedules import Catchup, Overlap, Schedule
 from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
 from tether.errors import UnknownRun, UnknownWorkflow, UserError, error_from_record
 from tether.store import open_store
@@ -119,9 +128,51 @@ class RunHandle:
     def info(self) -> RunInfo:
         return self.app.get_run(self.id)
 
+    def events(self, *, after: int = 0, follow: bool = True) -> RunEventStream:
+        """The run's event stream from position `after`: ``for event in handle.events()`` or
+        ``async for event in handle.events()``. With `follow` it waits for new events until
+        the run's ``finished`` event; without, it yields what is there and stops."""
+        return RunEventStream(self.app, self.id, after=after, follow=follow)
+
     @property
     def status(self) -> str:
         return self.info().status
+
+
+class RunEventStream:
+    """A run's events, as a sync or an async iterator (`RunHandle.events`)."""
+
+    def __init__(self, app: App, run_id: str, *, after: int, follow: bool) -> None:
+        self._app = app
+        self._run_id = run_id
+        self._after = after
+        self._follow = follow
+
+    def __aiter__(self) -> AsyncIterator[RunEvent]:
+        if self._follow:
+            return follow_events(self._app.store, self._run_id, after=self._after)
+        return self._once()
+
+    async def _once(self) -> AsyncIterator[RunEvent]:
+        for event in await read_events(self._app.store, self._run_id, after=self._after):
+            yield event
+
+    def __iter__(self) -> Iterator[RunEvent]:
+        after = self._after
+        idle = 0
+        while True:
+            events = self._app.portal.run(read_events(
+                self._app.store, self._run_id, after=after, check_finished=idle % 20 == 0))
+            for event in events:
+                after = event.id
+                yield event
+                if event.kind == "finished":
+                    return
+            if not self._follow:
+                return
+            idle = 1 if events else idle + 1
+            if not events:
+                time.sleep(0.01)
 
 
 class App:
@@ -159,6 +210,10 @@ class App:
         self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tether-step")
         self.live_contexts: dict[str, Context] = {}
         """Contexts of the runs this process is executing right now, by run id."""
+        self.schedules: dict[str, Schedule] = {}
+        """Schedules declared with `schedule`, by name (saved in the store by workers)."""
+        self.run_events = EventLog(self.store)
+        """Where contexts and upper layers emit the runs' events (`tether.engine.events`)."""
         self.executor = RunExecutor(
             self.store,
             self._workflows,
@@ -167,6 +222,7 @@ class App:
             live=self.live_contexts,
             app=self,
         )
+        self.executor.listeners.append(self.run_events.on_run_end)
 
     # --- registration ----------------------------------------------------------------------------
 
@@ -211,7 +267,7 @@ class App:
             )
         self._workflows[key] = definition
         latest = self._latest.get(definition.name)
-        if latest is None or _version_key(definition.version) >= _version_key(latest.version):
+        if latest is None or version_key(definition.version) >= version_key(latest.version):
             self._latest[definition.name] = definition
 
     @overload
@@ -246,13 +302,63 @@ class App:
 
         return register(fn) if fn is not None else register
 
+    def schedule(
+        self,
+        cron: str,
+        workflow: str | Callable[..., Any] | None = None,
+        *,
+        input: dict[str, Any] | None = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        overlap: Overlap = "skip",
+        catchup: Catchup = "latest",
+    ) -> Any:
+        """Start `workflow` on the cron expression `cron` (five fields, or six with leading
+        seconds) in `timezone`: exactly one run per tick across all workers (the tick is the
+        run id). Without `workflow` it is a decorator to put above ``@app.workflow``.
+        `overlap` (``skip``/``queue``/``allow``) says what a tick does while the previous
+        scheduled run is unfinished; `catchup` (``latest``/``all``/``none``) which ticks missed
+        while no worker ran are started. Returns the `Schedule` (or the decorated function)."""
+
+        def declare(target: str | Callable[..., Any]) -> Schedule:
+            wf = target if isinstance(target, str) else getattr(target, "__tether_workflow__", None)
+            if not wf:
+                raise UserError(
+                    f"{target!r} is not a workflow: pass its name, or put @app.schedule(...) "
+                    "above @app.workflow"
+                )
+            declared = Schedule(
+                name=name or wf, cron=cron, workflow=wf, input=dict(input or {}),
+                timezone=timezone, labels=dict(labels or {}), overlap=overlap, catchup=catchup,
+            )
+            if declared.name in self.schedules and self.schedules[declared.name] != declared:
+                raise UserError(
+                    f"schedule {declared.name!r} is declared twice; give the second a name="
+                )
+            self.schedules[declared.name] = declared
+            return declared
+
+        if workflow is not None:
+            return declare(workflow)
+
+        def decorator(fn: F) -> F:
+            declare(fn)
+            return fn
+
+        return decorator
+
     def register(self, component: Any) -> Any:
         """Register something that knows how to become a workflow (an agent pipeline)."""
         hook = getattr(component, "register_on", None)
         if not callable(hook):
+            hook = _capability_registrar(component)
+        if not callable(hook):
             raise UserError(
                 f"cannot register {component!r}: expected an Agent or pipeline "
-                "(Sequential/Parallel/Loop); decorate functions with @app.workflow"
+                "(Sequential/Parallel/Loop), or a pydantic-ai Agent with "
+                "capabilities=[tether.TetherDurability(app)]; decorate functions with "
+                "@app.workflow"
             )
         hook(self)
         return component
@@ -316,6 +422,16 @@ class App:
             raise UnknownRun(run_id)
         return RunInfo.from_records(*loaded)
 
+    async def run_events_async(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> list[RunEvent]:
+        """The run's events after position `after`, oldest first (the SSE endpoint's read);
+        raises `UnknownRun` for a run that does not exist."""
+        events = await read_events(self.store, run_id, after=after, limit=limit)
+        if not events and await self.store.get_run(run_id) is None:
+            raise UnknownRun(run_id)
+        return events
+
     async def list_runs_async(
         self,
         *,
@@ -323,13 +439,18 @@ class App:
         workflow: str | None = None,
         labels: dict[str, str] | None = None,
         limit: int = 50,
+        degraded: bool | None = None,
     ) -> list[RunInfo]:
         if status is not None and status not in RUN_STATUSES:
             raise UserError(f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}")
         runs = await self.store.list_runs(
             status=status, workflow=workflow, labels=labels, limit=limit
         )
-        return [RunInfo.from_records(run, await self.store.load_steps(run.id)) for run in runs]
+        infos = [RunInfo.from_records(run, await self.store.load_steps(run.id)) for run in runs]
+        if degraded is not None:
+            # The mark lives in the journal (each run's journal is loaded here anyway).
+            infos = [info for info in infos if bool(info.degraded) == degraded]
+        return infos
 
     async def cancel_async(self, run_id: str, reason: str = "cancelled by request") -> RunInfo:
         run = await self.store.cancel_run(run_id, reason)
@@ -341,25 +462,53 @@ class App:
         return await self.get_run_async(run_id)
 
     async def fork_async(
-        self, run_id: str, from_step: int, *, started_by: str | None = None
+        self,
+        run_id: str,
+        from_step: int | None = None,
+        *,
+        version: str | None = None,
+        started_by: str | None = None,
     ) -> RunHandle:
-        """A new run reusing the source's journal before `from_step`, started by `started_by`
-        (default: the OS login name), not by whoever started the source."""
-        source = await self.store.get_run(run_id)
-        if source is None:
+        """A new run reusing the source's journal before `from_step` (see `fork`), started by
+        `started_by` (default: the OS login name), not by whoever started the source."""
+        loaded = await self.store.load_run(run_id)
+        if loaded is None:
             raise UnknownRun(run_id)
-        if from_step < 1:
-            raise UserError(f"from_step must be 1 or more (steps are numbered from 1), got {from_step}")
+        source, journal = loaded
+        end = max((entry.seq for entry in journal), default=0) + 1
+        if from_step is None:
+            from_step = end
+        if not 1 <= from_step <= end:
+            raise UserError(
+                f"run {run_id} has {end - 1} journal entries, so from_step must be between 1 "
+                f"and {end} (steps are numbered from 1; {end} keeps every completed step); "
+                f"got {from_step}; nothing was forked"
+            )
+        known = sorted((v for n, v in self._workflows if n == source.workflow), key=version_key)
+        if version is not None and known and version not in known:
+            # This app has the workflow, so it knows its versions (a client App does not).
+            raise UserError(
+                f"workflow {source.workflow!r} has no version {version!r} in this app "
+                f"(it has {', '.join(known)}); nothing was forked"
+            )
+        new_id = new_run_id()
         new = NewRun(
-            id=new_run_id(),
+            id=new_id,
             workflow=source.workflow,
-            version=source.version,
+            version=version if version is not None else source.version,
             input=source.input,
             labels={**source.labels, STARTED_BY_LABEL: started_by or login_name()},
             budget=source.budget,
             parent_id=source.id,
         )
-        run = await self.store.fork_run(source.id, from_step, new)
+        # Moving a run onto another version supersedes it: two live copies of one run on two
+        # versions would both act (send the email twice) if an old worker came back.
+        supersede = (
+            f"moved to version {version} as run {new_id} (fork from step {from_step})"
+            if version is not None
+            else None
+        )
+        run = await self.store.fork_run(source.id, from_step, new, supersede=supersede)
         return RunHandle(self, run.id)
 
     async def raise_budget_async(self, run_id: str, budget: Budget) -> RunInfo:
@@ -387,6 +536,8 @@ class App:
         """Start (or pick up) a run and execute it in this process until it finishes, suspends
         or fails."""
         owner = f"{default_worker_name()}:run:{secrets.token_hex(4)}"
+        leases = Leases(self.store, owner, self.lease_seconds, live=self.live_contexts)
+        sent = time.monotonic()
         existing = await self.store.get_run(run_id) if run_id is not None else None
         claim: Claim | None = None
         fresh = False
@@ -409,9 +560,10 @@ class App:
                 )
         if claim is not None:
             quiet_control_flow(asyncio.get_running_loop())
-            beat = asyncio.create_task(self._keep_lease(owner, run.id))
+            leases.hold(run.id, sent)
+            beat = asyncio.create_task(leases.keep())
             try:
-                await self.executor.execute(claim, fresh=fresh)
+                await self.executor.execute(claim, fresh=fresh, leases=leases)
             finally:
                 beat.cancel()
         return await self.get_run_async(run.id)
@@ -464,20 +616,42 @@ class App:
         workflow: str | None = None,
         labels: dict[str, str] | None = None,
         limit: int = 50,
+        degraded: bool | None = None,
     ) -> list[RunInfo]:
-        """Newest first."""
+        """Newest first. `degraded=True` keeps runs that carried on past a failed optional or
+        fallback node (``False``: those that did not); applied to the `limit` newest runs."""
         return self.portal.run(
-            self.list_runs_async(status=status, workflow=workflow, labels=labels, limit=limit)
+            self.list_runs_async(
+                status=status, workflow=workflow, labels=labels, limit=limit, degraded=degraded
+            )
         )
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> RunInfo:
         """Cancel a queued or waiting run now; a running one stops at its next step."""
         return self.portal.run(self.cancel_async(run_id, reason))
 
-    def fork(self, run_id: str, from_step: int, *, started_by: str | None = None) -> RunHandle:
-        """A new run of the same workflow and input that reuses the journal before
-        `from_step` (those steps are not executed again)."""
-        return self.portal.run(self.fork_async(run_id, from_step, started_by=started_by))
+    def fork(
+        self,
+        run_id: str,
+        from_step: int | None = None,
+        *,
+        version: str | None = None,
+        started_by: str | None = None,
+    ) -> RunHandle:
+        """A new run of the same workflow and input that reuses the completed journal entries
+        before `from_step` (those steps are not executed again). `from_step` defaults to just
+        past the last journal entry: keep everything completed, redo the rest.
+
+        With `version`, the new run is pinned to that workflow version (replay on the new
+        code checks the reused entries' names: a mismatch fails it with
+        `NonDeterminismError`), and it *replaces* the source: the source's unconsumed signals
+        move to the new run and an unfinished source is cancelled, in one transaction. This
+        is how a run stranded by a deploy that dropped its version moves onto the new code.
+        `started_by` is who forks it (default: the OS login name).
+        """
+        return self.portal.run(
+            self.fork_async(run_id, from_step, version=version, started_by=started_by)
+        )
 
     def raise_budget(self, run_id: str, budget: Budget) -> RunInfo:
         return self.portal.run(self.raise_budget_async(run_id, budget))
@@ -630,20 +804,6 @@ class App:
             wake_at=time.time() + seconds if seconds else None,
         )
 
-    async def _keep_lease(self, owner: str, run_id: str) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            ctx = self.live_contexts.get(run_id)
-            progress = {run_id: ctx.progress()} if ctx is not None else None
-            try:
-                beat = await self.store.heartbeat(owner, self.lease_seconds, progress)
-            except Exception:
-                continue
-            for run_id in beat.cancel_requested:
-                ctx = self.live_contexts.get(run_id)
-                if ctx is not None:
-                    ctx.request_cancel()
-
 
 def login_name() -> str:
     """Who this process runs as: the OS login name, else ``uid:N`` (never empty)."""
@@ -666,9 +826,23 @@ def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
 
-def _version_key(version: str) -> tuple[int, tuple[int, ...], str]:
-    """Numeric versions ("2" > "10" is wrong) order numerically, after any non-numeric one."""
-    try:
-        return (1, tuple(int(part) for part in version.split(".")), "")
-    except ValueError:
-        return (0, (), version)
+def _capability_registrar(component: Any) -> Callable[[Any], None] | None:
+    """A pydantic-ai agent registers through the capability that makes it durable on tether
+    (the one with a ``register_agent_on`` hook), found without importing the agents layer."""
+    root = getattr(component, "root_capability", None)
+    found: list[Any] = []
+
+    def visit(capability: Any) -> None:
+        if callable(getattr(capability, "register_agent_on", None)):
+            found.append(capability)
+
+    if root is not None and callable(getattr(root, "apply", None)):
+        root.apply(visit)
+    if not found:
+        return None
+    registrar = found[0]
+
+    def register(app: Any) -> None:
+        registrar.register_agent_on(app, component)
+
+    return register

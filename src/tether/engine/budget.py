@@ -1,8 +1,9 @@
 """Budgets and the usage ledger.
 
 A run's spend is the sum of the usage journaled with its steps, so the ledger survives crashes
-and resumes. A budget is checked before each step (with an estimate of what the step may spend)
-and the real usage is charged when the step's outcome is journaled.
+and resumes. Before each step its worst case (the estimate an upper layer gives) is checked
+against journaled plus reserved usage and reserved until the step's outcome — with the real
+usage — is journaled (`tether.engine.ledger`).
 """
 
 from __future__ import annotations
@@ -138,6 +139,20 @@ class Budget:
         budget of 8 model calls allows exactly 8.
         """
         after = spent + estimate
+        where = f"run {run_id}" if run_id else "run"
+        if scope != "run":
+            where += f", {scope}"
+        if self.max_cost_usd is not None and estimate.unpriced_calls:
+            # An unpriced operation counted as $0 would pass every dollar cap unseen.
+            raise BudgetExceeded(
+                f"{where}: budget max_cost_usd={self.max_cost_usd} cannot be enforced: the next "
+                "operation has no known price; price its model (tether.observe."
+                "set_price_overrides) or remove max_cost_usd",
+                run_id=run_id,
+                limit="max_cost_usd",
+                details={"limit": "max_cost_usd", "max": self.max_cost_usd, "unpriced": True,
+                         "scope": scope},
+            )
         checks: list[tuple[str, float | None, float, str]] = [
             ("max_llm_calls", self.max_llm_calls, after.llm_calls, "model calls"),
             ("max_tool_calls", self.max_tool_calls, after.tool_calls, "tool calls"),
@@ -156,9 +171,6 @@ class Budget:
                     "max_steps": steps - 1 if steps else 0,
                     "max_duration": round(elapsed, 3),
                 }[name]
-                where = f"run {run_id}" if run_id else "run"
-                if scope != "run":
-                    where += f", {scope}"
                 raise BudgetExceeded(
                     f"{where}: budget {name}={limit} reached ({shown_spent} {unit} spent, the "
                     f"next operation would make it {round(value, 6)}); raise the budget or "

@@ -17,20 +17,29 @@ import inspect
 import time
 import traceback
 import uuid as uuid_module
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.control import CancelRun, DropRun, Suspend
+from tether.engine.lease import Leases
+from tether.engine.ledger import OVERSHOOT, Ledger, Reservation, window_exceeded
 from tether.engine.registry import StepDef, make_step
 from tether.engine.retry import NO_RETRY, Retry
 from tether.engine.serde import Decoder, to_jsonable
-from tether.errors import NonDeterminismError, StepFailed, StoreUnavailable, UserError
-from tether.store.base import RunRecord, StepRecord, Store
+from tether.errors import (
+    BudgetExceeded,
+    NonDeterminismError,
+    SignalTimeout,
+    StepFailed,
+    StoreUnavailable,
+    UserError,
+)
+from tether.store.base import WAIT_SEPARATOR, RunRecord, SpendWindow, StepRecord, Store
 
 _current: ContextVar[Context | None] = ContextVar("tether_context", default=None)
 _current_step: ContextVar[StepContext | None] = ContextVar("tether_step", default=None)
@@ -111,8 +120,10 @@ class Context:
         executor: Executor | None = None,
         app: Any = None,
         replay_only: bool = False,
+        leases: Leases | None = None,
     ) -> None:
         self.app = app
+        self._leases = leases
         self._replay_only = replay_only
         """The `tether.App` executing this run (upper layers read their configuration from it)."""
         self._run = run
@@ -123,6 +134,7 @@ class Context:
         self._executor = executor
         self._seq = 0
         self._usage = ZERO
+        self._ledger = Ledger(store, run.id, token)
         for rec in journal:
             if rec.usage:
                 self._usage = self._usage + Usage.from_dict(rec.usage)
@@ -131,8 +143,19 @@ class Context:
         self._running: dict[int, dict[str, Any]] = {}
         self._stopping: BaseException | None = None
         self._cancel_requested = False
+        self._step_tasks: dict[int, asyncio.Task[Any]] = {}
+        """The task running each step's function right now (what an interrupt cancels)."""
+        self._interrupt: BaseException | None = None
+        """Why running steps were interrupted: a cancel, or the run's max_duration."""
         self.fatal: BaseException | None = None
         """A failure the run must end with even if workflow code caught it."""
+        self._events = None if replay_only else getattr(app, "run_events", None)
+        if journal:
+            self.emit_event("resumed", data={"fencing": token},
+                            key=f"{run.id}:resumed:{token}")
+        else:
+            self.emit_event("run_started", data={"workflow": run.workflow},
+                            key=f"{run.id}:started")
 
     # --- what the workflow may read ---------------------------------------------------------------
 
@@ -227,9 +250,13 @@ class Context:
         estimate: Usage = ZERO,
         budgets: tuple[tuple[Budget, Usage, str], ...] = (),
         record_input: Any = None,
+        windows: tuple[SpendWindow, ...] = (),
     ) -> Coroutine[Any, Any, Any]:
         """The general form of a step, for upper layers (agents record model and tool calls
-        with it). `budgets` are extra ``(budget, spent, scope)`` checks, e.g. per agent node."""
+        with it). `estimate` is the step's worst case: it is reserved against the run's budget,
+        the extra ``(budget, spent, scope)`` `budgets` (e.g. an agent node's) and the spend
+        `windows` before the step runs, and released once its outcome is journaled (see
+        `tether.engine.ledger`)."""
         seq = self._next_seq()
         if is_async is None:
             is_async = inspect.iscoroutinefunction(fn)
@@ -248,6 +275,7 @@ class Context:
             estimate,
             budgets,
             record_input,
+            windows,
         )
 
     async def branches(self, calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
@@ -282,6 +310,21 @@ class Context:
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         return self._wait_for_signal(self._next_seq(), name, seconds)
 
+    def wait_for_any(
+        self, names: Sequence[str], *, timeout: timedelta | float | None = None
+    ) -> Coroutine[Any, Any, tuple[str, Any]]:
+        """Wait for the first of several signals and return ``(name, payload)``.
+
+        One journaled operation: it takes the oldest unconsumed signal among `names` (one that
+        arrived earlier counts), so two racing signals resolve the same way on every worker
+        and the other stays in the mailbox for a later wait; a replay returns the recorded
+        winner. The run holds no worker while waiting and wakes on any of the names. Raises
+        `SignalTimeout` after `timeout`. Use this rather than ``asyncio.wait`` over
+        `wait_for_signal` calls, which cannot work (see docs/concepts.md)."""
+        wanted = _signal_names(names)
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        return self._wait_for_any(self._next_seq(), wanted, seconds)
+
     def now(self) -> datetime:
         """The current time, recorded: a replay returns the same instant."""
         seq = self._next_seq()
@@ -304,6 +347,33 @@ class Context:
             value = str(rec.output)
         return uuid_module.UUID(value)
 
+    def emit_event(
+        self, kind: str, *, seq: int | None = None, data: dict[str, Any] | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Add an event to the run's stream (`tether.engine.events`). Give events about the
+        journal a `key` derived from the run and sequence number: a replay emits them again
+        and the stream keeps them once."""
+        if self._events is not None:
+            self._events.emit(self.run_id, kind, seq=seq, data=data, key=key)
+
+    def _emit_step(self, kind: str, rec: StepRecord, **extra: Any) -> None:
+        if self._events is None:
+            return
+        what = kind.removeprefix("step_")
+        if kind == "step_retrying":
+            what = f"retrying:{rec.attempts}"
+        data: dict[str, Any] = {"name": rec.name, "kind": rec.kind, "attempts": rec.attempts}
+        for field_name in _EVENT_META:
+            value = (rec.meta or {}).get(field_name)
+            if value is not None:
+                data[field_name] = value
+        if rec.error:
+            data["error"] = {"type": rec.error.get("type"), "message": rec.error.get("message")}
+        data.update(extra)
+        self._events.emit(self.run_id, kind, seq=rec.seq, data=data,
+                          key=f"{self.run_id}:{rec.seq}:{what}")
+
     # --- executor hooks --------------------------------------------------------------------------
 
     def progress(self) -> dict[str, Any] | None:
@@ -313,8 +383,47 @@ class Context:
         return self._running[min(self._running)]
 
     def request_cancel(self) -> None:
-        """Make the next operation end the run as cancelled."""
+        """End the run as cancelled: steps running now are interrupted (an async step's task
+        is cancelled, so its ``finally`` blocks run; a thread step is abandoned and its late
+        result discarded) and the next operation stops the run. Safe to call from any thread."""
+        if self._cancel_requested:
+            return  # a second cancel must not interrupt the steps' cleanup again
         self._cancel_requested = True
+        self._interrupt_steps(CancelRun())
+
+    def check_returned(self) -> None:
+        """Called when the workflow function returned: an operation that stopped the run (a
+        suspension, a cancel, a lost lease) still applies even if workflow code swallowed it.
+
+        A swallowed suspension is an error, not a success: ``asyncio.wait`` (or a task left
+        unawaited, or ``except BaseException``) hid it, and the workflow returned without the
+        outcome it was waiting for."""
+        stopping = self._stopping
+        if stopping is None:
+            return
+        if isinstance(stopping, Suspend):
+            names = stopping.waiting_for
+            if isinstance(names, str):
+                what = f"signal {names!r}"
+            elif names:
+                what = "one of the signals " + ", ".join(repr(n) for n in names)
+            else:
+                what = "a durable timer"
+            error = UserError(
+                f"run {self.run_id}: workflow {self.workflow!r} returned while one of its "
+                f"operations had suspended the run (waiting for {what}); asyncio.wait, "
+                "asyncio.wait_for, a task left unawaited or `except BaseException` hid the "
+                "suspension. Await ctx operations directly; to wait for the first of several "
+                "signals use `await ctx.wait_for_any([...])`"
+            )
+            self.fatal = error
+            raise error
+        raise stopping
+
+    @property
+    def stopping(self) -> BaseException | None:
+        """The control-flow signal that is stopping the run, once one was raised."""
+        return self._stopping
 
     async def settle(self) -> None:
         """Wait for steps still running in other branches to journal their outcome (called
@@ -325,6 +434,13 @@ class Context:
 
     async def flush(self) -> None:
         await self._flush_values()
+
+    async def drain(self) -> None:
+        """Wait for steps still running in other branches to journal their outcome (called
+        when the run is about to fail): they were sent, so their usage belongs in the ledger
+        that budgets and spend limits read."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -342,9 +458,77 @@ class Context:
         if self._cancel_requested:
             raise CancelRun()
 
+    def _interrupt_steps(self, reason: BaseException) -> None:
+        if self._interrupt is not None:
+            return  # interrupted once: the steps' cleanup must not be cancelled again
+        self._interrupt = reason
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for task in list(self._step_tasks.values()):
+            loop = task.get_loop()
+            if loop is running:
+                task.cancel()
+            else:  # app.cancel() from another thread than the worker's loop
+                loop.call_soon_threadsafe(task.cancel)
+
+    async def _interruptible(self, seq: int, work: Awaitable[Any]) -> Any:
+        """Await a step's function (or its retry backoff) so that an interrupt cancels it and
+        stops the run with the interrupt's reason. A cancel that is not ours (the worker
+        shutting down) propagates unchanged."""
+        task = asyncio.current_task()
+        if self._interrupt is not None or task is None:
+            if inspect.iscoroutine(work):
+                work.close()
+            if self._interrupt is not None:
+                raise self._stop(self._interrupt)
+            return await work  # pragma: no cover - a step always runs in a task
+        self._step_tasks[seq] = task
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if self._interrupt is None:
+                raise
+            task.uncancel()
+            raise self._stop(self._interrupt) from None
+        finally:
+            self._step_tasks.pop(seq, None)
+
+    def _duration_deadline(self) -> float | None:
+        """When the run's ``max_duration`` runs out (epoch seconds), if it has one."""
+        limit = self._budget.duration_seconds if self._budget is not None else None
+        return None if limit is None else self._run.created_at + limit
+
+    def _check_duration(self) -> None:
+        """Check only the run's ``max_duration`` (waits and sleeps spend time, nothing else)."""
+        if self._budget is None or self._budget.duration_seconds is None:
+            return
+        only = Budget(max_duration=self._budget.duration_seconds, on_exceed=self._budget.on_exceed)
+        self._check_one(only, ZERO, 0, time.time() - self._run.created_at, ZERO, "run")
+
+    def _duration_ran_out(self) -> None:
+        try:
+            self._check_duration()
+        except BaseException as exc:  # BudgetExceeded, or Suspend when on_exceed="suspend"
+            self._interrupt_steps(exc)
+
+    def _wake_within_budget(self, wake_at: float | None) -> float | None:
+        """A suspension wakes at the latest when ``max_duration`` runs out, so the budget
+        fails (or parks) the run then rather than when the wait would have ended."""
+        deadline = self._duration_deadline()
+        if deadline is None:
+            return wake_at
+        deadline += 0.001  # strictly past the limit when claimed: the check then fires
+        return deadline if wake_at is None else min(wake_at, deadline)
+
     def _stop(self, signal: BaseException) -> BaseException:
         if self._stopping is None:
             self._stopping = signal
+            if isinstance(signal, Suspend):
+                self.emit_event("suspended", data={"wake_at": signal.wake_at,
+                                                   "waiting_for": signal.waiting_for},
+                                key=f"{self.run_id}:suspended:{self._token}")
         return signal
 
     def _replayed(self, seq: int, name: str, kind: str) -> StepRecord | None:
@@ -408,6 +592,13 @@ class Context:
         if rec.usage:
             self._usage = self._usage + Usage.from_dict(rec.usage)
 
+    async def _check_lease(self) -> None:
+        """A fenced start: no step body begins after the run's lease may have been taken over
+        (a paused process woken late, renewals lost to a store outage) unless a renewal now
+        confirms it is still ours."""
+        if self._leases is not None and not await self._leases.ensure(self.run_id):
+            raise self._stop(DropRun())
+
     async def _lost(self) -> BaseException:
         run = await self._store.get_run(self.run_id)
         if run is not None and run.fencing == self._token and run.cancel_requested:
@@ -417,18 +608,46 @@ class Context:
     def _check_budget(
         self, estimate: Usage, budgets: tuple[tuple[Budget, Usage, str], ...]
     ) -> None:
+        # Spent = journaled + reserved by the steps in flight (see tether.engine.ledger).
         steps = len(self._journal) + 1
         elapsed = time.time() - self._run.created_at
+        ledger = self._ledger
         if self._budget is not None:
-            self._check_one(self._budget, self._usage, steps, elapsed, estimate, "run")
+            spent = self._usage + ledger.reserved("run")
+            self._check_one(self._budget, spent, steps, elapsed, estimate, "run")
         for budget, spent, scope in budgets:
-            self._check_one(budget, spent, 0, 0.0, estimate, scope)
+            self._check_one(budget, spent + ledger.reserved(scope), 0, 0.0, estimate, scope)
+
+    async def _reserve(
+        self,
+        seq: int,
+        estimate: Usage,
+        budgets: tuple[tuple[Budget, Usage, str], ...],
+        windows: tuple[SpendWindow, ...],
+    ) -> Reservation | None:
+        """Hold `estimate` (already checked against the budgets) until the step settles."""
+        if not windows and (estimate is ZERO or (self._budget is None and not budgets)):
+            return None  # the hot path of plain steps and of runs without limits: no work
+        scopes = (["run"] if self._budget is not None else []) + [scope for _, _, scope in budgets]
+        reservation = self._ledger.hold(scopes, estimate)
+        if windows:
+            try:
+                verdict = await self._ledger.reserve_windows(reservation, seq, windows)
+            except StoreUnavailable:
+                await reservation.release()
+                raise self._stop(DropRun()) from None
+            except BaseException:
+                await reservation.release()
+                raise
+            if verdict is not None:
+                error = window_exceeded(self.run_id, verdict, estimate)
+                self.fatal = error
+                raise error
+        return reservation
 
     def _check_one(
         self, budget: Budget, spent: Usage, steps: int, elapsed: float, estimate: Usage, scope: str
     ) -> None:
-        from tether.errors import BudgetExceeded
-
         try:
             budget.check(
                 spent=spent,
@@ -460,13 +679,20 @@ class Context:
         estimate: Usage,
         budgets: tuple[tuple[Budget, Usage, str], ...],
         record_input: Any,
+        windows: tuple[SpendWindow, ...] = (),
     ) -> Any:
         self._check_live()
         rec = self._replayed(seq, name, kind)
+        if self.fatal is not None and (rec is None or rec.status not in ("completed", "failed")):
+            # The run is ending (a budget, a spend limit): nothing new starts meanwhile.
+            raise self.fatal
         failures = 0
         carried = ZERO
         first_started: float | None = None
         if rec is not None:
+            if rec.status in ("completed", "failed"):
+                self._emit_step("step_started", rec)
+                self._emit_step(f"step_{rec.status}", rec)
             if rec.status == "completed":
                 return decode(rec.output)
             if rec.status == "failed":
@@ -485,8 +711,15 @@ class Context:
                     raise self._stop(Suspend(wake_at=rec.wake_at))
                 await asyncio.sleep(remaining)
                 self._check_live()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
         self._inflight.add(done)
+        deadline = self._duration_deadline()
+        timer = (
+            loop.call_later(max(0.0, deadline - time.time()) + 0.001, self._duration_ran_out)
+            if deadline is not None
+            else None
+        )
         self._running[seq] = {
             "seq": seq,
             "name": name,
@@ -496,11 +729,19 @@ class Context:
             "started_at": time.time(),
             "timeout": timeout,
         }
+        reservation: Reservation | None = None
         try:
             self._check_budget(estimate, budgets)
+            reservation = await self._reserve(seq, estimate, budgets, windows)
             if record_input is None and (args or kwargs):
                 record_input = _describe_arguments(args, kwargs)
+            if self._events is not None:
+                await self._check_lease()  # a zombie announces no step it will not start
+                self._emit_step("step_started", StepRecord(
+                    run_id=self.run_id, seq=seq, name=name, kind=kind, status="running",
+                    attempts=failures + 1, meta=meta))
             while True:
+                await self._check_lease()
                 attempt = failures + 1
                 started = time.time()
                 first_started = first_started or started
@@ -513,9 +754,13 @@ class Context:
                     meta=dict(meta or {}),
                 )
                 try:
-                    result = await self._invoke(fn, args, kwargs, is_async, timeout, step_ctx)
+                    result = await self._interruptible(
+                        seq, self._invoke(fn, args, kwargs, is_async, timeout, step_ctx)
+                    )
                     output = to_jsonable(result, what=f"the result of step {name!r}")
                 except (Exception, SystemExit) as exc:
+                    if exc is self._interrupt:  # max_duration ran out: not the step's failure
+                        raise
                     # sys.exit() in a step (or a library calling it) fails the step; left to
                     # propagate it would end the worker process and every run it holds.
                     failures = attempt
@@ -536,6 +781,7 @@ class Context:
                     )
                     if isinstance(exc, UserError) or not retry.should_retry(exc, failures):
                         await self._write(entry)
+                        self._emit_step("step_failed", entry)
                         error = entry.error or {}
                         raise StepFailed(
                             name, seq, error["type"], error["message"], failures
@@ -543,14 +789,18 @@ class Context:
                     delay = retry.delay(failures, exc)
                     wake = time.time() + delay
                     await self._write(_replace(entry, status="retrying", wake_at=wake))
+                    self._emit_step("step_retrying", entry)
                     if delay >= retry.durable_after:
                         raise self._stop(Suspend(wake_at=wake)) from None
-                    await asyncio.sleep(delay)
+                    await self._interruptible(seq, asyncio.sleep(delay))
                     self._check_live()
                     continue
                 usage = carried + step_ctx.usage
+                over = reservation.overshoot(step_ctx.usage) if reservation else None
+                if over is not None:
+                    step_ctx.meta[OVERSHOOT] = over
                 await self._write(
-                    StepRecord(
+                    done_rec := StepRecord(
                         run_id=self.run_id,
                         seq=seq,
                         name=name,
@@ -565,8 +815,14 @@ class Context:
                         meta=step_ctx.meta or None,
                     )
                 )
+                self._emit_step("step_completed", done_rec)
                 return result
         finally:
+            if timer is not None:
+                timer.cancel()
+            if reservation is not None:
+                # Settled: the outcome (and its real usage) is journaled, or there is none.
+                await reservation.release()
             self._inflight.discard(done)
             self._running.pop(seq, None)
             done.set_result(None)
@@ -603,6 +859,7 @@ class Context:
         rec = self._replayed(seq, "sleep", "sleep")
         if rec is not None and rec.status == "completed":
             return
+        self._check_duration()
         if rec is None:
             wake = time.time() + seconds
             rec = StepRecord(
@@ -618,59 +875,91 @@ class Context:
             await self._write(rec)
         wake = rec.wake_at or 0.0
         if time.time() < wake:
-            raise self._stop(Suspend(wake_at=wake))
+            raise self._stop(Suspend(wake_at=self._wake_within_budget(wake)))
         self._journal[seq] = done = _replace(rec, status="completed", finished_at=time.time())
         self._pending_values.append(done)
 
     async def _wait_for_signal(self, seq: int, name: str, timeout: float | None) -> Any:
+        return await self._wait(seq, name, None, timeout)
+
+    async def _wait_for_any(
+        self, seq: int, names: list[str], timeout: float | None
+    ) -> tuple[str, Any]:
+        outcome = await self._wait(seq, WAIT_SEPARATOR.join(names), names, timeout)
+        return str(outcome["name"]), outcome.get("payload")
+
+    async def _wait(
+        self, seq: int, label: str, names: list[str] | None, timeout: float | None
+    ) -> Any:
+        """A signal wait: `names` ``None`` waits for the signal `label` and returns its
+        payload; otherwise for the first of `names`, returning ``{"name", "payload"}``."""
         self._check_live()
-        rec = self._replayed(seq, name, "signal")
+        rec = self._replayed(seq, label, "signal")
         if rec is not None and rec.status == "completed":
+            self._emit_step("signal_received", rec)
             return rec.output
         if rec is not None and rec.status == "failed":
-            from tether.errors import SignalTimeout
-
-            raise SignalTimeout(name, self.run_id)
+            raise SignalTimeout(label, self.run_id)
+        self._check_duration()
         now = time.time()
         deadline = rec.wake_at if rec is not None else (now + timeout if timeout else None)
-        waiting = rec or StepRecord(
-            run_id=self.run_id,
-            seq=seq,
-            name=name,
-            kind="signal",
-            status="waiting",
-            input={"timeout": timeout} if timeout else None,
-            started_at=now,
-            wake_at=deadline,
-        )
-        await self._flush_values()
-        try:
-            signal = await self._store.consume_signal(
-                self.run_id, self._token, _replace(waiting, finished_at=time.time())
+        if rec is not None:
+            waiting = rec
+        else:
+            waiting = StepRecord(
+                run_id=self.run_id,
+                seq=seq,
+                name=label,
+                kind="signal",
+                status="waiting",
+                input=(
+                    {"timeout": timeout} if timeout else None
+                ) if names is None else {"names": names, "timeout": timeout},
+                started_at=now,
+                wake_at=deadline,
             )
+        await self._flush_values()
+        taking = _replace(waiting, finished_at=time.time())
+        try:
+            if names is None:
+                signal = await self._store.consume_signal(self.run_id, self._token, taking)
+                output: Any = None if signal is None else signal.payload
+            else:
+                signal = await self._store.consume_first_signal(
+                    self.run_id, self._token, taking, names
+                )
+                output = None if signal is None else {"name": signal.name, "payload": signal.payload}
         except StoreUnavailable:
             raise self._stop(DropRun()) from None
         if signal is not None:
-            self._journal[seq] = _replace(waiting, status="completed", output=signal.payload)
-            return signal.payload
+            self._journal[seq] = received = _replace(waiting, status="completed", output=output)
+            self._emit_step("signal_received", received)
+            return output
         if deadline is not None and time.time() >= deadline:
-            from tether.errors import SignalTimeout
-
             await self._write(
                 _replace(
                     waiting,
                     status="failed",
                     finished_at=time.time(),
-                    error={"type": "SignalTimeout", "message": f"no signal {name!r} in time"},
+                    error={"type": "SignalTimeout", "message": f"no signal {label!r} in time"},
                 )
             )
-            raise SignalTimeout(name, self.run_id)
+            raise SignalTimeout(label, self.run_id)
         if rec is None:
             await self._write(waiting)
-        raise self._stop(Suspend(wake_at=deadline, waiting_for=name))
+        self._emit_step("waiting", waiting)
+        raise self._stop(
+            Suspend(
+                wake_at=self._wake_within_budget(deadline),
+                waiting_for=label if names is None else tuple(names),
+            )
+        )
 
 
 BUDGET_SIGNAL = "tether.budget"
+_EVENT_META = ("gen_ai.operation.name", "gen_ai.tool.name", "gen_ai.request.model",
+               "gen_ai.response.model", "tether.node", "gen_ai.tool.call.id")
+"""The journal attributes copied into step events (what the step was: a model call, a tool)."""
 
 
 @dataclass(slots=True)
@@ -691,6 +980,35 @@ class ReplayEnd(BaseException):
         super().__init__(f"replay reached #{seq} {name!r}, past the end of the journal")
         self.seq = seq
         self.name = name
+
+
+def _signal_names(names: object) -> list[str]:
+    """Validate the names of a `wait_for_any` (at call time, so misuse fails at once); the
+    caller's code is untyped at run time, so check what the annotation only promises."""
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise UserError(
+            f"ctx.wait_for_any() takes a list of signal names, got {names!r}; "
+            "for one name use ctx.wait_for_signal(name)"
+        )
+    wanted: list[str] = []
+    for name in cast(Sequence[object], names):
+        if not isinstance(name, str) or not name:
+            raise UserError(f"ctx.wait_for_any(): signal names are non-empty strings, got {name!r}")
+        if WAIT_SEPARATOR in name:
+            raise UserError(
+                f"ctx.wait_for_any(): signal name {name!r} contains {WAIT_SEPARATOR!r}, which "
+                "separates the names of a wait; rename the signal"
+            )
+        if name.startswith("tether."):
+            raise UserError(
+                f"ctx.wait_for_any(): signal names starting with 'tether.' are reserved; "
+                f"rename {name!r}"
+            )
+        if name not in wanted:
+            wanted.append(name)
+    if not wanted:
+        raise UserError("ctx.wait_for_any() needs at least one signal name")
+    return wanted
 
 
 def _replace(rec: StepRecord, **changes: Any) -> StepRecord:

@@ -6,11 +6,16 @@ them; the executor catches each and does what it says.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class Suspend(BaseException):
-    """Park the run: release the lease, drop the coroutine, wake at `wake_at` or on a signal."""
+    """Park the run: release the lease, drop the coroutine, wake at `wake_at` or on a signal
+    (`waiting_for`: one name, or several for `Context.wait_for_any`)."""
 
-    def __init__(self, *, wake_at: float | None, waiting_for: str | None = None) -> None:
+    def __init__(
+        self, *, wake_at: float | None, waiting_for: str | Sequence[str] | None = None
+    ) -> None:
         super().__init__(f"suspend (wake_at={wake_at}, waiting_for={waiting_for})")
         self.wake_at = wake_at
         self.waiting_for = waiting_for

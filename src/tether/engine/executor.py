@@ -16,6 +16,7 @@ from tether.errors import RunFailed, StepFailed, StoreUnavailable
 from tether.store.base import Claim, StepRecord, Store
 
 if TYPE_CHECKING:
+    from tether.engine.lease import Leases
     from tether.engine.registry import WorkflowDef
 
 log = logging.getLogger("tether.engine")
@@ -43,11 +44,21 @@ class RunExecutor:
         self.listeners: list[Callable[[str, str], Awaitable[None]]] = []
         """Called with ``(run_id, status)`` after a run ends or suspends (not when dropped)."""
 
-    async def execute(self, claim: Claim, *, fresh: bool = False) -> str:
+    async def execute(
+        self, claim: Claim, *, fresh: bool = False, leases: Leases | None = None
+    ) -> str:
         """Returns the status the run was left in, or ``dropped`` if the lease was lost.
-        `fresh`: the run was created claimed a moment ago, so its journal is known empty."""
+        `fresh`: the run was created claimed a moment ago, so its journal is known empty.
+        `leases`: the holder's leases; with them no step starts unless the run's lease can be
+        relied on (`Leases.ensure`)."""
         run, token = claim.run, claim.token
-        if claim.recovered and run.recoveries > self._max_recoveries:
+        if claim.recovered and claim.stalls > self._max_recoveries:
+            # Evidence, not a count of takeovers: only holders lost with no step journaled since
+            # they claimed it count (see "Stalls" in store/base.py). A run taken over again and
+            # again while it progresses (a rolling deploy, kills elsewhere) is healthy.
+            where = ""
+            if run.progress and run.progress.get("name"):
+                where = f" in step {run.progress['name']!r} (seq {run.progress.get('seq')})"
             return await self._end(
                 run.id,
                 token,
@@ -55,11 +66,13 @@ class RunExecutor:
                 error={
                     "type": "PoisonRun",
                     "message": (
-                        f"run {run.id} was taken over {run.recoveries} times after its worker "
-                        f"stopped (max_recoveries={self._max_recoveries}); it probably crashes "
-                        f"its worker (memory, a native crash in a step). Inspect it with "
-                        f"`tether show {run.id}`, fix the cause, then `tether fork`."
+                        f"run {run.id} lost {claim.stalls} workers in a row{where} without "
+                        f"journaling a step in between (max_recoveries={self._max_recoveries}); "
+                        f"it probably crashes its worker (memory, a native crash in a step). "
+                        f"Inspect it with `tether show {run.id}`, fix the cause, then "
+                        f"`tether fork`."
                     ),
+                    "details": {"stalls": claim.stalls, "recoveries": run.recoveries},
                 },
             )
         if run.cancel_requested:
@@ -85,6 +98,7 @@ class RunExecutor:
             budget=budget,
             executor=self._executor,
             app=self._app,
+            leases=leases,
         )
         self._live[run.id] = ctx
         try:
@@ -106,6 +120,9 @@ class RunExecutor:
             try:
                 kwargs = definition.validate_input(ctx.input)
                 result = await definition.fn(ctx, **kwargs)
+                # A stop that workflow code swallowed (asyncio.wait over waits) still applies;
+                # a swallowed suspension fails the run rather than recording a success.
+                ctx.check_returned()
                 if ctx.fatal is not None:
                     raise ctx.fatal
                 await ctx.flush()
@@ -117,12 +134,8 @@ class RunExecutor:
                 )
                 return status if status is not None else await self._lost(run_id, token)
             return await self._end(run_id, token, "succeeded", output=output)
-        except CancelRun:
-            run = await self._store.get_run(run_id)
-            return await self._end(run_id, token, "cancelled", error=run.error if run else None)
-        except DropRun:
-            log.warning("run %s: lease lost to another worker; dropping it", run_id)
-            return "dropped"
+        except (CancelRun, DropRun) as stop:
+            return await self._stopped(stop, run_id, token)
         except StoreUnavailable as exc:
             log.warning("run %s: store unavailable (%s); leaving it for takeover", run_id, exc)
             return "dropped"
@@ -139,8 +152,23 @@ class RunExecutor:
             await asyncio.shield(self._store.release_run(run_id, token))
             raise
         except (Exception, SystemExit) as exc:  # sys.exit() in workflow code fails the run only
+            if isinstance(ctx.stopping, CancelRun | DropRun) and ctx.fatal is None:
+                # Workflow code caught the cancel (or lost lease) and raised something else.
+                return await self._stopped(ctx.stopping, run_id, token)
             failure = ctx.fatal or exc
+            try:
+                await ctx.drain()
+            except asyncio.CancelledError:
+                await asyncio.shield(self._store.release_run(run_id, token))
+                raise
             return await self._end(run_id, token, "failed", error=_failure(run_id, failure))
+
+    async def _stopped(self, stopping: BaseException, run_id: str, token: int) -> str:
+        if isinstance(stopping, CancelRun):
+            run = await self._store.get_run(run_id)
+            return await self._end(run_id, token, "cancelled", error=run.error if run else None)
+        log.warning("run %s: lease lost to another worker; dropping it", run_id)
+        return "dropped"
 
     async def _end(
         self,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tether.engine.budget import Usage
+from tether.engine.ledger import OVERSHOOT
 from tether.store.base import RunRecord, StepRecord
 
 STARTED_BY_LABEL = "tether.started_by"
@@ -14,6 +15,10 @@ STARTED_BY_LABEL = "tether.started_by"
 shows it as `RunInfo.started_by`, never among the user's labels)."""
 
 INTERNAL_LABEL_PREFIX = "tether."
+
+DEGRADED = "tether.degraded"
+"""Step meta key of a journal entry recording that the run carried on past a failed part
+(an optional node skipped, a fallback taken): its value says how (``skipped``, ``fallback``)."""
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -111,8 +116,33 @@ class RunInfo:
         return self.usage.cost_usd
 
     @property
+    def overshoot(self) -> dict[str, float]:
+        """What the run's steps spent beyond their reservations (``cost_usd``, ``tokens``):
+        responses larger than the worst case reserved for them. Empty when none did."""
+        total: dict[str, float] = {}
+        for step in self.steps:
+            over: dict[str, Any] = step.meta.get(OVERSHOOT) or {}
+            for key, value in over.items():
+                total[key] = total.get(key, 0.0) + float(value)
+        return total
+
+    @property
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "refused", "cancelled")
+
+    @property
+    def degraded(self) -> list[dict[str, Any]]:
+        """What the run did without: one entry per skipped or replaced part (``node``, ``how``,
+        ``error``), in journal order. Empty for a run that degraded nothing."""
+        found: list[dict[str, Any]] = []
+        for step in self.steps:
+            if step.meta.get(DEGRADED) and step.status == "completed":
+                output: Any = step.output
+                record: dict[str, Any] = (
+                    {**output} if isinstance(output, dict) else {"step": step.name}
+                )
+                found.append(record)
+        return found
 
     @classmethod
     def from_records(cls, run: RunRecord, steps: list[StepRecord]) -> RunInfo:

@@ -152,3 +152,11 @@ def step_wrapper(definition: StepDef) -> Callable[..., Any]:
 
     call.__tether_step__ = definition  # type: ignore[attr-defined]
     return call
+
+
+def version_key(version: str) -> tuple[int, tuple[int, ...], str]:
+    """Numeric versions ("2" > "10" is wrong) order numerically, after any non-numeric one."""
+    try:
+        return (1, tuple(int(part) for part in version.split(".")), "")
+    except ValueError:
+        return (0, (), version)

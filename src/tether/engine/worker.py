@@ -1,9 +1,12 @@
 """The worker: claims runnable runs, executes them concurrently, keeps their leases alive.
 
 No control plane: every worker takes over runs whose lease expired, so a dead worker is
-replaced within one lease period. Leases of all held runs are renewed in one statement every
-third of the lease. On shutdown the worker stops claiming, lets in-flight runs finish for a
-grace period, then hands the rest back.
+replaced within one lease period. Leases of the runs it executes are renewed in one statement
+every third of the lease and retried quickly through store errors; a run's steps start only
+while its lease can be relied on (`tether.engine.lease`). A worker never claims a run it holds
+itself; one it stopped executing because the store failed it is handed back when the store
+answers again. On shutdown the worker stops claiming, lets in-flight runs finish for a grace
+period, then hands the rest back.
 """
 
 from __future__ import annotations
@@ -17,17 +20,23 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from tether.engine import presence
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
+from tether.engine.lease import Leases
+from tether.engine.schedules import Scheduler
 from tether.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from tether.engine.app import App
+    from tether.store.base import WorkerRecord
 
 log = logging.getLogger("tether.worker")
 
 _CLAIM_BATCH = 64
 _POLL_MIN = 0.005
 _POLL_MAX = 0.25
+_CANCEL_WATCH = 0.5
+"""Seconds between two looks for cancel requests among the runs a worker holds."""
 
 
 def default_worker_name() -> str:
@@ -73,6 +82,7 @@ class Worker:
         # of runs its dead predecessor held.
         self.owner = f"{self.name}:{uuid.uuid4().hex[:8]}"
         self.grace_period = grace_period
+        self.leases = Leases(app.store, self.owner, app.lease_seconds, live=app.live_contexts)
         self._active: dict[str, asyncio.Task[str]] = {}
         self._slot_freed = asyncio.Event()
         self.completed = 0
@@ -86,7 +96,10 @@ class Worker:
         if not keys:
             log.warning("worker %s: the app registers no workflows; nothing to run", self.name)
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
-        heartbeat = asyncio.create_task(self._heartbeat(stop), name="tether-heartbeat")
+        heartbeat = asyncio.create_task(self.leases.keep(), name="tether-heartbeat")
+        cancels = asyncio.create_task(self._watch_cancels(), name="tether-cancel-watch")
+        scheduler = asyncio.create_task(Scheduler(app).run(stop), name="tether-scheduler")
+        registry = await self._announce()
         await self._report_unrunnable_versions()
         poll = _POLL_MIN
         try:
@@ -94,6 +107,7 @@ class Worker:
                 free = self.concurrency - len(self._active)
                 claimed = 0
                 if free > 0:
+                    sent = time.monotonic()
                     try:
                         claims = await app.store.claim_runs(
                             self.owner,
@@ -110,6 +124,7 @@ class Worker:
                     for claim in claims:
                         if claim.recovered:
                             log.info("worker %s: took over run %s", self.name, claim.run.id)
+                        self.leases.hold(claim.run.id, sent)
                         task = asyncio.create_task(self._execute(claim), name=claim.run.id)
                         self._active[claim.run.id] = task
                 if claimed:
@@ -120,47 +135,61 @@ class Worker:
                 poll = min(poll * 2, _POLL_MAX)
         finally:
             await self._shutdown()
+            scheduler.cancel()
+            cancels.cancel()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
+                await cancels
+            with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            with contextlib.suppress(asyncio.CancelledError):
+                await scheduler
+            await self._withdraw(registry)
+            await self.leases.close()
             log.info("worker %s stopped", self.owner)
 
     async def _report_unrunnable_versions(self) -> None:
-        """Say which queued runs this worker will not touch because it lacks their version."""
-        for name in self.app.workflow_names():
-            have = sorted(v for n, v in self.app.workflow_keys() if n == name)
-            try:
-                queued = await self.app.store.list_runs(status="queued", workflow=name, limit=100)
-            except Exception:
-                return
-            missing: dict[str, int] = {}
-            for run in queued:
-                if run.version is not None and run.version not in have:
-                    missing[run.version] = missing.get(run.version, 0) + 1
-            for version, count in sorted(missing.items()):
-                log.warning(
-                    "worker %s: %d queued run(s) of workflow %r need version %r, which this "
-                    "worker does not have (it has %s); start a worker with that version to "
-                    "finish them, or cancel them",
-                    self.name,
-                    count,
-                    name,
-                    version,
-                    ", ".join(have),
-                )
+        """Log the queued and waiting runs no live worker serves (a deploy dropped their
+        version, or no worker has their workflow)."""
+        await presence.report_unserved(self.app, self.name)
+
+    async def _announce(self) -> tuple[WorkerRecord, asyncio.Task[None]]:
+        """Enter the worker registry; the returned task keeps the row fresh."""
+        record = presence.worker_record(self.app, self.owner, self.name)
+        await presence.announce(self.app.store, record)
+        task = asyncio.create_task(
+            presence.keep_announced(self.app.store, record), name="tether-registry"
+        )
+        return record, task
+
+    async def _withdraw(self, registry: tuple[WorkerRecord, asyncio.Task[None]]) -> None:
+        record, task = registry
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await presence.withdraw(self.app.store, record)
 
     async def _execute(self, claim: Any) -> str:
+        status = "error"
         try:
-            return await self.app.executor.execute(claim)
+            status = await self.app.executor.execute(claim, leases=self.leases)
+            return status
         except asyncio.CancelledError:
             raise
         except StoreUnavailable as exc:
-            log.warning("worker %s: run %s left for takeover: %s", self.name, claim.run.id, exc)
-            return "dropped"
+            log.warning("worker %s: run %s dropped: %s", self.name, claim.run.id, exc)
+            status = "dropped"
+            return status
         except Exception:
             log.exception("worker %s: run %s crashed the executor", self.name, claim.run.id)
-            return "error"
+            return status
         finally:
+            if status == "dropped":
+                # Lost to a takeover (the fenced release changes nothing) or to a store that
+                # failed us: then nobody else may ever take it, as we never claim our own.
+                self.leases.hand_back(claim.run.id, claim.token)
+            else:
+                self.leases.forget(claim.run.id)
             self._active.pop(claim.run.id, None)
             self.completed += 1
             self._slot_freed.set()
@@ -183,25 +212,20 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
 
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
-        interval = self.app.lease_seconds / 3
+    async def _watch_cancels(self) -> None:
+        """Interrupt runs cancelled from another process within about `_CANCEL_WATCH` seconds
+        (the heartbeat alone notices a cancel only every third of the lease): one cheap read
+        of the held runs' cancel requests, only while this worker holds runs."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(_CANCEL_WATCH)
             if not self._active:
                 continue
-            progress: dict[str, dict[str, Any] | None] = {}
-            for run_id in self._active:
-                ctx = self.app.live_contexts.get(run_id)
-                if ctx is not None:
-                    progress[run_id] = ctx.progress()
             try:
-                beat = await self.app.store.heartbeat(
-                    self.owner, self.app.lease_seconds, progress
-                )
+                cancelled = await self.app.store.cancel_requests(self.owner)
             except Exception as exc:
-                log.warning("worker %s: heartbeat failed (%s)", self.name, exc)
+                log.debug("worker %s: cancel watch failed (%s)", self.name, exc)
                 continue
-            for run_id in beat.cancel_requested:
+            for run_id in cancelled:
                 ctx = self.app.live_contexts.get(run_id)
                 if ctx is not None:
                     ctx.request_cancel()
@@ -220,7 +244,7 @@ class Worker:
         while pending and time.monotonic() < deadline:
             # Keep leases alive while we wait.
             with contextlib.suppress(Exception):
-                await self.app.store.heartbeat(self.owner, self.app.lease_seconds)
+                await self.leases.renew()
             _, pending = await asyncio.wait(
                 pending, timeout=min(self.app.lease_seconds / 3, deadline - time.monotonic())
             )

@@ -13,9 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.engine.ledger import OVERSHOOT
 from tether.engine.records import RunInfo
 from tether.observe import names as n
 from tether.observe.window import (
+    check_dimensions,
     dimension_value,
     display_names,
     is_model_call,
@@ -37,6 +39,9 @@ class CostRow:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    overshoot_usd: float = 0.0
+    """Spend beyond the calls' reservations (included in `cost_usd`): responses larger than
+    the worst case reserved against budgets and spend limits."""
     runs: int = 0
     price_sources: list[str] = field(default_factory=list[str])
 
@@ -48,6 +53,7 @@ class CostRow:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 10),
+            "overshoot_usd": round(self.overshoot_usd, 10),
             "runs": self.runs,
             "price_sources": self.price_sources,
         }
@@ -67,7 +73,9 @@ async def cost_report(
     since = since or 0.0
     rows: dict[tuple[str | None, ...], CostRow] = {}
     run_sets: dict[tuple[str | None, ...], set[str]] = {}
-    for journal in await load_window(source, since, until):
+    journals = await load_window(source, since, until)
+    check_dimensions(dims, journals, default="team,model")
+    for journal in journals:
         for rec in journal.leaf_steps(since, until):
             if not is_model_call(rec):
                 continue
@@ -82,6 +90,8 @@ async def cost_report(
             row.input_tokens += int(usage.get("input_tokens") or 0)
             row.output_tokens += int(usage.get("output_tokens") or 0)
             row.cost_usd += float(usage.get("cost_usd") or 0.0)
+            over: dict[str, Any] = (rec.meta or {}).get(OVERSHOOT) or {}
+            row.overshoot_usd += float(over.get("cost_usd") or 0.0)
             source_name = (rec.meta or {}).get(n.PRICE_SOURCE)
             if source_name and source_name not in row.price_sources:
                 row.price_sources.append(str(source_name))

@@ -126,6 +126,23 @@ def _as_override(model: str, value: PriceOverride | dict[str, Any]) -> PriceOver
         ) from exc
 
 
+def borrowed_rates(model: str) -> PriceOverride:
+    """The genai-prices rates of `model` (``provider:model``) as an override, to price a model
+    that has no price of its own (an offline or self-hosted one) as if it were that model."""
+    provider, name = split_model_name(model)
+    million = 1_000_000
+    try:
+        per_input = genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=million), model_ref=name, provider_id=provider
+        ).total_price
+        per_output = genai_prices.calc_price(
+            genai_prices.Usage(output_tokens=million), model_ref=name, provider_id=provider
+        ).total_price
+    except LookupError as exc:
+        raise UserError(f"cannot borrow the prices of {model!r}: {exc}") from exc
+    return PriceOverride(input_per_mtok=float(per_input), output_per_mtok=float(per_output))
+
+
 def set_price_overrides(app: Any, overrides: dict[str, PriceOverride | dict[str, Any]]) -> None:
     """Price these models (by ``provider:model`` or bare model name) at your own rates on this
     App; they win over genai-prices and over ``$TETHER_PRICE_OVERRIDES``."""

@@ -9,6 +9,10 @@ the run is in (`RunRecord.progress`: seq, name, kind, node, started_at, timeout)
 * **slow** — the current step has been running longer than `k` times that step's usual p95
   (from the journal of recent runs);
 * **ok** — otherwise, with the reason (and for runs not running, their state).
+
+A ``queued`` or ``waiting`` run is **stuck** as well when no live worker serves its workflow
+version (see `tether.engine.presence`): after a deploy that dropped its version nothing would
+ever claim it. The reason says whether to fork it onto a served version or start a worker.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from tether.engine.presence import Coverage, coverage
 from tether.observe import names as n
 from tether.observe.stats import percentile
 from tether.observe.window import load_window
@@ -101,11 +106,17 @@ def assess(
     now: float | None = None,
     k: float = DEFAULT_K,
     stall_after: float = DEFAULT_STALL_AFTER,
+    served: Coverage | None = None,
 ) -> Verdict:
     """The verdict for a run (`RunRecord` or `RunInfo`) with its journal (`StepRecord`s or
-    `StepInfo`s) against the usual step durations in `stats`."""
+    `StepInfo`s) against the usual step durations in `stats`; with `served` (the live
+    workers), a queued or waiting run no live worker serves is stuck."""
     now = time.time() if now is None else now
     status = run.status
+    if served is not None and status in ("queued", "waiting"):
+        gap = served.gap(run.workflow, run.version, run.id)
+        if gap is not None:
+            return Verdict("stuck", gap)
     if status != "running":
         if status == "waiting":
             what = f"signal {run.waiting_for!r}" if run.waiting_for else "a timer"
@@ -198,8 +209,21 @@ async def assess_runs(
     reading the usual step durations once. What `tether runs` / `tether show` call."""
     needs_history = any(getattr(run, "status", None) == "running" for run in runs)
     baselines = await latency_baselines(app) if needs_history else None
+    served = await live_coverage(app, runs)
     now = time.time()
     return [
-        assess(run, getattr(run, "steps", ()), baselines, now=now, k=k, stall_after=stall_after)
+        assess(run, getattr(run, "steps", ()), baselines, now=now, k=k, stall_after=stall_after,
+               served=served)
         for run in runs
     ]
+
+
+async def live_coverage(app: Any, runs: Sequence[Any]) -> Coverage | None:
+    """The live workers, when some of `runs` wait to be claimed (``None`` otherwise, or when
+    the store cannot say: the verdicts then leave the worker registry out)."""
+    if not any(getattr(run, "status", None) in ("queued", "waiting") for run in runs):
+        return None
+    try:
+        return await coverage(app.store)
+    except Exception:
+        return None

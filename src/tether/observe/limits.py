@@ -1,9 +1,12 @@
 """Spend limits per label and time window (e.g. tenant=acme at most $5 per day).
 
-Checked before each model call, across all runs and workers: the agents layer calls
-`check_spend` before every model request, and the spend is read from the store (the journaled
-cost of every run carrying the label, whichever worker ran it), not from process memory. An
-App with no limits pays nothing: no query at all.
+Enforced before each model call, across all runs and workers: the agents layer turns the limits
+covering a run (`spend_windows`) into store windows and reserves the call's worst-case cost
+against them with the model step (`Store.reserve_spend`, see `tether.engine.ledger`). The store
+counts the journaled cost of every run carrying the label, whichever worker ran it, plus the
+reservations of calls in flight on live workers, in one atomic decision; so twenty runs started
+at once on several workers cannot together pass the limit. An App with no limits pays nothing:
+no query at all. `check_spend` is the read-only check (no reservation) for code of your own.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from tether.engine.budget import Usage
 from tether.errors import BudgetExceeded, UserError
+from tether.store.base import SpendWindow
 
 _LIMITS_KEY = "tether.observe.spend_limits"
 
@@ -52,6 +56,25 @@ def spend_limits(app: Any) -> tuple[SpendLimit, ...]:
     if app is None:
         return ()
     return tuple(app.extensions.get(_LIMITS_KEY) or ())
+
+
+def spend_windows(app: Any, labels: dict[str, str] | None) -> tuple[SpendWindow, ...]:
+    """The App's limits that cover a run with these labels, as store windows ending now."""
+    limits = spend_limits(app)
+    if not limits or not labels:
+        return ()
+    now = time.time()
+    return tuple(
+        SpendWindow(
+            label=limit.label,
+            value=limit.value,
+            max_usd=limit.max_usd,
+            since=now - limit.window.total_seconds(),
+            description=limit.describe(),
+        )
+        for limit in limits
+        if labels.get(limit.label) == limit.value
+    )
 
 
 async def check_spend(app: Any, ctx: Any, estimate: Usage) -> None:

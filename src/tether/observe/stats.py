@@ -17,6 +17,7 @@ from typing import Any
 
 from tether.observe.window import (
     RunJournal,
+    check_dimensions,
     dimension_value,
     display_names,
     is_model_call,
@@ -133,13 +134,19 @@ def compute_stats(
             refused[key] = set()
         return row
 
+    check_dimensions(dims, journals)
     run_level = not any(d in STEP_DIMENSIONS for d in dims)
+    # Grouped by node, a step outside any node (a workflow's own plain step, a value) is not
+    # a node's figure: a "-" row of them would read as a node that did nothing.
+    by_node = [i for i, d in enumerate(dims) if d == "node"]
     for journal in journals:
         run = journal.run
         touched = False
         for rec in journal.leaf_steps(since, until):
             touched = True
             key = tuple(dimension_value(d, journal, rec) for d in dims)
+            if any(key[i] is None for i in by_node):
+                continue
             row = row_for(key)
             row.steps += 1
             usage = rec.usage or {}

@@ -140,6 +140,35 @@ def parse_dimensions(text: str | list[str] | tuple[str, ...] | None, default: st
     return dims
 
 
+KNOWN_DIMENSIONS = (
+    "node", "model", "provider", "version", "prompt", "tools", "app_version", "workflow",
+    "step", "operation", "status",
+)
+"""Dimensions read from steps and runs; any other name is a run label key."""
+
+
+def check_dimensions(
+    dimensions: list[str], journals: list[RunJournal], default: str = ""
+) -> None:
+    """Reject a bare name that is neither a known dimension nor a label key of any run in the
+    window (a typo like ``--by bogus`` would otherwise give one silent ``-`` group). An explicit
+    ``label:<key>`` is always accepted: a key no run carries yet is a legitimate question."""
+    # The report's own default (``team`` in cost's ``team,model``) is always a fair question.
+    unknown = [d for d in dimensions if d not in KNOWN_DIMENSIONS and not d.startswith("label:")
+               and d not in default.split(",")]
+    if not unknown:
+        return
+    keys = sorted({key for journal in journals for key in journal.labels
+                   if not key.startswith("tether.")})
+    for dim in unknown:
+        if dim not in keys:
+            labels = ", ".join(keys) if keys else "none in this window"
+            raise UserError(
+                f"--by {dim!r} is not a dimension or a label key; use one of "
+                f"{', '.join(KNOWN_DIMENSIONS)}, a label key ({labels}), or label:<key>"
+            )
+
+
 def display_names(dimensions: list[str]) -> list[str]:
     """Column names for dimensions: ``label:team`` is shown as ``team``."""
     return [d.removeprefix("label:") for d in dimensions]

@@ -40,7 +40,7 @@ from starlette.routing import Match
 
 from tether.access.audit import record
 from tether.access.principals import Principal
-from tether.errors import UserError
+from tether.errors import StoreNotFound, StoreUnavailable, UserError
 from tether.server.errors import ApiError, error_body
 from tether.server.rendering import tether_app_of
 
@@ -296,6 +296,9 @@ class AccessControl(BaseHTTPMiddleware):
             principal, key = await self.auth.identify(request)
         except ApiError as exc:
             return _refuse(exc.status, exc.type, exc.message)
+        except (StoreUnavailable, StoreNotFound) as exc:
+            # Who is asking is kept in the store: without it, nobody can be let in.
+            return _refuse(503, type(exc).__name__, str(exc))
         if principal is None:
             if request.method in SAFE_METHODS and not path.startswith("/api/"):
                 return RedirectResponse(f"/login?next={quote(_local_target(request), safe='')}",

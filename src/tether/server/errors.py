@@ -11,7 +11,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tether.errors import StoreUnavailable, TetherError, UnknownRun, UnknownWorkflow, UserError
+from tether.errors import (
+    StoreNotFound,
+    StoreUnavailable,
+    TetherError,
+    UnknownRun,
+    UnknownWorkflow,
+    UserError,
+)
 from tether.server.rendering import templates_of
 
 log = logging.getLogger("tether.server")
@@ -111,8 +118,8 @@ def install_error_handlers(api: FastAPI) -> None:
             return error_response(request, 422, "UnknownWorkflow", str(exc), fields)
         if isinstance(exc, UserError):
             return error_response(request, 400, type(exc).__name__, str(exc))
-        if isinstance(exc, StoreUnavailable):
-            return error_response(request, 503, "StoreUnavailable", str(exc))
+        if isinstance(exc, StoreUnavailable | StoreNotFound):
+            return error_response(request, 503, type(exc).__name__, str(exc))
         return error_response(request, 500, type(exc).__name__, str(exc))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:

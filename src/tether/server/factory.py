@@ -17,7 +17,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from tether.engine.app import App
-from tether.server import approvals, audit, pages, policy, runs, signin, stats, tokens
+from tether.server import (
+    approvals,
+    audit,
+    events,
+    pages,
+    policy,
+    runs,
+    signin,
+    stats,
+    tokens,
+)
 from tether.server.auth import AccessControl, Auth, authorize, role
 from tether.server.errors import install_error_handlers
 from tether.server.rendering import HERE, make_templates
@@ -58,6 +68,7 @@ def create_app(
     install_error_handlers(api)
     api.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
+    api.include_router(events.router)
     api.include_router(runs.router)
     api.include_router(pages.router)
     api.include_router(signin.router)

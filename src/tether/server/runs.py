@@ -68,9 +68,18 @@ class ForkRun(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    from_step: int = Field(
-        ge=1, le=10**9,
-        description="Steps before this sequence number are reused, not executed again.",
+    from_step: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**9,
+        description="Completed steps before this sequence number are reused, not executed "
+        "again (default: just past the last journal entry — keep everything completed).",
+    )
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Pin the new run to this workflow version; it then replaces the source "
+        "(unconsumed signals move over, an unfinished source is cancelled).",
     )
 
 
@@ -195,19 +204,23 @@ async def raise_budget(request: Request, run_id: str, body: RaiseBudget) -> dict
 
 @router.post("/{run_id}/fork", status_code=201, **role("operator", "run.fork"))
 async def fork_run(request: Request, run_id: str, body: ForkRun) -> dict[str, Any]:
-    """A new run of the same workflow and input reusing the journal before `from_step`."""
+    """A new run of the same workflow and input reusing the journal before `from_step`,
+    optionally moved onto another workflow `version` (see `App.fork`)."""
     app = tether_app_of(request)
     source = await app.get_run_async(run_id)
-    if body.from_step > len(source.steps) + 1:
+    end = max((step.seq for step in source.steps), default=0) + 1
+    if body.from_step is not None and body.from_step > end:
         raise ApiError(
             422,
-            f"run {run_id} has {len(source.steps)} journaled step(s); from_step must be "
-            f"between 1 and {len(source.steps) + 1}",
+            f"run {run_id} has {end - 1} journal entries; from_step must be between 1 and "
+            f"{end}",
             type="ValidationError",
             field="from_step",
         )
-    handle = await app.fork_async(run_id, body.from_step, started_by=principal_of(request).name)
-    note(request, from_step=body.from_step, run=handle.id)
+    handle = await app.fork_async(
+        run_id, body.from_step, version=body.version, started_by=principal_of(request).name
+    )
+    note(request, from_step=body.from_step, version=body.version, run=handle.id)
     return run_json(await app.get_run_async(handle.id))
 
 

@@ -47,7 +47,7 @@ async def verdicts(request: Request, runs: Sequence[RunInfo]) -> list[dict[str, 
     """The observe layer's ok / slow / stuck verdict per run (``None`` each without it)."""
     if not request.app.state.features.get("stats"):
         return [None] * len(runs)
-    from tether.observe.health import assess, latency_baselines
+    from tether.observe.health import assess, latency_baselines, live_coverage
 
     baselines = None
     if any(run.status == "running" for run in runs):
@@ -63,8 +63,9 @@ async def verdicts(request: Request, runs: Sequence[RunInfo]) -> list[dict[str, 
             cached = (time.monotonic(), found)
             request.app.state.baselines = cached
         baselines = cached[1]
+    served = await live_coverage(tether_app_of(request), runs)
     now = time.time()
-    return [assess(run, run.steps, baselines, now=now).to_dict() for run in runs]
+    return [assess(run, run.steps, baselines, now=now, served=served).to_dict() for run in runs]
 
 
 def node_rows(request: Request, run: RunInfo) -> list[Any]:

@@ -13,13 +13,23 @@ Rules every implementation keeps:
   write changes nothing and returns ``False`` (or ``None``); the engine then reads the run to
   learn whether it lost the lease or was cancelled.
 * **Claims.** `claim_runs` atomically takes runnable runs — ``queued`` or ``waiting`` runs whose
-  ``wake_at`` has passed, and ``running`` runs whose lease expired — sets them ``running`` under
-  the caller's lease and increments their fencing token. Taking over an expired lease counts one
-  recovery. Two concurrent claimers never get the same run.
+  ``wake_at`` has passed, and ``running`` runs whose lease expired and is held by *another*
+  owner — sets them ``running`` under the caller's lease and increments their fencing token.
+  Taking over an expired lease counts one recovery. Two concurrent claimers never get the same
+  run. A claimer never takes a run it holds itself, even when that lease expired: it may still be
+  executing it (its renewal was delayed by a store outage), so it renews or releases it instead.
+  A store that can tell it restarted (PostgreSQL) takes over no lease until one lease period
+  after it started, so live workers reconnect and renew first.
+* **Stalls.** Each claim records the run's journal position (its highest ``seq``). A takeover
+  that finds the journal still there counts one more stall (`Claim.stalls`); a takeover after
+  progress counts the first; any claim after progress resets the count. The engine fails a run
+  as poison on stalls, never on recoveries: a run taken over while it progresses is healthy.
 * **No lost wake-ups.** `send_signal` makes a ``waiting`` run ``queued`` in the same
   transaction that stores the signal, and `suspend_run` leaves the run ``queued`` instead of
   ``waiting`` when an unconsumed signal it waits for is already in the mailbox — whatever order
-  the two transactions commit in.
+  the two transactions commit in. A run may wait for several names at once
+  (`ctx.wait_for_any`): `suspend_run` gets them all and checks the mailbox for any of them,
+  `send_signal` wakes a run waiting for any of them (see `WAIT_SEPARATOR`).
 * **Values.** Payload fields (`input`, `output`, signal payloads, `error`, `usage`, `meta`,
   `labels`) are JSON-compatible Python values; the store encodes and decodes them.
 * **Time.** Timestamps are Unix epoch seconds (float).
@@ -29,11 +39,31 @@ Rules every implementation keeps:
   revoked token never works again (its hash is gone or its row is revoked). `principal_by_token`
   returns active principals only. Audit entries are append-only — no method changes or deletes
   one except `prune`, which drops entries older than its cutoff with the runs (retention).
+* **Worker registry.** Each worker process keeps one `WorkerRecord`: written at start
+  (`register_worker`), its `last_seen` refreshed by the store's clock once per lease period
+  (`touch_worker`), deleted on a graceful stop (`remove_worker`). `list_workers` returns the
+  *live* ones: seen within `WORKER_LIVE_LEASES` of their own lease periods. The registry is
+  advisory — it never decides who may claim what — and it is how a run of a workflow version
+  no live worker serves is flagged instead of waiting silently.
+* **Reservations.** A model call covered by a label spend limit reserves its worst-case cost
+  before it is sent (`reserve_spend`). In one transaction, serialised per limit key with every
+  other reserver on any worker (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a transaction-scoped
+  advisory lock per key, taken in sorted order), the store sums for each window the journaled
+  cost of the label's steps plus the open reservations of *live* holders, and inserts the
+  reservation only if every window still fits; otherwise it inserts nothing and says which
+  window did not fit, with the figures. A reservation is live while its run is ``running``
+  with the reserving fencing token and an unexpired lease, so a dead worker's reservations
+  expire with its lease and a zombie's stop counting at the takeover. The journaled sum and
+  the reservations are read in one snapshot, and a call's journal entry is written *before*
+  its reservation is released (`release_spend`), so a settling call is counted twice for a
+  moment, never zero times. Run and node budgets need no store round trip: a run has one
+  holder at a time, so its engine keeps their reservations in memory (see
+  `tether.engine.ledger`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,6 +73,27 @@ FINISHED_STATUSES = frozenset({"succeeded", "failed", "refused", "cancelled"})
 STEP_KINDS = ("step", "sleep", "signal", "value")
 """``step`` a function call; ``sleep`` a durable timer; ``signal`` a signal wait; ``value`` a
 recorded ``ctx.now()`` / ``ctx.uuid()``."""
+
+WAIT_SEPARATOR = "|"
+"""Joins the names of a wait for several signals in `RunRecord.waiting_for`. `send_signal`
+wakes a run when the name equals `waiting_for` or is one of its ``|``-separated parts; a single
+name that itself contains ``|`` can at worst be woken spuriously (the run finds no signal and
+waits again), never missed."""
+
+
+def encode_waiting_for(names: str | Sequence[str] | None) -> str | None:
+    """The `waiting_for` column value for one name or several."""
+    if names is None or isinstance(names, str):
+        return names
+    return WAIT_SEPARATOR.join(names)
+
+
+def waiting_names(names: str | Sequence[str] | None) -> list[str]:
+    """The names whose arrival in the mailbox makes a suspension wake at once."""
+    if names is None:
+        return []
+    return [names] if isinstance(names, str) else list(names)
+
 
 STEP_STATUSES = ("completed", "failed", "retrying", "waiting")
 """``retrying``: attempts failed so far (journaled so a crash does not reset the count);
@@ -73,16 +124,46 @@ class RunRecord:
     """When a waiting (or delayed queued) run becomes runnable; ``None`` means only a signal
     wakes it."""
     waiting_for: str | None
-    """The signal name a waiting run waits for, if any."""
+    """The signal name a waiting run waits for, if any; a wait for the first of several
+    signals lists their names joined by ``|`` (``"approve|reject"``)."""
     lease_owner: str | None
     lease_expires: float | None
     fencing: int
     recoveries: int
-    """How many times a worker took the run over after its lease expired."""
+    """How many times a worker took the run over after its lease expired (a crashed, paused or
+    cut-off holder). Progressing runs are taken over too; poison runs are told by
+    `Claim.stalls`, not by this count."""
     cancel_requested: bool
     progress: dict[str, Any] | None = None
     """For a running run: the operation it is in (``seq``, ``name``, ``kind``, ``node``,
     ``started_at``), as of its worker's last heartbeat."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewRunEvent:
+    """An event to append to a run's event stream."""
+
+    run_id: str
+    kind: str
+    at: float
+    seq: int | None = None
+    """The journal entry the event is about, if any."""
+    data: dict[str, Any] | None = None
+    key: str | None = None
+    """Stable identity: appending an event whose key is stored already does nothing. ``None``
+    for live-only events (model text deltas), which are appended every time."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunEventRecord:
+    """One event of a run's stream; `id` increases in the order events were appended."""
+
+    id: int
+    run_id: str
+    kind: str
+    at: float
+    seq: int | None
+    data: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +224,9 @@ class Claim:
     token: int
     recovered: bool
     """True when the claim took over an expired lease (a crashed or paused worker)."""
+    stalls: int = 0
+    """How many holders in a row lost the run at its current journal position (taken over with
+    no step journaled since they claimed it): evidence the run kills its workers there."""
     journal: list[StepRecord] | None = None
     """The run's journal when the store knows it at the claim: ``[]`` for a run starting, the
     entries when it loaded them with the claim (one query for a whole batch of claims instead
@@ -162,6 +246,63 @@ class Heartbeat:
     """How many leases were extended."""
     cancel_requested: frozenset[str]
     """Held runs with a pending cancel request."""
+    renewed_ids: frozenset[str] = frozenset()
+    """The runs whose leases were extended: a run taken over meanwhile is not among them, so
+    its holder must not count on a new deadline for it."""
+
+
+WORKER_LIVE_LEASES = 3.0
+"""A worker counts as live while its `last_seen` is within this many of its lease periods."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker process in the registry, and the workflow versions it serves."""
+
+    owner: str
+    """The worker's lease owner (``name:random``), unique per process."""
+    name: str
+    host: str
+    pid: int
+    started_at: float
+    last_seen: float
+    """When the worker last said it is alive (the store's clock)."""
+    lease_seconds: float
+    workflows: tuple[tuple[str, str], ...]
+    """``(workflow, version)`` pairs the worker claims runs of."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpendWindow:
+    """A label spend limit as the store checks it: at most `max_usd` journaled since `since`
+    plus reserved by calls in flight, over every run labelled ``label=value``."""
+
+    label: str
+    value: str
+    max_usd: float
+    since: float
+    """The window's start (epoch seconds): steps finished before it no longer count."""
+    description: str = ""
+    """How the limit reads to a user (``tenant=acme at most $5 per day``), for messages."""
+
+    @property
+    def key(self) -> str:
+        """The limit key reservations are held under (one per label value, whatever the
+        window: a call in flight counts in every window of its label)."""
+        return f"label:{self.label}={self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class SpendVerdict:
+    """Why a reservation did not fit: the first window it would have passed."""
+
+    window: SpendWindow
+    spent: float
+    """USD journaled in the window."""
+    reserved: float
+    """USD held by other calls in flight (live holders only)."""
+    unpriced_calls: int
+    """Unpriced calls journaled in the window (not in `spent`)."""
 
 
 @runtime_checkable
@@ -225,9 +366,13 @@ class Store(Protocol):
         (the holder stops at its next write); no-op if finished. Returns the run after."""
         ...
 
-    async def fork_run(self, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
+    async def fork_run(
+        self, source_id: str, from_seq: int, new: NewRun, *, supersede: str | None = None
+    ) -> RunRecord:
         """Create `new` as a queued run whose journal is a copy of the source's entries with
-        ``seq < from_seq`` that are ``completed``."""
+        ``seq < from_seq`` that are ``completed``. With `supersede` (a reason), in the same
+        transaction the source's unconsumed signals move to the new run and the source is
+        cancelled with that reason (a run moved onto another workflow version)."""
         ...
 
     async def set_budget(self, run_id: str, budget: dict[str, Any] | None) -> RunRecord | None:
@@ -264,9 +409,12 @@ class Store(Protocol):
         owner: str,
         lease_seconds: float,
         progress: Mapping[str, dict[str, Any] | None] | None = None,
+        *,
+        runs: Collection[str] | None = None,
     ) -> Heartbeat:
-        """Extend every lease held by `owner` in one statement, and record each listed run's
-        current operation (`progress` by run id; ``None`` clears it)."""
+        """Extend the leases held by `owner` in one statement — all of them, or only those of
+        `runs` — and record each listed run's current operation (`progress` by run id; ``None``
+        clears it). An expired lease not taken over meanwhile is extended too."""
         ...
 
     async def next_wake(self) -> float | None:
@@ -289,11 +437,31 @@ class Store(Protocol):
         holds no such signal (nothing written) or the write is fenced off."""
         ...
 
+    async def consume_first_signal(
+        self, run_id: str, token: int, step: StepRecord, names: Sequence[str]
+    ) -> SignalRecord | None:
+        """Take the oldest unconsumed signal whose name is one of `names` (the others stay in
+        the mailbox) and, in the same transaction, write `step` completed with output
+        ``{"name": <its name>, "payload": <its payload>}``. Idempotent at ``step.seq`` like
+        `consume_signal`. ``None`` when none is there or the write is fenced off."""
+        ...
+
+    async def cancel_requests(self, owner: str) -> frozenset[str]:
+        """Ids of the running runs leased by `owner` that have a cancel request pending (a
+        cheap read a worker polls while it holds runs, between heartbeats)."""
+        ...
+
     async def suspend_run(
-        self, run_id: str, token: int, *, wake_at: float | None, waiting_for: str | None
+        self,
+        run_id: str,
+        token: int,
+        *,
+        wake_at: float | None,
+        waiting_for: str | Sequence[str] | None,
     ) -> str | None:
-        """Release the lease and set the run ``waiting`` (or ``queued`` if the awaited signal is
-        already there). Returns the new status, ``None`` if fenced off."""
+        """Release the lease and set the run ``waiting`` (or ``queued`` if a signal it waits
+        for — any one of several names — is already there). Returns the new status, ``None``
+        if fenced off."""
         ...
 
     async def finish_run(
@@ -306,6 +474,31 @@ class Store(Protocol):
 
     async def release_run(self, run_id: str, token: int) -> bool:
         """Give a held run back (``queued``, no lease) without counting a recovery."""
+        ...
+
+    # --- worker registry -------------------------------------------------------------------------
+
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        """Write the worker's row (`last_seen` = now), replacing any with its owner; forget
+        rows of workers silent for over an hour."""
+        ...
+
+    async def touch_worker(self, owner: str) -> bool:
+        """Set the worker's `last_seen` to now; ``False`` when its row is gone (register
+        again)."""
+        ...
+
+    async def remove_worker(self, owner: str) -> None:
+        """Delete the worker's row (a graceful stop)."""
+        ...
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        """The live workers (see the module docstring), oldest first."""
+        ...
+
+    async def pending_versions(self) -> list[tuple[str, str | None, str, int]]:
+        """``(workflow, version, status, count)`` of the ``queued`` and ``waiting`` runs, one
+        query (what a starting worker checks against the live workers)."""
         ...
 
     # --- observe layer ---------------------------------------------------------------------------
@@ -321,6 +514,38 @@ class Store(Protocol):
     async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
         """``(cost_usd, unpriced_calls)`` journaled since `since` by the steps of runs labelled
         ``key=value``, across every worker (spend limits). One query."""
+        ...
+
+    async def reserve_spend(
+        self,
+        run_id: str,
+        token: int,
+        reservation_id: str,
+        cost_usd: float,
+        windows: Sequence[SpendWindow],
+    ) -> SpendVerdict | None:
+        """Reserve `cost_usd` against every window atomically (see *Reservations* above).
+        ``None``: reserved (or already reserved under this id: a retry); else the first window
+        that would be passed, and nothing is reserved."""
+        ...
+
+    async def release_spend(self, reservation_id: str) -> None:
+        """Drop a reservation (settled: its call's usage is journaled; or the call failed).
+        Idempotent."""
+        ...
+
+    # --- run events ----------------------------------------------------------------------------
+
+    async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
+        """Append events in order, in one transaction; an event whose `key` is already stored
+        is skipped (emitting twice stores once). Not fenced: events describe, they decide
+        nothing."""
+        ...
+
+    async def read_run_events(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> list[RunEventRecord]:
+        """The run's events with ``id > after``, oldest first."""
         ...
 
     # --- trust layer ---------------------------------------------------------------------------
@@ -368,6 +593,30 @@ class Store(Protocol):
         ...
 
     async def add_ring_change(self, change: RingChangeRecord) -> RingChangeRecord: ...
+
+    # --- schedules (see ScheduleRecord for the rules) -------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        """Insert or update a schedule's definition; returns it as stored."""
+        ...
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None: ...
+
+    async def list_schedules(self, *, due_by: float | None = None) -> list[ScheduleRecord]:
+        """Every schedule by name; with `due_by`, the unpaused ones due by then, soonest first."""
+        ...
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord | None: ...
+
+    async def delete_schedule(self, name: str) -> bool: ...
+
+    async def advance_schedule(
+        self, name: str, expected: float, next_at: float, *, fired_at: float | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        """Move ``next_at`` from `expected` to `next_at` (and record the tick fired and its
+        run); ``False`` when another caller moved it first."""
+        ...
 
     async def list_ring_changes(
         self, *, agent: str | None = None, category: str | None = None
@@ -418,6 +667,38 @@ class Store(Protocol):
         """Newest first; every given filter must match (`action` may end in ``*`` to match a
         prefix, e.g. ``run.*``; `since`: at or after)."""
         ...
+# --- schedules ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A workflow started on a cron expression, as stored.
+
+    Rules every implementation keeps: `put_schedule` is an upsert by `name` that keeps
+    ``paused``, ``last_at`` and ``last_run_id``, and keeps ``next_at`` unless the cron
+    expression or the time zone changed; `advance_schedule` moves ``next_at`` only from the
+    value the caller read (compare-and-set), so of several workers that saw a tick due one
+    advances it. Exactly one run per tick comes from the run id, which the engine derives from
+    the tick (`create_run` is idempotent), not from this table.
+    """
+
+    name: str
+    cron: str
+    timezone: str
+    workflow: str
+    input: dict[str, Any]
+    labels: dict[str, str]
+    overlap: str
+    """``skip`` | ``queue`` | ``allow``: what a tick does while the previous run is unfinished."""
+    catchup: str
+    """``latest`` | ``all`` | ``none``: what ticks missed while no worker ran start."""
+    next_at: float
+    paused: bool = False
+    last_at: float | None = None
+    last_run_id: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
 
 # --- trust layer -------------------------------------------------------------------------------
 

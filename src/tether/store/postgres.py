@@ -23,6 +23,11 @@
 * **Wake-ups.** Transactions that make a run runnable NOTIFY a channel named after the schema;
   each loop that waits for work keeps one dedicated LISTEN connection. Due timers are found by
   the worker's polling.
+* **Spend reservations.** `reserve_spend` runs in its own transaction on its own connection
+  (never in a write batch): it takes a transaction-scoped advisory lock per limit key, in
+  sorted order, so reservers of one label on any host queue behind each other, then reads the
+  window's journaled spend and the live reservations in one statement (one snapshot) and
+  inserts. A batch holding run-row locks therefore never waits behind an advisory lock.
 * **Migrations.** Numbered SQL files in ``migrations/postgres`` applied on open under
   ``pg_advisory_xact_lock``, recorded in ``schema_migrations``; safe when many workers start at
   once.
@@ -37,7 +42,7 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -47,20 +52,30 @@ from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
 from tether.errors import StoreError, StoreUnavailable, UserError
+from tether.store import events_sql
 from tether.store import postgres_access_sql as pa
 from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
+from tether.store import postgres_workers_sql as workers
+from tether.store import schedules_sql as sq
 from tether.store.base import (
+    WORKER_LIVE_LEASES,
     AuditRecord,
     Claim,
     Heartbeat,
     NewRun,
+    NewRunEvent,
     PrincipalRecord,
     RingChangeRecord,
+    RunEventRecord,
     RunRecord,
+    ScheduleRecord,
     SignalRecord,
+    SpendVerdict,
+    SpendWindow,
     StepRecord,
     TrustActionRecord,
+    WorkerRecord,
 )
 from tether.store.sqlite import migration_files
 
@@ -550,8 +565,12 @@ class PostgresStore:
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         return await self._submit(run_id, lambda c: q.cancel_run(c, run_id, reason))
 
-    async def fork_run(self, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
-        return await self._submit(new.id, lambda c: q.fork_run(c, source_id, from_seq, new))
+    async def fork_run(
+        self, source_id: str, from_seq: int, new: NewRun, *, supersede: str | None = None
+    ) -> RunRecord:
+        return await self._submit(
+            new.id, lambda c: q.fork_run(c, source_id, from_seq, new, supersede)
+        )
 
     async def set_budget(self, run_id: str, budget: dict[str, Any] | None) -> RunRecord | None:
         return await self._submit(run_id, lambda c: q.set_budget(c, run_id, budget))
@@ -589,8 +608,12 @@ class PostgresStore:
         owner: str,
         lease_seconds: float,
         progress: Mapping[str, dict[str, Any] | None] | None = None,
+        *,
+        runs: Collection[str] | None = None,
     ) -> Heartbeat:
-        return await self._statement("renew leases", q.heartbeat, owner, lease_seconds, progress)
+        return await self._statement(
+            "renew leases", q.heartbeat, owner, lease_seconds, progress, runs
+        )
 
     async def next_wake(self) -> float | None:
         return await self._read("find the next due run", q.next_wake)
@@ -603,8 +626,23 @@ class PostgresStore:
     ) -> SignalRecord | None:
         return await self._submit(run_id, None, consume=(run_id, token, step))
 
+    async def consume_first_signal(
+        self, run_id: str, token: int, step: StepRecord, names: Sequence[str]
+    ) -> SignalRecord | None:
+        return await self._submit(
+            run_id, lambda c: q.consume_first_signal(c, run_id, token, step, tuple(names))
+        )
+
+    async def cancel_requests(self, owner: str) -> frozenset[str]:
+        return await self._read("read cancel requests", q.cancel_requests, owner)
+
     async def suspend_run(
-        self, run_id: str, token: int, *, wake_at: float | None, waiting_for: str | None
+        self,
+        run_id: str,
+        token: int,
+        *,
+        wake_at: float | None,
+        waiting_for: str | Sequence[str] | None,
     ) -> str | None:
         return await self._submit(
             run_id, lambda c: q.suspend_run(c, run_id, token, wake_at, waiting_for)
@@ -623,6 +661,52 @@ class PostgresStore:
 
     async def release_run(self, run_id: str, token: int) -> bool:
         return await self._submit(run_id, lambda c: q.release_run(c, run_id, token), single=True)
+
+    # --- schedules -------------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        return await self._statement(
+            f"save schedule {schedule.name}", sq.pg_put_schedule, schedule
+        )
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        return await self._read(f"read schedule {name}", sq.pg_get_schedule, name)
+
+    async def list_schedules(self, *, due_by: float | None = None) -> list[ScheduleRecord]:
+        return await self._read("list schedules", sq.pg_list_schedules, due_by)
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord | None:
+        return await self._statement(
+            f"pause schedule {name}", sq.pg_set_schedule_paused, name, paused
+        )
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._statement(f"delete schedule {name}", sq.pg_delete_schedule, name)
+
+    async def advance_schedule(
+        self, name: str, expected: float, next_at: float, *, fired_at: float | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        return await self._statement(
+            f"advance schedule {name}", sq.pg_advance_schedule, name, expected, next_at,
+            fired_at, run_id,
+        )
+    # --- worker registry -------------------------------------------------------------------------
+
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        await self._statement("register the worker", workers.register_worker, worker)
+
+    async def touch_worker(self, owner: str) -> bool:
+        return await self._statement("refresh the worker registry", workers.touch_worker, owner)
+
+    async def remove_worker(self, owner: str) -> None:
+        await self._statement("unregister the worker", workers.remove_worker, owner)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return await self._read("list workers", workers.list_workers, WORKER_LIVE_LEASES)
+
+    async def pending_versions(self) -> list[tuple[str, str | None, str, int]]:
+        return await self._read("count pending runs", workers.pending_versions)
 
     # --- used by upper layers that keep their own tables ----------------------------------------
 
@@ -644,6 +728,39 @@ class PostgresStore:
     async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
         return await self._read(
             f"sum the spend of label {key}={value}", layers.label_spend, key, value, since
+        )
+
+    async def reserve_spend(
+        self,
+        run_id: str,
+        token: int,
+        reservation_id: str,
+        cost_usd: float,
+        windows: Sequence[SpendWindow],
+    ) -> SpendVerdict | None:
+        # Its own transaction on its own connection, not a batch member: it waits on advisory
+        # locks, and a batch's row locks must never wait behind those.
+        return await self._transaction(
+            f"reserve spend for run {run_id}", layers.reserve_spend,
+            run_id, token, reservation_id, cost_usd, tuple(windows),
+        )
+
+    async def release_spend(self, reservation_id: str) -> None:
+        await self._statement(
+            f"release spend reservation {reservation_id}", layers.release_spend, reservation_id
+        )
+
+    # --- run events ------------------------------------------------------------------------------
+
+    async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
+        if events:
+            await self._transaction("append run events", events_sql.postgres_append, events)
+
+    async def read_run_events(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> list[RunEventRecord]:
+        return await self._read(
+            f"read the events of run {run_id}", events_sql.postgres_read, run_id, after, limit
         )
 
     # --- trust layer -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ the trust layer's gated actions and ring changes (the engine's are in `postgres_
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 from tether.store.base import (
     RingChangeRecord,
     RunRecord,
+    SpendVerdict,
+    SpendWindow,
     StepRecord,
     TrustActionRecord,
 )
@@ -70,18 +73,93 @@ async def load_window(
     return [(run, journals[run.id]) for run in runs]
 
 
+_LABEL_SPENT = (
+    "SELECT coalesce(sum((s.usage::jsonb ->> 'cost_usd')::float8), 0) AS cost, "
+    "coalesce(sum((s.usage::jsonb ->> 'unpriced_calls')::bigint), 0) AS unpriced "
+    "FROM (SELECT id, labels FROM runs WHERE finished_at >= %s UNION ALL "
+    "SELECT id, labels FROM runs WHERE status IN ('queued', 'running', 'waiting')) r "
+    "JOIN steps s ON s.run_id = r.id "
+    "WHERE r.labels ->> %s = %s AND s.usage IS NOT NULL AND s.finished_at >= %s"
+)
+
+
 async def label_spend(conn: Conn, key: str, value: str, since: float) -> tuple[float, int]:
-    cur = await conn.execute(
-        "SELECT coalesce(sum((s.usage::jsonb ->> 'cost_usd')::float8), 0), "
-        "coalesce(sum((s.usage::jsonb ->> 'unpriced_calls')::bigint), 0) "
-        "FROM (SELECT id, labels FROM runs WHERE finished_at >= %s UNION ALL "
-        "SELECT id, labels FROM runs WHERE status IN ('queued', 'running', 'waiting')) r "
-        "JOIN steps s ON s.run_id = r.id "
-        "WHERE r.labels ->> %s = %s AND s.usage IS NOT NULL AND s.finished_at >= %s",
-        (since, key, value, since),
-    )
+    cur = await conn.execute(_LABEL_SPENT, (since, key, value, since))
     row = await cur.fetchone()
     return (float(row[0]), int(row[1])) if row else (0.0, 0)
+
+
+# --- spend reservations (store/base.py, "Reservations") ------------------------------------------
+
+_SPEND_TOLERANCE = 1e-12
+"""Float noise: a reservation that fits exactly must not be refused for a rounding error."""
+
+# The journaled spend and the open reservations in ONE statement, so one snapshot: a call that
+# settles meanwhile (journal entry committed, then its reservation deleted) is seen either
+# reserved, or journaled, or both, never neither.
+_WINDOW_FIGURES = f"""
+SELECT j.cost, j.unpriced,
+       (SELECT coalesce(sum(cost_usd), 0) FROM spend_reservations WHERE limit_key = %s)
+  FROM ({_LABEL_SPENT}) j
+"""
+
+_FORGET_DEAD = f"""
+DELETE FROM spend_reservations r
+ WHERE r.limit_key = ANY(%b::text[])
+   AND NOT EXISTS (SELECT 1 FROM runs u WHERE u.id = r.run_id AND u.fencing = r.token
+                     AND u.status = 'running' AND u.lease_expires > {NOW})
+"""
+
+
+def spend_lock_id(key: str) -> int:
+    """The advisory lock of one limit key (a signed 64-bit hash; advisory locks are per
+    database, so schemas sharing one only ever serialise a little more)."""
+    digest = hashlib.blake2b(f"tether.spend:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def reserve_spend(
+    conn: Conn,
+    run_id: str,
+    token: int,
+    reservation_id: str,
+    cost_usd: float,
+    windows: Sequence[SpendWindow],
+) -> SpendVerdict | None:
+    """Runs in its own transaction (see `PostgresStore.reserve_spend`)."""
+    keys = sorted({w.key for w in windows})
+    # Concurrent reservers of a key queue here until the holder commits; locks are taken in
+    # one order so two calls under two shared limits cannot wait on each other in a cycle.
+    for lock in sorted(spend_lock_id(k) for k in keys):
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+    await conn.execute(_FORGET_DEAD, (keys,))
+    cur = await conn.execute(
+        "SELECT 1 FROM spend_reservations WHERE id = %s LIMIT 1", (reservation_id,)
+    )
+    if await cur.fetchone():  # a retry whose first attempt committed
+        return None
+    for window in windows:
+        cur = await conn.execute(
+            _WINDOW_FIGURES,
+            (window.key, window.since, window.label, window.value, window.since),
+        )
+        row = await cur.fetchone()
+        spent, unpriced, reserved = (
+            (float(row[0]), int(row[1]), float(row[2])) if row else (0.0, 0, 0.0)
+        )
+        if spent + reserved + cost_usd > window.max_usd + _SPEND_TOLERANCE:
+            return SpendVerdict(window, spent, reserved, unpriced)
+    await conn.execute(
+        f"INSERT INTO spend_reservations (limit_key, id, run_id, token, cost_usd, created_at) "
+        f"SELECT k, %s, %s, %s, %s, {NOW} FROM unnest(%b::text[]) AS k "
+        "ON CONFLICT DO NOTHING",
+        (reservation_id, run_id, token, cost_usd, keys),
+    )
+    return None
+
+
+async def release_spend(conn: Conn, reservation_id: str) -> None:
+    await conn.execute("DELETE FROM spend_reservations WHERE id = %s", (reservation_id,))
 
 
 # --- trust layer ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import psycopg
@@ -29,6 +29,8 @@ from tether.store.base import (
     RunRecord,
     SignalRecord,
     StepRecord,
+    encode_waiting_for,
+    waiting_names,
 )
 
 Conn: TypeAlias = AsyncConnection[Any]
@@ -256,7 +258,9 @@ mail AS (
 woke AS (
     UPDATE runs r SET status = 'queued', wake_at = {NOW}, updated_at = {NOW}
       FROM target t
-     WHERE r.id = t.id AND t.status = 'waiting' AND t.waiting_for = %s
+     WHERE r.id = t.id AND t.status = 'waiting'
+       AND (t.waiting_for = %s
+            OR position(('|' || %s || '|') IN ('|' || t.waiting_for || '|')) > 0)
        AND EXISTS (SELECT 1 FROM mail)
     RETURNING {_R_COLUMNS})
 SELECT *, true FROM woke
@@ -275,7 +279,7 @@ async def send_signal(
     # `key` is the same for every retry of one send: a retry whose first attempt committed
     # inserts nothing, and notifies again in case the first attempt's NOTIFY was lost with it.
     # Without a key (a caller with its own idempotency guard) nothing is deduplicated.
-    cur = await conn.execute(_SEND_SIGNAL, (run_id, name, dumps(payload), key, name))
+    cur = await conn.execute(_SEND_SIGNAL, (run_id, name, dumps(payload), key, name, name))
     row = await cur.fetchone()
     if row is None:
         return None, False
@@ -304,7 +308,9 @@ async def cancel_run(conn: Conn, run_id: str, reason: str) -> Outcome:
     return await get_run(conn, run_id), False
 
 
-async def fork_run(conn: Conn, source_id: str, from_seq: int, new: NewRun) -> Outcome:
+async def fork_run(
+    conn: Conn, source_id: str, from_seq: int, new: NewRun, supersede: str | None = None
+) -> Outcome:
     (run, _, created), _ = await create_run(conn, new, None, 0.0)
     if created:
         await conn.execute(
@@ -313,6 +319,13 @@ async def fork_run(conn: Conn, source_id: str, from_seq: int, new: NewRun) -> Ou
             "WHERE run_id = %s AND seq < %s AND status = 'completed'",
             (new.id, source_id, from_seq),
         )
+        if supersede is not None:
+            # The fork takes the source's place: its unread mail moves along, the source stops.
+            await cancel_run(conn, source_id, supersede)
+            await conn.execute(
+                "UPDATE signals SET run_id = %s WHERE run_id = %s AND consumed_seq IS NULL",
+                (new.id, source_id),
+            )
     return run, True
 
 
@@ -375,9 +388,9 @@ async def claim_runs(
     cur = await conn.execute(
         f"""
         WITH candidate AS (
-            SELECT id, status FROM runs
+            SELECT id, status, {_MARK} AS mark FROM runs
              WHERE ((status IN ('queued', 'waiting') AND wake_at <= {NOW})
-                    OR (status = 'running' AND lease_expires < {NOW}))
+                    OR ({_TAKEOVER}))
                AND ((version IS NULL AND workflow = ANY(%b::text[]))
                     OR (workflow, version) IN (
                         SELECT * FROM unnest(%b::text[], %b::text[])))
@@ -387,15 +400,18 @@ async def claim_runs(
         UPDATE runs r SET status = 'running', lease_owner = %s,
             lease_expires = {NOW} + %s, fencing = r.fencing + 1,
             recoveries = r.recoveries + (c.status = 'running')::int,
+            {_STALLS},
             version = coalesce(r.version, (SELECT l.v FROM unnest(%b::text[], %b::text[])
                                            AS l(n, v) WHERE l.n = r.workflow)),
             started_at = coalesce(r.started_at, {NOW}), updated_at = {NOW},
             wake_at = NULL, waiting_for = NULL
           FROM candidate c WHERE r.id = c.id
-        RETURNING {_R_COLUMNS}, c.status = 'running',
+        RETURNING {_R_COLUMNS}, r.stalls, c.status = 'running',
                   EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id)
         """,
         (
+            owner,
+            lease_seconds,
             names,
             pairs_names,
             pairs_versions,
@@ -408,9 +424,7 @@ async def claim_runs(
     )
     claims: list[Claim] = []
     for row in await cur.fetchall():
-        run = run_from_row(row)
-        journal = _unknown_or_empty(row[-1])
-        claims.append(Claim(run=run, token=run.fencing, recovered=bool(row[-2]), journal=journal))
+        claims.append(_claim_from_row(row))
     resumed = [c.run.id for c in claims if c.journal is None]
     if not resumed:
         return claims
@@ -437,6 +451,36 @@ async def claim_runs(
     ]
 
 
+# A run held by another owner whose lease expired — but no takeover until one lease period
+# after the server started: a restart stopped every worker's renewals at once, and live
+# workers get that long to reconnect and renew before their runs count as abandoned. A
+# claimer never takes over its own run (it may still be executing it; see store/base.py).
+_TAKEOVER = (
+    f"status = 'running' AND lease_expires < {NOW} AND lease_owner <> %s "
+    f"AND {NOW} >= extract(epoch FROM pg_postmaster_start_time())::float8 + %s"
+)
+# The journal position at the claim (see "Stalls" in store/base.py).
+_MARK = "(SELECT coalesce(max(s.seq), 0) FROM steps s WHERE s.run_id = runs.id)"
+_STALLS = (
+    "stalls = CASE WHEN c.status = 'running'"
+    " THEN (CASE WHEN c.mark = r.claim_mark THEN r.stalls + 1 ELSE 1 END)"
+    " ELSE (CASE WHEN c.mark = r.claim_mark THEN r.stalls ELSE 0 END) END,"
+    " claim_mark = c.mark"
+)
+
+
+def _claim_from_row(row: Sequence[Any]) -> Claim:
+    """A claim statement's row: the run's columns, then stalls, recovered, EXISTS(steps)."""
+    run = run_from_row(row)
+    return Claim(
+        run=run,
+        token=run.fencing,
+        recovered=bool(row[-2]),
+        stalls=row[-3],
+        journal=_unknown_or_empty(row[-1]),
+    )
+
+
 def _unknown_or_empty(has_steps: bool) -> list[StepRecord] | None:
     """`Claim.journal` from the claim statement's EXISTS(steps): known empty, or to load."""
     return None if has_steps else []
@@ -446,30 +490,27 @@ async def claim_run(conn: Conn, run_id: str, owner: str, lease_seconds: float) -
     cur = await conn.execute(
         f"""
         WITH candidate AS (
-            SELECT id, status FROM runs
+            SELECT id, status, {_MARK} AS mark FROM runs
              WHERE id = %s
                AND ((status IN ('queued', 'waiting') AND wake_at <= {NOW})
-                    OR (status = 'running' AND lease_expires < {NOW}))
+                    OR ({_TAKEOVER}))
              FOR UPDATE SKIP LOCKED)
         UPDATE runs r SET status = 'running', lease_owner = %s,
             lease_expires = {NOW} + %s, fencing = r.fencing + 1,
             recoveries = r.recoveries + (c.status = 'running')::int,
+            {_STALLS},
             started_at = coalesce(r.started_at, {NOW}), updated_at = {NOW},
             wake_at = NULL, waiting_for = NULL
           FROM candidate c WHERE r.id = c.id
-        RETURNING {_R_COLUMNS}, c.status = 'running',
+        RETURNING {_R_COLUMNS}, r.stalls, c.status = 'running',
                   EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id)
         """,
-        (run_id, owner, lease_seconds),
+        (run_id, owner, lease_seconds, owner, lease_seconds),
     )
     row = await cur.fetchone()
     if row is None:
         return None, False
-    run = run_from_row(row)
-    claim = Claim(
-        run=run, token=run.fencing, recovered=bool(row[-2]), journal=_unknown_or_empty(row[-1])
-    )
-    return claim, False
+    return _claim_from_row(row), False
 
 
 async def heartbeat(
@@ -477,14 +518,17 @@ async def heartbeat(
     owner: str,
     lease_seconds: float,
     progress: Mapping[str, dict[str, Any] | None] | None,
+    runs: Collection[str] | None = None,
 ) -> Heartbeat:
     items = list((progress or {}).items())
+    only = None if runs is None else sorted(runs)
     # Rows are locked in id order, as every batch locks them, so a heartbeat never deadlocks
     # with the worker's own writes.
     cur = await conn.execute(
         f"""
         WITH held AS (
             SELECT id FROM runs WHERE lease_owner = %s AND status = 'running'
+               AND (%b::text[] IS NULL OR id = ANY(%b::text[]))
              ORDER BY id FOR UPDATE),
         reported AS (SELECT * FROM unnest(%b::text[], %b::text[]) AS p(id, progress))
         UPDATE runs r SET lease_expires = {NOW} + %s,
@@ -493,11 +537,13 @@ async def heartbeat(
          WHERE r.id = h.id
         RETURNING r.id, r.cancel_requested
         """,
-        (owner, [k for k, _ in items], [dumps(v) for _, v in items], lease_seconds),
+        (owner, only, only, [k for k, _ in items], [dumps(v) for _, v in items], lease_seconds),
     )
     rows = await cur.fetchall()
     return Heartbeat(
-        renewed=len(rows), cancel_requested=frozenset(r[0] for r in rows if r[1])
+        renewed=len(rows),
+        cancel_requested=frozenset(r[0] for r in rows if r[1]),
+        renewed_ids=frozenset(r[0] for r in rows),
     )
 
 
@@ -672,8 +718,52 @@ def _completed(step: StepRecord, payload: Any) -> StepRecord:
     )
 
 
+_CONSUME_FIRST_SIGNAL = f"""
+WITH held AS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE),
+earlier AS (
+    SELECT id, name, payload, created_at FROM signals
+     WHERE run_id = %s AND consumed_seq = %s AND EXISTS (SELECT 1 FROM held)),
+taken AS (
+    UPDATE signals SET consumed_seq = %s WHERE id = (
+        SELECT id FROM signals
+         WHERE run_id = %s AND name = ANY(%b::text[]) AND consumed_seq IS NULL
+           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)
+         ORDER BY id LIMIT 1 FOR UPDATE)
+    RETURNING id, name, payload, created_at)
+SELECT * FROM earlier UNION ALL SELECT * FROM taken
+"""
+
+
+async def consume_first_signal(
+    conn: Conn, run_id: str, token: int, step: StepRecord, names: Sequence[str]
+) -> Outcome:
+    cur = await conn.execute(
+        _CONSUME_FIRST_SIGNAL, (run_id, token, run_id, step.seq, step.seq, run_id, list(names))
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None, False
+    signal_id, name, payload, created_at = row
+    value = loads(payload)
+    # Fenced above with the run row share-locked until our commit: this write lands.
+    await write_steps(conn, [(run_id, token, _completed(step, {"name": name, "payload": value}))])
+    return SignalRecord(signal_id, run_id, name, value, created_at, step.seq), False
+
+
+async def cancel_requests(conn: Conn, owner: str) -> frozenset[str]:
+    cur = await conn.execute(
+        "SELECT id FROM runs WHERE lease_owner = %s AND status = 'running' AND cancel_requested",
+        (owner,),
+    )
+    return frozenset(r[0] for r in await cur.fetchall())
+
+
 async def suspend_run(
-    conn: Conn, run_id: str, token: int, wake_at: float | None, waiting_for: str | None
+    conn: Conn,
+    run_id: str,
+    token: int,
+    wake_at: float | None,
+    waiting_for: str | Sequence[str] | None,
 ) -> Outcome:
     # Lock the run row, then look at the mailbox in a NEW statement: under READ COMMITTED it
     # takes a fresh snapshot, so a send_signal that committed while we waited for the lock is
@@ -691,11 +781,12 @@ async def suspend_run(
             return row[1], False  # our earlier attempt committed
         return None, False
     pending = False
-    if waiting_for is not None:
+    names = waiting_names(waiting_for)
+    if names:
         cur = await conn.execute(
-            "SELECT 1 FROM signals WHERE run_id = %s AND name = %s AND consumed_seq IS NULL "
-            "LIMIT 1",
-            (run_id, waiting_for),
+            "SELECT 1 FROM signals WHERE run_id = %s AND name = ANY(%b::text[]) "
+            "AND consumed_seq IS NULL LIMIT 1",
+            (run_id, names),
         )
         pending = await cur.fetchone() is not None
     status = "queued" if pending else "waiting"
@@ -703,7 +794,7 @@ async def suspend_run(
         f"UPDATE runs SET status = %s, wake_at = CASE WHEN %s THEN {NOW} ELSE %s END, "
         "waiting_for = %s, lease_owner = NULL, lease_expires = NULL, progress = NULL, "
         f"updated_at = {NOW} WHERE id = %s",
-        (status, pending, wake_at, waiting_for, run_id),
+        (status, pending, wake_at, encode_waiting_for(waiting_for), run_id),
     )
     return status, pending
 

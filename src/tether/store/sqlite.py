@@ -13,28 +13,38 @@ Durability: by default ``synchronous=NORMAL`` — a committed step survives a pr
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from tether.errors import StoreError, UserError
+from tether.errors import StoreError, StoreNotFound, UserError
+from tether.store import events_sql
+from tether.store import schedules_sql as sq
 from tether.store import sqlite_access_sql as sa
 from tether.store import sqlite_sql as q
 from tether.store.base import (
+    WORKER_LIVE_LEASES,
     AuditRecord,
     Claim,
     Heartbeat,
     NewRun,
+    NewRunEvent,
     PrincipalRecord,
     RingChangeRecord,
+    RunEventRecord,
     RunRecord,
+    ScheduleRecord,
     SignalRecord,
+    SpendVerdict,
+    SpendWindow,
     StepRecord,
     TrustActionRecord,
+    WorkerRecord,
 )
 
 T = TypeVar("T")
@@ -186,13 +196,33 @@ class SQLiteStore:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        conn.execute("PRAGMA busy_timeout = 30000")
         if not self._memory:
-            _enable_wal(conn, self.path)
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(folder):
+                raise StoreNotFound(
+                    f"cannot open the SQLite store {self.url}: the directory {folder} does not "
+                    "exist; create it (mkdir -p) or point --store / $TETHER_STORE elsewhere"
+                )
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except sqlite3.Error as exc:
+            raise StoreNotFound(
+                f"cannot open the SQLite store {self.url} ({os.path.abspath(self.path)}): {exc}; "
+                "check the path and its permissions, or point --store / $TETHER_STORE elsewhere"
+            ) from None
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            if not self._memory:
+                _enable_wal(conn, self.path)
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreNotFound(
+                f"cannot open the SQLite store {self.url} ({os.path.abspath(self.path)}): {exc}; "
+                "is that file a tether database? Point --store / $TETHER_STORE at one"
+            ) from None
         return conn
 
     def _ensure_open(self) -> tuple[_Connection, _Connection]:
@@ -293,8 +323,10 @@ class SQLiteStore:
     async def cancel_run(self, run_id: str, reason: str) -> RunRecord | None:
         return await self._write(q.cancel_run, run_id, reason)
 
-    async def fork_run(self, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
-        run = await self._write(q.fork_run, source_id, from_seq, new)
+    async def fork_run(
+        self, source_id: str, from_seq: int, new: NewRun, *, supersede: str | None = None
+    ) -> RunRecord:
+        run = await self._write(q.fork_run, source_id, from_seq, new, supersede)
         self._notify()
         return run
 
@@ -331,8 +363,10 @@ class SQLiteStore:
         owner: str,
         lease_seconds: float,
         progress: Mapping[str, dict[str, Any] | None] | None = None,
+        *,
+        runs: Collection[str] | None = None,
     ) -> Heartbeat:
-        return await self._write(q.heartbeat, owner, lease_seconds, progress)
+        return await self._write(q.heartbeat, owner, lease_seconds, progress, runs)
 
     async def next_wake(self) -> float | None:
         return await self._read(q.next_wake)
@@ -345,8 +379,21 @@ class SQLiteStore:
     ) -> SignalRecord | None:
         return await self._write(q.consume_signal, run_id, token, step)
 
+    async def consume_first_signal(
+        self, run_id: str, token: int, step: StepRecord, names: Sequence[str]
+    ) -> SignalRecord | None:
+        return await self._write(q.consume_first_signal, run_id, token, step, tuple(names))
+
+    async def cancel_requests(self, owner: str) -> frozenset[str]:
+        return await self._read(q.cancel_requests, owner)
+
     async def suspend_run(
-        self, run_id: str, token: int, *, wake_at: float | None, waiting_for: str | None
+        self,
+        run_id: str,
+        token: int,
+        *,
+        wake_at: float | None,
+        waiting_for: str | Sequence[str] | None,
     ) -> str | None:
         status = await self._write(q.suspend_run, run_id, token, wake_at, waiting_for)
         if status == "queued":
@@ -370,6 +417,45 @@ class SQLiteStore:
             self._notify()
         return released
 
+    # --- schedules -------------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        return await self._write(sq.put_schedule, schedule)
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        return await self._read(sq.get_schedule, name)
+
+    async def list_schedules(self, *, due_by: float | None = None) -> list[ScheduleRecord]:
+        return await self._read(sq.list_schedules, due_by)
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord | None:
+        return await self._write(sq.set_schedule_paused, name, paused)
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._write(sq.delete_schedule, name)
+
+    async def advance_schedule(
+        self, name: str, expected: float, next_at: float, *, fired_at: float | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        return await self._write(sq.advance_schedule, name, expected, next_at, fired_at, run_id)
+    # --- worker registry -------------------------------------------------------------------------
+
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        await self._write(q.register_worker, worker)
+
+    async def touch_worker(self, owner: str) -> bool:
+        return await self._write(q.touch_worker, owner)
+
+    async def remove_worker(self, owner: str) -> None:
+        await self._write(q.remove_worker, owner)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return await self._read(q.list_workers, WORKER_LIVE_LEASES)
+
+    async def pending_versions(self) -> list[tuple[str, str | None, str, int]]:
+        return await self._read(q.pending_versions)
+
     # --- used by upper layers that keep their own tables ----------------------------------------
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
@@ -390,6 +476,31 @@ class SQLiteStore:
     async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
         return await self._read(q.label_spend, key, value, since)
 
+    async def reserve_spend(
+        self,
+        run_id: str,
+        token: int,
+        reservation_id: str,
+        cost_usd: float,
+        windows: Sequence[SpendWindow],
+    ) -> SpendVerdict | None:
+        return await self._write(
+            q.reserve_spend, run_id, token, reservation_id, cost_usd, tuple(windows)
+        )
+
+    async def release_spend(self, reservation_id: str) -> None:
+        await self._write(q.release_spend, reservation_id)
+
+    # --- run events ------------------------------------------------------------------------------
+
+    async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
+        if events:
+            await self._write(events_sql.sqlite_append, events)
+
+    async def read_run_events(
+        self, run_id: str, *, after: int = 0, limit: int = 500
+    ) -> list[RunEventRecord]:
+        return await self._read(events_sql.sqlite_read, run_id, after, limit)
 
     # --- trust layer -----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from tether.store.base import (
@@ -18,8 +18,13 @@ from tether.store.base import (
     RingChangeRecord,
     RunRecord,
     SignalRecord,
+    SpendVerdict,
+    SpendWindow,
     StepRecord,
     TrustActionRecord,
+    WorkerRecord,
+    encode_waiting_for,
+    waiting_names,
 )
 
 _RUN_COLUMNS = (
@@ -216,6 +221,12 @@ def load_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
     return [step_from_row(row) for row in rows]
 
 
+# The run waits for this name: alone, or as one of a wait_for_any's `|`-joined names.
+_WAITS_FOR = (
+    "(waiting_for = ? OR instr('|' || waiting_for || '|', '|' || ? || '|') > 0)"
+)
+
+
 def send_signal(
     conn: sqlite3.Connection, run_id: str, name: str, payload: Any
 ) -> RunRecord | None:
@@ -228,8 +239,8 @@ def send_signal(
     )
     conn.execute(
         "UPDATE runs SET status = 'queued', wake_at = ?, updated_at = ? "
-        "WHERE id = ? AND status = 'waiting' AND waiting_for = ?",
-        (now, now, run_id, name),
+        f"WHERE id = ? AND status = 'waiting' AND {_WAITS_FOR}",
+        (now, now, run_id, name, name),
     )
     return get_run(conn, run_id)
 
@@ -263,7 +274,13 @@ def cancel_run(conn: sqlite3.Connection, run_id: str, reason: str) -> RunRecord 
     return get_run(conn, run_id)
 
 
-def fork_run(conn: sqlite3.Connection, source_id: str, from_seq: int, new: NewRun) -> RunRecord:
+def fork_run(
+    conn: sqlite3.Connection,
+    source_id: str,
+    from_seq: int,
+    new: NewRun,
+    supersede: str | None = None,
+) -> RunRecord:
     run, _, _ = create_run(conn, new, None, 0.0)
     conn.execute(
         f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, seq, name, kind, status, input, output, "
@@ -271,6 +288,14 @@ def fork_run(conn: sqlite3.Connection, source_id: str, from_seq: int, new: NewRu
         "WHERE run_id = ? AND seq < ? AND status = 'completed'",
         (new.id, source_id, from_seq),
     )
+    if supersede is not None:
+        # The fork takes the source's place: its unread mail moves along (a signal sent to a
+        # stranded run must not be lost), and the source stops.
+        conn.execute(
+            "UPDATE signals SET run_id = ? WHERE run_id = ? AND consumed_seq IS NULL",
+            (new.id, source_id),
+        )
+        cancel_run(conn, source_id, supersede)
     return run
 
 
@@ -310,10 +335,10 @@ def claim_runs(
              WHERE status = 'waiting' AND wake_at <= ? AND {runnable}
             UNION ALL
             SELECT id, status, workflow, version, lease_expires AS due FROM runs
-             WHERE status = 'running' AND lease_expires < ? AND {runnable}
+             WHERE status = 'running' AND lease_expires < ? AND lease_owner <> ? AND {runnable}
         ) ORDER BY due LIMIT ?
         """,
-        (now, *names, *keys, now, *names, *keys, now, *names, *keys, limit),
+        (now, *names, *keys, now, *names, *keys, now, owner, *names, *keys, limit),
     ).fetchall()
     latest = dict(workflows)
     return [
@@ -331,20 +356,36 @@ def _take(
     version: str | None,
 ) -> Claim:
     now = time.time()
+    # The journal position now: a takeover that finds it where the last claim left it counts a
+    # stall (the holder made no progress); progress since resets the count (see base.py).
+    last = conn.execute("SELECT max(seq) FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
+    mark = last or 0
     row = conn.execute(
         f"""
         UPDATE runs SET status = 'running', lease_owner = ?, lease_expires = ?,
             fencing = fencing + 1, recoveries = recoveries + ?,
+            stalls = CASE WHEN ? THEN (CASE WHEN claim_mark = ? THEN stalls + 1 ELSE 1 END)
+                          ELSE (CASE WHEN claim_mark = ? THEN stalls ELSE 0 END) END,
+            claim_mark = ?,
             version = coalesce(version, ?), started_at = coalesce(started_at, ?),
             updated_at = ?, wake_at = NULL, waiting_for = NULL
-        WHERE id = ? RETURNING {_RUN_COLUMNS}
+        WHERE id = ? RETURNING {_RUN_COLUMNS}, stalls
         """,
-        (owner, now + lease_seconds, 1 if recovered else 0, version, now, now, run_id),
+        (
+            owner, now + lease_seconds, 1 if recovered else 0,
+            recovered, mark, mark, mark,
+            version, now, now, run_id,
+        ),
     ).fetchone()
     run = run_from_row(row)
-    has_steps = conn.execute("SELECT 1 FROM steps WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
     # A run starting is known to have no journal; any other is loaded by the engine.
-    return Claim(run=run, token=run.fencing, recovered=recovered, journal=None if has_steps else [])
+    return Claim(
+        run=run,
+        token=run.fencing,
+        recovered=recovered,
+        stalls=row[-1],
+        journal=None if last is not None else [],
+    )
 
 
 def claim_one(
@@ -354,8 +395,8 @@ def claim_one(
     row = conn.execute(
         "SELECT status FROM runs WHERE id = ? AND ("
         " (status IN ('queued', 'waiting') AND wake_at <= ?)"
-        " OR (status = 'running' AND lease_expires < ?))",
-        (run_id, now, now),
+        " OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?))",
+        (run_id, now, now, owner),
     ).fetchone()
     if row is None:
         return None
@@ -382,22 +423,79 @@ def heartbeat(
     owner: str,
     lease_seconds: float,
     progress: Mapping[str, dict[str, Any] | None] | None,
+    runs: Collection[str] | None = None,
 ) -> Heartbeat:
-    renewed = conn.execute(
-        "UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running'",
-        (time.time() + lease_seconds, owner),
-    ).rowcount
+    held = "lease_owner = ? AND status = 'running'"
+    params: list[Any] = [owner]
+    if runs is not None:
+        ids = sorted(runs)
+        if not ids:
+            return Heartbeat(renewed=0, cancel_requested=frozenset())
+        held += f" AND id IN ({','.join('?' * len(ids))})"
+        params += ids
+    rows = conn.execute(
+        f"UPDATE runs SET lease_expires = ? WHERE {held} RETURNING id, cancel_requested",
+        (time.time() + lease_seconds, *params),
+    ).fetchall()
     if progress:
         conn.executemany(
             "UPDATE runs SET progress = ? WHERE id = ? AND lease_owner = ?",
             [(_dumps(p), run_id, owner) for run_id, p in progress.items()],
         )
-    cancelled = conn.execute(
-        "SELECT id FROM runs WHERE lease_owner = ? AND status = 'running' "
-        "AND cancel_requested = 1",
-        (owner,),
+    return Heartbeat(
+        renewed=len(rows),
+        cancel_requested=frozenset(r[0] for r in rows if r[1]),
+        renewed_ids=frozenset(r[0] for r in rows),
+    )
+
+
+# --- worker registry -----------------------------------------------------------------------------
+
+_WORKER_COLUMNS = "owner, name, host, pid, started_at, last_seen, lease_seconds, workflows"
+_FORGET_WORKERS_AFTER = 3600.0
+
+
+def register_worker(conn: sqlite3.Connection, worker: WorkerRecord) -> None:
+    now = time.time()
+    conn.execute("DELETE FROM workers WHERE last_seen < ?", (now - _FORGET_WORKERS_AFTER,))
+    conn.execute(
+        f"INSERT OR REPLACE INTO workers ({_WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (worker.owner, worker.name, worker.host, worker.pid, worker.started_at, now,
+         worker.lease_seconds, _dumps([list(pair) for pair in worker.workflows])),
+    )
+
+
+def touch_worker(conn: sqlite3.Connection, owner: str) -> bool:
+    cur = conn.execute("UPDATE workers SET last_seen = ? WHERE owner = ?", (time.time(), owner))
+    return cur.rowcount > 0
+
+
+def remove_worker(conn: sqlite3.Connection, owner: str) -> None:
+    conn.execute("DELETE FROM workers WHERE owner = ?", (owner,))
+
+
+def list_workers(conn: sqlite3.Connection, live_leases: float) -> list[WorkerRecord]:
+    rows = conn.execute(
+        f"SELECT {_WORKER_COLUMNS} FROM workers WHERE last_seen + lease_seconds * ? >= ? "
+        "ORDER BY started_at, owner",
+        (live_leases, time.time()),
     ).fetchall()
-    return Heartbeat(renewed=renewed, cancel_requested=frozenset(r[0] for r in cancelled))
+    return [worker_from_row(row) for row in rows]
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerRecord:
+    listed: list[list[str]] = _loads(row[7]) or []
+    pairs = tuple((str(pair[0]), str(pair[1])) for pair in listed)
+    return WorkerRecord(row[0], row[1], row[2], int(row[3]), float(row[4]), float(row[5]),
+                        float(row[6]), pairs)
+
+
+def pending_versions(conn: sqlite3.Connection) -> list[tuple[str, str | None, str, int]]:
+    rows = conn.execute(
+        "SELECT workflow, version, status, count(*) FROM runs "
+        "WHERE status IN ('queued', 'waiting') GROUP BY workflow, version, status"
+    ).fetchall()
+    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
 
 
 def next_wake(conn: sqlite3.Connection) -> float | None:
@@ -449,18 +547,65 @@ def consume_signal(
     return SignalRecord(row[0], run_id, step.name, payload, row[2], step.seq)
 
 
+def consume_first_signal(
+    conn: sqlite3.Connection, run_id: str, token: int, step: StepRecord, names: Sequence[str]
+) -> SignalRecord | None:
+    if conn.execute(f"SELECT 1 FROM runs WHERE {_HELD_LIVE}", (run_id, token)).fetchone() is None:
+        return None
+    marks = ", ".join("?" * len(names))
+    row = conn.execute(
+        "SELECT id, name, payload, created_at FROM signals WHERE run_id = ? AND consumed_seq = ?",
+        (run_id, step.seq),
+    ).fetchone() or conn.execute(
+        "SELECT id, name, payload, created_at FROM signals "
+        f"WHERE run_id = ? AND name IN ({marks}) AND consumed_seq IS NULL ORDER BY id LIMIT 1",
+        (run_id, *names),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute("UPDATE signals SET consumed_seq = ? WHERE id = ?", (step.seq, row[0]))
+    payload = _loads(row[2])
+    completed = StepRecord(
+        run_id=run_id,
+        seq=step.seq,
+        name=step.name,
+        kind=step.kind,
+        status="completed",
+        input=step.input,
+        output={"name": row[1], "payload": payload},
+        attempts=step.attempts,
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+        meta=step.meta,
+    )
+    conn.execute(_UPSERT_STEP, (*step_params(run_id, completed), run_id, token))
+    return SignalRecord(row[0], run_id, row[1], payload, row[3], step.seq)
+
+
+def cancel_requests(conn: sqlite3.Connection, owner: str) -> frozenset[str]:
+    rows = conn.execute(
+        "SELECT id FROM runs WHERE lease_owner = ? AND status = 'running' "
+        "AND cancel_requested = 1",
+        (owner,),
+    ).fetchall()
+    return frozenset(r[0] for r in rows)
+
+
 def suspend_run(
     conn: sqlite3.Connection,
     run_id: str,
     token: int,
     wake_at: float | None,
-    waiting_for: str | None,
+    waiting_for: str | Sequence[str] | None,
 ) -> str | None:
     now = time.time()
-    pending = waiting_for is not None and (
+    names = waiting_names(waiting_for)
+    marks = ", ".join("?" * len(names))
+    pending = bool(names) and (
         conn.execute(
-            "SELECT 1 FROM signals WHERE run_id = ? AND name = ? AND consumed_seq IS NULL LIMIT 1",
-            (run_id, waiting_for),
+            f"SELECT 1 FROM signals WHERE run_id = ? AND name IN ({marks}) "
+            "AND consumed_seq IS NULL LIMIT 1",
+            (run_id, *names),
         ).fetchone()
         is not None
     )
@@ -468,7 +613,7 @@ def suspend_run(
     changed = conn.execute(
         "UPDATE runs SET status = ?, wake_at = ?, waiting_for = ?, lease_owner = NULL, "
         f"lease_expires = NULL, progress = NULL, updated_at = ? WHERE {_HELD_LIVE}",
-        (status, now if pending else wake_at, waiting_for, now, run_id, token),
+        (status, now if pending else wake_at, encode_waiting_for(waiting_for), now, run_id, token),
     ).rowcount
     return status if changed else None
 
@@ -557,6 +702,55 @@ def label_spend(
         (since, f'$."{key}"', value, since),
     ).fetchone()
     return float(row[0]), int(row[1])
+
+
+_RESERVATION_DEAD = (
+    "NOT EXISTS (SELECT 1 FROM runs u WHERE u.id = spend_reservations.run_id "
+    "AND u.fencing = spend_reservations.token AND u.status = 'running' AND u.lease_expires > ?)"
+)
+_SPEND_TOLERANCE = 1e-12
+"""Float noise: a reservation that fits exactly must not be refused for a rounding error."""
+
+
+def reserve_spend(
+    conn: sqlite3.Connection,
+    run_id: str,
+    token: int,
+    reservation_id: str,
+    cost_usd: float,
+    windows: Sequence[SpendWindow],
+) -> SpendVerdict | None:
+    # Runs inside the store's BEGIN IMMEDIATE: no other process writes until it commits, so the
+    # sums below and the insert are one atomic decision across every worker on the file.
+    now = time.time()
+    keys = sorted({w.key for w in windows})
+    marks = ",".join("?" * len(keys))
+    conn.execute(
+        f"DELETE FROM spend_reservations WHERE limit_key IN ({marks}) AND {_RESERVATION_DEAD}",
+        (*keys, now),
+    )
+    if conn.execute(
+        "SELECT 1 FROM spend_reservations WHERE id = ? LIMIT 1", (reservation_id,)
+    ).fetchone():
+        return None
+    for window in windows:
+        spent, unpriced = label_spend(conn, window.label, window.value, window.since)
+        reserved = float(conn.execute(
+            "SELECT coalesce(sum(cost_usd), 0) FROM spend_reservations WHERE limit_key = ?",
+            (window.key,),
+        ).fetchone()[0])
+        if spent + reserved + cost_usd > window.max_usd + _SPEND_TOLERANCE:
+            return SpendVerdict(window, spent, reserved, unpriced)
+    conn.executemany(
+        "INSERT INTO spend_reservations (limit_key, id, run_id, token, cost_usd, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(key, reservation_id, run_id, token, cost_usd, now) for key in keys],
+    )
+    return None
+
+
+def release_spend(conn: sqlite3.Connection, reservation_id: str) -> None:
+    conn.execute("DELETE FROM spend_reservations WHERE id = ?", (reservation_id,))
 
 
 # --- trust layer -------------------------------------------------------------------------------

@@ -178,12 +178,22 @@ async def authorize(ctx: Context, request: ToolCallRequest) -> Authorization:
                         "approval request was made for")
     expires_at = gated.get("expires_at")
     remaining = None if expires_at is None else max(0.001, float(expires_at) - time.time())
+    ctx.emit_event("approval_requested", key=f"{ctx.run_id}:approval:{approval_id}:requested",
+                   data={"approval_id": approval_id, "agent": request.agent,
+                         "tool": request.tool, "risk": request.risk, "args": request.args,
+                         "reason": gated.get("reason")})
     try:
         decision = await ctx.wait_for_signal(approval_signal(approval_id), timeout=remaining)
     except SignalTimeout:
         decision = await ctx.run_step(
             EXPIRE_STEP, _expire, (store, approval_id), record_input={"approval_id": approval_id}
         )
+    if isinstance(decision, dict):
+        verdict = cast(dict[str, Any], decision)
+        ctx.emit_event("approval_decided", key=f"{ctx.run_id}:approval:{approval_id}:decided",
+                       data={"approval_id": approval_id, "status": verdict.get("status"),
+                             "reviewer": verdict.get("reviewer"),
+                             "edited": verdict.get("edited")})
     return _conclude(ctx, policy, request, approval_id, digest, decision)
 
 

@@ -11,6 +11,10 @@ base searched with SQLite FTS5 and a deterministic scripted model; set
 Environment: ``TETHER_STORE`` (the store), ``TETHER_MODEL``, ``TETHER_LEASE_SECONDS``,
 ``TITANIUM_LATENCY`` (seconds added to each scripted model call), ``TITANIUM_CALL_LOG`` (a file
 the scripted model appends one line to per call), ``TITANIUM_OUTBOX`` (where sent emails go).
+
+The offline scripted model has no price of its own; it is priced at the genai-prices rates of
+`PRICED_AS` (``openai:gpt-4.1-mini``), so the demo's cost figures are what that model would have
+cost for the same tokens.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from pydantic_ai.models import Model
 
 import tether
 from tether.examples.titanium.pipeline import build, sent_emails
-from tether.examples.titanium.script import scripted_model
+from tether.examples.titanium.script import SCRIPTED_MODEL_NAME, scripted_model
+from tether.observe.cost import borrowed_rates, set_price_overrides
+
+PRICED_AS = "openai:gpt-4.1-mini"
+"""Whose prices the offline scripted model borrows."""
 
 
 def titanium_model() -> Model | str:
@@ -39,8 +47,10 @@ app = tether.App(
     lease_seconds=float(os.environ.get("TETHER_LEASE_SECONDS") or 10.0),
 )
 app.register(pipeline)
+if not os.environ.get("TETHER_MODEL"):
+    set_price_overrides(app, {SCRIPTED_MODEL_NAME: borrowed_rates(PRICED_AS)})
 
 SAMPLE_COMPANY = "Acme Robotics"
 
-__all__ = ["SAMPLE_COMPANY", "app", "build", "pipeline", "scripted_model", "sent_emails",
+__all__ = ["PRICED_AS", "SAMPLE_COMPANY", "app", "build", "pipeline", "scripted_model", "sent_emails",
            "titanium_model"]

@@ -119,7 +119,10 @@ SCRIPT = {
 }
 
 
+SCRIPTED_MODEL_NAME = "titanium-scripted"
+
+
 def scripted_model(*, latency: float = 0.0, call_log: str | None = None) -> ScriptedModel:
     """The offline stand-in for a real model (deterministic, no network)."""
-    return ScriptedModel(SCRIPT, model_name="titanium-scripted", latency=latency,
+    return ScriptedModel(SCRIPT, model_name=SCRIPTED_MODEL_NAME, latency=latency,
                          call_log=call_log)

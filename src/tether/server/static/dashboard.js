@@ -177,3 +177,35 @@
   wireForms(document);
   schedule();
 })();
+
+// The run page's event stream (Server-Sent Events; EventSource resumes with Last-Event-ID).
+(function () {
+  const list = document.getElementById("run-events");
+  if (!list || typeof EventSource === "undefined") return;
+  const text = document.getElementById("model-text");
+  const source = new EventSource(list.dataset.eventsUrl);
+  function describe(event) {
+    const d = event.data || {};
+    const what = d["gen_ai.tool.name"] || d.name || d.status || d.waiting_for || "";
+    return (event.seq != null ? "#" + event.seq + " " : "") + event.kind + (what ? " " + what : "");
+  }
+  function onEvent(message) {
+    const event = JSON.parse(message.data);
+    if (event.kind === "model_text_delta") {
+      text.hidden = false;
+      text.textContent += event.data.delta || "";
+      return;
+    }
+    const item = document.createElement("li");
+    item.dataset.kind = event.kind;
+    item.textContent = describe(event);
+    list.appendChild(item);
+    if (event.kind === "finished") source.close();
+  }
+  ["run_started", "resumed", "step_started", "step_retrying", "step_completed", "step_failed",
+   "waiting", "signal_received", "suspended", "finished", "model_text_delta", "model_text",
+   "tool_call", "approval_requested", "approval_decided"].forEach(function (kind) {
+    source.addEventListener(kind, onEvent);
+  });
+})();
+

@@ -1,0 +1,386 @@
+"""`TetherDurability`: tether as a pydantic-ai durability engine.
+
+A user keeps their `pydantic_ai.Agent` and adds one capability::
+
+    agent = pydantic_ai.Agent("openai:gpt-4.1-mini", name="support", tools=[lookup],
+                              capabilities=[tether.TetherDurability(app)])
+
+Called inside a tether workflow (or registered with ``app.register(agent)``, which makes a
+workflow named after it), every model request, function-tool call and MCP call of the run is
+one tether step, through pydantic-ai's public engine surface (`pydantic_ai.durable_exec`):
+
+1. pydantic-ai names each durable unit (``support__model.request``,
+   ``support__function_toolset__<id>.call_tool:lookup``…) and hands its body to
+   `TetherOperationBackend.execute`, which runs it with `Context.run_step` — the step takes the
+   next sequence number, so on replay the recorded result comes back and nothing is sent, run or
+   paid again; a step's retry policy, leases and fencing apply as to any step;
+2. a model step is priced and fingerprinted at record time (`guards.record_model_call`) and is
+   checked against the run's budget before it is sent; provider faults are classified for the
+   retry policy as for `tether.Agent`;
+3. values cross the journal as JSON (`JSON_CODEC`); tools run one at a time inside a workflow,
+   so sequence numbers are assigned in the same order on every execution.
+
+Outside a workflow the capability is transparent: the agent runs as if it were not there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal, cast
+
+from pydantic_ai.agent import EventStreamHandler
+from pydantic_ai.durable_exec import (
+    JSON_CODEC,
+    BaseDurabilityCapability,
+    DurabilityEngineSpec,
+    DurableOperationId,
+    JournalCallableOperationBackend,
+    ModelRequestId,
+    RoleBasedOperationConfig,
+    ToolsetCallToolId,
+    ToolsetValidateToolArgumentsId,
+    conversation_id_from_run_id,
+)
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    ModelMessage,
+    ModelRequest,
+    PartDeltaEvent,
+    PartStartEvent,
+    SystemPromptPart,
+    TextPart,
+    TextPartDelta,
+)
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.tools import AgentDepsT, RunContext
+from pydantic_ai.toolsets import ToolsetTool
+
+from tether.agents.guards import precheck_model_call, record_model_call
+from tether.agents.models import DEFAULT_MODEL_RETRY, classify_failure, short_hash
+from tether.engine.budget import ZERO, Budget, Usage
+from tether.engine.context import Context, current_context, current_step
+from tether.engine.registry import WorkflowDef
+from tether.engine.retry import Retry
+from tether.engine.serde import to_jsonable
+from tether.errors import UserError
+from tether.observe import names
+from tether.store.base import SpendWindow
+
+StepConfig = dict[str, Any]
+"""How a durable unit runs as a step: ``retry`` (a `tether.Retry`), ``timeout`` (seconds).
+Per tool: ``Tool(..., metadata={"tether": {"retries": 2, "timeout": 30}})``."""
+
+
+class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
+    """Runs each pydantic-ai durable unit as one tether step of the current workflow."""
+
+    def __init__(self, capability: TetherDurability[Any], config: RoleBasedOperationConfig[StepConfig]) -> None:
+        super().__init__(agent_name=capability.name, default_model_id=capability.default_model_id,
+                         config=config)
+        self._capability = capability
+
+    async def execute(
+        self,
+        *,
+        operation_id: DurableOperationId,
+        name: str,
+        body: Callable[[], Awaitable[object]],
+        cache_key: tuple[object, ...],
+        config: StepConfig,
+    ) -> object:
+        ctx = current_context()
+        if ctx is None:  # outside a workflow (or inside a step): run as a plain call
+            return await body()
+        agent = self._capability.name
+        retry = _retry_of(config)
+        timeout = cast(float | None, config.get("timeout"))
+        meta: dict[str, Any] = {names.NODE: agent, names.AGENT_NAME: agent}
+        estimate, budgets = ZERO, cast(tuple[tuple[Budget, Usage, str], ...], ())
+        windows: tuple[SpendWindow, ...] = ()
+        record_input: Any = None
+        fn: Callable[[], Awaitable[object]] = body
+        if isinstance(operation_id, ModelRequestId):
+            messages = cast(list[ModelMessage], cache_key[1])
+            params = cast(ModelRequestParameters, cache_key[3])
+            settings = cast(dict[str, Any] | None, cache_key[2]) or {}
+            estimate, budgets, windows = await precheck_model_call(
+                ctx, messages, node=agent, node_budget=self._capability.budget,
+                model_name=self._capability.model_name, provider=self._capability.provider,
+                max_tokens=settings.get("max_tokens"))
+            meta[names.OPERATION_NAME] = names.OP_CHAT
+            meta[names.REQUEST_MODEL] = self._capability.model_label
+            record_input = {"messages": len(messages), "new": _describe(messages[-1])}
+            fn = self._model_body(ctx, body, messages, params)
+        elif isinstance(operation_id, ToolsetCallToolId):
+            tool_name, tool_args = cast(str, cache_key[0]), cache_key[1]
+            meta.update({names.OPERATION_NAME: names.OP_TOOL, names.TOOL_NAME: tool_name,
+                         "tether.toolset": operation_id.toolset_kind})
+            estimate = Usage(tool_calls=1)
+            record_input = tool_args
+            fn = _tool_body(body)
+            seq = ctx.next_sequence()
+            ctx.emit_event("tool_call", seq=seq, key=f"{ctx.run_id}:{seq}:tool_call",
+                           data={"agent": agent, "tool": tool_name, "args": tool_args,
+                                 "toolset": operation_id.toolset_kind})
+        seq = ctx.next_sequence()
+        result = await ctx.run_step(
+            name, fn, retry=retry, timeout=timeout, is_async=True, meta=meta,
+            estimate=estimate, budgets=budgets, windows=windows, record_input=record_input,
+        )
+        if isinstance(operation_id, ModelRequestId) and isinstance(result, dict):
+            text = _response_text(cast(dict[str, Any], result))
+            if text:  # the whole text, kept: a watcher that missed live deltas still gets it
+                ctx.emit_event("model_text", seq=seq, key=f"{ctx.run_id}:{seq}:model_text",
+                               data={"agent": agent, "text": text})
+        return result
+
+    def _model_body(
+        self, ctx: Context, body: Callable[[], Awaitable[object]],
+        messages: list[ModelMessage], params: ModelRequestParameters,
+    ) -> Callable[[], Awaitable[object]]:
+        capability = self._capability
+        app = ctx.app
+        prompt_hash = short_hash(_instructions(messages))
+        tools_hash = short_hash([[t.name, t.parameters_json_schema]
+                                 for t in (*params.function_tools, *params.output_tools)])
+
+        async def request() -> object:
+            try:
+                payload = await body()
+            except Exception as exc:
+                mapped = classify_failure(exc, node=capability.name, model=capability.model_label)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+            data = cast(dict[str, Any], payload) if isinstance(payload, dict) else {}
+            usage = cast(dict[str, Any], data.get("usage") or {})
+            record_model_call(
+                current_step(), app=app, provider=data.get("provider_name") or capability.provider,
+                request_model=capability.model_name, response_model=data.get("model_name"),
+                input_tokens=int(usage.get("input_tokens") or 0),
+                output_tokens=int(usage.get("output_tokens") or 0),
+                agent=capability.name, node=capability.name, prompt_hash=prompt_hash,
+                tools_hash=tools_hash, app_version=getattr(app, "version", None),
+            )
+            return payload
+
+        return request
+
+
+def _tool_body(body: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
+    async def call() -> object:
+        current_step().add_usage(Usage(tool_calls=1))
+        return await body()
+
+    return call
+
+
+class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
+    """Makes a pydantic-ai agent durable on tether: every model request, function-tool call and
+    MCP call becomes a journaled tether step (see the module docstring).
+
+    Use it in the agent's ``capabilities=[…]``; run the agent inside an ``@app.workflow`` or
+    register it with ``app.register(agent)`` (a workflow named after the agent, input
+    ``{"prompt": …}``).
+    """
+
+    engine_spec = DurabilityEngineSpec(
+        engine_name="tether",
+        durable_unit_noun="step",
+        durable_unit_plural="steps",
+        durable_container_noun="workflow",
+        codec=JSON_CODEC,
+        wrapped_toolset_kinds=frozenset({"function", "mcp", "dynamic"}),
+        toolset_lifecycles={"function": "enter-always", "mcp": "enter-in-durable-unit",
+                            "dynamic": "enter-never"},
+        tool_call_result_upgrade_lenient=False,
+        journal_discovery=True,
+        # tether numbers steps when they are called: tools run one at a time in a workflow so
+        # each takes the same number on every execution.
+        sequential_tools_in_durable_context=True,
+        unsupported_runtime_toolset_kinds=frozenset(),
+        tool_config_key="tether",
+    )
+
+    def __init__(
+        self,
+        app: Any = None,
+        *,
+        name: str | None = None,
+        models: Mapping[str, Model] | None = None,
+        model_retry: Retry = DEFAULT_MODEL_RETRY,
+        model_timeout: float | None = 120.0,
+        tool_retry: Retry | None = None,
+        tool_timeout: float | None = None,
+        budget: Budget | None = None,
+        version: str = "1",
+        stream: bool | None = None,
+    ) -> None:
+        """`app`: the `tether.App` the agent runs on (``app.register(agent)`` also sets it).
+        `model_retry`/`tool_retry`: the step retry policies; `budget`: a budget for this agent's
+        own calls (the run's budget is checked too); `version`: the workflow version;
+        `stream`: whether the registered workflow streams model requests, so the run's events
+        carry the text live (default: when the model can stream)."""
+        super().__init__(models=models, name=name)
+        self.app = app
+        self.budget = budget
+        self.version = version
+        self.stream = stream
+        self._model_config: StepConfig = {"retry": model_retry, "timeout": model_timeout}
+        self._tool_config: StepConfig = {"retry": tool_retry, "timeout": tool_timeout}
+
+    # --- what pydantic-ai asks an engine ---------------------------------------------------
+
+    @property
+    def in_durable_context(self) -> bool:
+        return current_context() is not None
+
+    def get_default_run_id(self) -> str | None:
+        ctx = current_context()
+        if ctx is None:
+            return None
+        return f"{ctx.run_id}:{ctx.next_sequence()}"
+
+    def get_default_conversation_id(self, run_id: str) -> str | None:
+        return conversation_id_from_run_id(run_id) if self.in_durable_context else None
+
+    def get_durable_operation_backend(self) -> TetherOperationBackend:
+        def tool_config(operation_id: DurableOperationId, tool: object | None,
+                        tool_name: str) -> StepConfig | Literal[False]:
+            assert isinstance(operation_id, ToolsetCallToolId | ToolsetValidateToolArgumentsId)
+            resolve = self._build_resolve_tool_config(self._tool_config)
+            return cast(StepConfig | Literal[False], resolve(cast(ToolsetTool[Any] | None, tool), tool_name))
+
+        return TetherOperationBackend(self, RoleBasedOperationConfig(
+            model=self._model_config, event=self._tool_config, capability=self._tool_config,
+            tool=self._tool_config, resolve_tool=tool_config))
+
+    def _toolset_base_config(self, kind: Any) -> Any:
+        return self._tool_config
+
+    def _model_stream_event_handler(self) -> EventStreamHandler[AgentDepsT] | None:
+        # Inside the model step, while the model streams: its text deltas go to the run's event
+        # stream as they arrive (live-only events), then to the user's handler, if any.
+        user = self._effective_event_stream_handler()
+        app = self.app
+        if app is None:
+            return user
+
+        async def handler(ctx: RunContext[AgentDepsT], stream: AsyncIterable[AgentStreamEvent]) -> None:
+            step = current_step()
+            log = app.run_events
+
+            async def watched() -> AsyncIterator[AgentStreamEvent]:
+                async for event in stream:
+                    delta = _text_delta(event)
+                    if delta:
+                        log.emit(step.run_id, "model_text_delta", seq=step.seq,
+                                 data={"delta": delta, "agent": self.name})
+                    yield event
+
+            if user is not None:
+                await user(ctx, watched())
+            else:
+                async for _ in watched():
+                    pass
+
+        return handler
+
+    # --- tether's side ----------------------------------------------------------------------
+
+    def register_agent_on(self, app: Any, agent: Any) -> None:
+        """Make `agent` a workflow named after it (``app.register(agent)`` calls this): its
+        input is ``{"prompt": …}``, its output the agent's output as JSON."""
+        if self.app is None:
+            self.app = app
+        name = self.name or getattr(agent, "name", None)
+        if not name:
+            raise UserError("app.register(agent): give the pydantic-ai Agent a name= (it names "
+                            "the workflow and the agent's steps)")
+
+        stream = self.stream if self.stream is not None else _streams(agent.model)
+
+        async def workflow(ctx: Context, prompt: str | None = None, **extra: Any) -> Any:
+            if extra:
+                raise UserError(f"run {ctx.run_id}: workflow {name!r} takes the input "
+                                f"{{'prompt': …}}, not {sorted(extra)}")
+            # Streamed requests, so the run's event stream carries the model's text live.
+            result = await agent.run(prompt, event_stream_handler=_drain if stream else None)
+            return to_jsonable(result.output, what=f"the output of agent {name!r}")
+
+        app.add_workflow(WorkflowDef(name=name, version=self.version, fn=workflow))
+
+    @property
+    def model_label(self) -> str:
+        """``provider:model`` of the agent's default model."""
+        model = self.agent.model if self.agent is not None else None
+        if isinstance(model, Model):
+            return f"{model.system}:{model.model_name}"
+        return str(model or "unknown")
+
+    @property
+    def model_name(self) -> str:
+        return self.model_label.split(":", 1)[-1]
+
+    @property
+    def provider(self) -> str | None:
+        label = self.model_label
+        return label.split(":", 1)[0] if ":" in label else None
+
+
+async def _drain(ctx: RunContext[Any], stream: AsyncIterable[AgentStreamEvent]) -> None:
+    async for _ in stream:
+        pass
+
+
+def _streams(model: Any) -> bool:
+    """Whether a model can stream (pydantic-ai's FunctionModel only with a stream function)."""
+    from pydantic_ai.models.function import FunctionModel
+
+    return not (isinstance(model, FunctionModel) and model.stream_function is None)
+
+
+def _text_delta(event: AgentStreamEvent) -> str | None:
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content
+    return None
+
+
+def _retry_of(config: StepConfig) -> Retry | None:
+    retry = config.get("retry")
+    if isinstance(retry, Retry):
+        return retry
+    retries = config.get("retries")
+    if retries is None:
+        return None
+    if not isinstance(retries, int) or retries < 0:
+        raise UserError(f"tool metadata {{'tether': {{'retries': {retries!r}}}}} must be a "
+                        "non-negative integer")
+    return Retry(max_attempts=1 + retries) if retries else None
+
+
+def _response_text(payload: dict[str, Any]) -> str:
+    parts = cast(list[dict[str, Any]], payload.get("parts") or [])
+    return "".join(str(p.get("content") or "") for p in parts if p.get("part_kind") == "text")
+
+
+def _instructions(messages: list[ModelMessage]) -> str:
+    for message in messages:
+        if isinstance(message, ModelRequest):
+            if message.instructions:
+                return message.instructions
+            for part in message.parts:
+                if isinstance(part, SystemPromptPart):
+                    return part.content
+    return ""
+
+
+def _describe(message: ModelMessage) -> Any:
+    from pydantic_ai.messages import ModelMessagesTypeAdapter
+
+    try:
+        return ModelMessagesTypeAdapter.dump_python([message], mode="json")[0]
+    except Exception:
+        return repr(message)[:2000]

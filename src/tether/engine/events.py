@@ -1,0 +1,159 @@
+"""Run events: every run's stream of what happened, readable while it runs.
+
+Kinds: ``run_started``, ``resumed``, ``step_started``, ``step_retrying``, ``step_completed``,
+``step_failed``, ``waiting``, ``signal_received``, ``suspended``, ``finished``, and what upper
+layers add (``model_text_delta``, ``tool_call``, ``approval_requested``, ``approval_decided``).
+
+How the stream stays whole across a takeover, with no write on the journal's path:
+
+1. each event about the journal carries a *key* derived from the run, the sequence number and
+   the outcome (``<run>:<seq>:completed``); the store appends an event whose key it already
+   holds as a no-op;
+2. events are appended after the journal write, in batches (`EventLog` flushes once per loop
+   turn), so a worker may die with events not yet appended — but the run is then taken over
+   and *replayed*, and a replay emits again every event of the entries it replays: what was
+   missing is appended (at a later position), what was there is skipped;
+3. readers (`read_events`) add a run's ``finished`` event themselves if the worker died between
+   ending the run and appending it;
+4. live-only events (model text deltas) have no key: they are for watching, and a delta lost in
+   a crash is covered by the completed model step that follows it.
+
+So a reader that resumes after the last id it saw (SSE ``Last-Event-ID``) gets every completed
+event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from tether.store.base import FINISHED_STATUSES, NewRunEvent, RunEventRecord, Store
+
+log = logging.getLogger("tether.engine.events")
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """One event of a run's stream (`RunHandle.events`)."""
+
+    id: int
+    """Position in the run's stream (increasing); resume after it with ``after=id``."""
+    run_id: str
+    kind: str
+    at: float
+    """Unix time the event happened."""
+    seq: int | None
+    """The journal entry (step number) the event is about, if any."""
+    data: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "run_id": self.run_id, "kind": self.kind, "at": self.at,
+                "seq": self.seq, "data": self.data}
+
+
+class EventLog:
+    """An App's writer of run events: buffered, appended in one transaction per loop turn."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._buffer: list[NewRunEvent] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._idle: asyncio.Event | None = None
+
+    def emit(
+        self, run_id: str, kind: str, *, seq: int | None = None,
+        data: dict[str, Any] | None = None, key: str | None = None, at: float | None = None,
+    ) -> None:
+        """Queue an event (see the module docstring for `key`); never blocks, never raises."""
+        self._buffer.append(NewRunEvent(run_id=run_id, kind=kind, at=at or time.time(), seq=seq,
+                                        data=data, key=key))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._flushing is None or self._flushing.done():
+            self._flushing = loop.create_task(self._flush_loop())
+
+    async def flush(self) -> None:
+        """Append everything queued so far."""
+        while self._buffer or (self._flushing is not None and not self._flushing.done()):
+            task = self._flushing
+            if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+                await asyncio.shield(task)
+            else:
+                await self._append_buffered()
+
+    async def _flush_loop(self) -> None:
+        await asyncio.sleep(0)  # gather what this loop turn emits into one transaction
+        while self._buffer:
+            await self._append_buffered()
+
+    async def _append_buffered(self) -> None:
+        batch, self._buffer = self._buffer, []
+        if not batch:
+            return
+        try:
+            await self._store.append_run_events(batch)
+        except Exception:
+            # Events describe; losing a batch must not fail a run. Keyed events come back
+            # with the next replay of the run.
+            log.warning("could not append %d run event(s)", len(batch), exc_info=True)
+
+    async def on_run_end(self, run_id: str, status: str) -> None:
+        """Executor listener: the run ended or suspended."""
+        if status in FINISHED_STATUSES:
+            self.emit(run_id, "finished", data={"status": status}, key=f"{run_id}:finished")
+        await self.flush()
+
+
+def step_key(run_id: str, seq: int, what: str) -> str:
+    return f"{run_id}:{seq}:{what}"
+
+
+async def read_events(store: Store, run_id: str, *, after: int = 0, limit: int = 500,
+                      check_finished: bool = True) -> list[RunEvent]:
+    """The run's events after position `after` (adding the ``finished`` event of a run whose
+    worker died before appending it, when `check_finished`)."""
+    records = await store.read_run_events(run_id, after=after, limit=limit)
+    if check_finished and (not records or records[-1].kind != "finished"):
+        run = await store.get_run(run_id)
+        if run is not None and run.status in FINISHED_STATUSES and not any(
+            r.kind == "finished" for r in records
+        ):
+            await store.append_run_events([NewRunEvent(
+                run_id=run_id, kind="finished", at=run.finished_at or time.time(),
+                data={"status": run.status}, key=f"{run_id}:finished")])
+            records = await store.read_run_events(run_id, after=after, limit=limit)
+    return [_event(r) for r in records]
+
+
+def _event(record: RunEventRecord) -> RunEvent:
+    return RunEvent(id=record.id, run_id=record.run_id, kind=record.kind, at=record.at,
+                    seq=record.seq, data=dict(record.data or {}))
+
+
+async def follow_events(
+    store: Store, run_id: str, *, after: int = 0, poll: float = 0.01,
+    until_finished: bool = True,
+) -> AsyncIterator[RunEvent]:
+    """Yield the run's events as they are appended, from position `after`; ends after the
+    ``finished`` event (unless `until_finished` is false). Polls every `poll` seconds (a live
+    model's text deltas reach the reader within a poll)."""
+    idle = 0
+    while True:
+        # The run record is read only now and then: a finished run's own event usually is there.
+        events = await read_events(store, run_id, after=after, check_finished=idle % 20 == 0)
+        for event in events:
+            after = event.id
+            yield event
+            if until_finished and event.kind == "finished":
+                return
+        if events:
+            idle = 1
+            continue
+        idle += 1
+        await asyncio.sleep(poll)

@@ -1,0 +1,236 @@
+"""Schedules: start a workflow on a cron expression, exactly one run per tick.
+
+How it holds across any number of workers and hosts:
+
+1. A schedule is declared in code (`App.schedule`) and saved in the store when a worker starts
+   (an upsert: a pause set from the CLI survives restarts and deploys).
+2. Every worker runs a `Scheduler` next to its claim loop. Each pass reads the schedules due
+   by now (one indexed query) and, for each tick to start, creates the run whose id is derived
+   from the schedule and the tick (``sched-<name>-<epoch seconds>``). `create_run` is
+   idempotent, so two workers seeing the same tick create one run: the tick *is* the run id.
+3. Then the worker moves the schedule's ``next_at`` on with a compare-and-set; a worker that
+   lost the race just reads the new value on its next pass. A crash between creating the run
+   and advancing is harmless: the next pass recreates the same id, which is a no-op.
+
+Overlap (a tick due while the previous scheduled run is unfinished): ``skip`` drops the tick,
+``queue`` holds it until the previous run ends (then starts it, once), ``allow`` starts it.
+Catch-up: a tick seen at most `ON_TIME` seconds late (a slow poll, a worker restarting) is on
+time and always starts. For ticks missed longer (no worker ran), ``latest`` starts one run for
+the most recent of them, ``all`` one per missed tick (at most `MAX_CATCHUP`), ``none`` none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tether.errors import UserError
+from tether.store.base import FINISHED_STATUSES, NewRun, ScheduleRecord
+
+if TYPE_CHECKING:
+    from tether.engine.app import App
+
+log = logging.getLogger("tether.schedules")
+
+ON_TIME = 60.0
+"""A tick started at most this many seconds late is on time, not a missed one."""
+MAX_CATCHUP = 100
+"""``catchup="all"`` starts at most this many missed ticks at once."""
+POLL_SECONDS = 1.0
+"""How often a worker looks for due schedules (ticks are at most this late)."""
+
+Overlap = Literal["skip", "queue", "allow"]
+Catchup = Literal["latest", "all", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A workflow started on a cron expression (see the module docstring)."""
+
+    name: str
+    cron: str
+    """Five fields (minute hour day month weekday), or six with a leading seconds field."""
+    workflow: str
+    input: dict[str, Any] = field(default_factory=dict[str, Any])
+    timezone: str = "UTC"
+    labels: dict[str, str] = field(default_factory=dict[str, str])
+    overlap: Overlap = "skip"
+    catchup: Catchup = "latest"
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", self.name):
+            raise UserError(
+                f"schedule name {self.name!r} must be letters, digits, '_', '-', '.' or ':'"
+            )
+        _cron(self.cron)  # validates
+        _zone(self.timezone)
+        if self.overlap not in ("skip", "queue", "allow"):
+            raise UserError(f"schedule {self.name!r}: overlap must be skip, queue or allow, "
+                            f"got {self.overlap!r}")
+        if self.catchup not in ("latest", "all", "none"):
+            raise UserError(f"schedule {self.name!r}: catchup must be latest, all or none, "
+                            f"got {self.catchup!r}")
+
+    def next_after(self, moment: float) -> float:
+        """The first tick strictly after `moment` (epoch seconds)."""
+        return next_tick(self.cron, self.timezone, moment)
+
+    def record(self, now: float) -> ScheduleRecord:
+        return ScheduleRecord(
+            name=self.name, cron=self.cron, timezone=self.timezone, workflow=self.workflow,
+            input=dict(self.input), labels=dict(self.labels), overlap=self.overlap,
+            catchup=self.catchup, next_at=self.next_after(now),
+        )
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise UserError(f"unknown time zone {name!r}; use an IANA name like 'Europe/Paris' "
+                        "or 'UTC'") from exc
+
+
+def _cron(expression: str) -> tuple[str, bool]:
+    from croniter import croniter
+
+    seconds = len(expression.split()) == 6
+    if not croniter.is_valid(expression, second_at_beginning=seconds):
+        raise UserError(
+            f"invalid cron expression {expression!r}; use five fields (minute hour day month "
+            "weekday, e.g. '0 9 * * MON') or six with a leading seconds field"
+        )
+    return expression, seconds
+
+
+def next_tick(cron: str, timezone: str, after: float) -> float:
+    """The first tick of `cron` in `timezone` strictly after `after` (epoch seconds)."""
+    from croniter import croniter
+
+    expression, seconds = _cron(cron)
+    start = datetime.fromtimestamp(after, _zone(timezone))
+    return float(croniter(expression, start, second_at_beginning=seconds).get_next(float))
+
+
+def tick_run_id(name: str, tick: float) -> str:
+    """The run id of a schedule's tick: the same on every worker, so a tick starts one run."""
+    return f"sched-{name}-{round(tick)}"
+
+
+class Scheduler:
+    """Starts the runs of due schedules; one per worker (see the module docstring)."""
+
+    def __init__(self, app: App, *, clock: Callable[[], float] = time.time) -> None:
+        self.app = app
+        self.clock = clock
+
+    async def register(self) -> None:
+        """Save the App's declared schedules in the store (keeps pauses and progress)."""
+        for schedule in self.app.schedules.values():
+            await self.app.store.put_schedule(schedule.record(self.clock()))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fire due schedules every `POLL_SECONDS` until `stop` is set."""
+        await self.register()
+        while not stop.is_set():
+            try:
+                await self.fire_due()
+            except Exception as exc:  # a store blip: the next pass tries again
+                log.warning("scheduler: could not start due schedules (%s); retrying", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), POLL_SECONDS)
+            except TimeoutError:
+                pass
+
+    async def fire_due(self) -> list[str]:
+        """One pass: start the runs of every due tick; returns the run ids created."""
+        now = self.clock()
+        started: list[str] = []
+        for record in await self.app.store.list_schedules(due_by=now):
+            if self.app.get_workflow(record.workflow) is None and self.app.workflow_names():
+                continue  # another deployment's schedule: leave it to workers that have it
+            started.extend(await self._fire(record, now))
+        return started
+
+    async def trigger(self, name: str) -> str:
+        """Start a run of the schedule now, outside its ticks; returns the run id."""
+        record = await self.app.store.get_schedule(name)
+        if record is None:
+            raise UserError(f"no schedule named {name!r}; `tether schedules` lists them")
+        now = self.clock()
+        run_id = f"sched-{name}-manual-{int(now * 1000)}"
+        await self._start(record, run_id, now, manual=True)
+        return run_id
+
+    async def _fire(self, record: ScheduleRecord, now: float) -> list[str]:
+        ticks = self._ticks_to_start(record, now)
+        following = next_tick(record.cron, record.timezone, now)
+        if ticks and record.overlap != "allow" and await self._previous_unfinished(record):
+            if record.overlap == "queue":
+                return []  # hold the tick (next_at stays due) until the previous run ends
+            ticks = []  # skip: the due ticks are dropped
+        created: list[str] = []
+        for tick in ticks:
+            run_id = tick_run_id(record.name, tick)
+            if await self._start(record, run_id, tick):
+                created.append(run_id)
+        last = ticks[-1] if ticks else None
+        moved = await self.app.store.advance_schedule(
+            record.name, record.next_at, following, fired_at=last,
+            run_id=tick_run_id(record.name, last) if last is not None else None,
+        )
+        if not moved:
+            log.debug("scheduler: schedule %s was advanced by another worker", record.name)
+        return created
+
+    def _ticks_to_start(self, record: ScheduleRecord, now: float) -> list[float]:
+        due: list[float] = []
+        tick = record.next_at
+        while tick <= now and len(due) < MAX_CATCHUP + 1:
+            due.append(tick)
+            tick = next_tick(record.cron, record.timezone, tick)
+        # A tick a poll or a restart late is on time and always starts; the catch-up policy
+        # decides only about ticks missed while no worker ran.
+        on_time = [t for t in due if now - t <= ON_TIME]
+        missed = [t for t in due if now - t > ON_TIME]
+        if record.catchup == "all":
+            return (missed + on_time)[-MAX_CATCHUP:]
+        if record.catchup == "none":
+            return on_time[-MAX_CATCHUP:]
+        return (missed[-1:] + on_time)[-MAX_CATCHUP:]  # latest
+
+    async def _previous_unfinished(self, record: ScheduleRecord) -> bool:
+        if record.last_run_id is None:
+            return False
+        run = await self.app.store.get_run(record.last_run_id)
+        return run is not None and run.status not in FINISHED_STATUSES
+
+    async def _start(
+        self, record: ScheduleRecord, run_id: str, tick: float, *, manual: bool = False
+    ) -> bool:
+        definition = self.app.get_workflow(record.workflow)
+        labels = {**record.labels, "tether.schedule": record.name,
+                  "tether.schedule.tick": "manual" if manual else str(round(tick))}
+        new = NewRun(
+            id=run_id,
+            workflow=record.workflow,
+            version=definition.version if definition is not None else None,
+            input=dict(record.input),
+            labels=labels,
+        )
+        _, _, created = await self.app.store.create_run(new)
+        if created:
+            log.info("scheduler: schedule %s started run %s%s", record.name, run_id,
+                     " (triggered by hand)" if manual else f" for its {_iso(tick)} tick")
+        return created
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment).astimezone().isoformat(timespec="seconds")

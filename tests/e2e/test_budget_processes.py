@@ -1,0 +1,113 @@
+"""Budgets and spend limits across real worker processes (tests/e2e/budget_app.py against the
+local fake provider): a burst of runs on several workers under one label spend limit, a dead
+worker's reservation expiring with its lease, and a run's budget surviving a SIGKILL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tether
+from tests.e2e.budget_app import CALL_USD, answer_at_bound, tool_then_answer
+from tests.e2e.harness import client, wait_until, worker_pool
+from tests.fake_provider import FakeProvider
+
+APP = "tests.e2e.budget_app:app"
+ACME = {"tenant": "acme"}
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
+    with FakeProvider(answer_at_bound, latency=0.3) as server:
+        monkeypatch.setenv("BUDGET_PROVIDER_URL", server.url)
+        yield server
+
+
+def finished(app: tether.App, ids: list[str]) -> list[tether.RunInfo] | None:
+    infos = [app.get_run(run_id) for run_id in ids]
+    return infos if all(info.finished for info in infos) else None
+
+
+def test_a_burst_on_three_workers_stays_within_the_label_spend_limit(
+    store_url: str, tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUDGET_LIMIT_USD", "1.0")
+    # The default lease: a worker whose loop stalls for a second while it starts a hundred
+    # runs on a loaded machine must not lose them to a takeover. A zombie's calls in flight
+    # are sent anyway (its reservations stop counting at the takeover): that is the lease's
+    # business, not what this test is about.
+    monkeypatch.setenv("BUDGET_LEASE_SECONDS", "10")
+    app = client(store_url)
+    try:
+        # 24 runs queued at once, then three workers race for them; every call reserves $0.10
+        # of the $1.00 tenant limit and the provider answers each within its reservation.
+        ids = [app.start("caller", {}, labels=ACME).id for _ in range(24)]
+        with worker_pool(tmp_path, store_url) as workers:
+            for _ in range(3):
+                workers.start(app=APP)
+            infos = wait_until(lambda: finished(app, ids), timeout=120, what="all 24 runs to end")
+        spent = sum(info.cost_usd for info in infos)
+        succeeded = [info for info in infos if info.status == "succeeded"]
+        refused = [info for info in infos if info.status == "failed"]
+        assert spent <= 1.0 + 1e-9
+        assert len(succeeded) == 10 and spent == pytest.approx(10 * CALL_USD)
+        assert len(provider.requests) == 10
+        assert len(refused) == 14
+        for info in refused:
+            assert info.error is not None and info.error["type"] == "BudgetExceeded"
+            assert "tenant=acme at most $1 per hour" in info.error["message"]
+    finally:
+        app.close()
+
+
+def test_a_dead_workers_reservation_expires_with_its_lease(
+    store_url: str, tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # $0.25 holds two $0.10 calls, not three: a dead reservation kept forever would refuse one.
+    monkeypatch.setenv("BUDGET_LIMIT_USD", "0.25")
+    provider.fail_next("hang", seconds=60)
+    app = client(store_url)
+    try:
+        with worker_pool(tmp_path, store_url) as workers:
+            workers.start("a", app=APP)
+            first = app.start("caller", {}, labels=ACME).id
+            wait_until(lambda: len(provider.requests) == 1, timeout=30,
+                       what="the first call to be in flight (reserved) on worker a")
+            workers.kill("a")  # mid-call: its $0.10 reservation is never released
+            second = app.start("caller", {}, labels=ACME).id
+            workers.start("b", app=APP)
+            infos = wait_until(lambda: finished(app, [first, second]), timeout=60,
+                               what="both runs to end on worker b")
+        for info in infos:
+            assert info.status == "succeeded", info.error
+        assert sum(info.cost_usd for info in infos) == pytest.approx(2 * CALL_USD)
+        assert len(provider.requests) == 3  # the first call was sent again after the takeover
+    finally:
+        app.close()
+
+
+def test_a_runs_budget_holds_across_a_sigkill(
+    store_url: str, tmp_path: Path, provider: FakeProvider
+) -> None:
+    provider.responder = tool_then_answer(calls=20)
+    app = client(store_url)
+    try:
+        with worker_pool(tmp_path, store_url) as workers:
+            workers.start("a", app=APP)
+            run = app.start("looper", {}, budget=tether.Budget(max_llm_calls=5)).id
+            wait_until(lambda: app.get_run(run).usage.llm_calls >= 2, timeout=30,
+                       what="two model calls journaled on worker a")
+            workers.kill("a")
+            workers.start("b", app=APP)
+            info = wait_until(lambda: (i := app.get_run(run)).finished and i, timeout=60,
+                              what="the run to end on worker b")
+        assert info.status == "failed"
+        assert info.error is not None and info.error["type"] == "BudgetExceeded"
+        # The budget counts what worker a journaled: five calls in all, not five more.
+        assert info.usage.llm_calls == 5
+        assert len(provider.requests) <= 6  # at most the call cut by the kill was sent again
+    finally:
+        app.close()

@@ -1,0 +1,112 @@
+"""Bad input to the `tether` command, tried as a new user would (separate processes): one line
+on stderr saying what was wrong and what to do, exit code 2, and nothing created or changed."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import APP, client, tether_cli
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["start", "pipeline"],
+        ["start", "pipeline", "--app", APP],
+        ["worker", "--app", APP],
+        ["runs"],
+        ["show", "some-run"],
+        ["fork", "some-run", "--version", "2"],
+        ["serve"],
+        ["serve", "--create"],
+    ],
+    ids=lambda args: "-".join(a for a in args if not a.startswith("tests.")),
+)
+def test_a_store_in_a_missing_directory(tmp_path: Path, args: list[str]) -> None:
+    store = f"sqlite:///{tmp_path}/nope/tether.db"
+    result = tether_cli(*args, store=store, timeout=60)
+    assert_one_error_line(result, str(tmp_path / "nope"))
+    assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.parametrize(
+    "args", [["serve"], ["stats"], ["cost"], ["prune", "--older-than", "30d"]], ids=lambda a: a[0]
+)
+def test_reading_commands_refuse_a_store_that_does_not_exist_yet(
+    tmp_path: Path, args: list[str]
+) -> None:
+    # A typo in the path must not create an empty database and report "nothing here".
+    db = tmp_path / "typo.db"
+    result = tether_cli(*args, store=f"sqlite:///{db}")
+    assert_one_error_line(result, f"no tether store at {db}")
+    if args == ["serve"]:
+        assert "--create" in result.stderr
+    assert not db.exists()
+
+
+BROKEN_MODULES = {
+    "syntax": ("import tether\napp = tether.App(\ndef hello(:\n", "syntax error in {file}:"),
+    "missing_dependency": (
+        "import tether\nimport no_such_dependency_xyz\napp = tether.App()\n",
+        "failed at {file}:2: ModuleNotFoundError: No module named 'no_such_dependency_xyz'",
+    ),
+    "raises": (
+        "import tether\napp = tether.App()\nraise RuntimeError('config missing')\n",
+        "failed at {file}:3: RuntimeError: config missing",
+    ),
+    "no_app": ("import tether\nother = tether.App()\n", "has no 'app'; it defines other"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN_MODULES))
+def test_an_app_module_that_cannot_load(tmp_path: Path, kind: str) -> None:
+    source, expected = BROKEN_MODULES[kind]
+    module = f"broken_{kind}"
+    path = tmp_path / f"{module}.py"
+    path.write_text(source)
+    db = tmp_path / "tether.db"
+    for command in (["start", "hello"], ["worker"]):
+        result = tether_cli(*command, "--app", f"{module}:app", store=f"sqlite:///{db}", cwd=tmp_path)
+        assert_one_error_line(result, expected.format(file=path))
+    assert not db.exists()
+
+
+def test_starting_an_unknown_workflow(tmp_path: Path) -> None:
+    db = tmp_path / "tether.db"
+    store = f"sqlite:///{db}"
+    # With the app, the workflow names are known: an error listing them, nothing created.
+    refused = tether_cli("start", "nosuchworkflow", "--app", APP, store=store)
+    assert_one_error_line(refused, "unknown workflow 'nosuchworkflow' (known: ", "pipeline")
+    assert not db.exists()
+    # Without it, the run is queued by name (a worker may come later), with a warning.
+    queued = tether_cli("start", "nosuchworkflow", store=store)
+    assert queued.returncode == 0, queued.stderr
+    [warning] = queued.stderr.strip().splitlines()
+    assert warning.startswith("warning: no live worker serves nosuchworkflow: no worker is running")
+    run_id = queued.stdout.strip()
+    assert client(store).get_run(run_id).status == "queued"
+
+
+def test_forking_past_the_end_of_the_journal(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'tether.db'}"
+    app = client(store)
+    run_id = app.start("pipeline", {"steps": 3}).id
+    result = tether_cli("fork", run_id, "--from-step", "999", store=store)
+    assert_one_error_line(
+        result, f"run {run_id} has 0 journal entries, so from_step must be between 1 and 1",
+        "got 999; nothing was forked",
+    )
+    assert [r.id for r in app.list_runs()] == [run_id]

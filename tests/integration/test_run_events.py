@@ -1,0 +1,105 @@
+"""Every run's event stream, on both stores: what a watcher of `handle.events()` sees, in
+order, once — across a suspension, a resume on another App, and events emitted again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import tether
+from tether.store.base import NewRunEvent
+
+
+def make_app(url: str) -> tether.App:
+    app = tether.App(url)
+
+    @app.step()
+    async def add(x: int) -> int:
+        return x + 1
+
+    @app.workflow(name="counter")
+    async def counter(ctx: tether.Context, n: int) -> int:
+        first = await add(n)
+        await ctx.wait_for_signal("go")
+        return await add(first)
+
+    return app
+
+
+def kinds(events: list[Any]) -> list[tuple[str, int | None]]:
+    return [(e.kind, e.seq) for e in events]
+
+
+def test_a_suspended_and_resumed_run_streams_each_event_once(store_url: str) -> None:
+    app = make_app(store_url)
+    other = make_app(store_url)  # resumes the run: another App, as on another worker
+    try:
+        info = app.run("counter", {"n": 1})
+        handle = tether.RunHandle(app, info.id)
+        early = list(handle.events(follow=False))
+        assert kinds(early) == [("run_started", None), ("step_started", 1),
+                                ("step_completed", 1), ("waiting", 2), ("suspended", None)]
+        app.signal(info.id, "go", {})
+        assert other.run("counter", run_id=info.id).output == 3
+        events = list(handle.events())  # follows until the finished event
+        assert kinds(events) == [
+            *kinds(early), ("resumed", None), ("signal_received", 2), ("step_started", 3),
+            ("step_completed", 3), ("finished", None)]
+        assert events[-1].data == {"status": "succeeded"}
+        ids = [e.id for e in events]
+        assert ids == sorted(set(ids))
+        # The replay on resume emitted the first step's events again: stored once.
+        assert kinds(events).count(("step_completed", 1)) == 1
+        # Resuming after the last id seen yields exactly the rest.
+        rest = list(handle.events(after=early[-1].id))
+        assert [e.id for e in rest] == ids[len(early):]
+
+        async def watch() -> list[str]:
+            return [e.kind async for e in handle.events(after=early[-1].id)]
+
+        assert app.portal.run(watch()) == [e.kind for e in rest]
+    finally:
+        app.close()
+        other.close()
+
+
+def test_store_keeps_a_keyed_event_once(store_url: str) -> None:
+    app = tether.App(store_url)
+    try:
+        store = app.store
+
+        async def scenario() -> list[tuple[str, Any]]:
+            await store.append_run_events([
+                NewRunEvent("r", "step_completed", 1.0, 1, {"n": 1}, "r:1:completed"),
+                NewRunEvent("r", "model_text_delta", 1.1, 2, {"delta": "Hel"}),
+            ])
+            await store.append_run_events([
+                NewRunEvent("r", "step_completed", 1.0, 1, {"n": 1}, "r:1:completed"),
+                NewRunEvent("r", "model_text_delta", 1.2, 2, {"delta": "lo"}),
+            ])
+            return [(e.kind, e.data) for e in await store.read_run_events("r")]
+
+        assert app.portal.run(scenario()) == [
+            ("step_completed", {"n": 1}), ("model_text_delta", {"delta": "Hel"}),
+            ("model_text_delta", {"delta": "lo"})]
+        assert app.portal.run(store.read_run_events("other")) == []
+    finally:
+        app.close()
+
+
+def test_a_finished_run_whose_event_was_lost_still_ends_its_stream(store_url: str) -> None:
+    app = make_app(store_url)
+    try:
+        app.run_events.on_run_end = _drop  # type: ignore[method-assign]  # a worker that died
+        app.executor.listeners[:] = [_drop]
+        info = app.run("counter", {"n": 1})
+        app.signal(info.id, "go", {})
+        app.run("counter", run_id=info.id)
+        events = list(tether.RunHandle(app, info.id).events())
+        assert events[-1].kind == "finished" and events[-1].data == {"status": "succeeded"}
+    finally:
+        app.close()
+
+
+async def _drop(run_id: str, status: str) -> None:
+    await asyncio.sleep(0)

@@ -1,0 +1,194 @@
+"""Schedules on both stores: one run per tick whoever sees it, overlap and catch-up policies,
+pauses that survive re-registration, and the `tether schedules` commands.
+
+The scheduler's clock is injected, so ticks are exact and no test waits for wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import tether
+from tether.cli import main as _register_commands  # noqa: F401
+from tether.cli import schedules as _schedules_cli  # noqa: F401
+from tether.cli.common import cli
+from tether.engine.schedules import Scheduler, next_tick, tick_run_id
+
+T0 = datetime(2026, 12, 7, 8, 59, 0, tzinfo=UTC).timestamp()  # a Monday, 08:59 UTC
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_app(url: str, **schedule: Any) -> tether.App:
+    app = tether.App(url)
+
+    @app.workflow
+    async def report(ctx: tether.Context, team: str = "all") -> str:
+        return team
+
+    app.schedule(schedule.pop("cron", "*/10 * * * * *"), workflow="report",
+                 input={"team": "sales"}, **schedule)
+    return app
+
+
+def scheduled_runs(app: tether.App) -> list[tether.RunInfo]:
+    return sorted((r for r in app.list_runs(limit=1000) if r.id.startswith("sched-")),
+                  key=lambda r: r.id)
+
+
+def test_next_tick_honours_the_time_zone_and_a_seconds_field() -> None:
+    monday_9_paris = datetime(2026, 12, 7, 8, 0, tzinfo=UTC).timestamp()  # 09:00 CET
+    assert next_tick("0 9 * * MON", "Europe/Paris", T0 - 3600 * 2) == monday_9_paris
+    assert next_tick("*/10 * * * * *", "UTC", T0) == T0 + 10
+
+
+def test_racing_workers_start_one_run_per_tick(store_url: str) -> None:
+    clock = Clock(T0)
+    apps = [make_app(store_url, overlap="allow") for _ in range(3)]
+    schedulers = [Scheduler(app, clock=clock) for app in apps]
+
+    async def race() -> list[str]:
+        for s in schedulers:
+            await s.register()
+        created: list[str] = []
+        for _ in range(6):  # a minute of 10-second ticks, three workers each pass
+            clock.now += 10
+            batches = await asyncio.gather(*(s.fire_due() for s in schedulers))
+            created.extend(run_id for batch in batches for run_id in batch)
+        return created
+
+    created = apps[0].portal.run(race())
+    runs = scheduled_runs(apps[0])
+    expected = [tick_run_id("report", T0 + 10 * k) for k in range(1, 7)]
+    assert sorted(created) == expected  # each tick created exactly once, by one of them
+    assert [r.id for r in runs] == expected
+    assert all(r.input == {"team": "sales"} and r.labels["tether.schedule"] == "report"
+               for r in runs)
+
+
+def _fire(app: tether.App, clock: Clock, scheduler: Scheduler | None = None) -> list[str]:
+    scheduler = scheduler or Scheduler(app, clock=clock)
+    return app.portal.run(scheduler.fire_due())
+
+
+@pytest.mark.parametrize("overlap", ["skip", "queue", "allow"])
+def test_overlap_while_the_previous_run_is_unfinished(store_url: str, overlap: str) -> None:
+    clock = Clock(T0)
+    app = make_app(store_url, overlap=overlap)
+    scheduler = Scheduler(app, clock=clock)
+    app.portal.run(scheduler.register())
+    clock.now += 10
+    first = _fire(app, clock, scheduler)
+    assert first == [tick_run_id("report", T0 + 10)]  # queued, nobody ran it: unfinished
+    clock.now += 10
+    second = _fire(app, clock, scheduler)
+    if overlap == "allow":
+        assert second == [tick_run_id("report", T0 + 20)]
+    else:
+        assert second == []
+    app.run("report", run_id=first[0])  # the previous run finishes
+    clock.now += 1
+    third = _fire(app, clock, scheduler)
+    if overlap == "queue":
+        assert third == [tick_run_id("report", T0 + 20)]  # the held tick starts, once
+        assert _fire(app, clock, scheduler) == []
+    else:
+        assert third == []  # skip dropped it; allow already started it
+
+
+@pytest.mark.parametrize(("catchup", "expected"), [
+    ("latest", [3]), ("all", [0, 1, 2, 3]), ("none", []),
+])
+def test_catchup_after_downtime(sqlite_url: str, catchup: str, expected: list[int]) -> None:
+    clock = Clock(T0)  # 08:59
+    app = make_app(sqlite_url, cron="0 * * * *", catchup=catchup, overlap="allow")
+    scheduler = Scheduler(app, clock=clock)
+    app.portal.run(scheduler.register())
+    nine = T0 + 60
+    clock.now = nine + 3 * 3600 + 1800  # no worker ran from 08:59 to 12:30: 09:00-12:00 missed
+    created = _fire(app, clock, scheduler)
+    assert created == [tick_run_id("report", nine + h * 3600) for h in expected]
+    # ...and the schedule goes on from now (13:00), not from the missed ticks.
+    record = app.portal.run(app.store.get_schedule("report"))
+    assert record is not None and record.next_at == nine + 4 * 3600
+
+
+def test_a_tick_a_little_late_is_on_time_even_without_catchup(sqlite_url: str) -> None:
+    clock = Clock(T0)
+    app = make_app(sqlite_url, cron="0 * * * *", catchup="none")
+    scheduler = Scheduler(app, clock=clock)
+    app.portal.run(scheduler.register())
+    clock.now = T0 + 60 + 30  # the 09:00 tick seen at 09:00:30 (a worker restarting)
+    assert _fire(app, clock, scheduler) == [tick_run_id("report", T0 + 60)]
+
+
+def test_a_pause_survives_re_registration_and_a_cron_change_moves_the_next_tick(
+    store_url: str,
+) -> None:
+    clock = Clock(T0)
+    app = make_app(store_url)
+    scheduler = Scheduler(app, clock=clock)
+    app.portal.run(scheduler.register())
+    app.portal.run(app.store.set_schedule_paused("report", True))
+    clock.now += 30
+    app.portal.run(Scheduler(make_app(store_url), clock=clock).register())  # a redeploy
+    assert _fire(app, clock, scheduler) == []
+    record = app.portal.run(app.store.get_schedule("report"))
+    assert record is not None and record.paused and record.next_at == T0 + 10
+    changed = make_app(store_url, cron="0 * * * * *")
+    app.portal.run(Scheduler(changed, clock=clock).register())
+    record = app.portal.run(app.store.get_schedule("report"))
+    assert record is not None and record.paused and record.cron == "0 * * * * *"
+    assert record.next_at == T0 + 60
+
+
+def test_declaring_schedules_checks_what_it_is_given(sqlite_url: str) -> None:
+    app = tether.App(sqlite_url)
+
+    @app.schedule("0 9 * * MON", timezone="Europe/Paris", input={"who": "acme"})
+    @app.workflow(name="weekly")
+    async def weekly(ctx: tether.Context, who: str) -> str:
+        return who
+
+    assert app.schedules["weekly"].workflow == "weekly"
+    with pytest.raises(tether.UserError, match="invalid cron expression"):
+        app.schedule("every monday", workflow="weekly", name="x")
+    with pytest.raises(tether.UserError, match="unknown time zone"):
+        app.schedule("0 9 * * MON", workflow="weekly", timezone="Mars/Olympus", name="y")
+    with pytest.raises(tether.UserError, match=r"above @app\.workflow"):
+
+        @app.workflow
+        @app.schedule("0 9 * * MON")
+        async def wrong(ctx: tether.Context) -> None: ...
+
+
+def test_the_schedules_commands(sqlite_url: str) -> None:
+    clock = Clock(T0)
+    app = make_app(sqlite_url)
+    app.portal.run(Scheduler(app, clock=clock).register())
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["schedules", "--json", "--store", sqlite_url])
+    assert listed.exit_code == 0, listed.output
+    assert '"name": "report"' in listed.output
+    assert runner.invoke(cli, ["schedules", "pause", "report", "--store", sqlite_url]).exit_code == 0
+    assert app.portal.run(app.store.get_schedule("report")).paused  # type: ignore[union-attr]
+    assert runner.invoke(cli, ["schedules", "resume", "report", "--store", sqlite_url]).exit_code == 0
+    triggered = runner.invoke(cli, ["schedules", "trigger", "report", "--store", sqlite_url])
+    assert triggered.exit_code == 0, triggered.output
+    run_id = triggered.output.strip()
+    assert app.get_run(run_id).input == {"team": "sales"}
+    missing = runner.invoke(cli, ["schedules", "pause", "nope", "--store", sqlite_url])
+    assert missing.exit_code == 2 and "no schedule named 'nope'" in missing.output
+    assert runner.invoke(cli, ["schedules", "delete", "report", "--store", sqlite_url]).exit_code == 0
+    assert app.portal.run(app.store.list_schedules()) == []

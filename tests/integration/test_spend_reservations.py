@@ -1,0 +1,138 @@
+"""Spend reservations in the store, on every backend: concurrent reservers on two store
+connections (two workers, as far as the store knows) never pass a label limit together; a
+reservation counts only while its holder is live; settling moves spend from reserved to
+journaled without a gap."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tether.store import open_store
+from tether.store.base import NewRun, SpendWindow, StepRecord, Store
+
+WF = (("wf", "1"),)
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def other(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+def window(max_usd: float, *, label: str = "tenant", value: str = "acme") -> SpendWindow:
+    return SpendWindow(label, value, max_usd, since=time.time() - 3600,
+                       description=f"{label}={value} at most ${max_usd:g} per hour")
+
+
+async def held_run(store: Store, run_id: str, *, lease: float = 30.0,
+                   labels: dict[str, str] | None = None) -> int:
+    """A running run labelled tenant=acme, held by this test; returns its fencing token."""
+    new = NewRun(id=run_id, workflow="wf", version="1", input={},
+                 labels=labels if labels is not None else {"tenant": "acme"})
+    _, token, created = await store.create_run(new, owner=f"owner-{run_id}", lease_seconds=lease)
+    assert created and token is not None
+    return token
+
+
+async def test_concurrent_reservers_on_two_connections_never_pass_the_limit(
+    store: Store, other: Store
+) -> None:
+    tokens = {f"r{i}": await held_run(store, f"r{i}") for i in range(24)}
+    limit = window(1.0)
+
+    async def reserve(i: int) -> bool:
+        db = store if i % 2 else other
+        run_id = f"r{i}"
+        verdict = await db.reserve_spend(run_id, tokens[run_id], f"{run_id}:1", 0.1, [limit])
+        return verdict is None
+
+    granted = await asyncio.gather(*(reserve(i) for i in range(24)))
+    assert sum(granted) == 10  # 10 x $0.10 fit in $1.00; the 11th would pass it
+    refused = await store.reserve_spend("r0", tokens["r0"], "r0:2", 0.1, [limit])
+    assert refused is not None
+    assert refused.reserved == pytest.approx(1.0) and refused.spent == 0.0
+    assert refused.window.value == "acme"
+    # Another label value has its own room.
+    other_label = window(1.0, value="globex")
+    assert await store.reserve_spend("r0", tokens["r0"], "r0:3", 0.1, [other_label]) is None
+
+
+async def test_a_reservation_settles_into_the_journal_without_a_gap(store: Store) -> None:
+    token = await held_run(store, "a")
+    limit = window(1.0)
+    assert await store.reserve_spend("a", token, "a:1:t", 0.6, [limit]) is None
+    # The call's usage is journaled first, then the reservation released (what the engine does).
+    now = time.time()
+    written = await store.write_step("a", token, StepRecord(
+        run_id="a", seq=1, name="m", kind="step", status="completed",
+        started_at=now, finished_at=now, usage={"llm_calls": 1, "cost_usd": 0.5}))
+    assert written
+    both = await store.reserve_spend("a", token, "a:2:t", 0.3, [limit])
+    assert both is not None and both.spent == pytest.approx(0.5)
+    assert both.reserved == pytest.approx(0.6)  # counted twice for a moment, never zero times
+    await store.release_spend("a:1:t")
+    await store.release_spend("a:1:t")  # idempotent
+    assert await store.reserve_spend("a", token, "a:2:t", 0.3, [limit]) is None
+    # A retry of a reservation that was granted is granted again, not counted twice.
+    assert await store.reserve_spend("a", token, "a:2:t", 0.3, [limit]) is None
+    refused = await store.reserve_spend("a", token, "a:3:t", 0.3, [limit])
+    assert refused is not None
+    assert refused.spent + refused.reserved == pytest.approx(0.8)
+
+
+async def test_a_dead_holders_reservation_expires_with_its_lease(
+    store: Store, other: Store
+) -> None:
+    dead = await held_run(store, "dead", lease=0.5)
+    live = await held_run(store, "live")
+    limit = window(1.0)
+    assert await store.reserve_spend("dead", dead, "dead:1", 0.9, [limit]) is None
+    assert await other.reserve_spend("live", live, "live:1", 0.5, [limit]) is not None
+    # No heartbeat: the lease runs out and the room comes back, with nothing released.
+    deadline = time.monotonic() + 10
+    while await other.reserve_spend("live", live, "live:1", 0.5, [limit]) is not None:
+        assert time.monotonic() < deadline, "the dead holder's reservation never expired"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_reservation_stops_counting_when_its_run_is_taken_over(
+    store: Store, other: Store
+) -> None:
+    zombie = await held_run(store, "z", lease=0.3)
+    limit = window(1.0)
+    assert await store.reserve_spend("z", zombie, "z:1", 0.9, [limit]) is None
+    deadline = time.monotonic() + 10
+    claims = []
+    while not claims:
+        assert time.monotonic() < deadline, "the run was never taken over"
+        claims = await other.claim_runs("w2", WF, limit=1, lease_seconds=30)
+        await asyncio.sleep(0.05)
+    token = claims[0].token
+    assert token != zombie
+    # The new holder has the room; the zombie's reservation no longer holds any.
+    assert await other.reserve_spend("z", token, "z:1:new", 0.9, [limit]) is None
+
+
+async def test_every_window_must_fit_and_a_refusal_reserves_nothing(store: Store) -> None:
+    token = await held_run(store, "m", labels={"tenant": "acme", "team": "sales"})
+    tenant = window(1.0)
+    team = window(0.5, label="team", value="sales")
+    refused = await store.reserve_spend("m", token, "m:1", 0.6, [tenant, team])
+    assert refused is not None and refused.window.label == "team"
+    # Nothing was held under the tenant either.
+    assert await store.reserve_spend("m", token, "m:2", 1.0, [tenant]) is None
