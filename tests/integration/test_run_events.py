@@ -103,3 +103,34 @@ def test_a_finished_run_whose_event_was_lost_still_ends_its_stream(store_url: st
 
 async def _drop(run_id: str, status: str) -> None:
     await asyncio.sleep(0)
+
+
+def test_sse_endpoint_streams_and_resumes_after_last_event_id(store_url: str) -> None:
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from tether.server import create_app
+
+    app = make_app(store_url)
+    try:
+        info = app.run("counter", {"n": 1})
+        app.signal(info.id, "go", {})
+        app.run("counter", run_id=info.id)
+        with TestClient(create_app(app)) as http:
+
+            def read(headers: dict[str, str]) -> list[dict[str, Any]]:
+                with http.stream("GET", f"/api/runs/{info.id}/events",
+                                 headers=headers) as response:
+                    assert response.status_code == 200
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                    return [json.loads(line[6:]) for line in response.iter_lines()
+                            if line.startswith("data: ")]
+
+            everything = read({})
+            assert everything[-1]["kind"] == "finished"
+            rest = read({"Last-Event-ID": str(everything[3]["id"])})
+            assert rest == everything[4:]
+            assert http.get("/api/runs/nope/events").status_code == 404
+    finally:
+        app.close()

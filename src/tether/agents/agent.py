@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+import jsonschema
 import pydantic
 from pydantic_ai.messages import (
     ModelMessage,
@@ -29,6 +30,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition
+from pydantic_ai.toolsets import AbstractToolset
 
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
 from tether.agents.guards import (
@@ -57,6 +59,7 @@ from tether.agents.output import (
 from tether.agents.scope import Scope, enforce_scope
 from tether.agents.state import RunState, render
 from tether.agents.tools import Tool, ToolContext, as_tool
+from tether.agents.toolsets import ToolsetSession, ToolsetToolInfo
 from tether.engine.budget import Budget, Usage
 from tether.engine.context import Context, current_step
 from tether.engine.registry import WorkflowDef
@@ -80,7 +83,8 @@ class Agent:
         model: Model | str | Sequence[Model | str],
         instructions: str = "",
         *,
-        tools: Sequence[Tool | Callable[..., Any]] = (),
+        tools: Sequence[Tool | Callable[..., Any] | AbstractToolset[Any]] = (),
+        toolsets: Sequence[AbstractToolset[Any]] = (),
         output_type: Any = str,
         scope: Scope | None = None,
         budget: Budget | None = None,
@@ -95,6 +99,7 @@ class Agent:
         model_settings: ModelSettings | None = None,
         version: str = "1",
         reserve_output_tokens: int = DEFAULT_RESERVED_OUTPUT_TOKENS,
+        stream: bool = False,
     ) -> None:
         if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
             raise UserError(f"Agent name {name!r} must be letters, digits, '_' or '-'")
@@ -107,7 +112,10 @@ class Agent:
             raise UserError(f"agent {name!r}: give at least one model")
         self.instructions = instructions
         """The system instructions; may use ``{placeholders}`` from the run state."""
-        self.tools = [as_tool(t) for t in tools]
+        self.toolsets: list[AbstractToolset[Any]] = [
+            *[t for t in tools if isinstance(t, AbstractToolset)], *toolsets]
+        """pydantic-ai toolsets (`FunctionToolset`, `MCPToolset`…): see `agents.toolsets`."""
+        self.tools = [as_tool(t) for t in tools if not isinstance(t, AbstractToolset)]
         self.output_type = output_type
         self.scope = scope
         self.budget = budget
@@ -134,6 +142,8 @@ class Agent:
         """The completion tokens a model call is assumed to use at most when budgets or spend
         limits reserve its worst case, unless `model_settings` gives ``max_tokens`` (then that
         bound is used). A longer answer is reported as an overshoot of its reservation."""
+        self.stream = stream
+        """Stream model requests: the run's events carry the model's text as it arrives."""
         names_seen: set[str] = set()
         for t in self.tools:
             if t.name in names_seen or t.name == OUTPUT_TOOL:
@@ -204,6 +214,20 @@ class Agent:
             ) from exc
 
     async def _loop(self, ctx: Context, state: RunState) -> Any:
+        if not self.toolsets:
+            return await self._turns(ctx, state, None)
+        session = ToolsetSession(self.name, self.toolsets, self.resolved_model())
+        try:
+            listed = await session.list(ctx)
+            clash = sorted(set(listed) & {*self._tools, OUTPUT_TOOL})
+            if clash:
+                raise UserError(f"agent {self.name!r}: toolset tool(s) {', '.join(clash)} clash "
+                                "with its own tools; prefix the toolset (toolset.prefixed())")
+            return await self._turns(ctx, state, session)
+        finally:
+            await session.close()
+
+    async def _turns(self, ctx: Context, state: RunState, session: ToolsetSession | None) -> Any:
         if self.scope is not None:
             # With several models the scope classifier uses the first.
             gate_model: Model | str = (self.resolved_models()[0] if isinstance(self.model, list | tuple)
@@ -216,7 +240,7 @@ class Agent:
         messages: list[ModelMessage] = [
             ModelRequest(parts=[UserPromptPart(prompt)], instructions=instructions, metadata=meta)
         ]
-        params = self._request_parameters()
+        params = self._request_parameters(session)
         prompt_hash = short_hash(self.instructions)
         output_errors = 0
         tool_errors = 0
@@ -250,7 +274,12 @@ class Agent:
                 if not output_calls:
                     parts.append(UserPromptPart(f"Your answer was not accepted: {problem}"))
             for call in tool_calls:
-                part, error = await self._tool_call(ctx, call, state, repeats)
+                listed = session.tools.get(call.tool_name) if session is not None else None
+                if listed is not None and session is not None:
+                    part, error = await self._toolset_call(ctx, session, listed, call, state,
+                                                           repeats)
+                else:
+                    part, error = await self._tool_call(ctx, call, state, repeats)
                 parts.append(part)
                 if error:
                     tool_errors += 1
@@ -272,9 +301,11 @@ class Agent:
             node=self.name, run_id=ctx.run_id, error_type="TurnLimit",
         )
 
-    def _request_parameters(self) -> ModelRequestParameters:
+    def _request_parameters(self, session: ToolsetSession | None = None) -> ModelRequestParameters:
         tools = [ToolDefinition(name=t.name, parameters_json_schema=t.schema,
                                 description=t.description) for t in self.tools]
+        if session is not None:
+            tools += [t.definition() for t in session.tools.values()]
         if self._output is None:
             return ModelRequestParameters(function_tools=tools, output_mode="text",
                                           allow_text_output=True)
@@ -322,6 +353,7 @@ class Agent:
                 "tools_hash": self._tools_hash,
                 "app_version": getattr(ctx.app, "version", None),
                 "app": ctx.app,
+                **({"stream": True} if self.stream else {}),
             },
             retry=self.retry,
             timeout=self.timeout,
@@ -475,6 +507,62 @@ class Agent:
             budgets=budgets,
             record_input=to_jsonable(shown, what=f"the arguments of tool {tool.name}"),
         )
+
+    async def _toolset_call(
+        self, ctx: Context, session: ToolsetSession, info: ToolsetToolInfo, call: ToolCallPart,
+        state: RunState, repeats: LoopGuard,
+    ) -> tuple[ModelRequestPart, str | None]:
+        """One call of a toolset's tool: the same checks as a `@tool`'s, then one step."""
+        try:
+            raw = call.args_as_dict()
+            info.check(raw)
+        except jsonschema.ValidationError as exc:
+            error = f"invalid arguments for {info.name}: {exc.message}"
+            return _failed(call, error), error
+        except (ValueError, TypeError) as exc:
+            error = f"arguments for {info.name} are not valid JSON: {exc}"
+            return _failed(call, error), error
+        count = repeats.count(info.name, raw)
+        if count >= self.loop_guard:
+            if self._bounded_by_budget(ctx):
+                return _failed(call, f"loop guard: {info.name} was already asked for "
+                               f"{count - 1} times with exactly these arguments and is not run "
+                               "again; use that result or try something else"), None
+            raise LoopGuardTripped(
+                f"run {ctx.run_id}: node {self.name!r} asked for {info.name}({_short(raw)}) "
+                f"{count} times with the same arguments (loop guard {self.loop_guard}); "
+                "the agent is stuck — improve its instructions or tools",
+                node=self.name, run_id=ctx.run_id,
+                details={"tool": info.name, "args": raw, "repeats": count},
+            )
+        decision = await authorize(ctx, ToolCallRequest(
+            agent=self.name, tool=info.name, risk=info.risk, args=raw, args_schema=info.schema,
+            checks=tuple(state.checks), call_id=call.tool_call_id, meta={"node": self.name}))
+        if decision.decision != "run":
+            reason = decision.reason or decision.decision
+            return ToolReturnPart(info.name, f"not run ({decision.decision}): {reason}",
+                                  tool_call_id=call.tool_call_id, outcome="denied"), None
+        args = decision.args
+
+        async def invoke() -> Any:
+            current_step().add_usage(Usage(tool_calls=1))
+            return await session.call(ctx, info.name, args, call.tool_call_id)
+
+        try:
+            result = await ctx.run_step(
+                f"{self.name}.tool.{info.name}", invoke, is_async=True,
+                meta={names.OPERATION_NAME: names.OP_TOOL, names.TOOL_NAME: info.name,
+                      names.NODE: self.name, names.AGENT_NAME: self.name, names.RISK: info.risk,
+                      names.TOOL_CALL_ID: call.tool_call_id},
+                estimate=Usage(tool_calls=1),
+                budgets=((self.budget, self._spent(ctx), f"agent {self.name}"),)
+                if self.budget is not None else (),
+                record_input=to_jsonable(args, what=f"the arguments of tool {info.name}"),
+            )
+        except StepFailed as exc:
+            error = f"tool {info.name} failed: {exc.error_type}: {exc.error_message}"
+            return _failed(call, error), error
+        return ToolReturnPart(info.name, result, tool_call_id=call.tool_call_id), None
 
     def _bounded_by_budget(self, ctx: Context) -> bool:
         """Whether a model-call budget (the agent's or the run's) bounds this loop."""

@@ -45,17 +45,18 @@ from pydantic_ai.messages import (
     AgentStreamEvent,
     ModelMessage,
     ModelRequest,
-    PartDeltaEvent,
-    PartStartEvent,
     SystemPromptPart,
-    TextPart,
-    TextPartDelta,
 )
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.toolsets import ToolsetTool
 
-from tether.agents.guards import precheck_model_call, record_model_call
+from tether.agents.guards import (
+    emit_text_delta,
+    precheck_model_call,
+    record_model_call,
+    text_delta,
+)
 from tether.agents.models import DEFAULT_MODEL_RETRY, classify_failure, short_hash
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.context import Context, current_context, current_step
@@ -268,14 +269,12 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
 
         async def handler(ctx: RunContext[AgentDepsT], stream: AsyncIterable[AgentStreamEvent]) -> None:
             step = current_step()
-            log = app.run_events
 
             async def watched() -> AsyncIterator[AgentStreamEvent]:
                 async for event in stream:
-                    delta = _text_delta(event)
+                    delta = text_delta(event)
                     if delta:
-                        log.emit(step.run_id, "model_text_delta", seq=step.seq,
-                                 data={"delta": delta, "agent": self.name})
+                        emit_text_delta(app, step, self.name, delta)
                     yield event
 
             if user is not None:
@@ -338,14 +337,6 @@ def _streams(model: Any) -> bool:
     from pydantic_ai.models.function import FunctionModel
 
     return not (isinstance(model, FunctionModel) and model.stream_function is None)
-
-
-def _text_delta(event: AgentStreamEvent) -> str | None:
-    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
-        return event.delta.content_delta
-    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
-        return event.part.content
-    return None
 
 
 def _retry_of(config: StepConfig) -> Retry | None:

@@ -7,7 +7,8 @@ pydantic-ai agent with `TetherDurability` and tether's capabilities.
 * `record_model_call` — inside the model step, after the response: usage priced at record
   time, and the fingerprint (requested/responded model, prompt and tool-schema hashes);
 * `LoopGuard` — the same tool with the same arguments asked for too often;
-* `record_scope_violation` — a tool the agent does not own, refused and journaled.
+* `record_scope_violation` — a tool the agent does not own, refused and journaled;
+* `text_delta` / `emit_text_delta` — a streamed model's text, live on the run's events.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelResponseStreamEvent,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
 
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.context import StepContext
@@ -182,3 +192,21 @@ async def record_scope_violation(
               names.TOOL_NAME: tool, "tether.scope.violation": True},
         record_input={"tool": tool, "args": args},
     )
+
+
+def text_delta(event: AgentStreamEvent | ModelResponseStreamEvent) -> str | None:
+    """The text a streamed model event adds, if any (what the run's event stream shows live)."""
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content
+    return None
+
+
+def emit_text_delta(app: Any, step: StepContext, agent: str, delta: str) -> None:
+    """Put a model's text delta on the run's event stream (a live-only event)."""
+    log = getattr(app, "run_events", None)
+    if log is not None and delta:
+        log.emit(step.run_id, "model_text_delta", seq=step.seq,
+                 data={"delta": delta, "agent": agent})
+

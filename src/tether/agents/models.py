@@ -24,7 +24,7 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRe
 from pydantic_ai.models import Model, ModelRequestParameters, infer_model
 from pydantic_ai.settings import ModelSettings
 
-from tether.agents.guards import record_model_call
+from tether.agents.guards import emit_text_delta, record_model_call, text_delta
 from tether.engine.context import current_step
 from tether.engine.retry import Retry
 from tether.errors import UserError
@@ -121,12 +121,17 @@ async def request_model(
     tools_hash: str,
     app_version: str | None,
     app: Any = None,
+    stream: bool = False,
 ) -> dict[str, Any]:
     """The body of one model step: send, price, record usage and fingerprint. Returns the
-    response as JSON (the journaled value)."""
+    response as JSON (the journaled value). With `stream`, the request is streamed and its text
+    goes to the run's event stream as it arrives."""
     label = model_label(model)
     try:
-        response = await model.request(messages, settings, params)
+        if stream:
+            response = await _streamed(model, messages, settings, params, app=app, agent=agent)
+        else:
+            response = await model.request(messages, settings, params)
     except Exception as exc:
         mapped = classify_failure(exc, node=node, model=label)
         if mapped is exc:
@@ -140,6 +145,19 @@ async def request_model(
         prompt_hash=prompt_hash, tools_hash=tools_hash, app_version=app_version,
     )
     return dump_response(response)
+
+
+async def _streamed(
+    model: Model, messages: list[ModelMessage], settings: ModelSettings | None,
+    params: ModelRequestParameters, *, app: Any, agent: str,
+) -> ModelResponse:
+    step = current_step()
+    async with model.request_stream(messages, settings, params) as streamed:
+        async for event in streamed:
+            delta = text_delta(event)
+            if delta:
+                emit_text_delta(app, step, agent, delta)
+    return streamed.get()
 
 
 def dump_response(response: ModelResponse) -> dict[str, Any]:

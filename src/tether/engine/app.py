@@ -423,12 +423,14 @@ class App:
         return RunInfo.from_records(*loaded)
 
     async def run_events_async(
-        self, run_id: str, *, after: int = 0, limit: int = 500
+        self, run_id: str, *, after: int = 0, limit: int = 500, check_finished: bool = True
     ) -> list[RunEvent]:
         """The run's events after position `after`, oldest first (the SSE endpoint's read);
-        raises `UnknownRun` for a run that does not exist."""
-        events = await read_events(self.store, run_id, after=after, limit=limit)
-        if not events and await self.store.get_run(run_id) is None:
+        raises `UnknownRun` for a run that does not exist. `check_finished`: also read the run,
+        to add the ``finished`` event of a run whose worker died before appending it."""
+        events = await read_events(self.store, run_id, after=after, limit=limit,
+                                   check_finished=check_finished)
+        if not events and check_finished and await self.store.get_run(run_id) is None:
             raise UnknownRun(run_id)
         return events
 
@@ -469,8 +471,8 @@ class App:
         version: str | None = None,
         started_by: str | None = None,
     ) -> RunHandle:
-        """A new run reusing the source's journal before `from_step` (see `fork`), started by
-        `started_by` (default: the OS login name), not by whoever started the source."""
+        """See `fork`. The new run is started by `started_by` (default: the OS login name),
+        not by whoever started the source."""
         loaded = await self.store.load_run(run_id)
         if loaded is None:
             raise UnknownRun(run_id)

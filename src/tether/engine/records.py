@@ -10,15 +10,15 @@ from tether.engine.budget import Usage
 from tether.engine.ledger import OVERSHOOT
 from tether.store.base import RunRecord, StepRecord
 
+DEGRADED = "tether.degraded"
+"""Step meta key of a journal entry recording that the run carried on past a failed part
+(an optional node skipped, a fallback taken): its value says how (``skipped``, ``fallback``)."""
+
 STARTED_BY_LABEL = "tether.started_by"
 """The run label that records who started the run (an internal ``tether.*`` label: `RunInfo`
 shows it as `RunInfo.started_by`, never among the user's labels)."""
 
 INTERNAL_LABEL_PREFIX = "tether."
-
-DEGRADED = "tether.degraded"
-"""Step meta key of a journal entry recording that the run carried on past a failed part
-(an optional node skipped, a fallback taken): its value says how (``skipped``, ``fallback``)."""
 
 
 def _ts(value: float | None) -> datetime | None:

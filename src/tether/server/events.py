@@ -50,6 +50,7 @@ async def run_events(
     async def stream() -> AsyncIterator[str]:
         position = start
         pending = first
+        idle = 0
         quiet_since = time.monotonic()
         yield "retry: 1000\n\n"
         while True:
@@ -65,9 +66,12 @@ async def run_events(
                 yield ": keep-alive\n\n"
             if await request.is_disconnected():
                 return
+            idle = 0 if pending else idle + 1
             if not pending:
                 await asyncio.sleep(POLL_SECONDS)
-            pending = await app.run_events_async(run_id, after=position)
+            # The run record only now and then: a finished run's own event is usually there.
+            pending = await app.run_events_async(run_id, after=position,
+                                                 check_finished=idle % 25 == 24)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -17,17 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from tether.engine.app import App
-from tether.server import (
-    approvals,
-    audit,
-    events,
-    pages,
-    policy,
-    runs,
-    signin,
-    stats,
-    tokens,
-)
+from tether.server import approvals, audit, events, pages, policy, runs, signin, stats, tokens
 from tether.server.auth import AccessControl, Auth, authorize, role
 from tether.server.errors import install_error_handlers
 from tether.server.rendering import HERE, make_templates

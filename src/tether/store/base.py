@@ -33,12 +33,6 @@ Rules every implementation keeps:
 * **Values.** Payload fields (`input`, `output`, signal payloads, `error`, `usage`, `meta`,
   `labels`) are JSON-compatible Python values; the store encodes and decodes them.
 * **Time.** Timestamps are Unix epoch seconds (float).
-* **Principals and the audit trail.** A principal's token is stored only as its SHA-256
-  (`PrincipalRecord.token_hash`); the secret never reaches the store. Names are unique among
-  active principals: `add_principal` refuses a name in use and replaces a revoked one, so a
-  revoked token never works again (its hash is gone or its row is revoked). `principal_by_token`
-  returns active principals only. Audit entries are append-only — no method changes or deletes
-  one except `prune`, which drops entries older than its cutoff with the runs (retention).
 * **Worker registry.** Each worker process keeps one `WorkerRecord`: written at start
   (`register_worker`), its `last_seen` refreshed by the store's clock once per lease period
   (`touch_worker`), deleted on a graceful stop (`remove_worker`). `list_workers` returns the
@@ -59,6 +53,12 @@ Rules every implementation keeps:
   moment, never zero times. Run and node budgets need no store round trip: a run has one
   holder at a time, so its engine keeps their reservations in memory (see
   `tether.engine.ledger`).
+* **Principals and the audit trail.** A principal's token is stored only as its SHA-256
+  (`PrincipalRecord.token_hash`); the secret never reaches the store. Names are unique among
+  active principals: `add_principal` refuses a name in use and replaces a revoked one, so a
+  revoked token never works again (its hash is gone or its row is revoked). `principal_by_token`
+  returns active principals only. Audit entries are append-only — no method changes or deletes
+  one except `prune`, which drops entries older than its cutoff with the runs (retention).
 """
 
 from __future__ import annotations
@@ -667,6 +667,7 @@ class Store(Protocol):
         """Newest first; every given filter must match (`action` may end in ``*`` to match a
         prefix, e.g. ``run.*``; `since`: at or after)."""
         ...
+
 # --- schedules ---------------------------------------------------------------------------------
 
 

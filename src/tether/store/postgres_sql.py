@@ -357,7 +357,8 @@ async def prune(conn: Conn, finished_before: float) -> int:
                 ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED)
             RETURNING id),
         journal AS (DELETE FROM steps WHERE run_id IN (SELECT id FROM doomed)),
-        mailbox AS (DELETE FROM signals WHERE run_id IN (SELECT id FROM doomed))
+        mailbox AS (DELETE FROM signals WHERE run_id IN (SELECT id FROM doomed)),
+        events AS (DELETE FROM run_events WHERE run_id IN (SELECT id FROM doomed))
         SELECT count(*) FROM doomed
         """,
         (finished_before, _PRUNE_CHUNK),

@@ -306,6 +306,7 @@ def prune(conn: sqlite3.Connection, finished_before: float) -> int:
     )
     conn.execute(f"DELETE FROM steps WHERE run_id IN ({doomed})", (finished_before,))
     conn.execute(f"DELETE FROM signals WHERE run_id IN ({doomed})", (finished_before,))
+    conn.execute(f"DELETE FROM run_events WHERE run_id IN ({doomed})", (finished_before,))
     return conn.execute(f"DELETE FROM runs WHERE id IN ({doomed})", (finished_before,)).rowcount
 
 
