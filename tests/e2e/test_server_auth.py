@@ -246,7 +246,8 @@ def test_a_trusted_sso_proxys_identity_header_is_honoured(store_url: str) -> Non
 
 
 def test_beyond_loopback_without_principals_serve_refuses_to_start(store_url: str) -> None:
-    result = tether_cli("serve", "--host", "0.0.0.0", "--store", store_url, check=False)
+    result = tether_cli("serve", "--host", "0.0.0.0", "--store", store_url, "--create",
+                        check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "without authentication" in lines[0]
@@ -257,6 +258,7 @@ def test_local_mode_on_loopback_acts_as_the_os_user_until_a_principal_exists(
     store_url: str,
 ) -> None:
     app = tether.App(store_url)
+    app.list_runs()  # the store exists, with no principals
     with serve(store_url) as served:
         me = served.client().get("/api/me").json()
         assert me == {"name": login_name(), "roles": ["admin", "reviewer", "operator", "viewer"],

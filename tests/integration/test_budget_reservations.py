@@ -139,7 +139,8 @@ def test_a_run_parked_on_its_budget_resumes_after_the_http_api_raises_it(
     try:
         parked = app.run("looper", {}, budget=tether.Budget(max_llm_calls=2, on_exceed="suspend"))
         assert (parked.status, parked.waiting_for) == ("waiting", "tether.budget")
-        with TestClient(create_app(app, auth=Auth(local_user="tester")), base_url="http://127.0.0.1:8000") as http:
+        api = create_app(app, auth=Auth(local_user="tester"))
+        with TestClient(api, base_url="http://127.0.0.1:8000") as http:
             bad = http.post(f"/api/runs/{parked.id}/budget", json={"max_llm_calls": -1})
             assert bad.status_code == 422
             assert app.get_run(parked.id).budget == {"max_llm_calls": 2, "on_exceed": "suspend"}

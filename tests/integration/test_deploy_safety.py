@@ -237,7 +237,8 @@ def test_the_api_answers_503_naming_a_store_it_cannot_open(tmp_path: Any) -> Non
     from tether.server import create_app
     from tether.server.auth import Auth
 
-    http = TestClient(create_app(tether.App(f"sqlite:///{tmp_path}/nope/x.db"), auth=Auth(local_user="tester")))
+    local = Auth(local_user="tester")
+    http = TestClient(create_app(tether.App(f"sqlite:///{tmp_path}/nope/x.db"), auth=local))
     response = http.get("/api/runs")
     assert response.status_code == 503
     error = response.json()["error"]

@@ -184,22 +184,16 @@ def audited(
     app: Any, action: str, target: str | None, who: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> Iterator[AuditEntry]:
-    """Record the command's mutation in the audit trail, as `who` (``--as``, else the OS login
-    name), with outcome ``ok`` or, when it raises a tether error, ``failed`` and the error."""
+    """Record the command's mutation in the audit trail once it succeeded, as `who` (``--as``,
+    else the OS login name). A refused command changes nothing, the trail included (the HTTP
+    API, where requests come from others, records refusals too)."""
     from tether.access.audit import record
     from tether.engine.app import login_name
 
     entry = AuditEntry(target, detail)
-    principal = who or login_name()
-    try:
-        yield entry
-    except TetherError as exc:
-        entry.detail["error"] = str(exc)
-        app.portal.run(record(app.store, principal, action, entry.target, outcome="failed",
-                              detail=entry.detail, via="cli"))
-        raise
-    app.portal.run(record(app.store, principal, action, entry.target, detail=entry.detail,
-                          via="cli"))
+    yield entry
+    app.portal.run(record(app.store, who or login_name(), action, entry.target,
+                          detail=entry.detail, via="cli"))
 
 
 def handle_errors(fn: F) -> F:

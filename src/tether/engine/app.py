@@ -654,6 +654,7 @@ class App:
         `NonDeterminismError`), and it *replaces* the source: the source's unconsumed signals
         move to the new run and an unfinished source is cancelled, in one transaction. This
         is how a run stranded by a deploy that dropped its version moves onto the new code.
+        `started_by` is who forks it (default: the OS login name).
         """
         return self.portal.run(
             self.fork_async(run_id, from_step, version=version, started_by=started_by)

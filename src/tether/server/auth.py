@@ -297,7 +297,7 @@ class AccessControl(BaseHTTPMiddleware):
         except ApiError as exc:
             return _refuse(exc.status, exc.type, exc.message)
         except (StoreUnavailable, StoreNotFound) as exc:
-            # Middleware runs outside the routes' error handlers: answer like they would.
+            # Who is asking is kept in the store: without it, nobody can be let in.
             return _refuse(503, type(exc).__name__, str(exc))
         if principal is None:
             if request.method in SAFE_METHODS and not path.startswith("/api/"):
