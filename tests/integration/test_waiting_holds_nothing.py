@@ -98,8 +98,7 @@ async def test_waiting_runs_hold_no_coroutine_no_context_and_no_memory(store_url
             await asyncio.sleep(0.01)
         coroutines, contexts = held_by_the_process(code)
         assert coroutines == 0, f"{coroutines} workflow coroutines alive for waiting runs"
-        # At most the one Context the worker's heartbeat pins (see the xfail test below).
-        assert contexts <= 1, f"{contexts} engine Contexts alive for waiting runs"
+        assert contexts == 0, f"{contexts} engine Contexts alive for waiting runs"
         # Python allocations of this process grew by less than a kilobyte per waiting run (a
         # parked coroutine with its Context, journal and frames costs several).
         per_run = (after - before) / len(more)
@@ -115,14 +114,6 @@ async def test_waiting_runs_hold_no_coroutine_no_context_and_no_memory(store_url
     await app.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker's heartbeat keeps its loop variable `ctx` (worker.py `_heartbeat`) "
-    "after the runs it renewed have suspended: an idle worker pins the last run's Context — "
-    "its journal and, through the Suspend traceback, the workflow's frames — until it runs "
-    "another run. Clearing it makes the SQLite case pass; on PostgreSQL a holder that "
-    "gc.get_referrers does not show (a C-level reference?) keeps the Context too",
-)
 async def test_an_idle_worker_holds_no_context_of_a_run_that_suspended(store_url: str) -> None:
     app = tether.App(store_url, lease_seconds=0.3)  # a heartbeat every 0.1 s
     released = asyncio.Event()
@@ -162,7 +153,7 @@ async def test_an_idle_worker_holds_no_context_of_a_run_that_suspended(store_url
         deadline = time.monotonic() + 5
         while alive := contexts_alive():
             assert time.monotonic() < deadline, (
-                f"an idle worker still holds the Context of {alive[0].run_id}"
+                f"an idle worker still holds the Context of {alive[0].run_id} ({alive[0]._store.url})"
             )
             await asyncio.sleep(0.1)
     await app.store.close()

@@ -17,6 +17,7 @@ import inspect
 import time
 import traceback
 import uuid as uuid_module
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
 from contextvars import ContextVar
@@ -42,7 +43,10 @@ from tether.errors import (
 )
 from tether.store.base import WAIT_SEPARATOR, RunRecord, SpendWindow, StepRecord, Store
 
-_current: ContextVar[Context | None] = ContextVar("tether_context", default=None)
+_current: ContextVar[weakref.ref[Context] | None] = ContextVar("tether_context", default=None)
+"""A *weak* reference: timers, callbacks and tasks started inside a run copy the contextvars
+context and may outlive the run (a cancelled timer stays in the event loop until it falls due);
+they must not keep its Context — journal, workflow frames — alive."""
 _current_step: ContextVar[StepContext | None] = ContextVar("tether_step", default=None)
 _branch: ContextVar[_BranchSeq | None] = ContextVar("tether_branch", default=None)
 _identity = Decoder(None)
@@ -50,13 +54,14 @@ _identity = Decoder(None)
 
 def current_context() -> Context | None:
     """The workflow context of the calling code, or ``None`` outside a workflow."""
-    return _current.get()
+    ref = _current.get()
+    return None if ref is None else ref()
 
 
 @contextlib.contextmanager
 def bound(ctx: Context) -> Generator[Context, None, None]:
     """Make `ctx` the current workflow context for the calling task (the executor's job)."""
-    token = _current.set(ctx)
+    token = _current.set(weakref.ref(ctx))
     try:
         yield ctx
     finally:

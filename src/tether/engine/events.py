@@ -25,6 +25,7 @@ event once.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -76,7 +77,9 @@ class EventLog:
         except RuntimeError:
             return
         if self._flushing is None or self._flushing.done():
-            self._flushing = loop.create_task(self._flush_loop())
+            # A fresh contextvars context: the emitting run's (its workflow Context, journal
+            # and frames) would otherwise stay reachable through this task after it is done.
+            self._flushing = loop.create_task(self._flush_loop(), context=contextvars.Context())
 
     async def flush(self) -> None:
         """Append everything queued so far."""

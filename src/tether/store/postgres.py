@@ -36,6 +36,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import contextlib
 import logging
 import secrets
@@ -80,6 +81,11 @@ from tether.store.base import (
 from tether.store.sqlite import migration_files
 
 log = logging.getLogger("tether.store.postgres")
+
+# The store's own tasks and callbacks run in an empty contextvars context: started from inside
+# a run, they would otherwise keep that run's workflow Context (journal, frames) reachable for
+# as long as they live.
+_BARE = contextvars.Context
 
 T = TypeVar("T")
 Conn: TypeAlias = AsyncConnection[Any]
@@ -381,7 +387,7 @@ class PostgresStore:
                 state.inflight -= 1
                 if state.pending and not state.scheduled:
                     state.scheduled = True
-                    state.loop.call_soon(self._dispatch, state)
+                    state.loop.call_soon(self._dispatch, state, context=_BARE())
             if write.notify:
                 _wake_all(state)
             return write.result
@@ -391,7 +397,7 @@ class PostgresStore:
         )
         if not state.scheduled:
             state.scheduled = True
-            state.loop.call_soon(self._dispatch, state)
+            state.loop.call_soon(self._dispatch, state, context=_BARE())
         return await future
 
     def _dispatch(self, state: _LoopState) -> None:
@@ -407,7 +413,7 @@ class PostgresStore:
             state.pending = []
             for batch in batches:
                 state.inflight += 1
-                task = state.loop.create_task(self._run_batch(state, batch))
+                task = state.loop.create_task(self._run_batch(state, batch), context=_BARE())
                 state.tasks.add(task)
                 task.add_done_callback(state.tasks.discard)
 
@@ -444,7 +450,7 @@ class PostgresStore:
             state.inflight -= 1
             if state.pending and not state.scheduled:
                 state.scheduled = True
-                state.loop.call_soon(self._dispatch, state)
+                state.loop.call_soon(self._dispatch, state, context=_BARE())
 
     async def _apply(self, conn: Conn, batch: list[_Write]) -> None:
         if len(batch) == 1 and batch[0].single:
@@ -490,7 +496,7 @@ class PostgresStore:
     async def wait_for_work(self, timeout: float) -> None:
         state = await self._state()
         if state.listener is None or state.listener.done():
-            state.listener = state.loop.create_task(self._listen(state))
+            state.listener = state.loop.create_task(self._listen(state), context=_BARE())
         if state.woken:
             state.woken = False
             return

@@ -13,6 +13,7 @@ Durability: by default ``synchronous=NORMAL`` — a committed step survives a pr
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import sqlite3
 import threading
@@ -92,7 +93,7 @@ class _Connection:
             batch = self._batches.get(loop)
             if batch is None:
                 batch = self._batches[loop] = []
-                loop.call_soon(self._flush, loop)
+                loop.call_soon(self._flush, loop, context=contextvars.Context())
             batch.append((fn, args, future))
         return await future
 
