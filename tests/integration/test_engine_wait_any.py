@@ -168,3 +168,22 @@ async def test_gather_over_two_waits_waits_for_both(store_url: str) -> None:
         await app.signal_async(handle.id, "b", 2)
         await app.signal_async(handle.id, "a", 1)
         assert await handle.result_async(timeout=20) == [1, 2]
+
+
+async def test_a_task_group_over_two_waits_waits_for_both(store_url: str) -> None:
+    app = tether.App(store_url)
+
+    @app.workflow
+    async def both(ctx: tether.Context) -> list[Any]:
+        async with asyncio.TaskGroup() as group:
+            a = group.create_task(ctx.wait_for_signal("a"))
+            b = group.create_task(ctx.wait_for_signal("b"))
+        return [a.result(), b.result()]
+
+    async with worker(app):
+        handle = await app.start_async("both")
+        # The suspension reached the executor inside an exception group: the run still waits.
+        await until(lambda: waiting(app, handle.id))
+        await app.signal_async(handle.id, "b", 2)
+        await app.signal_async(handle.id, "a", 1)
+        assert await handle.result_async(timeout=20) == [1, 2]

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tether.engine.budget import Budget
 from tether.engine.context import Context, bound, error_record
@@ -120,7 +120,7 @@ class RunExecutor:
         try:
             try:
                 kwargs = definition.validate_input(ctx.input)
-                result = await definition.fn(ctx, **kwargs)
+                result = await _call_workflow(definition, ctx, kwargs)
                 # A stop that workflow code swallowed (asyncio.wait over waits) still applies;
                 # a swallowed suspension fails the run rather than recording a success.
                 ctx.check_returned()
@@ -197,6 +197,31 @@ class RunExecutor:
             return "cancelled"
         log.warning("run %s: lease lost to another worker; dropping it", run_id)
         return "dropped"
+
+
+_CONTROL_FLOW = (Suspend, CancelRun, DropRun, RefuseRun)
+
+
+async def _call_workflow(definition: WorkflowDef, ctx: Context, kwargs: dict[str, Any]) -> Any:
+    """Call the workflow function. A control-flow signal raised inside an `asyncio.TaskGroup`
+    (or any code that groups exceptions) reaches us wrapped in an exception group: unwrap it,
+    so a TaskGroup over waits suspends the run as `gather` does instead of escaping the
+    executor and leaving the run stuck ``running``."""
+    try:
+        return await definition.fn(ctx, **kwargs)
+    except BaseExceptionGroup as group:
+        signals, _ = group.split(_CONTROL_FLOW)
+        if signals is None:
+            raise
+        if ctx.stopping is not None:
+            raise ctx.stopping from None
+        raise _first_leaf(signals) from None
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = cast("BaseExceptionGroup[BaseException]", error).exceptions[0]
+    return error
 
 
 def _failure(run_id: str, exc: BaseException) -> dict[str, Any]:
