@@ -144,7 +144,7 @@ async def run_tether_agent(url: str, runs: int, folder: Path) -> float:
     return await _worker_side(app, "support", [{"q": f"question {i}"} for i in range(runs)])
 
 
-def run_dbos(url: str, runs: int, folder: Path) -> float | None:
+def run_dbos(url: str, runs: int, folder: Path) -> tuple[float, float] | None:
     """In a process of its own: DBOS keeps process-global state."""
     proc = subprocess.run(
         [sys.executable, __file__, "--role", "dbos", "--url", url, "--runs", str(runs),
@@ -155,7 +155,8 @@ def run_dbos(url: str, runs: int, folder: Path) -> float | None:
         if "No module named 'dbos'" in proc.stderr:
             return None
         raise RuntimeError(f"dbos side failed: {proc.stderr[-2000:]}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["elapsed"])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return float(out["elapsed"]), float(out["cpu"])
 
 
 def dbos_role(url: str, runs: int, folder: Path) -> None:
@@ -183,36 +184,48 @@ def dbos_role(url: str, runs: int, folder: Path) -> None:
         await close_clients()
         return elapsed
 
+    before = time.process_time()
     elapsed = asyncio.run(main())
+    used = time.process_time() - before
     DBOS.destroy()
-    print(json.dumps({"elapsed": elapsed}))
+    print(json.dumps({"elapsed": elapsed, "cpu": used}))
 
 
 def overhead(runs: int, latency: float, reps: int, with_dbos: bool) -> dict[str, Any]:
     provider = Provider(latency)
     sides: dict[str, list[float]] = {"plain": [], "tether": [], "tether.Agent": [], "dbos": []}
+    cpu: dict[str, list[float]] = {k: [] for k in sides}
+
+    def timed(side: str, fn: Any) -> float:
+        before = time.process_time()
+        elapsed = fn()
+        cpu[side].append(time.process_time() - before)
+        return elapsed
+
     try:
         for rep in range(reps):  # alternate, so drift on a noisy machine hits every side
             before = provider.stats()["answered"]
-            sides["plain"].append(asyncio.run(run_plain(provider.url, runs)))
+            sides["plain"].append(timed("plain", lambda: asyncio.run(run_plain(provider.url, runs))))
             with tempfile.TemporaryDirectory(prefix="bench-byoa-") as folder:
-                sides["tether"].append(asyncio.run(run_tether(provider.url, runs, Path(folder))))
+                sides["tether"].append(timed("tether", lambda: asyncio.run(
+                    run_tether(provider.url, runs, Path(folder)))))
             with tempfile.TemporaryDirectory(prefix="bench-byoa-") as folder:
-                sides["tether.Agent"].append(
-                    asyncio.run(run_tether_agent(provider.url, runs, Path(folder))))
+                sides["tether.Agent"].append(timed("tether.Agent", lambda: asyncio.run(
+                    run_tether_agent(provider.url, runs, Path(folder)))))
             expected = 3 * runs * CALLS_PER_RUN
             if with_dbos:
                 with tempfile.TemporaryDirectory(prefix="bench-byoa-dbos-") as folder:
                     took = run_dbos(provider.url, runs, Path(folder))
                 if took is not None:
-                    sides["dbos"].append(took)
+                    sides["dbos"].append(took[0])
+                    cpu["dbos"].append(took[1])
                     expected += runs * CALLS_PER_RUN
             answered = provider.stats()["answered"] - before
             # More is a durable side's retry of a request that failed under load (a timeout):
             # at-least-once for calls that did not complete, never a completed call again.
             assert answered >= expected, f"rep {rep}: {answered} requests, expected {expected}"
             print("  rep " + str(rep + 1) + ": " + ", ".join(
-                f"{k} {v[-1]:.2f}s" for k, v in sides.items() if v)
+                f"{k} {v[-1]:.2f}s (cpu {cpu[k][-1]:.1f}s)" for k, v in sides.items() if v)
                 + (f" ({answered - expected} retried request(s))" if answered > expected
                    else ""), flush=True)
     finally:
@@ -226,10 +239,13 @@ def overhead(runs: int, latency: float, reps: int, with_dbos: bool) -> dict[str,
     for side, values in sides.items():
         if values:
             result[f"{side}_s"] = mid(values)
+            result[f"{side}_cpu_s"] = mid(cpu[side])
     result["tether_vs_plain"] = result["tether_s"] / result["plain_s"]
     result["tether_agent_vs_plain"] = result["tether.Agent_s"] / result["plain_s"]
+    result["tether_cpu_vs_plain"] = result["tether_cpu_s"] / result["plain_cpu_s"]
     if "dbos_s" in result:
         result["tether_vs_dbos"] = result["tether_s"] / result["dbos_s"]
+        result["tether_cpu_vs_dbos"] = result["tether_cpu_s"] / result["dbos_cpu_s"]
     return result
 
 

@@ -174,3 +174,30 @@ def test_registering_a_pydantic_agent_needs_tether_durability(tmp_path: Any) -> 
     assert [s.name for s in info.steps] == ["d__model.request"]
     # Outside a workflow the capability steps aside: a plain pydantic-ai run, nothing journaled.
     assert durable.run_sync("hello").output == "hi"
+
+
+def test_a_deferred_tool_call_waits_for_its_result_as_a_signal(store_url: str) -> None:
+    from pydantic_ai.exceptions import CallDeferred
+
+    from tether.agents.capabilities import deferred_result_signal
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        got = returns(messages)
+        if not got:
+            return ModelResponse(parts=[ToolCallPart("render", {"doc": "q3"}, tool_call_id="c1")])
+        return ModelResponse(parts=[TextPart(f"rendered: {got[-1].content}")])
+
+    app = new_app(store_url)
+    agent = Agent(FunctionModel(respond), name="renderer",
+                  capabilities=[tether.TetherDurability(app), TetherTrust()])
+
+    @agent.tool_plain
+    def render(doc: str) -> str:
+        raise CallDeferred  # done by an outside system
+
+    app.register(agent)
+    info = app.run("renderer", {"prompt": "render q3"})
+    assert info.status == "waiting"
+    app.signal(info.id, deferred_result_signal("c1"), "q3.pdf")
+    info = app.run("renderer", run_id=info.id)
+    assert (info.status, info.output) == ("succeeded", "rendered: q3.pdf")

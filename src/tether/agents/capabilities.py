@@ -14,7 +14,9 @@ and call the same functions `tether.Agent` calls — one implementation of each 
   category; a tool declared ``requires_approval=True`` (pydantic-ai's deferred approval) always
   becomes a tether approval request carrying the run's context: the run suspends holding
   nothing and resumes on the decision, which runs the tool with the approved arguments (bound
-  to their digest) or tells the model why not.
+  to their digest) or tells the model why not. A call pydantic-ai defers for execution
+  elsewhere (`CallDeferred`, external tools) suspends the run until its result arrives as the
+  signal ``tool_result:<call id>``.
 
 Each does nothing outside a tether workflow (the agent runs as plain pydantic-ai).
 """
@@ -173,12 +175,20 @@ class TetherTrust(AbstractCapability[AgentDepsT]):
         self, ctx: RunContext[AgentDepsT], *, requests: DeferredToolRequests,
     ) -> DeferredToolResults | None:
         tctx = current_context()
-        if tctx is None or not requests.approvals:
+        if tctx is None or not (requests.approvals or requests.calls):
             return None
         manager = ctx.tool_manager
         tools = {name: t.tool_def for name, t in (manager.tools or {}).items()} \
             if manager is not None else {}
         results = DeferredToolResults()
+        for call in requests.calls:
+            # Executed outside (pydantic-ai's CallDeferred / external tools): the run waits,
+            # holding nothing, for the result sent as the signal ``tool_result:<call id>``.
+            signal = deferred_result_signal(call.tool_call_id)
+            tctx.emit_event("tool_call_deferred", key=f"{tctx.run_id}:{signal}",
+                            data={"tool": call.tool_name, "args": _args(call),
+                                  "call_id": call.tool_call_id, "signal": signal})
+            results.calls[call.tool_call_id] = await tctx.wait_for_signal(signal)
         for call in requests.approvals:
             tool_def = tools.get(call.tool_name) or ToolDefinition(name=call.tool_name)
             decision = await authorize(tctx, self._request(ctx, call, tool_def,
@@ -202,6 +212,12 @@ class TetherTrust(AbstractCapability[AgentDepsT]):
             args_schema=tool_def.parameters_json_schema, checks=checks,
             call_id=call.tool_call_id, meta={"node": agent},
         )
+
+
+def deferred_result_signal(call_id: str) -> str:
+    """The signal that carries the result of an externally executed (deferred) tool call:
+    ``app.signal(run_id, deferred_result_signal(call_id), result)``."""
+    return f"tool_result:{call_id}"
 
 
 def _args(call: ToolCallPart) -> dict[str, Any]:

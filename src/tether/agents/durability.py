@@ -79,6 +79,8 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
         super().__init__(agent_name=capability.name, default_model_id=capability.default_model_id,
                          config=config)
         self._capability = capability
+        self._prompt_hashes: dict[str, str] = {}
+        self._tools_hashes: dict[tuple[tuple[str, int], ...], tuple[str, list[Any]]] = {}
 
     async def execute(
         self,
@@ -135,15 +137,33 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
                                data={"agent": agent, "text": text})
         return result
 
+    def _prompt_hash(self, instructions: str) -> str:
+        found = self._prompt_hashes.get(instructions)
+        if found is None:
+            found = self._prompt_hashes[instructions] = short_hash(instructions)
+        return found
+
+    def _tools_hash(self, params: ModelRequestParameters) -> str:
+        # The agent's tool definitions are the same objects request after request: hash once.
+        tools = (*params.function_tools, *params.output_tools)
+        key = tuple((t.name, id(t.parameters_json_schema)) for t in tools)
+        cached = self._tools_hashes.get(key)
+        if cached is not None:
+            return cached[0]
+        found = short_hash([[t.name, t.parameters_json_schema] for t in tools])
+        if len(self._tools_hashes) < 256:
+            # The schemas are kept with their hash, so their ids cannot be reused meanwhile.
+            self._tools_hashes[key] = (found, [t.parameters_json_schema for t in tools])
+        return found
+
     def _model_body(
         self, ctx: Context, body: Callable[[], Awaitable[object]],
         messages: list[ModelMessage], params: ModelRequestParameters,
     ) -> Callable[[], Awaitable[object]]:
         capability = self._capability
         app = ctx.app
-        prompt_hash = short_hash(_instructions(messages))
-        tools_hash = short_hash([[t.name, t.parameters_json_schema]
-                                 for t in (*params.function_tools, *params.output_tools)])
+        prompt_hash = self._prompt_hash(_instructions(messages))
+        tools_hash = self._tools_hash(params)
 
         async def request() -> object:
             try:

@@ -47,8 +47,25 @@ against budgets and spend limits and its request sets no ``max_tokens`` (`Agent`
 
 
 def estimate_tokens(messages: list[ModelMessage]) -> int:
-    """A cheap upper-ish estimate of the prompt's tokens (about four characters per token)."""
-    return max(1, len(ModelMessagesTypeAdapter.dump_json(messages)) // 4)
+    """A cheap upper-ish estimate of the prompt's tokens (about four characters per token, plus
+    a few per part for the framing), without serialising the conversation."""
+    chars = 0
+    for message in messages:
+        instructions = getattr(message, "instructions", None)
+        if instructions:
+            chars += len(instructions)
+        for part in message.parts:
+            chars += 16
+            content = getattr(part, "content", None)
+            if isinstance(content, str):
+                chars += len(content)
+            elif content is not None:
+                chars += len(ModelMessagesTypeAdapter.dump_json([message]))
+                break
+            args = getattr(part, "args", None)
+            if args is not None:
+                chars += len(args) if isinstance(args, str) else len(str(args))
+    return max(1, chars // 4)
 
 
 def node_usage(ctx: Context, node: str) -> Usage:
