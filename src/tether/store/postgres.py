@@ -36,8 +36,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import contextlib
+import contextvars
 import logging
 import secrets
 import threading
