@@ -13,7 +13,7 @@ from tests.e2e.harness import client, wait_until, worker_pool
 def _ticks(observer: tether.App) -> list[int]:
     """The tick of every scheduled run (from its label, whatever its id), with repeats."""
     runs = observer.list_runs(workflow="tick", limit=1000)
-    return sorted(int(r.labels["tether.schedule.tick"]) for r in runs)
+    return sorted(int(r.tether_labels["tether.schedule.tick"]) for r in runs)
 
 
 def test_one_run_per_tick_across_a_worker_kill(tmp_path: Path, store_url: str) -> None:

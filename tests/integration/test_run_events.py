@@ -111,13 +111,14 @@ def test_sse_endpoint_streams_and_resumes_after_last_event_id(store_url: str) ->
     from fastapi.testclient import TestClient
 
     from tether.server import create_app
+    from tether.server.auth import Auth
 
     app = make_app(store_url)
     try:
         info = app.run("counter", {"n": 1})
         app.signal(info.id, "go", {})
         app.run("counter", run_id=info.id)
-        with TestClient(create_app(app)) as http:
+        with TestClient(create_app(app, auth=Auth(local_user="tester"))) as http:
 
             def read(headers: dict[str, str]) -> list[dict[str, Any]]:
                 with http.stream("GET", f"/api/runs/{info.id}/events",

@@ -73,7 +73,7 @@ def test_racing_workers_start_one_run_per_tick(store_url: str) -> None:
     expected = [tick_run_id("report", T0 + 10 * k) for k in range(1, 7)]
     assert sorted(created) == expected  # each tick created exactly once, by one of them
     assert [r.id for r in runs] == expected
-    assert all(r.input == {"team": "sales"} and r.labels["tether.schedule"] == "report"
+    assert all(r.input == {"team": "sales"} and r.tether_labels["tether.schedule"] == "report"
                for r in runs)
 
 

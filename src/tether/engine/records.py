@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,6 +106,9 @@ class RunInfo:
     ``kind``, ``node``, ``started_at``)."""
     started_by: str | None = None
     """Who started the run: the authenticated principal, ``--as``, or the OS login name."""
+    tether_labels: dict[str, str] = field(default_factory=dict[str, str])
+    """tether's own ``tether.*`` labels: ``tether.started_by``, a scheduled run's
+    ``tether.schedule`` and ``tether.schedule.tick``… (kept apart from the user's `labels`)."""
 
     @property
     def tokens(self) -> int:
@@ -176,4 +179,7 @@ class RunInfo:
             lease_expires=_ts(run.lease_expires),
             progress=run.progress,
             started_by=run.labels.get(STARTED_BY_LABEL),
+            tether_labels={
+                k: v for k, v in run.labels.items() if k.startswith(INTERNAL_LABEL_PREFIX)
+            },
         )
