@@ -7,16 +7,18 @@ What is measured (bench/README.md explains each number):
 
 1. sequential durable steps/s — W workflows x S no-op steps, one after another, for tether,
    DBOS and LangGraph, at each system's default SQLite settings and at equal settings;
-2. 200 concurrent runs x 10 steps through a real worker (`App.run_worker_async`);
+2. 200 concurrent runs x 10 steps, queued first, then run by a worker process
+   (`App.run_worker_async`) that times itself from its start;
 3. the disk's floor — raw single-row INSERT+COMMIT/s — and tether's share of it;
 4. 10,000 runs waiting for a signal in a worker process (its RSS), then 1,000 signals sent
    from another process and the time until all those runs finished;
 5. takeover — a worker process SIGKILLed mid-step, another worker process resumes the run;
-6. replay — claiming a run with 1,000 journaled steps until it reaches step 1,001.
+6. replay — claiming a run with 1,000 journaled steps until it reaches step 1,001;
+7. durable timers — how late a run's next step starts after a `ctx.sleep` is due.
 
 Every measurement uses fresh temporary files. Peers run in processes of their own
 (bench/_peers_*.py). The script also serves as the worker and signal-sender processes that
-measurements 4 and 5 start (``--role``).
+measurements 2, 4 and 5 start (``--role``).
 """
 
 from __future__ import annotations
@@ -105,6 +107,16 @@ def make_app(url: str, *, lease_seconds: float = 10.0) -> tether.App:
         return await interruptible(marker_dir)
 
     @app.step
+    async def lateness(due: float) -> float:
+        return time.time() - due
+
+    @app.workflow(name="nap")
+    async def nap(ctx: tether.Context, seconds: float = 0.3) -> float:
+        due = ctx.now().timestamp() + seconds
+        await ctx.sleep(seconds)
+        return await lateness(due)
+
+    @app.step
     async def reach() -> None:
         probe.reached = time.perf_counter()
         probe.event.set()
@@ -134,13 +146,22 @@ def count_status(db: Path, status: str) -> int:
 # --- 1. sequential durable steps/s -------------------------------------------------------------
 
 
+def connection_settings(conn: sqlite3.Connection) -> dict[str, Any]:
+    """The settings a connection really runs with, as the peers report theirs."""
+    return {
+        "journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]),
+        "synchronous": int(conn.execute("PRAGMA synchronous").fetchone()[0]),
+    }
+
+
 async def tether_sequential(
     synchronous: str | None, workflows: int, steps: int
-) -> tuple[float, float]:
+) -> tuple[float, float, dict[str, Any]]:
     """W runs one after another with `app.run_async` in one event loop: each run is created
     already claimed by this process and executed inline, the way DBOS runs a workflow called
     directly and LangGraph runs `graph.invoke` — no queue, no worker polling in between.
-    Returns steps per wall-clock second and per second of this process's CPU time."""
+    Returns steps per wall-clock second and per second of this process's CPU time, and the
+    SQLite settings read back from the store's own write connection (the one that commits)."""
     with fresh_dir() as folder:
         app = make_app(sqlite_url(folder, synchronous))
         await app.run_async("sequence", {"steps": steps})  # warm-up, as for the peers
@@ -150,8 +171,9 @@ async def tether_sequential(
             if info.status != "succeeded" or len(info.steps) != steps:
                 raise RuntimeError(f"benchmark run {info.id} ended {info.status}: {info.error}")
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        settings = await app.store.write(connection_settings)  # type: ignore[attr-defined]
         app.close()
-    return rate(workflows * steps, elapsed), rate(workflows * steps, cpu)
+    return rate(workflows * steps, elapsed), rate(workflows * steps, cpu), settings
 
 
 def peer(script: str, setting: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -187,7 +209,7 @@ def measure_sequential(args: argparse.Namespace, report: Report) -> dict[str, fl
         results = [
             asyncio.run(tether_sequential(sync, args.workflows, args.steps)) for _ in range(args.reps)
         ]
-        sqlite = "WAL+NORMAL" if sync is None else "WAL+FULL"
+        sqlite = ", ".join(sorted({describe_sqlite(r[2]) for r in results}))
         add("tether", setting, sqlite, [r[0] for r in results], [r[1] for r in results])
     for script, system in (("_peers_dbos.py", "dbos"), ("_peers_langgraph.py", "langgraph")):
         for setting in ("default", "wal-normal", "wal-full"):
@@ -231,48 +253,39 @@ def measure_sequential(args: argparse.Namespace, report: Report) -> dict[str, fl
 # --- 2. concurrent runs through a worker ---------------------------------------------------------
 
 
-async def tether_concurrent(runs: int, steps: int, concurrency: int) -> tuple[float, float]:
-    """Time `runs` runs from their start (`app.start_async`, all at once) until a running
-    in-process worker has ended the last of them (seen by the executor's run listener).
-    The worker first takes one untimed batch, so its start-up is not measured. Returns steps
-    per wall-clock second and per CPU second."""
+def tether_concurrent(runs: int, steps: int, concurrency: int) -> tuple[float, float]:
+    """Queue `runs` runs (no worker running), then start a worker *process* on them. The worker
+    process times itself: from the moment it calls `app.run_worker_async` (its store already
+    open) until its executor's run listener has seen the last of the runs end. Its first claim
+    finds all of them queued. Returns steps per wall-clock second and per second of the worker
+    process's CPU time."""
     with fresh_dir() as folder:
-        app = make_app(sqlite_url(folder))
-        ended = 0
-        batch_ended = asyncio.Event()
+        url = sqlite_url(folder)
+        client = make_app(url)
 
-        async def on_end(run_id: str, status: str) -> None:
-            nonlocal ended
-            ended += 1
-            if ended == runs:
-                batch_ended.set()
+        async def queue_all() -> None:
+            await asyncio.gather(*(client.start_async("sequence", {"steps": steps}) for _ in range(runs)))
 
-        app.executor.listeners.append(on_end)
-        stop = asyncio.Event()
-        worker = asyncio.create_task(app.run_worker_async(concurrency=concurrency, stop=stop))
-        elapsed = cpu = 0.0
-        for _batch in ("warm-up", "timed"):  # the timed batch's numbers are kept
-            ended = 0
-            batch_ended.clear()
-            started, cpu = time.perf_counter(), time.process_time()
-            await asyncio.gather(
-                *(app.start_async("sequence", {"steps": steps}) for _ in range(runs))
-            )
-            await asyncio.wait_for(batch_ended.wait(), timeout=120)
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        stop.set()
-        await worker
+        asyncio.run(queue_all())
+        client.close()
+        queued = count_status(folder / "tether.db", "queued")
+        if queued != runs:
+            raise RuntimeError(f"concurrent benchmark: {queued} of {runs} runs queued")
+        timed = run_json(
+            [str(HERE), "--role", "batch", "--store", url, "--runs", str(runs),
+             "--concurrency", str(concurrency)],
+            timeout=300,
+        )
         succeeded = count_status(folder / "tether.db", "succeeded")
-        app.close()
-    if succeeded != 2 * runs:
-        raise RuntimeError(f"concurrent benchmark: only {succeeded} of {2 * runs} runs succeeded")
-    return rate(runs * steps, elapsed), rate(runs * steps, cpu)
+    if succeeded != runs:
+        raise RuntimeError(f"concurrent benchmark: only {succeeded} of {runs} runs succeeded")
+    return rate(runs * steps, timed["elapsed"]), rate(runs * steps, timed["cpu"])
 
 
 def measure_concurrent(args: argparse.Namespace, report: Report) -> float:
     runs, steps = 200, 10
-    section(f"2. {runs} concurrent runs x {steps} steps through a worker (concurrency {runs})")
-    results = [asyncio.run(tether_concurrent(runs, steps, runs)) for _ in range(max(args.reps, 5))]
+    section(f"2. {runs} queued runs x {steps} steps through a worker process (concurrency {runs})")
+    results = [tether_concurrent(runs, steps, runs) for _ in range(max(args.reps, 5))]
     rates = [r[0] for r in results]
     value, per_cpu = median(rates), median([r[1] for r in results])
     print(f"   {fmt(value)} steps/s (min-max {spread(rates)}); {fmt(per_cpu)} steps per CPU-second")
@@ -522,6 +535,37 @@ def measure_replay(args: argparse.Namespace, report: Report) -> None:
     report.add(f"replay of {steps:,} journaled steps", "< 50 ms", f"{value:.1f} ms", value < 50)
 
 
+# --- 7. durable timers ---------------------------------------------------------------------------
+
+
+async def timer_lateness(runs: int, seconds: float) -> list[float]:
+    """`runs` runs each `ctx.sleep(seconds)` on an in-process worker (the sleep suspends them:
+    no coroutine held); each then journals how late its next step started after the time it
+    was due."""
+    with fresh_dir() as folder:
+        app = make_app(sqlite_url(folder))
+        stop = asyncio.Event()
+        worker = asyncio.create_task(app.run_worker_async(concurrency=runs, stop=stop))
+        handles = [await app.start_async("nap", {"seconds": seconds}) for _ in range(runs)]
+        late = [float(await h.result_async(timeout=60)) for h in handles]
+        stop.set()
+        await worker
+        app.close()
+    return late
+
+
+def measure_timers(args: argparse.Namespace, report: Report) -> None:
+    runs, seconds = 50, 0.3
+    section(f"7. durable timers: {runs} runs sleep {seconds}s; how late each one's next step starts")
+    late = sorted(asyncio.run(timer_lateness(runs, seconds)))
+    p50, p99 = late[len(late) // 2], late[min(len(late) - 1, int(len(late) * 0.99))]
+    early = sum(1 for x in late if x < 0)
+    print(f"   late by p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; woke early: {early}")
+    report.add("durable sleep 0.3s: lateness p50", "report", f"{p50 * 1000:.0f} ms", None)
+    report.add("durable sleep 0.3s: lateness p99", "report", f"{p99 * 1000:.0f} ms", None)
+    report.add("durable sleep 0.3s: runs woken early", "0", str(early), early == 0)
+
+
 # --- helper processes ----------------------------------------------------------------------------
 
 
@@ -539,6 +583,32 @@ def role_worker(args: argparse.Namespace) -> None:
         )
 
     asyncio.run(main())
+
+
+def role_batch(args: argparse.Namespace) -> None:
+    """Measurement 2's worker process: run the queued runs, time itself, print the result."""
+    app = make_app(args.store)
+    ended = 0
+    stop = asyncio.Event()
+    timed: dict[str, float] = {}
+
+    async def on_end(run_id: str, status: str) -> None:
+        nonlocal ended
+        ended += 1
+        if ended == args.runs:
+            timed["elapsed"] = time.perf_counter() - timed["elapsed"]
+            timed["cpu"] = time.process_time() - timed["cpu"]
+            stop.set()
+
+    async def main() -> None:
+        app.executor.listeners.append(on_end)
+        await app.store.open()
+        timed["elapsed"], timed["cpu"] = time.perf_counter(), time.process_time()
+        await app.run_worker_async(concurrency=args.concurrency, stop=stop, grace_period=2.0)
+
+    asyncio.run(main())
+    app.close()
+    print(json.dumps(timed), flush=True)
 
 
 def role_signal(args: argparse.Namespace) -> None:
@@ -573,9 +643,10 @@ def main() -> None:
     parser.add_argument("--waiting", type=int, default=10_000)
     parser.add_argument("--idle", type=float, default=3.0, help="idle seconds in measurement 4")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6", help="comma-separated measurements to run, e.g. 1,3"
+        "--only", default="1,2,3,4,5,6,7", help="comma-separated measurements to run, e.g. 1,3"
     )
-    parser.add_argument("--role", choices=["bench", "worker", "signal"], default="bench")
+    parser.add_argument("--role", choices=["bench", "worker", "batch", "signal"], default="bench")
+    parser.add_argument("--runs", type=int, default=200, help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, default=200, help=argparse.SUPPRESS)
     parser.add_argument("--lease", type=float, default=10.0, help=argparse.SUPPRESS)
@@ -585,6 +656,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "worker":
         role_worker(args)
+        return
+    if args.role == "batch":
+        role_batch(args)
         return
     if args.role == "signal":
         role_signal(args)
@@ -610,6 +684,8 @@ def main() -> None:
         measure_takeover(args, report)
     if 6 in only:
         measure_replay(args, report)
+    if 7 in only:
+        measure_timers(args, report)
     report.print()
     print(
         f"\n(bench took {time.perf_counter() - started:.0f}s; {os.cpu_count()} CPUs; load average "

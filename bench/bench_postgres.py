@@ -10,12 +10,14 @@ Measures (medians of --reps repetitions; the spread is printed too):
    to the server's raw single-row INSERT+COMMIT/s (as BEGIN/INSERT/COMMIT transactions and as
    autocommit single statements; see `raw_inserts`), DBOS (Postgres system database) and
    LangGraph `PostgresSaver` with ``durability="sync"`` — the same W x S workload;
-2. 200 concurrent runs x 10 steps through a worker in this process;
+2. 200 concurrent runs x 10 steps: the runs are queued first, then a worker is started in this
+   process; the clock runs from the worker's start until its run listener has seen all 200 end;
 3. signal -> run resumed latency (p50/p99) with an idle worker, woken by NOTIFY;
 4. scale-out: the same batch of runs with 1, 2 and 4 worker processes; lost/duplicated steps
    are counted from the journal;
 5. 1,000 approvals: 1,000 runs waiting for a signal in worker processes, 1,000 signals sent,
-   time until all finished.
+   time until all finished;
+6. an unreachable server: how long a store call takes to give up with `StoreUnavailable`.
 
 Everything runs in a dedicated database (``tether_bench``; DBOS gets ``tether_bench_dbos``) on
 the server of --url, in a fresh schema per measurement. Peers run in processes of their own
@@ -418,6 +420,30 @@ def peer(role: str, args: argparse.Namespace) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["steps_per_s"])
 
 
+# --- 6. giving up on an unreachable server -----------------------------------------------------------
+
+
+def unreachable(retry_seconds: float) -> float:
+    """Seconds from a store call against a port nobody listens on until `StoreUnavailable`."""
+    from tether.errors import StoreUnavailable
+    from tether.store.postgres import PostgresStore
+
+    async def main() -> float:
+        store = PostgresStore(
+            f"postgresql://postgres@127.0.0.1:9/x?retry_seconds={retry_seconds}&connect_timeout=1"
+        )
+        started = time.perf_counter()
+        try:
+            await store.get_run("x")
+        except StoreUnavailable:
+            return time.perf_counter() - started
+        finally:
+            await store.close()
+        raise RuntimeError("a store on a closed port answered")
+
+    return asyncio.run(main())
+
+
 def median_of(values: list[float]) -> str:
     spread = f" (min {min(values):,.0f} max {max(values):,.0f})" if len(values) > 1 else ""
     return f"{statistics.median(values):,.0f}{spread}"
@@ -432,7 +458,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--role", choices=["worker", "dbos", "langgraph"])
     parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--only", default="", help="comma-separated: sequential,concurrent,latency,scale,approvals")
+    parser.add_argument("--only", default="", help="comma-separated: sequential,concurrent,latency,scale,approvals,unreachable")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows as it comes
 
@@ -510,6 +536,11 @@ def main() -> None:
         seconds = [approvals(db_url, 1000, 2) for _ in range(args.reps)]
         print(f"5. 1,000 waiting runs, 1,000 signals -> all finished: {statistics.median(seconds):.2f} s "
               f"(min {min(seconds):.2f}; target <= 1 s), 2 worker processes")
+
+    if want("unreachable"):
+        seconds = [unreachable(0.5) for _ in range(args.reps)]
+        print(f"6. unreachable server, retry_seconds=0.5: StoreUnavailable after "
+              f"{statistics.median(seconds):.2f} s (min {min(seconds):.2f}, max {max(seconds):.2f})")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ MAILBOX = f"{CONTRACT}::test_signal_sent_before_the_wait_is_kept_and_consumed_in
 LOST_WAKE_UP = f"{CONTRACT}::test_no_lost_wake_up_between_suspend_and_signal"
 SIGNAL_WAKES = f"{CONTRACT}::test_signal_wakes_a_waiting_run"
 EXPIRED = f"{CONTRACT}::test_expired_lease_is_taken_over_and_counted"
+WAIT_FOR_WORK = f"{CONTRACT}::test_wait_for_work_returns_on_new_work"
+NOTIFY = ("tests/integration/test_postgres_store.py"
+          "::test_notify_wakes_a_waiting_worker_in_another_process")
 CLAIM_ONE = f"{CONTRACT}::test_claim_run_takes_one_runnable_run_only"
 HEARTBEAT = f"{CONTRACT}::test_heartbeat_extends_every_lease_of_its_owner"
 TWO_CLAIMERS = f"{CONTRACT}::test_two_concurrent_claimers_never_get_the_same_run"
@@ -58,6 +61,7 @@ ENGINE_FENCING_TESTS = [
 ]
 REPLAY_TESTS = ["tests/unit/test_replay.py", "tests/unit/test_engine_context.py"]
 POISON_TESTS = ["tests/integration/test_engine_runs.py::test_a_run_taken_over_too_often_fails_as_poison"]
+DIGEST_TESTS = [APPROVALS, "tests/unit/test_trust_policy.py"]
 CANCEL_FENCES = f"{CONTRACT}::test_cancel_running_run_fences_its_live_writes"
 
 NOT_NULL = "? IS NOT NULL"  # keeps the token's placeholder, ignores its value
@@ -73,7 +77,7 @@ def pg(node: str) -> str:
 
 
 MUTANTS: list[Mutant] = [
-    # --- fencing: every write by a holder whose lease was taken over changes nothing ---------
+    # --- fencing: a holder whose lease was taken over (or whose run is cancelled) cannot write
     Mutant(
         "sqlite-fencing-write-step", SQLITE,
         (("WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})\nON CONFLICT",
@@ -160,7 +164,34 @@ MUTANTS: list[Mutant] = [
         [pg(FENCED)],
         "releasing a run is not conditional on the fencing token",
     ),
-    # --- the mailbox: signals are consumed oldest first ------------------------------------
+    Mutant(
+        "engine-ignores-a-fenced-write", CONTEXT,
+        (("        if not written:\n            raise self._stop(await self._lost())",
+          "        if False:\n            raise self._stop(await self._lost())"),),
+        ENGINE_FENCING_TESTS,
+        "a worker whose journal write was fenced off keeps running the run (a zombie)",
+    ),
+    Mutant(
+        "sqlite-cancel-does-not-fence-live-writes", SQLITE,
+        (('_HELD_LIVE = _HELD + " AND cancel_requested = 0"', "_HELD_LIVE = _HELD"),),
+        [sqlite(CANCEL_FENCES)],
+        "a run being cancelled keeps journaling and can finish as succeeded",
+    ),
+    Mutant(
+        "pg-cancel-does-not-fence-live-writes", POSTGRES,
+        (('_HELD_LIVE = _HELD + " AND NOT cancel_requested"', "_HELD_LIVE = _HELD"),),
+        [pg(CANCEL_FENCES)],
+        "a run being cancelled keeps journaling and can finish as succeeded",
+    ),
+    Mutant(
+        "pg-fence-without-row-lock", POSTGRES,
+        ((" WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE)\nON CONFLICT",
+          " WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})\nON CONFLICT"),
+         ("     ORDER BY r.id FOR SHARE OF r)\nINSERT INTO steps", "     ORDER BY r.id)\nINSERT INTO steps")),
+        [RACING_WRITE],
+        "the fence reads the run row without locking it: a write racing a takeover lands",
+    ),
+    # --- the mailbox: signals are consumed oldest first, by a wait for their name -------------
     Mutant(
         "sqlite-mailbox-newest-first", SQLITE,
         (('"WHERE run_id = ? AND name = ? AND consumed_seq IS NULL ORDER BY id LIMIT 1",',
@@ -180,7 +211,21 @@ MUTANTS: list[Mutant] = [
         [pg(CONCURRENT_CONSUMES)],
         "runs resuming together consume their newest signals instead of the oldest",
     ),
-    # --- no lost wake-up ---------------------------------------------------------------------
+    Mutant(
+        "sqlite-mailbox-ignores-signal-name", SQLITE,
+        (('"WHERE run_id = ? AND name = ? AND consumed_seq IS NULL ORDER BY id LIMIT 1",',
+          '"WHERE run_id = ? AND ? IS NOT NULL AND consumed_seq IS NULL ORDER BY id LIMIT 1",'),),
+        [sqlite(MAILBOX)],
+        "a wait for one signal consumes a signal of another name",
+    ),
+    Mutant(
+        "pg-mailbox-ignores-signal-name", POSTGRES,
+        (("         WHERE run_id = %s AND name = %s AND consumed_seq IS NULL\n",
+          "         WHERE run_id = %s AND %s::text IS NOT NULL AND consumed_seq IS NULL\n"),),
+        [pg(MAILBOX)],
+        "a wait for one signal consumes a signal of another name",
+    ),
+    # --- no lost wake-up: a signal wakes the run waiting for it, even one suspending now ----
     Mutant(
         "sqlite-signal-does-not-wake", SQLITE,
         (("\"WHERE id = ? AND status = 'waiting' AND waiting_for = ?\",",
@@ -207,7 +252,35 @@ MUTANTS: list[Mutant] = [
         [pg(MAILBOX), pg(LOST_WAKE_UP)],
         "a run suspending for a signal already in its mailbox is left waiting",
     ),
-    # --- leases: expiry decides takeover, heartbeats extend, claims are exclusive -------------
+    Mutant(
+        "sqlite-signal-wakes-any-wait", SQLITE,
+        (("\"WHERE id = ? AND status = 'waiting' AND waiting_for = ?\",",
+          "\"WHERE id = ? AND status = 'waiting' AND ? IS NOT NULL\","),),
+        [sqlite(SIGNAL_WAKES)],
+        "a signal wakes a run that waits for another signal",
+    ),
+    Mutant(
+        "pg-signal-wakes-any-wait", POSTGRES,
+        (("WHERE r.id = t.id AND t.status = 'waiting' AND t.waiting_for = %s",
+          "WHERE r.id = t.id AND t.status = 'waiting' AND %s::text IS NOT NULL"),),
+        [pg(SIGNAL_WAKES)],
+        "a signal wakes a run that waits for another signal",
+    ),
+    Mutant(
+        "sqlite-create-does-not-wake-idle-workers", "tether/store/sqlite.py",
+        (("        if result[2] and owner is None:\n            self._notify()",
+          "        if False:\n            self._notify()"),),
+        [sqlite(WAIT_FOR_WORK)],
+        "a new run does not wake a worker of this process waiting for work",
+    ),
+    Mutant(
+        "pg-write-does-not-notify", "tether/store/postgres.py",
+        (("            if write.notify:  # after the commit",
+          "            if False:  # after the commit"),),
+        [pg(WAIT_FOR_WORK), NOTIFY],
+        "a write that makes a run runnable does not NOTIFY idle workers",
+    ),
+    # --- leases: expiry decides takeover, heartbeats extend, claims are exclusive ----------
     Mutant(
         "sqlite-claim-ignores-lease-expiry", SQLITE,
         (("WHERE status = 'running' AND lease_expires < ? AND {runnable}",
@@ -258,7 +331,28 @@ MUTANTS: list[Mutant] = [
         [pg(TWO_CLAIMERS)],
         "two workers claiming at once can both take the same run",
     ),
-    # --- budgets: checked before the call, with the call's estimate ----------------------------
+    Mutant(
+        "engine-poison-off-by-one", "tether/engine/executor.py",
+        (("        if claim.recovered and run.recoveries > self._max_recoveries:",
+          "        if claim.recovered and run.recoveries > self._max_recoveries + 1:"),),
+        POISON_TESTS,
+        "a run taken over more than max_recoveries times runs once more instead of failing",
+    ),
+    Mutant(
+        "sqlite-timer-ignored", SQLITE,
+        (("WHERE status = 'waiting' AND wake_at <= ? AND {runnable}",
+          "WHERE status = 'waiting' AND wake_at <= ? + 3600 AND {runnable}"),),
+        [sqlite(f"{CONTRACT}::test_timer_makes_a_waiting_run_due")],
+        "a run sleeping on a durable timer is claimed before its time",
+    ),
+    Mutant(
+        "sqlite-heartbeat-renews-other-owners", SQLITE,
+        (("\"UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running'\",",
+          "\"UPDATE runs SET lease_expires = ? WHERE ? IS NOT NULL AND status = 'running'\","),),
+        [sqlite(HEARTBEAT)],
+        "a worker's heartbeat keeps other workers' (dead) runs alive",
+    ),
+    # --- budgets: checked before the call, with the call's estimate, against every budget -----
     Mutant(
         "budget-check-after-the-call", CONTEXT,
         (("            self._check_budget(estimate, budgets)\n            if record_input",
@@ -274,6 +368,20 @@ MUTANTS: list[Mutant] = [
         (("        after = spent + estimate\n", "        after = spent\n"),),
         BUDGET_TESTS,
         "the check looks at what was spent, not at what the next call may spend",
+    ),
+    Mutant(
+        "budget-limit-off-by-one", "tether/engine/budget.py",
+        (("            if limit is not None and value > limit:",
+          "            if limit is not None and value > limit + 1:"),),
+        BUDGET_TESTS,
+        "a budget of N model calls allows N + 1",
+    ),
+    Mutant(
+        "budget-node-budgets-ignored", CONTEXT,
+        (("        for budget, spent, scope in budgets:\n            self._check_one(",
+          "        for budget, spent, scope in ():\n            self._check_one("),),
+        BUDGET_TESTS,
+        "an agent's own budget (a node budget) is never checked",
     ),
     # --- approvals: a decision runs only with the arguments it was given for ------------------
     Mutant(
@@ -296,7 +404,13 @@ MUTANTS: list[Mutant] = [
         [APPROVALS],
         "a decision's arguments are not checked against the digest recorded with it",
     ),
-    # --- idempotency key: stable across retries and takeovers ---------------------------------
+    Mutant(
+        "digest-not-canonical", "tether/trust/digest.py",
+        (("    return json.dumps(value, sort_keys=True,", "    return json.dumps(value, sort_keys=False,"),),
+        DIGEST_TESTS,
+        "equal arguments in another key order get another digest",
+    ),
+    # --- idempotency key: stable across retries and takeovers, distinct per step --------------
     Mutant(
         "idempotency-key-includes-attempt", CONTEXT,
         (('        return f"{self.run_id}:{self.seq}"',
@@ -304,14 +418,13 @@ MUTANTS: list[Mutant] = [
         IDEMPOTENCY_TESTS,
         "the key changes with every retry, so the outside system sees a new request",
     ),
-    # --- the engine's side of the same guarantees ------------------------------------------
     Mutant(
-        "engine-ignores-a-fenced-write", CONTEXT,
-        (("        if not written:\n            raise self._stop(await self._lost())",
-          "        if False:\n            raise self._stop(await self._lost())"),),
-        ENGINE_FENCING_TESTS,
-        "a worker whose journal write was fenced off keeps running the run (a zombie)",
+        "idempotency-key-without-seq", CONTEXT,
+        (('        return f"{self.run_id}:{self.seq}"', '        return f"{self.run_id}"'),),
+        ["tests/integration/test_engine_runs.py::test_many_concurrent_runs_each_step_once[sqlite]"],
+        "two steps of one run share an idempotency key: the second effect is deduplicated away",
     ),
+    # --- replay and branches ------------------------------------------------------------------
     Mutant(
         "engine-replay-reruns-completed-steps", CONTEXT,
         (("            if rec.status == \"completed\":\n                return decode(rec.output)",
@@ -327,43 +440,11 @@ MUTANTS: list[Mutant] = [
         "replay hands a recorded result to a different step without noticing",
     ),
     Mutant(
-        "engine-poison-off-by-one", "tether/engine/executor.py",
-        (("        if claim.recovered and run.recoveries > self._max_recoveries:",
-          "        if claim.recovered and run.recoveries > self._max_recoveries + 1:"),),
-        POISON_TESTS,
-        "a run taken over more than max_recoveries times runs once more instead of failing",
-    ),
-    Mutant(
-        "budget-limit-off-by-one", "tether/engine/budget.py",
-        (("            if limit is not None and value > limit:",
-          "            if limit is not None and value > limit + 1:"),),
-        BUDGET_TESTS,
-        "a budget of N model calls allows N + 1",
-    ),
-    Mutant(
-        "sqlite-cancel-does-not-fence-live-writes", SQLITE,
-        (('_HELD_LIVE = _HELD + " AND cancel_requested = 0"', "_HELD_LIVE = _HELD"),),
-        [sqlite(CANCEL_FENCES)],
-        "a run being cancelled keeps journaling and can finish as succeeded",
-    ),
-    Mutant(
-        "pg-cancel-does-not-fence-live-writes", POSTGRES,
-        (('_HELD_LIVE = _HELD + " AND NOT cancel_requested"', "_HELD_LIVE = _HELD"),),
-        [pg(CANCEL_FENCES)],
-        "a run being cancelled keeps journaling and can finish as succeeded",
-    ),
-    Mutant(
-        "sqlite-timer-ignored", SQLITE,
-        (("WHERE status = 'waiting' AND wake_at <= ? AND {runnable}",
-          "WHERE status = 'waiting' AND wake_at <= ? + 3600 AND {runnable}"),),
-        [sqlite(f"{CONTRACT}::test_timer_makes_a_waiting_run_due")],
-        "a run sleeping on a durable timer is claimed before its time",
-    ),
-    Mutant(
-        "sqlite-heartbeat-renews-other-owners", SQLITE,
-        (("\"UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running'\",",
-          "\"UPDATE runs SET lease_expires = ? WHERE ? IS NOT NULL AND status = 'running'\","),),
-        [sqlite(HEARTBEAT)],
-        "a worker's heartbeat keeps other workers' (dead) runs alive",
+        "engine-branches-run-one-after-another", CONTEXT,
+        (("            return list(await asyncio.gather(*(run(s, c) for s, c in zip(slots, calls, strict=True))))",
+          "            return [await run(s, c) for s, c in zip(slots, calls, strict=True)]"),),
+        ["tests/integration/test_agent_pipelines.py"
+         "::test_parallel_branches_run_concurrently_and_replay_deterministically"],
+        "Parallel branches run one after the other instead of concurrently",
     ),
 ]

@@ -56,6 +56,7 @@ def test_cancel_interrupts_an_async_step_in_a_worker_process(
     info = app.get_run(run_id)
     assert info.steps == []
     assert info.error and info.error["type"] == "RunCancelled"
+    assert info.error["interrupted"] == [{"seq": 1, "name": "long_async_step", "kind": "step"}]
     assert workers.alive() == ["w1"]  # the worker lives on
 
 

@@ -4,7 +4,6 @@ Loop, and failures that name their node."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pydantic
@@ -59,10 +58,15 @@ def test_unknown_placeholder_fails_naming_the_node(sqlite_url: str) -> None:
     assert "'writer'" in info.error["message"] and "researcher.summary" in info.error["message"]
 
 
-def branch_agent(name: str, model: ScriptedModel) -> Agent:
+def branch_agent(name: str, model: ScriptedModel, fast_fetched: asyncio.Event) -> Agent:
     @tool(name=f"fetch_{name}")
     async def fetch(page: int) -> str:
-        await asyncio.sleep(0.05 if name == "slow" else 0.0)
+        if name == "fast":
+            fast_fetched.set()
+        else:
+            # The slow branch (listed first) gets its page only once the fast branch has
+            # fetched one: run one after the other, the branches would never both finish.
+            await asyncio.wait_for(fast_fetched.wait(), 5)
         return f"{name}-{page}"
 
     return Agent(name, model, tools=[fetch])
@@ -84,18 +88,17 @@ def test_parallel_branches_run_concurrently_and_replay_deterministically(sqlite_
 
     notifier = Agent("notifier", ScriptedModel(
         lambda t: call("notify", text="done") if t.turn == 0 else "notified"), tools=[notify])
+    fast_fetched = asyncio.Event()
     pipeline = Sequential("fan", [
-        Parallel("both", [branch_agent("slow", model), branch_agent("fast", fast_model)]),
+        Parallel("both", [branch_agent("slow", model, fast_fetched),
+                          branch_agent("fast", fast_model, fast_fetched)]),
         notifier,
     ])
     app = tether.App(sqlite_url, policy=Policy({"read": "auto", "send": "review"}))
     app.register(pipeline)
-    started = time.monotonic()
     info = app.run("fan", {})
-    elapsed = time.monotonic() - started
     assert info.status == "waiting", info.error
-    # Four model calls of 50 ms in the slow branch; serial branches would add the fast one.
-    assert elapsed < 2.0
+    assert fast_fetched.is_set()
     decide_review(app, info.id, approved=True, reviewer="reviewer")
     info = app.run("fan", {}, run_id=info.id)  # replays both branches from the journal
     assert info.status == "succeeded", info.error

@@ -159,3 +159,18 @@ def test_loop_guard_stops_a_stuck_agent(store_url: str) -> None:
     info = app.run("stuck", {"prompt": "find it"})
     assert info.status == "failed" and info.error["type"] == "LoopGuardTripped"
     assert len(ran) == 2
+
+
+def test_registering_a_pydantic_agent_needs_tether_durability(tmp_path: Any) -> None:
+    app = new_app(f"sqlite:///{tmp_path / 'r.db'}")
+    plain = Agent(FunctionModel(lambda m, i: ModelResponse(parts=[TextPart("hi")])), name="p")
+    with pytest.raises(tether.UserError, match="TetherDurability"):
+        app.register(plain)
+    durable = Agent(FunctionModel(lambda m, i: ModelResponse(parts=[TextPart("hi")])),
+                    name="d", capabilities=[tether.TetherDurability(app)])
+    app.register(durable)
+    info = app.run("d", {"prompt": "hello"})
+    assert (info.status, info.output) == ("succeeded", "hi")
+    assert [s.name for s in info.steps] == ["d__model.request"]
+    # Outside a workflow the capability steps aside: a plain pydantic-ai run, nothing journaled.
+    assert durable.run_sync("hello").output == "hi"

@@ -47,7 +47,8 @@ async def test_cancel_interrupts_a_running_async_step(store_url: str) -> None:
     assert marks == ["started", "cleanup"]
     info = await app.get_run_async(handle.id)
     assert info.error and info.error["type"] == "RunCancelled"
-    assert [s.status for s in info.steps] == []  # the interrupted step is not journaled
+    assert info.steps == []  # the interrupted step is not journaled; the error names it
+    assert info.error["interrupted"] == [{"seq": 1, "name": "long_step", "kind": "step"}]
 
 
 async def test_cancel_abandons_a_thread_step_and_discards_its_late_result(
@@ -143,3 +144,47 @@ async def test_max_duration_with_on_exceed_suspend_parks_a_waiting_run(store_url
 async def _waits_for(app: tether.App, run_id: str, name: str) -> bool:
     run = await app.get_run_async(run_id)
     return run.status == "waiting" and run.waiting_for == name
+
+
+async def test_max_duration_fails_a_run_in_a_durable_retry_backoff(store_url: str) -> None:
+    app = tether.App(store_url)
+
+    @app.step(retry=tether.Retry(max_attempts=5, initial_delay=3600, max_delay=3600))
+    async def flaky() -> str:
+        raise ConnectionError("provider down")
+
+    @app.workflow
+    async def retries(ctx: tether.Context) -> str:
+        return await flaky()
+
+    async with worker(app):
+        handle = await app.start_async("retries", budget=tether.Budget(max_duration=1.0))
+        # The first retry is an hour away (a durable sleep); the budget runs out in a second.
+        await until(lambda: _is(app, handle.id, "failed"), timeout=20)
+    info = await app.get_run_async(handle.id)
+    assert info.error and info.error["type"] == "BudgetExceeded"
+
+
+
+async def test_a_cancel_from_another_client_interrupts_app_run(store_url: str) -> None:
+    # A 600 s lease: its heartbeat (every 200 s) cannot be what notices the cancel.
+    app = tether.App(store_url, lease_seconds=600)
+    other = tether.App(store_url)  # holds no live context: only the store carries the cancel
+    started = asyncio.Event()
+
+    @app.step
+    async def long_step() -> str:
+        started.set()
+        await asyncio.sleep(60)
+        return "done"
+
+    @app.workflow
+    async def busy(ctx: tether.Context) -> str:
+        return await long_step()
+
+    running = asyncio.create_task(app.run_async("busy", run_id="script-run"))
+    await asyncio.wait_for(started.wait(), 20)
+    await other.cancel_async("script-run")
+    info = await asyncio.wait_for(running, 15)  # far below the 60 s step
+    assert info.status == "cancelled"
+    assert info.steps == []

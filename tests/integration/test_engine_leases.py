@@ -88,6 +88,30 @@ async def test_a_failed_renewal_is_retried_before_the_lease_runs_out(store_url: 
         await store.close()
 
 
+async def test_a_renewal_gives_no_new_deadline_to_a_run_taken_over(store_url: str) -> None:
+    store = open_store(store_url)
+    await store.open()
+    try:
+        for run_id in ("kept", "lost"):
+            await store.create_run(NewRun(id=run_id, workflow="wf", version="1", input={}))
+        sent = time.monotonic()
+        await store.claim_runs("w1", [("wf", "1")], limit=2, lease_seconds=0.3)
+        leases = Leases(store, "w1", 0.3)
+        for run_id in ("kept", "lost"):
+            leases.hold(run_id, sent)
+        await until(lambda: lease_expired(store, "lost"))
+        assert await store.claim_run("lost", "w2", lease_seconds=30) is not None
+
+        beat = await leases.renew()
+        assert beat.renewed_ids == {"kept"}
+        assert (leases.deadline("kept") or 0) > time.monotonic()
+        assert (leases.deadline("lost") or 0) <= time.monotonic()
+        assert await leases.ensure("kept")
+        assert not await leases.ensure("lost"), "a step could start on a run taken over"
+    finally:
+        await store.close()
+
+
 # --- fenced starts -----------------------------------------------------------------------------
 
 

@@ -41,6 +41,12 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def lease_lapsed(store: Any, run_id: str) -> bool:
+    """Whether the run's current lease has run out (its holder is as good as dead)."""
+    run = await store.get_run(run_id)
+    return run is not None and run.lease_expires is not None and time.time() > run.lease_expires
+
+
 async def status_of(app: tether.App, run_id: str) -> str:
     return (await app.get_run_async(run_id)).status
 
@@ -213,7 +219,7 @@ async def test_a_zombie_worker_cannot_write_after_takeover(store_url: str) -> No
     store = app.store
     await store.create_run(NewRun(id="z1", workflow="hello", version="1", input={"who": "x"}))
     zombie = (await store.claim_runs("zombie", [("hello", "1")], limit=1, lease_seconds=0.3))[0]
-    await asyncio.sleep(0.4)  # the zombie pauses past its lease
+    await until(lambda: lease_lapsed(store, "z1"))  # the zombie pauses past its lease
     taker = (await store.claim_runs("taker", [("hello", "1")], limit=1, lease_seconds=10))[0]
     assert taker.recovered and taker.token > zombie.token
     from tether.store.base import StepRecord
@@ -229,7 +235,7 @@ async def test_a_run_taken_over_too_often_fails_as_poison(store_url: str) -> Non
     await app.store.create_run(NewRun(id="p1", workflow="hello", version="1", input={"who": "x"}))
     for n in range(3):  # three workers die holding it
         assert await app.store.claim_runs(f"dead{n}", [("hello", "1")], limit=1, lease_seconds=0.2)
-        await asyncio.sleep(0.25)
+        await until(lambda: lease_lapsed(app.store, "p1"))
     async with worker(app):
         await until(lambda: _is(app, "p1", "failed"))
     info = await app.get_run_async("p1")

@@ -124,6 +124,22 @@ async def until_listening(application_name: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def until_blocked_on_a_lock(application_name: str, timeout: float = 10.0) -> None:
+    """Poll until a session of that application waits for a row lock."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(postgres_base_url(), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                "AND wait_event_type = 'Lock'",
+                (application_name,),
+            ).fetchone()
+        if row and row[0]:
+            return
+        assert time.monotonic() < deadline, "no statement of the zombie waited for the takeover"
+        await asyncio.sleep(0.02)
+
+
 async def until_lease_lapsed(store: PostgresStore, run_id: str, timeout: float = 10.0) -> None:
     """Poll until the run's lease has run out (its holder is as good as dead)."""
     deadline = time.monotonic() + timeout
@@ -276,18 +292,18 @@ async def test_a_search_path_naming_no_schema_is_explained(pg_url: str) -> None:
     await s.close()
 
 
-async def test_a_write_racing_a_takeover_waits_for_it_and_is_fenced(pg_url: str) -> None:
+async def test_a_write_racing_a_takeover_waits_for_it_and_is_fenced(app_url: str) -> None:
     """A zombie's writes sent while another worker's takeover is committing: a fence that
     read the run rows as of the statement's start would let them land; share-locking the rows
     makes them wait for the takeover, see the new token and write nothing."""
-    zombie = PostgresStore(pg_url)
+    zombie = PostgresStore(app_url)
     await zombie.open()
     try:
         for run_id in ("r1", "r2", "r3"):
             await zombie.create_run(NewRun(id=run_id, workflow="wf", version="1", input=None))
         claims = {c.run.id: c.token for c in await zombie.claim_runs("zombie", WF, limit=3, lease_seconds=30)}
         assert sorted(claims) == ["r1", "r2", "r3"]
-        conninfo = parse_postgres_url(pg_url)[0]
+        conninfo = parse_postgres_url(app_url.rsplit("&application_name=", 1)[0])[0]
         async with await psycopg.AsyncConnection.connect(conninfo) as takeover:
             await takeover.execute(
                 "UPDATE runs SET fencing = fencing + 1, lease_owner = 'fresh' WHERE id = ANY(%s)",
@@ -301,7 +317,7 @@ async def test_a_write_racing_a_takeover_waits_for_it_and_is_fenced(pg_url: str)
                 ),
                 zombie.consume_signal("r1", claims["r1"], StepRecord("r1", 2, "go", "signal", "waiting")),
             )
-            await asyncio.sleep(0.5)
+            await until_blocked_on_a_lock(app_url.rsplit("=", 1)[-1])
             assert not writes.done(), "the zombie's writes did not wait for the takeover"
             await takeover.commit()
         assert await asyncio.wait_for(writes, 10) == [False, False, False, None]

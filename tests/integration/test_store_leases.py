@@ -63,6 +63,26 @@ async def test_a_claimer_never_takes_over_a_run_it_holds_itself(store: Store) ->
     assert taken.recovered and taken.run.lease_owner == "w2:bb"
 
 
+async def test_a_claim_takes_back_runs_leased_to_it_that_it_does_not_execute(
+    store: Store,
+) -> None:
+    for run_id in ("busy", "lost"):
+        await store.create_run(new(run_id))
+    [busy] = await store.claim_runs("w1", WF, limit=1, lease_seconds=30, executing=[])
+    # A claim whose answer is lost: the runs are leased to w1, which never heard of them.
+    [lost] = await store.claim_runs("w1", WF, limit=5, lease_seconds=30, executing=[busy.run.id])
+    # The retry (or the next claim) names what w1 executes, and gets the stray back at once,
+    # live lease and all, as a claim: no recovery, a new token.
+    [again] = await store.claim_runs("w1", WF, limit=5, lease_seconds=30, executing=[busy.run.id])
+    assert again.run.id == lost.run.id and not again.recovered
+    assert again.token == lost.token + 1 and again.run.recoveries == 0
+    # A run it executes is never taken from under it; without `executing`, nothing of its own.
+    assert await store.claim_runs("w1", WF, limit=5, lease_seconds=30, executing=["busy", "lost"]) == []
+    assert await store.claim_runs("w1", WF, limit=5, lease_seconds=30) == []
+    # Nor does anyone else take a live lease.
+    assert await store.claim_runs("w2", WF, limit=5, lease_seconds=30, executing=[]) == []
+
+
 async def test_a_heartbeat_renews_only_the_runs_asked_and_says_which(store: Store) -> None:
     for run_id in ("a", "b", "c"):
         await store.create_run(new(run_id))

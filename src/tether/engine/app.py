@@ -23,6 +23,7 @@ from tether.engine.budget import Budget
 from tether.engine.context import BUDGET_SIGNAL, Context
 from tether.engine.events import EventLog, RunEvent, follow_events, read_events
 from tether.engine.executor import RunExecutor
+from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
 from tether.engine.records import STARTED_BY_LABEL, RunInfo
 from tether.engine.registry import (
@@ -564,10 +565,14 @@ class App:
             quiet_control_flow(asyncio.get_running_loop())
             leases.hold(run.id, sent)
             beat = asyncio.create_task(leases.keep())
+            cancels = asyncio.create_task(
+                watch_cancels(self.store, owner, self.live_contexts, lambda: True)
+            )
             try:
                 await self.executor.execute(claim, fresh=fresh, leases=leases)
             finally:
                 beat.cancel()
+                cancels.cancel()
         return await self.get_run_async(run.id)
 
     async def run_worker_async(

@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.control import CancelRun, DropRun, Suspend
+from tether.engine.interrupts import StepInterrupts
 from tether.engine.lease import Leases
 from tether.engine.ledger import OVERSHOOT, Ledger, Reservation, window_exceeded
 from tether.engine.registry import StepDef, make_step
@@ -143,10 +144,10 @@ class Context:
         self._running: dict[int, dict[str, Any]] = {}
         self._stopping: BaseException | None = None
         self._cancel_requested = False
-        self._step_tasks: dict[int, asyncio.Task[Any]] = {}
-        """The task running each step's function right now (what an interrupt cancels)."""
-        self._interrupt: BaseException | None = None
-        """Why running steps were interrupted: a cancel, or the run's max_duration."""
+        self._interrupts = StepInterrupts(self._stop)
+        self.interrupted: list[dict[str, Any]] = []
+        """The steps a cancel cut short (``seq``, ``name``, ``kind``): none is journaled, so
+        the run's error names them."""
         self.fatal: BaseException | None = None
         """A failure the run must end with even if workflow code caught it."""
         self._events = None if replay_only else getattr(app, "run_events", None)
@@ -389,14 +390,19 @@ class Context:
         if self._cancel_requested:
             return  # a second cancel must not interrupt the steps' cleanup again
         self._cancel_requested = True
-        self._interrupt_steps(CancelRun())
+        self.interrupted = [
+            {"seq": op["seq"], "name": op["name"], "kind": op["kind"]}
+            for _, op in sorted(self._running.items())
+        ]
+        self._interrupts.interrupt(CancelRun())
 
     def check_returned(self) -> None:
         """Called when the workflow function returned: an operation that stopped the run (a
         suspension, a cancel, a lost lease) still applies even if workflow code swallowed it.
 
-        A swallowed suspension is an error, not a success: ``asyncio.wait`` (or a task left
-        unawaited, or ``except BaseException``) hid it, and the workflow returned without the
+        A swallowed suspension is an error, not a success: ``asyncio.wait`` (or
+        ``gather(return_exceptions=True)``, a task left unawaited, ``except BaseException``) hid
+        it, and the workflow returned without the
         outcome it was waiting for."""
         stopping = self._stopping
         if stopping is None:
@@ -412,8 +418,8 @@ class Context:
             error = UserError(
                 f"run {self.run_id}: workflow {self.workflow!r} returned while one of its "
                 f"operations had suspended the run (waiting for {what}); asyncio.wait, "
-                "asyncio.wait_for, a task left unawaited or `except BaseException` hid the "
-                "suspension. Await ctx operations directly; to wait for the first of several "
+                "gather(return_exceptions=True), a task left unawaited or `except "
+                "BaseException` hid the suspension. Await ctx operations directly; to wait for the first of several "
                 "signals use `await ctx.wait_for_any([...])`"
             )
             self.fatal = error
@@ -458,43 +464,6 @@ class Context:
         if self._cancel_requested:
             raise CancelRun()
 
-    def _interrupt_steps(self, reason: BaseException) -> None:
-        if self._interrupt is not None:
-            return  # interrupted once: the steps' cleanup must not be cancelled again
-        self._interrupt = reason
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        for task in list(self._step_tasks.values()):
-            loop = task.get_loop()
-            if loop is running:
-                task.cancel()
-            else:  # app.cancel() from another thread than the worker's loop
-                loop.call_soon_threadsafe(task.cancel)
-
-    async def _interruptible(self, seq: int, work: Awaitable[Any]) -> Any:
-        """Await a step's function (or its retry backoff) so that an interrupt cancels it and
-        stops the run with the interrupt's reason. A cancel that is not ours (the worker
-        shutting down) propagates unchanged."""
-        task = asyncio.current_task()
-        if self._interrupt is not None or task is None:
-            if inspect.iscoroutine(work):
-                work.close()
-            if self._interrupt is not None:
-                raise self._stop(self._interrupt)
-            return await work  # pragma: no cover - a step always runs in a task
-        self._step_tasks[seq] = task
-        try:
-            return await work
-        except asyncio.CancelledError:
-            if self._interrupt is None:
-                raise
-            task.uncancel()
-            raise self._stop(self._interrupt) from None
-        finally:
-            self._step_tasks.pop(seq, None)
-
     def _duration_deadline(self) -> float | None:
         """When the run's ``max_duration`` runs out (epoch seconds), if it has one."""
         limit = self._budget.duration_seconds if self._budget is not None else None
@@ -511,7 +480,7 @@ class Context:
         try:
             self._check_duration()
         except BaseException as exc:  # BudgetExceeded, or Suspend when on_exceed="suspend"
-            self._interrupt_steps(exc)
+            self._interrupts.interrupt(exc)
 
     def _wake_within_budget(self, wake_at: float | None) -> float | None:
         """A suspension wakes at the latest when ``max_duration`` runs out, so the budget
@@ -706,9 +675,10 @@ class Context:
                 )
             failures, carried, first_started = rec.attempts, Usage.from_dict(rec.usage), rec.started_at
             if rec.wake_at is not None and rec.wake_at > time.time():
+                self._check_duration()  # woken by max_duration before the backoff ended
                 remaining = rec.wake_at - time.time()
                 if remaining >= retry.durable_after:
-                    raise self._stop(Suspend(wake_at=rec.wake_at))
+                    raise self._stop(Suspend(wake_at=self._wake_within_budget(rec.wake_at)))
                 await asyncio.sleep(remaining)
                 self._check_live()
         loop = asyncio.get_running_loop()
@@ -754,12 +724,12 @@ class Context:
                     meta=dict(meta or {}),
                 )
                 try:
-                    result = await self._interruptible(
+                    result = await self._interrupts.guard(
                         seq, self._invoke(fn, args, kwargs, is_async, timeout, step_ctx)
                     )
                     output = to_jsonable(result, what=f"the result of step {name!r}")
                 except (Exception, SystemExit) as exc:
-                    if exc is self._interrupt:  # max_duration ran out: not the step's failure
+                    if exc is self._interrupts.reason:  # max_duration ran out, not a failure
                         raise
                     # sys.exit() in a step (or a library calling it) fails the step; left to
                     # propagate it would end the worker process and every run it holds.
@@ -791,8 +761,8 @@ class Context:
                     await self._write(_replace(entry, status="retrying", wake_at=wake))
                     self._emit_step("step_retrying", entry)
                     if delay >= retry.durable_after:
-                        raise self._stop(Suspend(wake_at=wake)) from None
-                    await self._interruptible(seq, asyncio.sleep(delay))
+                        raise self._stop(Suspend(wake_at=self._wake_within_budget(wake))) from None
+                    await self._interrupts.guard(seq, asyncio.sleep(delay))
                     self._check_live()
                     continue
                 usage = carried + step_ctx.usage

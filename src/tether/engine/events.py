@@ -80,12 +80,10 @@ class EventLog:
 
     async def flush(self) -> None:
         """Append everything queued so far."""
-        while self._buffer or (self._flushing is not None and not self._flushing.done()):
-            task = self._flushing
-            if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
-                await asyncio.shield(task)
-            else:
-                await self._append_buffered()
+        task = self._flushing
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(task)  # a batch on its way: after it, what is left
+        await self._append_buffered()
 
     async def _flush_loop(self) -> None:
         await asyncio.sleep(0)  # gather what this loop turn emits into one transaction

@@ -66,7 +66,8 @@ class RunExecutor:
                 error={
                     "type": "PoisonRun",
                     "message": (
-                        f"run {run.id} lost {claim.stalls} workers in a row{where} without "
+                        f"run {run.id} lost {claim.stalls} worker"
+                        f"{'s' if claim.stalls != 1 else ''} in a row{where} without "
                         f"journaling a step in between (max_recoveries={self._max_recoveries}); "
                         f"it probably crashes its worker (memory, a native crash in a step). "
                         f"Inspect it with `tether show {run.id}`, fix the cause, then "
@@ -135,7 +136,7 @@ class RunExecutor:
                 return status if status is not None else await self._lost(run_id, token)
             return await self._end(run_id, token, "succeeded", output=output)
         except (CancelRun, DropRun) as stop:
-            return await self._stopped(stop, run_id, token)
+            return await self._stopped(stop, ctx, token)
         except StoreUnavailable as exc:
             log.warning("run %s: store unavailable (%s); leaving it for takeover", run_id, exc)
             return "dropped"
@@ -154,7 +155,7 @@ class RunExecutor:
         except (Exception, SystemExit) as exc:  # sys.exit() in workflow code fails the run only
             if isinstance(ctx.stopping, CancelRun | DropRun) and ctx.fatal is None:
                 # Workflow code caught the cancel (or lost lease) and raised something else.
-                return await self._stopped(ctx.stopping, run_id, token)
+                return await self._stopped(ctx.stopping, ctx, token)
             failure = ctx.fatal or exc
             try:
                 await ctx.drain()
@@ -163,10 +164,14 @@ class RunExecutor:
                 raise
             return await self._end(run_id, token, "failed", error=_failure(run_id, failure))
 
-    async def _stopped(self, stopping: BaseException, run_id: str, token: int) -> str:
+    async def _stopped(self, stopping: BaseException, ctx: Context, token: int) -> str:
+        run_id = ctx.run_id
         if isinstance(stopping, CancelRun):
             run = await self._store.get_run(run_id)
-            return await self._end(run_id, token, "cancelled", error=run.error if run else None)
+            error = dict(run.error) if run is not None and run.error else None
+            if error is not None and ctx.interrupted:
+                error["interrupted"] = ctx.interrupted  # steps cut short, none journaled
+            return await self._end(run_id, token, "cancelled", error=error)
         log.warning("run %s: lease lost to another worker; dropping it", run_id)
         return "dropped"
 

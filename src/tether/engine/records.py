@@ -107,8 +107,8 @@ class RunInfo:
     started_by: str | None = None
     """Who started the run: the authenticated principal, ``--as``, or the OS login name."""
     tether_labels: dict[str, str] = field(default_factory=dict[str, str])
-    """tether's own ``tether.*`` labels: ``tether.started_by``, a scheduled run's
-    ``tether.schedule`` and ``tether.schedule.tick``… (kept apart from the user's `labels`)."""
+    """tether's own ``tether.*`` labels (who started the run, the schedule and tick that
+    started it…), kept apart from the user's `labels`."""
 
     @property
     def tokens(self) -> int:
@@ -163,6 +163,9 @@ class RunInfo:
             error=run.error,
             labels={
                 k: v for k, v in run.labels.items() if not k.startswith(INTERNAL_LABEL_PREFIX)
+            },
+            tether_labels={
+                k: v for k, v in run.labels.items() if k.startswith(INTERNAL_LABEL_PREFIX)
             },
             steps=infos,
             usage=usage,

@@ -4,8 +4,8 @@ No control plane: every worker takes over runs whose lease expired, so a dead wo
 replaced within one lease period. Leases of the runs it executes are renewed in one statement
 every third of the lease and retried quickly through store errors; a run's steps start only
 while its lease can be relied on (`tether.engine.lease`). A worker never claims a run it holds
-itself; one it stopped executing because the store failed it is handed back when the store
-answers again. On shutdown the worker stops claiming, lets in-flight runs finish for a grace
+itself; one it stopped executing (the store failed it, or a claim's answer was lost) is
+released when the store answers again or taken back by its next claim. On shutdown the worker stops claiming, lets in-flight runs finish for a grace
 period, then hands the rest back.
 """
 
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.engine import presence
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
+from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
 from tether.engine.schedules import Scheduler
 from tether.errors import StoreUnavailable
@@ -35,8 +36,6 @@ log = logging.getLogger("tether.worker")
 _CLAIM_BATCH = 64
 _POLL_MIN = 0.005
 _POLL_MAX = 0.25
-_CANCEL_WATCH = 0.5
-"""Seconds between two looks for cancel requests among the runs a worker holds."""
 
 
 def default_worker_name() -> str:
@@ -84,6 +83,7 @@ class Worker:
         self.grace_period = grace_period
         self.leases = Leases(app.store, self.owner, app.lease_seconds, live=app.live_contexts)
         self._active: dict[str, asyncio.Task[str]] = {}
+        self._quarantined: set[str] = set()
         self._slot_freed = asyncio.Event()
         self.completed = 0
 
@@ -97,7 +97,10 @@ class Worker:
             log.warning("worker %s: the app registers no workflows; nothing to run", self.name)
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         heartbeat = asyncio.create_task(self.leases.keep(), name="tether-heartbeat")
-        cancels = asyncio.create_task(self._watch_cancels(), name="tether-cancel-watch")
+        cancels = asyncio.create_task(
+            watch_cancels(app.store, self.owner, app.live_contexts, lambda: bool(self._active)),
+            name="tether-cancel-watch",
+        )
         scheduler = asyncio.create_task(Scheduler(app).run(stop), name="tether-scheduler")
         registry = await self._announce()
         await self._report_unrunnable_versions()
@@ -114,6 +117,9 @@ class Worker:
                             keys,
                             limit=min(free, _CLAIM_BATCH),
                             lease_seconds=app.lease_seconds,
+                            # Runs leased to us that we do not execute (a claim whose answer
+                            # was lost, a run dropped) come back with this claim.
+                            executing=self._active.keys() | self._quarantined,
                         )
                     except Exception as exc:
                         log.warning("worker %s: claim failed (%s); retrying", self.name, exc)
@@ -182,11 +188,14 @@ class Worker:
             return status
         except Exception:
             log.exception("worker %s: run %s crashed the executor", self.name, claim.run.id)
+            # Not taken back by our own claims (that would crash-loop here): its lease runs out
+            # and another worker takes it over, a stall if it makes no progress there either.
+            self._quarantined.add(claim.run.id)
             return status
         finally:
             if status == "dropped":
                 # Lost to a takeover (the fenced release changes nothing) or to a store that
-                # failed us: then nobody else may ever take it, as we never claim our own.
+                # failed us: released as soon as the store answers, for any worker to continue.
                 self.leases.hand_back(claim.run.id, claim.token)
             else:
                 self.leases.forget(claim.run.id)
@@ -211,24 +220,6 @@ class Worker:
     async def _pause(stop: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
-
-    async def _watch_cancels(self) -> None:
-        """Interrupt runs cancelled from another process within about `_CANCEL_WATCH` seconds
-        (the heartbeat alone notices a cancel only every third of the lease): one cheap read
-        of the held runs' cancel requests, only while this worker holds runs."""
-        while True:
-            await asyncio.sleep(_CANCEL_WATCH)
-            if not self._active:
-                continue
-            try:
-                cancelled = await self.app.store.cancel_requests(self.owner)
-            except Exception as exc:
-                log.debug("worker %s: cancel watch failed (%s)", self.name, exc)
-                continue
-            for run_id in cancelled:
-                ctx = self.app.live_contexts.get(run_id)
-                if ctx is not None:
-                    ctx.request_cancel()
 
     async def _shutdown(self) -> None:
         if not self._active:

@@ -16,8 +16,12 @@ Rules every implementation keeps:
   ``wake_at`` has passed, and ``running`` runs whose lease expired and is held by *another*
   owner — sets them ``running`` under the caller's lease and increments their fencing token.
   Taking over an expired lease counts one recovery. Two concurrent claimers never get the same
-  run. A claimer never takes a run it holds itself, even when that lease expired: it may still be
-  executing it (its renewal was delayed by a store outage), so it renews or releases it instead.
+  run. A claimer never takes over a run it holds itself, even when that lease expired: it may
+  still be executing it (its renewal was delayed by a store outage), so it renews it instead.
+  A claimer that says which of its runs it executes (`executing`) takes back at once, as a
+  plain claim (no recovery), the runs leased to it that it does not execute: those a claim
+  whose acknowledgement was lost leased to it, those it dropped. That makes a re-applied claim
+  hand over what the first application took.
   A store that can tell it restarted (PostgreSQL) takes over no lease until one lease period
   after it started, so live workers reconnect and renew first.
 * **Stalls.** Each claim records the run's journal position (its highest ``seq``). A takeover
@@ -394,10 +398,12 @@ class Store(Protocol):
         *,
         limit: int,
         lease_seconds: float,
+        executing: Collection[str] | None = None,
     ) -> list[Claim]:
         """Claim up to `limit` runnable runs of the given ``(workflow, version)`` pairs (runs with
         ``version`` ``None`` match any version of the name and get pinned to it), oldest due
-        first."""
+        first. With `executing` (the ids of the runs the caller executes now), runs leased to
+        `owner` but not among them are claimed too, whatever their lease (see "Claims")."""
         ...
 
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:

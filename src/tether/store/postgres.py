@@ -593,11 +593,13 @@ class PostgresStore:
         *,
         limit: int,
         lease_seconds: float,
+        executing: Collection[str] | None = None,
     ) -> list[Claim]:
         if limit <= 0 or not workflows:
             return []
+        busy = None if executing is None else sorted(executing)
         return await self._statement(
-            "claim runs", q.claim_runs, owner, tuple(workflows), limit, lease_seconds
+            "claim runs", q.claim_runs, owner, tuple(workflows), limit, lease_seconds, busy
         )
 
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:

@@ -379,6 +379,7 @@ async def claim_runs(
     workflows: Sequence[tuple[str, str]],
     limit: int,
     lease_seconds: float,
+    executing: Sequence[str] | None = None,
 ) -> list[Claim]:
     latest: dict[str, str] = {}
     for name, version in workflows:
@@ -389,9 +390,10 @@ async def claim_runs(
     cur = await conn.execute(
         f"""
         WITH candidate AS (
-            SELECT id, status, {_MARK} AS mark FROM runs
+            SELECT id, {_MARK} AS mark, (status = 'running' AND lease_owner <> %s) AS takeover
+              FROM runs
              WHERE ((status IN ('queued', 'waiting') AND wake_at <= {NOW})
-                    OR ({_TAKEOVER}))
+                    OR ({_TAKEOVER}) OR ({_STRAY}))
                AND ((version IS NULL AND workflow = ANY(%b::text[]))
                     OR (workflow, version) IN (
                         SELECT * FROM unnest(%b::text[], %b::text[])))
@@ -400,19 +402,23 @@ async def claim_runs(
              FOR UPDATE SKIP LOCKED)
         UPDATE runs r SET status = 'running', lease_owner = %s,
             lease_expires = {NOW} + %s, fencing = r.fencing + 1,
-            recoveries = r.recoveries + (c.status = 'running')::int,
+            recoveries = r.recoveries + c.takeover::int,
             {_STALLS},
             version = coalesce(r.version, (SELECT l.v FROM unnest(%b::text[], %b::text[])
                                            AS l(n, v) WHERE l.n = r.workflow)),
             started_at = coalesce(r.started_at, {NOW}), updated_at = {NOW},
             wake_at = NULL, waiting_for = NULL
           FROM candidate c WHERE r.id = c.id
-        RETURNING {_R_COLUMNS}, r.stalls, c.status = 'running',
+        RETURNING {_R_COLUMNS}, r.stalls, c.takeover,
                   EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id)
         """,
         (
             owner,
+            owner,
             lease_seconds,
+            owner,
+            executing,
+            executing,
             names,
             pairs_names,
             pairs_versions,
@@ -460,10 +466,16 @@ _TAKEOVER = (
     f"status = 'running' AND lease_expires < {NOW} AND lease_owner <> %s "
     f"AND {NOW} >= extract(epoch FROM pg_postmaster_start_time())::float8 + %s"
 )
+# A run leased to the claimer that it says it is not executing (`executing`): a claim whose
+# acknowledgement was lost, a run it dropped. Taken back at once, as a claim, not a takeover.
+_STRAY = (
+    "status = 'running' AND lease_owner = %s "
+    "AND %b::text[] IS NOT NULL AND NOT (id = ANY(%b::text[]))"
+)
 # The journal position at the claim (see "Stalls" in store/base.py).
 _MARK = "(SELECT coalesce(max(s.seq), 0) FROM steps s WHERE s.run_id = runs.id)"
 _STALLS = (
-    "stalls = CASE WHEN c.status = 'running'"
+    "stalls = CASE WHEN c.takeover"
     " THEN (CASE WHEN c.mark = r.claim_mark THEN r.stalls + 1 ELSE 1 END)"
     " ELSE (CASE WHEN c.mark = r.claim_mark THEN r.stalls ELSE 0 END) END,"
     " claim_mark = c.mark"
@@ -491,19 +503,19 @@ async def claim_run(conn: Conn, run_id: str, owner: str, lease_seconds: float) -
     cur = await conn.execute(
         f"""
         WITH candidate AS (
-            SELECT id, status, {_MARK} AS mark FROM runs
+            SELECT id, {_MARK} AS mark, status = 'running' AS takeover FROM runs
              WHERE id = %s
                AND ((status IN ('queued', 'waiting') AND wake_at <= {NOW})
                     OR ({_TAKEOVER}))
              FOR UPDATE SKIP LOCKED)
         UPDATE runs r SET status = 'running', lease_owner = %s,
             lease_expires = {NOW} + %s, fencing = r.fencing + 1,
-            recoveries = r.recoveries + (c.status = 'running')::int,
+            recoveries = r.recoveries + c.takeover::int,
             {_STALLS},
             started_at = coalesce(r.started_at, {NOW}), updated_at = {NOW},
             wake_at = NULL, waiting_for = NULL
           FROM candidate c WHERE r.id = c.id
-        RETURNING {_R_COLUMNS}, r.stalls, c.status = 'running',
+        RETURNING {_R_COLUMNS}, r.stalls, c.takeover,
                   EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id)
         """,
         (run_id, owner, lease_seconds, owner, lease_seconds),

@@ -350,10 +350,13 @@ class SQLiteStore:
         *,
         limit: int,
         lease_seconds: float,
+        executing: Collection[str] | None = None,
     ) -> list[Claim]:
         if limit <= 0 or not workflows:
             return []
-        return await self._write(q.claim_runs, owner, tuple(workflows), limit, lease_seconds)
+        return await self._write(
+            q.claim_runs, owner, tuple(workflows), limit, lease_seconds, executing
+        )
 
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
         return await self._write(q.claim_one, run_id, owner, lease_seconds)

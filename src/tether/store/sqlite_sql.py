@@ -316,6 +316,7 @@ def claim_runs(
     workflows: tuple[tuple[str, str], ...],
     limit: int,
     lease_seconds: float,
+    executing: Collection[str] | None = None,
 ) -> list[Claim]:
     now = time.time()
     names = sorted({name for name, _ in workflows})
@@ -326,25 +327,36 @@ def claim_runs(
         f"(version IS NULL AND workflow IN ({name_marks}) "
         f"OR workflow || char(0) || version IN ({key_marks}))"
     )
+    strays, stray_params = "", tuple[str, ...]()
+    if executing is not None:
+        # Runs leased to this owner that it does not execute (see "Claims" in base.py).
+        busy = sorted(executing)
+        strays = (
+            "UNION ALL SELECT id, 0, workflow, version, lease_expires AS due FROM runs"
+            f" WHERE status = 'running' AND lease_owner = ?"
+            f" AND id NOT IN ({','.join('?' * len(busy))}) AND {runnable}"
+        )
+        stray_params = (owner, *busy, *names, *keys)
     rows = conn.execute(
         f"""
-        SELECT id, status, workflow, version FROM (
-            SELECT id, status, workflow, version, wake_at AS due FROM runs
+        SELECT id, takeover, workflow, version FROM (
+            SELECT id, 0 AS takeover, workflow, version, wake_at AS due FROM runs
              WHERE status = 'queued' AND wake_at <= ? AND {runnable}
             UNION ALL
-            SELECT id, status, workflow, version, wake_at AS due FROM runs
+            SELECT id, 0, workflow, version, wake_at AS due FROM runs
              WHERE status = 'waiting' AND wake_at <= ? AND {runnable}
             UNION ALL
-            SELECT id, status, workflow, version, lease_expires AS due FROM runs
+            SELECT id, 1, workflow, version, lease_expires AS due FROM runs
              WHERE status = 'running' AND lease_expires < ? AND lease_owner <> ? AND {runnable}
+            {strays}
         ) ORDER BY due LIMIT ?
         """,
-        (now, *names, *keys, now, *names, *keys, now, owner, *names, *keys, limit),
+        (now, *names, *keys, now, *names, *keys, now, owner, *names, *keys, *stray_params, limit),
     ).fetchall()
     latest = dict(workflows)
     return [
-        _take(conn, run_id, status == "running", owner, lease_seconds, version or latest.get(workflow))
-        for run_id, status, workflow, version in rows
+        _take(conn, run_id, bool(takeover), owner, lease_seconds, version or latest.get(workflow))
+        for run_id, takeover, workflow, version in rows
     ]
 
 
