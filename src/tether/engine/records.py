@@ -182,7 +182,4 @@ class RunInfo:
             lease_expires=_ts(run.lease_expires),
             progress=run.progress,
             started_by=run.labels.get(STARTED_BY_LABEL),
-            tether_labels={
-                k: v for k, v in run.labels.items() if k.startswith(INTERNAL_LABEL_PREFIX)
-            },
         )
