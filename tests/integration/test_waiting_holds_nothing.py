@@ -41,12 +41,13 @@ async def all_waiting(app: tether.App, count: int, timeout: float = 60.0) -> Non
         await asyncio.sleep(0.02)
 
 
-def held_by_the_process(code: Any) -> tuple[int, int]:
-    """(live coroutines running `code`, live engine Contexts) after a full collection."""
+def held_by_the_process(code: Any, run_ids: set[str]) -> tuple[int, int]:
+    """(live coroutines running `code`, live engine Contexts of `run_ids`) after a full
+    collection. Only this test's runs count: earlier tests in the process may leave theirs."""
     gc.collect()
     objects = gc.get_objects()
     coroutines = sum(1 for o in objects if isinstance(o, CoroutineType) and o.cr_code is code)
-    contexts = sum(1 for o in objects if isinstance(o, Context))
+    contexts = sum(1 for o in objects if isinstance(o, Context) and o.run_id in run_ids)
     return coroutines, contexts
 
 
@@ -96,7 +97,7 @@ async def test_waiting_runs_hold_no_coroutine_no_context_and_no_memory(store_url
                 f"tasks {sorted({t.get_name() for t in asyncio.all_tasks()} & ids)[:5]}"
             )
             await asyncio.sleep(0.01)
-        coroutines, contexts = held_by_the_process(code)
+        coroutines, contexts = held_by_the_process(code, ids)
         assert coroutines == 0, f"{coroutines} workflow coroutines alive for waiting runs"
         assert contexts == 0, f"{contexts} engine Contexts alive for waiting runs"
         # Python allocations of this process grew by less than a kilobyte per waiting run (a

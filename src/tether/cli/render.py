@@ -302,6 +302,7 @@ def run_summary(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]
         "status": info.status,
         "labels": info.labels,
         "started_by": info.started_by,
+        "tether_labels": info.tether_labels,
         "steps": len(info.steps),
         "created_at": _iso(info.created_at),
         "finished_at": _iso(info.finished_at),

@@ -62,6 +62,7 @@ def run_summary_json(run: RunInfo) -> dict[str, Any]:
         "status": run.status,
         "labels": run.labels,
         "started_by": run.started_by,
+        "tether_labels": run.tether_labels,
         "waiting_for": run.waiting_for,
         "error": run.error,
         "parent_id": run.parent_id,
