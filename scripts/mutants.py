@@ -566,7 +566,7 @@ MUTANTS += [
         "ledger-node-reservations-not-counted", CONTEXT,
         (("self._check_one(budget, spent + ledger.reserved(scope), 0, 0.0, estimate, scope)",
           "self._check_one(budget, spent, 0, 0.0, estimate, scope)"),),
-        [f"{BUDGETS}::test_concurrent_calls_of_one_agent_send_exactly_its_node_budget"],
+        [f"{BUDGETS}::test_concurrent_steps_under_one_node_budget_run_exactly_what_it_allows"],
         "concurrent calls under one agent's own budget each see that budget's room",
     ),
     Mutant(
