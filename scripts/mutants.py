@@ -1,8 +1,8 @@
 """The named mutants `scripts/mutate.py` applies: each breaks one guarantee on purpose.
 
 Adding one is one entry: a unique name, the file under ``src/``, the exact original text and
-its replacement (several pairs for a mutant that moves code), the tests that must notice, and
-what the mutant breaks in words. The original text must occur exactly once in the file, so a
+its replacement (several pairs for a mutant that moves code; a triple names another file), the
+tests that must notice, and what the mutant breaks in words. The original text must occur exactly once in the file, so a
 mutant whose code moved is reported ``did not apply`` instead of silently testing nothing.
 Test selections are pytest arguments (node ids, ``-k`` expressions).
 """
@@ -17,8 +17,10 @@ class Mutant:
     name: str
     file: str
     """Path under ``src/``."""
-    edits: tuple[tuple[str, str], ...]
-    """``(original, replacement)`` pairs, applied in order; each original occurs exactly once."""
+    edits: tuple[tuple[str, ...], ...]
+    """``(original, replacement)`` pairs, applied in order; each original occurs exactly once.
+    A guarantee kept in two layers is broken in both: ``(file, original, replacement)``
+    triples edit another file than `file`."""
     tests: list[str]
     """pytest arguments selecting the tests that must fail."""
     why: str
@@ -726,6 +728,14 @@ MUTANTS += [
         [f"{INTERRUPTS}::test_max_duration_fails_a_run_that_waits_sleeps_or_works_past_it[sqlite-waits]"],
         "a run waiting for a signal outlives its max_duration until the signal comes",
     ),
+    Mutant(
+        "engine-starts-steps-after-the-budget-ended-the-run", CONTEXT,
+        (("        if self.fatal is not None and (rec is None or rec.status not in",
+          "        if False and (rec is None or rec.status not in"),),
+        [sqlite(f"{BUDGETS}::test_once_the_budget_ends_the_run_no_branch_starts_a_new_step")],
+        "a Parallel branch starts new steps after another branch's call was refused by the "
+        "budget (the run is already failing)",
+    ),
     # --- trust and access ---------------------------------------------------------------------
     Mutant(
         "auth-route-role-not-checked", "tether/server/auth.py",
@@ -787,10 +797,14 @@ MUTANTS += [
         "optional-absorbs-run-budget", "tether/agents/pipeline.py",
         (("    except BudgetExceeded:\n        raise\n    except RunFailed as exc:\n"
           "        if ctx.fatal is not None:\n            raise\n",
-          "    except RunFailed as exc:\n"),),
+          "    except RunFailed as exc:\n"),
+         (CONTEXT, "        if self.fatal is not None and (rec is None or rec.status not in",
+          "        if False and (rec is None or rec.status not in")),
         ["tests/integration/test_agent_degrade.py"
          "::test_a_run_budget_is_never_absorbed_by_an_optional_node"],
-        "an Optional node swallows the run's budget running out and the pipeline goes on",
+        "an Optional node swallows the run's budget running out and the pipeline goes on "
+        "(both layers: the wrapper's own check, and the engine starting nothing once the run "
+        "is ending; either alone keeps the guarantee)",
     ),
     Mutant(
         "fork-from-step-unchecked", "tether/engine/app.py",

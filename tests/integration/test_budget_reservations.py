@@ -91,6 +91,41 @@ def test_concurrent_steps_under_one_node_budget_run_exactly_what_it_allows(
         app.close()
 
 
+def test_once_the_budget_ends_the_run_no_branch_starts_a_new_step(store_url: str) -> None:
+    app = tether.App(store_url)
+    started: list[str] = []
+
+    async def call(name: str) -> str:
+        started.append(name)
+        await asyncio.sleep(0.2)  # still in flight when the other branch is refused
+        return name
+
+    async def after() -> str:
+        started.append("after")  # a side effect of a run that is already failing
+        return "after"
+
+    @app.workflow
+    async def two(ctx: tether.Context) -> list[str]:
+        async def first() -> str:
+            await ctx.run_step("call", call, ("a",), estimate=Usage(llm_calls=1))
+            return await ctx.run_step("after", after)
+
+        async def second() -> str:
+            return await ctx.run_step("call", call, ("b",), estimate=Usage(llm_calls=1))
+
+        return await ctx.branches([first, second])
+
+    try:
+        info = app.run("two", {}, budget=tether.Budget(max_llm_calls=1))
+        assert info.status == "failed"
+        assert info.error is not None and info.error["type"] == "BudgetExceeded"
+        # The call in flight finishes (it was sent); nothing new starts after the refusal.
+        assert started == ["a"]
+        assert [s.name for s in info.steps] == ["call"]
+    finally:
+        app.close()
+
+
 def test_a_run_parked_on_its_dollar_cap_resumes_after_tether_budget(
     sqlite_url: str, provider: FakeProvider
 ) -> None:
