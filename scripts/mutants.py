@@ -485,6 +485,7 @@ LEASE = "tether/engine/lease.py"
 STORE_LEASES = "tests/integration/test_store_leases.py"
 ENGINE_LEASES = "tests/integration/test_engine_leases.py"
 OWN_RUN = f"{STORE_LEASES}::test_a_claimer_never_takes_over_a_run_it_holds_itself"
+STRAYS = f"{STORE_LEASES}::test_a_claim_takes_back_runs_leased_to_it_that_it_does_not_execute"
 RENEWS_ASKED = f"{STORE_LEASES}::test_a_heartbeat_renews_only_the_runs_asked_and_says_which"
 STALLS = f"{STORE_LEASES}::test_stalls_count_takeovers_without_progress_only"
 
@@ -608,6 +609,20 @@ MUTANTS += [
           "lease_expires < {NOW} AND %s::text IS NOT NULL \""),),
         [pg(OWN_RUN)],
         "a worker whose renewal was late takes over its own run while still executing it",
+    ),
+    Mutant(
+        "sqlite-stray-claim-takes-executing-runs", SQLITE,
+        (("            f\" AND id NOT IN ({','.join('?' * len(busy))}) AND {runnable}\"",
+          "            f\" AND 0 * ({','.join('?' * len(busy))}) = 0 AND {runnable}\""),),
+        [sqlite(STRAYS)],
+        "a claim takes back, from under its own worker, a run that worker is executing",
+    ),
+    Mutant(
+        "pg-stray-claim-takes-executing-runs", POSTGRES,
+        (('"AND %b::text[] IS NOT NULL AND NOT (id = ANY(%b::text[]))"',
+          '"AND %b::text[] IS NOT NULL AND %b::text[] IS NOT NULL"'),),
+        [pg(STRAYS)],
+        "a claim takes back, from under its own worker, a run that worker is executing",
     ),
     Mutant(
         "sqlite-heartbeat-renews-unasked-runs", SQLITE,
