@@ -613,7 +613,7 @@ MUTANTS += [
     Mutant(
         "sqlite-stray-claim-takes-executing-runs", SQLITE,
         (("            f\" AND id NOT IN ({','.join('?' * len(busy))}) AND {runnable}\"",
-          "            f\" AND 0 * ({','.join('?' * len(busy))}) = 0 AND {runnable}\""),),
+          "            f\" AND (id NOT IN ({','.join('?' * len(busy))}) OR 1 = 1) AND {runnable}\""),),
         [sqlite(STRAYS)],
         "a claim takes back, from under its own worker, a run that worker is executing",
     ),
