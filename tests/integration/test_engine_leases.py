@@ -202,7 +202,7 @@ async def _journaled(app: tether.App, run_id: str, seq: int) -> bool:
 
 
 def one_step_app(store_url: str, name: str, ran: list[str]) -> tether.App:
-    app = tether.App(store_url, lease_seconds=3)
+    app = tether.App(store_url, lease_seconds=5)  # releases every 5/3 s; a takeover only after 5 s
 
     @app.step
     async def work() -> str:
