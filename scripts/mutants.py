@@ -1,8 +1,8 @@
 """The named mutants `scripts/mutate.py` applies: each breaks one guarantee on purpose.
 
 Adding one is one entry: a unique name, the file under ``src/``, the exact original text and
-its replacement (several pairs for a mutant that moves code), the tests that must notice, and
-what the mutant breaks in words. The original text must occur exactly once in the file, so a
+its replacement (several pairs for a mutant that moves code; a triple names another file), the
+tests that must notice, and what the mutant breaks in words. The original text must occur exactly once in the file, so a
 mutant whose code moved is reported ``did not apply`` instead of silently testing nothing.
 Test selections are pytest arguments (node ids, ``-k`` expressions).
 """
@@ -17,8 +17,10 @@ class Mutant:
     name: str
     file: str
     """Path under ``src/``."""
-    edits: tuple[tuple[str, str], ...]
-    """``(original, replacement)`` pairs, applied in order; each original occurs exactly once."""
+    edits: tuple[tuple[str, ...], ...]
+    """``(original, replacement)`` pairs, applied in order; each original occurs exactly once.
+    A guarantee kept in two layers is broken in both: ``(file, original, replacement)``
+    triples edit another file than `file`."""
     tests: list[str]
     """pytest arguments selecting the tests that must fail."""
     why: str
@@ -60,7 +62,11 @@ ENGINE_FENCING_TESTS = [
     "tests/integration/test_engine_runs.py::test_a_worker_whose_run_was_taken_over_stops_at_its_next_write",
 ]
 REPLAY_TESTS = ["tests/unit/test_replay.py", "tests/unit/test_engine_context.py"]
-POISON_TESTS = ["tests/integration/test_engine_runs.py::test_a_run_taken_over_too_often_fails_as_poison"]
+POISON_TESTS = [
+    "tests/integration/test_engine_runs.py::test_a_run_taken_over_too_often_fails_as_poison",
+    "tests/integration/test_engine_leases.py"
+    "::test_a_run_that_kills_its_workers_at_one_step_fails_as_poison[sqlite]",
+]
 DIGEST_TESTS = [APPROVALS, "tests/unit/test_trust_policy.py"]
 CANCEL_FENCES = f"{CONTRACT}::test_cancel_running_run_fences_its_live_writes"
 
@@ -101,8 +107,10 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "sqlite-fencing-consume-signal", SQLITE,
-        (('if conn.execute(f"SELECT 1 FROM runs WHERE {_HELD_LIVE}", (run_id, token))',
-          f'if conn.execute("SELECT 1 FROM runs WHERE id = ? AND {NOT_NULL}", (run_id, token))'),),
+        (('    if conn.execute(f"SELECT 1 FROM runs WHERE {_HELD_LIVE}", (run_id, token)).fetchone() '
+          'is None:\n        return None\n    # Idempotent as on PostgreSQL',
+          f'    if conn.execute("SELECT 1 FROM runs WHERE id = ? AND {NOT_NULL}", (run_id, token))'
+          '.fetchone() is None:\n        return None\n    # Idempotent as on PostgreSQL'),),
         [sqlite(FENCED), sqlite(CONCURRENT_CONSUMES)],
         "consuming a signal is not conditional on the fencing token",
     ),
@@ -144,8 +152,9 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "pg-fencing-consume-signal", POSTGRES,
-        (("WITH held AS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE),",
-          f"WITH held AS (SELECT 1 FROM runs WHERE id = %s AND {PG_NOT_NULL} FOR SHARE),"),),
+        (('_CONSUME_SIGNAL = f"""\nWITH held AS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE),',
+          '_CONSUME_SIGNAL = f"""\nWITH held AS (SELECT 1 FROM runs WHERE id = %s AND '
+          f'{PG_NOT_NULL} FOR SHARE),'),),
         [pg(FENCED)],
         "consuming a signal is not conditional on the fencing token",
     ),
@@ -201,7 +210,12 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "pg-mailbox-newest-first", POSTGRES,
-        (("ORDER BY id LIMIT 1 FOR UPDATE)", "ORDER BY id DESC LIMIT 1 FOR UPDATE)"),),
+        (("         WHERE run_id = %s AND name = %s AND consumed_seq IS NULL\n"
+          "           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)\n"
+          "         ORDER BY id LIMIT 1 FOR UPDATE)",
+          "         WHERE run_id = %s AND name = %s AND consumed_seq IS NULL\n"
+          "           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)\n"
+          "         ORDER BY id DESC LIMIT 1 FOR UPDATE)"),),
         [pg(MAILBOX)],
         "a wait consumes the newest waiting signal instead of the oldest",
     ),
@@ -228,21 +242,21 @@ MUTANTS: list[Mutant] = [
     # --- no lost wake-up: a signal wakes the run waiting for it, even one suspending now ----
     Mutant(
         "sqlite-signal-does-not-wake", SQLITE,
-        (("\"WHERE id = ? AND status = 'waiting' AND waiting_for = ?\",",
-          "\"WHERE id = ? AND status = 'never' AND waiting_for = ?\","),),
+        (("f\"WHERE id = ? AND status = 'waiting' AND {_WAITS_FOR}\",",
+          "f\"WHERE id = ? AND status = 'never' AND {_WAITS_FOR}\","),),
         [sqlite(SIGNAL_WAKES), sqlite(LOST_WAKE_UP)],
         "a signal to a run waiting for it does not make the run runnable",
     ),
     Mutant(
         "pg-signal-does-not-wake", POSTGRES,
-        (("WHERE r.id = t.id AND t.status = 'waiting' AND t.waiting_for = %s",
-          "WHERE r.id = t.id AND t.status = 'never' AND t.waiting_for = %s"),),
+        (("     WHERE r.id = t.id AND t.status = 'waiting'\n       AND (t.waiting_for = %s",
+          "     WHERE r.id = t.id AND t.status = 'never'\n       AND (t.waiting_for = %s"),),
         [pg(SIGNAL_WAKES), pg(LOST_WAKE_UP)],
         "a signal to a run waiting for it does not make the run runnable",
     ),
     Mutant(
         "sqlite-suspend-ignores-pending-signal", SQLITE,
-        (("    pending = waiting_for is not None and (", "    pending = False and ("),),
+        (("    pending = bool(names) and (", "    pending = False and ("),),
         [sqlite(MAILBOX), sqlite(LOST_WAKE_UP)],
         "a run suspending for a signal already in its mailbox is left waiting",
     ),
@@ -254,15 +268,16 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "sqlite-signal-wakes-any-wait", SQLITE,
-        (("\"WHERE id = ? AND status = 'waiting' AND waiting_for = ?\",",
-          "\"WHERE id = ? AND status = 'waiting' AND ? IS NOT NULL\","),),
+        (("f\"WHERE id = ? AND status = 'waiting' AND {_WAITS_FOR}\",",
+          "\"WHERE id = ? AND status = 'waiting' AND ? IS NOT NULL AND ? IS NOT NULL\","),),
         [sqlite(SIGNAL_WAKES)],
         "a signal wakes a run that waits for another signal",
     ),
     Mutant(
         "pg-signal-wakes-any-wait", POSTGRES,
-        (("WHERE r.id = t.id AND t.status = 'waiting' AND t.waiting_for = %s",
-          "WHERE r.id = t.id AND t.status = 'waiting' AND %s::text IS NOT NULL"),),
+        (("       AND (t.waiting_for = %s\n"
+          "            OR position(('|' || %s || '|') IN ('|' || t.waiting_for || '|')) > 0)",
+          "       AND (%s::text IS NOT NULL AND %s::text IS NOT NULL)"),),
         [pg(SIGNAL_WAKES)],
         "a signal wakes a run that waits for another signal",
     ),
@@ -283,37 +298,38 @@ MUTANTS: list[Mutant] = [
     # --- leases: expiry decides takeover, heartbeats extend, claims are exclusive ----------
     Mutant(
         "sqlite-claim-ignores-lease-expiry", SQLITE,
-        (("WHERE status = 'running' AND lease_expires < ? AND {runnable}",
-          "WHERE status = 'running' AND lease_expires < ? + 3600 AND {runnable}"),),
+        (("WHERE status = 'running' AND lease_expires < ? AND lease_owner <> ? AND {runnable}",
+          "WHERE status = 'running' AND lease_expires < ? + 3600 AND lease_owner <> ? AND {runnable}"),),
         [sqlite(EXPIRED), sqlite(TWO_CLAIMERS)],
         "a claim takes over runs whose lease is still live",
     ),
     Mutant(
         "pg-claim-ignores-lease-expiry", POSTGRES,
-        (("OR (status = 'running' AND lease_expires < {NOW}))\n               AND ((version",
-          "OR (status = 'running' AND lease_expires < {NOW} + 3600))\n               AND ((version"),),
+        (("OR ({_TAKEOVER}) OR ({_STRAY}))",
+          "OR (status = 'running' AND lease_owner <> %s AND %s::float8 IS NOT NULL) OR ({_STRAY}))"),),
         [pg(EXPIRED), pg(TWO_CLAIMERS)],
         "a claim takes over runs whose lease is still live",
     ),
     Mutant(
         "sqlite-claim-one-ignores-lease-expiry", SQLITE,
-        (("\" OR (status = 'running' AND lease_expires < ?))\",",
-          "\" OR (status = 'running' AND lease_expires < ? + 3600))\","),),
+        (("\" OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?))\",",
+          "\" OR (status = 'running' AND lease_expires < ? + 3600 AND lease_owner <> ?))\","),),
         [sqlite(CLAIM_ONE)],
         "claiming one run by id takes it from a live holder",
     ),
     Mutant(
         "pg-claim-one-ignores-lease-expiry", POSTGRES,
-        (("OR (status = 'running' AND lease_expires < {NOW}))\n             FOR UPDATE",
-          "OR (status = 'running' AND lease_expires < {NOW} + 3600))\n             FOR UPDATE"),),
+        (("                    OR ({_TAKEOVER}))\n             FOR UPDATE SKIP LOCKED)",
+          "                    OR (status = 'running' AND lease_owner <> %s AND %s::float8 IS NOT NULL))\n"
+          "             FOR UPDATE SKIP LOCKED)"),),
         [pg(CLAIM_ONE)],
         "claiming one run by id takes it from a live holder",
     ),
     Mutant(
         "sqlite-heartbeat-does-not-extend", SQLITE,
-        (("\"UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running'\",",
-          "\"UPDATE runs SET lease_expires = lease_expires + 0 * ? WHERE lease_owner = ? "
-          "AND status = 'running'\","),),
+        (('f"UPDATE runs SET lease_expires = ? WHERE {held} RETURNING id, cancel_requested",',
+          'f"UPDATE runs SET lease_expires = lease_expires + 0 * ? WHERE {held} '
+          'RETURNING id, cancel_requested",'),),
         [sqlite(HEARTBEAT)],
         "a heartbeat reports the leases renewed but does not move their expiry",
     ),
@@ -333,10 +349,11 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "engine-poison-off-by-one", "tether/engine/executor.py",
-        (("        if claim.recovered and run.recoveries > self._max_recoveries:",
-          "        if claim.recovered and run.recoveries > self._max_recoveries + 1:"),),
+        (("        if claim.recovered and claim.stalls > self._max_recoveries:",
+          "        if claim.recovered and claim.stalls > self._max_recoveries + 1:"),),
         POISON_TESTS,
-        "a run taken over more than max_recoveries times runs once more instead of failing",
+        "a run that lost more than max_recoveries holders in a row without progress "
+        "runs once more instead of failing as poison",
     ),
     Mutant(
         "sqlite-timer-ignored", SQLITE,
@@ -347,16 +364,16 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "sqlite-heartbeat-renews-other-owners", SQLITE,
-        (("\"UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running'\",",
-          "\"UPDATE runs SET lease_expires = ? WHERE ? IS NOT NULL AND status = 'running'\","),),
+        (('    held = "lease_owner = ? AND status = \'running\'"',
+          '    held = "? IS NOT NULL AND status = \'running\'"'),),
         [sqlite(HEARTBEAT)],
         "a worker's heartbeat keeps other workers' (dead) runs alive",
     ),
     # --- budgets: checked before the call, with the call's estimate, against every budget -----
     Mutant(
         "budget-check-after-the-call", CONTEXT,
-        (("            self._check_budget(estimate, budgets)\n            if record_input",
-          "            if record_input"),
+        (("            self._check_budget(estimate, budgets)\n            reservation = await",
+          "            reservation = await"),
          ("                usage = carried + step_ctx.usage\n",
           "                usage = carried + step_ctx.usage\n"
           "                self._check_budget(estimate, budgets)\n")),
@@ -446,5 +463,368 @@ MUTANTS: list[Mutant] = [
         ["tests/integration/test_agent_pipelines.py"
          "::test_parallel_branches_run_concurrently_and_replay_deterministically"],
         "Parallel branches run one after the other instead of concurrently",
+    ),
+]
+
+# --- reservations: what steps in flight may still spend counts against every limit ------------
+LAYERS = "tether/store/postgres_layers_sql.py"
+LEDGER = "tether/engine/ledger.py"
+GUARDS = "tether/agents/guards.py"
+SPEND = "tests/integration/test_spend_reservations.py"
+RESERVERS = f"{SPEND}::test_concurrent_reservers_on_two_connections_never_pass_the_limit"
+SETTLES = f"{SPEND}::test_a_reservation_settles_into_the_journal_without_a_gap"
+DEAD_HOLDER = f"{SPEND}::test_a_dead_holders_reservation_expires_with_its_lease"
+TAKEN_OVER_HOLDER = f"{SPEND}::test_a_reservation_stops_counting_when_its_run_is_taken_over"
+BUDGETS = "tests/integration/test_budget_reservations.py"
+PARALLEL_CALLS = f"{BUDGETS}::test_a_parallel_under_a_call_budget_sends_exactly_the_budget"
+DOLLAR_CAP = f"{BUDGETS}::test_a_dollar_cap_ends_the_run_at_or_under_it"
+SPEND_CHECK = "        if spent + reserved + cost_usd > window.max_usd + _SPEND_TOLERANCE:"
+
+# --- leases --------------------------------------------------------------------------------------
+LEASE = "tether/engine/lease.py"
+STORE_LEASES = "tests/integration/test_store_leases.py"
+ENGINE_LEASES = "tests/integration/test_engine_leases.py"
+OWN_RUN = f"{STORE_LEASES}::test_a_claimer_never_takes_over_a_run_it_holds_itself"
+STRAYS = f"{STORE_LEASES}::test_a_claim_takes_back_runs_leased_to_it_that_it_does_not_execute"
+RENEWS_ASKED = f"{STORE_LEASES}::test_a_heartbeat_renews_only_the_runs_asked_and_says_which"
+STALLS = f"{STORE_LEASES}::test_stalls_count_takeovers_without_progress_only"
+
+# --- waits, interrupts ---------------------------------------------------------------------------
+WAIT_ANY_STORE = "tests/integration/test_store_wait_any.py::test_consume_first_signal_takes_the_oldest_of_the_names_once"
+WAIT_ANY = "tests/integration/test_engine_wait_any.py"
+INTERRUPTS = "tests/integration/test_engine_interrupts.py"
+
+# --- trust and access ----------------------------------------------------------------------------
+SERVER_AUTH = "tests/e2e/test_server_auth.py"
+TRUST_REVIEWERS = ("tests/integration/test_trust_approvals.py"
+                   "::test_the_runs_starter_cannot_approve_and_reviewers_can_be_restricted")
+
+MUTANTS += [
+    # --- reservations -----------------------------------------------------------------------
+    Mutant(
+        "sqlite-spend-reservations-not-counted", SQLITE,
+        ((SPEND_CHECK, SPEND_CHECK.replace("spent + reserved", "spent + 0 * reserved")),),
+        [sqlite(RESERVERS)],
+        "a label spend limit ignores the calls in flight: concurrent workers overshoot it together",
+    ),
+    Mutant(
+        "pg-spend-reservations-not-counted", LAYERS,
+        ((SPEND_CHECK, SPEND_CHECK.replace("spent + reserved", "spent + 0 * reserved")),),
+        [pg(RESERVERS)],
+        "a label spend limit ignores the calls in flight: concurrent workers overshoot it together",
+    ),
+    Mutant(
+        "sqlite-spend-journal-not-counted", SQLITE,
+        ((SPEND_CHECK, SPEND_CHECK.replace("spent + reserved", "0 * spent + reserved")),),
+        [sqlite(SETTLES)],
+        "a label spend limit counts the reservations but not what was already spent",
+    ),
+    Mutant(
+        "pg-spend-journal-not-counted", LAYERS,
+        ((SPEND_CHECK, SPEND_CHECK.replace("spent + reserved", "0 * spent + reserved")),),
+        [pg(SETTLES)],
+        "a label spend limit counts the reservations but not what was already spent",
+    ),
+    Mutant(
+        "sqlite-spend-dead-holder-counted", SQLITE,
+        (("AND u.status = 'running' AND u.lease_expires > ?)\"",
+          "AND u.status = 'running' AND u.lease_expires > ? - 3600)\""),),
+        [sqlite(DEAD_HOLDER)],
+        "a dead worker's reservation keeps holding room after its lease ran out",
+    ),
+    Mutant(
+        "pg-spend-dead-holder-counted", LAYERS,
+        (("AND u.status = 'running' AND u.lease_expires > {NOW})",
+          "AND u.status = 'running' AND u.lease_expires > {NOW} - 3600)"),),
+        [pg(DEAD_HOLDER)],
+        "a dead worker's reservation keeps holding room after its lease ran out",
+    ),
+    Mutant(
+        "sqlite-spend-taken-over-holder-counted", SQLITE,
+        (("AND u.fencing = spend_reservations.token AND u.status", "AND u.status"),),
+        [sqlite(TAKEN_OVER_HOLDER)],
+        "a zombie's reservation keeps counting after its run was taken over",
+    ),
+    Mutant(
+        "pg-spend-taken-over-holder-counted", LAYERS,
+        (("u.id = r.run_id AND u.fencing = r.token\n", "u.id = r.run_id\n"),),
+        [pg(TAKEN_OVER_HOLDER)],
+        "a zombie's reservation keeps counting after its run was taken over",
+    ),
+    Mutant(
+        "ledger-run-reservations-not-counted", CONTEXT,
+        (('            spent = self._usage + ledger.reserved("run")',
+          "            spent = self._usage"),),
+        [sqlite(PARALLEL_CALLS)],
+        "concurrent steps of one run (Parallel branches) each see the run budget's room",
+    ),
+    Mutant(
+        "ledger-hold-not-recorded", LEDGER,
+        (("            self.held[scope] = self.reserved(scope) + estimate",
+          "            self.held[scope] = self.reserved(scope)"),),
+        [sqlite(PARALLEL_CALLS)],
+        "a step's reservation is not held in memory, so concurrent steps do not see it",
+    ),
+    Mutant(
+        "ledger-node-reservations-not-counted", CONTEXT,
+        (("self._check_one(budget, spent + ledger.reserved(scope), 0, 0.0, estimate, scope)",
+          "self._check_one(budget, spent, 0, 0.0, estimate, scope)"),),
+        [f"{BUDGETS}::test_concurrent_steps_under_one_node_budget_run_exactly_what_it_allows"],
+        "concurrent calls under one agent's own budget each see that budget's room",
+    ),
+    Mutant(
+        "guard-estimate-without-cost", GUARDS,
+        (("    estimate = Usage(llm_calls=1, input_tokens=prompt, output_tokens=completion,\n"
+          "                     cost_usd=price.cost_usd)",
+          "    estimate = Usage(llm_calls=1, input_tokens=prompt, output_tokens=completion,\n"
+          "                     cost_usd=0.0)"),),
+        [sqlite(DOLLAR_CAP)],
+        "a model call is checked against a dollar cap without its worst-case cost",
+    ),
+    Mutant(
+        "guard-unpriced-model-counted-as-free", GUARDS,
+        (("    if price.cost_usd is None:\n", "    if price.cost_usd is None and False:\n"),
+         ("                     cost_usd=price.cost_usd)", "                     cost_usd=price.cost_usd or 0.0)")),
+        [f"{BUDGETS}::test_an_unpriced_model_under_a_dollar_cap_is_refused_before_it_is_sent"],
+        "a model with no known price passes every dollar cap as if it cost nothing",
+    ),
+    # --- leases -------------------------------------------------------------------------------
+    Mutant(
+        "sqlite-claim-takes-own-run", SQLITE,
+        (("lease_expires < ? AND lease_owner <> ? AND {runnable}",
+          "lease_expires < ? AND ? IS NOT NULL AND {runnable}"),),
+        [sqlite(OWN_RUN)],
+        "a worker whose renewal was late takes over its own run while still executing it",
+    ),
+    Mutant(
+        "sqlite-claim-one-takes-own-run", SQLITE,
+        (("\" OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?))\",",
+          "\" OR (status = 'running' AND lease_expires < ? AND ? IS NOT NULL))\","),),
+        [sqlite(OWN_RUN)],
+        "claiming one run by id takes over the claimer's own run",
+    ),
+    Mutant(
+        "pg-claim-takes-own-run", POSTGRES,
+        (("lease_expires < {NOW} AND lease_owner <> %s \"",
+          "lease_expires < {NOW} AND %s::text IS NOT NULL \""),),
+        [pg(OWN_RUN)],
+        "a worker whose renewal was late takes over its own run while still executing it",
+    ),
+    Mutant(
+        "sqlite-stray-claim-takes-executing-runs", SQLITE,
+        (("            f\" AND id NOT IN ({','.join('?' * len(busy))}) AND {runnable}\"",
+          "            f\" AND (id NOT IN ({','.join('?' * len(busy))}) OR 1 = 1) AND {runnable}\""),),
+        [sqlite(STRAYS)],
+        "a claim takes back, from under its own worker, a run that worker is executing",
+    ),
+    Mutant(
+        "pg-stray-claim-takes-executing-runs", POSTGRES,
+        (('"AND %b::text[] IS NOT NULL AND NOT (id = ANY(%b::text[]))"',
+          '"AND %b::text[] IS NOT NULL AND %b::text[] IS NOT NULL"'),),
+        [pg(STRAYS)],
+        "a claim takes back, from under its own worker, a run that worker is executing",
+    ),
+    Mutant(
+        "sqlite-heartbeat-renews-unasked-runs", SQLITE,
+        (("        held += f\" AND id IN ({','.join('?' * len(ids))})\"\n        params += ids\n",
+          "        pass\n"),),
+        [sqlite(RENEWS_ASKED)],
+        "a renewal keeps alive every run leased to the owner, also those it stopped executing",
+    ),
+    Mutant(
+        "pg-heartbeat-renews-unasked-runs", POSTGRES,
+        (("AND (%b::text[] IS NULL OR id = ANY(%b::text[]))",
+          "AND (%b::text[] IS NULL OR %b::text[] IS NOT NULL)"),),
+        [pg(RENEWS_ASKED)],
+        "a renewal keeps alive every run leased to the owner, also those it stopped executing",
+    ),
+    Mutant(
+        "lease-renewal-extends-unrenewed-runs", LEASE,
+        (("        for run_id in beat.renewed_ids:\n            if run_id in self._deadlines:",
+          "        for run_id in ids:\n            if run_id in self._deadlines:"),),
+        [sqlite(f"{ENGINE_LEASES}::test_a_renewal_extends_only_the_leases_the_store_renewed")],
+        "a run taken over meanwhile gets a fresh local deadline from a renewal that skipped it",
+    ),
+    Mutant(
+        "lease-ensure-trusts-an-unconfirmed-renewal", LEASE,
+        (("        return run_id in beat.renewed_ids", "        return True"),),
+        [sqlite(f"{ENGINE_LEASES}::test_no_step_starts_once_the_lease_was_taken_over")],
+        "a step starts after the run's lease was taken over (a paused worker woken late)",
+    ),
+    Mutant(
+        "lease-dropped-run-not-handed-back", "tether/engine/worker.py",
+        (('            if status == "dropped":', "            if False:"),),
+        [sqlite(f"{ENGINE_LEASES}::test_a_run_dropped_on_a_store_error_is_handed_back")],
+        "a run dropped on a store error stays leased to its worker until the lease runs out",
+    ),
+    Mutant(
+        "engine-poison-counts-takeovers", "tether/engine/executor.py",
+        (("        if claim.recovered and claim.stalls > self._max_recoveries:",
+          "        if claim.recovered and claim.run.recoveries > self._max_recoveries:"),),
+        [sqlite(f"{ENGINE_LEASES}::test_a_run_taken_over_ten_times_while_progressing_succeeds")],
+        "a run taken over often while progressing (a rolling deploy) fails as poison",
+    ),
+    Mutant(
+        "sqlite-stalls-not-reset-by-progress", SQLITE,
+        (("THEN (CASE WHEN claim_mark = ? THEN stalls + 1 ELSE 1 END)",
+          "THEN (CASE WHEN claim_mark = ? THEN stalls + 1 ELSE stalls + 1 END)"),),
+        [sqlite(STALLS)],
+        "takeovers count as stalls even when the holder journaled steps in between",
+    ),
+    Mutant(
+        "pg-stalls-not-reset-by-progress", POSTGRES,
+        (("THEN (CASE WHEN c.mark = r.claim_mark THEN r.stalls + 1 ELSE 1 END)",
+          "THEN (CASE WHEN c.mark = r.claim_mark THEN r.stalls + 1 ELSE r.stalls + 1 END)"),),
+        [pg(STALLS)],
+        "takeovers count as stalls even when the holder journaled steps in between",
+    ),
+    # --- wait_for_any, swallowed suspensions, interrupts -----------------------------------------
+    Mutant(
+        "sqlite-wait-any-newest-first", SQLITE,
+        (("AND name IN ({marks}) AND consumed_seq IS NULL ORDER BY id LIMIT 1",
+          "AND name IN ({marks}) AND consumed_seq IS NULL ORDER BY id DESC LIMIT 1"),),
+        [sqlite(WAIT_ANY_STORE),
+         sqlite(f"{WAIT_ANY}::test_two_signals_sent_before_the_wait_the_oldest_wins_the_other_stays")],
+        "wait_for_any takes the newest signal among its names instead of the oldest",
+    ),
+    Mutant(
+        "pg-wait-any-newest-first", POSTGRES,
+        (("         WHERE run_id = %s AND name = ANY(%b::text[]) AND consumed_seq IS NULL\n"
+          "           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)\n"
+          "         ORDER BY id LIMIT 1",
+          "         WHERE run_id = %s AND name = ANY(%b::text[]) AND consumed_seq IS NULL\n"
+          "           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)\n"
+          "         ORDER BY id DESC LIMIT 1"),),
+        [pg(WAIT_ANY_STORE)],
+        "wait_for_any takes the newest signal among its names instead of the oldest",
+    ),
+    Mutant(
+        "sqlite-wait-any-consumes-every-name", SQLITE,
+        (('    conn.execute("UPDATE signals SET consumed_seq = ? WHERE id = ?", (step.seq, row[0]))\n'
+          "    payload = _loads(row[2])",
+          '    conn.execute(f"UPDATE signals SET consumed_seq = ? WHERE run_id = ? AND name IN '
+          '({marks}) AND consumed_seq IS NULL", (step.seq, run_id, *names))\n'
+          "    payload = _loads(row[2])"),),
+        [sqlite(WAIT_ANY_STORE)],
+        "wait_for_any consumes every waiting signal among its names, not just the winner",
+    ),
+    Mutant(
+        "pg-wait-any-consumes-every-name", POSTGRES,
+        (("    UPDATE signals SET consumed_seq = %s WHERE id = (\n"
+          "        SELECT id FROM signals\n"
+          "         WHERE run_id = %s AND name = ANY(%b::text[]) AND consumed_seq IS NULL\n"
+          "           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)\n"
+          "         ORDER BY id LIMIT 1 FOR UPDATE)",
+          "    UPDATE signals SET consumed_seq = %s WHERE id IN (\n"
+          "        SELECT id FROM signals\n"
+          "         WHERE run_id = %s AND name = ANY(%b::text[]) AND consumed_seq IS NULL\n"
+          "           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)\n"
+          "         ORDER BY id FOR UPDATE)"),),
+        [pg(WAIT_ANY_STORE)],
+        "wait_for_any consumes every waiting signal among its names, not just the winner",
+    ),
+    Mutant(
+        "engine-swallowed-suspension-succeeds", "tether/engine/executor.py",
+        (("                ctx.check_returned()\n", ""),),
+        [sqlite(f"{WAIT_ANY}::test_asyncio_wait_over_two_waits_fails_instead_of_succeeding")],
+        "a workflow that hid a suspension (asyncio.wait over two waits) succeeds with a guess",
+    ),
+    Mutant(
+        "cancel-does-not-interrupt-running-step", "tether/engine/interrupts.py",
+        (("            if loop is running:\n                task.cancel()",
+          "            if loop is running:\n                pass"),),
+        [sqlite(f"{INTERRUPTS}::test_cancel_interrupts_a_running_async_step")],
+        "a cancel waits for the running step to finish instead of interrupting it",
+    ),
+    Mutant(
+        "max-duration-ignored-during-waits", CONTEXT,
+        (("        return deadline if wake_at is None else min(wake_at, deadline)",
+          "        return wake_at"),),
+        [f"{INTERRUPTS}::test_max_duration_fails_a_run_that_waits_sleeps_or_works_past_it[sqlite-waits]"],
+        "a run waiting for a signal outlives its max_duration until the signal comes",
+    ),
+    Mutant(
+        "engine-starts-steps-after-the-budget-ended-the-run", CONTEXT,
+        (("        if self.fatal is not None and (rec is None or rec.status not in",
+          "        if False and (rec is None or rec.status not in"),),
+        [sqlite(f"{BUDGETS}::test_once_the_budget_ends_the_run_no_branch_starts_a_new_step")],
+        "a Parallel branch starts new steps after another branch's call was refused by the "
+        "budget (the run is already failing)",
+    ),
+    # --- trust and access ---------------------------------------------------------------------
+    Mutant(
+        "auth-route-role-not-checked", "tether/server/auth.py",
+        (("    if not principal.has(needed):\n        held =", "    if False:\n        held ="),),
+        [sqlite(f"{SERVER_AUTH}::test_every_mutation_needs_a_token_and_the_role_it_declares")],
+        "any signed-in principal (a viewer) may call every route",
+    ),
+    Mutant(
+        "server-starter-decides-own-run", "tether/server/approvals.py",
+        (("    if approval.started_by is not None and approval.started_by == principal.name:",
+          "    if False:"),),
+        [sqlite("tests/integration/test_server_approvals.py::test_the_runs_starter_cannot_approve_it")],
+        "the API lets the principal who started a run try to decide its approval request",
+    ),
+    Mutant(
+        "trust-starter-decides-own-run", "tether/trust/approvals.py",
+        (("    if action.started_by is not None and reviewer == action.started_by:", "    if False:"),),
+        [sqlite(TRUST_REVIEWERS)],
+        "the one who started a run approves its own request",
+    ),
+    Mutant(
+        "trust-policy-reviewers-ignored", "tether/trust/approvals.py",
+        (("    if action.reviewers is not None and reviewer not in action.reviewers:",
+          "    if False:"),),
+        [sqlite(TRUST_REVIEWERS)],
+        "anyone decides a request the policy reserved for named reviewers",
+    ),
+    Mutant(
+        "reviewer-categories-ignored", "tether/access/principals.py",
+        (("        return self.categories is None or category in self.categories",
+          "        return True"),),
+        [sqlite("tests/integration/test_server_approvals.py"
+                "::test_a_reviewer_of_other_categories_cannot_decide")],
+        "a reviewer limited to some risk categories decides requests of any category",
+    ),
+    Mutant(
+        "auth-forwarded-headers-from-any-peer", "tether/server/auth.py",
+        (("        if not self.trusted_peer(request):\n            return None",
+          "        if False:\n            return None"),),
+        [sqlite(f"{SERVER_AUTH}::test_forged_forwarded_headers_from_an_untrusted_peer_are_ignored")],
+        "X-Forwarded-Host/-Proto from any client count (a forged origin passes the CSRF check)",
+    ),
+    Mutant(
+        "auth-identity-header-from-any-peer", "tether/server/auth.py",
+        (("        if self.identity_headers and self.trusted_peer(request):",
+          "        if self.identity_headers:"),),
+        [sqlite(f"{SERVER_AUTH}::test_forged_forwarded_headers_from_an_untrusted_peer_are_ignored")],
+        "anyone who sends X-Forwarded-User: ada is signed in as ada",
+    ),
+    # --- schedules, degrading pipelines, deploys ---------------------------------------------
+    Mutant(
+        "schedule-tick-run-id-not-deterministic", "tether/engine/schedules.py",
+        (('    return f"sched-{name}-{round(tick)}"',
+          '    return f"sched-{name}-{round(tick)}-{time.monotonic_ns()}"'),),
+        [sqlite("tests/integration/test_schedules.py::test_racing_workers_start_one_run_per_tick")],
+        "two workers seeing the same tick each start a run for it",
+    ),
+    Mutant(
+        "optional-absorbs-run-budget", "tether/agents/pipeline.py",
+        (("    except BudgetExceeded:\n        raise\n    except RunFailed as exc:\n"
+          "        if ctx.fatal is not None:\n            raise\n",
+          "    except RunFailed as exc:\n"),
+         (CONTEXT, "        if self.fatal is not None and (rec is None or rec.status not in",
+          "        if False and (rec is None or rec.status not in")),
+        ["tests/integration/test_agent_degrade.py"
+         "::test_a_run_budget_is_never_absorbed_by_an_optional_node"],
+        "an Optional node swallows the run's budget running out and the pipeline goes on "
+        "(both layers: the wrapper's own check, and the engine starting nothing once the run "
+        "is ending; either alone keeps the guarantee)",
+    ),
+    Mutant(
+        "fork-from-step-unchecked", "tether/engine/app.py",
+        (("        if not 1 <= from_step <= end:", "        if False:"),),
+        [sqlite("tests/integration/test_deploy_safety.py::test_bad_forks_are_refused_and_create_nothing")],
+        "a fork from a step past the journal's end (or below 1) is created",
     ),
 ]

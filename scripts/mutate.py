@@ -33,17 +33,20 @@ DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 def apply(mutant: Mutant, src: Path) -> str | None:
     """Edit the copy under `src`; return why it did not apply, or None."""
-    path = src / mutant.file
-    if not path.is_file():
-        return f"{mutant.file}: no such file"
-    text = path.read_text()
-    for old, new in mutant.edits:
-        count = text.count(old)
+    texts: dict[str, str] = {}
+    for edit in mutant.edits:
+        file, old, new = edit if len(edit) == 3 else (mutant.file, *edit)
+        if file not in texts:
+            if not (src / file).is_file():
+                return f"{file}: no such file"
+            texts[file] = (src / file).read_text()
+        count = texts[file].count(old)
         if count != 1:
             where = "not found" if count == 0 else f"found {count} times"
-            return f"{mutant.file}: original text {where}: {old.strip()[:70]!r}"
-        text = text.replace(old, new)
-    path.write_text(text)
+            return f"{file}: original text {where}: {old.strip()[:70]!r}"
+        texts[file] = texts[file].replace(old, new)
+    for file, text in texts.items():
+        (src / file).write_text(text)
     return None
 
 
@@ -116,7 +119,8 @@ def main() -> int:
         sys.exit(f"no mutant name contains {args.select!r}; see --list")
     if args.list:
         for m in chosen:
-            print(f"{m.name}\n    {m.file}: {m.why}\n    tests: {' '.join(m.tests)}")
+            files = ", ".join(dict.fromkeys([m.file, *(e[0] for e in m.edits if len(e) == 3)]))
+            print(f"{m.name}\n    {files}: {m.why}\n    tests: {' '.join(m.tests)}")
         return 0
 
     results: list[tuple[str, str, str, float]] = []

@@ -5,8 +5,10 @@ reservation is reported as overshoot."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ import tether
 from tests.e2e.budget_app import CALL_USD, answer_at_bound, make_app, tool_then_answer
 from tests.e2e.harness import tether_cli
 from tests.fake_provider import FakeProvider
+from tether.engine.budget import ZERO, Usage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,6 +56,72 @@ def test_a_parallel_under_a_call_budget_sends_exactly_the_budget(
         assert len(provider.requests) == 3
         # The three calls that were sent are in the ledger (the run waited for them).
         assert info.usage.llm_calls == 3
+    finally:
+        app.close()
+
+
+def test_concurrent_steps_under_one_node_budget_run_exactly_what_it_allows(
+    store_url: str,
+) -> None:
+    # What an agent node's calls pass to the engine: an estimate and the node's own budget.
+    app = tether.App(store_url)
+    node = tether.Budget(max_llm_calls=2)
+    started: list[int] = []
+
+    async def call(i: int) -> int:
+        started.append(i)
+        await asyncio.sleep(0.2)  # still in flight when the other branches check the budget
+        return i
+
+    @app.workflow
+    async def fan(ctx: tether.Context) -> list[int]:
+        def branch(i: int) -> Any:
+            return lambda: ctx.run_step("call", call, (i,), estimate=Usage(llm_calls=1),
+                                        budgets=((node, ZERO, "agent a"),))
+
+        return await ctx.branches([branch(i) for i in range(4)])
+
+    try:
+        info = app.run("fan", {})
+        assert info.status == "failed"
+        assert info.error is not None and info.error["type"] == "BudgetExceeded"
+        assert "agent a" in info.error["message"]
+        assert len(started) == 2, "the node budget let more calls start than it allows"
+    finally:
+        app.close()
+
+
+def test_once_the_budget_ends_the_run_no_branch_starts_a_new_step(store_url: str) -> None:
+    app = tether.App(store_url)
+    started: list[str] = []
+
+    async def call(name: str) -> str:
+        started.append(name)
+        await asyncio.sleep(0.2)  # still in flight when the other branch is refused
+        return name
+
+    async def after() -> str:
+        started.append("after")  # a side effect of a run that is already failing
+        return "after"
+
+    @app.workflow
+    async def two(ctx: tether.Context) -> list[str]:
+        async def first() -> str:
+            await ctx.run_step("call", call, ("a",), estimate=Usage(llm_calls=1))
+            return await ctx.run_step("after", after)
+
+        async def second() -> str:
+            return await ctx.run_step("call", call, ("b",), estimate=Usage(llm_calls=1))
+
+        return await ctx.branches([first, second])
+
+    try:
+        info = app.run("two", {}, budget=tether.Budget(max_llm_calls=1))
+        assert info.status == "failed"
+        assert info.error is not None and info.error["type"] == "BudgetExceeded"
+        # The call in flight finishes (it was sent); nothing new starts after the refusal.
+        assert started == ["a"]
+        assert [s.name for s in info.steps] == ["call"]
     finally:
         app.close()
 

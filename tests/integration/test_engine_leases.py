@@ -112,6 +112,35 @@ async def test_a_renewal_gives_no_new_deadline_to_a_run_taken_over(store_url: st
         await store.close()
 
 
+async def test_a_renewal_extends_only_the_leases_the_store_renewed(store_url: str) -> None:
+    store = open_store(store_url)
+    await store.open()
+    try:
+        for run_id in ("kept", "lost"):
+            await store.create_run(NewRun(id=run_id, workflow="wf", version="1", input={}))
+        sent = time.monotonic()
+        claims = await store.claim_runs("w1", [("wf", "1")], limit=2, lease_seconds=0.3)
+        assert {c.run.id for c in claims} == {"kept", "lost"}
+        leases = Leases(store, "w1", 0.3)
+        for c in claims:
+            leases.hold(c.run.id, sent)
+        # w1 misses its renewals (a pause, an outage); w2 takes "lost" over meanwhile.
+        await until(lambda: lease_expired(store, "lost"))
+        taken = await store.claim_run("lost", "w2", lease_seconds=30)
+        assert taken is not None and taken.recovered
+        before = leases.deadline("lost")
+        beat = await leases.renew()
+        assert beat.renewed_ids == {"kept"}
+        kept = leases.deadline("kept")
+        assert kept is not None and before is not None and kept > before
+        # The taken-over run keeps its old, passed deadline: nothing more starts for it here.
+        assert leases.deadline("lost") == before
+        assert await leases.ensure("lost") is False
+        assert await leases.ensure("kept") is True
+    finally:
+        await store.close()
+
+
 # --- fenced starts -----------------------------------------------------------------------------
 
 
@@ -191,6 +220,57 @@ async def test_a_late_lease_still_held_is_renewed_and_the_step_starts(store_url:
 async def _journaled(app: tether.App, run_id: str, seq: int) -> bool:
     steps = await app.store.load_steps(run_id)
     return any(s.seq == seq and s.status == "completed" for s in steps)
+
+
+# --- handback -----------------------------------------------------------------------------------
+
+
+def one_step_app(store_url: str, name: str, ran: list[str]) -> tether.App:
+    app = tether.App(store_url, lease_seconds=5)  # releases every 5/3 s; a takeover only after 5 s
+
+    @app.step
+    async def work() -> str:
+        ran.append(name)
+        return name
+
+    @app.workflow(name="once", version="1")
+    async def once(ctx: tether.Context) -> str:
+        return await work()
+
+    return app
+
+
+async def test_a_run_dropped_on_a_store_error_is_handed_back(store_url: str) -> None:
+    ran: list[str] = []
+    first = one_step_app(store_url, "first", ran)
+    second = one_step_app(store_url, "second", ran)
+    # The first worker's journal writes and claims fail (its store is away); it drops the run.
+    dropped = asyncio.Event()
+    real_claim = first.store.claim_runs
+
+    async def write_step(*args: Any, **kwargs: Any) -> Any:
+        dropped.set()
+        raise tether.StoreUnavailable("database restarting")
+
+    async def claim_runs(*args: Any, **kwargs: Any) -> Any:
+        if dropped.is_set():
+            raise tether.StoreUnavailable("database restarting")
+        return await real_claim(*args, **kwargs)
+
+    first.store.write_step = write_step  # type: ignore[method-assign]
+    first.store.claim_runs = claim_runs  # type: ignore[method-assign]
+    await first.store.open()
+    await first.store.create_run(NewRun(id="h", workflow="once", version="1", input={}))
+    async with worker(first):
+        await asyncio.wait_for(dropped.wait(), 20)
+        # Handed back (released, fenced by its token) as soon as the store takes the release:
+        # the other worker continues at once, as a claim, not a takeover after the lease.
+        async with worker(second):
+            await until(lambda: _status(second, "h", "succeeded", "failed"), timeout=30)
+    info = await second.get_run_async("h")
+    assert info.status == "succeeded" and info.output == "second"
+    assert ran == ["first", "second"]
+    assert info.recoveries == 0, "the run was taken over instead of handed back"
 
 
 # --- poison runs by evidence -------------------------------------------------------------------

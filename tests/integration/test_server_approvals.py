@@ -154,6 +154,20 @@ def test_the_runs_starter_cannot_approve_it(
     assert client.get(f"/api/approvals/{approval_id}").json()["status"] == "pending"
 
 
+def test_a_reviewer_of_other_categories_cannot_decide(
+    app: tether.App, client: TestClient, outbox: list[dict[str, Any]]
+) -> None:
+    _, token = app.portal.run(create_principal(app.store, "rolf", "reviewer", categories="refund"))
+    rolf = {"Authorization": f"Bearer {token}"}
+    run_id, approval_id = under_review(app)
+    for action, body in (("approve", {}), ("reject", {"reason": "no"})):
+        response = client.post(f"/api/approvals/{approval_id}/{action}", json=body, headers=rolf)
+        assert response.status_code == 403, response.text
+        assert "rolf reviews refund only, not 'send'" in response.json()["error"]["message"]
+    assert client.get(f"/api/approvals/{approval_id}").json()["status"] == "pending"
+    assert resume(app, run_id).status == "waiting" and outbox == []
+
+
 def test_the_reviewer_is_never_a_field_of_the_body(app: tether.App, client: TestClient) -> None:
     _, approval_id = under_review(app)
     named = client.post(f"/api/approvals/{approval_id}/approve", json={"reviewer": "mallory"})

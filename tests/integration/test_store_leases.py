@@ -70,10 +70,14 @@ async def test_a_claim_takes_back_runs_leased_to_it_that_it_does_not_execute(
         await store.create_run(new(run_id))
     [busy] = await store.claim_runs("w1", WF, limit=1, lease_seconds=30, executing=[])
     # A claim whose answer is lost: the runs are leased to w1, which never heard of them.
-    [lost] = await store.claim_runs("w1", WF, limit=5, lease_seconds=30, executing=[busy.run.id])
+    claimed = await store.claim_runs("w1", WF, limit=5, lease_seconds=30, executing=[busy.run.id])
+    assert [c.run.id for c in claimed] == ["lost"], "a claim took a run its claimer executes"
+    [lost] = claimed
     # The retry (or the next claim) names what w1 executes, and gets the stray back at once,
     # live lease and all, as a claim: no recovery, a new token.
-    [again] = await store.claim_runs("w1", WF, limit=5, lease_seconds=30, executing=[busy.run.id])
+    taken = await store.claim_runs("w1", WF, limit=5, lease_seconds=30, executing=[busy.run.id])
+    assert [c.run.id for c in taken] == [lost.run.id], "a claim took a run its claimer executes"
+    [again] = taken
     assert again.run.id == lost.run.id and not again.recovered
     assert again.token == lost.token + 1 and again.run.recoveries == 0
     # A run it executes is never taken from under it; without `executing`, nothing of its own.
