@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import os
 import secrets
 import signal as signal_module
@@ -46,6 +47,12 @@ if TYPE_CHECKING:  # the trust layer sits above the engine: imported lazily, typ
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+log = logging.getLogger("tether.engine")
+
+APP_HOOKS = "tether.app_hooks"
+"""The entry-point group of functions applied to every App before it runs (see `load_hooks`)."""
 
 
 def new_run_id() -> str:
@@ -211,6 +218,7 @@ class App:
         self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tether-step")
         self.live_contexts: dict[str, Context] = {}
         """Contexts of the runs this process is executing right now, by run id."""
+        self._hooks_loaded = False
         self.schedules: dict[str, Schedule] = {}
         """Schedules declared with `schedule`, by name (saved in the store by workers)."""
         self.run_events = EventLog(self.store)
@@ -538,6 +546,7 @@ class App:
     ) -> RunInfo:
         """Start (or pick up) a run and execute it in this process until it finishes, suspends
         or fails."""
+        self.load_hooks()
         owner = f"{default_worker_name()}:run:{secrets.token_hex(4)}"
         leases = Leases(self.store, owner, self.lease_seconds, live=self.live_contexts)
         sent = time.monotonic()
@@ -584,8 +593,30 @@ class App:
         grace_period: float = 10.0,
     ) -> None:
         """Run a worker in the current event loop until `stop` is set."""
+        self.load_hooks()
         worker = Worker(self, concurrency=concurrency, name=name, grace_period=grace_period)
         await worker.run(stop or asyncio.Event())
+
+    def load_hooks(self) -> None:
+        """Apply the installed App hooks once, before this App first executes a run.
+
+        Hooks are entry points of the group ``tether.app_hooks`` (``fn(app)``): how a layer
+        above the engine — OpenTelemetry export from the observe layer, when ``OTEL_*`` is set
+        — joins every App, in a worker or in a script's `run`, without the engine importing
+        it. Looked up only when an ``OTEL_`` setting is present, so plain runs pay nothing."""
+        if self._hooks_loaded:
+            return
+        self._hooks_loaded = True
+        if not any(key.startswith("OTEL_") for key in os.environ):
+            return
+        from importlib.metadata import entry_points
+
+        for hook in entry_points(group=APP_HOOKS):
+            try:
+                hook.load()(self)
+            except Exception as exc:
+                # A broken exporter must not stop the runs it would have described.
+                log.warning("App hook %s failed: %s", hook.name, exc)
 
     # --- synchronous twins -----------------------------------------------------------------------
 

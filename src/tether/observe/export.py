@@ -18,6 +18,7 @@ then be exported twice, with the same ids.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections import OrderedDict
@@ -69,6 +70,7 @@ class SpanExport:
         )
         self._scope = InstrumentationScope("tether", tether.__version__)
         self._exported: OrderedDict[str, set[str]] = OrderedDict()
+        self._shut = False
 
     async def on_run(self, run_id: str, status: str) -> None:
         """The executor listener: export what finished in this segment of the run."""
@@ -134,8 +136,16 @@ class SpanExport:
             instrumentation_scope=self._scope,
         )
 
+    def flush(self) -> None:
+        """Send every span queued so far (at exit, or before a script hands over)."""
+        if not self._shut:
+            self.processor.force_flush()
+
     def shutdown(self) -> None:
         """Flush and stop the processor (call when the process stops)."""
+        if self._shut:
+            return
+        self._shut = True
         self.processor.force_flush()
         self.processor.shutdown()
 
@@ -166,7 +176,16 @@ def instrument(
     export = SpanExport(app, processor, service_name=service_name)
     app.extensions[EXTENSION_KEY] = export
     app.executor.listeners.append(export.on_run)
+    # A script that ends right after `app.run()` must not lose the batch still queued.
+    atexit.register(export.flush)
     return export
+
+
+def autoinstrument(app: Any) -> None:
+    """The ``tether.app_hooks`` entry point: export `app`'s spans when OTLP is configured in the
+    environment — under `tether worker`, and for `app.run()` in a script or notebook alike."""
+    if otlp_configured():
+        instrument(app)
 
 
 def _last_suspension(steps: list[StepRecord]) -> float | None:
