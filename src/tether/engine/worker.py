@@ -26,6 +26,7 @@ from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
 from tether.engine.schedules import Scheduler
 from tether.errors import StoreUnavailable
+from tether.store.base import LIVE_MARK
 
 if TYPE_CHECKING:
     from tether.engine.app import App
@@ -79,7 +80,9 @@ class Worker:
         self.name = name or default_worker_name()
         # A per-process suffix: a restarted worker reusing --id must never renew the leases
         # of runs its dead predecessor held.
-        self.owner = f"{self.name}:{uuid.uuid4().hex[:8]}"
+        # The mark promises the store's liveness lock, held from `run` on: a worker whose
+        # process dies loses its runs at once, not one lease later (see "Liveness" in base.py).
+        self.owner = f"{self.name}:{uuid.uuid4().hex[:8]}{LIVE_MARK}"
         self.grace_period = grace_period
         self.leases = Leases(app.store, self.owner, app.lease_seconds, live=app.live_contexts)
         self._active: dict[str, asyncio.Task[str]] = {}
@@ -91,6 +94,7 @@ class Worker:
         """Work until `stop` is set, then shut down gracefully."""
         app = self.app
         await app.store.open()
+        await self._hold_liveness()
         quiet_control_flow(asyncio.get_running_loop())
         keys = app.workflow_keys()
         if not keys:
@@ -152,7 +156,21 @@ class Worker:
                 await scheduler
             await self._withdraw(registry)
             await self.leases.close()
+            with contextlib.suppress(Exception):
+                await app.store.drop_liveness(self.owner)
             log.info("worker %s stopped", self.owner)
+
+    async def _hold_liveness(self) -> None:
+        """Take the store's liveness lock before the first claim; without it, claim under a
+        name without the mark (runs are then taken over only when their lease expires)."""
+        try:
+            held = await self.app.store.hold_liveness(self.owner)
+        except Exception as exc:
+            log.warning("worker %s: no liveness lock (%s)", self.name, exc)
+            held = False
+        if not held:
+            self.owner = self.owner.removesuffix(LIVE_MARK)
+            self.leases.owner = self.owner
 
     async def _report_unrunnable_versions(self) -> None:
         """Log the queued and waiting runs no live worker serves (a deploy dropped their
