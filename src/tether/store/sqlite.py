@@ -27,7 +27,6 @@ from tether.store import events_sql
 from tether.store import schedules_sql as sq
 from tether.store import sqlite_access_sql as sa
 from tether.store import sqlite_sql as q
-from tether.store.sqlite_liveness import LockFiles
 from tether.store.base import (
     WORKER_LIVE_LEASES,
     AuditRecord,
@@ -47,6 +46,7 @@ from tether.store.base import (
     TrustActionRecord,
     WorkerRecord,
 )
+from tether.store.sqlite_liveness import LockFiles
 
 T = TypeVar("T")
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
