@@ -1,7 +1,9 @@
 """The worker: claims runnable runs, executes them concurrently, keeps their leases alive.
 
-No control plane: every worker takes over runs whose lease expired, so a dead worker is
-replaced within one lease period. Leases of the runs it executes are renewed in one statement
+No control plane: every worker takes over runs whose lease expired, and at once those of a
+worker whose process is observed dead (it held the store's liveness lock from its start and
+the lock was released; see "Liveness" in `tether.store.base`), so a crashed worker is replaced
+within a poll interval and a paused or partitioned one within one lease period. Leases of the runs it executes are renewed in one statement
 every third of the lease and retried quickly through store errors; a run's steps start only
 while its lease can be relied on (`tether.engine.lease`). A worker never claims a run it holds
 itself; one it stopped executing (the store failed it, or a claim's answer was lost) is
