@@ -38,6 +38,7 @@ import tether
 
 ROOT = BENCH_DIR.parent
 STEPS = 5
+PROFILE: Path | None = None
 
 
 def _env() -> dict[str, str]:
@@ -48,8 +49,9 @@ def _env() -> dict[str, str]:
 
 def _start_worker(url: str, workdir: Path, name: str, concurrency: int) -> subprocess.Popen[bytes]:
     log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+    profile = ["-m", "cProfile", "-o", str(PROFILE / f"{name}.prof")] if PROFILE else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tether", "worker", "--app", "_backlog_app:app",
+        [sys.executable, *profile, "-m", "tether", "worker", "--app", "_backlog_app:app",
          "--store", url, "--id", name, "--concurrency", str(concurrency)],
         cwd=BENCH_DIR, env=_env(), stdout=log, stderr=subprocess.STDOUT,
     )
@@ -117,6 +119,7 @@ def one_rep(url: str, workdir: Path, workers: int, runs: int, signalled: int, co
         started = time.time() - t0
         _wait(lambda: rows.finished() >= runs + signalled, "the backlog to drain")
         times = rows.times()
+        cpu = sum(_cpu_seconds(p.pid) for p in procs)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -139,7 +142,14 @@ def one_rep(url: str, workdir: Path, workers: int, runs: int, signalled: int, co
         "start_s": started,
         "p50": statistics.median(latencies),
         "p99": p99,
+        "per_cpu": (runs + signalled) * STEPS / cpu if cpu else 0.0,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -177,7 +187,10 @@ def main() -> None:
     parser.add_argument("--postgres-workers", type=int, default=3)
     parser.add_argument("--url", default=os.environ.get(
         "TETHER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--profile", type=Path, help="run workers under cProfile, into this folder")
     options = parser.parse_args()
+    global PROFILE
+    PROFILE = options.profile
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
           f"{os.cpu_count()} CPUs; {options.runs:,} runs x {STEPS} steps + "
           f"{options.signalled:,} signalled; {options.reps} reps")
@@ -194,14 +207,17 @@ def main() -> None:
                 results.append(one_rep(url, workdir, workers, options.runs, options.signalled,
                                        options.concurrency))
             r = results[-1]
-            print(f"  {label}: {fmt(r['steps_per_s'])} steps/s, p99 {r['p99']:.2f}s "
+            print(f"  {label}: {fmt(r['steps_per_s'])} steps/s, {fmt(r['per_cpu'])} per worker "
+                  f"CPU-s (incl. start-up), p99 {r['p99']:.2f}s "
                   f"(starts took {r['start_s']:.2f}s); load {os.getloadavg()[0]:.1f}", flush=True)
         rates = [r["steps_per_s"] for r in results]
         table.append([label, str(workers), fmt(median(rates)), spread(rates),
+                      fmt(median([r["per_cpu"] for r in results])),
                       fmt(median([r["p50"] for r in results])), fmt(median([r["p99"] for r in results]))])
     print_table(
         "backlog drained by separate worker processes",
-        ["store", "workers", "steps/s", "spread", "p50 latency s", "p99 latency s"],
+        ["store", "workers", "steps/s", "spread", "per worker CPU-s", "p50 latency s",
+         "p99 latency s"],
         table,
     )
     print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
