@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tether.engine import presence
+from tether.engine import memory, presence
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
@@ -91,6 +91,8 @@ class Worker:
         self._quarantined: set[str] = set()
         self._slot_freed = asyncio.Event()
         self.completed = 0
+        self._released_at = 0.0
+        self._released_at_count = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then shut down gracefully."""
@@ -143,6 +145,7 @@ class Worker:
                     poll = _POLL_MIN
                     await asyncio.sleep(0)
                     continue
+                await self._release_memory()
                 await self._idle(stop, poll if free > 0 else _POLL_MAX)
                 poll = min(poll * 2, _POLL_MAX)
         finally:
@@ -173,6 +176,15 @@ class Worker:
         if not held:
             self.owner = self.owner.removesuffix(LIVE_MARK)
             self.leases.owner = self.owner
+
+    async def _release_memory(self) -> None:
+        """Idle after work: give back what the burst left in caches and the C heap (at most
+        once per `memory.RELEASE_EVERY` seconds, only if something ran since)."""
+        now = time.monotonic()
+        if self.completed == self._released_at_count or now < self._released_at + memory.RELEASE_EVERY:
+            return
+        self._released_at, self._released_at_count = now, self.completed
+        await memory.release(self.app.store)
 
     async def _report_unrunnable_versions(self) -> None:
         """Log the queued and waiting runs no live worker serves (a deploy dropped their

@@ -366,6 +366,13 @@ class SQLiteStore:
             _claim_runs, owner, tuple(workflows), limit, lease_seconds, executing, probe
         )
 
+    async def release_memory(self) -> None:
+        """Drop what the connections' page caches hold (``PRAGMA shrink_memory``); an idle
+        worker calls it after a burst (`tether.engine.memory`)."""
+        writer, reader = self._ensure_open()
+        for conn in {id(writer): writer, id(reader): reader}.values():
+            conn.call_sync(_shrink_memory)
+
     async def hold_liveness(self, owner: str) -> bool:
         self._ensure_open()
         return self._locks is not None and self._locks.hold(owner)
@@ -633,6 +640,10 @@ def _claim_runs(
         owners = q.marked_owners(conn, owner)
         dead = probe(owners) if owners else ()
     return q.claim_runs(conn, owner, workflows, limit, lease_seconds, executing, dead)
+
+
+def _shrink_memory(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA shrink_memory")
 
 
 def _enable_wal(conn: sqlite3.Connection, path: str) -> None:
