@@ -93,8 +93,81 @@ class Rows:
         self.conn.close()  # type: ignore[attr-defined]
 
 
-def one_rep(url: str, workdir: Path, workers: int, runs: int, signalled: int, concurrency: int) -> dict[str, float]:
-    procs = [_start_worker(url, workdir, f"w{i}", concurrency) for i in range(workers)]
+def in_process(url: str, runs: int, signalled: int, concurrency: int) -> dict[str, float]:
+    """The same backlog executed by a worker inside this process (the comparison the issue
+    draws: the path without processes)."""
+    import importlib
+
+    os.environ["TETHER_STORE"] = url  # the app module's App() opens it
+    sys.path.insert(0, str(BENCH_DIR))
+    import _backlog_app
+
+    app = importlib.reload(_backlog_app).app
+
+    async def main() -> tuple[float, dict[str, float], float]:
+        stop = asyncio.Event()
+        done = 0
+        finished = asyncio.Event()
+
+        async def on_end(run_id: str, status: str) -> None:
+            nonlocal done
+            if status == "succeeded":
+                done += 1
+                if done == runs + signalled:
+                    finished.set()
+
+        app.executor.listeners.append(on_end)
+        await app.store.open()
+        cpu = time.process_time()
+        worker = asyncio.create_task(app.run_worker_async(concurrency=concurrency, stop=stop))
+        await asyncio.sleep(0.5)
+        t0 = time.time()
+        waiting = await asyncio.gather(*(app.start_async("signalled") for _ in range(signalled)))
+        await asyncio.gather(*(app.start_async("five") for _ in range(runs)))
+        sent: dict[str, float] = {}
+
+        async def go(run_id: str) -> None:
+            await app.signal_async(run_id, "go")
+            sent[run_id] = time.time()
+
+        await asyncio.gather(*(go(h.id) for h in waiting))
+        await finished.wait()
+        cpu = time.process_time() - cpu
+        stop.set()
+        await worker
+        return t0, sent, cpu
+
+    t0, sent, cpu = asyncio.run(main())
+    rows = Rows(url)
+    times = rows.times()
+    rows.close()
+    app.close()
+    return _summary(times, t0, sent, runs + signalled, cpu, 0.0)
+
+
+def _summary(
+    times: list[tuple[str, str, float, float]], t0: float, sent: dict[str, float], count: int,
+    cpu: float, started: float,
+) -> dict[str, float]:
+    end = max(f for _, _, _, f in times)
+    latencies = sorted(f - sent.get(i, c) for i, _, c, f in times)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    elapsed = end - t0
+    return {
+        "steps_per_s": count * STEPS / elapsed,
+        "elapsed": elapsed,
+        "start_s": started,
+        "p50": statistics.median(latencies),
+        "p99": p99,
+        "per_cpu": count * STEPS / cpu if cpu else 0.0,
+    }
+
+
+def one_rep(url: str, workdir: Path, workers: int, runs: int, signalled: int, slots: int) -> dict[str, float]:
+    """`workers` processes sharing `slots` (0 workers: in this process)."""
+    if workers == 0:
+        return in_process(url, runs, signalled, slots)
+    procs = [_start_worker(url, workdir, f"w{i}", slots // workers) for i in range(workers)]
     client = tether.App(url)
     rows = Rows(url)
     try:
@@ -132,18 +205,7 @@ def one_rep(url: str, workdir: Path, workers: int, runs: int, signalled: int, co
                 proc.wait()
         rows.close()
         client.close()
-    end = max(f for _, _, _, f in times)
-    latencies = sorted(f - sent.get(i, c) for i, _, c, f in times)
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    elapsed = end - t0
-    return {
-        "steps_per_s": (runs + signalled) * STEPS / elapsed,
-        "elapsed": elapsed,
-        "start_s": started,
-        "p50": statistics.median(latencies),
-        "p99": p99,
-        "per_cpu": (runs + signalled) * STEPS / cpu if cpu else 0.0,
-    }
+    return _summary(times, t0, sent, runs + signalled, cpu, started)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -185,6 +247,8 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--sqlite-workers", type=int, default=2)
     parser.add_argument("--postgres-workers", type=int, default=3)
+    parser.add_argument("--in-process", action="store_true",
+                        help="also run the backlog on a worker inside this process (0 workers)")
     parser.add_argument("--url", default=os.environ.get(
         "TETHER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--profile", type=Path, help="run workers under cProfile, into this folder")
@@ -199,19 +263,22 @@ def main() -> None:
         stores.append(("SQLite", options.sqlite_workers, sqlite_store))
     if options.store in ("postgres", "both"):
         stores.append(("PostgreSQL", options.postgres_workers, lambda: postgres_store(options.url)))
+    if options.in_process:
+        stores = [(label, w, store) for label, workers, store in stores for w in (-workers, workers)]
     table: list[list[str]] = []
     for label, workers, store in stores:
         results = []
         for _ in range(options.reps):
             with store() as (url, workdir):
-                results.append(one_rep(url, workdir, workers, options.runs, options.signalled,
-                                       options.concurrency))
+                # In-process (workers < 0): one worker with the slots of all the processes.
+                results.append(one_rep(url, workdir, max(0, workers), options.runs,
+                                       options.signalled, options.concurrency * abs(workers)))
             r = results[-1]
             print(f"  {label}: {fmt(r['steps_per_s'])} steps/s, {fmt(r['per_cpu'])} per worker "
                   f"CPU-s (incl. start-up), p99 {r['p99']:.2f}s "
                   f"(starts took {r['start_s']:.2f}s); load {os.getloadavg()[0]:.1f}", flush=True)
         rates = [r["steps_per_s"] for r in results]
-        table.append([label, str(workers), fmt(median(rates)), spread(rates),
+        table.append([label, str(workers) if workers > 0 else "in-process", fmt(median(rates)), spread(rates),
                       fmt(median([r["per_cpu"] for r in results])),
                       fmt(median([r["p50"] for r in results])), fmt(median([r["p99"] for r in results]))])
     print_table(
