@@ -104,7 +104,7 @@ def in_process(url: str, runs: int, signalled: int, concurrency: int) -> dict[st
 
     app = importlib.reload(_backlog_app).app
 
-    async def main() -> tuple[float, dict[str, float], float]:
+    async def main() -> tuple[float, dict[str, float], float, float]:
         stop = asyncio.Event()
         done = 0
         finished = asyncio.Event()
@@ -131,18 +131,19 @@ def in_process(url: str, runs: int, signalled: int, concurrency: int) -> dict[st
             sent[run_id] = time.time()
 
         await asyncio.gather(*(go(h.id) for h in waiting))
+        started = time.time() - t0
         await finished.wait()
         cpu = time.process_time() - cpu
         stop.set()
         await worker
-        return t0, sent, cpu
+        return t0, sent, cpu, started
 
-    t0, sent, cpu = asyncio.run(main())
+    t0, sent, cpu, started = asyncio.run(main())
     rows = Rows(url)
     times = rows.times()
     rows.close()
     app.close()
-    return _summary(times, t0, sent, runs + signalled, cpu, 0.0)
+    return _summary(times, t0, sent, runs + signalled, cpu, started)
 
 
 def _summary(
@@ -274,8 +275,9 @@ def main() -> None:
                 results.append(one_rep(url, workdir, max(0, workers), options.runs,
                                        options.signalled, options.concurrency * abs(workers)))
             r = results[-1]
-            print(f"  {label}: {fmt(r['steps_per_s'])} steps/s, {fmt(r['per_cpu'])} per worker "
-                  f"CPU-s (incl. start-up), p99 {r['p99']:.2f}s "
+            where = f"{workers} workers" if workers > 0 else "in-process"
+            print(f"  {label} {where}: {fmt(r['steps_per_s'])} steps/s, {fmt(r['per_cpu'])} per "
+                  f"worker CPU-s (processes: incl. start-up), p99 {r['p99']:.2f}s "
                   f"(starts took {r['start_s']:.2f}s); load {os.getloadavg()[0]:.1f}", flush=True)
         rates = [r["steps_per_s"] for r in results]
         table.append([label, str(workers) if workers > 0 else "in-process", fmt(median(rates)), spread(rates),
