@@ -175,6 +175,7 @@ def one_rep(url: str, workdir: Path, workers: int, runs: int, signalled: int, sl
         for i in range(workers):
             _wait(lambda i=i: "started" in (workdir / f"w{i}.log").read_text(errors="replace"), f"worker {i} up")
         time.sleep(0.5)  # all idle, polling
+        idle_cpu = sum(_cpu_seconds(p.pid) for p in procs)  # start-up is not the backlog's
 
         async def start_all() -> tuple[float, dict[str, float]]:
             t0 = time.time()
@@ -193,7 +194,7 @@ def one_rep(url: str, workdir: Path, workers: int, runs: int, signalled: int, sl
         started = time.time() - t0
         _wait(lambda: rows.finished() >= runs + signalled, "the backlog to drain")
         times = rows.times()
-        cpu = sum(_cpu_seconds(p.pid) for p in procs)
+        cpu = sum(_cpu_seconds(p.pid) for p in procs) - idle_cpu
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -277,7 +278,7 @@ def main() -> None:
             r = results[-1]
             where = f"{workers} workers" if workers > 0 else "in-process"
             print(f"  {label} {where}: {fmt(r['steps_per_s'])} steps/s, {fmt(r['per_cpu'])} per "
-                  f"worker CPU-s (processes: incl. start-up), p99 {r['p99']:.2f}s "
+                  f"worker CPU-s, p99 {r['p99']:.2f}s "
                   f"(starts took {r['start_s']:.2f}s); load {os.getloadavg()[0]:.1f}", flush=True)
         rates = [r["steps_per_s"] for r in results]
         table.append([label, str(workers) if workers > 0 else "in-process", fmt(median(rates)), spread(rates),
