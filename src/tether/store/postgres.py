@@ -803,8 +803,17 @@ class PostgresStore:
     # --- run events ------------------------------------------------------------------------------
 
     async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
-        if events:
-            await self._transaction("append run events", events_sql.postgres_append, events)
+        if not events:
+            return
+
+        async def append(conn: Conn) -> q.Outcome:
+            await events_sql.postgres_append(conn, events)
+            return None, False
+
+        # In the loop's write batch (group commit), not a transaction of its own: a busy worker
+        # appends events as often as it journals steps, and each own transaction cost the
+        # server as much as a batch of steps. The key "" locks no run row (see `_apply`).
+        await self._submit("", append)
 
     async def read_run_events(
         self, run_id: str, *, after: int = 0, limit: int = 500
