@@ -67,19 +67,26 @@ def holder(store_url: str, owner: str) -> tuple[subprocess.Popen[str], int]:
     return proc, int(line)
 
 
-async def claim_within(store: Store, owner: str, seconds: float) -> list[Claim]:
-    """Claim until something comes back or `seconds` pass (claims probe liveness at most
-    every so often)."""
+async def claim_within(
+    store: Store, owner: str, seconds: float, *, one: str | None = None
+) -> list[Claim]:
+    """Claim (`claim_runs`, or `claim_run` of run `one`) until something comes back or
+    `seconds` pass (claims probe liveness at most every so often)."""
     deadline = time.monotonic() + seconds
     while True:
-        claims = await store.claim_runs(owner, WF, limit=5, lease_seconds=60)
+        if one is None:
+            claims = await store.claim_runs(owner, WF, limit=5, lease_seconds=60)
+        else:
+            claim = await store.claim_run(one, owner, lease_seconds=60)
+            claims = [] if claim is None else [claim]
         if claims or time.monotonic() > deadline:
             return claims
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("one", [None, "r"], ids=["claim_runs", "claim_run"])
 async def test_a_live_owners_run_stays_and_a_killed_owners_run_moves_at_once(
-    store_url: str, stores: tuple[Store, Store]
+    store_url: str, stores: tuple[Store, Store], one: str | None
 ) -> None:
     _, b = stores
     assert await b.hold_liveness(TAKER)
@@ -87,10 +94,10 @@ async def test_a_live_owners_run_stays_and_a_killed_owners_run_moves_at_once(
     proc, token = holder(store_url, DEAD)
     try:
         # The owner lives (its lock is held) and its lease runs for a minute: nothing to take.
-        assert await claim_within(b, TAKER, 0.5) == []
+        assert await claim_within(b, TAKER, 0.5, one=one) == []
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        [taken] = await claim_within(b, TAKER, 10)
+        [taken] = await claim_within(b, TAKER, 10, one=one)
     finally:
         if proc.poll() is None:
             proc.kill()

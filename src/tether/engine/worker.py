@@ -3,8 +3,8 @@
 No control plane: every worker takes over runs whose lease expired, and at once those of a
 worker whose process is observed dead (it held the store's liveness lock from its start and
 the lock was released; see "Liveness" in `tether.store.base`), so a crashed worker is replaced
-within a poll interval and a paused or partitioned one within one lease period. Leases of the runs it executes are renewed in one statement
-every third of the lease and retried quickly through store errors; a run's steps start only
+within a poll interval and a paused or partitioned one within one lease period. Leases of the
+runs it executes are renewed in one statement every third of the lease and retried quickly through store errors; a run's steps start only
 while its lease can be relied on (`tether.engine.lease`). A worker never claims a run it holds
 itself; one it stopped executing (the store failed it, or a claim's answer was lost) is
 released when the store answers again or taken back by its next claim. On shutdown the worker stops claiming, lets in-flight runs finish for a grace
@@ -181,7 +181,9 @@ class Worker:
         """Idle after work: give back what the burst left in caches and the C heap (at most
         once per `memory.RELEASE_EVERY` seconds, only if something ran since)."""
         now = time.monotonic()
-        if self.completed == self._released_at_count or now < self._released_at + memory.RELEASE_EVERY:
+        if self.completed == self._released_at_count:
+            return
+        if now < self._released_at + memory.RELEASE_EVERY:
             return
         self._released_at, self._released_at_count = now, self.completed
         await memory.release(self.app.store)

@@ -28,6 +28,7 @@ from tether.store import schedules_sql as sq
 from tether.store import sqlite_access_sql as sa
 from tether.store import sqlite_sql as q
 from tether.store.base import (
+    LIVE_MARK,
     WORKER_LIVE_LEASES,
     AuditRecord,
     Claim,
@@ -382,7 +383,7 @@ class SQLiteStore:
             self._locks.drop(owner)
 
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
-        return await self._write(q.claim_one, run_id, owner, lease_seconds)
+        return await self._write(_claim_one, run_id, owner, lease_seconds, self._locks)
 
     async def heartbeat(
         self,
@@ -622,6 +623,24 @@ class SQLiteStore:
 
 LIVENESS_PROBE_SECONDS = 0.1
 """How often (at most) a claim probes the liveness locks of the owners holding runs."""
+
+
+def _claim_one(
+    conn: sqlite3.Connection,
+    run_id: str,
+    owner: str,
+    lease_seconds: float,
+    locks: LockFiles | None,
+) -> Claim | None:
+    """`claim_one`, taking the run over at once if its owner is observed dead."""
+    dead: Collection[str] = ()
+    if locks is not None:
+        row = conn.execute(
+            "SELECT lease_owner FROM runs WHERE id = ? AND status = 'running'", (run_id,)
+        ).fetchone()
+        if row is not None and row[0] and row[0].endswith(LIVE_MARK) and row[0] != owner:
+            dead = locks.dead([row[0]])
+    return q.claim_one(conn, run_id, owner, lease_seconds, dead)
 
 
 def _claim_runs(

@@ -428,14 +428,20 @@ def _take(
 
 
 def claim_one(
-    conn: sqlite3.Connection, run_id: str, owner: str, lease_seconds: float
+    conn: sqlite3.Connection,
+    run_id: str,
+    owner: str,
+    lease_seconds: float,
+    dead_owners: Collection[str] = (),
 ) -> Claim | None:
     now = time.time()
+    gone = sorted(set(dead_owners) - {owner})
     row = conn.execute(
         "SELECT status FROM runs WHERE id = ? AND ("
         " (status IN ('queued', 'waiting') AND wake_at <= ?)"
-        " OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?))",
-        (run_id, now, now, owner),
+        " OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?)"
+        f" OR (status = 'running' AND lease_owner IN ({','.join('?' * len(gone))})))",
+        (run_id, now, now, owner, *gone),
     ).fetchone()
     if row is None:
         return None
