@@ -79,19 +79,11 @@ class EventLog:
             self._flushing = loop.create_task(self._flush_loop())
 
     async def flush(self) -> None:
-        """Append everything queued so far. Callers of one loop turn share one transaction
-        (a hundred runs ending together append their events once, not a hundred times)."""
-        loop = asyncio.get_running_loop()
+        """Append everything queued so far."""
         task = self._flushing
-        if task is not None and not task.done() and task.get_loop() is not loop:
-            await self._append_buffered()  # another loop's batch is on its way: ours alone
-            return
-        if task is None or task.done():
-            if not self._buffer:
-                return
-            task = self._flushing = loop.create_task(self._flush_loop())
-        # The task appends until the buffer is empty, what we queued included.
-        await asyncio.shield(task)
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(task)  # a batch on its way: after it, what is left
+        await self._append_buffered()
 
     async def _flush_loop(self) -> None:
         await asyncio.sleep(0)  # gather what this loop turn emits into one transaction
