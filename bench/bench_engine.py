@@ -423,7 +423,10 @@ def measure_waiting(args: argparse.Namespace, report: Report) -> None:
             f"   {signalled:,} signals sent {how} in {sending:.3f}s; "
             f"all {signalled:,} runs finished {all_done:.3f}s after the first was sent"
         )
+    per_run = (loaded - idle) / waiting
+    print(f"   worker RSS per waiting run: {per_run / 1024:.2f} KiB")
     report.add(f"worker RSS growth, idle -> {waiting:,} waiting", "< 10 MB", f"{growth_load:.1f} MB", growth_load < 10)
+    report.add(f"worker RSS per waiting run ({waiting:,} runs)", "< 1 KiB", f"{per_run / 1024:.2f} KiB", per_run < 1024)
     report.add(f"worker RSS growth over {args.idle:.0f}s idle with {waiting:,} waiting", "< 10 MB", f"{growth_idle:.1f} MB", growth_idle < 10)
     for mode, (_, all_done) in signalling.items():
         report.add(

@@ -1,8 +1,10 @@
 """The worker: claims runnable runs, executes them concurrently, keeps their leases alive.
 
-No control plane: every worker takes over runs whose lease expired, so a dead worker is
-replaced within one lease period. Leases of the runs it executes are renewed in one statement
-every third of the lease and retried quickly through store errors; a run's steps start only
+No control plane: every worker takes over runs whose lease expired, and at once those of a
+worker whose process is observed dead (it held the store's liveness lock from its start and
+the lock was released; see "Liveness" in `tether.store.base`), so a crashed worker is replaced
+within a poll interval and a paused or partitioned one within one lease period. Leases of the
+runs it executes are renewed in one statement every third of the lease and retried quickly through store errors; a run's steps start only
 while its lease can be relied on (`tether.engine.lease`). A worker never claims a run it holds
 itself; one it stopped executing (the store failed it, or a claim's answer was lost) is
 released when the store answers again or taken back by its next claim. On shutdown the worker stops claiming, lets in-flight runs finish for a grace
@@ -20,12 +22,13 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tether.engine import presence
+from tether.engine import memory, presence
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
 from tether.engine.schedules import Scheduler
 from tether.errors import StoreUnavailable
+from tether.store.base import LIVE_MARK
 
 if TYPE_CHECKING:
     from tether.engine.app import App
@@ -79,18 +82,23 @@ class Worker:
         self.name = name or default_worker_name()
         # A per-process suffix: a restarted worker reusing --id must never renew the leases
         # of runs its dead predecessor held.
-        self.owner = f"{self.name}:{uuid.uuid4().hex[:8]}"
+        # The mark promises the store's liveness lock, held from `run` on: a worker whose
+        # process dies loses its runs at once, not one lease later (see "Liveness" in base.py).
+        self.owner = f"{self.name}:{uuid.uuid4().hex[:8]}{LIVE_MARK}"
         self.grace_period = grace_period
         self.leases = Leases(app.store, self.owner, app.lease_seconds, live=app.live_contexts)
         self._active: dict[str, asyncio.Task[str]] = {}
         self._quarantined: set[str] = set()
         self._slot_freed = asyncio.Event()
         self.completed = 0
+        self._released_at = 0.0
+        self._released_at_count = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then shut down gracefully."""
         app = self.app
         await app.store.open()
+        await self._hold_liveness()
         quiet_control_flow(asyncio.get_running_loop())
         keys = app.workflow_keys()
         if not keys:
@@ -137,6 +145,7 @@ class Worker:
                     poll = _POLL_MIN
                     await asyncio.sleep(0)
                     continue
+                await self._release_memory()
                 await self._idle(stop, poll if free > 0 else _POLL_MAX)
                 poll = min(poll * 2, _POLL_MAX)
         finally:
@@ -152,7 +161,32 @@ class Worker:
                 await scheduler
             await self._withdraw(registry)
             await self.leases.close()
+            with contextlib.suppress(Exception):
+                await app.store.drop_liveness(self.owner)
             log.info("worker %s stopped", self.owner)
+
+    async def _hold_liveness(self) -> None:
+        """Take the store's liveness lock before the first claim; without it, claim under a
+        name without the mark (runs are then taken over only when their lease expires)."""
+        try:
+            held = await self.app.store.hold_liveness(self.owner)
+        except Exception as exc:
+            log.warning("worker %s: no liveness lock (%s)", self.name, exc)
+            held = False
+        if not held:
+            self.owner = self.owner.removesuffix(LIVE_MARK)
+            self.leases.owner = self.owner
+
+    async def _release_memory(self) -> None:
+        """Idle after work: give back what the burst left in caches and the C heap (at most
+        once per `memory.RELEASE_EVERY` seconds, only if something ran since)."""
+        now = time.monotonic()
+        if self.completed == self._released_at_count:
+            return
+        if now < self._released_at + memory.RELEASE_EVERY:
+            return
+        self._released_at, self._released_at_count = now, self.completed
+        await memory.release(self.app.store)
 
     async def _report_unrunnable_versions(self) -> None:
         """Log the queued and waiting runs no live worker serves (a deploy dropped their

@@ -24,6 +24,15 @@ Rules every implementation keeps:
   hand over what the first application took.
   A store that can tell it restarted (PostgreSQL) takes over no lease until one lease period
   after it started, so live workers reconnect and renew first.
+* **Liveness.** An owner whose name ends with `LIVE_MARK` promises to hold the store's liveness
+  lock (`hold_liveness`) for as long as its process lives: SQLite an exclusive ``flock`` on a
+  lock file next to the database, which the kernel releases when the process dies; PostgreSQL
+  a session-level advisory lock on a connection of its own, which the server releases when
+  that session ends. A claimer that can take such an owner's lock knows the owner is dead and
+  takes over its ``running`` runs at once, lease expired or not, counting recoveries as for
+  an expired lease (PostgreSQL: after the restart period above, too). A paused or slow owner
+  keeps its lock, so only its lease can lose it runs; fencing is unchanged. Owners without the
+  mark (`App.run`, older workers) are taken over only when their lease expires.
 * **Stalls.** Each claim records the run's journal position (its highest ``seq``). A takeover
   that finds the journal still there counts one more stall (`Claim.stalls`); a takeover after
   progress counts the first; any claim after progress resets the count. The engine fails a run
@@ -255,6 +264,9 @@ class Heartbeat:
     its holder must not count on a new deadline for it."""
 
 
+LIVE_MARK = "~live"
+"""The suffix of an owner that holds the store's liveness lock (see "Liveness" above)."""
+
 WORKER_LIVE_LEASES = 3.0
 """A worker counts as live while its `last_seen` is within this many of its lease periods."""
 
@@ -408,6 +420,16 @@ class Store(Protocol):
 
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
         """Claim this one run if it is runnable now (as `claim_runs` would); else ``None``."""
+        ...
+
+    async def hold_liveness(self, owner: str) -> bool:
+        """Take and keep the liveness lock of `owner` (a name ending with `LIVE_MARK`) until
+        `drop_liveness` or the process ends; False when this store cannot (then the owner must
+        claim under a name without the mark). See "Liveness"."""
+        ...
+
+    async def drop_liveness(self, owner: str) -> None:
+        """Release the liveness lock `hold_liveness` took (a graceful stop)."""
         ...
 
     async def heartbeat(

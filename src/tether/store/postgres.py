@@ -226,6 +226,7 @@ class PostgresStore:
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._states_lock = threading.Lock()
         self._migrated = False
+        self._liveness: dict[str, asyncio.Task[None]] = {}
         self.channel = "tether"
         """The NOTIFY channel; named after the schema on open so schemas sharing a database
         don't wake each other's workers."""
@@ -611,6 +612,53 @@ class PostgresStore:
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
         return await self._submit(run_id, lambda c: q.claim_run(c, run_id, owner, lease_seconds))
 
+    async def hold_liveness(self, owner: str) -> bool:
+        if owner in self._liveness:
+            return True
+        state = await self._state()
+        locked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._keep_liveness(state, owner, locked), name="tether-live")
+        self._liveness[owner] = task
+        try:
+            await asyncio.wait_for(asyncio.shield(locked), self.retry_seconds)
+        except Exception as exc:
+            log.warning("cannot take the liveness lock of %s (%s)", owner, exc)
+            await self.drop_liveness(owner)
+            return False
+        return True
+
+    async def drop_liveness(self, owner: str) -> None:
+        task = self._liveness.pop(owner, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _keep_liveness(
+        self, state: _LoopState, owner: str, locked: asyncio.Future[None]
+    ) -> None:
+        """Hold `owner`'s liveness lock on a session of its own, for as long as this task runs:
+        the server releases it when the session ends (the process died). A lost session is
+        reopened and relocked with backoff; meanwhile the owner counts as dead and its runs may
+        be taken over (fenced, as after a lease expiry)."""
+        delay = 0.05
+        while True:
+            try:
+                conn = await AsyncConnection.connect(state.pool.conninfo, **state.pool.kwargs)
+                async with conn:
+                    await conn.execute(q.LIVENESS_LOCK, (owner,))
+                    delay = 0.05
+                    if not locked.done():
+                        locked.set_result(None)
+                    async for _ in conn.notifies():  # returns, or raises, when the session ends
+                        pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("liveness session of %s lost (%s); reconnecting", owner, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
     async def heartbeat(
         self,
         owner: str,
@@ -761,8 +809,17 @@ class PostgresStore:
     # --- run events ------------------------------------------------------------------------------
 
     async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
-        if events:
-            await self._transaction("append run events", events_sql.postgres_append, events)
+        if not events:
+            return
+
+        async def append(conn: Conn) -> q.Outcome:
+            await events_sql.postgres_append(conn, events)
+            return None, False
+
+        # In the loop's write batch (group commit), not a transaction of its own: a busy worker
+        # appends events as often as it journals steps, and each own transaction cost the
+        # server as much as a batch of steps. The key "" locks no run row (see `_apply`).
+        await self._submit("", append)
 
     async def read_run_events(
         self, run_id: str, *, after: int = 0, limit: int = 500

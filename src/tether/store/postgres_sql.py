@@ -23,6 +23,7 @@ from psycopg import AsyncConnection
 
 from tether.store.base import (
     FINISHED_STATUSES,
+    LIVE_MARK,
     Claim,
     Heartbeat,
     NewRun,
@@ -458,14 +459,21 @@ async def claim_runs(
     ]
 
 
-# A run held by another owner whose lease expired — but no takeover until one lease period
-# after the server started: a restart stopped every worker's renewals at once, and live
-# workers get that long to reconnect and renew before their runs count as abandoned. A
-# claimer never takes over its own run (it may still be executing it; see store/base.py).
+# A run held by another owner whose lease expired, or whose owner is observed dead: its name
+# promises a liveness lock (`LIVE_MARK`) and the lock is free — the session holding it ended
+# (see "Liveness" in store/base.py; the probe is transaction-scoped, released at commit). But
+# no takeover until one lease period after the server started: a restart stopped every
+# worker's renewals and ended every liveness session at once, and live workers get that long
+# to reconnect, relock and renew before their runs count as abandoned. A claimer never takes
+# over its own run (it may still be executing it; see store/base.py).
 _TAKEOVER = (
-    f"status = 'running' AND lease_expires < {NOW} AND lease_owner <> %s "
+    f"status = 'running' AND lease_owner <> %s "
+    f"AND (lease_expires < {NOW} OR CASE WHEN lease_owner LIKE '%%{LIVE_MARK}' "
+    "THEN pg_try_advisory_xact_lock(hashtextextended(lease_owner, 0)) ELSE false END) "
     f"AND {NOW} >= extract(epoch FROM pg_postmaster_start_time())::float8 + %s"
 )
+LIVENESS_LOCK = "SELECT pg_advisory_lock(hashtextextended(%s, 0))"
+"""Taken by a live owner on a session of its own (see `_TAKEOVER`)."""
 # A run leased to the claimer that it says it is not executing (`executing`): a claim whose
 # acknowledgement was lost, a run it dropped. Taken back at once, as a claim, not a takeover.
 _STRAY = (

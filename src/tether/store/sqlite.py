@@ -29,6 +29,7 @@ from tether.store import schedules_sql as sq
 from tether.store import sqlite_access_sql as sa
 from tether.store import sqlite_sql as q
 from tether.store.base import (
+    LIVE_MARK,
     WORKER_LIVE_LEASES,
     AuditRecord,
     Claim,
@@ -47,6 +48,7 @@ from tether.store.base import (
     TrustActionRecord,
     WorkerRecord,
 )
+from tether.store.sqlite_liveness import LockFiles
 
 T = TypeVar("T")
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -193,6 +195,8 @@ class SQLiteStore:
         self._open_lock = threading.Lock()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._waiters_lock = threading.Lock()
+        self._locks = None if self._memory else LockFiles(self.path)
+        self._probed_at = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -355,12 +359,32 @@ class SQLiteStore:
     ) -> list[Claim]:
         if limit <= 0 or not workflows:
             return []
+        probe: Callable[[list[str]], set[str]] | None = None
+        now = time.monotonic()
+        if self._locks is not None and now - self._probed_at >= LIVENESS_PROBE_SECONDS:
+            self._probed_at = now
+            probe = self._locks.dead
         return await self._write(
-            q.claim_runs, owner, tuple(workflows), limit, lease_seconds, executing
+            _claim_runs, owner, tuple(workflows), limit, lease_seconds, executing, probe
         )
 
+    async def release_memory(self) -> None:
+        """Drop what the connections' page caches hold (``PRAGMA shrink_memory``); an idle
+        worker calls it after a burst (`tether.engine.memory`)."""
+        writer, reader = self._ensure_open()
+        for conn in {id(writer): writer, id(reader): reader}.values():
+            conn.call_sync(_shrink_memory)
+
+    async def hold_liveness(self, owner: str) -> bool:
+        self._ensure_open()
+        return self._locks is not None and self._locks.hold(owner)
+
+    async def drop_liveness(self, owner: str) -> None:
+        if self._locks is not None:
+            self._locks.drop(owner)
+
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
-        return await self._write(q.claim_one, run_id, owner, lease_seconds)
+        return await self._write(_claim_one, run_id, owner, lease_seconds, self._locks)
 
     async def heartbeat(
         self,
@@ -597,6 +621,50 @@ class SQLiteStore:
     ) -> list[AuditRecord]:
         filters = (("principal", principal), ("action", action), ("target", target))
         return await self._read(sa.list_audit, filters, since, limit)
+
+LIVENESS_PROBE_SECONDS = 0.1
+"""How often (at most) a claim probes the liveness locks of the owners holding runs."""
+
+
+def _claim_one(
+    conn: sqlite3.Connection,
+    run_id: str,
+    owner: str,
+    lease_seconds: float,
+    locks: LockFiles | None,
+) -> Claim | None:
+    """`claim_one`, taking the run over at once if its owner is observed dead."""
+    dead: Collection[str] = ()
+    if locks is not None:
+        row = conn.execute(
+            "SELECT lease_owner FROM runs WHERE id = ? AND status = 'running'", (run_id,)
+        ).fetchone()
+        if row is not None and row[0] and row[0].endswith(LIVE_MARK) and row[0] != owner:
+            dead = locks.dead([row[0]])
+    return q.claim_one(conn, run_id, owner, lease_seconds, dead)
+
+
+def _claim_runs(
+    conn: sqlite3.Connection,
+    owner: str,
+    workflows: tuple[tuple[str, str], ...],
+    limit: int,
+    lease_seconds: float,
+    executing: Collection[str] | None,
+    probe: Callable[[list[str]], set[str]] | None,
+) -> list[Claim]:
+    """A claim that first probes, inside the claim's transaction, which marked owners holding
+    runs are dead (see "Liveness" in base.py)."""
+    dead: Collection[str] = ()
+    if probe is not None:
+        owners = q.marked_owners(conn, owner)
+        dead = probe(owners) if owners else ()
+    return q.claim_runs(conn, owner, workflows, limit, lease_seconds, executing, dead)
+
+
+def _shrink_memory(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA shrink_memory")
+
 
 def _enable_wal(conn: sqlite3.Connection, path: str) -> None:
     """Switch the file to WAL (a persistent setting: only its first opener changes it).

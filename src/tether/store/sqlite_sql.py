@@ -12,6 +12,7 @@ from typing import Any
 
 from tether.store.base import (
     FINISHED_STATUSES,
+    LIVE_MARK,
     Claim,
     Heartbeat,
     NewRun,
@@ -317,6 +318,7 @@ def claim_runs(
     limit: int,
     lease_seconds: float,
     executing: Collection[str] | None = None,
+    dead_owners: Collection[str] = (),
 ) -> list[Claim]:
     now = time.time()
     names = sorted({name for name, _ in workflows})
@@ -337,6 +339,17 @@ def claim_runs(
             f" AND id NOT IN ({','.join('?' * len(busy))}) AND {runnable}"
         )
         stray_params = (owner, *busy, *names, *keys)
+    dead, dead_params = "", tuple[str, ...]()
+    gone = sorted(set(dead_owners) - {owner})
+    if gone:
+        # Runs of owners observed dead (their liveness lock is free): taken over now, before
+        # anything else, whatever their lease (see "Liveness" in base.py).
+        dead = (
+            "UNION ALL SELECT id, 1, workflow, version, 0.0 AS due FROM runs"
+            f" WHERE status = 'running' AND lease_expires >= ?"
+            f" AND lease_owner IN ({','.join('?' * len(gone))}) AND {runnable}"
+        )
+        dead_params = (now, *gone, *names, *keys)
     rows = conn.execute(
         f"""
         SELECT id, takeover, workflow, version FROM (
@@ -349,15 +362,28 @@ def claim_runs(
             SELECT id, 1, workflow, version, lease_expires AS due FROM runs
              WHERE status = 'running' AND lease_expires < ? AND lease_owner <> ? AND {runnable}
             {strays}
+            {dead}
         ) ORDER BY due LIMIT ?
         """,
-        (now, *names, *keys, now, *names, *keys, now, owner, *names, *keys, *stray_params, limit),
+        (now, *names, *keys, now, *names, *keys, now, owner, *names, *keys, *stray_params,
+         *dead_params, limit),
     ).fetchall()
     latest = dict(workflows)
     return [
         _take(conn, run_id, bool(takeover), owner, lease_seconds, version or latest.get(workflow))
         for run_id, takeover, workflow, version in rows
     ]
+
+
+def marked_owners(conn: sqlite3.Connection, owner: str) -> list[str]:
+    """The owners other than `owner` holding runs under an unexpired lease whose names promise
+    a liveness lock (`LIVE_MARK`): the ones worth probing."""
+    rows = conn.execute(
+        "SELECT DISTINCT lease_owner FROM runs WHERE status = 'running' AND lease_expires >= ?"
+        " AND lease_owner LIKE ? AND lease_owner <> ?",
+        (time.time(), f"%{LIVE_MARK}", owner),
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def _take(
@@ -402,14 +428,20 @@ def _take(
 
 
 def claim_one(
-    conn: sqlite3.Connection, run_id: str, owner: str, lease_seconds: float
+    conn: sqlite3.Connection,
+    run_id: str,
+    owner: str,
+    lease_seconds: float,
+    dead_owners: Collection[str] = (),
 ) -> Claim | None:
     now = time.time()
+    gone = sorted(set(dead_owners) - {owner})
     row = conn.execute(
         "SELECT status FROM runs WHERE id = ? AND ("
         " (status IN ('queued', 'waiting') AND wake_at <= ?)"
-        " OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?))",
-        (run_id, now, now, owner),
+        " OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?)"
+        f" OR (status = 'running' AND lease_owner IN ({','.join('?' * len(gone))})))",
+        (run_id, now, now, owner, *gone),
     ).fetchone()
     if row is None:
         return None
