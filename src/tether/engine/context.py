@@ -543,6 +543,8 @@ class Context:
             await self._write_fenced(rec)
 
     async def _write_fenced(self, rec: StepRecord) -> None:
+        if self._events is not None:
+            self._events.join_write()  # events ride along in the journal write's transaction
         try:
             written = await self._store.write_step(self.run_id, self._token, rec)
         except StoreUnavailable:

@@ -9,10 +9,13 @@ How the stream stays whole across a takeover, with no write on the journal's pat
 1. each event about the journal carries a *key* derived from the run, the sequence number and
    the outcome (``<run>:<seq>:completed``); the store appends an event whose key it already
    holds as a no-op;
-2. events are appended after the journal write, in batches (`EventLog` flushes once per loop
-   turn), so a worker may die with events not yet appended — but the run is then taken over
-   and *replayed*, and a replay emits again every event of the entries it replays: what was
-   missing is appended (at a later position), what was there is skipped;
+2. events are buffered and appended with the run's next journal write — in the same store
+   transaction where the store can (SQLite's group commit: `Store.submit_run_events`) — or
+   `FLUSH_DELAY` after they were emitted when no write comes (a model streaming its text, a
+   step that runs for a while), so events add no commit of their own to a step. A worker may
+   die with events not yet appended — but the run is then taken over and *replayed*, and a
+   replay emits again every event of the entries it replays: what was missing is appended (at
+   a later position), what was there is skipped;
 3. readers (`read_events`) add a run's ``finished`` event themselves if the worker died between
    ending the run and appending it;
 4. live-only events (model text deltas) have no key: they are for watching, and a delta lost in
@@ -56,14 +59,23 @@ class RunEvent:
                 "seq": self.seq, "data": self.data}
 
 
+FLUSH_DELAY = 0.01
+"""Seconds an event waits for a journal write to ride along with before it is appended alone."""
+
+
 class EventLog:
-    """An App's writer of run events: buffered, appended in one transaction per loop turn."""
+    """An App's writer of run events: buffered, appended with the next journal write (see the
+    module docstring)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._buffer: list[NewRunEvent] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._idle: asyncio.Event | None = None
+        submit = getattr(store, "submit_run_events", None)
+        self._submit: Any = submit if callable(submit) else None
+        self._submitted: set[asyncio.Future[None]] = set()
 
     def emit(
         self, run_id: str, kind: str, *, seq: int | None = None,
@@ -76,17 +88,59 @@ class EventLog:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        if self._flushing is None or self._flushing.done():
+        if self._timer is None:
             # A fresh contextvars context: the emitting run's (its workflow Context, journal
-            # and frames) would otherwise stay reachable through this task after it is done.
-            self._flushing = loop.create_task(self._flush_loop(), context=contextvars.Context())
+            # and frames) would otherwise stay reachable through the timer.
+            self._timer = loop.call_later(FLUSH_DELAY, self._due, context=contextvars.Context())
+
+    def join_write(self) -> None:
+        """Called just before a journal write: hand the buffered events to the store now, so
+        that a group-committing store appends them in the same transaction."""
+        if self._buffer and self._submit is not None:
+            self._submit_buffered()
 
     async def flush(self) -> None:
         """Append everything queued so far."""
         task = self._flushing
         if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
             await asyncio.shield(task)  # a batch on its way: after it, what is left
+        if self._submit is not None:
+            self._submit_buffered()
+            pending = [f for f in self._submitted if f.get_loop() is asyncio.get_running_loop()]
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            return
         await self._append_buffered()
+
+    def _due(self) -> None:
+        self._timer = None
+        if not self._buffer:
+            return
+        if self._submit is not None:
+            self._submit_buffered()
+        elif self._flushing is None or self._flushing.done():
+            loop = asyncio.get_running_loop()
+            self._flushing = loop.create_task(self._flush_loop(), context=contextvars.Context())
+
+    def _submit_buffered(self) -> None:
+        batch, self._buffer = self._buffer, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            future: asyncio.Future[None] = self._submit(batch)
+        except Exception:
+            log.warning("could not append %d run event(s)", len(batch), exc_info=True)
+            return
+        self._submitted.add(future)
+        future.add_done_callback(self._appended)
+
+    def _appended(self, future: asyncio.Future[None]) -> None:
+        self._submitted.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            # Events describe; losing a batch must not fail a run. Keyed events come back
+            # with the next replay of the run.
+            log.warning("could not append run events: %s", future.exception())
 
     async def _flush_loop(self) -> None:
         await asyncio.sleep(0)  # gather what this loop turn emits into one transaction

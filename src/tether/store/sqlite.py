@@ -89,6 +89,10 @@ class _Connection:
             return fn(self._conn, *args)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.submit(fn, *args)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue a write into this loop turn's batch now; the future has its outcome."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._batches_lock:
@@ -97,7 +101,7 @@ class _Connection:
                 batch = self._batches[loop] = []
                 loop.call_soon(self._flush, loop, context=contextvars.Context())
             batch.append((fn, args, future))
-        return await future
+        return future
 
     def close(self) -> None:
         with self._lock:
@@ -524,6 +528,11 @@ class SQLiteStore:
     async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
         if events:
             await self._write(events_sql.sqlite_append, events)
+
+    def submit_run_events(self, events: Sequence[NewRunEvent]) -> asyncio.Future[None]:
+        """`append_run_events` queued into this loop turn's write batch at once (no await), so
+        the events commit with the journal write queued next to them."""
+        return self._ensure_open()[0].submit(events_sql.sqlite_append, events)
 
     async def read_run_events(
         self, run_id: str, *, after: int = 0, limit: int = 500
