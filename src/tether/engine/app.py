@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether.engine.budget import Budget
+from tether.engine.children import CHILD_KIND, notify_parent, outcome_payload, parent_of
 from tether.engine.context import BUDGET_SIGNAL, Context
 from tether.engine.events import EventLog, RunEvent, follow_events, read_events
 from tether.engine.executor import RunExecutor
@@ -38,7 +39,7 @@ from tether.engine.schedules import Catchup, Overlap, Schedule
 from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
 from tether.errors import UnknownRun, UnknownWorkflow, UserError, error_from_record
 from tether.store import open_store
-from tether.store.base import FINISHED_STATUSES, RUN_STATUSES, Claim, NewRun, Store
+from tether.store.base import FINISHED_STATUSES, RUN_STATUSES, Claim, NewRun, RunRecord, Store
 
 if TYPE_CHECKING:  # the trust layer sits above the engine: imported lazily, types only here
     from tether.trust.approvals import Approval
@@ -462,7 +463,21 @@ class App:
         ctx = self.live_contexts.get(run_id)
         if ctx is not None:
             ctx.request_cancel()
+        await self._cancel_family(run, reason)
         return await self.get_run_async(run_id)
+
+    async def _cancel_family(self, run: RunRecord, reason: str) -> None:
+        """A cancel reaches a run's unfinished children (found in its journal), and a child
+        that the cancel ended at once (it held no worker) tells its parent."""
+        parent = parent_of(run)
+        if parent is not None and run.status == "cancelled" and run.lease_owner is None:
+            await notify_parent(self.store, parent, run.id,
+                                outcome_payload(run.status, None, run.error, None))
+        for rec in await self.store.load_steps(run.id):
+            if rec.kind == CHILD_KIND and rec.status == "completed" and isinstance(rec.output, str):
+                child = await self.store.get_run(rec.output)
+                if child is not None and child.status not in FINISHED_STATUSES:
+                    await self.cancel_async(child.id, f"parent {run.id} cancelled: {reason}")
 
     async def fork_async(
         self,
