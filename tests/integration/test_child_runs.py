@@ -74,7 +74,7 @@ async def test_children_run_and_the_parent_gets_their_results(store_url: str) ->
         result = await handle.result_async(timeout=60)
     assert result == ["A", "B", "C"]
     info = await app.get_run_async(handle.id)
-    children = [r for r in await app.list_runs_async(workflow="summarise", limit=10)]
+    children = await app.list_runs_async(workflow="summarise", limit=10)
     assert sorted(c.id for c in children) == sorted(f"{handle.id}.{s}" for s in (1, 3, 4))
     for child in children:
         assert child.parent_id == handle.id
