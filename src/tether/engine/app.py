@@ -8,6 +8,7 @@ connections live on one loop whatever thread calls. Two Apps can live in one pro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import os
 import secrets
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from tether.engine.budget import Budget
 from tether.engine.children import CHILD_KIND, notify_parent, outcome_payload, parent_of
@@ -26,6 +27,7 @@ from tether.engine.events import EventLog, RunEvent, follow_events, read_events
 from tether.engine.executor import RunExecutor
 from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
+from tether.engine.queues import Queue, Rate
 from tether.engine.records import STARTED_BY_LABEL, RunInfo
 from tether.engine.registry import (
     WorkflowDef,
@@ -214,6 +216,11 @@ class App:
         """Contexts of the runs this process is executing right now, by run id."""
         self.schedules: dict[str, Schedule] = {}
         """Schedules declared with `schedule`, by name (saved in the store by workers)."""
+        self.queues: dict[str, Queue] = {}
+        """Queues declared with `queue`, by name (saved in the store before the first start or
+        worker of this App)."""
+        self._queues_saved = False
+        """Schedules declared with `schedule`, by name (saved in the store by workers)."""
         self.run_events = EventLog(self.store)
         """Where contexts and upper layers emit the runs' events (`tether.engine.events`)."""
         self.executor = RunExecutor(
@@ -304,6 +311,31 @@ class App:
 
         return register(fn) if fn is not None else register
 
+    def queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        per_key: int | None = None,
+        rate: Rate | None = None,
+        key_label: str | None = "tenant",
+    ) -> Queue:
+        """Declare the named queue `name`: at most `concurrency` of its runs running across all
+        workers, at most `per_key` running with one key (``app.start(..., queue=name,
+        key="acme")``; the key defaults to the run's `key_label` label), and starts at most at
+        `rate` (per second, or ``(count, timedelta)``). Runs waiting for capacity stay
+        ``queued``. See `tether.engine.queues`."""
+        declared = Queue(name, concurrency, per_key, rate, key_label)
+        self.queues[name] = declared
+        self._queues_saved = False
+        return declared
+
+    async def _save_queues(self) -> None:
+        if not self._queues_saved:
+            for declared in list(self.queues.values()):
+                await self.store.put_queue(declared.record())
+            self._queues_saved = True
+
     def schedule(
         self,
         cron: str,
@@ -388,10 +420,20 @@ class App:
         budget: Budget | None = None,
         delay: float | timedelta | None = None,
         started_by: str | None = None,
+        queue: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> RunHandle:
         """Queue a run. `started_by` is who starts it (default: the OS login name); that
-        identity may not decide the run's approval requests."""
+        identity may not decide the run's approval requests. `queue` puts it in a named queue
+        (`queue`) with `key` (default: the queue's key label) and `priority` (higher first)."""
         new = self._new_run(workflow, input, run_id, labels, budget, delay, started_by)
+        if queue is not None:
+            new = self._in_queue(new, queue, key, priority)
+        elif key is not None:
+            raise UserError("app.start(key=...) needs queue=...: a key counts within a queue")
+        if new.queue is not None:
+            await self._save_queues()
         run, _, created = await self.store.create_run(new)
         if not created and run.workflow != new.workflow:
             raise UserError(
@@ -599,6 +641,7 @@ class App:
         grace_period: float = 10.0,
     ) -> None:
         """Run a worker in the current event loop until `stop` is set."""
+        await self._save_queues()
         worker = Worker(self, concurrency=concurrency, name=name, grace_period=grace_period)
         await worker.run(stop or asyncio.Event())
 
@@ -614,13 +657,17 @@ class App:
         budget: Budget | None = None,
         delay: float | timedelta | None = None,
         started_by: str | None = None,
+        queue: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> RunHandle:
         """Queue a run; with `run_id`, starting twice returns the same run. `started_by` is
-        who starts it (default: the OS login name)."""
+        who starts it (default: the OS login name). `queue`, `key`, `priority`: see
+        `queue` and `start_async`."""
         return self.portal.run(
             self.start_async(
                 workflow, input, run_id=run_id, labels=labels, budget=budget, delay=delay,
-                started_by=started_by,
+                started_by=started_by, queue=queue, key=key, priority=priority,
             )
         )
 
@@ -781,6 +828,21 @@ class App:
         return self.portal.run(self.trust_report_async())
 
     # --- internals -------------------------------------------------------------------------------
+
+    def _in_queue(self, new: NewRun, queue: str, key: str | None, priority: int) -> NewRun:
+        declared = self.queues.get(queue)
+        if declared is None:
+            raise UserError(
+                f"queue {queue!r} is not declared in this app; call app.queue({queue!r}, ...) "
+                "first"
+            )
+        if key is None and declared.key_label is not None:
+            key = new.labels.get(declared.key_label)
+        if key is not None and not _is_str(key):
+            raise UserError(f"app.start(key=...) must be a string, got {key!r}")
+        if not isinstance(cast(object, priority), int):
+            raise UserError(f"app.start(priority=...) must be an integer, got {priority!r}")
+        return dataclasses.replace(new, queue=queue, queue_key=key, priority=priority)
 
     def _new_run(
         self,

@@ -57,6 +57,7 @@ from tether.store import postgres_access_sql as pa
 from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
 from tether.store import postgres_workers_sql as workers
+from tether.store import queues_sql as qs
 from tether.store import schedules_sql as sq
 from tether.store.base import (
     WORKER_LIVE_LEASES,
@@ -66,6 +67,7 @@ from tether.store.base import (
     NewRun,
     NewRunEvent,
     PrincipalRecord,
+    QueueRecord,
     RingChangeRecord,
     RunEventRecord,
     RunRecord,
@@ -530,6 +532,13 @@ class PostgresStore:
     async def create_run(
         self, new: NewRun, *, owner: str | None = None, lease_seconds: float = 10.0
     ) -> tuple[RunRecord, int | None, bool]:
+        if new.queue is not None:
+            result = await self._transaction(
+                f"start run {new.id}", qs.pg_create_queued_run, new, owner, lease_seconds
+            )
+            if result[2] and owner is None:
+                await self._statement("wake workers", _notify, self.channel)
+            return result
         return await self._submit(
             new.id, lambda c: q.create_run(c, new, owner, lease_seconds), single=True
         )
@@ -598,9 +607,16 @@ class PostgresStore:
         if limit <= 0 or not workflows:
             return []
         busy = None if executing is None else sorted(executing)
-        return await self._statement(
+        claims: list[Claim] = await self._statement(
             "claim runs", q.claim_runs, owner, tuple(workflows), limit, lease_seconds, busy
         )
+        if len(claims) < limit and await self._read("look for queued runs", qs.pg_any_queued):
+            # Runs of named queues: claimed within their limits (see store/queues_sql.py).
+            claims += await self._transaction(
+                "claim queued runs", qs.pg_claim_queued, owner, tuple(workflows),
+                limit - len(claims), lease_seconds,
+            )
+        return claims
 
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
         return await self._submit(run_id, lambda c: q.claim_run(c, run_id, owner, lease_seconds))
@@ -663,6 +679,11 @@ class PostgresStore:
 
     async def release_run(self, run_id: str, token: int) -> bool:
         return await self._submit(run_id, lambda c: q.release_run(c, run_id, token), single=True)
+
+    # --- queues ----------------------------------------------------------------------------------
+
+    async def put_queue(self, queue: QueueRecord) -> None:
+        await self._statement(f"declare queue {queue.name}", qs.pg_put_queue, queue)
 
     # --- schedules -------------------------------------------------------------------------------
 
@@ -936,6 +957,10 @@ async def _close_state(state: _LoopState) -> None:
         with contextlib.suppress(BaseException):
             await state.listener
     await state.pool.close()
+
+
+async def _notify(conn: Conn, channel: str) -> None:
+    await conn.execute("SELECT pg_notify(%s, '')", (channel,))
 
 
 def _safe(url: str) -> str:

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tether.errors import StoreError, StoreNotFound, UserError
 from tether.store import events_sql
+from tether.store import queues_sql as qs
 from tether.store import schedules_sql as sq
 from tether.store import sqlite_access_sql as sa
 from tether.store import sqlite_sql as q
@@ -35,6 +36,7 @@ from tether.store.base import (
     NewRun,
     NewRunEvent,
     PrincipalRecord,
+    QueueRecord,
     RingChangeRecord,
     RunEventRecord,
     RunRecord,
@@ -287,7 +289,8 @@ class SQLiteStore:
     async def create_run(
         self, new: NewRun, *, owner: str | None = None, lease_seconds: float = 10.0
     ) -> tuple[RunRecord, int | None, bool]:
-        result = await self._write(q.create_run, new, owner, lease_seconds)
+        create = qs.create_queued_run if new.queue is not None else q.create_run
+        result = await self._write(create, new, owner, lease_seconds)
         if result[2] and owner is None:
             self._notify()
         return result
@@ -355,7 +358,7 @@ class SQLiteStore:
         if limit <= 0 or not workflows:
             return []
         return await self._write(
-            q.claim_runs, owner, tuple(workflows), limit, lease_seconds, executing
+            _claim_with_queues, owner, tuple(workflows), limit, lease_seconds, executing
         )
 
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
@@ -419,6 +422,11 @@ class SQLiteStore:
         if released:
             self._notify()
         return released
+
+    # --- queues ----------------------------------------------------------------------------------
+
+    async def put_queue(self, queue: QueueRecord) -> None:
+        await self._write(qs.put_queue, queue)
 
     # --- schedules -------------------------------------------------------------------------------
 
@@ -624,6 +632,19 @@ def _enable_wal(conn: sqlite3.Connection, path: str) -> None:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _claim_with_queues(
+    conn: sqlite3.Connection,
+    owner: str,
+    workflows: tuple[tuple[str, str], ...],
+    limit: int,
+    lease_seconds: float,
+    executing: Collection[str] | None,
+) -> list[Claim]:
+    """The ordinary claim, then runs of named queues within their limits (queues_sql.py)."""
+    claims = q.claim_runs(conn, owner, workflows, limit, lease_seconds, executing)
+    return claims + qs.claim_queued(conn, owner, workflows, limit - len(claims), lease_seconds)
 
 
 # --- migrations --------------------------------------------------------------------------------
