@@ -57,7 +57,12 @@ from tether.agents.guards import (
     record_model_call,
     text_delta,
 )
-from tether.agents.models import DEFAULT_MODEL_RETRY, classify_failure, short_hash
+from tether.agents.models import (
+    DEFAULT_MODEL_RETRY,
+    classify_failure,
+    short_hash,
+    wait_for_rate_limits,
+)
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.context import Context, current_context, current_step
 from tether.engine.registry import WorkflowDef
@@ -146,6 +151,7 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
                                  for t in (*params.function_tools, *params.output_tools)])
 
         async def request() -> object:
+            await wait_for_rate_limits(app, capability.model_label, messages)
             try:
                 payload = await body()
             except Exception as exc:

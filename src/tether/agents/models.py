@@ -24,8 +24,9 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRe
 from pydantic_ai.models import Model, ModelRequestParameters, infer_model
 from pydantic_ai.settings import ModelSettings
 
-from tether.agents.guards import emit_text_delta, record_model_call, text_delta
+from tether.agents.guards import emit_text_delta, estimate_tokens, record_model_call, text_delta
 from tether.engine.context import current_step
+from tether.engine.ratelimits import RATE_WAIT, acquire_capacity
 from tether.engine.retry import Retry
 from tether.errors import UserError
 
@@ -109,6 +110,16 @@ def classify_failure(exc: BaseException, *, node: str, model: str) -> BaseExcept
     return exc
 
 
+async def wait_for_rate_limits(app: Any, label: str, messages: list[ModelMessage]) -> None:
+    """Before a model request is sent: wait for capacity under the app's rate limits for
+    `label` (`tether.engine.ratelimits`), and note the wait in the step's meta."""
+    if not getattr(app, "rate_limits", None):
+        return
+    waited = await acquire_capacity(app, label, tokens=estimate_tokens(messages))
+    if waited > 0:
+        current_step().set_meta(**{RATE_WAIT: round(waited, 3)})
+
+
 async def request_model(
     model: Model,
     messages: list[ModelMessage],
@@ -127,6 +138,7 @@ async def request_model(
     response as JSON (the journaled value). With `stream`, the request is streamed and its text
     goes to the run's event stream as it arrives."""
     label = model_label(model)
+    await wait_for_rate_limits(app, label, messages)
     try:
         if stream:
             response = await _streamed(model, messages, settings, params, app=app, agent=agent)

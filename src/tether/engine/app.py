@@ -28,6 +28,7 @@ from tether.engine.executor import RunExecutor
 from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
 from tether.engine.queues import Queue, Rate
+from tether.engine.ratelimits import RateLimit, make_limit
 from tether.engine.records import STARTED_BY_LABEL, RunInfo
 from tether.engine.registry import (
     WorkflowDef,
@@ -220,6 +221,8 @@ class App:
         """Queues declared with `queue`, by name (saved in the store before the first start or
         worker of this App)."""
         self._queues_saved = False
+        self.rate_limits: dict[str, RateLimit] = {}
+        """Provider rate limits declared with `rate_limit`, by model or provider pattern."""
         """Schedules declared with `schedule`, by name (saved in the store by workers)."""
         self.run_events = EventLog(self.store)
         """Where contexts and upper layers emit the runs' events (`tether.engine.events`)."""
@@ -329,6 +332,22 @@ class App:
         self.queues[name] = declared
         self._queues_saved = False
         return declared
+
+    def rate_limit(
+        self,
+        model: str,
+        *,
+        requests: int | None = None,
+        tokens: int | None = None,
+        per: timedelta | float = timedelta(minutes=1),
+    ) -> RateLimit:
+        """Limit the requests (and estimated tokens) sent to `model` (``provider:model``, or
+        ``provider:*`` for all of a provider's models) to `requests`/`tokens` per `per`,
+        shared by every worker through the store. A model step that would exceed it waits
+        (durably when long) instead of being answered 429. See `tether.engine.ratelimits`."""
+        limit = make_limit(model, requests, tokens, per)
+        self.rate_limits[model] = limit
+        return limit
 
     async def _save_queues(self) -> None:
         if not self._queues_saved:

@@ -627,6 +627,14 @@ class Store(Protocol):
         """Declare or change a named queue (its limits apply to the next claims)."""
         ...
 
+    async def acquire_rate(
+        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int
+    ) -> float:
+        """Grant one request of `cost` tokens under the rate limit `key` (at most `requests`
+        requests and `tokens` tokens in any `window` seconds, across all workers): returns 0
+        and records the grant, or the seconds to wait before asking again."""
+        ...
+
     async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
         """Insert or update a schedule's definition; returns it as stored."""
         ...

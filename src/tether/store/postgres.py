@@ -58,6 +58,7 @@ from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
 from tether.store import postgres_workers_sql as workers
 from tether.store import queues_sql as qs
+from tether.store import ratelimits_sql as rs
 from tether.store import schedules_sql as sq
 from tether.store.base import (
     WORKER_LIVE_LEASES,
@@ -684,6 +685,11 @@ class PostgresStore:
 
     async def put_queue(self, queue: QueueRecord) -> None:
         await self._statement(f"declare queue {queue.name}", qs.pg_put_queue, queue)
+
+    async def acquire_rate(
+        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int
+    ) -> float:
+        return await self._transaction(f"acquire rate limit {key}", rs.pg_acquire, key, requests, tokens, window, cost)
 
     # --- schedules -------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from tether.errors import StoreError, StoreNotFound, UserError
 from tether.store import events_sql
 from tether.store import queues_sql as qs
+from tether.store import ratelimits_sql as rs
 from tether.store import schedules_sql as sq
 from tether.store import sqlite_access_sql as sa
 from tether.store import sqlite_sql as q
@@ -427,6 +428,11 @@ class SQLiteStore:
 
     async def put_queue(self, queue: QueueRecord) -> None:
         await self._write(qs.put_queue, queue)
+
+    async def acquire_rate(
+        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int
+    ) -> float:
+        return await self._write(rs.acquire, key, requests, tokens, window, cost)
 
     # --- schedules -------------------------------------------------------------------------------
 
