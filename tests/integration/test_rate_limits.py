@@ -14,6 +14,7 @@ from tests.fake_provider import FakeProvider
 from tests.integration.test_engine_runs import worker
 from tether import Agent, Retry
 from tether.engine.ratelimits import RATE_WAIT
+from tether.observe.stats import stats_report
 from tether.store.ratelimits_sql import decide
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,6 +51,9 @@ async def test_agents_on_two_workers_never_get_a_429(store_url: str, server: Fak
     assert len(server.requests) == 10
     # The requests past the first window waited for capacity, and their steps say so.
     assert sum(1 for i in infos for s in i.steps if (s.meta or {}).get(RATE_WAIT)) >= 6
+    # `tether stats` shows the time spent waiting for capacity.
+    (row,) = await stats_report(apps[0], "node")
+    assert row.rate_wait_seconds > 0
 
 
 def test_a_rate_limit_names_a_provider_or_a_model(sqlite_url: str) -> None:
