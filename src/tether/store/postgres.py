@@ -223,6 +223,8 @@ class PostgresStore:
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._states_lock = threading.Lock()
         self._migrated = False
+        self._queues_seen = False
+        self._queues_looked = -_QUEUE_LOOK
         self.channel = "tether"
         """The NOTIFY channel; named after the schema on open so schemas sharing a database
         don't wake each other's workers."""
@@ -611,7 +613,7 @@ class PostgresStore:
         claims: list[Claim] = await self._statement(
             "claim runs", q.claim_runs, owner, tuple(workflows), limit, lease_seconds, busy
         )
-        if len(claims) < limit and await self._read("look for queued runs", qs.pg_any_queued):
+        if len(claims) < limit and await self._queued_runs_exist():
             # Runs of named queues: claimed within their limits (see store/queues_sql.py).
             claims += await self._transaction(
                 "claim queued runs", qs.pg_claim_queued, owner, tuple(workflows),
@@ -682,6 +684,18 @@ class PostgresStore:
         return await self._submit(run_id, lambda c: q.release_run(c, run_id, token), single=True)
 
     # --- queues ----------------------------------------------------------------------------------
+
+    async def _queued_runs_exist(self) -> bool:
+        """Whether runs of named queues may be due. Until this store has seen one, it looks at
+        most every `_QUEUE_LOOK` seconds, so a deployment without queues pays no extra round
+        trip per claim (a queue's first runs wait that long at most)."""
+        now = time.monotonic()
+        if not self._queues_seen and now - self._queues_looked < _QUEUE_LOOK:
+            return False
+        self._queues_looked = now
+        found = await self._read("look for queued runs", qs.pg_any_queued)
+        self._queues_seen = self._queues_seen or found
+        return found
 
     async def put_queue(self, queue: QueueRecord) -> None:
         await self._statement(f"declare queue {queue.name}", qs.pg_put_queue, queue)
@@ -963,6 +977,9 @@ async def _close_state(state: _LoopState) -> None:
         with contextlib.suppress(BaseException):
             await state.listener
     await state.pool.close()
+
+
+_QUEUE_LOOK = 1.0
 
 
 async def _notify(conn: Conn, channel: str) -> None:
