@@ -4,10 +4,10 @@ workers, on SQLite (default) or the store given with --store.
 1. Fairness: 2,000 runs of 5 tenants, one bursting 1,500 first, per-tenant limit 20: every
    other tenant's p95 queue wait (start to first claim) ≤ 2 s.
 2. Rate limit: N agent runs against a fake provider answering 429 above L requests per P
-   seconds, app limit L per P: 0 answered 429 and total time ≤ 1.1× the ideal
-   ((N - 1) // L × P: the last request cannot go earlier).
+   seconds, app limit L per P: 0 answered 429 and total time ≤ 1.1x the ideal
+   ((N - 1) // L x P: the last request cannot go earlier).
 3. Fan-out: a parent starting 100 child runs (one step each) and waiting for all of them,
-   against one run doing the 100 steps inline: ≤ 1.5×.
+   against one run doing the 100 steps inline: ≤ 1.5x.
 
     python bench/bench_tenants.py [--store URL] [--quick] [--only 1,3]
 """
@@ -26,10 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Report, fmt, fresh_dir, section  # noqa: E402
+from bench.common import Report, fmt, fresh_dir, section
 
-import tether  # noqa: E402
-from tether.observe.stats import percentile  # noqa: E402
+import tether
+from tether.observe.stats import percentile
 
 
 async def _workers(stack: AsyncExitStack, apps: list[tether.App], concurrency: int) -> None:
@@ -171,14 +171,14 @@ def main() -> None:
             rejected, elapsed, ideal = asyncio.run(rate_limited(url("rate"), runs, limit, per))
             report.add("requests answered 429", "0", str(rejected), rejected == 0)
             ratio = elapsed / ideal if ideal else float("inf")
-            report.add("total time / ideal", "≤ 1.1×", f"{fmt(ratio)}× ({fmt(elapsed)} s)",
+            report.add("total time / ideal", "≤ 1.1x", f"{fmt(ratio)}x ({fmt(elapsed)} s)",
                        ratio <= 1.1)
         if 3 in only:
             section("3. fan-out: 100 child runs against 100 inline steps")
             fanned, inline = asyncio.run(fan_out(url("fan"), 100))
             ratio = fanned / inline
-            report.add("fan-out / inline", "≤ 1.5×",
-                       f"{fmt(ratio)}× ({fmt(fanned)} s vs {fmt(inline)} s)", ratio <= 1.5)
+            report.add("fan-out / inline", "≤ 1.5x",
+                       f"{fmt(ratio)}x ({fmt(fanned)} s vs {fmt(inline)} s)", ratio <= 1.5)
     print(f"load average at end: {os.getloadavg()}")
     report.print()
 
