@@ -76,8 +76,11 @@ async def test_children_run_and_the_parent_gets_their_results(store_url: str) ->
     info = await app.get_run_async(handle.id)
     children = await app.list_runs_async(workflow="summarise", limit=10)
     assert sorted(c.id for c in children) == sorted(f"{handle.id}.{s}" for s in (1, 3, 4))
+    assert info.children == [f"{handle.id}.{s}" for s in (1, 3, 4)]  # `tether show` lists them
+    assert info.child_of is None
     for child in children:
         assert child.parent_id == handle.id
+        assert child.child_of == handle.id  # a child, not a fork
         assert child.labels["team"] == "t1"  # inherited: its spend lands on the caller
     # Each child's two model calls count against the parent's budget ledger.
     spent = sum(
