@@ -74,16 +74,17 @@ async def fairness(url: str, total: int, burst: int) -> dict[str, float]:
     apps = [_app(url), _app(url)]
     tenants = ["acme", "beta", "gamma", "delta", "eps"]
     ids: dict[str, list[str]] = {t: [] for t in tenants}
-    for _ in range(burst):
-        ids["acme"].append((await apps[0].start_async("job", {"i": 0}, queue="tenants",
-                                                       key="acme")).id)
-    rest = total - burst
-    for n in range(rest):
-        tenant = tenants[1 + n % 4]
-        ids[tenant].append((await apps[0].start_async("job", {"i": n}, queue="tenants",
-                                                       key=tenant)).id)
     async with AsyncExitStack() as stack:
+        # The workers run while the burst arrives, then the other tenants' runs behind it.
         await _workers(stack, apps, 100)
+        # Started 100 at a time, so the burst arrives faster than it can run.
+        keys = ["acme"] * burst + [tenants[1 + n % 4] for n in range(total - burst)]
+        for chunk in range(0, total, 100):
+            batch = keys[chunk:chunk + 100]
+            handles = await asyncio.gather(*(
+                apps[0].start_async("job", {"i": 0}, queue="tenants", key=key) for key in batch))
+            for key, handle in zip(batch, handles, strict=True):
+                ids[key].append(handle.id)
         for run_ids in ids.values():
             for run_id in run_ids:
                 await _result(apps[0], run_id)
