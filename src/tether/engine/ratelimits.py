@@ -3,7 +3,7 @@
 A model step asks for capacity (`acquire_capacity`) right before it sends its request; the
 store keeps one sliding log of grants per limit for every worker (store/ratelimits_sql.py).
 A request that would go over the limit waits instead of being sent and answered 429: a short
-wait sleeps in the step, a long one (at least `DURABLE_AFTER` seconds) fails the attempt with
+wait sleeps in the step, a longer one (`DURABLE_AFTER` seconds in all) ends the attempt with
 `RateLimited`, whose ``retry_after`` the step's retry policy honours — a backoff that long is a
 durable sleep, so the worker is released meanwhile.
 
@@ -29,8 +29,9 @@ HEADROOM = 0.02
 """A limit's window is this fraction longer than declared ..."""
 HEADROOM_SECONDS = 0.2
 """... plus this many seconds."""
-DURABLE_AFTER = 60.0
-"""A wait for capacity at least this long suspends the run instead of sleeping in the step."""
+DURABLE_AFTER = 5.0
+"""A step waits for capacity in the worker for less than this in all (the wait counts against
+the step's timeout); a longer wait suspends the run (as `Retry.durable_after` does)."""
 RATE_WAIT = "tether.rate_limit.wait_seconds"
 """Step meta: the seconds a model step waited for rate-limit capacity before it was sent."""
 
@@ -108,7 +109,8 @@ async def acquire_capacity(app: Any, label: str, tokens: int = 0) -> float:
             )
             if wait <= 0:
                 break
-            if wait >= DURABLE_AFTER:
+            if time.monotonic() - started + wait >= DURABLE_AFTER:
+                # Waiting in the step counts against its timeout: a long wait parks the run.
                 raise RateLimited(limit.pattern, wait)
             await asyncio.sleep(wait)
     return time.monotonic() - started
