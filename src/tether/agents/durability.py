@@ -60,6 +60,7 @@ from tether.agents.guards import (
 from tether.agents.models import (
     DEFAULT_MODEL_RETRY,
     classify_failure,
+    settle_rate_limits,
     short_hash,
     wait_for_rate_limits,
 )
@@ -151,7 +152,7 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
                                  for t in (*params.function_tools, *params.output_tools)])
 
         async def request() -> object:
-            await wait_for_rate_limits(app, capability.model_label, messages)
+            capacity = await wait_for_rate_limits(app, capability.model_label, messages)
             try:
                 payload = await body()
             except Exception as exc:
@@ -159,6 +160,8 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
                 if mapped is exc:
                     raise
                 raise mapped from exc
+            finally:
+                await settle_rate_limits(app, capacity)
             data = cast(dict[str, Any], payload) if isinstance(payload, dict) else {}
             usage = cast(dict[str, Any], data.get("usage") or {})
             record_model_call(

@@ -26,7 +26,7 @@ from pydantic_ai.settings import ModelSettings
 
 from tether.agents.guards import emit_text_delta, estimate_tokens, record_model_call, text_delta
 from tether.engine.context import current_step
-from tether.engine.ratelimits import RATE_WAIT, acquire_capacity
+from tether.engine.ratelimits import RATE_WAIT, Capacity, acquire_capacity
 from tether.engine.retry import Retry
 from tether.errors import UserError
 
@@ -110,14 +110,23 @@ def classify_failure(exc: BaseException, *, node: str, model: str) -> BaseExcept
     return exc
 
 
-async def wait_for_rate_limits(app: Any, label: str, messages: list[ModelMessage]) -> None:
+async def wait_for_rate_limits(
+    app: Any, label: str, messages: list[ModelMessage]
+) -> Capacity | None:
     """Before a model request is sent: wait for capacity under the app's rate limits for
-    `label` (`tether.engine.ratelimits`), and note the wait in the step's meta."""
+    `label` (`tether.engine.ratelimits`), and note the wait in the step's meta. Settle what
+    it returns once the request was answered."""
     if not getattr(app, "rate_limits", None):
-        return
-    waited = await acquire_capacity(app, label, tokens=estimate_tokens(messages))
-    if waited > 0:
-        current_step().set_meta(**{RATE_WAIT: round(waited, 3)})
+        return None
+    capacity = await acquire_capacity(app, label, tokens=estimate_tokens(messages))
+    if capacity.waited > 0:
+        current_step().set_meta(**{RATE_WAIT: round(capacity.waited, 3)})
+    return capacity
+
+
+async def settle_rate_limits(app: Any, capacity: Capacity | None) -> None:
+    if capacity is not None:
+        await capacity.settle(app)
 
 
 async def request_model(
@@ -138,7 +147,7 @@ async def request_model(
     response as JSON (the journaled value). With `stream`, the request is streamed and its text
     goes to the run's event stream as it arrives."""
     label = model_label(model)
-    await wait_for_rate_limits(app, label, messages)
+    capacity = await wait_for_rate_limits(app, label, messages)
     try:
         if stream:
             response = await _streamed(model, messages, settings, params, app=app, agent=agent)
@@ -149,6 +158,8 @@ async def request_model(
         if mapped is exc:
             raise
         raise mapped from exc
+    finally:
+        await settle_rate_limits(app, capacity)
     usage = response.usage
     record_model_call(
         current_step(), app=app, provider=model.system, request_model=model.model_name,

@@ -11,14 +11,17 @@ Each limit keeps headroom for clock and network jitter: its window is `HEADROOM`
 declared (plus `HEADROOM_SECONDS`), so requests granted in any declared window never arrive at
 the provider more than the limit apart even when their travel times differ.
 
-A grant is recorded when it is given: a request that then fails (or whose worker dies before
-sending it) still counts against the window — the count errs on the side of fewer requests.
+A grant is recorded when it is given, and stamped again when its request was answered: the
+provider counts a request when it arrives, which on a busy worker may be seconds after the
+grant, and by the answer it has surely arrived. A request that fails (or whose worker dies
+before sending it) still counts — the count errs on the side of fewer requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -91,21 +94,36 @@ def make_limit(
     return RateLimit(pattern, requests, tokens, seconds)
 
 
-async def acquire_capacity(app: Any, label: str, tokens: int = 0) -> float:
+@dataclass(slots=True)
+class Capacity:
+    """What `acquire_capacity` got: `settle` it once the request was answered."""
+
+    grant: str | None
+    waited: float
+
+    async def settle(self, app: Any) -> None:
+        """Count the request in its windows from now, when it surely reached the provider."""
+        if self.grant is not None:
+            await app.store.settle_rate(self.grant)
+
+
+async def acquire_capacity(app: Any, label: str, tokens: int = 0) -> Capacity:
     """Wait until every rate limit of `app` matching the model `label` grants one request of
-    about `tokens` tokens; returns the seconds waited. Raises `RateLimited` when the wait
-    would be `DURABLE_AFTER` seconds or more (the run then suspends instead)."""
+    about `tokens` tokens. Raises `RateLimited` when the wait would reach `DURABLE_AFTER`
+    seconds in all (the run then suspends instead)."""
     limits: list[RateLimit] = [
         limit for limit in getattr(app, "rate_limits", {}).values() if limit.matches(label)
     ]
     if not limits:
-        return 0.0
+        return Capacity(None, 0.0)
+    grant = uuid.uuid4().hex
     started = time.monotonic()
     for limit in limits:
         while True:
             wait = await app.store.acquire_rate(
                 limit.pattern, requests=limit.requests, tokens=limit.tokens,
                 window=limit.window, cost=tokens if limit.tokens is not None else 0,
+                grant=grant,
             )
             if wait <= 0:
                 break
@@ -113,4 +131,4 @@ async def acquire_capacity(app: Any, label: str, tokens: int = 0) -> float:
                 # Waiting in the step counts against its timeout: a long wait parks the run.
                 raise RateLimited(limit.pattern, wait)
             await asyncio.sleep(wait)
-    return time.monotonic() - started
+    return Capacity(grant, time.monotonic() - started)

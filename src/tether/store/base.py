@@ -628,11 +628,17 @@ class Store(Protocol):
         ...
 
     async def acquire_rate(
-        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int
+        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int,
+        grant: str,
     ) -> float:
         """Grant one request of `cost` tokens under the rate limit `key` (at most `requests`
         requests and `tokens` tokens in any `window` seconds, across all workers): returns 0
-        and records the grant, or the seconds to wait before asking again."""
+        and records the grant under the id `grant`, or the seconds to wait before asking
+        again."""
+        ...
+
+    async def settle_rate(self, grant: str) -> None:
+        """The request of `grant` was answered: count it in its windows from now."""
         ...
 
     async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:

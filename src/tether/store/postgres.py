@@ -701,9 +701,15 @@ class PostgresStore:
         await self._statement(f"declare queue {queue.name}", qs.pg_put_queue, queue)
 
     async def acquire_rate(
-        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int
+        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int,
+        grant: str,
     ) -> float:
-        return await self._transaction(f"acquire rate limit {key}", rs.pg_acquire, key, requests, tokens, window, cost)
+        return await self._transaction(
+            f"acquire rate limit {key}", rs.pg_acquire, key, requests, tokens, window, cost, grant
+        )
+
+    async def settle_rate(self, grant: str) -> None:
+        await self._statement("settle a rate-limit grant", rs.pg_settle, grant)
 
     # --- schedules -------------------------------------------------------------------------------
 

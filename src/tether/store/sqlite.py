@@ -430,9 +430,13 @@ class SQLiteStore:
         await self._write(qs.put_queue, queue)
 
     async def acquire_rate(
-        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int
+        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int,
+        grant: str,
     ) -> float:
-        return await self._write(rs.acquire, key, requests, tokens, window, cost)
+        return await self._write(rs.acquire, key, requests, tokens, window, cost, grant)
+
+    async def settle_rate(self, grant: str) -> None:
+        await self._write(rs.settle, grant)
 
     # --- schedules -------------------------------------------------------------------------------
 
