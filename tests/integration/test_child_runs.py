@@ -64,7 +64,20 @@ def build(store_url: str) -> tether.App:
         await spend(2)
         return await ctx.run_child("twice")
 
+    @app.workflow
+    async def charged(ctx: tether.Context) -> int:
+        await ctx.run_child("summarise", {"text": "x"})  # the child spends 2 model calls
+        return await spend(2) + await spend(1)
+
     return app
+
+
+async def test_a_childs_spend_counts_against_the_parents_budget(store_url: str) -> None:
+    app = build(store_url)
+    async with worker(app):
+        handle = await app.start_async("charged", budget=tether.Budget(max_llm_calls=3))
+        with pytest.raises(tether.BudgetExceeded):
+            await handle.result_async(timeout=60)  # 2 (child) + 2 = 4 > 3 before the last step
 
 
 async def test_children_run_and_the_parent_gets_their_results(store_url: str) -> None:
