@@ -152,3 +152,25 @@ async def _status(app: tether.App, run_id: str, status: str) -> bool:
         return (await app.get_run_async(run_id)).status == status
     except tether.UnknownRun:
         return False
+
+
+async def test_parallel_branches_as_child_runs_on_another_worker(store_url: str) -> None:
+    from tether.agents import ChildWorkflow, Parallel
+
+    parents = tether.App(store_url)  # has the pipeline only: it cannot run a branch itself
+    parents.register(Parallel("fan", [
+        ChildWorkflow("upper", "shout", lambda s: {"text": s.input["text"]}),
+        ChildWorkflow("again", "shout", lambda s: {"text": s.input["text"] + "!"}),
+    ]))
+    kids = tether.App(store_url)
+
+    @kids.workflow(name="shout")
+    async def shout(ctx: tether.Context, text: str) -> str:
+        return text.upper()
+
+    async with worker(parents), worker(kids):
+        handle = await parents.start_async("fan", {"text": "hi"})
+        result = await handle.result_async(timeout=60)
+        info = await parents.get_run_async(handle.id)
+    assert result == {"upper": "HI", "again": "HI!"}
+    assert len(info.children) == 2
