@@ -58,6 +58,12 @@ class FakeProvider:
         self.fault_for: Callable[[dict[str, Any]], Fault | None] | None = None
         """Chooses a fault per request from its body (after the queued ones), e.g. by node."""
         self._ids = itertools.count(1)
+        self.rate_limit: tuple[int, float] | None = None
+        """``(requests, seconds)``: answer 429 to a request that would make more than
+        `requests` accepted in any `seconds` window (as a provider's rate limit does)."""
+        self.rate_limited = 0
+        """Requests answered 429 by `rate_limit`, counted here at the server."""
+        self._accepted: collections.deque[float] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -145,7 +151,8 @@ class FakeProvider:
 
     async def _answer(self, request_line: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
         if request_line.startswith("GET /stats"):
-            self._write(writer, 200, {"requests": len(self.requests), "answered": self.answered})
+            self._write(writer, 200, {"requests": len(self.requests), "answered": self.answered,
+                                      "rate_limited": self.rate_limited})
             return True
         if "/chat/completions" not in request_line:
             self._write(writer, 404, {"error": {"message": f"no route {request_line}"}})
@@ -155,6 +162,8 @@ class FakeProvider:
         fault = self._faults.popleft() if self._faults else None
         if fault is None and self.fault_for is not None:
             fault = self.fault_for(data)
+        if fault is None and self.rate_limit is not None:
+            fault = self._over_rate()
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault is not None:
@@ -167,6 +176,18 @@ class FakeProvider:
         self._write(writer, 200, completion(data, reply, next(self._ids)))
         await writer.drain()
         return True
+
+    def _over_rate(self) -> Fault | None:
+        assert self.rate_limit is not None
+        count, seconds = self.rate_limit
+        now = time.monotonic()
+        while self._accepted and self._accepted[0] <= now - seconds:
+            self._accepted.popleft()
+        if len(self._accepted) >= count:
+            self.rate_limited += 1
+            return Fault("429", retry_after=self._accepted[0] + seconds - now)
+        self._accepted.append(now)
+        return None
 
     async def _stream(self, writer: asyncio.StreamWriter, request: dict[str, Any],
                       reply: dict[str, Any], n: int) -> None:

@@ -10,7 +10,14 @@ from tether.agents.durability import TetherDurability
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
 from tether.agents.models import ProviderError
 from tether.agents.offline import ScriptedModel
-from tether.agents.pipeline import Fallback, Loop, Optional, Parallel, Sequential
+from tether.agents.pipeline import (
+    ChildWorkflow,
+    Fallback,
+    Loop,
+    Optional,
+    Parallel,
+    Sequential,
+)
 from tether.agents.scope import Scope, ScopeVerdict
 from tether.agents.state import RunState
 from tether.agents.tools import Tool, ToolContext, tool
@@ -18,6 +25,7 @@ from tether.agents.tools import Tool, ToolContext, tool
 __all__ = [
     "Agent",
     "AgentFailed",
+    "ChildWorkflow",
     "Fallback",
     "Loop",
     "LoopGuardTripped",

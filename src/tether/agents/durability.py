@@ -57,7 +57,13 @@ from tether.agents.guards import (
     record_model_call,
     text_delta,
 )
-from tether.agents.models import DEFAULT_MODEL_RETRY, classify_failure, short_hash
+from tether.agents.models import (
+    DEFAULT_MODEL_RETRY,
+    classify_failure,
+    settle_rate_limits,
+    short_hash,
+    wait_for_rate_limits,
+)
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.context import Context, current_context, current_step
 from tether.engine.registry import WorkflowDef
@@ -166,6 +172,7 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
         tools_hash = self._tools_hash(params)
 
         async def request() -> object:
+            capacity = await wait_for_rate_limits(app, capability.model_label, messages)
             try:
                 payload = await body()
             except Exception as exc:
@@ -173,6 +180,8 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
                 if mapped is exc:
                     raise
                 raise mapped from exc
+            finally:
+                await settle_rate_limits(app, capacity)
             data = cast(dict[str, Any], payload) if isinstance(payload, dict) else {}
             usage = cast(dict[str, Any], data.get("usage") or {})
             record_model_call(

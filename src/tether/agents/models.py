@@ -24,8 +24,9 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRe
 from pydantic_ai.models import Model, ModelRequestParameters, infer_model
 from pydantic_ai.settings import ModelSettings
 
-from tether.agents.guards import emit_text_delta, record_model_call, text_delta
+from tether.agents.guards import emit_text_delta, estimate_tokens, record_model_call, text_delta
 from tether.engine.context import current_step
+from tether.engine.ratelimits import RATE_WAIT, Capacity, acquire_capacity
 from tether.engine.retry import Retry
 from tether.errors import UserError
 
@@ -109,6 +110,25 @@ def classify_failure(exc: BaseException, *, node: str, model: str) -> BaseExcept
     return exc
 
 
+async def wait_for_rate_limits(
+    app: Any, label: str, messages: list[ModelMessage]
+) -> Capacity | None:
+    """Before a model request is sent: wait for capacity under the app's rate limits for
+    `label` (`tether.engine.ratelimits`), and note the wait in the step's meta. Settle what
+    it returns once the request was answered."""
+    if not getattr(app, "rate_limits", None):
+        return None
+    capacity = await acquire_capacity(app, label, tokens=estimate_tokens(messages))
+    if capacity.waited > 0:
+        current_step().set_meta(**{RATE_WAIT: round(capacity.waited, 3)})
+    return capacity
+
+
+async def settle_rate_limits(app: Any, capacity: Capacity | None) -> None:
+    if capacity is not None:
+        await capacity.settle(app)
+
+
 async def request_model(
     model: Model,
     messages: list[ModelMessage],
@@ -127,6 +147,7 @@ async def request_model(
     response as JSON (the journaled value). With `stream`, the request is streamed and its text
     goes to the run's event stream as it arrives."""
     label = model_label(model)
+    capacity = await wait_for_rate_limits(app, label, messages)
     try:
         if stream:
             response = await _streamed(model, messages, settings, params, app=app, agent=agent)
@@ -137,6 +158,8 @@ async def request_model(
         if mapped is exc:
             raise
         raise mapped from exc
+    finally:
+        await settle_rate_limits(app, capacity)
     usage = response.usage
     record_model_call(
         current_step(), app=app, provider=model.system, request_model=model.model_name,

@@ -138,6 +138,34 @@ class Parallel(_Pipeline):
         return {child.name: out for child, out in zip(self.children, outputs, strict=True)}
 
 
+class ChildWorkflow:
+    """A node that runs another workflow as a child run (`Context.run_child`): executed by
+    any worker that has that workflow, journaled, started once however often this run
+    resumes. As a `Parallel` branch it puts that branch on another worker. `input` builds the
+    child's input from the state (default: this run's input); the child's output is the
+    node's output."""
+
+    def __init__(
+        self,
+        name: str,
+        workflow: str,
+        input: Callable[[RunState], dict[str, Any]] | None = None,
+    ) -> None:
+        self.name = name
+        self.workflow = workflow
+        self.input = input
+
+    def __repr__(self) -> str:
+        return f"ChildWorkflow({self.name!r}, {self.workflow!r})"
+
+    def nodes(self) -> list[Agent]:
+        return []  # its agents live in the child's own workflow
+
+    async def execute(self, ctx: Context, state: RunState) -> Any:
+        data = self.input(state) if self.input is not None else dict(state.input)
+        return await ctx.run_child(self.workflow, data)
+
+
 class Loop(_Pipeline):
     """Run the body (one node, or several in sequence) until `until(state)` holds, at most
     `max_iterations` times. Each iteration's outputs replace the previous ones; the loop's own

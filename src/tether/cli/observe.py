@@ -83,7 +83,7 @@ def _print_stats(rows: list[StatsRow], since: str, json_output: bool) -> None:
     dims = list(rows[0].group)
     _dimension_columns(table, dims, [r.group for r in rows])
     for name in ["runs", "calls", "p50 s", "p95 s", "fail %", "refused", "retries",
-                 "tokens", "cost $", "$/call", "$/run"]:
+                 "tokens", "cost $", "$/call", "$/run", "queued s", "rate wait s"]:
         table.add_column(name, justify="right")
     for r in rows:
         unpriced = f" (+{r.unpriced_calls} unpriced)" if r.unpriced_calls else ""
@@ -93,6 +93,7 @@ def _print_stats(rows: list[StatsRow], since: str, json_output: bool) -> None:
             _fmt(None if r.failure_rate is None else 100 * r.failure_rate, 1),
             str(r.refusals), str(r.retries), str(r.input_tokens + r.output_tokens),
             f"{r.cost_usd:.4f}{unpriced}", _fmt(r.cost_per_call, 6), _fmt(r.cost_per_run, 4),
+            _fmt(r.queued_seconds, 1), _fmt(r.rate_wait_seconds, 1),
         )
     console.print(table)
 

@@ -179,8 +179,12 @@ def run_header(info: RunInfo) -> Table:
         _workflow(info) + ("" if info.version else " (version pinned by the first worker)"),
     )
     grid.add_row("status", status_text(info.status))
-    if info.parent_id:
+    if info.child_of:
+        grid.add_row("child of", info.child_of)
+    elif info.parent_id:
         grid.add_row("forked from", info.parent_id)
+    if info.children:
+        grid.add_row("children", ", ".join(info.children))
     grid.add_row("labels", format_labels(info.labels))
     grid.add_row("started by", info.started_by or "—")
     grid.add_row("created", format_time(info.created_at) + " UTC")
@@ -194,9 +198,12 @@ def run_header(info: RunInfo) -> Table:
         # Stuck or just busy? A queued run only moves when a worker that has its workflow
         # (and version) is free.
         since = info.updated_at.timestamp()
+        capacity = info.waiting_for if (info.waiting_for or "").startswith("capacity") else None
         grid.add_row(
             "queued",
-            f"for {format_duration(time.time() - since)}; runs on the next free worker "
+            f"for {format_duration(time.time() - since)}; "
+            + (f"waiting for {capacity}, then " if capacity else "")
+            + "runs on the next free worker "
             f"that has {_workflow(info) if info.version else info.workflow + ' (any version)'}",
         )
     if info.status == "waiting":
@@ -326,6 +333,8 @@ def run_detail(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]:
         input=info.input,
         output=info.output,
         parent_id=info.parent_id,
+        child_of=info.child_of,
+        children=info.children,
         started_at=_iso(info.started_at),
         updated_at=_iso(info.updated_at),
         lease_owner=info.lease_owner,

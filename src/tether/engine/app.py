@@ -8,6 +8,7 @@ connections live on one loop whatever thread calls. Two Apps can live in one pro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import logging
 import os
@@ -18,14 +19,17 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from tether.engine.budget import Budget
+from tether.engine.children import CHILD_KIND, notify_parent, outcome_payload, parent_of
 from tether.engine.context import BUDGET_SIGNAL, Context
 from tether.engine.events import EventLog, RunEvent, follow_events, read_events
 from tether.engine.executor import RunExecutor
 from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
+from tether.engine.queues import Queue, Rate
+from tether.engine.ratelimits import RateLimit, make_limit
 from tether.engine.records import STARTED_BY_LABEL, RunInfo
 from tether.engine.registry import (
     WorkflowDef,
@@ -39,7 +43,7 @@ from tether.engine.schedules import Catchup, Overlap, Schedule
 from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
 from tether.errors import UnknownRun, UnknownWorkflow, UserError, error_from_record
 from tether.store import open_store
-from tether.store.base import FINISHED_STATUSES, RUN_STATUSES, Claim, NewRun, Store
+from tether.store.base import FINISHED_STATUSES, RUN_STATUSES, Claim, NewRun, RunRecord, Store
 
 if TYPE_CHECKING:  # the trust layer sits above the engine: imported lazily, types only here
     from tether.trust.approvals import Approval
@@ -221,6 +225,13 @@ class App:
         self._hooks_loaded = False
         self.schedules: dict[str, Schedule] = {}
         """Schedules declared with `schedule`, by name (saved in the store by workers)."""
+        self.queues: dict[str, Queue] = {}
+        """Queues declared with `queue`, by name (saved in the store before the first start or
+        worker of this App)."""
+        self._queues_saved = False
+        self.rate_limits: dict[str, RateLimit] = {}
+        """Provider rate limits declared with `rate_limit`, by model or provider pattern."""
+        """Schedules declared with `schedule`, by name (saved in the store by workers)."""
         self.run_events = EventLog(self.store)
         """Where contexts and upper layers emit the runs' events (`tether.engine.events`)."""
         self.executor = RunExecutor(
@@ -311,6 +322,47 @@ class App:
 
         return register(fn) if fn is not None else register
 
+    def queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        per_key: int | None = None,
+        rate: Rate | None = None,
+        key_label: str | None = "tenant",
+    ) -> Queue:
+        """Declare the named queue `name`: at most `concurrency` of its runs running across all
+        workers, at most `per_key` running with one key (``app.start(..., queue=name,
+        key="acme")``; the key defaults to the run's `key_label` label), and starts at most at
+        `rate` (per second, or ``(count, timedelta)``). Runs waiting for capacity stay
+        ``queued``. See `tether.engine.queues`."""
+        declared = Queue(name, concurrency, per_key, rate, key_label)
+        self.queues[name] = declared
+        self._queues_saved = False
+        return declared
+
+    def rate_limit(
+        self,
+        model: str,
+        *,
+        requests: int | None = None,
+        tokens: int | None = None,
+        per: timedelta | float = timedelta(minutes=1),
+    ) -> RateLimit:
+        """Limit the requests (and estimated tokens) sent to `model` (``provider:model``, or
+        ``provider:*`` for all of a provider's models) to `requests`/`tokens` per `per`,
+        shared by every worker through the store. A model step that would exceed it waits
+        (durably when long) instead of being answered 429. See `tether.engine.ratelimits`."""
+        limit = make_limit(model, requests, tokens, per)
+        self.rate_limits[model] = limit
+        return limit
+
+    async def _save_queues(self) -> None:
+        if not self._queues_saved:
+            for declared in list(self.queues.values()):
+                await self.store.put_queue(declared.record())
+            self._queues_saved = True
+
     def schedule(
         self,
         cron: str,
@@ -395,10 +447,20 @@ class App:
         budget: Budget | None = None,
         delay: float | timedelta | None = None,
         started_by: str | None = None,
+        queue: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> RunHandle:
         """Queue a run. `started_by` is who starts it (default: the OS login name); that
-        identity may not decide the run's approval requests."""
+        identity may not decide the run's approval requests. `queue` puts it in a named queue
+        (`queue`) with `key` (default: the queue's key label) and `priority` (higher first)."""
         new = self._new_run(workflow, input, run_id, labels, budget, delay, started_by)
+        if queue is not None:
+            new = self._in_queue(new, queue, key, priority)
+        elif key is not None:
+            raise UserError("app.start(key=...) needs queue=...: a key counts within a queue")
+        if new.queue is not None:
+            await self._save_queues()
         run, _, created = await self.store.create_run(new)
         if not created and run.workflow != new.workflow:
             raise UserError(
@@ -470,7 +532,21 @@ class App:
         ctx = self.live_contexts.get(run_id)
         if ctx is not None:
             ctx.request_cancel()
+        await self._cancel_family(run, reason)
         return await self.get_run_async(run_id)
+
+    async def _cancel_family(self, run: RunRecord, reason: str) -> None:
+        """A cancel reaches a run's unfinished children (found in its journal), and a child
+        that the cancel ended at once (it held no worker) tells its parent."""
+        parent = parent_of(run)
+        if parent is not None and run.status == "cancelled" and run.lease_owner is None:
+            await notify_parent(self.store, parent, run.id,
+                                outcome_payload(run.status, None, run.error, None))
+        for rec in await self.store.load_steps(run.id):
+            if rec.kind == CHILD_KIND and rec.status == "completed" and isinstance(rec.output, str):
+                child = await self.store.get_run(rec.output)
+                if child is not None and child.status not in FINISHED_STATUSES:
+                    await self.cancel_async(child.id, f"parent {run.id} cancelled: {reason}")
 
     async def fork_async(
         self,
@@ -594,6 +670,7 @@ class App:
     ) -> None:
         """Run a worker in the current event loop until `stop` is set."""
         self.load_hooks()
+        await self._save_queues()
         worker = Worker(self, concurrency=concurrency, name=name, grace_period=grace_period)
         await worker.run(stop or asyncio.Event())
 
@@ -630,13 +707,17 @@ class App:
         budget: Budget | None = None,
         delay: float | timedelta | None = None,
         started_by: str | None = None,
+        queue: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
     ) -> RunHandle:
         """Queue a run; with `run_id`, starting twice returns the same run. `started_by` is
-        who starts it (default: the OS login name)."""
+        who starts it (default: the OS login name). `queue`, `key`, `priority`: see
+        `queue` and `start_async`."""
         return self.portal.run(
             self.start_async(
                 workflow, input, run_id=run_id, labels=labels, budget=budget, delay=delay,
-                started_by=started_by,
+                started_by=started_by, queue=queue, key=key, priority=priority,
             )
         )
 
@@ -797,6 +878,21 @@ class App:
         return self.portal.run(self.trust_report_async())
 
     # --- internals -------------------------------------------------------------------------------
+
+    def _in_queue(self, new: NewRun, queue: str, key: str | None, priority: int) -> NewRun:
+        declared = self.queues.get(queue)
+        if declared is None:
+            raise UserError(
+                f"queue {queue!r} is not declared in this app; call app.queue({queue!r}, ...) "
+                "first"
+            )
+        if key is None and declared.key_label is not None:
+            key = new.labels.get(declared.key_label)
+        if key is not None and not _is_str(key):
+            raise UserError(f"app.start(key=...) must be a string, got {key!r}")
+        if not isinstance(cast(object, priority), int):
+            raise UserError(f"app.start(priority=...) must be an integer, got {priority!r}")
+        return dataclasses.replace(new, queue=queue, queue_key=key, priority=priority)
 
     def _new_run(
         self,

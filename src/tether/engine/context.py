@@ -26,6 +26,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from tether.engine.budget import ZERO, Budget, Usage
+from tether.engine.children import (
+    CHILD_KIND,
+    CHILD_RECHECK,
+    CHILD_SIGNAL,
+    CHILD_WAIT_KIND,
+    ChildRun,
+    child_run_id,
+    ended_child,
+    outcome_result,
+    outcome_usage,
+    remaining_budget,
+)
 from tether.engine.control import CancelRun, DropRun, Suspend
 from tether.engine.interrupts import StepInterrupts
 from tether.engine.lease import Leases
@@ -41,7 +53,7 @@ from tether.errors import (
     StoreUnavailable,
     UserError,
 )
-from tether.store.base import WAIT_SEPARATOR, RunRecord, SpendWindow, StepRecord, Store
+from tether.store.base import WAIT_SEPARATOR, NewRun, RunRecord, SpendWindow, StepRecord, Store
 
 _current: ContextVar[weakref.ref[Context] | None] = ContextVar("tether_context", default=None)
 """A *weak* reference: timers, callbacks and tasks started inside a run copy the contextvars
@@ -144,6 +156,8 @@ class Context:
         for rec in journal:
             if rec.usage:
                 self._usage = self._usage + Usage.from_dict(rec.usage)
+            if rec.kind == CHILD_WAIT_KIND:
+                self._usage = self._usage + outcome_usage(rec)
         self._pending_values: list[StepRecord] = []
         self._inflight: set[asyncio.Future[None]] = set()
         self._running: dict[int, dict[str, Any]] = {}
@@ -352,6 +366,122 @@ class Context:
         else:
             value = str(rec.output)
         return uuid_module.UUID(value)
+
+    def run_child(
+        self,
+        workflow: str | Callable[..., Any],
+        input: dict[str, Any] | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        budget: Budget | None = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """Run `workflow` as a child run (on any worker) and return its output; raises
+        `RunFailed`/`RunRefused`/`RunCancelled` as the child ended. Journaled: a resumed
+        parent never starts the child twice. The child inherits this run's labels (plus
+        `labels`) and may spend at most what is left of this run's budget (tightened by
+        `budget`); what it spends is charged to this run. See `tether.engine.children`."""
+        start_seq, wait_seq = self._next_seq(), self._next_seq()
+
+        async def run() -> Any:
+            child = await self._start_child(start_seq, workflow, input, labels, budget)
+            return await self._child_result(wait_seq, child.id)
+
+        return run()
+
+    def start_child(
+        self,
+        workflow: str | Callable[..., Any],
+        input: dict[str, Any] | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        budget: Budget | None = None,
+    ) -> Coroutine[Any, Any, ChildRun]:
+        """Start a child run without waiting for it (see `run_child`); await
+        ``handle.result()`` later, e.g. after starting several."""
+        return self._start_child(self._next_seq(), workflow, input, labels, budget)
+
+    def child_result(self, child_id: str) -> Coroutine[Any, Any, Any]:
+        """Wait for the child `child_id` (started by this run) to end: `ChildRun.result`."""
+        return self._child_result(self._next_seq(), child_id)
+
+    async def _start_child(
+        self,
+        seq: int,
+        workflow: str | Callable[..., Any],
+        input: dict[str, Any] | None,
+        labels: dict[str, str] | None,
+        budget: Budget | None,
+    ) -> ChildRun:
+        name = workflow if isinstance(workflow, str) else getattr(workflow, "__tether_workflow__", None)
+        if not isinstance(name, str) or not name:
+            raise UserError(
+                f"ctx.run_child(): {workflow!r} is not a workflow; pass its name or an "
+                "@app.workflow function"
+            )
+        child_id = child_run_id(self.run_id, seq)
+        definition = self.app.get_workflow(name) if self.app is not None else None
+        canonical: Any = definition.canonical_input(input) if definition is not None else dict(input or {})
+        own = remaining_budget(self._budget, self._usage, self._run.created_at)
+        limit = budget if own is None else own.merged(budget)
+        new = NewRun(
+            id=child_id,
+            workflow=name,
+            version=definition.version if definition is not None else None,
+            input=canonical,
+            labels={**self.labels, **(labels or {})},
+            budget=limit.to_dict() if limit is not None else None,
+            parent_id=self.run_id,
+        )
+        store = self._store
+
+        async def create() -> str:
+            # Idempotent: the id is derived from this run's, so a step run again after a
+            # crash finds the child it started and starts nothing.
+            await store.create_run(new)
+            return child_id
+
+        started = await self._execute_step(
+            seq, name, create, (), {}, NO_RETRY, None, True, _identity, CHILD_KIND, None, ZERO,
+            (), {"workflow": name, "run_id": child_id},
+        )
+        return ChildRun(self, str(started))
+
+    async def _child_result(self, seq: int, child_id: str) -> Any:
+        label = CHILD_SIGNAL + child_id
+        self._check_live()
+        rec = self._replayed(seq, label, CHILD_WAIT_KIND)
+        if rec is not None and rec.status == "completed":
+            return outcome_result(child_id, dict(rec.output or {}))
+        self._check_duration()
+        waiting = rec or StepRecord(
+            run_id=self.run_id, seq=seq, name=label, kind=CHILD_WAIT_KIND, status="waiting",
+            input={"run_id": child_id}, started_at=time.time(),
+        )
+        await self._flush_values()
+        try:
+            signal = await self._store.consume_signal(
+                self.run_id, self._token, _replace(waiting, finished_at=time.time())
+            )
+            outcome = None if signal is None else signal.payload
+            if outcome is None:
+                # The signal may have been lost with the child's worker: look at the child.
+                outcome = await ended_child(self._store, child_id)
+                if outcome is not None:
+                    await self._write(_replace(waiting, status="completed", output=outcome,
+                                               finished_at=time.time()))
+        except StoreUnavailable:
+            raise self._stop(DropRun()) from None
+        if outcome is not None:
+            done = _replace(waiting, status="completed", output=outcome)
+            self._journal[seq] = done
+            self._usage = self._usage + outcome_usage(done)
+            self._emit_step("signal_received", done)
+            return outcome_result(child_id, dict(outcome))
+        if rec is None:
+            await self._write(waiting)
+        self._emit_step("waiting", waiting)
+        raise self._stop(Suspend(wake_at=self._wake_within_budget(time.time() + CHILD_RECHECK),
+                                 waiting_for=label))
 
     def emit_event(
         self, kind: str, *, seq: int | None = None, data: dict[str, Any] | None = None,

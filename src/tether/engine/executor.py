@@ -9,6 +9,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, cast
 
 from tether.engine.budget import Budget
+from tether.engine.children import notify_parent, outcome_payload, parent_of
 from tether.engine.context import Context, bound, error_record
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.serde import to_jsonable
@@ -41,6 +42,8 @@ class RunExecutor:
         self._max_recoveries = max_recoveries
         self._executor = executor
         self._live = live
+        self._parents: dict[str, str] = {}
+        """Runs being executed that are child runs: their parents, told when they end."""
         self.listeners: list[Callable[[str, str], Awaitable[None]]] = []
         """Called with ``(run_id, status)`` after a run ends or suspends (not when dropped)."""
 
@@ -51,6 +54,19 @@ class RunExecutor:
         `fresh`: the run was created claimed a moment ago, so its journal is known empty.
         `leases`: the holder's leases; with them no step starts unless the run's lease can be
         relied on (`Leases.ensure`)."""
+        run = claim.run
+        parent = parent_of(run)
+        if parent is None:
+            return await self._execute(claim, fresh=fresh, leases=leases)
+        self._parents[run.id] = parent
+        try:
+            return await self._execute(claim, fresh=fresh, leases=leases)
+        finally:
+            self._parents.pop(run.id, None)
+
+    async def _execute(
+        self, claim: Claim, *, fresh: bool = False, leases: Leases | None = None
+    ) -> str:
         run, token = claim.run, claim.token
         if claim.recovered and claim.stalls > self._max_recoveries:
             # Evidence, not a count of takeovers: only holders lost with no step journaled since
@@ -185,6 +201,7 @@ class RunExecutor:
         error: dict[str, Any] | None = None,
     ) -> str:
         if await self._store.finish_run(run_id, token, status=status, output=output, error=error):
+            await self._tell_parent(run_id, status, output, error)
             return status
         return await self._lost(run_id, token)
 
@@ -194,9 +211,26 @@ class RunExecutor:
         if cancelled and await self._store.finish_run(
             run_id, token, status="cancelled", error=run.error if run else None
         ):
+            await self._tell_parent(run_id, "cancelled", None, run.error if run else None)
             return "cancelled"
         log.warning("run %s: lease lost to another worker; dropping it", run_id)
         return "dropped"
+
+    async def _tell_parent(
+        self, run_id: str, status: str, output: Any, error: dict[str, Any] | None
+    ) -> None:
+        """A child run ended: send its parent the outcome. Right after the end, not in its
+        transaction: a parent whose child's worker died in between finds the outcome itself
+        when it next wakes (`tether.engine.children`)."""
+        parent = self._parents.get(run_id)
+        if parent is None:
+            return
+        ctx = self._live.get(run_id)
+        payload = outcome_payload(status, output, error, ctx.spent if ctx is not None else None)
+        try:
+            await notify_parent(self._store, parent, run_id, payload)
+        except StoreUnavailable:
+            log.warning("run %s: could not tell parent %s it ended; it will look", run_id, parent)
 
 
 _CONTROL_FLOW = (Suspend, CancelRun, DropRun, RefuseRun)

@@ -111,6 +111,21 @@ class RunInfo:
     started it…), kept apart from the user's `labels`."""
 
     @property
+    def child_of(self) -> str | None:
+        """The parent of a child run (`Context.run_child`); ``None`` for other runs (a fork's
+        `parent_id` names the run it was forked from)."""
+        parent = self.parent_id
+        if parent is None or not self.id.startswith(parent + "."):
+            return None
+        return parent if self.id[len(parent) + 1:].isdigit() else None
+
+    @property
+    def children(self) -> list[str]:
+        """The ids of the child runs this run started, in the order it started them."""
+        return [s.output for s in self.steps
+                if s.kind == "child" and s.status == "completed" and isinstance(s.output, str)]
+
+    @property
     def tokens(self) -> int:
         return self.usage.tokens
 

@@ -42,6 +42,8 @@ class Retry:
 
     def should_retry(self, error: BaseException, failures: int) -> bool:
         """Whether to try again after `failures` failed attempts ending in `error`."""
+        if getattr(error, "waiting_for_capacity", False):
+            return True  # not a failure: a rate limit's wait (tether.engine.ratelimits)
         if failures >= self.max_attempts:
             return False
         if getattr(error, "retryable", True) is False:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.engine.ratelimits import RATE_WAIT
 from tether.observe.window import (
     RunJournal,
     check_dimensions,
@@ -67,6 +68,11 @@ class StatsRow:
     output_tokens: int = 0
     cost_usd: float = 0.0
     unpriced_calls: int = 0
+    rate_wait_seconds: float = 0.0
+    """Time model steps waited for provider rate-limit capacity before sending."""
+    queued_seconds: float = 0.0
+    """Time the group's runs waited from being started to their first claim by a worker
+    (waiting for a free worker or for capacity in their queue; a ``delay`` counts too)."""
     latencies: list[float] = field(default_factory=list[float], repr=False)
 
     @property
@@ -108,6 +114,8 @@ class StatsRow:
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 10),
             "unpriced_calls": self.unpriced_calls,
+            "rate_wait_seconds": round(self.rate_wait_seconds, 3),
+            "queued_seconds": round(self.queued_seconds, 3),
             "cost_per_call": _round(self.cost_per_call, 10),
             "cost_per_run": _round(self.cost_per_run, 10),
         }
@@ -161,6 +169,9 @@ def compute_stats(
             row.failures += 1 if rec.status == "failed" else 0
             if rec.started_at is not None and rec.finished_at is not None:
                 row.latencies.append(rec.finished_at - rec.started_at)
+            row.rate_wait_seconds += float((rec.meta or {}).get(RATE_WAIT) or 0.0)
+            if run.id not in run_sets[key] and run.started_at is not None:
+                row.queued_seconds += max(0.0, run.started_at - run.created_at)
             run_sets[key].add(run.id)
             if run.status == "refused":
                 refused[key].add(run.id)

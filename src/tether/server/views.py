@@ -66,6 +66,8 @@ def run_summary_json(run: RunInfo) -> dict[str, Any]:
         "waiting_for": run.waiting_for,
         "error": run.error,
         "parent_id": run.parent_id,
+        "child_of": run.child_of,
+        "children": run.children,
         "created_at": _iso(run.created_at),
         "updated_at": _iso(run.updated_at),
         "started_at": _iso(run.started_at),

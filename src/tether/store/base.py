@@ -227,6 +227,27 @@ class NewRun:
     parent_id: str | None = None
     wake_at: float | None = None
     """Start no earlier than this time (``None``: now)."""
+    queue: str | None = None
+    """The named queue the run waits in for capacity (``None``: claimed as soon as due)."""
+    queue_key: str | None = None
+    """The run's key in its queue (a tenant): the queue's ``per_key`` limit counts per key."""
+    priority: int = 0
+    """Higher first among the queued runs of one queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRecord:
+    """A named queue's limits, enforced by every worker's claim (see store/queues_sql.py)."""
+
+    name: str
+    concurrency: int | None = None
+    """Running runs of the queue at most."""
+    per_key: int | None = None
+    """Running runs of one key at most."""
+    rate_count: int | None = None
+    """At most this many runs first started ..."""
+    rate_seconds: float | None = None
+    """... in any window of this many seconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,6 +644,24 @@ class Store(Protocol):
     async def add_ring_change(self, change: RingChangeRecord) -> RingChangeRecord: ...
 
     # --- schedules (see ScheduleRecord for the rules) -------------------------------------------
+
+    async def put_queue(self, queue: QueueRecord) -> None:
+        """Declare or change a named queue (its limits apply to the next claims)."""
+        ...
+
+    async def acquire_rate(
+        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int,
+        grant: str,
+    ) -> float:
+        """Grant one request of `cost` tokens under the rate limit `key` (at most `requests`
+        requests and `tokens` tokens in any `window` seconds, across all workers): returns 0
+        and records the grant under the id `grant`, or the seconds to wait before asking
+        again."""
+        ...
+
+    async def settle_rate(self, grant: str) -> None:
+        """The request of `grant` was answered: count it in its windows from now."""
+        ...
 
     async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
         """Insert or update a schedule's definition; returns it as stored."""

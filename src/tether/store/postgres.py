@@ -58,6 +58,8 @@ from tether.store import postgres_access_sql as pa
 from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
 from tether.store import postgres_workers_sql as workers
+from tether.store import queues_sql as qs
+from tether.store import ratelimits_sql as rs
 from tether.store import schedules_sql as sq
 from tether.store.base import (
     WORKER_LIVE_LEASES,
@@ -67,6 +69,7 @@ from tether.store.base import (
     NewRun,
     NewRunEvent,
     PrincipalRecord,
+    QueueRecord,
     RingChangeRecord,
     RunEventRecord,
     RunRecord,
@@ -227,6 +230,8 @@ class PostgresStore:
         self._states_lock = threading.Lock()
         self._migrated = False
         self._liveness: dict[str, asyncio.Task[None]] = {}
+        self._queues_seen = False
+        self._queues_looked = -_QUEUE_LOOK
         self.channel = "tether"
         """The NOTIFY channel; named after the schema on open so schemas sharing a database
         don't wake each other's workers."""
@@ -537,6 +542,13 @@ class PostgresStore:
     async def create_run(
         self, new: NewRun, *, owner: str | None = None, lease_seconds: float = 10.0
     ) -> tuple[RunRecord, int | None, bool]:
+        if new.queue is not None:
+            result = await self._transaction(
+                f"start run {new.id}", qs.pg_create_queued_run, new, owner, lease_seconds
+            )
+            if result[2] and owner is None:
+                await self._statement("wake workers", _notify, self.channel)
+            return result
         return await self._submit(
             new.id, lambda c: q.create_run(c, new, owner, lease_seconds), single=True
         )
@@ -605,9 +617,16 @@ class PostgresStore:
         if limit <= 0 or not workflows:
             return []
         busy = None if executing is None else sorted(executing)
-        return await self._statement(
+        claims: list[Claim] = await self._statement(
             "claim runs", q.claim_runs, owner, tuple(workflows), limit, lease_seconds, busy
         )
+        if len(claims) < limit and await self._queued_runs_exist():
+            # Runs of named queues: claimed within their limits (see store/queues_sql.py).
+            claims += await self._transaction(
+                "claim queued runs", qs.pg_claim_queued, owner, tuple(workflows),
+                limit - len(claims), lease_seconds,
+            )
+        return claims
 
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
         return await self._submit(run_id, lambda c: q.claim_run(c, run_id, owner, lease_seconds))
@@ -717,6 +736,34 @@ class PostgresStore:
 
     async def release_run(self, run_id: str, token: int) -> bool:
         return await self._submit(run_id, lambda c: q.release_run(c, run_id, token), single=True)
+
+    # --- queues ----------------------------------------------------------------------------------
+
+    async def _queued_runs_exist(self) -> bool:
+        """Whether runs of named queues may be due. Until this store has seen one, it looks at
+        most every `_QUEUE_LOOK` seconds, so a deployment without queues pays no extra round
+        trip per claim (a queue's first runs wait that long at most)."""
+        now = time.monotonic()
+        if not self._queues_seen and now - self._queues_looked < _QUEUE_LOOK:
+            return False
+        self._queues_looked = now
+        found = await self._read("look for queued runs", qs.pg_any_queued)
+        self._queues_seen = self._queues_seen or found
+        return found
+
+    async def put_queue(self, queue: QueueRecord) -> None:
+        await self._statement(f"declare queue {queue.name}", qs.pg_put_queue, queue)
+
+    async def acquire_rate(
+        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int,
+        grant: str,
+    ) -> float:
+        return await self._transaction(
+            f"acquire rate limit {key}", rs.pg_acquire, key, requests, tokens, window, cost, grant
+        )
+
+    async def settle_rate(self, grant: str) -> None:
+        await self._statement("settle a rate-limit grant", rs.pg_settle, grant)
 
     # --- schedules -------------------------------------------------------------------------------
 
@@ -999,6 +1046,13 @@ async def _close_state(state: _LoopState) -> None:
         with contextlib.suppress(BaseException):
             await state.listener
     await state.pool.close()
+
+
+_QUEUE_LOOK = 1.0
+
+
+async def _notify(conn: Conn, channel: str) -> None:
+    await conn.execute("SELECT pg_notify(%s, '')", (channel,))
 
 
 def _safe(url: str) -> str:

@@ -393,7 +393,7 @@ async def claim_runs(
         WITH candidate AS (
             SELECT id, {_MARK} AS mark, (status = 'running' AND lease_owner <> %s) AS takeover
               FROM runs
-             WHERE ((status IN ('queued', 'waiting') AND wake_at <= {NOW})
+             WHERE ((status IN ('queued', 'waiting') AND wake_at <= {NOW} AND queue IS NULL)
                     OR ({_TAKEOVER}) OR ({_STRAY}))
                AND ((version IS NULL AND workflow = ANY(%b::text[]))
                     OR (workflow, version) IN (

@@ -25,6 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from tether.errors import StoreError, StoreNotFound, UserError
 from tether.store import events_sql
+from tether.store import queues_sql as qs
+from tether.store import ratelimits_sql as rs
 from tether.store import schedules_sql as sq
 from tether.store import sqlite_access_sql as sa
 from tether.store import sqlite_sql as q
@@ -37,6 +39,7 @@ from tether.store.base import (
     NewRun,
     NewRunEvent,
     PrincipalRecord,
+    QueueRecord,
     RingChangeRecord,
     RunEventRecord,
     RunRecord,
@@ -296,7 +299,8 @@ class SQLiteStore:
     async def create_run(
         self, new: NewRun, *, owner: str | None = None, lease_seconds: float = 10.0
     ) -> tuple[RunRecord, int | None, bool]:
-        result = await self._write(q.create_run, new, owner, lease_seconds)
+        create = qs.create_queued_run if new.queue is not None else q.create_run
+        result = await self._write(create, new, owner, lease_seconds)
         if result[2] and owner is None:
             self._notify()
         return result
@@ -369,7 +373,7 @@ class SQLiteStore:
             self._probed_at = now
             probe = self._locks.dead
         return await self._write(
-            _claim_runs, owner, tuple(workflows), limit, lease_seconds, executing, probe
+            _claim_with_queues, owner, tuple(workflows), limit, lease_seconds, executing, probe
         )
 
     async def release_memory(self) -> None:
@@ -448,6 +452,20 @@ class SQLiteStore:
         if released:
             self._notify()
         return released
+
+    # --- queues ----------------------------------------------------------------------------------
+
+    async def put_queue(self, queue: QueueRecord) -> None:
+        await self._write(qs.put_queue, queue)
+
+    async def acquire_rate(
+        self, key: str, *, requests: int | None, tokens: int | None, window: float, cost: int,
+        grant: str,
+    ) -> float:
+        return await self._write(rs.acquire, key, requests, tokens, window, cost, grant)
+
+    async def settle_rate(self, grant: str) -> None:
+        await self._write(rs.settle, grant)
 
     # --- schedules -------------------------------------------------------------------------------
 
@@ -702,6 +720,21 @@ def _enable_wal(conn: sqlite3.Connection, path: str) -> None:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _claim_with_queues(
+    conn: sqlite3.Connection,
+    owner: str,
+    workflows: tuple[tuple[str, str], ...],
+    limit: int,
+    lease_seconds: float,
+    executing: Collection[str] | None,
+    probe: Callable[[list[str]], set[str]] | None,
+) -> list[Claim]:
+    """The ordinary claim (with its liveness probe), then runs of named queues within their
+    limits (queues_sql.py)."""
+    claims = _claim_runs(conn, owner, workflows, limit, lease_seconds, executing, probe)
+    return claims + qs.claim_queued(conn, owner, workflows, limit - len(claims), lease_seconds)
 
 
 # --- migrations --------------------------------------------------------------------------------

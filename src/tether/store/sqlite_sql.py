@@ -354,10 +354,10 @@ def claim_runs(
         f"""
         SELECT id, takeover, workflow, version FROM (
             SELECT id, 0 AS takeover, workflow, version, wake_at AS due FROM runs
-             WHERE status = 'queued' AND wake_at <= ? AND {runnable}
+             WHERE status = 'queued' AND wake_at <= ? AND {runnable} AND queue IS NULL
             UNION ALL
             SELECT id, 0, workflow, version, wake_at AS due FROM runs
-             WHERE status = 'waiting' AND wake_at <= ? AND {runnable}
+             WHERE status = 'waiting' AND wake_at <= ? AND {runnable} AND queue IS NULL
             UNION ALL
             SELECT id, 1, workflow, version, lease_expires AS due FROM runs
              WHERE status = 'running' AND lease_expires < ? AND lease_owner <> ? AND {runnable}
