@@ -38,6 +38,7 @@ from tether.engine.registry import (
     step_wrapper,
     version_key,
 )
+from tether.engine.retention import Retention
 from tether.engine.retry import Retry
 from tether.engine.schedules import Catchup, Overlap, Schedule
 from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
@@ -202,6 +203,7 @@ class App:
         max_recoveries: int = 5,
         policy: Any = None,
         version: str | None = None,
+        retention: Retention | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise UserError(f"lease_seconds must be positive, got {lease_seconds}")
@@ -223,6 +225,8 @@ class App:
         self.live_contexts: dict[str, Context] = {}
         """Contexts of the runs this process is executing right now, by run id."""
         self._hooks_loaded = False
+        self.retention = retention
+        """Finished runs the App's workers delete on their own (`tether.Retention`)."""
         self.schedules: dict[str, Schedule] = {}
         """Schedules declared with `schedule`, by name (saved in the store by workers)."""
         self.queues: dict[str, Queue] = {}

@@ -110,6 +110,11 @@ class Worker:
             name="tether-cancel-watch",
         )
         scheduler = asyncio.create_task(Scheduler(app).run(stop), name="tether-scheduler")
+        retention = (
+            asyncio.create_task(app.retention.keep_applying(app.store, stop), name="tether-retention")
+            if app.retention is not None
+            else None
+        )
         registry = await self._announce()
         await self._report_unrunnable_versions()
         poll = _POLL_MIN
@@ -152,6 +157,10 @@ class Worker:
             await self._shutdown()
             scheduler.cancel()
             cancels.cancel()
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cancels

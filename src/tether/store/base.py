@@ -417,9 +417,19 @@ class Store(Protocol):
         on its budget) becomes ``queued``."""
         ...
 
-    async def prune(self, finished_before: float) -> int:
-        """Delete finished runs (with journal and mailbox) finished before the time, and audit
-        entries recorded before it; returns how many runs were deleted."""
+    async def prune(
+        self,
+        finished_before: float,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        exclude_statuses: Sequence[str] = (),
+        exclude_workflows: Sequence[str] = (),
+    ) -> int:
+        """Delete finished runs (with journal, mailbox and events) finished before the time —
+        only of `status` / `workflow` when given, never of the excluded ones — and, when no
+        filter is given, audit entries recorded before it; returns how many runs were
+        deleted. Rows another session holds are skipped (they go at the next prune)."""
         ...
 
     # --- worker side -------------------------------------------------------------------------

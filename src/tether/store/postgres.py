@@ -594,13 +594,28 @@ class PostgresStore:
     async def set_budget(self, run_id: str, budget: dict[str, Any] | None) -> RunRecord | None:
         return await self._submit(run_id, lambda c: q.set_budget(c, run_id, budget))
 
-    async def prune(self, finished_before: float) -> int:
+    async def prune(
+        self,
+        finished_before: float,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        exclude_statuses: Sequence[str] = (),
+        exclude_workflows: Sequence[str] = (),
+    ) -> int:
         total = 0
+        filtered = bool(status or workflow or exclude_statuses or exclude_workflows)
         while True:
-            deleted = await self._statement("prune runs", q.prune, finished_before)
+            deleted = await self._statement(
+                "prune runs", q.prune, finished_before, status, workflow,
+                tuple(exclude_statuses), tuple(exclude_workflows),
+            )
             total += deleted
             if deleted < q.PRUNE_CHUNK:
-                await self._statement("prune the audit trail", pa.prune_audit, finished_before)
+                if not filtered:
+                    await self._statement(
+                        "prune the audit trail", pa.prune_audit, finished_before
+                    )
                 return total
 
     # --- worker side ---------------------------------------------------------------------------

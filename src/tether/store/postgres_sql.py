@@ -347,7 +347,14 @@ async def set_budget(conn: Conn, run_id: str, budget: dict[str, Any] | None) -> 
     return run, run.status == "queued"
 
 
-async def prune(conn: Conn, finished_before: float) -> int:
+async def prune(
+    conn: Conn,
+    finished_before: float,
+    status: str | None = None,
+    workflow: str | None = None,
+    exclude_statuses: Sequence[str] = (),
+    exclude_workflows: Sequence[str] = (),
+) -> int:
     """Delete one chunk of finished runs; the caller repeats until a chunk comes back short
     (one huge transaction would hold locks and bloat WAL on a big backlog)."""
     cur = await conn.execute(
@@ -355,6 +362,8 @@ async def prune(conn: Conn, finished_before: float) -> int:
         WITH doomed AS (
             DELETE FROM runs WHERE id IN (
                 SELECT id FROM runs WHERE finished_at < %s AND status IN {_FINISHED}
+                AND (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR workflow = %s)
+                AND NOT (status = ANY(%s::text[])) AND NOT (workflow = ANY(%s::text[]))
                 ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED)
             RETURNING id),
         journal AS (DELETE FROM steps WHERE run_id IN (SELECT id FROM doomed)),
@@ -362,7 +371,8 @@ async def prune(conn: Conn, finished_before: float) -> int:
         events AS (DELETE FROM run_events WHERE run_id IN (SELECT id FROM doomed))
         SELECT count(*) FROM doomed
         """,
-        (finished_before, _PRUNE_CHUNK),
+        (finished_before, status, status, workflow, workflow, list(exclude_statuses),
+         list(exclude_workflows), _PRUNE_CHUNK),
     )
     row = await cur.fetchone()
     return int(row[0]) if row else 0

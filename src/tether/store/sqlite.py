@@ -349,9 +349,21 @@ class SQLiteStore:
             self._notify()
         return run
 
-    async def prune(self, finished_before: float) -> int:
-        deleted = await self._write(q.prune, finished_before)
-        await self._write(sa.prune_audit, finished_before)
+    async def prune(
+        self,
+        finished_before: float,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        exclude_statuses: Sequence[str] = (),
+        exclude_workflows: Sequence[str] = (),
+    ) -> int:
+        deleted = await self._write(
+            q.prune, finished_before, status, workflow, tuple(exclude_statuses),
+            tuple(exclude_workflows),
+        )
+        if status is None and workflow is None and not exclude_statuses and not exclude_workflows:
+            await self._write(sa.prune_audit, finished_before)
         return deleted
 
     # --- worker side ---------------------------------------------------------------------------

@@ -300,15 +300,35 @@ def fork_run(
     return run
 
 
-def prune(conn: sqlite3.Connection, finished_before: float) -> int:
+def prune(
+    conn: sqlite3.Connection,
+    finished_before: float,
+    status: str | None = None,
+    workflow: str | None = None,
+    exclude_statuses: Sequence[str] = (),
+    exclude_workflows: Sequence[str] = (),
+) -> int:
     doomed = (
         f"SELECT id FROM runs WHERE status IN {_FINISHED_SQL} "
         "AND finished_at IS NOT NULL AND finished_at < ?"
     )
-    conn.execute(f"DELETE FROM steps WHERE run_id IN ({doomed})", (finished_before,))
-    conn.execute(f"DELETE FROM signals WHERE run_id IN ({doomed})", (finished_before,))
-    conn.execute(f"DELETE FROM run_events WHERE run_id IN ({doomed})", (finished_before,))
-    return conn.execute(f"DELETE FROM runs WHERE id IN ({doomed})", (finished_before,)).rowcount
+    params: list[Any] = [finished_before]
+    if status is not None:
+        doomed += " AND status = ?"
+        params.append(status)
+    if workflow is not None:
+        doomed += " AND workflow = ?"
+        params.append(workflow)
+    if exclude_statuses:
+        doomed += f" AND status NOT IN ({','.join('?' * len(exclude_statuses))})"
+        params.extend(exclude_statuses)
+    if exclude_workflows:
+        doomed += f" AND workflow NOT IN ({','.join('?' * len(exclude_workflows))})"
+        params.extend(exclude_workflows)
+    conn.execute(f"DELETE FROM steps WHERE run_id IN ({doomed})", params)
+    conn.execute(f"DELETE FROM signals WHERE run_id IN ({doomed})", params)
+    conn.execute(f"DELETE FROM run_events WHERE run_id IN ({doomed})", params)
+    return conn.execute(f"DELETE FROM runs WHERE id IN ({doomed})", params).rowcount
 
 
 def claim_runs(
