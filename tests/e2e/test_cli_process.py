@@ -83,7 +83,7 @@ def test_cancel_from_another_process_stops_a_running_run(workers: Workers, tmp_p
         timeout=10,
         what="show to report the step in progress",
     )
-    assert re.search(r"lease owner\s+w1:[0-9a-f]{8} \(lease expires in", shown)
+    assert re.search(r"lease owner\s+w1:[0-9a-f]{8}(~live)? \(lease expires in", shown)
     cancelled = tether_cli("cancel", run, "--reason", "wrong customer", store=store)
     assert cancelled.returncode == 0, cancelled.stderr
     assert "will stop at its next step" in cancelled.stdout

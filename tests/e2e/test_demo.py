@@ -50,8 +50,11 @@ def test_demo_runs_non_interactively(tmp_path: Path) -> None:
     journaled = sum(1 for s in info.steps if s.name.endswith(".model"))
     assert len(calls) - journaled in (0, 1)  # at most the call in flight at the kill re-sent
     assert f"model calls journaled: {journaled}; actually sent: {len(calls)}" in out
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) \
-        == ["tether-demo-outbox.db", "tether-demo.db"]  # only *.db files in the user's folder
+    # Only the *.db files in the user's folder (SQLite's -wal/-shm aside, and the hidden folder
+    # of worker liveness locks).
+    assert sorted(p.name for p in tmp_path.iterdir()
+                  if not p.name.endswith(("-wal", "-shm")) and not p.name.startswith(".")) \
+        == ["tether-demo-outbox.db", "tether-demo.db"]
     with sqlite3.connect(tmp_path / "tether-demo-outbox.db") as outbox:
         sent = outbox.execute("SELECT recipient, body FROM outbox").fetchall()
     assert len(sent) == 1 and "Acme Robotics" in sent[0][1]

@@ -1,8 +1,8 @@
 """Worker liveness on one SQLite host: a lock file per owner that the kernel releases with the
 process (see "Liveness" in `tether.store.base`).
 
-An owner holding liveness keeps an exclusive ``flock`` on ``<db>.workers/<hash>.lock`` (the
-file holds the owner's name) from before its first claim until it stops. A claimer that can
+An owner holding liveness keeps an exclusive ``flock`` on ``.<db>.workers/<hash>.lock`` (a
+hidden folder next to the database; the file holds the owner's name) from before its first claim until it stops. A claimer that can
 take that lock knows the process that held it is gone — killed, crashed, its host rebooted —
 and may take over its runs at once. A paused (SIGSTOPped) or slow process still holds its lock.
 The file appears under its final name already locked (it is locked under a temporary name and
@@ -30,7 +30,9 @@ class LockFiles:
     """The liveness lock files next to one SQLite database."""
 
     def __init__(self, db_path: str) -> None:
-        self.folder = os.path.abspath(db_path) + ".workers"
+        # Hidden, next to the database (the locks must live on the host that has the file).
+        path = os.path.abspath(db_path)
+        self.folder = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.workers")
         self._held: dict[str, int] = {}
 
     def path(self, owner: str) -> str:
