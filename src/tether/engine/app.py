@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether.engine.budget import Budget
-from tether.engine.context import BUDGET_SIGNAL, Context
+from tether.engine.context import APPROVAL_SIGNAL_PREFIX, BUDGET_SIGNAL, Context
 from tether.engine.events import EventLog, RunEvent, follow_events, read_events
 from tether.engine.executor import RunExecutor
 from tether.engine.interrupts import watch_cancels
@@ -411,11 +411,31 @@ class App:
             raise UserError(
                 f"run {run_id} already ended ({run.status}); signal {name!r} was not delivered"
             )
+        await self._refuse_approval_signal(run_id, name)
         from tether.engine.serde import to_jsonable
 
         payload = to_jsonable(data, what=f"the payload of signal {name!r}")
         if await self.store.send_signal(run_id, name, payload) is None:
             raise UnknownRun(run_id)
+
+    async def _refuse_approval_signal(self, run_id: str, name: str) -> None:
+        """A run waiting on approval request X waits for ``approval:X``; only a recorded
+        decision (`approve_async` / `reject_async`, which check the reviewer and send the signal
+        in the same transaction) may wake it. A generic signal of that name is refused here:
+        delivered, it would not be a valid decision and would fail the run (ApprovalMismatch)."""
+        prefix, sep, approval_id = name.partition(":")
+        if prefix != APPROVAL_SIGNAL_PREFIX or not sep or not approval_id:
+            return
+        action = await self.store.get_trust_action(approval_id)
+        if action is None:
+            return  # the workflow's own signal that happens to look alike
+        where = "" if action.run_id == run_id else f" of run {action.run_id}"
+        raise UserError(
+            f"signal {name!r} is the decision of approval request {approval_id}{where} "
+            f"({action.status}) and cannot be sent as a plain signal; decide it with "
+            f"`tether approve {approval_id}` or `tether reject {approval_id} --reason …` "
+            "(app.approve / app.reject, or the dashboard's approval page)"
+        )
 
     async def get_run_async(self, run_id: str) -> RunInfo:
         loaded = await self.store.load_run(run_id)

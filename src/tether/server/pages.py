@@ -18,7 +18,8 @@ from tether.server.rendering import render, tether_app_of
 from tether.server.runs import parse_labels
 from tether.server.stats import node_rows, verdicts
 from tether.server.views import money, timeline
-from tether.store.base import FINISHED_STATUSES, RUN_STATUSES
+from tether.engine.context import APPROVAL_SIGNAL_PREFIX
+from tether.store.base import FINISHED_STATUSES, RUN_STATUSES, Store
 
 router = APIRouter(include_in_schema=False)
 
@@ -78,7 +79,8 @@ def _query(**params: str | list[str] | None) -> str:
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run_page(request: Request, run_id: str) -> HTMLResponse:
-    run = await tether_app_of(request).get_run_async(run_id)
+    app = tether_app_of(request)
+    run = await app.get_run_async(run_id)
     (health,) = await verdicts(request, [run])
     now = datetime.now(UTC)
     finished = run.status in FINISHED_STATUSES
@@ -90,6 +92,7 @@ async def run_page(request: Request, run_id: str) -> HTMLResponse:
             "health": health,
             "nodes": node_rows(request, run),
             "finished": finished,
+            "approval_wait": await _approval_wait(app.store, run.waiting_for),
             "bars": timeline(run, now),
             "now": now,
             "cost": money(run.usage.cost_usd, run.usage.unpriced_calls),
@@ -98,3 +101,12 @@ async def run_page(request: Request, run_id: str) -> HTMLResponse:
             "refresh": None if finished else REFRESH_SECONDS,
         },
     )
+
+
+async def _approval_wait(store: Store, waiting_for: str | None) -> str | None:
+    """The approval request id when the run waits on one (``approval:<id>`` with a recorded
+    request): its page offers the review link instead of a generic signal form."""
+    prefix, sep, approval_id = (waiting_for or "").partition(":")
+    if prefix != APPROVAL_SIGNAL_PREFIX or not sep or not approval_id:
+        return None
+    return approval_id if await store.get_trust_action(approval_id) is not None else None
