@@ -13,12 +13,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from tether.engine.context import APPROVAL_SIGNAL_PREFIX
 from tether.server.errors import ApiError
 from tether.server.rendering import render, tether_app_of
 from tether.server.runs import parse_labels
 from tether.server.stats import node_rows, verdicts
 from tether.server.views import money, timeline
-from tether.engine.context import APPROVAL_SIGNAL_PREFIX
 from tether.store.base import FINISHED_STATUSES, RUN_STATUSES, Store
 
 router = APIRouter(include_in_schema=False)
