@@ -174,6 +174,35 @@
     });
   }
 
+  // Keyboard: Ctrl/Cmd+Enter submits the form being typed in; on a page with one decision to
+  // make, "a" goes to Approve, "e" to the edits, "r" to the rejection reason.
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    const typing = target && (target.tagName === "TEXTAREA" || target.tagName === "INPUT" || target.tagName === "SELECT");
+    if (typing && event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      const form = target.closest("form[data-api]");
+      if (form) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+      return;
+    }
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    const decide = document.querySelectorAll("[data-hotkeys] .decide");
+    if (decide.length !== 1) return;
+    const targets = {
+      a: 'form[data-kind="approve"] button[type="submit"]',
+      e: 'form[data-kind="approve"] textarea[name="edits"]',
+      r: 'form[data-kind="reject"] textarea[name="reason"]',
+    };
+    const selector = targets[event.key];
+    const element = selector && decide[0].querySelector(selector);
+    if (element) {
+      event.preventDefault();
+      element.focus();
+    }
+  });
+
   wireForms(document);
   schedule();
 })();
