@@ -463,11 +463,18 @@ class App:
         labels: dict[str, str] | None = None,
         limit: int = 50,
         degraded: bool | None = None,
+        id_contains: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunInfo]:
+        """Runs, newest first; the filters are `Store.list_runs`'s (`before` is a page
+        cursor: the ``(created_at, id)`` of the previous page's last run)."""
         if status is not None and status not in RUN_STATUSES:
             raise UserError(f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}")
         runs = await self.store.list_runs(
-            status=status, workflow=workflow, labels=labels, limit=limit
+            status=status, workflow=workflow, labels=labels, limit=limit,
+            id_contains=id_contains, since=since, until=until, before=before,
         )
         infos = [RunInfo.from_records(run, await self.store.load_steps(run.id)) for run in runs]
         if degraded is not None:
