@@ -14,9 +14,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from tether.engine.context import APPROVAL_SIGNAL_PREFIX
+from tether.engine.records import RunInfo
+from tether.errors import UnknownRun
 from tether.server import runquery
 from tether.server.rendering import render, tether_app_of
 from tether.server.stats import node_rows, verdicts
+from tether.server.trace import build_trace
 from tether.server.views import money, timeline
 from tether.store.base import FINISHED_STATUSES, RUN_STATUSES, Store
 
@@ -98,7 +101,10 @@ def _query(**params: str | list[str] | None) -> str:
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run_page(request: Request, run_id: str) -> HTMLResponse:
     app = tether_app_of(request)
-    run = await app.get_run_async(run_id)
+    loaded = await app.store.load_run(run_id)
+    if loaded is None:
+        raise UnknownRun(run_id)
+    run = RunInfo.from_records(*loaded)
     (health,) = await verdicts(request, [run])
     now = datetime.now(UTC)
     finished = run.status in FINISHED_STATUSES
@@ -112,6 +118,7 @@ async def run_page(request: Request, run_id: str) -> HTMLResponse:
             "finished": finished,
             "approval_wait": await _approval_wait(app.store, run.waiting_for),
             "bars": timeline(run, now),
+            "trace": build_trace(*loaded, now.timestamp()),
             "now": now,
             "cost": money(run.usage.cost_usd, run.usage.unpriced_calls),
             "duration": ((run.finished_at or now) - run.created_at).total_seconds(),
