@@ -179,3 +179,49 @@ def test_runs_search_pages_and_the_workers_page(page: Page, tmp_path: Path) -> N
         expect(page.locator("tr[data-worker] [data-heartbeat]")).to_contain_text("ago")
         expect(page.locator("tr[data-worker]")).to_contain_text("digest@")
         page.screenshot(path=str(shots / "workers.png"), full_page=True)
+
+
+def priced_app(url: str) -> tether.App:
+    from tether.observe import names as n
+
+    app = tether.App(url, lease_seconds=2.0)
+
+    def chat(model: str) -> str:
+        step = tether.current_step()
+        step.set_meta(**{n.OPERATION_NAME: n.OP_CHAT, n.REQUEST_MODEL: model,
+                         n.RESPONSE_MODEL: model, n.NODE: "drafter"})
+        step.add_usage(tether.Usage(llm_calls=1, input_tokens=900, output_tokens=100,
+                                    cost_usd=0.004))
+        return model
+
+    @app.workflow(name="draft")
+    async def draft(ctx: tether.Context, model: str) -> str:
+        return await ctx.run_step("chat", chat, (model,))
+
+    return app
+
+
+def test_stats_and_cost_charts_with_choices_from_the_data(page: Page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    shots = screenshot_dir(tmp_path)
+    with dashboard(tmp_path, priced_app) as (base, app):
+        ids = [app.start("draft", {"model": model}, labels={"tenant": tenant}).id
+               for model, tenant in (("gpt-4.1", "acme"), ("gpt-4.1-mini", "globex"),
+                                     ("gpt-4.1", "globex"))]
+        wait_until(lambda: all(app.get_run(i).status == "succeeded" for i in ids), 20,
+                   "runs never finished")
+        page.goto(f"{base}/cost?since=1h&by=model")
+        # Group by a label key found in the data, from a select.
+        page.select_option('select[name="by"]', "tenant")
+        expect(page.locator('svg#chart-spend [data-series="globex"]').first).to_be_attached()
+        expect(page.locator('[data-legend="acme"]')).to_be_visible()
+        page.screenshot(path=str(shots / "cost.png"), full_page=True)
+
+        page.goto(f"{base}/stats?since=1h")
+        page.select_option('select[name="by"]', "model")
+        for chart in ("chart-p95", "chart-p50", "chart-failures", "chart-spend"):
+            expect(page.locator(f"svg#{chart}")).to_be_visible()
+        expect(page.locator('svg#chart-p95 [data-series="gpt-4.1-mini"]').first).to_be_attached()
+        assert page.locator('input[name="by"]').count() == 0  # no free-text group-by
+        page.screenshot(path=str(shots / "stats.png"), full_page=True)

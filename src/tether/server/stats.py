@@ -170,11 +170,18 @@ async def _charts(request: Request, by: str, since: str, kind: str,
     """The charts of a page: its figures per group over the window, and the select choices."""
     from tether.observe.attribution import cost_report
     from tether.observe.stats import stats_report
+    from tether.observe.window import KNOWN_DIMENSIONS
     from tether.server import charts
 
     start, end = _window(since)
     app = tether_app_of(request)
     edges = charts.bucket_edges(start, end)
+    # The whole window's report has already checked the dimensions; a slice without runs
+    # carrying a label would refuse the bare key, so slices ask for it explicitly.
+    by = ",".join(
+        d if d in KNOWN_DIMENSIONS or d.startswith("label:") else f"label:{d}"
+        for d in by.split(",")
+    )
     drawn: list[Any] = []
     if kind == "stats":
         series = await charts.over_time(
