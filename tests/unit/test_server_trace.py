@@ -76,3 +76,18 @@ def test_a_model_call_reads_as_the_conversation_of_its_node() -> None:
         ("assistant", None)]
     assert turns[-1].text == "Acme has 120 people."
     assert [t.role for t in conversation(steps, steps[0])] == ["system", "user", "tool-call"]
+
+
+def test_a_chart_draws_each_series_and_flags_the_one_a_finding_is_about() -> None:
+    from tether.server.charts import Series, bucket_edges, seconds_unit, svg_chart
+
+    edges = bucket_edges(0.0, 3600.0, buckets=4)
+    flagged = Series("drafter", [0.2, 0.25, None, 0.9], marked=["p95 latency rose 3.6x"])
+    calm = Series("researcher", [0.1, 0.1, 0.12, 0.1])
+    svg = str(svg_chart("latency p95", [flagged, calm], edges, unit=seconds_unit,
+                        chart_id="chart-p95"))
+    assert svg.count('class="line" data-series="drafter"') == 1
+    assert svg.count('class="dot" data-series="drafter"') == 3  # the empty slice has no dot
+    assert 'data-finding="drafter"' in svg and 'data-finding="researcher"' not in svg
+    assert '<li data-legend="drafter">' in svg and "⚑ change" in svg
+    assert "900 ms" in svg  # the y axis is labelled with the peak
