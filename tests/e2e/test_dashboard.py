@@ -104,6 +104,7 @@ def test_signal_from_the_run_page_resumes_the_run(page: Page, tmp_path: Path) ->
         assert app.get_run(waiting).output["decision"] == {"approved": True}
 
         # Fork from the wait: the new run reuses the research step and waits again.
+        page.click("#fork summary")  # the fork form is folded away below the journal
         page.fill('form[data-kind="fork"] input[name="from_step"]', "2")
         page.click('form[data-kind="fork"] button[type="submit"]')
         expect(page).not_to_have_url(f"{base}/runs/{waiting}")

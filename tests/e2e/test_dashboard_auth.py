@@ -151,7 +151,7 @@ def test_a_change_without_the_pages_csrf_token_is_refused(browser: Browser, tmp_
         assert forged.status == 403 and forged.json()["error"]["type"] == "CSRFTokenMissing"
         assert app.get_run(run_id).status == "waiting"
         # Every form on the page carries the token; the page's own cancel goes through.
-        forms = page.locator("#actions form")
+        forms = page.locator("form[data-api]")  # cancel, and fork below the journal
         assert forms.count() >= 2
         for i in range(forms.count()):
             assert forms.nth(i).locator('input[name="csrf_token"]').get_attribute("value")

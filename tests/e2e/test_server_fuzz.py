@@ -82,6 +82,10 @@ def test_no_operation_answers_a_5xx_to_hostile_input(store_url: str) -> None:
         client = served.client(token)
         spec = client.get("/api/openapi.json").json()
         for path, operations in sorted(spec["paths"].items()):
+            if path.endswith("/events"):
+                # An event stream stays open while its run lives; whether the fuzzed cancel
+                # before it happened to end the run depends on the random draws.
+                app.cancel(waiting.id, "fuzz: the event stream ends with the run")
             for method, operation in operations.items():
                 params = [p for p in operation.get("parameters", []) if p["in"] in ("path", "query")]
                 props: dict[str, Any] = {}

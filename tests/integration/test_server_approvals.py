@@ -203,3 +203,48 @@ def test_approval_pages_show_the_request_with_its_context(
     assert f'href="/approvals/{approval_id}"' in run_page
     assert 'href="/approvals"' in run_page  # the nav has the approvals page
     assert client.get("/approvals/nope").status_code == 404
+
+
+def test_an_approval_wait_is_not_offered_or_accepted_as_a_plain_signal(
+    app: tether.App, tokens: dict[str, dict[str, str]], outbox: list[dict[str, Any]]
+) -> None:
+    run_id, approval_id = under_review(app)
+    with TestClient(create_app(app, auth=Auth()), headers=tokens["bob"]) as operator:
+        page = operator.get(f"/runs/{run_id}").text
+        assert f'data-api="/api/runs/{run_id}/signal"' not in page
+        assert f'id="decide-link" href="/approvals/{approval_id}"' in page
+
+        sent = operator.post(
+            f"/api/runs/{run_id}/signal",
+            json={"name": f"approval:{approval_id}", "data": {"approved": True}},
+        )
+        assert sent.status_code == 400, sent.text
+        assert f"tether approve {approval_id}" in sent.json()["error"]["message"]
+        assert operator.get(f"/api/runs/{run_id}").json()["status"] == "waiting"
+
+        decided = operator.post(f"/api/approvals/{approval_id}/approve", json={})
+        assert decided.status_code == 200, decided.text
+    assert resume(app, run_id).status == "succeeded"
+    assert len(outbox) == 1
+
+
+def test_an_email_reads_as_an_email_and_an_edit_as_a_diff(
+    app: tether.App, client: TestClient
+) -> None:
+    letter = "Hi Ann,\n\nWe cut freight costs 12% for Globex.\n\nBest,\nBo"
+    info = app.run("outreach", {**INPUT, "body": letter})
+    (approval,) = [a for a in app.approvals() if a.run_id == info.id]
+    page = client.get(f"/approvals/{approval.id}").text
+    # The body is shown as text with its line breaks (escaped for HTML, never as JSON "\n").
+    assert '<div class="email-body" data-arg="body">Hi Ann,\n\nWe cut freight costs 12% for Globex.' in page
+    assert "<dt>To</dt>" in page and "ceo@acme.com" in page and "<dt>Subject</dt>" in page
+    assert 'id="hotkeys"' in page and 'aria-keyshortcuts="a"' in page
+
+    edited = letter.replace("12%", "15%")
+    response = client.post(f"/api/approvals/{approval.id}/approve", json={"edits": {"body": edited}})
+    assert response.status_code == 200, response.text
+    page = client.get(f"/approvals/{approval.id}").text
+    assert 'data-changed="body"' in page
+    assert '<span class="diff-del">- We cut freight costs 12% for Globex.</span>' in page
+    assert '<span class="diff-add">+ We cut freight costs 15% for Globex.</span>' in page
+    assert '<span class="diff-same">  Hi Ann,</span>' in page

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic_ai.messages import ModelMessage
 
 import tether
+from tests.integration.test_agent_loop import Profile, final, scripted
 from tests.integration.test_server_api import build, waiting_run
+from tether import Agent, tool
 from tether.server import create_app
 from tether.server.auth import Auth
 
@@ -124,3 +128,31 @@ def test_static_assets_are_served_locally(client: TestClient) -> None:
     assert "http://" not in html.split("<body")[0] and "https://" not in html.split("<body")[0]
     assert client.get("/static/dashboard.js").status_code == 200
     assert "text/css" in client.get("/static/style.css").headers["content-type"]
+
+
+def test_the_run_page_shows_the_trace_nested_with_a_model_call_as_a_conversation(
+    store_url: str,
+) -> None:
+    @tool(risk="read")
+    async def lookup(name: str) -> dict[str, Any]:
+        """Find a company."""
+        return {"name": name, "employees": 120}
+
+    calls: list[list[ModelMessage]] = []
+    model = scripted([("lookup", {"name": "Acme"}), final(name="Acme", employees=120)], calls)
+    app = tether.App(store_url)
+    app.register(Agent("researcher", model, "Research {company}.", tools=[lookup],
+                       output_type=Profile))
+    try:
+        info = app.run("researcher", {"company": "Acme"})
+        with TestClient(create_app(app, auth=Auth(local_user="tester"))) as client:
+            html = client.get(f"/runs/{info.id}").text
+        rows = re.findall(r'class="trace-row kind-(\w+)[^"]*" data-span="\w+" data-depth="(\d)"', html)
+        assert rows == [("workflow", "0"), ("agent", "1"), ("chat", "2"), ("tool", "2"),
+                        ("chat", "2")]
+        assert 'data-role="system"' in html and "Research Acme." in html
+        assert 'data-role="tool-call"' in html and 'data-role="tool-result"' in html
+        assert 'id="fold-gaps"' in html and 'id="trace-zoom"' in html
+        assert '<div class="arg-text">Acme</div>' in html  # the tool's argument, readable
+    finally:
+        app.close()

@@ -4,6 +4,7 @@ known usage on known models (the reports are the observe layer's)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -153,3 +154,21 @@ def test_a_run_paused_on_its_budget_is_resumed_by_raising_it(
     assert info.status == "succeeded" and len(info.output) == 3
     ended = client.post(f"/api/runs/{info.id}/budget", json={"max_llm_calls": 9})
     assert ended.status_code == 409
+
+
+def test_charts_draw_each_group_over_time_with_choices_from_the_data(client: TestClient) -> None:
+    cost = client.get("/cost", params={"by": "team", "since": "1h"}).text
+    # The group-by choices are selects built from the data: tether's dimensions and the
+    # label keys runs carry; there is no free-text box to type `bogus` into.
+    assert '<select name="by"' in cost and '<input name="by"' not in cost
+    assert '<option value="team" selected>team</option>' in cost
+    assert '<option value="model"' in cost
+    spend = re.search(r'<svg class="chart" id="chart-spend".*?</svg>', cost, re.S)
+    assert spend is not None
+    assert {'data-series="sales"', 'data-series="support"'} <= set(
+        re.findall(r'data-series="[^"]+"', spend.group(0)))
+    stats = client.get("/stats", params={"by": "model", "since": "1h"}).text
+    for chart in ("chart-p95", "chart-p50", "chart-failures", "chart-spend"):
+        assert f'id="{chart}"' in stats
+    assert 'data-legend="gpt-4.1-mini"' in stats
+    assert client.get("/stats", params={"by": "bogus"}).status_code == 422

@@ -10,6 +10,7 @@ from typer.testing import CliRunner, Result
 
 import tether
 from tests.integration.trust_workflows import close_apps, make_app  # noqa: F401 - fixture
+from tether.cli import runs as _runs  # noqa: F401 - registers the commands
 from tether.cli import trust as _trust  # noqa: F401 - registers the commands
 from tether.cli.common import cli
 from tether.trust.gate import STARTED_BY_LABEL
@@ -108,3 +109,14 @@ def test_unknown_request_is_a_clear_error(app: tether.App) -> None:
     result = invoke(app, "approve", "nope", "--as", "alice")
     assert result.exit_code == 2
     assert "no approval request 'nope'" in result.output
+
+
+def test_tether_signal_refuses_an_approval_wait_and_the_run_keeps_waiting(app: tether.App) -> None:
+    run = app.run("outreach", INPUT)
+    (approval,) = app.approvals()
+    result = CliRunner().invoke(cli, ["signal", run.id, f"approval:{approval.id}", "--data",
+                                      '{"approved": true}', "--store", app.store.url])
+    assert result.exit_code == 2, result.output
+    assert f"tether approve {approval.id}" in result.output
+    assert app.get_run(run.id).status == "waiting"
+    assert [a.id for a in app.approvals()] == [approval.id]

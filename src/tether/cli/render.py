@@ -122,7 +122,7 @@ def runs_table(runs: list[RunInfo], verdicts: dict[str, Verdict] | None = None) 
         collapse_padding=True,
     )
     table.add_column("run", no_wrap=True, min_width=24)
-    table.add_column("workflow", no_wrap=True, max_width=24)
+    table.add_column("workflow", overflow="fold", max_width=24)
     table.add_column("status", no_wrap=True)
     table.add_column("steps", justify="right", no_wrap=True)
     table.add_column("created", no_wrap=True)
@@ -257,12 +257,14 @@ def steps_table(info: RunInfo) -> Table:
         padding=(0, 1),
         collapse_padding=True,
     )
-    table.add_column("seq", justify="right")
-    table.add_column("step")
-    table.add_column("kind")
-    table.add_column("status")
-    table.add_column("attempts", justify="right")
-    table.add_column("duration", justify="right")
+    # Step names wrap (fold) rather than end in "…": they are what `tether fork --from` and
+    # the stats name, so they must be readable whole in an 80-column terminal.
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("step", no_wrap=True, overflow="fold")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("tries", justify="right", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
     table.add_column("detail", overflow="fold")
     for step in info.steps:
         table.add_row(

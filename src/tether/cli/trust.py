@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 import typer
+from rich import box
 from rich.rule import Rule
 from rich.table import Table
+from rich.text import Text
 
 from tether.cli.common import (
     APP_HELP,
@@ -158,19 +161,7 @@ def trust(
     if not rows:
         console.print("no gated tool calls recorded yet")
         return
-    table = Table(title="Trust evidence")
-    for header in ("agent", "category", "ring", "reviews", "unedited", "edited", "rejected",
-                   "expired", "auto", "auto failed", "denied", "recommendation"):
-        numeric = header not in ("agent", "category", "ring", "recommendation")
-        table.add_column(header, justify="right" if numeric else "left")
-    for row in rows:
-        s = row.stats
-        table.add_row(
-            row.agent, row.category, row.ring or "?", str(s.reviews), str(s.unedited),
-            str(s.edited), str(s.rejected), str(s.expired), str(s.auto), str(s.auto_failures),
-            str(s.denied), row.recommendation,
-        )
-    console.print(table)
+    console.print(trust_table(rows))
     for row in rows:
         for change in row.changes:
             console.print(
@@ -178,3 +169,29 @@ def trust(
                 f"({change.reason})",
                 highlight=False,
             )
+
+
+def trust_table(rows: Sequence[TrustReportRow]) -> Table:
+    """The evidence table, narrow enough for 80 columns: identifiers are never cut (agent and
+    category each get a line), the counts share two columns, the recommendation wraps."""
+    table = Table(
+        title="Trust evidence", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+        pad_edge=False, padding=(0, 1), collapse_padding=True,
+    )
+    table.add_column("agent / category", no_wrap=True)
+    table.add_column("ring", no_wrap=True)
+    table.add_column("reviews\nok/edit/rej/exp", justify="right", no_wrap=True)
+    table.add_column("auto\n(failed)", justify="right", no_wrap=True)
+    table.add_column("denied", justify="right", no_wrap=True)
+    table.add_column("recommendation", overflow="fold")
+    for row in rows:
+        s = row.stats
+        table.add_row(
+            Text.assemble(row.agent, "\n", (row.category, "dim")),
+            row.ring or "?",
+            f"{s.reviews}: {s.unedited}/{s.edited}/{s.rejected}/{s.expired}",
+            f"{s.auto} ({s.auto_failures})" if s.auto_failures else str(s.auto),
+            str(s.denied),
+            row.recommendation,
+        )
+    return table

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from tether.engine.budget import Budget
 from tether.engine.children import CHILD_KIND, notify_parent, outcome_payload, parent_of
-from tether.engine.context import BUDGET_SIGNAL, Context
+from tether.engine.context import APPROVAL_SIGNAL_PREFIX, BUDGET_SIGNAL, Context
 from tether.engine.events import EventLog, RunEvent, follow_events, read_events
 from tether.engine.executor import RunExecutor
 from tether.engine.interrupts import watch_cancels
@@ -485,11 +485,31 @@ class App:
             raise UserError(
                 f"run {run_id} already ended ({run.status}); signal {name!r} was not delivered"
             )
+        await self._refuse_approval_signal(run_id, name)
         from tether.engine.serde import to_jsonable
 
         payload = to_jsonable(data, what=f"the payload of signal {name!r}")
         if await self.store.send_signal(run_id, name, payload) is None:
             raise UnknownRun(run_id)
+
+    async def _refuse_approval_signal(self, run_id: str, name: str) -> None:
+        """A run waiting on approval request X waits for ``approval:X``; only a recorded
+        decision (`approve_async` / `reject_async`, which check the reviewer and send the signal
+        in the same transaction) may wake it. A generic signal of that name is refused here:
+        delivered, it would not be a valid decision and would fail the run (ApprovalMismatch)."""
+        prefix, sep, approval_id = name.partition(":")
+        if prefix != APPROVAL_SIGNAL_PREFIX or not sep or not approval_id:
+            return
+        action = await self.store.get_trust_action(approval_id)
+        if action is None:
+            return  # the workflow's own signal that happens to look alike
+        where = "" if action.run_id == run_id else f" of run {action.run_id}"
+        raise UserError(
+            f"signal {name!r} is the decision of approval request {approval_id}{where} "
+            f"({action.status}) and cannot be sent as a plain signal; decide it with "
+            f"`tether approve {approval_id}` or `tether reject {approval_id} --reason …` "
+            "(app.approve / app.reject, or the dashboard's approval page)"
+        )
 
     async def get_run_async(self, run_id: str) -> RunInfo:
         loaded = await self.store.load_run(run_id)
@@ -517,11 +537,18 @@ class App:
         labels: dict[str, str] | None = None,
         limit: int = 50,
         degraded: bool | None = None,
+        id_contains: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunInfo]:
+        """Runs, newest first; the filters are `Store.list_runs`'s (`before` is a page
+        cursor: the ``(created_at, id)`` of the previous page's last run)."""
         if status is not None and status not in RUN_STATUSES:
             raise UserError(f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}")
         runs = await self.store.list_runs(
-            status=status, workflow=workflow, labels=labels, limit=limit
+            status=status, workflow=workflow, labels=labels, limit=limit,
+            id_contains=id_contains, since=since, until=until, before=before,
         )
         infos = [RunInfo.from_records(run, await self.store.load_steps(run.id)) for run in runs]
         if degraded is not None:

@@ -1064,6 +1064,9 @@ class Context:
 
 
 BUDGET_SIGNAL = "tether.budget"
+APPROVAL_SIGNAL_PREFIX = "approval"
+"""A run gated on approval request X waits for ``approval:X`` (see `tether.trust.gate`); only a
+recorded decision may send it, so `App.signal` refuses that name."""
 _EVENT_META = ("gen_ai.operation.name", "gen_ai.tool.name", "gen_ai.request.model",
                "gen_ai.response.model", "tether.node", "gen_ai.tool.call.id")
 """The journal attributes copied into step events (what the step was: a model call, a tool)."""

@@ -17,7 +17,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from tether.engine.app import App
-from tether.server import approvals, audit, events, pages, policy, runs, signin, stats, tokens
+from tether.server import (
+    approvals,
+    audit,
+    events,
+    pages,
+    policy,
+    runs,
+    signin,
+    stats,
+    tokens,
+    workers,
+)
 from tether.server.auth import AccessControl, Auth, authorize, role
 from tether.server.errors import install_error_handlers
 from tether.server.rendering import HERE, make_templates
@@ -61,6 +72,7 @@ def create_app(
     api.include_router(events.router)
     api.include_router(runs.router)
     api.include_router(pages.router)
+    api.include_router(workers.router)
     api.include_router(signin.router)
     api.include_router(audit.router)
     api.include_router(tokens.router)

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from tether.engine.app import App
-from tether.server import views
+from tether.server import argview, views
 
 HERE = Path(__file__).parent
 log = logging.getLogger("tether.server")
@@ -41,6 +41,8 @@ def make_templates() -> Jinja2Templates:
     env.filters["clock"] = views.clock
     env.filters["money"] = views.money
     env.filters["step_error"] = views.step_error_text
+    env.filters["argview"] = argview.view
+    env.filters["argdiff"] = argview.diff
     return templates
 
 

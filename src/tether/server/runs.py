@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tether.engine.budget import Budget
 from tether.errors import UnknownRun, UnknownWorkflow, UserError
+from tether.server import runquery
 from tether.server.auth import note, principal_of, role
 from tether.server.errors import ApiError
 from tether.server.rendering import tether_app_of
 from tether.server.stats import verdicts
 from tether.server.views import run_json, run_summary_json
-from tether.store.base import FINISHED_STATUSES, RUN_STATUSES
+from tether.store.base import FINISHED_STATUSES
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
@@ -106,25 +107,32 @@ async def list_runs(
     label: Annotated[
         list[str] | None, Query(description="key=value; repeat to require several labels.")
     ] = None,
+    q: Annotated[
+        str | None, Query(description="Search: runs whose id contains this, or key=value: "
+                          "runs with that label.")
+    ] = None,
+    since: Annotated[str | None, Query(description="Created at or after (ISO 8601, UTC).")] = None,
+    until: Annotated[str | None, Query(description="Created before (ISO 8601, UTC).")] = None,
+    within: Annotated[
+        str | None, Query(alias="range", description="Created within: 15m, 1h, 24h, 7d, 30d.")
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(description="next_cursor of the previous page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """Runs, newest first, without their journals; ``health`` is the observe layer's ok /
-    slow / stuck verdict with its reason (``null`` without that layer)."""
-    if status == "":
-        status = None
-    if status is not None and status not in RUN_STATUSES:
-        raise ApiError(
-            422,
-            f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}",
-            type="ValidationError",
-            field="status",
-        )
-    runs = await tether_app_of(request).list_runs_async(
-        status=status, workflow=workflow or None, labels=parse_labels(label), limit=limit
+    slow / stuck verdict with its reason (``null`` without that layer). ``next_cursor`` pages
+    on (``null`` on the last page)."""
+    query = runquery.build(
+        status=status, workflow=workflow, label=label, q=q, since=since, until=until,
+        within=within, cursor=cursor, limit=limit,
     )
+    runs, next_cursor = await runquery.find(request, query)
     health = await verdicts(request, runs)
     return {
-        "runs": [run_summary_json(run) | {"health": h} for run, h in zip(runs, health, strict=True)]
+        "runs": [run_summary_json(run) | {"health": h} for run, h in zip(runs, health, strict=True)],
+        "next_cursor": next_cursor,
     }
 
 
@@ -222,24 +230,6 @@ async def fork_run(request: Request, run_id: str, body: ForkRun) -> dict[str, An
     )
     note(request, from_step=body.from_step, version=body.version, run=handle.id)
     return run_json(await app.get_run_async(handle.id))
-
-
-def parse_labels(pairs: list[str] | None) -> dict[str, str] | None:
-    """``["team=sales", "tenant=acme"]`` → ``{"team": "sales", "tenant": "acme"}``."""
-    if not pairs:
-        return None
-    labels: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ApiError(
-                422,
-                f"label filter {pair!r} must look like key=value, e.g. team=sales",
-                type="ValidationError",
-                field="label",
-            )
-        labels[key] = value
-    return labels
 
 
 def _field_of(message: str) -> str:

@@ -159,21 +159,92 @@ async def cost(
     return await _cost(request, by, since)
 
 
+def _by(by: str, then: str | None) -> str:
+    first = by.split(",")[0] if by else "node"
+    rest = [then] if then else by.split(",")[1:2]
+    return ",".join([first, *[r for r in rest if r and r != first]])
+
+
+async def _charts(request: Request, by: str, since: str, kind: str,
+                  changes: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The charts of a page: its figures per group over the window, and the select choices."""
+    from tether.observe.attribution import cost_report
+    from tether.observe.stats import stats_report
+    from tether.observe.window import KNOWN_DIMENSIONS
+    from tether.server import charts
+
+    start, end = _window(since)
+    app = tether_app_of(request)
+    edges = charts.bucket_edges(start, end)
+    # The whole window's report has already checked the dimensions; a slice without runs
+    # carrying a label would refuse the bare key, so slices ask for it explicitly.
+    by = ",".join(
+        d if d in KNOWN_DIMENSIONS or d.startswith("label:") else f"label:{d}"
+        for d in by.split(",")
+    )
+    drawn: list[Any] = []
+    if kind == "stats":
+        series = await charts.over_time(
+            lambda a, b: stats_report(app, by, since=a, until=b), edges,
+            {"p50": lambda r: r.p50, "p95": lambda r: r.p95,
+             "failures": lambda r: r.failure_rate, "spend": lambda r: r.cost_usd},
+        )
+        for found in changes:
+            for metric_series in series.values():
+                for one in metric_series:
+                    if str(found.get("candidate")) in one.name.split(" · ") or (
+                        found.get("node") in one.name.split(" · ")
+                    ):
+                        one.marked.append(str(found.get("summary")))
+        drawn = [
+            charts.svg_chart("latency p95 per slice", series["p95"], edges,
+                             unit=charts.seconds_unit, chart_id="chart-p95"),
+            charts.svg_chart("latency p50 per slice", series["p50"], edges,
+                             unit=charts.seconds_unit, chart_id="chart-p50"),
+            charts.svg_chart("failure rate", series["failures"], edges,
+                             unit=charts.percent_unit, chart_id="chart-failures"),
+            charts.svg_chart("spend", series["spend"], edges,
+                             unit=charts.money_unit, chart_id="chart-spend"),
+        ]
+    else:
+        series = await charts.over_time(
+            lambda a, b: cost_report(app, by, since=a, until=b), edges,
+            {"spend": lambda r: r.cost_usd},
+        )
+        drawn = [charts.svg_chart("spend over time", series["spend"], edges,
+                                  unit=charts.money_unit, chart_id="chart-spend")]
+    return {
+        "charts": drawn,
+        "choices": await charts.dimension_choices(app, start),
+        "windows": charts.WINDOWS,
+    }
+
+
 @router.get("/stats", response_class=HTMLResponse, include_in_schema=False)
 async def stats_page(
-    request: Request, by: ByParam = "node", since: SinceParam = DEFAULT_SINCE
+    request: Request, by: ByParam = "node", since: SinceParam = DEFAULT_SINCE,
+    then: Annotated[str | None, Query()] = None,
 ) -> HTMLResponse:
+    by = _by(by, then)
     report = await _stats(request, by, since, changes=True)
+    extra = await _charts(request, by, since, "stats", report["changes"])
     return await render(
-        request, "stats.html", {"report": report, "by": by, "since": since, "refresh": None}
+        request, "stats.html",
+        {"report": report, "by": by, "dims": by.split(","), "since": since, "refresh": None,
+         **extra},
     )
 
 
 @router.get("/cost", response_class=HTMLResponse, include_in_schema=False)
 async def cost_page(
-    request: Request, by: ByParam = "team,model", since: SinceParam = DEFAULT_SINCE
+    request: Request, by: ByParam = "team,model", since: SinceParam = DEFAULT_SINCE,
+    then: Annotated[str | None, Query()] = None,
 ) -> HTMLResponse:
+    by = _by(by, then)
     report = await _cost(request, by, since)
+    extra = await _charts(request, by, since, "cost")
     return await render(
-        request, "cost.html", {"report": report, "by": by, "since": since, "refresh": None}
+        request, "cost.html",
+        {"report": report, "by": by, "dims": by.split(","), "since": since, "refresh": None,
+         **extra},
     )

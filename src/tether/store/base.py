@@ -378,8 +378,15 @@ class Store(Protocol):
         workflow: str | None = None,
         labels: dict[str, str] | None = None,
         limit: int = 50,
+        id_contains: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        """Newest first."""
+        """Newest first (by `created_at`, then id). `id_contains`: the run id contains this
+        text; `since` / `until`: created in ``[since, until)``; `before`: a cursor, the
+        ``(created_at, id)`` of the last run of the previous page (times compared to the
+        microsecond)."""
         ...
 
     async def load_steps(self, run_id: str) -> list[StepRecord]:

@@ -563,8 +563,15 @@ class PostgresStore:
         workflow: str | None = None,
         labels: dict[str, str] | None = None,
         limit: int = 50,
+        id_contains: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        return await self._read("list runs", q.list_runs, status, workflow, labels, limit)
+        return await self._read(
+            "list runs", q.list_runs, status, workflow, labels, limit, id_contains, since,
+            until, before,
+        )
 
     async def load_steps(self, run_id: str) -> list[StepRecord]:
         return await self._read(f"load the journal of run {run_id}", q.load_steps, run_id)

@@ -132,9 +132,26 @@ async def list_runs(
     workflow: str | None,
     labels: dict[str, str] | None,
     limit: int,
+    id_contains: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    before: tuple[float, str] | None = None,
 ) -> list[RunRecord]:
     where: list[str] = []
     params: list[Any] = []
+    if id_contains:
+        where.append("strpos(id, %s) > 0")
+        params.append(id_contains)
+    if since is not None:
+        where.append("created_at >= %s")
+        params.append(since)
+    if until is not None:
+        where.append("created_at < %s")
+        params.append(until)
+    if before is not None:
+        # The cursor's time went through a datetime (microseconds): compare at that grain.
+        where.append("(created_at < %s OR (created_at < %s AND id < %s))")
+        params.extend([before[0] - 5e-7, before[0] + 5e-7, before[1]])
     if status:
         where.append("status = %s")
         params.append(status)

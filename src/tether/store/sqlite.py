@@ -315,8 +315,14 @@ class SQLiteStore:
         workflow: str | None = None,
         labels: dict[str, str] | None = None,
         limit: int = 50,
+        id_contains: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        return await self._read(q.list_runs, status, workflow, labels, limit)
+        return await self._read(
+            q.list_runs, status, workflow, labels, limit, id_contains, since, until, before
+        )
 
     async def load_steps(self, run_id: str) -> list[StepRecord]:
         return await self._read(q.load_steps, run_id)

@@ -182,9 +182,26 @@ def list_runs(
     workflow: str | None,
     labels: dict[str, str] | None,
     limit: int,
+    id_contains: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    before: tuple[float, str] | None = None,
 ) -> list[RunRecord]:
     where: list[str] = []
     params: list[Any] = []
+    if id_contains:
+        where.append("instr(id, ?) > 0")
+        params.append(id_contains)
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("created_at < ?")
+        params.append(until)
+    if before is not None:
+        # The cursor's time went through a datetime (microseconds): compare at that grain.
+        where.append("(created_at < ? OR (created_at < ? AND id < ?))")
+        params.extend([before[0] - 5e-7, before[0] + 5e-7, before[1]])
     if status:
         where.append("status = ?")
         params.append(status)

@@ -24,7 +24,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from tether.engine.context import Context, current_step
+from tether.engine.context import APPROVAL_SIGNAL_PREFIX, Context, current_step
 from tether.engine.records import STARTED_BY_LABEL
 from tether.errors import RunFailed, SignalTimeout, UserError
 from tether.observe.names import AGENT_NAME, RISK, TOOL_CALL_ID, TOOL_NAME
@@ -44,7 +44,7 @@ review."""
 
 def approval_signal(approval_id: str) -> str:
     """The signal a run waiting on this approval request waits for."""
-    return f"approval:{approval_id}"
+    return f"{APPROVAL_SIGNAL_PREFIX}:{approval_id}"
 
 
 @dataclass(frozen=True, slots=True)

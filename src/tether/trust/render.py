@@ -109,8 +109,8 @@ def render_approval(approval: Approval) -> str:
                  if p95 is not None else "no earlier runs to compare")
         flag = "  [red]slower than usual[/]" if node.get("slow") else ""
         lines.append(
-            f"[bold]Node {escape(str(node.get('name')))}[/]: {_seconds(node.get('elapsed'))} so "
-            f"far, {usual}{flag}"
+            f"[bold]Node {escape(str(node.get('name')))}[/]: {_seconds(node.get('elapsed'))} of work "
+            f"so far (waits left out), {usual}{flag}"
         )
     cost = f"${spend.get('cost_usd', 0):.4f}"
     if budget.get("max_cost_usd") is not None:

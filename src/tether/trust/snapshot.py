@@ -4,8 +4,9 @@ Taken once, when the request is created (inside the journaled gate step), and st
 
 * ``steps`` — the run's journal so far: name, kind, status, attempts, duration, error;
   ``totals`` counts steps, retries and errors.
-* ``node`` — how long this agent node has been running in this run, against the p95 of the
-  same node in recent finished runs of the workflow (``slow`` when above it).
+* ``node`` — how long this agent node has been working in this run, against the p95 of the
+  same node's working time in recent finished runs of the workflow (``slow`` when above it);
+  waits for signals and timers (an earlier approval) count in neither.
 * ``spend`` — tokens, model calls and cost so far, and the run's budget.
 * ``versions`` — the models requested and answered, and prompt hashes, per node.
 * ``history`` — this agent / category: reviews, approval and edit rates, the last decisions.
@@ -40,20 +41,39 @@ def _duration(step: StepRecord) -> float | None:
     return round(step.finished_at - step.started_at, 4)
 
 
+WAIT_KINDS = ("signal", "sleep")
+"""Journal entries that wait (for a human, a signal, a timer) rather than work."""
+
+
 def node_elapsed(steps: list[StepRecord], node: str, *, now: float | None = None) -> float | None:
-    """Seconds from the node's first step to its last outcome (or to `now`, if given)."""
-    mine = [s for s in steps if _node_of(s) == node and s.started_at is not None]
-    if not mine:
+    """The node's *working* time in seconds: how long its steps ran (overlaps counted once),
+    leaving out waits for signals and timers — an earlier approval that took a minute is not
+    the node being slow. An unfinished step counts up to `now`, if given."""
+    spans: list[tuple[float, float]] = []
+    for step in steps:
+        if _node_of(step) != node or step.started_at is None or step.kind in WAIT_KINDS:
+            continue
+        end = step.finished_at if step.finished_at is not None else now
+        if end is None:
+            end = step.started_at
+        spans.append((step.started_at, max(step.started_at, end)))
+    if not spans:
         return None
-    start = min(s.started_at for s in mine if s.started_at is not None)
-    end = now if now is not None else max((s.finished_at or s.started_at or start) for s in mine)
-    return max(0.0, end - start)
+    total = 0.0
+    current_start, current_end = sorted(spans)[0]
+    for start, end in sorted(spans)[1:]:
+        if start > current_end:
+            total += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    return total + current_end - current_start
 
 
 async def usual_node_p95(
     store: Store, workflow: str, node: str, *, exclude_run: str
 ) -> tuple[float | None, int]:
-    """p95 of the node's elapsed time over recent succeeded runs of the workflow, and how many
+    """p95 of the node's working time (`node_elapsed`) over recent succeeded runs of the workflow, and how many
     runs it is computed from."""
     samples: list[float] = []
     for run in await store.list_runs(status="succeeded", workflow=workflow, limit=P95_RUNS):

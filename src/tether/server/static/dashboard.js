@@ -174,6 +174,35 @@
     });
   }
 
+  // Keyboard: Ctrl/Cmd+Enter submits the form being typed in; on a page with one decision to
+  // make, "a" goes to Approve, "e" to the edits, "r" to the rejection reason.
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    const typing = target && (target.tagName === "TEXTAREA" || target.tagName === "INPUT" || target.tagName === "SELECT");
+    if (typing && event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      const form = target.closest("form[data-api]");
+      if (form) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+      return;
+    }
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    const decide = document.querySelectorAll("[data-hotkeys] .decide");
+    if (decide.length !== 1) return;
+    const targets = {
+      a: 'form[data-kind="approve"] button[type="submit"]',
+      e: 'form[data-kind="approve"] textarea[name="edits"]',
+      r: 'form[data-kind="reject"] textarea[name="reason"]',
+    };
+    const selector = targets[event.key];
+    const element = selector && decide[0].querySelector(selector);
+    if (element) {
+      event.preventDefault();
+      element.focus();
+    }
+  });
+
   wireForms(document);
   schedule();
 })();
@@ -209,3 +238,46 @@
   });
 })();
 
+
+// The run page's trace: collapse waits and gaps on the time axis, zoom it, fold subtrees.
+(function () {
+  const view = document.getElementById("trace-view");
+  if (!view) return;
+  const fold = document.getElementById("fold-gaps");
+  const zoom = document.getElementById("trace-zoom");
+  const collapsed = new Set();
+  fold.addEventListener("change", () => (view.dataset.folded = fold.checked ? "1" : "0"));
+  zoom.addEventListener("input", () => view.style.setProperty("--zoom", zoom.value));
+
+  function apply() {
+    let hideBelow = null;
+    view.querySelectorAll(".trace-row[data-span]").forEach((row) => {
+      const depth = Number(row.dataset.depth);
+      if (hideBelow !== null && depth > hideBelow) {
+        row.hidden = true;
+        return;
+      }
+      hideBelow = null;
+      row.hidden = false;
+      const shut = collapsed.has(row.dataset.span);
+      const twisty = row.querySelector(".twisty");
+      if (twisty) {
+        twisty.textContent = shut ? "▸" : "▾";
+        twisty.setAttribute("aria-expanded", shut ? "false" : "true");
+      }
+      if (shut) hideBelow = depth;
+    });
+  }
+
+  view.addEventListener("click", (event) => {
+    const twisty = event.target.closest(".twisty");
+    if (!twisty) return;
+    const span = twisty.closest(".trace-row").dataset.span;
+    if (collapsed.has(span)) collapsed.delete(span);
+    else collapsed.add(span);
+    apply();
+  });
+  // The live refresh replaces the rows: keep what the reader folded.
+  new MutationObserver(apply).observe(view, { childList: true });
+  apply();
+})();

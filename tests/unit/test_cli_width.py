@@ -1,0 +1,59 @@
+"""CLI tables in an 80-column terminal: identifiers are wrapped onto their own lines, never
+cut with an ellipsis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+import tether
+from tether.cli.render import run_view, runs_table
+from tether.cli.trust import trust_table
+from tether.trust.evidence import CategoryStats, TrustReportRow
+
+
+def rendered(renderable: object, width: int) -> str:
+    console = Console(width=width, record=True, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_trust_table_keeps_long_names_whole_at_80_and_120_columns() -> None:
+    stats = CategoryStats(agent="case_study_writer_v2", category="publish_external_blog",
+                          reviews=12, approved=10, unedited=8, edited=2, rejected=1, expired=1,
+                          auto=40, auto_failures=3, denied=2)
+    row = TrustReportRow(
+        agent="case_study_writer_v2", category="publish_external_blog", ring="review",
+        stats=stats, changes=[],
+        recommendation="keep review: 8/12 approved unedited (needs 10 in a row for auto)",
+    )
+    for width in (80, 120):
+        text = rendered(trust_table([row]), width)
+        assert all(len(line) <= width for line in text.splitlines()), text
+        assert "…" not in text
+        assert "case_study_writer_v2" in text and "publish_external_blog" in text
+        assert "12: 8/2/1/1" in text and "40 (3)" in text
+        assert all(word in text for word in row.recommendation.split())  # wrapped, not cut
+
+
+def test_show_keeps_long_step_names_whole_at_80_columns(tmp_path: Path) -> None:
+    app = tether.App(f"sqlite:///{tmp_path / 't.db'}")
+    long_names = ["enrich_company_profile_from_crm", "summarise_case_study_for_outreach_v2"]
+
+    @app.workflow(name="case_study_pipeline_for_enterprise_accounts")
+    async def pipeline(ctx: tether.Context) -> None:
+        for name in long_names:
+            await ctx.run_step(name, lambda: "x" * 200)
+
+    try:
+        info = app.run("case_study_pipeline_for_enterprise_accounts", {})
+        text = rendered(run_view(info), 80)
+        assert all(len(line) <= 80 for line in text.splitlines()), text
+        assert "…" not in text
+        for name in long_names:
+            assert name in text, text
+        listing = rendered(runs_table([info]), 80)
+        assert "…" not in listing and info.id in listing
+    finally:
+        app.close()
