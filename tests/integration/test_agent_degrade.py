@@ -224,3 +224,24 @@ def test_fallback_model_is_sticky_within_a_node(sqlite_url: str) -> None:
         assert info.status == "succeeded", info.error
         # After the primary failed, the second request went straight to the backup.
         assert requests == Counter({"gpt-4o-mini": 2})
+
+
+def test_the_dashboard_and_the_api_show_what_a_run_did_without(sqlite_url: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from tether.server import create_app
+    from tether.server.auth import Auth
+
+    calls: Counter[str] = Counter()
+    model = counting_model(calls, failing={"case_studies"})
+    app = tether.App(sqlite_url)
+    app.register(Sequential("p", [Optional(Agent("case_studies", model, output_retries=0),
+                                           default=[]), Agent("draft", model)]))
+    info = app.run("p", {})
+    with TestClient(create_app(app, auth=Auth(local_user="tester"))) as http:
+        page = http.get(f"/runs/{info.id}")
+        assert page.status_code == 200
+        assert "degraded" in page.text and "case_studies" in page.text
+        assert "skipped, its default used" in page.text
+        shown = http.get(f"/api/runs/{info.id}").json()
+        assert [d["node"] for d in shown["degraded"]] == ["case_studies"]

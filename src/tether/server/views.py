@@ -78,6 +78,7 @@ def run_summary_json(run: RunInfo) -> dict[str, Any]:
         "cost_usd": run.cost_usd,
         "usage": usage_json(run.usage),
         "recoveries": run.recoveries,
+        "degraded": run.degraded,
         "progress": run.progress,
     }
 
