@@ -3,8 +3,8 @@
 Every model call, tool call, timer and human decision is journaled; a crashed worker's runs
 resume elsewhere from the last completed step. See README.md and docs/ for the tour.
 
-The engine's names are imported eagerly; the agent, trust and observe layers load on first use
-(``tether.Agent``…), so a process that only runs plain workflows — a worker, a CLI command —
+Every name loads on first use (``tether.App`` loads the engine, ``tether.Agent`` the agent
+layer…): a CLI command loads only what it runs, and a process that only runs plain workflows
 never imports pydantic-ai.
 """
 
@@ -13,19 +13,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tether.engine import (
-    App,
-    Budget,
-    Context,
-    Retention,
-    Retry,
-    RunHandle,
-    RunInfo,
-    StepContext,
-    StepInfo,
-    Usage,
-    current_step,
-)
 from tether.errors import (
     BudgetExceeded,
     LeaseLost,
@@ -62,6 +49,19 @@ if TYPE_CHECKING:
         ToolContext,
         tool,
     )
+    from tether.engine import (
+        App,
+        Budget,
+        Context,
+        Retention,
+        Retry,
+        RunHandle,
+        RunInfo,
+        StepContext,
+        StepInfo,
+        Usage,
+        current_step,
+    )
     from tether.observe.limits import SpendLimit
     from tether.trust import (
         ActionRejected,
@@ -75,6 +75,11 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
+    **dict.fromkeys(
+        ("App", "Budget", "Context", "Retention", "Retry", "RunHandle", "RunInfo",
+         "StepContext", "StepInfo", "Usage", "current_step"),
+        "tether.engine",
+    ),
     **dict.fromkeys(
         ("Agent", "Fallback", "Loop", "Optional", "Parallel", "Scope", "ScriptedModel",
          "Sequential", "TetherDurability", "TetherLoopGuard", "TetherScope", "TetherTrust",

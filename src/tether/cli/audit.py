@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import typer
 from rich.table import Table
 
-from tether.access.audit import audit_json, list_audit
 from tether.cli.common import (
     JSON_HELP,
     STORE_HELP,
@@ -36,6 +35,8 @@ def audit(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Who did what, when, to which run or request, and how it ended."""
+    from tether.access.audit import audit_json, list_audit
+
     start = None
     if since is not None:
         from tether.observe.window import parse_duration

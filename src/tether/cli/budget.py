@@ -7,7 +7,6 @@ from typing import Any
 import typer
 
 from tether.cli.common import STORE_HELP, cli, handle_errors, load_app, print_json, require_store
-from tether.engine.budget import Budget
 from tether.errors import UserError
 
 _LIMITS = ("max_cost_usd", "max_llm_calls", "max_tokens", "max_tool_calls", "max_steps",
@@ -50,6 +49,8 @@ def budget(
             f"run {run} already ended ({info.status}); its budget no longer applies, nothing "
             "changed"
         )
+    from tether.engine.budget import Budget
+
     current = Budget.from_dict(info.budget)
     values = current.to_dict() if current is not None else {}
     values.update(given)

@@ -17,13 +17,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from tether.cli.common import cli, console, handle_errors
-from tether.engine.records import RunInfo
 from tether.errors import UserError
+
+if TYPE_CHECKING:
+    from tether.engine.records import RunInfo
 
 LATENCY = 0.3
 """Seconds each scripted model call takes, so the pipeline runs long enough to be interrupted."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -19,14 +19,17 @@ from tether.cli.common import (
     print_json,
     require_store,
 )
-from tether.observe.attribution import CostRow, cost_report
-from tether.observe.changes import DEFAULT_DIMENSIONS, Change, Thresholds, detect_changes
-from tether.observe.stats import StatsRow, stats_report
-from tether.observe.window import parse_duration
+
+if TYPE_CHECKING:
+    from tether.observe.attribution import CostRow
+    from tether.observe.changes import Change
+    from tether.observe.stats import StatsRow
 
 
 def _window(since: str) -> tuple[float, float]:
     until = time.time()
+    from tether.observe.window import parse_duration
+
     return until - parse_duration(since), until
 
 
@@ -62,12 +65,16 @@ def stats(
     start, end = _window(since)
     app = require_store(load_app(None, store))
     if changes:
+        from tether.observe.changes import DEFAULT_DIMENSIONS, Thresholds, detect_changes
+
         dims = (*DEFAULT_DIMENSIONS, "window") if window else DEFAULT_DIMENSIONS
         found = asyncio.run(
             detect_changes(app, since=start, until=end, dimensions=dims, thresholds=Thresholds())
         )
         _print_changes(found, since, json_output)
         return
+    from tether.observe.stats import stats_report
+
     rows = asyncio.run(stats_report(app, by, since=start, until=end))
     _print_stats(rows, since, json_output)
 
@@ -121,6 +128,8 @@ def cost(
     """Model spend by owner and model: leaf model calls only, unpriced calls counted apart."""
     start, end = _window(since)
     app = require_store(load_app(None, store))
+    from tether.observe.attribution import cost_report
+
     rows = asyncio.run(cost_report(app, by, since=start, until=end))
     _print_cost(rows, since, json_output)
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from tether.engine.records import RunInfo, StepInfo
-from tether.observe.health import VERDICT_STYLE, Verdict, render_verdict
+if TYPE_CHECKING:
+    from tether.engine.records import RunInfo, StepInfo
+    from tether.observe.health import Verdict
+
 
 STATUS_STYLES = {
     "queued": "blue",
@@ -112,6 +114,8 @@ def error_line(error: dict[str, Any] | None, width: int = 0) -> str:
 def runs_table(runs: list[RunInfo], verdicts: dict[str, Verdict] | None = None) -> Table:
     """One row per run, newest first (as listed). Narrow borders: the full run id must fit
     an 80-column terminal so it can be copied into `tether show`."""
+    from tether.observe.health import VERDICT_STYLE, render_verdict
+
     table = Table(
         title=f"{len(runs)} run(s)",
         title_justify="left",
@@ -280,6 +284,8 @@ def steps_table(info: RunInfo) -> Table:
 
 
 def run_view(info: RunInfo, verdict: Verdict | None = None) -> Group:
+    from tether.observe.health import VERDICT_STYLE, render_verdict
+
     journal = steps_table(info) if info.steps else Text("journal: no steps yet", style="dim")
     parts: list[Any] = [run_header(info)]
     if verdict is not None and shows_health(info, verdict):

@@ -21,7 +21,6 @@ from tether.cli.common import (
     require_store,
 )
 from tether.cli.render import run_detail, run_summary, run_view, runs_table
-from tether.engine.app import login_name
 from tether.errors import TetherError, UserError
 
 STORE_APP_HELP = (
@@ -81,6 +80,8 @@ def start(
     """Queue a run of WORKFLOW and print its id."""
     kwargs = parse_input(input)
     labels = parse_labels(label)
+    from tether.engine.app import login_name
+
     who = started_by or login_name()
     application = load_app(app, store)
     with audited(application, "run.start", run_id, who, {"workflow": workflow}) as entry:
@@ -238,6 +239,8 @@ def fork(
     application = require_store(load_app(app, store))
     detail = {"from_step": from_step, "version": version}
     with audited(application, "run.fork", run, detail=detail) as entry:
+        from tether.engine.app import login_name
+
         handle = application.fork(run, from_step, version=version, started_by=login_name())
         entry.detail["run"] = handle.id
     typer.echo(handle.id)

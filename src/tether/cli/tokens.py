@@ -8,7 +8,6 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from tether.access.principals import create_principal, list_principals, revoke_principal
 from tether.cli.common import (
     JSON_HELP,
     STORE_HELP,
@@ -20,7 +19,6 @@ from tether.cli.common import (
     load_app,
     print_json,
 )
-from tether.engine.app import login_name
 from tether.store.base import ROLES, PrincipalRecord
 
 tokens = typer.Typer(
@@ -63,6 +61,9 @@ def create(
     """Create a principal and print its token (shown this once; only its hash is stored)."""
     roles = [part for item in role for part in item.split(",")]
     app = load_app(None, store)
+    from tether.access.principals import create_principal
+    from tether.engine.app import login_name
+
     who = login_name()
     detail = {"roles": roles, "categories": categories}
     with audited(app, "token.create", name, who, detail):
@@ -91,6 +92,8 @@ def list_(
 ) -> None:
     """Principals with their roles (never their tokens)."""
     app = load_app(None, store)
+    from tether.access.principals import list_principals
+
     found = app.portal.run(list_principals(app.store))
     if as_json:
         print_json([principal_json(p) for p in found])
@@ -122,5 +125,7 @@ def revoke(
     """Revoke a principal's token: requests with it are refused (401) from now on."""
     app = load_app(None, store)
     with audited(app, "token.revoke", name):
+        from tether.access.principals import revoke_principal
+
         app.portal.run(revoke_principal(app.store, name))
     typer.echo(f"revoked {name}")

@@ -6,7 +6,7 @@ import getpass
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -27,9 +27,10 @@ from tether.cli.common import (
     print_json,
 )
 from tether.errors import UserError
-from tether.trust.approvals import Approval
-from tether.trust.evidence import TrustReportRow
-from tether.trust.render import render_approval
+
+if TYPE_CHECKING:
+    from tether.trust.approvals import Approval
+    from tether.trust.evidence import TrustReportRow
 
 AS_HELP = "Reviewer name recorded with the decision (default: $TETHER_REVIEWER, else your login)"
 
@@ -91,6 +92,8 @@ def approvals(
     for index, approval in enumerate(found):
         if index:
             console.print(Rule())
+        from tether.trust.render import render_approval
+
         console.print(render_approval(approval), highlight=False)
 
 

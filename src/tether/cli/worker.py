@@ -15,6 +15,7 @@ import signal as signal_module
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -28,8 +29,10 @@ from tether.cli.common import (
     redact_url,
 )
 from tether.cli.render import error_line
-from tether.engine.app import App
 from tether.errors import UserError
+
+if TYPE_CHECKING:
+    from tether.engine.app import App
 
 log = logging.getLogger("tether.worker")
 
