@@ -312,8 +312,8 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "sqlite-claim-one-ignores-lease-expiry", SQLITE,
-        (("\" OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?))\",",
-          "\" OR (status = 'running' AND lease_expires < ? + 3600 AND lease_owner <> ?))\","),),
+        (("\" OR (status = 'running' AND lease_expires < ? AND lease_owner <> ?)\"",
+          "\" OR (status = 'running' AND lease_expires < ? + 3600 AND lease_owner <> ?)\""),),
         [sqlite(CLAIM_ONE)],
         "claiming one run by id takes it from a live holder",
     ),

@@ -109,13 +109,14 @@ async def test_claim_sets_running_and_increments_the_token(store: Store) -> None
 
 
 async def test_two_concurrent_claimers_never_get_the_same_run(store: Store, other: Store) -> None:
-    for i in range(40):
-        await store.create_run(new(f"r{i:02d}"))
+    # Many small rounds: one round's two claims overlap only sometimes, twenty almost surely.
+    for i in range(200):
+        await store.create_run(new(f"r{i:03d}"))
     got: list[str] = []
-    for _ in range(5):
-        a, b = await asyncio.gather(claim(store, "a", limit=6), claim(other, "b", limit=6))
+    for _ in range(20):
+        a, b = await asyncio.gather(claim(store, "a", limit=5), claim(other, "b", limit=5))
         got += [c.run.id for c in a + b]
-    assert len(got) == len(set(got)) == 40
+    assert len(got) == len(set(got)) == 200
     assert await claim(store, "c") == []
 
 
