@@ -16,19 +16,18 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+# Route modules by path, not through the package (whose __init__ imports this module).
+import tether.server.approvals as approvals
+import tether.server.audit as audit
+import tether.server.events as events
+import tether.server.pages as pages
+import tether.server.policy as policy
+import tether.server.runs as runs
+import tether.server.signin as signin
+import tether.server.stats as stats
+import tether.server.tokens as tokens
+import tether.server.workers as workers
 from tether.engine.app import App
-from tether.server import (
-    approvals,
-    audit,
-    events,
-    pages,
-    policy,
-    runs,
-    signin,
-    stats,
-    tokens,
-    workers,
-)
 from tether.server.auth import AccessControl, Auth, authorize, role
 from tether.server.errors import install_error_handlers
 from tether.server.rendering import HERE, make_templates

@@ -13,10 +13,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+import tether.server.runquery as runquery
 from tether.engine.context import APPROVAL_SIGNAL_PREFIX
 from tether.engine.records import RunInfo
 from tether.errors import UnknownRun
-from tether.server import runquery
 from tether.server.rendering import render, tether_app_of
 from tether.server.stats import node_rows, verdicts
 from tether.server.trace import build_trace

@@ -12,7 +12,9 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from tether.engine.app import App
-from tether.server import argview, views
+from tether.server.argview import diff as args_diff
+from tether.server.argview import view as args_view
+from tether.server.views import ago, clock, money, pretty, seconds, step_error_text
 
 HERE = Path(__file__).parent
 log = logging.getLogger("tether.server")
@@ -35,14 +37,14 @@ def templates_of(request: Request) -> Jinja2Templates:
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
-    env.filters["pretty"] = views.pretty
-    env.filters["seconds"] = views.seconds
-    env.filters["ago"] = views.ago
-    env.filters["clock"] = views.clock
-    env.filters["money"] = views.money
-    env.filters["step_error"] = views.step_error_text
-    env.filters["argview"] = argview.view
-    env.filters["argdiff"] = argview.diff
+    env.filters["pretty"] = pretty
+    env.filters["seconds"] = seconds
+    env.filters["ago"] = ago
+    env.filters["clock"] = clock
+    env.filters["money"] = money
+    env.filters["step_error"] = step_error_text
+    env.filters["argview"] = args_view
+    env.filters["argdiff"] = args_diff
     return templates
 
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+import tether.server.runquery as runquery
 from tether.engine.budget import Budget
 from tether.errors import UnknownRun, UnknownWorkflow, UserError
-from tether.server import runquery
 from tether.server.auth import note, principal_of, role
 from tether.server.errors import ApiError
 from tether.server.rendering import tether_app_of
