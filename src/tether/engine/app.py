@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import getpass
 import logging
 import os
@@ -972,6 +973,13 @@ class App:
 
 def login_name() -> str:
     """Who this process runs as: the OS login name, else ``uid:N`` (never empty)."""
+    # Every start records it: cached per value of the variables getpass reads (a passwd
+    # lookup per run cost more than the run's insert).
+    return _login_name(*(os.environ.get(v) for v in ("LOGNAME", "USER", "LNAME", "USERNAME")))
+
+
+@functools.lru_cache(maxsize=8)
+def _login_name(*environment: str | None) -> str:
     try:
         name = getpass.getuser()
     except Exception:  # no $USER/$LOGNAME and no passwd entry (some containers)
