@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tether._version import __version__
 from tether.errors import (
     BudgetExceeded,
     LeaseLost,
@@ -72,7 +73,6 @@ if TYPE_CHECKING:
         render_approval,
     )
 
-__version__ = "0.1.0"
 
 _LAZY = {
     **dict.fromkeys(

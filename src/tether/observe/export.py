@@ -60,7 +60,7 @@ class SpanExport:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        import tether
+        from tether._version import __version__
 
         self.app = app
         self.processor = processor
@@ -68,7 +68,7 @@ class SpanExport:
         self._resource = Resource.create(
             {"service.name": service_name or os.environ.get("OTEL_SERVICE_NAME", "tether")}
         )
-        self._scope = InstrumentationScope("tether", tether.__version__)
+        self._scope = InstrumentationScope("tether", __version__)
         self._exported: OrderedDict[str, set[str]] = OrderedDict()
         self._shut = False
 
