@@ -3,8 +3,8 @@
 Every model call, tool call, timer and human decision is journaled; a crashed worker's runs
 resume elsewhere from the last completed step. See README.md and docs/ for the tour.
 
-Every name loads on first use (``tether.App`` loads the engine, ``tether.Agent`` the agent
-layer…): a CLI command loads only what it runs, and a process that only runs plain workflows
+Every name loads on first use (``tether.App`` loads `tether.app` and the engine, ``tether.Agent``
+the agent layer…): a CLI command loads only what it runs, and a process that only runs plain workflows
 never imports pydantic-ai.
 """
 
@@ -50,8 +50,8 @@ if TYPE_CHECKING:
         ToolContext,
         tool,
     )
+    from tether.app import App
     from tether.engine import (
-        App,
         Budget,
         Context,
         Retention,
@@ -76,10 +76,11 @@ if TYPE_CHECKING:
 
 _LAZY = {
     **dict.fromkeys(
-        ("App", "Budget", "Context", "Retention", "Retry", "RunHandle", "RunInfo",
+        ("Budget", "Context", "Retention", "Retry", "RunHandle", "RunInfo",
          "StepContext", "StepInfo", "Usage", "current_step"),
         "tether.engine",
     ),
+    "App": "tether.app",
     **dict.fromkeys(
         ("Agent", "Fallback", "Loop", "Optional", "Parallel", "Scope", "ScriptedModel",
          "Sequential", "TetherDurability", "TetherLoopGuard", "TetherScope", "TetherTrust",

@@ -19,6 +19,7 @@ from tether.store.base import Claim, StepRecord, Store
 if TYPE_CHECKING:
     from tether.engine.lease import Leases
     from tether.engine.registry import WorkflowDef
+    from tether.engine.runtime import Runtime
 
 log = logging.getLogger("tether.engine")
 
@@ -34,7 +35,7 @@ class RunExecutor:
         max_recoveries: int,
         executor: Executor | None,
         live: dict[str, Context],
-        app: Any = None,
+        app: Runtime | None = None,
     ) -> None:
         self._app = app
         self._store = store

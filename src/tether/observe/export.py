@@ -182,8 +182,8 @@ def instrument(
 
 
 def autoinstrument(app: Any) -> None:
-    """The ``tether.app_hooks`` entry point: export `app`'s spans when OTLP is configured in the
-    environment — under `tether worker`, and for `app.run()` in a script or notebook alike."""
+    """What `tether.App` calls before it first runs: export `app`'s spans when OTLP is configured
+    in the environment — under `tether worker`, and for `app.run()` in a script or notebook."""
     if otlp_configured():
         instrument(app)
 
