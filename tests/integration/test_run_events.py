@@ -4,10 +4,11 @@ order, once — across a suspension, a resume on another App, and events emitted
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import tether
-from tether.store.base import NewRunEvent
+from tether.store.base import NewRunEvent, StepRecord
 
 
 def make_app(url: str) -> tether.App:
@@ -223,3 +224,56 @@ def test_parallel_steps_and_a_failure_each_stream_once_in_order(store_url: str) 
             assert [e.id for e in rest] == ids[i + 1:]
     finally:
         app.close()
+
+
+def test_a_step_run_again_after_a_lost_worker_streams_its_start_once(store_url: str) -> None:
+    """The step's start was appended while it ran on a worker that then lost the run; run
+    again elsewhere it ends at once. The stream shows that start once, and one completion."""
+    first = tether.App(store_url, lease_seconds=0.3)
+    second = tether.App(store_url, lease_seconds=0.3)
+    attempts: list[str] = []
+
+    def define(app: tether.App) -> None:
+        @app.step()
+        async def work() -> str:
+            attempts.append(app.store.url)
+            if len(attempts) == 1:  # the first time: until its start is in the stream
+                handle = tether.RunHandle(app, "lost-1")
+                while not [e async for e in handle.events(follow=False)
+                           if e.kind == "step_started" and e.seq == 2]:
+                    await asyncio.sleep(0.005)
+            return "ok"
+
+        @app.step()
+        async def prepare() -> int:
+            return 1
+
+        @app.workflow(name="lost")
+        async def lost(ctx: tether.Context) -> str:
+            await prepare()
+            return await work()
+
+    define(first)
+    define(second)
+    real_write = first.store.write_step
+
+    async def store_goes_away(run_id: str, token: int, step: StepRecord, **kwargs: Any) -> bool:
+        if step.seq == 2:
+            raise tether.StoreUnavailable("database went away")
+        return await real_write(run_id, token, step, **kwargs)
+
+    first.store.write_step = store_goes_away  # type: ignore[method-assign]
+    try:
+        assert first.run("lost", run_id="lost-1").status == "running"  # dropped
+        deadline = time.monotonic() + 30
+        while (info := second.run("lost", run_id="lost-1")).status != "succeeded":
+            assert time.monotonic() < deadline, info.status
+            time.sleep(0.05)
+        assert len(attempts) == 2
+        events = list(tether.RunHandle(second, "lost-1").events())
+        assert [e.kind for e in events if e.seq == 2] == ["step_started", "step_completed"]
+        ids = [e.id for e in events]
+        assert ids == sorted(set(ids))
+    finally:
+        first.close()
+        second.close()

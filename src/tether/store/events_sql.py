@@ -8,7 +8,9 @@ On SQLite a step's own events are not rows of ``run_events``: the step's final j
 from the same id counter in the journal write's transaction, and the reader derives
 ``step_started`` (at ``ev_pos - 1``, unless that event was appended while the step ran) and
 ``step_completed``/``step_failed`` (at ``ev_pos``) from it. The stream is the same as if
-they had been appended at that moment, and a step costs the journal write alone.
+they had been appended at that moment, and a step costs the journal write alone. A start
+that *was* appended (the step ran a while; or it ran on a worker that died, and ran again)
+stays where it was: the derived one is not read, as a keyed event is stored once.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ SELECT id, kind, at, seq, data, NULL, NULL, NULL, NULL FROM run_events
 UNION ALL
 SELECT ev_pos - 1, 'step_started', started_at, seq, NULL, name, kind, attempts, meta FROM steps
  WHERE run_id = ?1 AND ev_pos > ?2 + 1 AND ev_started = 1
+   AND NOT EXISTS (SELECT 1 FROM run_events WHERE key = steps.run_id || ':' || steps.seq || ':started')
 UNION ALL
 SELECT ev_pos, 'step_' || status, finished_at, seq, error, name, kind, attempts, meta FROM steps
  WHERE run_id = ?1 AND ev_pos > ?2
