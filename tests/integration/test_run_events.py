@@ -238,10 +238,9 @@ def test_a_step_run_again_after_a_lost_worker_streams_its_start_once(store_url: 
         async def work() -> str:
             attempts.append(app.store.url)
             if len(attempts) == 1:  # the first time: until its start is in the stream
-                handle = tether.RunHandle(app, "lost-1")
-                while not [e async for e in handle.events(follow=False)
-                           if e.kind == "step_started" and e.seq == 2]:
-                    await asyncio.sleep(0.005)
+                async for event in tether.RunHandle(app, "lost-1").events():
+                    if event.kind == "step_started" and event.seq == 2:
+                        break
             return "ok"
 
         @app.step()
