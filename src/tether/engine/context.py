@@ -226,6 +226,10 @@ class Context:
         """The entries recorded so far (read-only view for upper layers)."""
         return self._journal
 
+    def written_journal(self) -> list[StepRecord]:
+        """The journal as the store holds it once the run has ended: every entry, by seq."""
+        return [self._journal[seq] for seq in sorted(self._journal)]
+
     def usage_where(self, predicate: Callable[[dict[str, Any]], bool]) -> Usage:
         """Usage of the journaled entries whose `meta` matches (e.g. one agent node)."""
         total = ZERO
@@ -462,21 +466,19 @@ class Context:
             input={"run_id": child_id}, started_at=time.time(),
         )
         await self._flush_values()
+        taking = _replace(waiting, finished_at=time.time())
         try:
-            signal = await self._store.consume_signal(
-                self.run_id, self._token, _replace(waiting, finished_at=time.time())
-            )
+            signal = await self._store.consume_signal(self.run_id, self._token, taking)
             outcome = None if signal is None else signal.payload
             if outcome is None:
                 # The signal may have been lost with the child's worker: look at the child.
                 outcome = await ended_child(self._store, child_id)
                 if outcome is not None:
-                    await self._write(_replace(waiting, status="completed", output=outcome,
-                                               finished_at=time.time()))
+                    await self._write(_consumed(taking, outcome))
         except StoreUnavailable:
             raise self._stop(DropRun()) from None
         if outcome is not None:
-            done = _replace(waiting, status="completed", output=outcome)
+            done = _consumed(taking, outcome)
             self._journal[seq] = done
             self._usage = self._usage + outcome_usage(done)
             self._emit_step("signal_received", done)
@@ -1057,7 +1059,7 @@ class Context:
         except StoreUnavailable:
             raise self._stop(DropRun()) from None
         if signal is not None:
-            self._journal[seq] = received = _replace(waiting, status="completed", output=output)
+            self._journal[seq] = received = _consumed(taking, output)
             self._emit_step("signal_received", received)
             return output
         if deadline is not None and time.time() >= deadline:
@@ -1134,6 +1136,15 @@ def _signal_names(names: object) -> list[str]:
     if not wanted:
         raise UserError("ctx.wait_for_any() needs at least one signal name")
     return wanted
+
+
+def _consumed(taking: StepRecord, output: Any) -> StepRecord:
+    """A wait's entry as the store journals it when a signal is consumed (`consume_signal`)."""
+    return StepRecord(
+        run_id=taking.run_id, seq=taking.seq, name=taking.name, kind=taking.kind,
+        status="completed", input=taking.input, output=output, attempts=taking.attempts,
+        started_at=taking.started_at, finished_at=taking.finished_at, meta=taking.meta,
+    )
 
 
 def _replace(rec: StepRecord, **changes: Any) -> StepRecord:
