@@ -540,10 +540,17 @@ class Runtime:
                 watch_cancels(self.store, owner, self.live_contexts, lambda: True)
             )
             try:
-                await self.executor.execute(claim, fresh=fresh, leases=leases)
+                await self.executor.execute(claim, fresh=fresh, leases=leases, keep_journal=True)
             finally:
                 beat.cancel()
                 cancels.cancel()
+            steps = self.executor.take_journal(run.id)
+            if steps is not None:
+                # Finished here: the journal is what this process wrote; only the run's row
+                # (its end as the store stamped it) is read.
+                ended = await self.store.get_run(run.id)
+                if ended is not None and ended.status in FINISHED_STATUSES:
+                    return RunInfo.from_records(ended, steps)
         return await self.get_run_async(run.id)
 
     async def run_worker_async(
