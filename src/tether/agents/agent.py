@@ -57,7 +57,7 @@ from tether.agents.output import (
     run_check,
     validation_text,
 )
-from tether.agents.scope import Scope, enforce_scope
+from tether.agents.scope import Scope, ScopeVerdict, enforce_scope
 from tether.agents.state import RunState, render
 from tether.agents.tools import Tool, ToolContext, as_tool
 from tether.agents.toolsets import ToolsetSession, ToolsetToolInfo
@@ -232,7 +232,8 @@ class Agent:
             # With several models the scope classifier uses the first.
             gate_model: Model | str = (self.resolved_models()[0] if isinstance(self.model, list | tuple)
                                        else cast(Model | str, self.model))
-            await enforce_scope(self.scope, ctx, state, node=self.name, model=gate_model)
+            await enforce_scope(self.scope, ctx, state, node=self.name, model=gate_model,
+                                build_classifier=scope_classifier)
         instructions = render(self.instructions, state, node=self.name, what="instructions")
         prompt = (render(self.prompt, state, node=self.name, what="prompt")
                   if self.prompt is not None else state.as_prompt())
@@ -624,3 +625,20 @@ def _remember_tools(app: Any, agents: Sequence[Agent]) -> None:
     for agent in agents:
         for name in agent._tools:  # pyright: ignore[reportPrivateUsage]
             owners.setdefault(name, agent.name)
+
+
+def scope_classifier(scope: Scope, node: str, model: Model | str) -> Agent:
+    """The agent that decides whether a request is in `scope`'s domain (`agents.scope`)."""
+    return Agent(
+        name=f"{node}-scope",
+        model=model,
+        instructions=(
+            "You are the scope gate of an agent. Its domain is: "
+            f"{scope.domain}. Decide whether the request below belongs to this domain. "
+            "Answer with in_scope (true or false) and a one-sentence reason."
+            + (f"\n{scope.instructions}" if scope.instructions else "")
+        ),
+        output_type=ScopeVerdict,
+        output_retries=1,
+        max_turns=3,
+    )

@@ -42,6 +42,7 @@ from pydantic_ai.tools import (
     ToolDenied,
 )
 
+from tether.agents.agent import scope_classifier
 from tether.agents.errors import LoopGuardTripped
 from tether.agents.gate import CheckResult, ToolCallRequest, authorize
 from tether.agents.guards import LoopGuard, record_scope_violation
@@ -73,7 +74,7 @@ class TetherScope(AbstractCapability[AgentDepsT]):
             return
         prompt = ctx.prompt if isinstance(ctx.prompt, str) else str(ctx.prompt or "")
         await enforce_scope(self.scope, tctx, RunState(input={"prompt": prompt}),
-                            node=_agent_name(ctx),
+                            node=_agent_name(ctx), build_classifier=scope_classifier,
                             model=ctx.model if isinstance(ctx.model, Model) else None)
 
     async def after_model_request(

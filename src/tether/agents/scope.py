@@ -4,13 +4,17 @@ The gate is a predicate over the run's input (``allow=``) or a cheap classifier 
 a structured verdict (``classifier=``; by default the agent's own model). Either is one journaled
 step, so a replay reaches the same verdict without asking again. Tool scope — an agent calls
 only its own tools — is enforced by the agent loop itself.
+
+The classifier is itself an agent. This module does not import `tether.agents.agent` (whose
+loop calls `enforce_scope`): the caller hands in a `ClassifierFactory`
+(`tether.agents.agent.scope_classifier`) that builds it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic
 from pydantic_ai.models import Model
@@ -30,6 +34,12 @@ class ScopeVerdict(pydantic.BaseModel):
     reason: str
 
 
+class Classifier(Protocol):
+    """The agent that answers a scope question with a `ScopeVerdict`."""
+
+    async def execute(self, ctx: Context, state: RunState) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Scope:
     """An agent's domain, and how requests are checked against it before the agent works."""
@@ -46,10 +56,21 @@ class Scope:
     """Extra guidance for the classifier (what counts as in or out of the domain)."""
 
 
+ClassifierFactory = Callable[[Scope, str, Model | str], Classifier]
+"""Builds the classifier of a scope for a node from a model: ``(scope, node, model)``."""
+
+
 async def enforce_scope(
-    scope: Scope, ctx: Context, state: RunState, *, node: str, model: Model | str | None = None
+    scope: Scope,
+    ctx: Context,
+    state: RunState,
+    *,
+    node: str,
+    build_classifier: ClassifierFactory,
+    model: Model | str | None = None,
 ) -> None:
-    """Raise `RefuseRun` when the run's request is outside the scope's domain."""
+    """Raise `RefuseRun` when the run's request is outside the scope's domain; `build_classifier`
+    builds the classifying agent when the scope has no predicate."""
     if scope.allow is not None:
         predicate = scope.allow
 
@@ -67,7 +88,7 @@ async def enforce_scope(
             record_input=state.input,
         )
     else:
-        verdict = await _classify(scope, ctx, state, node=node, model=model)
+        verdict = await _classify(scope, ctx, state, node=node, model=model, build=build_classifier)
     if not verdict.get("in_scope"):
         reason = str(verdict.get("reason") or f"outside the domain {scope.domain!r}")
         raise RefuseRun(
@@ -77,10 +98,14 @@ async def enforce_scope(
 
 
 async def _classify(
-    scope: Scope, ctx: Context, state: RunState, *, node: str, model: Model | str | None
+    scope: Scope,
+    ctx: Context,
+    state: RunState,
+    *,
+    node: str,
+    model: Model | str | None,
+    build: ClassifierFactory,
 ) -> dict[str, Any]:
-    from tether.agents.agent import Agent
-
     chosen = scope.classifier if scope.classifier is not None else model
     if chosen is None:
         return {"in_scope": True, "reason": "no classifier configured"}
@@ -93,19 +118,7 @@ async def _classify(
     cached = _GATES.get(key)
     gate = cached[1] if cached is not None and cached[0] is scope else None
     if gate is None:
-        gate = Agent(
-            name=f"{node}-scope",
-            model=chosen,
-            instructions=(
-                "You are the scope gate of an agent. Its domain is: "
-                f"{scope.domain}. Decide whether the request below belongs to this domain. "
-                "Answer with in_scope (true or false) and a one-sentence reason."
-                + (f"\n{scope.instructions}" if scope.instructions else "")
-            ),
-            output_type=ScopeVerdict,
-            output_retries=1,
-            max_turns=3,
-        )
+        gate = build(scope, node, chosen)
         _GATES[key] = (scope, gate)
     verdict = await gate.execute(ctx, RunState(input=state.input))
     return dict(verdict)
@@ -122,6 +135,6 @@ def _is_test_double(model: Model | str) -> bool:
     return isinstance(model, FunctionModel | TestModel)
 
 
-_GATES: dict[tuple[int, str], tuple[Scope, Any]] = {}
+_GATES: dict[tuple[int, str], tuple[Scope, Classifier]] = {}
 """Classifier agents by (scope, node): built once, reused by every run. The scope is kept with
 its gate, so its id cannot be reused by another object while the entry exists."""
