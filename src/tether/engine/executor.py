@@ -19,7 +19,6 @@ from tether.store.base import FINISHED_STATUSES, Claim, StepRecord, Store
 if TYPE_CHECKING:
     from tether.engine.lease import Leases
     from tether.engine.registry import WorkflowDef
-    from tether.engine.runtime import Runtime
 
 log = logging.getLogger("tether.engine")
 
@@ -35,7 +34,7 @@ class RunExecutor:
         max_recoveries: int,
         executor: Executor | None,
         live: dict[str, Context],
-        app: Runtime | None = None,
+        app: object = None,
     ) -> None:
         self._app = app
         self._store = store

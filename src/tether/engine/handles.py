@@ -7,16 +7,13 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tether.engine.events import RunEvent, follow_events, read_events
 from tether.engine.records import RunInfo
 from tether.engine.worker import quiet_control_flow
 from tether.errors import UnknownRun, UserError, error_from_record
-from tether.store.base import FINISHED_STATUSES
-
-if TYPE_CHECKING:
-    from tether.engine.runtime import Runtime
+from tether.store.base import FINISHED_STATUSES, Store
 
 T = TypeVar("T")
 
@@ -58,10 +55,23 @@ class Portal:
             return self._loop
 
 
+class HandleHost(Protocol):
+    """What a run handle uses of the `Runtime` that made it (named by this protocol, not
+    imported: the runtime imports this module to hand out handles)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def portal(self) -> Portal: ...
+
+    def get_run(self, run_id: str) -> RunInfo: ...
+
+
 class RunHandle:
     """A reference to a run; cheap to create, holds no connection."""
 
-    def __init__(self, app: Runtime, run_id: str) -> None:
+    def __init__(self, app: HandleHost, run_id: str) -> None:
         self.app = app
         self.id = run_id
 
@@ -111,7 +121,7 @@ class RunHandle:
 class RunEventStream:
     """A run's events, as a sync or an async iterator (`RunHandle.events`)."""
 
-    def __init__(self, app: Runtime, run_id: str, *, after: int, follow: bool) -> None:
+    def __init__(self, app: HandleHost, run_id: str, *, after: int, follow: bool) -> None:
         self._app = app
         self._run_id = run_id
         self._after = after

@@ -28,18 +28,28 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tether.engine.registry import version_key
 from tether.store.base import WORKER_LIVE_LEASES, Store, WorkerRecord
 
-if TYPE_CHECKING:
-    from tether.engine.runtime import Runtime
-
 log = logging.getLogger("tether.worker")
 
 
-def worker_record(app: Runtime, owner: str, name: str) -> WorkerRecord:
+class PresenceHost(Protocol):
+    """What a worker's presence reads of the `Runtime` it serves (named by this protocol, not
+    imported: the runtime builds the worker, so the import would go round in a circle)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def lease_seconds(self) -> float: ...
+
+    def workflow_keys(self) -> list[tuple[str, str]]: ...
+
+
+def worker_record(app: PresenceHost, owner: str, name: str) -> WorkerRecord:
     """The registry row a worker of `app` announces."""
     return WorkerRecord(
         owner=owner,
@@ -129,7 +139,7 @@ async def coverage(store: Store) -> Coverage:
     return Coverage(await store.list_workers())
 
 
-async def report_unserved(app: Runtime, worker_name: str) -> None:
+async def report_unserved(app: PresenceHost, worker_name: str) -> None:
     """Log, once at worker start, the queued and waiting runs no live worker serves."""
     try:
         live = await coverage(app.store)

@@ -25,17 +25,15 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tether.engine.registry import WorkflowDef
 from tether.errors import UserError
-from tether.store.base import FINISHED_STATUSES, NewRun, ScheduleRecord
-
-if TYPE_CHECKING:
-    from tether.engine.runtime import Runtime
+from tether.store.base import FINISHED_STATUSES, NewRun, ScheduleRecord, Store
 
 log = logging.getLogger("tether.schedules")
 
@@ -124,10 +122,25 @@ def tick_run_id(name: str, tick: float) -> str:
     return f"sched-{name}-{round(tick)}"
 
 
+class ScheduleHost(Protocol):
+    """What the scheduler uses of the `Runtime` whose schedules it fires (named by this
+    protocol, not imported: the runtime imports this module to declare schedules)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def schedules(self) -> Mapping[str, Schedule]: ...
+
+    def get_workflow(self, name: str, version: str | None = None) -> WorkflowDef | None: ...
+
+    def workflow_names(self) -> list[str]: ...
+
+
 class Scheduler:
     """Starts the runs of due schedules; one per worker (see the module docstring)."""
 
-    def __init__(self, app: Runtime, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, app: ScheduleHost, *, clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.clock = clock
 

@@ -31,7 +31,7 @@ from tether.errors import StoreUnavailable
 from tether.store.base import LIVE_MARK
 
 if TYPE_CHECKING:
-    from tether.engine.runtime import Runtime
+    from tether.engine.host import WorkerHost
     from tether.store.base import WorkerRecord
 
 log = logging.getLogger("tether.worker")
@@ -71,7 +71,7 @@ class Worker:
 
     def __init__(
         self,
-        app: Runtime,
+        app: WorkerHost,
         *,
         concurrency: int = 100,
         name: str | None = None,
