@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from tether.engine.budget import Budget, Usage
 from tether.errors import error_from_record
 from tether.store.base import FINISHED_STATUSES, RunRecord, StepRecord, Store
-
-if TYPE_CHECKING:
-    from tether.engine.context import Context
 
 CHILD_SIGNAL = "tether.child."
 """Prefix of the signal a child's end sends its parent (followed by the child's id)."""
@@ -125,10 +122,16 @@ def remaining_budget(budget: Budget | None, spent: Usage, created_at: float) -> 
     )
 
 
+class _Parent(Protocol):
+    """The parent run's context, as a handle to its child uses it."""
+
+    def child_result(self, child_id: str) -> Coroutine[Any, Any, Any]: ...
+
+
 class ChildRun:
     """A child run started with `Context.start_child`; await `result()` for its outcome."""
 
-    def __init__(self, ctx: Context, run_id: str) -> None:
+    def __init__(self, ctx: _Parent, run_id: str) -> None:
         self._ctx = ctx
         self.id = run_id
         """The child's run id (``<parent id>.<seq>``)."""

@@ -1,5 +1,9 @@
 """The workflow context: journal replay and the execution of every `ctx` operation.
 
+The durable waits (sleep, signal waits, child runs) are in `tether.engine.waits`, what a
+running step sees of itself (`StepContext`, `current_step`) in `tether.engine.steps`; both are
+importable from here too.
+
 Each operation (step, sleep, signal wait, `now`, `uuid`) takes the next sequence number *when it
 is called* — not when it is awaited — so ``asyncio.gather`` of steps numbers them in argument
 order on every execution. When the journal already holds that number, the recorded outcome is
@@ -15,29 +19,17 @@ import contextvars
 import functools
 import inspect
 import time
-import traceback
 import uuid as uuid_module
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from tether.engine.budget import ZERO, Budget, Usage
-from tether.engine.children import (
-    CHILD_KIND,
-    CHILD_RECHECK,
-    CHILD_SIGNAL,
-    CHILD_WAIT_KIND,
-    ChildRun,
-    child_run_id,
-    ended_child,
-    outcome_result,
-    outcome_usage,
-    remaining_budget,
-)
+from tether.engine.children import CHILD_WAIT_KIND, outcome_usage
 from tether.engine.control import CancelRun, DropRun, Suspend
 from tether.engine.interrupts import StepInterrupts
 from tether.engine.lease import Leases
@@ -45,24 +37,38 @@ from tether.engine.ledger import OVERSHOOT, Ledger, Reservation, window_exceeded
 from tether.engine.registry import StepDef, make_step
 from tether.engine.retry import NO_RETRY, Retry
 from tether.engine.serde import Decoder, to_jsonable
+from tether.engine.steps import StepContext, current_step, describe_arguments, error_record, running
+from tether.engine.stopping import StopControl
+from tether.engine.waits import DurableWaits
 from tether.errors import (
     BudgetExceeded,
     NonDeterminismError,
-    SignalTimeout,
     StepFailed,
     StoreUnavailable,
     UserError,
 )
-from tether.store.base import WAIT_SEPARATOR, NewRun, RunRecord, SpendWindow, StepRecord, Store
+from tether.store.base import RunRecord, SpendWindow, StepRecord, Store
 from tether.store.events_sql import step_event_data
 
 _current: ContextVar[weakref.ref[Context] | None] = ContextVar("tether_context", default=None)
 """A *weak* reference: timers, callbacks and tasks started inside a run copy the contextvars
 context and may outlive the run (a cancelled timer stays in the event loop until it falls due);
 they must not keep its Context — journal, workflow frames — alive."""
-_current_step: ContextVar[StepContext | None] = ContextVar("tether_step", default=None)
 _branch: ContextVar[_BranchSeq | None] = ContextVar("tether_branch", default=None)
 _identity = Decoder(None)
+
+__all__ = [
+    "APPROVAL_SIGNAL_PREFIX",
+    "BUDGET_SIGNAL",
+    "Context",
+    "ReplayEnd",
+    "StepContext",
+    "bound",
+    "current_context",
+    "current_step",
+    "error_record",
+    "step_wrapper",
+]
 
 
 def current_context() -> Context | None:
@@ -81,52 +87,28 @@ def bound(ctx: Context) -> Generator[Context, None, None]:
         _current.reset(token)
 
 
-def current_step() -> StepContext:
-    """The step being executed (run id, sequence number, attempt, idempotency key)."""
-    step = _current_step.get()
-    if step is None:
-        raise UserError("tether.current_step() was called outside a running step")
-    return step
+def step_wrapper(definition: StepDef) -> Callable[..., Any]:
+    """The callable `@app.step` returns: journaled inside a workflow, plain outside one."""
+    fn = definition.fn
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        ctx = current_context()
+        if ctx is None:
+            return fn(*args, **kwargs)
+        return ctx.call_step(definition, args, kwargs)
+
+    call.__tether_step__ = definition  # type: ignore[attr-defined]
+    return call
 
 
-@dataclass(slots=True)
-class StepContext:
-    """What a running step may know about itself, and where it reports what it spent."""
+class Context(DurableWaits, StopControl):
+    """Handed to a workflow as its first argument; every method is journaled.
 
-    run_id: str
-    seq: int
-    name: str
-    attempt: int
-    labels: dict[str, str]
-    usage: Usage = ZERO
-    meta: dict[str, Any] = field(default_factory=dict[str, Any])
-
-    @property
-    def idempotency_key(self) -> str:
-        """Stable across retries and worker takeovers: hand it to the outside system."""
-        return f"{self.run_id}:{self.seq}"
-
-    def add_usage(self, usage: Usage) -> None:
-        """Charge what this step spent to the run's ledger (journaled with the outcome)."""
-        self.usage = self.usage + usage
-
-    def set_meta(self, **attributes: Any) -> None:
-        """Attach attributes (model, fingerprint…) journaled with the step's outcome."""
-        self.meta.update(attributes)
-
-
-def error_record(exc: BaseException, *, timeout: float | None = None) -> dict[str, Any]:
-    message = str(exc)
-    if isinstance(exc, TimeoutError) and not message and timeout is not None:
-        message = f"timed out after {timeout}s"
-    record: dict[str, Any] = {"type": type(exc).__name__, "message": message or repr(exc)}
-    tb = "".join(traceback.format_exception(exc, limit=-8))
-    record["traceback"] = tb[-4000:]
-    return record
-
-
-class Context:
-    """Handed to a workflow as its first argument; every method is journaled."""
+    The waits (`DurableWaits`) and the executor's stop hooks (`StopControl`) are inherited;
+    each names what it uses of this class by a protocol whose members only this class defines
+    (a member one of them defined would be shadowed by the other's protocol stub).
+    """
 
     def __init__(
         self,
@@ -325,34 +307,6 @@ class Context:
         finally:
             self._seq = base + max((s.count for s in slots), default=0) * width
 
-    def sleep(self, duration: timedelta | float) -> Coroutine[Any, Any, None]:
-        """A durable timer: the run is suspended and the worker released until it is due."""
-        seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
-        return self._sleep(self._next_seq(), seconds)
-
-    def wait_for_signal(
-        self, name: str, *, timeout: timedelta | float | None = None
-    ) -> Coroutine[Any, Any, Any]:
-        """Wait for the next signal `name` (kept if it arrived earlier) and return its payload.
-        The run holds no worker while waiting. Raises `SignalTimeout` after `timeout`."""
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        return self._wait_for_signal(self._next_seq(), name, seconds)
-
-    def wait_for_any(
-        self, names: Sequence[str], *, timeout: timedelta | float | None = None
-    ) -> Coroutine[Any, Any, tuple[str, Any]]:
-        """Wait for the first of several signals and return ``(name, payload)``.
-
-        One journaled operation: it takes the oldest unconsumed signal among `names` (one that
-        arrived earlier counts), so two racing signals resolve the same way on every worker
-        and the other stays in the mailbox for a later wait; a replay returns the recorded
-        winner. The run holds no worker while waiting and wakes on any of the names. Raises
-        `SignalTimeout` after `timeout`. Use this rather than ``asyncio.wait`` over
-        `wait_for_signal` calls, which cannot work (see docs/concepts.md)."""
-        wanted = _signal_names(names)
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        return self._wait_for_any(self._next_seq(), wanted, seconds)
-
     def now(self) -> datetime:
         """The current time, recorded: a replay returns the same instant."""
         seq = self._next_seq()
@@ -374,120 +328,6 @@ class Context:
         else:
             value = str(rec.output)
         return uuid_module.UUID(value)
-
-    def run_child(
-        self,
-        workflow: str | Callable[..., Any],
-        input: dict[str, Any] | None = None,
-        *,
-        labels: dict[str, str] | None = None,
-        budget: Budget | None = None,
-    ) -> Coroutine[Any, Any, Any]:
-        """Run `workflow` as a child run (on any worker) and return its output; raises
-        `RunFailed`/`RunRefused`/`RunCancelled` as the child ended. Journaled: a resumed
-        parent never starts the child twice. The child inherits this run's labels (plus
-        `labels`) and may spend at most what is left of this run's budget (tightened by
-        `budget`); what it spends is charged to this run. See `tether.engine.children`."""
-        start_seq, wait_seq = self._next_seq(), self._next_seq()
-
-        async def run() -> Any:
-            child = await self._start_child(start_seq, workflow, input, labels, budget)
-            return await self._child_result(wait_seq, child.id)
-
-        return run()
-
-    def start_child(
-        self,
-        workflow: str | Callable[..., Any],
-        input: dict[str, Any] | None = None,
-        *,
-        labels: dict[str, str] | None = None,
-        budget: Budget | None = None,
-    ) -> Coroutine[Any, Any, ChildRun]:
-        """Start a child run without waiting for it (see `run_child`); await
-        ``handle.result()`` later, e.g. after starting several."""
-        return self._start_child(self._next_seq(), workflow, input, labels, budget)
-
-    def child_result(self, child_id: str) -> Coroutine[Any, Any, Any]:
-        """Wait for the child `child_id` (started by this run) to end: `ChildRun.result`."""
-        return self._child_result(self._next_seq(), child_id)
-
-    async def _start_child(
-        self,
-        seq: int,
-        workflow: str | Callable[..., Any],
-        input: dict[str, Any] | None,
-        labels: dict[str, str] | None,
-        budget: Budget | None,
-    ) -> ChildRun:
-        name = workflow if isinstance(workflow, str) else getattr(workflow, "__tether_workflow__", None)
-        if not isinstance(name, str) or not name:
-            raise UserError(
-                f"ctx.run_child(): {workflow!r} is not a workflow; pass its name or an "
-                "@app.workflow function"
-            )
-        child_id = child_run_id(self.run_id, seq)
-        definition = self.app.get_workflow(name) if self.app is not None else None
-        canonical: Any = definition.canonical_input(input) if definition is not None else dict(input or {})
-        own = remaining_budget(self._budget, self._usage, self._run.created_at)
-        limit = budget if own is None else own.merged(budget)
-        new = NewRun(
-            id=child_id,
-            workflow=name,
-            version=definition.version if definition is not None else None,
-            input=canonical,
-            labels={**self.labels, **(labels or {})},
-            budget=limit.to_dict() if limit is not None else None,
-            parent_id=self.run_id,
-        )
-        store = self._store
-
-        async def create() -> str:
-            # Idempotent: the id is derived from this run's, so a step run again after a
-            # crash finds the child it started and starts nothing.
-            await store.create_run(new)
-            return child_id
-
-        started = await self._execute_step(
-            seq, name, create, (), {}, NO_RETRY, None, True, _identity, CHILD_KIND, None, ZERO,
-            (), {"workflow": name, "run_id": child_id},
-        )
-        return ChildRun(self, str(started))
-
-    async def _child_result(self, seq: int, child_id: str) -> Any:
-        label = CHILD_SIGNAL + child_id
-        self._check_live()
-        rec = self._replayed(seq, label, CHILD_WAIT_KIND)
-        if rec is not None and rec.status == "completed":
-            return outcome_result(child_id, dict(rec.output or {}))
-        self._check_duration()
-        waiting = rec or StepRecord(
-            run_id=self.run_id, seq=seq, name=label, kind=CHILD_WAIT_KIND, status="waiting",
-            input={"run_id": child_id}, started_at=time.time(),
-        )
-        await self._flush_values()
-        taking = _replace(waiting, finished_at=time.time())
-        try:
-            signal = await self._store.consume_signal(self.run_id, self._token, taking)
-            outcome = None if signal is None else signal.payload
-            if outcome is None:
-                # The signal may have been lost with the child's worker: look at the child.
-                outcome = await ended_child(self._store, child_id)
-                if outcome is not None:
-                    await self._write(_consumed(taking, outcome))
-        except StoreUnavailable:
-            raise self._stop(DropRun()) from None
-        if outcome is not None:
-            done = _consumed(taking, outcome)
-            self._journal[seq] = done
-            self._usage = self._usage + outcome_usage(done)
-            self._emit_step("signal_received", done)
-            return outcome_result(child_id, dict(outcome))
-        if rec is None:
-            await self._write(waiting)
-        self._emit_step("waiting", waiting)
-        raise self._stop(Suspend(wake_at=self._wake_within_budget(time.time() + CHILD_RECHECK),
-                                 waiting_for=label))
 
     def emit_event(
         self, kind: str, *, seq: int | None = None, data: dict[str, Any] | None = None,
@@ -525,71 +365,6 @@ class Context:
         if not self._running:
             return None
         return self._running[min(self._running)]
-
-    def request_cancel(self) -> None:
-        """End the run as cancelled: steps running now are interrupted (an async step's task
-        is cancelled, so its ``finally`` blocks run; a thread step is abandoned and its late
-        result discarded) and the next operation stops the run. Safe to call from any thread."""
-        if self._cancel_requested:
-            return  # a second cancel must not interrupt the steps' cleanup again
-        self._cancel_requested = True
-        self.interrupted = [
-            {"seq": op["seq"], "name": op["name"], "kind": op["kind"]}
-            for _, op in sorted(self._running.items())
-        ]
-        self._interrupts.interrupt(CancelRun())
-
-    def check_returned(self) -> None:
-        """Called when the workflow function returned: an operation that stopped the run (a
-        suspension, a cancel, a lost lease) still applies even if workflow code swallowed it.
-
-        A swallowed suspension is an error, not a success: ``asyncio.wait`` (or
-        ``gather(return_exceptions=True)``, a task left unawaited, ``except BaseException``) hid
-        it, and the workflow returned without the
-        outcome it was waiting for."""
-        stopping = self._stopping
-        if stopping is None:
-            return
-        if isinstance(stopping, Suspend):
-            names = stopping.waiting_for
-            if isinstance(names, str):
-                what = f"signal {names!r}"
-            elif names:
-                what = "one of the signals " + ", ".join(repr(n) for n in names)
-            else:
-                what = "a durable timer"
-            error = UserError(
-                f"run {self.run_id}: workflow {self.workflow!r} returned while one of its "
-                f"operations had suspended the run (waiting for {what}); asyncio.wait, "
-                "gather(return_exceptions=True), a task left unawaited or `except "
-                "BaseException` hid the suspension. Await ctx operations directly; to wait for the first of several "
-                "signals use `await ctx.wait_for_any([...])`"
-            )
-            self.fatal = error
-            raise error
-        raise stopping
-
-    @property
-    def stopping(self) -> BaseException | None:
-        """The control-flow signal that is stopping the run, once one was raised."""
-        return self._stopping
-
-    async def settle(self) -> None:
-        """Wait for steps still running in other branches to journal their outcome (called
-        when one branch suspended the run), then flush buffered values."""
-        while self._inflight:
-            await asyncio.gather(*list(self._inflight), return_exceptions=True)
-        await self._flush_values()
-
-    async def flush(self) -> None:
-        await self._flush_values()
-
-    async def drain(self) -> None:
-        """Wait for steps still running in other branches to journal their outcome (called
-        when the run is about to fail): they were sent, so their usage belongs in the ledger
-        that budgets and spend limits read."""
-        while self._inflight:
-            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -854,7 +629,7 @@ class Context:
             self._check_budget(estimate, budgets)
             reservation = await self._reserve(seq, estimate, budgets, windows)
             if record_input is None and (args or kwargs):
-                record_input = _describe_arguments(args, kwargs)
+                record_input = describe_arguments(args, kwargs)
             if self._events is not None:
                 await self._check_lease()  # a zombie announces no step it will not start
                 # Held back on a deriving store: a step that ends soon has its start
@@ -964,123 +739,21 @@ class Context:
         step_ctx: StepContext,
     ) -> Any:
         outer = _current.set(None)
-        inner = _current_step.set(step_ctx)
         try:
-            if is_async:
+            with running(step_ctx):
+                if is_async:
+                    if timeout is None:
+                        return await fn(*args, **kwargs)
+                    async with asyncio.timeout(timeout):
+                        return await fn(*args, **kwargs)
+                loop = asyncio.get_running_loop()
+                call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+                future = loop.run_in_executor(self._executor, call)
                 if timeout is None:
-                    return await fn(*args, **kwargs)
-                async with asyncio.timeout(timeout):
-                    return await fn(*args, **kwargs)
-            loop = asyncio.get_running_loop()
-            call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-            future = loop.run_in_executor(self._executor, call)
-            if timeout is None:
-                return await future
-            return await asyncio.wait_for(future, timeout)
+                    return await future
+                return await asyncio.wait_for(future, timeout)
         finally:
-            _current_step.reset(inner)
             _current.reset(outer)
-
-    async def _sleep(self, seq: int, seconds: float) -> None:
-        self._check_live()
-        rec = self._replayed(seq, "sleep", "sleep")
-        if rec is not None and rec.status == "completed":
-            return
-        self._check_duration()
-        if rec is None:
-            wake = time.time() + seconds
-            rec = StepRecord(
-                run_id=self.run_id,
-                seq=seq,
-                name="sleep",
-                kind="sleep",
-                status="waiting",
-                input={"seconds": seconds},
-                started_at=time.time(),
-                wake_at=wake,
-            )
-            await self._write(rec)
-        wake = rec.wake_at or 0.0
-        if time.time() < wake:
-            raise self._stop(Suspend(wake_at=self._wake_within_budget(wake)))
-        self._journal[seq] = done = _replace(rec, status="completed", finished_at=time.time())
-        self._pending_values.append(done)
-
-    async def _wait_for_signal(self, seq: int, name: str, timeout: float | None) -> Any:
-        return await self._wait(seq, name, None, timeout)
-
-    async def _wait_for_any(
-        self, seq: int, names: list[str], timeout: float | None
-    ) -> tuple[str, Any]:
-        outcome = await self._wait(seq, WAIT_SEPARATOR.join(names), names, timeout)
-        return str(outcome["name"]), outcome.get("payload")
-
-    async def _wait(
-        self, seq: int, label: str, names: list[str] | None, timeout: float | None
-    ) -> Any:
-        """A signal wait: `names` ``None`` waits for the signal `label` and returns its
-        payload; otherwise for the first of `names`, returning ``{"name", "payload"}``."""
-        self._check_live()
-        rec = self._replayed(seq, label, "signal")
-        if rec is not None and rec.status == "completed":
-            self._emit_step("signal_received", rec)
-            return rec.output
-        if rec is not None and rec.status == "failed":
-            raise SignalTimeout(label, self.run_id)
-        self._check_duration()
-        now = time.time()
-        deadline = rec.wake_at if rec is not None else (now + timeout if timeout else None)
-        if rec is not None:
-            waiting = rec
-        else:
-            waiting = StepRecord(
-                run_id=self.run_id,
-                seq=seq,
-                name=label,
-                kind="signal",
-                status="waiting",
-                input=(
-                    {"timeout": timeout} if timeout else None
-                ) if names is None else {"names": names, "timeout": timeout},
-                started_at=now,
-                wake_at=deadline,
-            )
-        await self._flush_values()
-        taking = _replace(waiting, finished_at=time.time())
-        try:
-            if names is None:
-                signal = await self._store.consume_signal(self.run_id, self._token, taking)
-                output: Any = None if signal is None else signal.payload
-            else:
-                signal = await self._store.consume_first_signal(
-                    self.run_id, self._token, taking, names
-                )
-                output = None if signal is None else {"name": signal.name, "payload": signal.payload}
-        except StoreUnavailable:
-            raise self._stop(DropRun()) from None
-        if signal is not None:
-            self._journal[seq] = received = _consumed(taking, output)
-            self._emit_step("signal_received", received)
-            return output
-        if deadline is not None and time.time() >= deadline:
-            await self._write(
-                _replace(
-                    waiting,
-                    status="failed",
-                    finished_at=time.time(),
-                    error={"type": "SignalTimeout", "message": f"no signal {label!r} in time"},
-                )
-            )
-            raise SignalTimeout(label, self.run_id)
-        if rec is None:
-            await self._write(waiting)
-        self._emit_step("waiting", waiting)
-        raise self._stop(
-            Suspend(
-                wake_at=self._wake_within_budget(deadline),
-                waiting_for=label if names is None else tuple(names),
-            )
-        )
 
 
 BUDGET_SIGNAL = "tether.budget"
@@ -1109,52 +782,8 @@ class ReplayEnd(BaseException):
         self.name = name
 
 
-def _signal_names(names: object) -> list[str]:
-    """Validate the names of a `wait_for_any` (at call time, so misuse fails at once); the
-    caller's code is untyped at run time, so check what the annotation only promises."""
-    if isinstance(names, str) or not isinstance(names, Sequence):
-        raise UserError(
-            f"ctx.wait_for_any() takes a list of signal names, got {names!r}; "
-            "for one name use ctx.wait_for_signal(name)"
-        )
-    wanted: list[str] = []
-    for name in cast(Sequence[object], names):
-        if not isinstance(name, str) or not name:
-            raise UserError(f"ctx.wait_for_any(): signal names are non-empty strings, got {name!r}")
-        if WAIT_SEPARATOR in name:
-            raise UserError(
-                f"ctx.wait_for_any(): signal name {name!r} contains {WAIT_SEPARATOR!r}, which "
-                "separates the names of a wait; rename the signal"
-            )
-        if name.startswith("tether."):
-            raise UserError(
-                f"ctx.wait_for_any(): signal names starting with 'tether.' are reserved; "
-                f"rename {name!r}"
-            )
-        if name not in wanted:
-            wanted.append(name)
-    if not wanted:
-        raise UserError("ctx.wait_for_any() needs at least one signal name")
-    return wanted
-
-
-def _consumed(taking: StepRecord, output: Any) -> StepRecord:
-    """A wait's entry as the store journals it when a signal is consumed (`consume_signal`)."""
-    return StepRecord(
-        run_id=taking.run_id, seq=taking.seq, name=taking.name, kind=taking.kind,
-        status="completed", input=taking.input, output=output, attempts=taking.attempts,
-        started_at=taking.started_at, finished_at=taking.finished_at, meta=taking.meta,
-    )
-
-
 def _replace(rec: StepRecord, **changes: Any) -> StepRecord:
     from dataclasses import replace
 
     return replace(rec, **changes)
 
-
-def _describe_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    try:
-        return to_jsonable({"args": list(args), "kwargs": kwargs}, what="step arguments")
-    except UserError:
-        return {"args": [repr(a)[:200] for a in args], "kwargs": {k: repr(v)[:200] for k, v in kwargs.items()}}

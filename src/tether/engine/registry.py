@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import warnings
 from collections.abc import Callable
@@ -135,23 +134,6 @@ def make_step(
         is_async=inspect.iscoroutinefunction(fn),
         decode=Decoder(returns),
     )
-
-
-def step_wrapper(definition: StepDef) -> Callable[..., Any]:
-    """The callable `@app.step` returns: journaled inside a workflow, plain outside one."""
-    from tether.engine.context import current_context
-
-    fn = definition.fn
-
-    @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        ctx = current_context()
-        if ctx is None:
-            return fn(*args, **kwargs)
-        return ctx.call_step(definition, args, kwargs)
-
-    call.__tether_step__ = definition  # type: ignore[attr-defined]
-    return call
 
 
 def version_key(version: str) -> tuple[int, tuple[int, ...], str]:

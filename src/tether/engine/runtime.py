@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast, overload
 
 from tether.engine.budget import Budget
 from tether.engine.children import CHILD_KIND, notify_parent, outcome_payload, parent_of
-from tether.engine.context import APPROVAL_SIGNAL_PREFIX, BUDGET_SIGNAL, Context
+from tether.engine.context import APPROVAL_SIGNAL_PREFIX, BUDGET_SIGNAL, Context, step_wrapper
 from tether.engine.events import EventLog, RunEvent, read_events
 from tether.engine.executor import RunExecutor
 from tether.engine.handles import Portal, RunEventStream, RunHandle
@@ -36,7 +36,6 @@ from tether.engine.registry import (
     WorkflowDef,
     make_step,
     make_workflow,
-    step_wrapper,
     version_key,
 )
 from tether.engine.retention import Retention
