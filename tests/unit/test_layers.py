@@ -2,6 +2,9 @@
 the layers below it — at the top, inside functions and under ``if TYPE_CHECKING:`` alike.
 
     errors, _version (shared) < store < engine < observe < agents < trust < interfaces
+
+Within a layer the imports between modules form no circle either (STYLE.md: a circle usually
+means a shared piece wants its own module).
 """
 
 from __future__ import annotations
@@ -65,6 +68,76 @@ def imported(tree: ast.AST, module: str, is_package: bool) -> set[str]:
     return {name for name in names if name == "tether" or name.startswith("tether.")}
 
 
+def module_edges(
+    tree: ast.AST, module: str, is_package: bool, modules: set[str]
+) -> set[str]:
+    """The tether modules `module` imports anywhere in `tree`. ``from package import name``
+    imports the submodule ``package.name`` when there is one, else the package itself: importing
+    a sibling through its package is not an import of the package's ``__init__``."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                submodule = f"{target}.{alias.name}"
+                found.add(submodule if submodule in modules else target)
+    return {name for name in found if name in modules and name != module}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component: list[str] = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = {module_name(path): path for path in sorted(SRC.rglob("*.py"))}
+    modules = set(paths)
+    return {
+        module: module_edges(
+            ast.parse(path.read_text(encoding="utf-8"), filename=str(path)),
+            module, path.name == "__init__.py", modules,
+        )
+        for module, path in paths.items()
+    }
+
+
 def edges() -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for path in sorted(SRC.rglob("*.py")):
@@ -103,3 +176,30 @@ def test_the_allowed_edges_still_exist() -> None:
     """An allow-list entry whose import is gone must be deleted, not left to excuse a new one."""
     present = set(edges())
     assert not [edge for edge in ALLOWED if edge not in present]
+
+
+def test_no_import_circles_between_modules() -> None:
+    graph = import_graph()
+    found = circles(graph)
+    report = []
+    for circle in found:
+        members = set(circle)
+        report.append("\n".join(
+            f"  {module} -> {', '.join(sorted(graph[module] & members))}" for module in circle))
+    assert not found, "modules that import each other, directly or round a circle:\n" + (
+        "\n\n".join(report))
+
+
+def test_the_circle_check_sees_lazy_imports_and_tells_submodules_from_packages() -> None:
+    modules = {"tether.a", "tether.a.x", "tether.a.y", "tether.b"}
+    lazy = "def f():\n    from tether.a.y import thing\n"
+    assert module_edges(ast.parse(lazy), "tether.a.x", False, modules) == {"tether.a.y"}
+    guarded = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from tether.b import B\n"
+    assert module_edges(ast.parse(guarded), "tether.a.x", False, modules) == {"tether.b"}
+    sibling = "from tether.a import y\nfrom . import x\n"
+    assert module_edges(ast.parse(sibling), "tether.a", True, modules) == {"tether.a.y", "tether.a.x"}
+    assert module_edges(ast.parse("from tether.a import name"), "tether.b", False, modules) == {
+        "tether.a"}
+    graph = {"tether.a": {"tether.a.x"}, "tether.a.x": {"tether.a.y"}, "tether.a.y": {"tether.a.x"},
+             "tether.b": set()}
+    assert circles(graph) == [["tether.a.x", "tether.a.y"]]
