@@ -31,6 +31,7 @@ SQLITE = "tether/store/sqlite_sql.py"
 POSTGRES = "tether/store/postgres_sql.py"
 GATE = "tether/trust/gate.py"
 CONTEXT = "tether/engine/context.py"
+STEPS = "tether/engine/steps.py"
 
 CONTRACT = "tests/integration/test_store_contract.py"
 FENCED = f"{CONTRACT}::test_every_write_is_fenced_after_a_takeover"
@@ -429,14 +430,14 @@ MUTANTS: list[Mutant] = [
     ),
     # --- idempotency key: stable across retries and takeovers, distinct per step --------------
     Mutant(
-        "idempotency-key-includes-attempt", CONTEXT,
+        "idempotency-key-includes-attempt", STEPS,
         (('        return f"{self.run_id}:{self.seq}"',
           '        return f"{self.run_id}:{self.seq}:{self.attempt}"'),),
         IDEMPOTENCY_TESTS,
         "the key changes with every retry, so the outside system sees a new request",
     ),
     Mutant(
-        "idempotency-key-without-seq", CONTEXT,
+        "idempotency-key-without-seq", STEPS,
         (('        return f"{self.run_id}:{self.seq}"', '        return f"{self.run_id}"'),),
         ["tests/integration/test_engine_runs.py::test_many_concurrent_runs_each_step_once[sqlite]"],
         "two steps of one run share an idempotency key: the second effect is deduplicated away",
