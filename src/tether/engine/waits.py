@@ -129,7 +129,6 @@ class DurableWaits(_Journaled):
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         return self._wait_for_any(self._next_seq(), wanted, seconds)
 
-
     def run_child(
         self,
         workflow: str | Callable[..., Any],
@@ -243,7 +242,6 @@ class DurableWaits(_Journaled):
         self._emit_step("waiting", waiting)
         raise self._stop(Suspend(wake_at=self._wake_within_budget(time.time() + CHILD_RECHECK),
                                  waiting_for=label))
-
 
     async def _sleep(self, seq: int, seconds: float) -> None:
         self._check_live()
