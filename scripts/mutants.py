@@ -87,8 +87,13 @@ MUTANTS: list[Mutant] = [
     # --- fencing: a holder whose lease was taken over (or whose run is cancelled) cannot write
     Mutant(
         "sqlite-fencing-write-step", SQLITE,
-        (("WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})\nON CONFLICT",
-          f"WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND {NOT_NULL})\nON CONFLICT"),),
+        # Both journal upserts: the plain one and the one that carries the step's events.
+        (("({_STEP_COLUMNS})\nSELECT" + " ?," * 13 + " ?\nWHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})",
+          "({_STEP_COLUMNS})\nSELECT" + " ?," * 13
+          + f" ?\nWHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND {NOT_NULL})"),
+         ("ev_started)\nSELECT" + " ?," * 15 + " ?\nWHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})",
+          "ev_started)\nSELECT" + " ?," * 15
+          + f" ?\nWHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND {NOT_NULL})"),),
         [sqlite(FENCED), sqlite(ZOMBIE)],
         "a journal write is not conditional on the fencing token",
     ),
@@ -821,6 +826,24 @@ MUTANTS += [
         "an Optional node swallows the run's budget running out and the pipeline goes on "
         "(both layers: the wrapper's own check, and the engine starting nothing once the run "
         "is ending; either alone keeps the guarantee)",
+    ),
+    # --- run events: every completed event once, in order, across takeovers -----------------
+    Mutant(
+        "events-derived-start-read-twice", "tether/store/events_sql.py",
+        (("   AND NOT EXISTS (SELECT 1 FROM run_events WHERE key = steps.run_id || ':' || "
+          "steps.seq || ':started')\n", ""),),
+        [sqlite("tests/integration/test_run_events.py"
+                "::test_a_step_run_again_after_a_lost_worker_streams_its_start_once")],
+        "a step run again after a takeover shows its start twice (the appended one and the "
+        "one read from its journal row)",
+    ),
+    Mutant(
+        "events-step-row-not-in-the-stream", SQLITE,
+        (("    if not events:\n        return conn.execute(_UPSERT_STEP,",
+          "    if True:\n        return conn.execute(_UPSERT_STEP,"),),
+        [sqlite("tests/integration/test_run_events.py"
+                "::test_parallel_steps_and_a_failure_each_stream_once_in_order")],
+        "a completed step's events are missing from the stream",
     ),
     Mutant(
         "fork-from-step-unchecked", "tether/engine/runtime.py",
