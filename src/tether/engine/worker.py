@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tether.engine import memory, presence
+from tether.engine import background, memory, presence
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
@@ -117,6 +117,10 @@ class Worker:
         )
         registry = await self._announce()
         await self._report_unrunnable_versions()
+        # Tasks registered by the layers above (alerts): after the announce, so a task that
+        # asks which workers are live counts this one.
+        extras_stop = asyncio.Event()
+        extras = background.start_background_tasks(app, extras_stop)
         poll = _POLL_MIN
         try:
             while not stop.is_set():
@@ -154,7 +158,9 @@ class Worker:
                 await self._idle(stop, poll if free > 0 else _POLL_MAX)
                 poll = min(poll * 2, _POLL_MAX)
         finally:
+            extras_stop.set()
             await self._shutdown()
+            await background.stop_background_tasks(extras)
             scheduler.cancel()
             cancels.cancel()
             if retention is not None:
