@@ -43,6 +43,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tether.engine.background import add_background_task
@@ -57,7 +58,7 @@ from tether.observe.health import (
 )
 from tether.observe.limits import spend_limits
 from tether.observe.webhook import Webhook
-from tether.store.base import AlertRecord, NewAlert, RunRecord
+from tether.store.base import ALERT_STATES, AlertRecord, NewAlert, RunRecord
 
 log = logging.getLogger("tether.alerts")
 
@@ -155,6 +156,35 @@ def alert_config(app: Any) -> AlertConfig | None:
     """The App's alert configuration, if any."""
     found = app.extensions.get(_KEY)
     return found if isinstance(found, AlertConfig) else None
+
+
+def alert_json(alert: AlertRecord) -> dict[str, Any]:
+    """An alert as `tether alerts --json` prints it and ``GET /api/alerts`` returns it."""
+    def iso(moment: float | None) -> str | None:
+        return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()
+
+    return {
+        "id": alert.id, "kind": alert.kind, "subject": alert.subject, "summary": alert.summary,
+        "created_at": iso(alert.created_at), "state": alert.state, "attempts": alert.attempts,
+        "next_attempt_at": iso(alert.next_attempt_at) if alert.state == "pending" else None,
+        "delivered_at": iso(alert.delivered_at), "last_error": alert.last_error,
+        "details": alert.details,
+    }
+
+
+async def list_alerts(
+    source: Any, *, kind: str | None = None, state: str | None = None,
+    since: float | None = None, limit: int = 100,
+) -> list[AlertRecord]:
+    """The recorded alerts, newest first (from an App or a Store), filters checked."""
+    if kind is not None and kind not in (*KINDS, "test"):
+        raise UserError(f"kind {kind!r} is not an alert kind; use one of {', '.join((*KINDS, 'test'))}")
+    if state is not None and state not in ALERT_STATES:
+        raise UserError(
+            f"state {state!r} is not a delivery state; use one of {', '.join(ALERT_STATES)}"
+        )
+    store = source.store if hasattr(source, "store") else source
+    return await store.list_alerts(kind=kind, state=state, since=since, limit=limit)
 
 
 def configure_from_env(app: Any) -> AlertConfig | None:
