@@ -124,3 +124,21 @@ def test_a_worker_killed_mid_delivery_leaves_the_alert_to_the_other(
     assert [p["id"] for p in sent] == [alert.id, alert.id]
     assert [p["attempt"] for p in sent] == [1, 2]
     assert alert.attempts == 2 and alert.state == "delivered"
+
+
+def test_alerts_test_pings_the_webhook_from_the_command(
+    tmp_path: Path, store_url: str, observer: tether.App
+) -> None:
+    with receiving(Receiver()) as hook:
+        done = tether_cli("alerts", "test", "--webhook", hook.url, store=store_url)
+        assert done.returncode == 0, done.stderr
+        assert "delivered to" in done.stdout
+        [[post]] = hook.by_id().values()
+    assert post["kind"] == "test"
+    closed = tether_cli("alerts", "test", "--webhook", "http://127.0.0.1:9/hook", store=store_url)
+    assert closed.returncode == 1 and "not accepted" in closed.stderr
+    assert "ConnectError" in closed.stderr
+    states = sorted(str(a["state"]) for a in alerts_json(store_url))
+    assert states == ["delivered", "failed"]
+    bad = tether_cli("alerts", "--state", "lost", store=store_url)
+    assert bad.returncode == 2 and "lost" in bad.stderr and "pending" in bad.stderr

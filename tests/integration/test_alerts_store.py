@@ -141,3 +141,17 @@ async def test_run_counts_and_queue_backlog(store_url: str) -> None:
         assert oldest is not None and now - 5 < oldest <= time.time()
     finally:
         await store.close()
+
+
+async def test_a_claim_of_one_alert_leaves_the_others_due(store_url: str) -> None:
+    store = await _opened(store_url)
+    try:
+        for i in range(3):
+            await store.record_alert(NewAlert(key=f"k{i}", kind="test", subject="s", summary=str(i)))
+        wanted = NewAlert(key="k2", kind="test", subject="s", summary="2").id
+        [claimed] = await store.claim_alerts("cli", limit=5, lease_seconds=30, only=wanted)
+        assert claimed.id == wanted
+        rest = await store.claim_alerts("worker", limit=5, lease_seconds=30)
+        assert sorted(a.summary for a in rest) == ["0", "1"]
+    finally:
+        await store.close()

@@ -115,14 +115,15 @@ def record_alert(conn: sqlite3.Connection, alert: NewAlert) -> AlertRecord | Non
 
 
 def claim_alerts(
-    conn: sqlite3.Connection, owner: str, limit: int, lease_seconds: float
+    conn: sqlite3.Connection, owner: str, limit: int, lease_seconds: float, only: str | None
 ) -> list[AlertRecord]:
     now = time.time()
+    one = "" if only is None else " AND id = ?"
     rows = conn.execute(
         f"UPDATE alerts SET lease_owner = ?, lease_expires = ?, attempts = attempts + 1 "
-        f"WHERE id IN (SELECT id FROM alerts WHERE {_DUE.format(p='?')} "
+        f"WHERE id IN (SELECT id FROM alerts WHERE {_DUE.format(p='?')}{one} "
         f"ORDER BY created_at, id LIMIT ?) RETURNING {_COLUMNS}",
-        (owner, now + lease_seconds, now, now, limit),
+        (owner, now + lease_seconds, now, now, *(() if only is None else (only,)), limit),
     ).fetchall()
     return sorted((_record(row, True) for row in rows), key=lambda a: (a.created_at, a.id))
 
@@ -189,10 +190,10 @@ async def pg_record_alert(conn: Conn, alert: NewAlert) -> AlertRecord | None:
 
 
 async def pg_claim_alerts(
-    conn: Conn, owner: str, limit: int, lease_seconds: float
+    conn: Conn, owner: str, limit: int, lease_seconds: float, only: str | None
 ) -> list[AlertRecord]:
     now = time.time()
-    due: LiteralString = _DUE.format(p="%s")  # type: ignore[assignment]
+    due: LiteralString = _DUE.format(p="%s") + ("" if only is None else " AND id = %s")  # type: ignore[assignment]
     # A CTE, not ``id IN (subquery)``: the planner may run an IN subquery once per row, and
     # then its LIMIT no longer bounds the claim.
     cur = await conn.execute(
@@ -200,7 +201,7 @@ async def pg_claim_alerts(
         "FOR UPDATE SKIP LOCKED) "
         "UPDATE alerts a SET lease_owner = %s, lease_expires = %s, attempts = a.attempts + 1 "
         f"FROM picked WHERE a.id = picked.id RETURNING {_A_COLUMNS}",
-        (now, now, limit, owner, now + lease_seconds),
+        (now, now, *(() if only is None else (only,)), limit, owner, now + lease_seconds),
     )
     rows = await cur.fetchall()
     return sorted((_record(row, False) for row in rows), key=lambda a: (a.created_at, a.id))

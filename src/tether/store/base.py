@@ -631,10 +631,10 @@ class Store(Protocol):
         ...
 
     async def claim_alerts(
-        self, owner: str, *, limit: int, lease_seconds: float
+        self, owner: str, *, limit: int, lease_seconds: float, only: str | None = None
     ) -> list[AlertRecord]:
         """Lease up to `limit` pending alerts that are due and not leased (or whose lease ran
-        out) to `owner`, counting one attempt each; oldest first."""
+        out) to `owner`, counting one attempt each; oldest first. `only`: that alert id alone."""
         ...
 
     async def settle_alert(

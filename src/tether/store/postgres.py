@@ -825,10 +825,10 @@ class PostgresStore:
         return await self._transaction(f"record alert {alert.key}", al.pg_record_alert, alert)
 
     async def claim_alerts(
-        self, owner: str, *, limit: int, lease_seconds: float
+        self, owner: str, *, limit: int, lease_seconds: float, only: str | None = None
     ) -> list[AlertRecord]:
         return await self._statement(
-            "claim alerts to deliver", al.pg_claim_alerts, owner, limit, lease_seconds
+            "claim alerts to deliver", al.pg_claim_alerts, owner, limit, lease_seconds, only
         )
 
     async def settle_alert(

@@ -516,9 +516,9 @@ class SQLiteStore:
         return await self._write(al.record_alert, alert)
 
     async def claim_alerts(
-        self, owner: str, *, limit: int, lease_seconds: float
+        self, owner: str, *, limit: int, lease_seconds: float, only: str | None = None
     ) -> list[AlertRecord]:
-        return await self._write(al.claim_alerts, owner, limit, lease_seconds)
+        return await self._write(al.claim_alerts, owner, limit, lease_seconds, only)
 
     async def settle_alert(
         self, alert_id: str, owner: str, *, delivered: bool, error: str | None = None,
