@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import typer
 from rich.table import Table
@@ -132,6 +133,8 @@ def send_test(
     if not url:
         raise UserError(f"no webhook to test: give --webhook URL or set ${WEBHOOK_ENV}")
     config = AlertConfig(webhook=url, max_attempts=1)
+    # Chat webhooks carry their secret in the path: only the host is stored and printed.
+    where = "{0.scheme}://{0.netloc}/…".format(urlsplit(url))
     # The outcome is printed below; the delivery log line would say it twice.
     logging.getLogger("tether.alerts").setLevel(logging.CRITICAL)
     application = require_store(load_app(None, store))
@@ -140,7 +143,7 @@ def send_test(
         store_ = application.store
         alert = NewAlert(
             key=f"test:{uuid.uuid4().hex}", kind="test", subject="webhook",
-            summary=f"test alert from `tether alerts test` to {url}",
+            summary=f"test alert from `tether alerts test` to {where}",
         )
         recorded = await store_.record_alert(alert)
         assert recorded is not None
@@ -158,7 +161,7 @@ def send_test(
 
     alert, error = asyncio.run(send())
     if error is not None:
-        err_console.print(f"[bold red]error:[/] test alert {alert.id} not accepted by {url}: "
+        err_console.print(f"[bold red]error:[/] test alert {alert.id} not accepted by {where}: "
                           f"{error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    console.print(f"test alert {alert.id} delivered to {url}", highlight=False)
+    console.print(f"test alert {alert.id} delivered to {where}", highlight=False)

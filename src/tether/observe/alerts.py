@@ -243,7 +243,8 @@ class AlertWatch:
         if not runs:
             return []
         if self._baselines is None or now - self._baselines_at > _BASELINES_EVERY:
-            self._baselines = await latency_baselines(self.app, until=now)
+            # A day of history (not `tether runs`' week): this runs on every worker.
+            self._baselines = await latency_baselines(self.app, since=now - 86400, until=now)
             self._baselines_at = now
         lease = float(getattr(self.app, "lease_seconds", 10.0))
         found: list[NewAlert] = []
