@@ -8,7 +8,8 @@ runs it executes are renewed in one statement every third of the lease and retri
 while its lease can be relied on (`tether.engine.lease`). A worker never claims a run it holds
 itself; one it stopped executing (the store failed it, or a claim's answer was lost) is
 released when the store answers again or taken back by its next claim. On shutdown the worker stops claiming, lets in-flight runs finish for a grace
-period, then hands the rest back.
+period, then hands the rest back. Beside its runs a worker keeps schedules and retention, and runs the
+background tasks layers above registered for the App (`tether.engine.background`: alerts).
 """
 
 from __future__ import annotations
