@@ -212,3 +212,31 @@ def test_the_worker_command_reads_the_webhook_from_the_environment(
     configure(app, "https://mine.example.com/", every=2.0)
     config = configure_from_env(app)
     assert config is not None and (config.webhook, config.every) == ("https://mine.example.com/", 2.0)
+
+
+async def test_a_flagged_prompt_change_is_one_alert_however_often_it_is_checked(
+    store_url: str,
+) -> None:
+    from tests.observe_data import Call, write_calls
+
+    receiver = Receiver()
+    app = make_app(store_url, receiver, kinds=("change",), changes_every=0.001)
+    await app.store.open()
+    try:
+        now = time.time()
+        calls = [Call("drafter", now - 3000 + i, 1.0 + (i % 5) * 0.01, prompt_hash="p1")
+                 for i in range(30)]
+        calls += [Call("drafter", now - 1000 + i, 2.0 + (i % 5) * 0.01, prompt_hash="p2")
+                  for i in range(30)]
+        await write_calls(app.store, calls)
+        config = alert_config(app)
+        assert config is not None
+        watches = [AlertWatch(app, config) for _ in range(3)]  # three workers
+        recorded = [a for w in watches for a in await w.evaluate()]
+        recorded += [a for w in watches for a in await w.evaluate()]
+        [alert] = recorded
+        assert alert.kind == "change" and alert.subject == "drafter"
+        assert "latency" in alert.summary and "p1" in alert.summary and "p2" in alert.summary
+        assert alert.details is not None and alert.details["candidate"] == "p2"
+    finally:
+        await app.store.close()

@@ -155,3 +155,18 @@ async def test_a_claim_of_one_alert_leaves_the_others_due(store_url: str) -> Non
         assert sorted(a.summary for a in rest) == ["0", "1"]
     finally:
         await store.close()
+
+
+async def test_prune_drops_settled_alerts_but_keeps_the_pending(store_url: str) -> None:
+    store = await _opened(store_url)
+    try:
+        for key in ("sent", "gave-up", "waiting"):
+            await store.record_alert(NewAlert(key=key, kind="test", subject="s", summary=key))
+        for alert in await store.claim_alerts("w", limit=2, lease_seconds=30):
+            await store.settle_alert(alert.id, "w", delivered=alert.summary == "sent")
+        assert await store.prune(time.time() - 3600) == 0  # younger than the cutoff: kept
+        assert len(await store.list_alerts()) == 3
+        await store.prune(time.time() + 1)
+        assert [a.summary for a in await store.list_alerts()] == ["waiting"]
+    finally:
+        await store.close()

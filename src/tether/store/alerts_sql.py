@@ -148,6 +148,12 @@ def list_alerts(
     return [_record(row, True) for row in rows]
 
 
+def prune_alerts(conn: sqlite3.Connection, before: float) -> int:
+    return conn.execute(
+        "DELETE FROM alerts WHERE created_at < ? AND state <> 'pending'", (before,)
+    ).rowcount
+
+
 def run_counts(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
     return [(r[0], r[1], int(r[2])) for r in conn.execute(_RUN_COUNTS).fetchall()]
 
@@ -225,6 +231,13 @@ async def pg_list_alerts(
     )
     cur = await conn.execute(query, (*args, limit))
     return [_record(row, False) for row in await cur.fetchall()]
+
+
+async def pg_prune_alerts(conn: Conn, before: float) -> int:
+    cur = await conn.execute(
+        "DELETE FROM alerts WHERE created_at < %s AND state <> 'pending'", (before,)
+    )
+    return cur.rowcount
 
 
 async def pg_run_counts(conn: Conn) -> list[tuple[str, str, int]]:

@@ -444,7 +444,8 @@ class Store(Protocol):
     ) -> int:
         """Delete finished runs (with journal, mailbox and events) finished before the time —
         only of `status` / `workflow` when given, never of the excluded ones — and, when no
-        filter is given, audit entries recorded before it; returns how many runs were
+        filter is given, audit entries and settled (delivered or failed) alerts recorded
+        before it; returns how many runs were
         deleted. Rows another session holds are skipped (they go at the next prune)."""
         ...
 

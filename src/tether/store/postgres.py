@@ -626,6 +626,9 @@ class PostgresStore:
                     await self._statement(
                         "prune the audit trail", pa.prune_audit, finished_before
                     )
+                    await self._statement(
+                        "prune old alerts", al.pg_prune_alerts, finished_before
+                    )
                 return total
 
     # --- worker side ---------------------------------------------------------------------------

@@ -373,6 +373,7 @@ class SQLiteStore:
         )
         if status is None and workflow is None and not exclude_statuses and not exclude_workflows:
             await self._write(sa.prune_audit, finished_before)
+            await self._write(al.prune_alerts, finished_before)
         return deleted
 
     # --- worker side ---------------------------------------------------------------------------
