@@ -142,3 +142,18 @@ def test_alerts_test_pings_the_webhook_from_the_command(
     assert states == ["delivered", "failed"]
     bad = tether_cli("alerts", "--state", "lost", store=store_url)
     assert bad.returncode == 2 and "lost" in bad.stderr and "pending" in bad.stderr
+
+
+def test_the_worker_command_sends_alerts_to_the_webhook_in_its_environment(
+    tmp_path: Path, store_url: str, observer: tether.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An app that configures no alerts: $TETHER_ALERT_WEBHOOK alone turns them on.
+    monkeypatch.setenv("TETHER_ALERT_WEBHOOK", "https://hooks.example.com/T000/secret-path")
+    with worker_pool(tmp_path, store_url) as workers:
+        workers.start("w1", app="tests.e2e.schedule_app:app")
+        line = wait_until(
+            lambda: next((ln for ln in workers.log("w1").splitlines() if "alerts: watching" in ln),
+                         None),
+            timeout=60, what="the worker saying it watches for alerts")
+    assert "stuck, change, spend, unserved" in line
+    assert "https://hooks.example.com/…" in line and "secret-path" not in line

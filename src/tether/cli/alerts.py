@@ -14,7 +14,6 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import typer
 from rich.table import Table
@@ -126,7 +125,7 @@ def send_test(
 ) -> None:
     """Record a test alert and send it to the webhook now, from this process, once; exit 1
     when the receiver did not answer 2xx (the alert is then listed as failed)."""
-    from tether.observe.alerts import WEBHOOK_ENV, AlertConfig, watcher_name
+    from tether.observe.alerts import WEBHOOK_ENV, AlertConfig, watcher_name, webhook_host
     from tether.observe.webhook import Webhook
 
     url = webhook or os.environ.get(WEBHOOK_ENV, "").strip()
@@ -134,7 +133,7 @@ def send_test(
         raise UserError(f"no webhook to test: give --webhook URL or set ${WEBHOOK_ENV}")
     config = AlertConfig(webhook=url, max_attempts=1)
     # Chat webhooks carry their secret in the path: only the host is stored and printed.
-    where = "{0.scheme}://{0.netloc}/…".format(urlsplit(url))
+    where = webhook_host(url)
     # The outcome is printed below; the delivery log line would say it twice.
     logging.getLogger("tether.alerts").setLevel(logging.CRITICAL)
     application = require_store(load_app(None, store))

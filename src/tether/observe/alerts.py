@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from tether.engine.background import add_background_task
 from tether.engine.presence import coverage
@@ -374,6 +375,12 @@ def _label(workflow: str, version: str | None) -> str:
 # --- the worker task -----------------------------------------------------------------------------
 
 
+def webhook_host(url: str) -> str:
+    """The webhook as logs and messages show it: chat webhooks keep their secret in the path."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…"
+
+
 def watcher_name() -> str:
     """This process's name as an alert lease holder."""
     return f"{socket.gethostname()}-{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -387,6 +394,9 @@ async def keep_watch(app: Any, stop: asyncio.Event) -> None:
         return
     watch = AlertWatch(app, config)
     sender = Webhook(app.store, config, watcher_name()) if config.webhook else None
+    log.info("alerts: watching %s every %gs; %s", ", ".join(config.kinds), config.every,
+             f"sending to {webhook_host(config.webhook)}" if config.webhook
+             else "no webhook here: recorded for `tether alerts` and other workers to send")
     tick = min(1.0, config.every)
     next_evaluation = time.monotonic() + random.uniform(0, tick)  # a fleet does not evaluate in step
     try:
