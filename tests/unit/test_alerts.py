@@ -142,3 +142,36 @@ async def test_background_tasks_start_and_stop_with_the_worker_hook() -> None:
     stop.set()
     await stop_background_tasks(tasks)
     assert seen == ["started", "stopped"]
+
+
+class _Counting:
+    """A store that says every alert is new, counting the inserts asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def record_alert(self, alert: NewAlert) -> AlertRecord | None:
+        self.asked.append(alert.key)
+        return None  # another worker recorded it first
+
+
+async def test_a_lasting_condition_costs_one_insert_attempt_per_worker() -> None:
+    app = tether.App("sqlite:///:memory:")
+    store = _Counting()
+    app.store = store  # type: ignore[assignment]
+    watch = AlertWatch(app, AlertConfig(kinds=()))
+    lasting = NewAlert(key="stuck:r:1", kind="stuck", subject="r", summary="x")
+    series = NewAlert(key="spend:a@1", series="spend:a", quiet_seconds=3600, kind="spend",
+                      subject="a", summary="x")
+
+    async def detect(now: float) -> list[NewAlert]:
+        return [lasting, series]
+
+    watch.stuck = detect  # type: ignore[method-assign]
+    watch.config = AlertConfig(kinds=("stuck",))
+    now = time.time()
+    for tick in range(5):
+        await watch.evaluate(now + tick)
+    assert store.asked == ["stuck:r:1", "spend:a@1"]
+    await watch.evaluate(now + 61)  # the series is asked again after a minute
+    assert store.asked == ["stuck:r:1", "spend:a@1", "spend:a@1"]

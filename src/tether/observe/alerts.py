@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import socket
@@ -69,6 +70,7 @@ KINDS = ("stuck", "change", "spend", "unserved")
 _BASELINES_EVERY = 300.0
 """How often (seconds) a worker re-reads the usual step durations stuck verdicts compare with."""
 _RUNNING_LIMIT = 1000
+_ASK_AGAIN = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,9 @@ class AlertWatch:
         self._baselines_at = 0.0
         self._unserved_since: dict[tuple[str, str | None], float] = {}
         self._changes_at = 0.0
+        self._asked: dict[str, float] = {}
+        """Occurrence key (or series) -> until when it is known stored: a condition that lasts
+        costs one insert attempt per worker, not one per evaluation."""
 
     async def evaluate(self, now: float | None = None) -> list[AlertRecord]:
         """Detect every watched condition once; returns the alerts this call recorded (an
@@ -232,10 +237,22 @@ class AlertWatch:
                 log.warning("alerts: could not check %s (%s); will try again", kind, exc)
         recorded: list[AlertRecord] = []
         for alert in found:
+            mark = alert.series or alert.key
+            if self._asked.get(mark, 0.0) > now:
+                continue  # stored already (by this worker or another): no write to learn it
             record = await self.app.store.record_alert(alert)
+            if alert.quiet_seconds <= 0:
+                self._asked[mark] = math.inf
+            else:  # another worker may have recorded it a little earlier: ask again sooner
+                self._asked[mark] = now + (
+                    alert.quiet_seconds if record else min(alert.quiet_seconds, _ASK_AGAIN)
+                )
             if record is not None:
                 log.warning("alert %s [%s] %s", record.id, record.kind, record.summary)
                 recorded.append(record)
+        # Forget occurrences no longer detected (a stuck run finished): memory stays bounded.
+        detected = {a.series or a.key for a in found}
+        self._asked = {k: t for k, t in self._asked.items() if k in detected or t > now}
         return recorded
 
     async def stuck(self, now: float) -> list[NewAlert]:

@@ -79,6 +79,10 @@ class Webhook:
 
     async def deliver_due(self) -> int:
         """Claim and send the alerts that are due; returns how many were delivered."""
+        # Alerts are pending only while they are being sent or retried: a read first keeps an
+        # idle fleet from taking the store's write lock every second to claim nothing.
+        if not await self.store.list_alerts(state="pending", limit=1):
+            return 0
         delivered = 0
         while True:
             claimed = await self.store.claim_alerts(
