@@ -103,7 +103,7 @@ async def fairness(url: str, total: int, burst: int) -> dict[str, float]:
 
 
 async def _result(app: tether.App, run_id: str) -> Any:
-    from tether.engine.app import RunHandle
+    from tether.engine.handles import RunHandle
 
     return await RunHandle(app, run_id).result_async(timeout=600)
 

@@ -863,7 +863,7 @@ MUTANTS += [
         "a step in the overlap of two scrapes is counted by both",
     ),
     Mutant(
-        "fork-from-step-unchecked", "tether/engine/app.py",
+        "fork-from-step-unchecked", "tether/engine/runtime.py",
         (("        if not 1 <= from_step <= end:", "        if False:"),),
         [sqlite("tests/integration/test_deploy_safety.py::test_bad_forks_are_refused_and_create_nothing")],
         "a fork from a step past the journal's end (or below 1) is created",

@@ -3,8 +3,8 @@
 Every model call, tool call, timer and human decision is journaled; a crashed worker's runs
 resume elsewhere from the last completed step. See README.md and docs/ for the tour.
 
-Every name loads on first use (``tether.App`` loads the engine, ``tether.Agent`` the agent
-layer…): a CLI command loads only what it runs, and a process that only runs plain workflows
+Every name loads on first use (``tether.App`` loads `tether.app` and the engine, ``tether.Agent``
+the agent layer…): a CLI command loads only what it runs, and a process that only runs plain workflows
 never imports pydantic-ai.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tether._version import __version__
 from tether.errors import (
     BudgetExceeded,
     LeaseLost,
@@ -49,8 +50,8 @@ if TYPE_CHECKING:
         ToolContext,
         tool,
     )
+    from tether.app import App
     from tether.engine import (
-        App,
         Budget,
         Context,
         Retention,
@@ -72,14 +73,14 @@ if TYPE_CHECKING:
         render_approval,
     )
 
-__version__ = "0.1.0"
 
 _LAZY = {
     **dict.fromkeys(
-        ("App", "Budget", "Context", "Retention", "Retry", "RunHandle", "RunInfo",
+        ("Budget", "Context", "Retention", "Retry", "RunHandle", "RunInfo",
          "StepContext", "StepInfo", "Usage", "current_step"),
         "tether.engine",
     ),
+    "App": "tether.app",
     **dict.fromkeys(
         ("Agent", "Fallback", "Loop", "Optional", "Parallel", "Scope", "ScriptedModel",
          "Sequential", "TetherDurability", "TetherLoopGuard", "TetherScope", "TetherTrust",

@@ -21,8 +21,7 @@ import pytest
 import tether
 from tests.e2e.served import Served, serve, tether_cli
 from tests.integration.trust_workflows import make_app
-from tether.access.principals import create_principal
-from tether.engine.app import login_name
+from tether.access.principals import create_principal, login_name
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -205,8 +206,8 @@ def test_runs_survive_connections_killed_mid_run(app_url: str) -> None:
     rerun_after_journaled: list[tuple[str, int]] = []
     real_write = app.store.write_step
 
-    async def write_step(run_id: str, token: int, step: StepRecord) -> bool:
-        written = await real_write(run_id, token, step)
+    async def write_step(run_id: str, token: int, step: StepRecord, **kwargs: Any) -> bool:
+        written = await real_write(run_id, token, step, **kwargs)
         if written and step.status == "completed":
             journaled.add((run_id, step.seq))
         return written

@@ -4,10 +4,11 @@ order, once — across a suspension, a resume on another App, and events emitted
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import tether
-from tether.store.base import NewRunEvent
+from tether.store.base import NewRunEvent, StepRecord
 
 
 def make_app(url: str) -> tether.App:
@@ -135,3 +136,143 @@ def test_sse_endpoint_streams_and_resumes_after_last_event_id(store_url: str) ->
             assert http.get("/api/runs/nope/events").status_code == 404
     finally:
         app.close()
+
+
+def test_a_long_step_is_seen_starting_while_it_runs(store_url: str) -> None:
+    """A watcher sees a step start before it ends, and each step's start and end once, in
+    order — also on a store that reads a step's events from its journal row."""
+    app = tether.App(store_url)
+    release = asyncio.Event()
+    seen: list[Any] = []
+
+    @app.step()
+    async def slow() -> str:
+        await release.wait()
+        return "done"
+
+    @app.step()
+    async def fast(x: int) -> int:
+        return x
+
+    @app.workflow(name="long")
+    async def long(ctx: tether.Context) -> str:
+        await fast(1)
+        out = await slow()
+        await fast(2)
+        return out
+
+    async def scenario() -> tether.RunInfo:
+        running = asyncio.create_task(app.run_async("long", run_id="long-1"))
+        handle = tether.RunHandle(app, "long-1")
+        async for event in handle.events():
+            seen.append(event)
+            if (event.kind, event.seq) == ("step_started", 2):
+                assert not running.done()
+                release.set()  # only now: the start was visible while the step ran
+        return await running
+
+    try:
+        assert app.portal.run(scenario()).output == "done"
+        assert kinds(seen) == [
+            ("run_started", None), ("step_started", 1), ("step_completed", 1),
+            ("step_started", 2), ("step_completed", 2), ("step_started", 3),
+            ("step_completed", 3), ("finished", None)]
+        assert [e.id for e in seen] == sorted({e.id for e in seen})
+        assert seen[3].data["name"].endswith("slow") and seen[4].data["attempts"] == 1
+    finally:
+        app.close()
+
+
+def test_parallel_steps_and_a_failure_each_stream_once_in_order(store_url: str) -> None:
+    app = tether.App(store_url)
+
+    @app.step()
+    async def nap(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    @app.step(retry=tether.Retry(max_attempts=1))
+    async def broken() -> None:
+        raise ValueError("no such customer")
+
+    @app.workflow(name="fan")
+    async def fan(ctx: tether.Context) -> list[float]:
+        done = await asyncio.gather(nap(0.03), nap(0.0), nap(0.015))
+        try:
+            await broken()
+        except tether.StepFailed:
+            pass
+        return list(done)
+
+    try:
+        info = app.run("fan", {})
+        events = list(tether.RunHandle(app, info.id).events())
+        ids = [e.id for e in events]
+        assert ids == sorted(set(ids))
+        for seq in (1, 2, 3):
+            mine = [e.kind for e in events if e.seq == seq]
+            assert mine == ["step_started", "step_completed"], (seq, kinds(events))
+        # The quick step ended first, and the stream says so.
+        completed = [e.seq for e in events if e.kind == "step_completed"]
+        assert completed[0] == 2
+        failed = [e for e in events if e.seq == 4]
+        assert [e.kind for e in failed] == ["step_started", "step_failed"]
+        assert failed[1].data["error"] == {"type": "ValueError", "message": "no such customer"}
+        # Read again from each position: exactly the rest, every time.
+        for i, event in enumerate(events):
+            rest = list(tether.RunHandle(app, info.id).events(after=event.id, follow=False))
+            assert [e.id for e in rest] == ids[i + 1:]
+    finally:
+        app.close()
+
+
+def test_a_step_run_again_after_a_lost_worker_streams_its_start_once(store_url: str) -> None:
+    """The step's start was appended while it ran on a worker that then lost the run; run
+    again elsewhere it ends at once. The stream shows that start once, and one completion."""
+    first = tether.App(store_url, lease_seconds=0.3)
+    second = tether.App(store_url, lease_seconds=0.3)
+    attempts: list[str] = []
+
+    def define(app: tether.App) -> None:
+        @app.step()
+        async def work() -> str:
+            attempts.append(app.store.url)
+            if len(attempts) == 1:  # the first time: until its start is in the stream
+                async for event in tether.RunHandle(app, "lost-1").events():
+                    if event.kind == "step_started" and event.seq == 2:
+                        break
+            return "ok"
+
+        @app.step()
+        async def prepare() -> int:
+            return 1
+
+        @app.workflow(name="lost")
+        async def lost(ctx: tether.Context) -> str:
+            await prepare()
+            return await work()
+
+    define(first)
+    define(second)
+    real_write = first.store.write_step
+
+    async def store_goes_away(run_id: str, token: int, step: StepRecord, **kwargs: Any) -> bool:
+        if step.seq == 2:
+            raise tether.StoreUnavailable("database went away")
+        return await real_write(run_id, token, step, **kwargs)
+
+    first.store.write_step = store_goes_away  # type: ignore[method-assign]
+    try:
+        assert first.run("lost", run_id="lost-1").status == "running"  # dropped
+        deadline = time.monotonic() + 30
+        while (info := second.run("lost", run_id="lost-1")).status != "succeeded":
+            assert time.monotonic() < deadline, info.status
+            time.sleep(0.05)
+        assert len(attempts) == 2
+        events = list(tether.RunHandle(second, "lost-1").events())
+        assert [e.kind for e in events if e.seq == 2] == ["step_started", "step_completed"]
+        ids = [e.id for e in events]
+        assert ids == sorted(set(ids))
+    finally:
+        first.close()
+        second.close()

@@ -405,12 +405,12 @@ def test_a_gate_step_rerun_after_a_crash_reuses_its_request(sqlite_url: str) -> 
     real_write = app.store.write_step
     crashed: list[int] = []
 
-    async def crash_once(run_id: str, token: int, step: StepRecord) -> bool:
+    async def crash_once(run_id: str, token: int, step: StepRecord, **kwargs: Any) -> bool:
         # The request is stored, then the store fails before the gate step is journaled.
         if step.name == "trust.gate" and not crashed:
             crashed.append(step.seq)
             raise tether.StoreUnavailable("database went away")
-        return await real_write(run_id, token, step)
+        return await real_write(run_id, token, step, **kwargs)
 
     app.store.write_step = crash_once  # type: ignore[method-assign]
     run = app.run("outreach", INPUT)

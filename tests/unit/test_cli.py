@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import tether
+from tether.access.principals import login_name
 from tether.cli import audit as _audit  # noqa: F401 - registers the commands
 from tether.cli import runs as _runs  # noqa: F401
 from tether.cli import worker as _worker  # noqa: F401
 from tether.cli.common import cli
-from tether.engine.app import login_name
 
 
 @pytest.fixture

@@ -7,7 +7,10 @@ lets a token be looked up by its hash in one indexed query.
 
 from __future__ import annotations
 
+import functools
+import getpass
 import hashlib
+import os
 import re
 import secrets
 import time
@@ -165,3 +168,23 @@ async def revoke_principal(store: Store, name: str) -> None:
         existing = await store.get_principal(name)
         state = "is already revoked" if existing is not None else "does not exist"
         raise UserError(f"principal {name!r} {state}; see `tether tokens list`")
+
+
+def login_name() -> str:
+    """Who this process runs as: the OS login name, else ``uid:N`` (never empty). The starter
+    `tether.App` records on runs nobody named a starter for, and the CLI's local identity."""
+    # Every start records it: cached per value of the variables getpass reads (a passwd
+    # lookup per run cost more than the run's insert).
+    return _login_name(*(os.environ.get(v) for v in ("LOGNAME", "USER", "LNAME", "USERNAME")))
+
+
+@functools.lru_cache(maxsize=8)
+def _login_name(*environment: str | None) -> str:
+    try:
+        name = getpass.getuser()
+    except Exception:  # no $USER/$LOGNAME and no passwd entry (some containers)
+        name = ""
+    if name:
+        return name
+    getuid = getattr(os, "getuid", None)
+    return f"uid:{getuid()}" if callable(getuid) else "unknown-os-user"

@@ -33,6 +33,7 @@ from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset
 
 from tether.agents.errors import AgentFailed, LoopGuardTripped, OutputInvalid
+from tether.agents.gate import CheckResult, ToolCallRequest, authorize
 from tether.agents.guards import (
     DEFAULT_RESERVED_OUTPUT_TOKENS,
     LoopGuard,
@@ -67,7 +68,6 @@ from tether.engine.retry import Retry
 from tether.engine.serde import to_jsonable
 from tether.errors import StepFailed, UserError
 from tether.observe import names
-from tether.trust.gate import CheckResult, ToolCallRequest, authorize
 
 
 class Agent:

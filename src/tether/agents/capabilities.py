@@ -10,10 +10,10 @@ and call the same functions `tether.Agent` calls — one implementation of each 
 * `TetherLoopGuard` — the same tool with the same arguments asked for too often
   (`guards.LoopGuard`) fails the run with `LoopGuardTripped`, or, when a model-call budget
   bounds the run, is not run again and the model is told so;
-* `TetherTrust` — each tool call passes the trust gate (`trust.gate.authorize`) with its risk
-  category; a tool declared ``requires_approval=True`` (pydantic-ai's deferred approval) always
-  becomes a tether approval request carrying the run's context: the run suspends holding
-  nothing and resumes on the decision, which runs the tool with the approved arguments (bound
+* `TetherTrust` — each tool call passes the trust gate (`gate.authorize`; the App executing the
+  run decides, with the trust layer) with its risk category; a tool declared
+  ``requires_approval=True`` (pydantic-ai's deferred approval) always becomes a tether approval
+  request carrying the run's context: the run suspends holding nothing and resumes on the decision, which runs the tool with the approved arguments (bound
   to their digest) or tells the model why not. A call pydantic-ai defers for execution
   elsewhere (`CallDeferred`, external tools) suspends the run until its result arrives as the
   signal ``tool_result:<call id>``.
@@ -43,11 +43,11 @@ from pydantic_ai.tools import (
 )
 
 from tether.agents.errors import LoopGuardTripped
+from tether.agents.gate import CheckResult, ToolCallRequest, authorize
 from tether.agents.guards import LoopGuard, record_scope_violation
 from tether.agents.scope import Scope, enforce_scope
 from tether.agents.state import RunState
 from tether.engine.context import Context, current_context
-from tether.trust.gate import CheckResult, ToolCallRequest, authorize
 
 REQUIRES_APPROVAL = CheckResult(
     "requires_approval", False, "the tool is declared requires_approval: a human decides")

@@ -361,6 +361,21 @@ async def _drain(ctx: RunContext[Any], stream: AsyncIterable[AgentStreamEvent]) 
         pass
 
 
+def durability_of(agent: Any) -> TetherDurability[Any] | None:
+    """The `TetherDurability` capability among a pydantic-ai agent's capabilities (the one
+    ``app.register(agent)`` registers through), or ``None``."""
+    root = getattr(agent, "root_capability", None)
+    found: list[TetherDurability[Any]] = []
+
+    def visit(capability: Any) -> None:
+        if isinstance(capability, TetherDurability):
+            found.append(cast("TetherDurability[Any]", capability))
+
+    if root is not None and callable(getattr(root, "apply", None)):
+        root.apply(visit)
+    return found[0] if found else None
+
+
 def _streams(model: Any) -> bool:
     """Whether a model can stream (pydantic-ai's FunctionModel only with a stream function)."""
     from pydantic_ai.models.function import FunctionModel

@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import pydantic
 
+from tether.agents.gate import CheckResult
 from tether.agents.state import RunState
-from tether.trust.gate import CheckResult
 
 OUTPUT_TOOL = "final_result"
 """The tool through which a model returns a structured output."""

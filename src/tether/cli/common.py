@@ -188,7 +188,7 @@ def audited(
     else the OS login name). A refused command changes nothing, the trail included (the HTTP
     API, where requests come from others, records refusals too)."""
     from tether.access.audit import record
-    from tether.engine.app import login_name
+    from tether.access.principals import login_name
 
     entry = AuditEntry(target, detail)
     yield entry

@@ -80,7 +80,7 @@ def start(
     """Queue a run of WORKFLOW and print its id."""
     kwargs = parse_input(input)
     labels = parse_labels(label)
-    from tether.engine.app import login_name
+    from tether.access.principals import login_name
 
     who = started_by or login_name()
     application = load_app(app, store)
@@ -239,7 +239,7 @@ def fork(
     application = require_store(load_app(app, store))
     detail = {"from_step": from_step, "version": version}
     with audited(application, "run.fork", run, detail=detail) as entry:
-        from tether.engine.app import login_name
+        from tether.access.principals import login_name
 
         handle = application.fork(run, from_step, version=version, started_by=login_name())
         entry.detail["run"] = handle.id

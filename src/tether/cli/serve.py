@@ -62,7 +62,7 @@ def serve(
     """Serve the JSON API (/api) and the web dashboard for the store's runs and approvals."""
     import uvicorn
 
-    from tether.engine.app import login_name
+    from tether.access.principals import login_name
     from tether.server import create_app
     from tether.server.auth import Auth
 

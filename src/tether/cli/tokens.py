@@ -61,8 +61,7 @@ def create(
     """Create a principal and print its token (shown this once; only its hash is stored)."""
     roles = [part for item in role for part in item.split(",")]
     app = load_app(None, store)
-    from tether.access.principals import create_principal
-    from tether.engine.app import login_name
+    from tether.access.principals import create_principal, login_name
 
     who = login_name()
     detail = {"roles": roles, "categories": categories}

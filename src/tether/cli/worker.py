@@ -32,7 +32,7 @@ from tether.cli.render import error_line
 from tether.errors import UserError
 
 if TYPE_CHECKING:
-    from tether.engine.app import App
+    from tether.app import App
 
 log = logging.getLogger("tether.worker")
 

@@ -1,4 +1,5 @@
-"""The durable execution engine: App, workflows, steps, journal and replay, the worker.
+"""The durable execution engine: the `Runtime` (workflow and step registry, client API, worker
+launch), workflows, steps, journal and replay, the worker. `tether.app.App` builds on it.
 
 Names load on first use, so importing one engine module (`tether.engine.budget` from the CLI)
 does not import them all.
@@ -10,16 +11,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tether.engine.app import App, RunHandle
     from tether.engine.budget import Budget, Usage
     from tether.engine.context import Context, StepContext, current_step
+    from tether.engine.handles import RunHandle
     from tether.engine.records import RunInfo, StepInfo
     from tether.engine.retention import Retention
     from tether.engine.retry import Retry
+    from tether.engine.runtime import Runtime
 
 _LAZY = {
-    "App": "tether.engine.app",
-    "RunHandle": "tether.engine.app",
+    "RunHandle": "tether.engine.handles",
+    "Runtime": "tether.engine.runtime",
     "Budget": "tether.engine.budget",
     "Usage": "tether.engine.budget",
     "Context": "tether.engine.context",
@@ -46,13 +48,13 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "App",
     "Budget",
     "Context",
     "Retention",
     "Retry",
     "RunHandle",
     "RunInfo",
+    "Runtime",
     "StepContext",
     "StepInfo",
     "Usage",

@@ -54,6 +54,7 @@ from tether.errors import (
     UserError,
 )
 from tether.store.base import WAIT_SEPARATOR, NewRun, RunRecord, SpendWindow, StepRecord, Store
+from tether.store.events_sql import step_event_data
 
 _current: ContextVar[weakref.ref[Context] | None] = ContextVar("tether_context", default=None)
 """A *weak* reference: timers, callbacks and tasks started inside a run copy the contextvars
@@ -170,6 +171,9 @@ class Context:
         self.fatal: BaseException | None = None
         """A failure the run must end with even if workflow code caught it."""
         self._events = None if replay_only else getattr(app, "run_events", None)
+        # Steps' own events come from their journal rows on such a store (`write_step`'s
+        # ``events``): the step's write is its events' only cost.
+        self._derived = self._events is not None and getattr(store, "derives_step_events", False)
         if journal:
             self.emit_event("resumed", data={"fencing": token},
                             key=f"{run.id}:resumed:{token}")
@@ -221,6 +225,10 @@ class Context:
     def journal(self) -> dict[int, StepRecord]:
         """The entries recorded so far (read-only view for upper layers)."""
         return self._journal
+
+    def written_journal(self) -> list[StepRecord]:
+        """The journal as the store holds it once the run has ended: every entry, by seq."""
+        return [self._journal[seq] for seq in sorted(self._journal)]
 
     def usage_where(self, predicate: Callable[[dict[str, Any]], bool]) -> Usage:
         """Usage of the journaled entries whose `meta` matches (e.g. one agent node)."""
@@ -458,21 +466,19 @@ class Context:
             input={"run_id": child_id}, started_at=time.time(),
         )
         await self._flush_values()
+        taking = _replace(waiting, finished_at=time.time())
         try:
-            signal = await self._store.consume_signal(
-                self.run_id, self._token, _replace(waiting, finished_at=time.time())
-            )
+            signal = await self._store.consume_signal(self.run_id, self._token, taking)
             outcome = None if signal is None else signal.payload
             if outcome is None:
                 # The signal may have been lost with the child's worker: look at the child.
                 outcome = await ended_child(self._store, child_id)
                 if outcome is not None:
-                    await self._write(_replace(waiting, status="completed", output=outcome,
-                                               finished_at=time.time()))
+                    await self._write(_consumed(taking, outcome))
         except StoreUnavailable:
             raise self._stop(DropRun()) from None
         if outcome is not None:
-            done = _replace(waiting, status="completed", output=outcome)
+            done = _consumed(taking, outcome)
             self._journal[seq] = done
             self._usage = self._usage + outcome_usage(done)
             self._emit_step("signal_received", done)
@@ -493,22 +499,24 @@ class Context:
         if self._events is not None:
             self._events.emit(self.run_id, kind, seq=seq, data=data, key=key)
 
-    def _emit_step(self, kind: str, rec: StepRecord, **extra: Any) -> None:
+    def _emit_step(self, kind: str, rec: StepRecord, *, provisional: bool = False) -> None:
         if self._events is None:
             return
         what = kind.removeprefix("step_")
         if kind == "step_retrying":
             what = f"retrying:{rec.attempts}"
-        data: dict[str, Any] = {"name": rec.name, "kind": rec.kind, "attempts": rec.attempts}
-        for field_name in _EVENT_META:
-            value = (rec.meta or {}).get(field_name)
-            if value is not None:
-                data[field_name] = value
-        if rec.error:
-            data["error"] = {"type": rec.error.get("type"), "message": rec.error.get("message")}
-        data.update(extra)
+        data = step_event_data(rec.name, rec.kind, rec.attempts, rec.meta, rec.error)
         self._events.emit(self.run_id, kind, seq=rec.seq, data=data,
-                          key=f"{self.run_id}:{rec.seq}:{what}")
+                          key=f"{self.run_id}:{rec.seq}:{what}", provisional=provisional)
+
+    def _step_events(self, seq: int) -> int:
+        """What the step's final journal row stands for in the event stream (`Store.write_step`):
+        0 nothing (its events are appended), 1 its outcome, 2 its start too (the start event,
+        still held back, is withdrawn)."""
+        if not self._derived:
+            return 0
+        assert self._events is not None
+        return 2 if self._events.withdraw(f"{self.run_id}:{seq}:started") else 1
 
     # --- executor hooks --------------------------------------------------------------------------
 
@@ -672,20 +680,24 @@ class Context:
             rec = self._pending_values.pop(0)
             await self._write_fenced(rec)
 
-    async def _write_fenced(self, rec: StepRecord) -> None:
+    async def _write_fenced(self, rec: StepRecord, events: int = 0) -> None:
         if self._events is not None:
             self._events.join_write()  # events ride along in the journal write's transaction
         try:
-            written = await self._store.write_step(self.run_id, self._token, rec)
+            if events:
+                written = await self._store.write_step(self.run_id, self._token, rec,
+                                                       events=events)
+            else:
+                written = await self._store.write_step(self.run_id, self._token, rec)
         except StoreUnavailable:
             # Not the workflow's failure: leave the run for takeover once the store is back.
             raise self._stop(DropRun()) from None
         if not written:
             raise self._stop(await self._lost())
 
-    async def _write(self, rec: StepRecord) -> None:
+    async def _write(self, rec: StepRecord, events: int = 0) -> None:
         await self._flush_values()
-        await self._write_fenced(rec)
+        await self._write_fenced(rec, events)
         previous = self._journal.get(rec.seq)
         if previous is not None and previous.usage:
             self._usage = Usage(
@@ -796,7 +808,8 @@ class Context:
         carried = ZERO
         first_started: float | None = None
         if rec is not None:
-            if rec.status in ("completed", "failed"):
+            if rec.status in ("completed", "failed") and not self._derived:
+                # Emitted again: the stream keeps each once (keys), and one a crash lost is back.
                 self._emit_step("step_started", rec)
                 self._emit_step(f"step_{rec.status}", rec)
             if rec.status == "completed":
@@ -844,9 +857,11 @@ class Context:
                 record_input = _describe_arguments(args, kwargs)
             if self._events is not None:
                 await self._check_lease()  # a zombie announces no step it will not start
+                # Held back on a deriving store: a step that ends soon has its start
+                # event read from its journal row instead (`_step_events`).
                 self._emit_step("step_started", StepRecord(
                     run_id=self.run_id, seq=seq, name=name, kind=kind, status="running",
-                    attempts=failures + 1, meta=meta))
+                    attempts=failures + 1, meta=meta), provisional=self._derived)
             while True:
                 await self._check_lease()
                 attempt = failures + 1
@@ -887,8 +902,10 @@ class Context:
                         meta=step_ctx.meta or None,
                     )
                     if isinstance(exc, UserError) or not retry.should_retry(exc, failures):
-                        await self._write(entry)
-                        self._emit_step("step_failed", entry)
+                        events = self._step_events(seq)
+                        await self._write(entry, events)
+                        if not events:
+                            self._emit_step("step_failed", entry)
                         error = entry.error or {}
                         raise StepFailed(
                             name, seq, error["type"], error["message"], failures
@@ -906,6 +923,7 @@ class Context:
                 over = reservation.overshoot(step_ctx.usage) if reservation else None
                 if over is not None:
                     step_ctx.meta[OVERSHOOT] = over
+                events = self._step_events(seq)
                 await self._write(
                     done_rec := StepRecord(
                         run_id=self.run_id,
@@ -920,9 +938,11 @@ class Context:
                         finished_at=time.time(),
                         usage=usage.to_dict() or None,
                         meta=step_ctx.meta or None,
-                    )
+                    ),
+                    events,
                 )
-                self._emit_step("step_completed", done_rec)
+                if not events:
+                    self._emit_step("step_completed", done_rec)
                 return result
         finally:
             if timer is not None:
@@ -1039,7 +1059,7 @@ class Context:
         except StoreUnavailable:
             raise self._stop(DropRun()) from None
         if signal is not None:
-            self._journal[seq] = received = _replace(waiting, status="completed", output=output)
+            self._journal[seq] = received = _consumed(taking, output)
             self._emit_step("signal_received", received)
             return output
         if deadline is not None and time.time() >= deadline:
@@ -1067,9 +1087,6 @@ BUDGET_SIGNAL = "tether.budget"
 APPROVAL_SIGNAL_PREFIX = "approval"
 """A run gated on approval request X waits for ``approval:X`` (see `tether.trust.gate`); only a
 recorded decision may send it, so `App.signal` refuses that name."""
-_EVENT_META = ("gen_ai.operation.name", "gen_ai.tool.name", "gen_ai.request.model",
-               "gen_ai.response.model", "tether.node", "gen_ai.tool.call.id")
-"""The journal attributes copied into step events (what the step was: a model call, a tool)."""
 
 
 @dataclass(slots=True)
@@ -1119,6 +1136,15 @@ def _signal_names(names: object) -> list[str]:
     if not wanted:
         raise UserError("ctx.wait_for_any() needs at least one signal name")
     return wanted
+
+
+def _consumed(taking: StepRecord, output: Any) -> StepRecord:
+    """A wait's entry as the store journals it when a signal is consumed (`consume_signal`)."""
+    return StepRecord(
+        run_id=taking.run_id, seq=taking.seq, name=taking.name, kind=taking.kind,
+        status="completed", input=taking.input, output=output, attempts=taking.attempts,
+        started_at=taking.started_at, finished_at=taking.finished_at, meta=taking.meta,
+    )
 
 
 def _replace(rec: StepRecord, **changes: Any) -> StepRecord:

@@ -19,7 +19,12 @@ How the stream stays whole across a takeover, with no write on the journal's pat
 3. readers (`read_events`) add a run's ``finished`` event themselves if the worker died between
    ending the run and appending it;
 4. live-only events (model text deltas) have no key: they are for watching, and a delta lost in
-   a crash is covered by the completed model step that follows it.
+   a crash is covered by the completed model step that follows it;
+5. on a store that derives step events from the journal (SQLite: `Store.derives_step_events`),
+   a step's ``step_completed``/``step_failed`` is its journal row, and its ``step_started`` is
+   *provisional*: held back, and withdrawn when the step ends first (the row stands for it
+   too); it is appended only if the step is still running when the buffer is flushed, or
+   with the next event of the same run (so the stream keeps its order).
 
 So a reader that resumes after the last id it saw (SSE ``Last-Event-ID``) gets every completed
 event once.
@@ -70,6 +75,7 @@ class EventLog:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._buffer: list[NewRunEvent] = []
+        self._provisional: dict[str, NewRunEvent] = {}
         self._flushing: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._idle: asyncio.Event | None = None
@@ -80,10 +86,16 @@ class EventLog:
     def emit(
         self, run_id: str, kind: str, *, seq: int | None = None,
         data: dict[str, Any] | None = None, key: str | None = None, at: float | None = None,
+        provisional: bool = False,
     ) -> None:
-        """Queue an event (see the module docstring for `key`); never blocks, never raises."""
-        self._buffer.append(NewRunEvent(run_id=run_id, kind=kind, at=at or time.time(), seq=seq,
-                                        data=data, key=key))
+        """Queue an event (see the module docstring for `key` and `provisional`, which needs
+        a key); never blocks, never raises."""
+        event = NewRunEvent(run_id=run_id, kind=kind, at=at or time.time(), seq=seq, data=data,
+                            key=key)
+        if provisional and key is not None:
+            self._provisional[key] = event
+        else:
+            self._buffer.append(event)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -93,11 +105,16 @@ class EventLog:
             # and frames) would otherwise stay reachable through the timer.
             self._timer = loop.call_later(FLUSH_DELAY, self._due, context=contextvars.Context())
 
+    def withdraw(self, key: str) -> bool:
+        """Drop the provisional event `key` if it is still held back (its step's journal row
+        will stand for it); ``False`` if it was appended already."""
+        return self._provisional.pop(key, None) is not None
+
     def join_write(self) -> None:
         """Called just before a journal write: hand the buffered events to the store now, so
         that a group-committing store appends them in the same transaction."""
         if self._buffer and self._submit is not None:
-            self._submit_buffered()
+            self._submit_buffered(held_since=None)
 
     async def flush(self) -> None:
         """Append everything queued so far."""
@@ -105,7 +122,7 @@ class EventLog:
         if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
             await asyncio.shield(task)  # a batch on its way: after it, what is left
         if self._submit is not None:
-            self._submit_buffered()
+            self._submit_buffered(held_since=float("inf"))
             pending = [f for f in self._submitted if f.get_loop() is asyncio.get_running_loop()]
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -114,17 +131,37 @@ class EventLog:
 
     def _due(self) -> None:
         self._timer = None
-        if not self._buffer:
+        if not self._buffer and not self._provisional:
             return
         if self._submit is not None:
-            self._submit_buffered()
+            self._submit_buffered(held_since=time.time() - FLUSH_DELAY)
+            if self._provisional and self._timer is None:
+                # Steps that started less than FLUSH_DELAY ago: their start waits a little more.
+                first = min(event.at for event in self._provisional.values())
+                self._timer = asyncio.get_running_loop().call_later(
+                    max(0.0, first + FLUSH_DELAY - time.time()), self._due,
+                    context=contextvars.Context())
         elif self._flushing is None or self._flushing.done():
             loop = asyncio.get_running_loop()
             self._flushing = loop.create_task(self._flush_loop(), context=contextvars.Context())
 
-    def _submit_buffered(self) -> None:
+    def _submit_buffered(self, *, held_since: float | None) -> None:
+        """Submit the buffer, with the provisional events emitted at or before `held_since`
+        and those of a run that has an event in the buffer."""
         batch, self._buffer = self._buffer, []
-        if self._timer is not None:
+        if self._provisional:
+            # The stream keeps the order events were emitted in: a held-back event goes with
+            # any later event of its run.
+            runs = {event.run_id for event in batch}
+            promoted = [key for key, event in self._provisional.items()
+                        if event.run_id in runs or (held_since is not None
+                                                    and event.at <= held_since)]
+            if promoted:
+                batch.extend(self._provisional.pop(key) for key in promoted)
+                batch.sort(key=lambda event: event.at)
+        if not batch:
+            return
+        if self._timer is not None and not self._provisional:
             self._timer.cancel()
             self._timer = None
         try:
@@ -149,6 +186,10 @@ class EventLog:
 
     async def _append_buffered(self) -> None:
         batch, self._buffer = self._buffer, []
+        if self._provisional:  # a store without group commit: nothing is held back
+            batch.extend(self._provisional.values())
+            self._provisional.clear()
+            batch.sort(key=lambda event: event.at)
         if not batch:
             return
         try:

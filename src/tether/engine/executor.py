@@ -14,11 +14,12 @@ from tether.engine.context import Context, bound, error_record
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.serde import to_jsonable
 from tether.errors import RunFailed, StepFailed, StoreUnavailable
-from tether.store.base import Claim, StepRecord, Store
+from tether.store.base import FINISHED_STATUSES, Claim, StepRecord, Store
 
 if TYPE_CHECKING:
     from tether.engine.lease import Leases
     from tether.engine.registry import WorkflowDef
+    from tether.engine.runtime import Runtime
 
 log = logging.getLogger("tether.engine")
 
@@ -34,7 +35,7 @@ class RunExecutor:
         max_recoveries: int,
         executor: Executor | None,
         live: dict[str, Context],
-        app: Any = None,
+        app: Runtime | None = None,
     ) -> None:
         self._app = app
         self._store = store
@@ -44,28 +45,36 @@ class RunExecutor:
         self._live = live
         self._parents: dict[str, str] = {}
         """Runs being executed that are child runs: their parents, told when they end."""
+        self._kept: dict[str, list[StepRecord]] = {}
         self.listeners: list[Callable[[str, str], Awaitable[None]]] = []
         """Called with ``(run_id, status)`` after a run ends or suspends (not when dropped)."""
 
     async def execute(
-        self, claim: Claim, *, fresh: bool = False, leases: Leases | None = None
+        self, claim: Claim, *, fresh: bool = False, leases: Leases | None = None,
+        keep_journal: bool = False,
     ) -> str:
         """Returns the status the run was left in, or ``dropped`` if the lease was lost.
         `fresh`: the run was created claimed a moment ago, so its journal is known empty.
         `leases`: the holder's leases; with them no step starts unless the run's lease can be
-        relied on (`Leases.ensure`)."""
+        relied on (`Leases.ensure`). `keep_journal`: when the run finishes here, keep its
+        journal as written for `take_journal` (so `App.run` need not read it back)."""
         run = claim.run
         parent = parent_of(run)
         if parent is None:
-            return await self._execute(claim, fresh=fresh, leases=leases)
+            return await self._execute(claim, fresh=fresh, leases=leases, keep=keep_journal)
         self._parents[run.id] = parent
         try:
-            return await self._execute(claim, fresh=fresh, leases=leases)
+            return await self._execute(claim, fresh=fresh, leases=leases, keep=keep_journal)
         finally:
             self._parents.pop(run.id, None)
 
+    def take_journal(self, run_id: str) -> list[StepRecord] | None:
+        """The journal of a run that `execute` (with `keep_journal`) finished, as written."""
+        return self._kept.pop(run_id, None)
+
     async def _execute(
-        self, claim: Claim, *, fresh: bool = False, leases: Leases | None = None
+        self, claim: Claim, *, fresh: bool = False, leases: Leases | None = None,
+        keep: bool = False,
     ) -> str:
         run, token = claim.run, claim.token
         if claim.recovered and claim.stalls > self._max_recoveries:
@@ -123,6 +132,8 @@ class RunExecutor:
                 status = await self._drive(definition, ctx, token)
         finally:
             self._live.pop(run.id, None)
+        if keep and status in FINISHED_STATUSES:
+            self._kept[run.id] = ctx.written_journal()
         if status != "dropped":
             for listener in self.listeners:
                 try:

@@ -34,12 +34,12 @@ from tether.engine.registry import version_key
 from tether.store.base import WORKER_LIVE_LEASES, Store, WorkerRecord
 
 if TYPE_CHECKING:
-    from tether.engine.app import App
+    from tether.engine.runtime import Runtime
 
 log = logging.getLogger("tether.worker")
 
 
-def worker_record(app: App, owner: str, name: str) -> WorkerRecord:
+def worker_record(app: Runtime, owner: str, name: str) -> WorkerRecord:
     """The registry row a worker of `app` announces."""
     return WorkerRecord(
         owner=owner,
@@ -129,7 +129,7 @@ async def coverage(store: Store) -> Coverage:
     return Coverage(await store.list_workers())
 
 
-async def report_unserved(app: App, worker_name: str) -> None:
+async def report_unserved(app: Runtime, worker_name: str) -> None:
     """Log, once at worker start, the queued and waiting runs no live worker serves."""
     try:
         live = await coverage(app.store)

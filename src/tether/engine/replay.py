@@ -17,7 +17,7 @@ from tether.errors import NonDeterminismError, UserError
 from tether.store.base import RunRecord, StepRecord
 
 if TYPE_CHECKING:
-    from tether.engine.app import App
+    from tether.engine.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ def _steps_from_export(run_id: str, steps: list[dict[str, Any]]) -> list[StepRec
     return records
 
 
-async def replay_async(app: App, export: dict[str, Any]) -> ReplayResult:
+async def replay_async(app: Runtime, export: dict[str, Any]) -> ReplayResult:
     """Replay an exported run (the JSON of ``tether show RUN --json`` / `RunInfo`) against
     the workflow registered on `app`. Raises `NonDeterminismError` if the code diverges."""
     name = export.get("workflow")
@@ -97,6 +97,6 @@ async def replay_async(app: App, export: dict[str, Any]) -> ReplayResult:
         return ReplayResult(False, None, ctx.sequence, f"{type(exc).__name__}: {exc}")
 
 
-def replay(app: App, export: dict[str, Any]) -> ReplayResult:
+def replay(app: Runtime, export: dict[str, Any]) -> ReplayResult:
     """Synchronous twin of `replay_async`."""
     return app.portal.run(replay_async(app, export))

@@ -35,7 +35,7 @@ from tether.errors import UserError
 from tether.store.base import FINISHED_STATUSES, NewRun, ScheduleRecord
 
 if TYPE_CHECKING:
-    from tether.engine.app import App
+    from tether.engine.runtime import Runtime
 
 log = logging.getLogger("tether.schedules")
 
@@ -127,7 +127,7 @@ def tick_run_id(name: str, tick: float) -> str:
 class Scheduler:
     """Starts the runs of due schedules; one per worker (see the module docstring)."""
 
-    def __init__(self, app: App, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, app: Runtime, *, clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.clock = clock
 

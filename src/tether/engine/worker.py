@@ -32,7 +32,7 @@ from tether.errors import StoreUnavailable
 from tether.store.base import LIVE_MARK
 
 if TYPE_CHECKING:
-    from tether.engine.app import App
+    from tether.engine.runtime import Runtime
     from tether.store.base import WorkerRecord
 
 log = logging.getLogger("tether.worker")
@@ -51,7 +51,7 @@ def quiet_control_flow(loop: asyncio.AbstractEventLoop) -> None:
     that hit the run's suspension after the run was parked). Idempotent per loop."""
     previous = loop.get_exception_handler()
     if getattr(previous, "_tether_quiet", False):
-        # `App.run_async` calls this for every run: wrapping again would grow a chain of
+        # `Runtime.run_async` calls this for every run: wrapping again would grow a chain of
         # handlers one per run, until calling it overflows the stack.
         return
 
@@ -72,7 +72,7 @@ class Worker:
 
     def __init__(
         self,
-        app: App,
+        app: Runtime,
         *,
         concurrency: int = 100,
         name: str | None = None,

@@ -60,7 +60,7 @@ class SpanExport:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        import tether
+        from tether._version import __version__
 
         self.app = app
         self.processor = processor
@@ -68,7 +68,7 @@ class SpanExport:
         self._resource = Resource.create(
             {"service.name": service_name or os.environ.get("OTEL_SERVICE_NAME", "tether")}
         )
-        self._scope = InstrumentationScope("tether", tether.__version__)
+        self._scope = InstrumentationScope("tether", __version__)
         self._exported: OrderedDict[str, set[str]] = OrderedDict()
         self._shut = False
 
@@ -182,8 +182,8 @@ def instrument(
 
 
 def autoinstrument(app: Any) -> None:
-    """The ``tether.app_hooks`` entry point: export `app`'s spans when OTLP is configured in the
-    environment — under `tether worker`, and for `app.run()` in a script or notebook alike."""
+    """What `tether.App` calls before it first runs: export `app`'s spans when OTLP is configured
+    in the environment — under `tether worker`, and for `app.run()` in a script or notebook."""
     if otlp_configured():
         instrument(app)
 

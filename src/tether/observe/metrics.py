@@ -307,7 +307,7 @@ def instrument_metrics(
             "OpenTelemetry metrics need opentelemetry-sdk; install it with "
             "`pip install 'tether[otel]'`"
         ) from exc
-    import tether
+    from tether._version import __version__
 
     figures = metrics or Metrics(app.store, labels=labels)
     cached = _Cached(figures, app.portal.run)
@@ -315,7 +315,7 @@ def instrument_metrics(
         metric_readers=[reader],
         resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "tether")}),
     )
-    meter = provider.get_meter("tether", tether.__version__)
+    meter = provider.get_meter("tether", __version__)
     label_keys = list(figures.labels)
 
     def observe(build: Callable[[Snapshot], list[Observation]]) -> Callable[[CallbackOptions], list[Observation]]:

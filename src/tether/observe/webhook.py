@@ -66,12 +66,12 @@ class Webhook:
         self.config = config
         self.url = config.webhook
         self.owner = owner
-        import tether
+        from tether._version import __version__
 
         self._client = httpx.AsyncClient(
             timeout=config.timeout,
             transport=config.transport,
-            headers={"User-Agent": f"tether/{tether.__version__}", **dict(config.headers)},
+            headers={"User-Agent": f"tether/{__version__}", **dict(config.headers)},
         )
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from tether.engine.app import App
+from tether.app import App
 
 BUCKETS = 12
 """Slices of the window a chart shows."""

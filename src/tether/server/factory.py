@@ -28,7 +28,7 @@ import tether.server.signin as signin
 import tether.server.stats as stats
 import tether.server.tokens as tokens
 import tether.server.workers as workers
-from tether.engine.app import App
+from tether.app import App
 from tether.server.auth import AccessControl, Auth, authorize, role
 from tether.server.errors import install_error_handlers
 from tether.server.rendering import HERE, make_templates

@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from tether.engine.app import App
+from tether.app import App
 from tether.server.argview import diff as args_diff
 from tether.server.argview import view as args_view
 from tether.server.views import ago, clock, money, pretty, seconds, step_error_text

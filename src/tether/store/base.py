@@ -501,8 +501,17 @@ class Store(Protocol):
         """Return when new work may be available (a notification) or after `timeout` seconds."""
         ...
 
-    async def write_step(self, run_id: str, token: int, step: StepRecord) -> bool:
-        """Insert or replace the journal entry ``(run_id, step.seq)``; fenced."""
+    derives_step_events: bool
+    """Whether this store reads a step's run events from its journal row (then the engine
+    passes `write_step` ``events`` instead of appending step events)."""
+
+    async def write_step(
+        self, run_id: str, token: int, step: StepRecord, *, events: int = 0
+    ) -> bool:
+        """Insert or replace the journal entry ``(run_id, step.seq)``; fenced. With
+        `derives_step_events`, ``events`` says which of the step's run events the row stands
+        for: 0 none, 1 its outcome (``step_completed``/``step_failed``), 2 also its
+        ``step_started`` (which was then never appended as an event of its own)."""
         ...
 
     async def consume_signal(

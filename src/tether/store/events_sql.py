@@ -2,6 +2,15 @@
 
 Appends ignore an event whose `key` is already stored: emitting an event twice (a replay
 after a takeover emits again what it replays) stores it once, at its first position.
+
+On SQLite a step's own events are not rows of ``run_events``: the step's final journal row
+(completed or failed) carries a position in the stream (``ev_pos``, migration 0024), taken
+from the same id counter in the journal write's transaction, and the reader derives
+``step_started`` (at ``ev_pos - 1``, unless that event was appended while the step ran) and
+``step_completed``/``step_failed`` (at ``ev_pos``) from it. The stream is the same as if
+they had been appended at that moment, and a step costs the journal write alone. A start
+that *was* appended (the step ran a while; or it ran on a worker that died, and ran again)
+stays where it was: the derived one is not read, as a keyed event is stored once.
 """
 
 from __future__ import annotations
@@ -27,6 +36,27 @@ def _row(row: Sequence[Any], data: Any) -> RunEventRecord:
                           data=data)
 
 
+STEP_EVENT_META = ("gen_ai.operation.name", "gen_ai.tool.name", "gen_ai.request.model",
+                   "gen_ai.response.model", "tether.node", "gen_ai.tool.call.id")
+"""The journal attributes copied into step events (what the step was: a model call, a tool)."""
+
+
+def step_event_data(
+    name: str, kind: str, attempts: int, meta: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The data of a step's event: what the step is, and its error when it failed."""
+    data: dict[str, Any] = {"name": name, "kind": kind, "attempts": attempts}
+    if meta:
+        for field_name in STEP_EVENT_META:
+            value = meta.get(field_name)
+            if value is not None:
+                data[field_name] = value
+    if error:
+        data["error"] = {"type": error.get("type"), "message": error.get("message")}
+    return data
+
+
 # --- SQLite ----------------------------------------------------------------------------------------
 
 
@@ -39,15 +69,37 @@ def sqlite_append(conn: sqlite3.Connection, events: Sequence[NewRunEvent]) -> No
     )
 
 
+_SQLITE_READ = """
+SELECT id, kind, at, seq, data, NULL, NULL, NULL, NULL FROM run_events
+ WHERE run_id = ?1 AND id > ?2
+UNION ALL
+SELECT ev_pos - 1, 'step_started', started_at, seq, NULL, name, kind, attempts, meta FROM steps
+ WHERE run_id = ?1 AND ev_pos > ?2 + 1 AND ev_started = 1
+   AND NOT EXISTS (SELECT 1 FROM run_events WHERE key = steps.run_id || ':' || steps.seq || ':started')
+UNION ALL
+SELECT ev_pos, 'step_' || status, finished_at, seq, error, name, kind, attempts, meta FROM steps
+ WHERE run_id = ?1 AND ev_pos > ?2
+ORDER BY 1 LIMIT ?3
+"""
+
+
 def sqlite_read(
     conn: sqlite3.Connection, run_id: str, after: int, limit: int
 ) -> list[RunEventRecord]:
-    rows = conn.execute(
-        "SELECT id, run_id, kind, at, seq, data FROM run_events "
-        "WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
-        (run_id, after, limit),
-    ).fetchall()
-    return [_row(r, None if r[5] is None else json.loads(r[5])) for r in rows]
+    events: list[RunEventRecord] = []
+    for pos, kind, at, seq, data, name, step_kind, attempts, meta in conn.execute(
+        _SQLITE_READ, (run_id, after, limit)
+    ):
+        if name is None:  # a row of run_events
+            value = None if data is None else json.loads(data)
+        else:  # derived from a journal row; `data` is the step's error
+            value = step_event_data(
+                name, step_kind, attempts, None if meta is None else json.loads(meta),
+                None if data is None else json.loads(data) if kind == "step_failed" else None,
+            )
+        events.append(RunEventRecord(id=int(pos), run_id=run_id, kind=kind, at=float(at or 0.0),
+                                     seq=None if seq is None else int(seq), data=value))
+    return events
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------------

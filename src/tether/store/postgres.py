@@ -721,7 +721,12 @@ class PostgresStore:
     async def next_wake(self) -> float | None:
         return await self._read("find the next due run", q.next_wake)
 
-    async def write_step(self, run_id: str, token: int, step: StepRecord) -> bool:
+    derives_step_events = False
+    """Step events are stored as rows (batched apart from the journal writes)."""
+
+    async def write_step(
+        self, run_id: str, token: int, step: StepRecord, *, events: int = 0
+    ) -> bool:
         return await self._submit(run_id, None, step=(run_id, token, step))
 
     async def consume_signal(

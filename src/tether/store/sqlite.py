@@ -429,8 +429,14 @@ class SQLiteStore:
     async def next_wake(self) -> float | None:
         return await self._read(q.next_wake)
 
-    async def write_step(self, run_id: str, token: int, step: StepRecord) -> bool:
-        return await self._write(q.write_step, run_id, token, step)
+    derives_step_events = True
+    """Steps' started/completed/failed events are read from their journal rows (`write_step`'s
+    ``events``), not stored as rows of their own."""
+
+    async def write_step(
+        self, run_id: str, token: int, step: StepRecord, *, events: int = 0
+    ) -> bool:
+        return await self._write(q.write_step, run_id, token, step, events)
 
     async def consume_signal(
         self, run_id: str, token: int, step: StepRecord

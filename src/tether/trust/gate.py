@@ -1,9 +1,10 @@
-"""The gate every tool call passes before it runs: the agents layer calls `authorize`.
+"""The gate every tool call passes before it runs: `authorize`.
 
-This is the seam between the agents layer and the trust layer. The agents layer builds a
-`ToolCallRequest` and runs the tool only when the returned `Authorization` says ``run`` — with
-the authorization's `args`, which may be a reviewer's edit — as its own journaled step right
-after. ``reject`` and ``deny`` reasons go back to the model as the tool's result.
+This is the trust side of the seam with the agents layer. The agents layer builds a
+`ToolCallRequest` (`tether.agents.gate`, re-exported here) and asks the App executing the run,
+which calls `authorize`; the tool runs only when the returned `Authorization` says ``run`` —
+with the authorization's `args`, which may be a reviewer's edit — as its own journaled step
+right after. ``reject`` and ``deny`` reasons go back to the model as the tool's result.
 
 Everything here is journaled, so a replay decides the same way and nothing happens twice:
 
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, cast
 
+from tether.agents.gate import Authorization as Authorization  # the seam's types, re-exported
+from tether.agents.gate import CheckResult as CheckResult
+from tether.agents.gate import ToolCallRequest as ToolCallRequest
 from tether.engine.context import APPROVAL_SIGNAL_PREFIX, Context, current_step
 from tether.engine.records import STARTED_BY_LABEL
 from tether.errors import RunFailed, SignalTimeout, UserError
@@ -45,43 +48,6 @@ review."""
 def approval_signal(approval_id: str) -> str:
     """The signal a run waiting on this approval request waits for."""
     return f"{APPROVAL_SIGNAL_PREFIX}:{approval_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """The outcome of one self-check over an action or an output."""
-
-    name: str
-    passed: bool
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallRequest:
-    """A tool call the model asked for, before it runs."""
-
-    agent: str
-    tool: str
-    risk: str
-    args: dict[str, Any]
-    args_schema: dict[str, Any]
-    """The tool's JSON schema, to validate a reviewer's edits."""
-    checks: tuple[CheckResult, ...] = ()
-    call_id: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict[str, Any])
-
-
-@dataclass(frozen=True, slots=True)
-class Authorization:
-    """What the gate decided."""
-
-    decision: Literal["run", "reject", "deny"]
-    args: dict[str, Any]
-    """The exact arguments to run with (a reviewer's edit replaces the model's)."""
-    reason: str | None = None
-    """For ``reject`` and ``deny``: told to the agent as the tool's result."""
-    approval_id: str | None = None
-    reviewer: str | None = None
 
 
 class ActionRejected(RunFailed):

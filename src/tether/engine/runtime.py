@@ -1,32 +1,32 @@
-"""`App`: where workflows and steps are registered, and the client API to runs.
+"""`Runtime`: the engine's client and worker core — where workflows and steps are registered,
+the client API to runs, and the worker's launch. `tether.App` (`tether.app`) builds on it with
+what the layers above the engine add (trust approvals, agent registration, span export).
 
 The core is async (`start_async`, `get_run_async`…). The synchronous twins are thin shims that
-run the coroutine on the App's portal: one background event loop per App, so the store's
-connections live on one loop whatever thread calls. Two Apps can live in one process.
+run the coroutine on the Runtime's portal: one background event loop per Runtime, so the store's
+connections live on one loop whatever thread calls. Two Runtimes can live in one process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import getpass
-import logging
 import os
 import secrets
 import signal as signal_module
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import Any, TypeVar, cast, overload
 
 from tether.engine.budget import Budget
 from tether.engine.children import CHILD_KIND, notify_parent, outcome_payload, parent_of
 from tether.engine.context import APPROVAL_SIGNAL_PREFIX, BUDGET_SIGNAL, Context
-from tether.engine.events import EventLog, RunEvent, follow_events, read_events
+from tether.engine.events import EventLog, RunEvent, read_events
 from tether.engine.executor import RunExecutor
+from tether.engine.handles import Portal, RunEventStream, RunHandle
 from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
 from tether.engine.queues import Queue, Rate
@@ -43,22 +43,15 @@ from tether.engine.retention import Retention
 from tether.engine.retry import Retry
 from tether.engine.schedules import Catchup, Overlap, Schedule
 from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
-from tether.errors import UnknownRun, UnknownWorkflow, UserError, error_from_record
+from tether.errors import UnknownRun, UnknownWorkflow, UserError
 from tether.store import open_store
 from tether.store.base import FINISHED_STATUSES, RUN_STATUSES, Claim, NewRun, RunRecord, Store
-
-if TYPE_CHECKING:  # the trust layer sits above the engine: imported lazily, types only here
-    from tether.trust.approvals import Approval
-    from tether.trust.evidence import TrustReportRow
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-log = logging.getLogger("tether.engine")
-
-APP_HOOKS = "tether.app_hooks"
-"""The entry-point group of functions applied to every App before it runs (see `load_hooks`)."""
+__all__ = ["RunEventStream", "RunHandle", "Runtime", "new_run_id"]
 
 
 def new_run_id() -> str:
@@ -66,131 +59,8 @@ def new_run_id() -> str:
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
 
 
-class _Portal:
-    """A background event loop that runs the synchronous API's coroutines."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        loop = self._ensure()
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise UserError(
-                "a synchronous tether call was made from inside a workflow or step; "
-                "use the async twin (e.g. `await app.start_async(...)`)"
-            )
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-    def _ensure(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                quiet_control_flow(loop)
-                ready = threading.Event()
-
-                def main() -> None:
-                    asyncio.set_event_loop(loop)
-                    ready.set()
-                    loop.run_forever()
-
-                self._thread = threading.Thread(target=main, name="tether-portal", daemon=True)
-                self._thread.start()
-                ready.wait()
-                self._loop = loop
-            return self._loop
-
-
-class RunHandle:
-    """A reference to a run; cheap to create, holds no connection."""
-
-    def __init__(self, app: App, run_id: str) -> None:
-        self.app = app
-        self.id = run_id
-
-    def __repr__(self) -> str:
-        return f"RunHandle({self.id!r})"
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait for the run to finish and return its output. Raises `RunFailed` (or
-        `BudgetExceeded`…), `RunRefused`, `RunCancelled`, or `TimeoutError`."""
-        return self.app.portal.run(self.result_async(timeout))
-
-    async def result_async(self, timeout: float | None = None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            run = await self.app.store.get_run(self.id)
-            if run is None:
-                raise UnknownRun(self.id)
-            if run.status in FINISHED_STATUSES:
-                if run.status == "succeeded":
-                    return run.output
-                raise error_from_record(run.id, run.status, run.error)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"run {self.id} did not finish within {timeout}s (status {run.status}"
-                    + (f", waiting for signal {run.waiting_for!r}" if run.waiting_for else "")
-                    + ")"
-                )
-            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-            await asyncio.sleep(pause)
-            delay = min(delay * 1.5, 0.2)
-
-    def info(self) -> RunInfo:
-        return self.app.get_run(self.id)
-
-    def events(self, *, after: int = 0, follow: bool = True) -> RunEventStream:
-        """The run's event stream from position `after`: ``for event in handle.events()`` or
-        ``async for event in handle.events()``. With `follow` it waits for new events until
-        the run's ``finished`` event; without, it yields what is there and stops."""
-        return RunEventStream(self.app, self.id, after=after, follow=follow)
-
-    @property
-    def status(self) -> str:
-        return self.info().status
-
-
-class RunEventStream:
-    """A run's events, as a sync or an async iterator (`RunHandle.events`)."""
-
-    def __init__(self, app: App, run_id: str, *, after: int, follow: bool) -> None:
-        self._app = app
-        self._run_id = run_id
-        self._after = after
-        self._follow = follow
-
-    def __aiter__(self) -> AsyncIterator[RunEvent]:
-        if self._follow:
-            return follow_events(self._app.store, self._run_id, after=self._after)
-        return self._once()
-
-    async def _once(self) -> AsyncIterator[RunEvent]:
-        for event in await read_events(self._app.store, self._run_id, after=self._after):
-            yield event
-
-    def __iter__(self) -> Iterator[RunEvent]:
-        after = self._after
-        idle = 0
-        while True:
-            events = self._app.portal.run(read_events(
-                self._app.store, self._run_id, after=after, check_finished=idle % 20 == 0))
-            for event in events:
-                after = event.id
-                yield event
-                if event.kind == "finished":
-                    return
-            if not self._follow:
-                return
-            idle = 1 if events else idle + 1
-            if not events:
-                time.sleep(0.01)
-
-
-class App:
-    """A tether application: its workflows, steps, store and client API.
+class Runtime:
+    """The engine's client and worker core: its workflows, steps, store and client API.
 
     `store` is a URL (``sqlite:///tether.db``, ``postgresql://…``) or a `Store`; default
     ``$TETHER_STORE``, else ``sqlite:///tether.db``.
@@ -202,17 +72,18 @@ class App:
         *,
         lease_seconds: float = 10.0,
         max_recoveries: int = 5,
-        policy: Any = None,
         version: str | None = None,
         retention: Retention | None = None,
+        starter: Callable[[], str],
     ) -> None:
         if lease_seconds <= 0:
             raise UserError(f"lease_seconds must be positive, got {lease_seconds}")
         self.store: Store = store if isinstance(store, Store) else open_store(store)
         self.lease_seconds = lease_seconds
         self.max_recoveries = max_recoveries
-        self.policy = policy
-        """The trust policy (see `tether.Policy`); the engine only keeps it."""
+        self.starter = starter
+        """Who starts a run (and forks one) when the caller does not say: `tether.App` passes
+        the OS login name. Every run records its starter; approvals depend on it."""
         self.version = version or os.environ.get("TETHER_APP_VERSION")
         """The application's version, recorded in model-step fingerprints."""
         self.extensions: dict[str, Any] = {}
@@ -220,12 +91,11 @@ class App:
         self._workflows: dict[tuple[str, str], WorkflowDef] = {}
         self._latest: dict[str, WorkflowDef] = {}
         self._steps: dict[str, Any] = {}
-        self.portal = _Portal()
+        self.portal = Portal()
         """Runs the synchronous API's coroutines on one background event loop."""
         self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tether-step")
         self.live_contexts: dict[str, Context] = {}
         """Contexts of the runs this process is executing right now, by run id."""
-        self._hooks_loaded = False
         self.retention = retention
         """Finished runs the App's workers delete on their own (`tether.Retention`)."""
         self.schedules: dict[str, Schedule] = {}
@@ -236,7 +106,6 @@ class App:
         self._queues_saved = False
         self.rate_limits: dict[str, RateLimit] = {}
         """Provider rate limits declared with `rate_limit`, by model or provider pattern."""
-        """Schedules declared with `schedule`, by name (saved in the store by workers)."""
         self.run_events = EventLog(self.store)
         """Where contexts and upper layers emit the runs' events (`tether.engine.events`)."""
         self.executor = RunExecutor(
@@ -413,21 +282,6 @@ class App:
             return fn
 
         return decorator
-
-    def register(self, component: Any) -> Any:
-        """Register something that knows how to become a workflow (an agent pipeline)."""
-        hook = getattr(component, "register_on", None)
-        if not callable(hook):
-            hook = _capability_registrar(component)
-        if not callable(hook):
-            raise UserError(
-                f"cannot register {component!r}: expected an Agent or pipeline "
-                "(Sequential/Parallel/Loop), or a pydantic-ai Agent with "
-                "capabilities=[tether.TetherDurability(app)]; decorate functions with "
-                "@app.workflow"
-            )
-        hook(self)
-        return component
 
     def workflow_keys(self) -> list[tuple[str, str]]:
         return list(self._workflows)
@@ -616,7 +470,7 @@ class App:
             workflow=source.workflow,
             version=version if version is not None else source.version,
             input=source.input,
-            labels={**source.labels, STARTED_BY_LABEL: started_by or login_name()},
+            labels={**source.labels, STARTED_BY_LABEL: started_by or self.starter()},
             budget=source.budget,
             parent_id=source.id,
         )
@@ -654,7 +508,7 @@ class App:
     ) -> RunInfo:
         """Start (or pick up) a run and execute it in this process until it finishes, suspends
         or fails."""
-        self.load_hooks()
+        self.prepare()
         owner = f"{default_worker_name()}:run:{secrets.token_hex(4)}"
         leases = Leases(self.store, owner, self.lease_seconds, live=self.live_contexts)
         sent = time.monotonic()
@@ -686,10 +540,17 @@ class App:
                 watch_cancels(self.store, owner, self.live_contexts, lambda: True)
             )
             try:
-                await self.executor.execute(claim, fresh=fresh, leases=leases)
+                await self.executor.execute(claim, fresh=fresh, leases=leases, keep_journal=True)
             finally:
                 beat.cancel()
                 cancels.cancel()
+            steps = self.executor.take_journal(run.id)
+            if steps is not None:
+                # Finished here: the journal is what this process wrote; only the run's row
+                # (its end as the store stamped it) is read.
+                ended = await self.store.get_run(run.id)
+                if ended is not None and ended.status in FINISHED_STATUSES:
+                    return RunInfo.from_records(ended, steps)
         return await self.get_run_async(run.id)
 
     async def run_worker_async(
@@ -701,31 +562,14 @@ class App:
         grace_period: float = 10.0,
     ) -> None:
         """Run a worker in the current event loop until `stop` is set."""
-        self.load_hooks()
+        self.prepare()
         await self._save_queues()
         worker = Worker(self, concurrency=concurrency, name=name, grace_period=grace_period)
         await worker.run(stop or asyncio.Event())
 
-    def load_hooks(self) -> None:
-        """Apply the installed App hooks once, before this App first executes a run.
-
-        Hooks are entry points of the group ``tether.app_hooks`` (``fn(app)``): how a layer
-        above the engine — OpenTelemetry export from the observe layer, when ``OTEL_*`` is set
-        — joins every App, in a worker or in a script's `run`, without the engine importing
-        it. Looked up only when an ``OTEL_`` setting is present, so plain runs pay nothing."""
-        if self._hooks_loaded:
-            return
-        self._hooks_loaded = True
-        if not any(key.startswith("OTEL_") for key in os.environ):
-            return
-        from importlib.metadata import entry_points
-
-        for hook in entry_points(group=APP_HOOKS):
-            try:
-                hook.load()(self)
-            except Exception as exc:
-                # A broken exporter must not stop the runs it would have described.
-                log.warning("App hook %s failed: %s", hook.name, exc)
+    def prepare(self) -> None:
+        """Called once before this Runtime first executes a run (`run`, a worker). The engine
+        adds nothing here; `tether.App` joins the observe layer's span export."""
 
     # --- synchronous twins -----------------------------------------------------------------------
 
@@ -853,62 +697,6 @@ class App:
         else:
             self.portal.run(self.store.close())
 
-    # --- trust layer: approvals and evidence (tether.trust, imported lazily) -------------------
-
-    async def approvals_async(
-        self, *, status: str | None = "pending", limit: int = 100
-    ) -> list[Approval]:
-        from tether.trust.approvals import list_approvals
-
-        return await list_approvals(self.store, status=status, limit=limit)
-
-    async def get_approval_async(self, approval_id: str) -> Approval:
-        from tether.trust.approvals import get_approval
-
-        return await get_approval(self.store, approval_id)
-
-    async def approve_async(
-        self, approval_id: str, *, reviewer: str, edits: dict[str, Any] | None = None
-    ) -> Approval:
-        from tether.trust.approvals import approve
-
-        return await approve(self.store, approval_id, reviewer=reviewer, edits=edits)
-
-    async def reject_async(self, approval_id: str, *, reviewer: str, reason: str) -> Approval:
-        from tether.trust.approvals import reject
-
-        return await reject(self.store, approval_id, reviewer=reviewer, reason=reason)
-
-    async def trust_report_async(self) -> list[TrustReportRow]:
-        from tether.trust.evidence import trust_report
-        from tether.trust.policy import Policy
-
-        policy = self.policy if isinstance(self.policy, Policy) else None
-        return await trust_report(self.store, policy)
-
-    def approvals(self, *, status: str | None = "pending", limit: int = 100) -> list[Approval]:
-        """Approval requests, newest first; ``status=None`` lists decided ones too."""
-        return self.portal.run(self.approvals_async(status=status, limit=limit))
-
-    def get_approval(self, approval_id: str) -> Approval:
-        return self.portal.run(self.get_approval_async(approval_id))
-
-    def approve(
-        self, approval_id: str, *, reviewer: str, edits: dict[str, Any] | None = None
-    ) -> Approval:
-        """Approve a request (with `edits` replacing arguments, validated against the tool's
-        schema); the run resumes and calls the tool once with exactly those arguments."""
-        return self.portal.run(self.approve_async(approval_id, reviewer=reviewer, edits=edits))
-
-    def reject(self, approval_id: str, *, reviewer: str, reason: str) -> Approval:
-        """Reject a request; the reason reaches the agent as the tool's result."""
-        return self.portal.run(self.reject_async(approval_id, reviewer=reviewer, reason=reason))
-
-    def trust_report(self) -> list[TrustReportRow]:
-        """Per agent / category: reviews, edits, rejections, automatic actions and their later
-        failures, with a recommendation to widen or narrow the ring."""
-        return self.portal.run(self.trust_report_async())
-
     # --- internals -------------------------------------------------------------------------------
 
     def _in_queue(self, new: NewRun, queue: str, key: str | None, priority: int) -> NewRun:
@@ -958,7 +746,7 @@ class App:
         recorded = dict(labels or {})
         # The starter is always recorded (the same-user rule of approvals depends on it).
         recorded[STARTED_BY_LABEL] = (
-            started_by or recorded.get(STARTED_BY_LABEL) or login_name()
+            started_by or recorded.get(STARTED_BY_LABEL) or self.starter()
         )
         return NewRun(
             id=run_id or new_run_id(),
@@ -971,25 +759,6 @@ class App:
         )
 
 
-def login_name() -> str:
-    """Who this process runs as: the OS login name, else ``uid:N`` (never empty)."""
-    # Every start records it: cached per value of the variables getpass reads (a passwd
-    # lookup per run cost more than the run's insert).
-    return _login_name(*(os.environ.get(v) for v in ("LOGNAME", "USER", "LNAME", "USERNAME")))
-
-
-@functools.lru_cache(maxsize=8)
-def _login_name(*environment: str | None) -> str:
-    try:
-        name = getpass.getuser()
-    except Exception:  # no $USER/$LOGNAME and no passwd entry (some containers)
-        name = ""
-    if name:
-        return name
-    getuid = getattr(os, "getuid", None)
-    return f"uid:{getuid()}" if callable(getuid) else "unknown-os-user"
-
-
 def _is_object(value: object) -> bool:
     """Callers pass untyped JSON; check what the annotations only promise."""
     return value is None or isinstance(value, dict)
@@ -997,25 +766,3 @@ def _is_object(value: object) -> bool:
 
 def _is_str(value: object) -> bool:
     return isinstance(value, str)
-
-
-def _capability_registrar(component: Any) -> Callable[[Any], None] | None:
-    """A pydantic-ai agent registers through the capability that makes it durable on tether
-    (the one with a ``register_agent_on`` hook), found without importing the agents layer."""
-    root = getattr(component, "root_capability", None)
-    found: list[Any] = []
-
-    def visit(capability: Any) -> None:
-        if callable(getattr(capability, "register_agent_on", None)):
-            found.append(capability)
-
-    if root is not None and callable(getattr(root, "apply", None)):
-        root.apply(visit)
-    if not found:
-        return None
-    registrar = found[0]
-
-    def register(app: Any) -> None:
-        registrar.register_agent_on(app, component)
-
-    return register
