@@ -7,7 +7,6 @@ import asyncio
 import os
 
 import tether
-from tether.observe.alerts import configure
 from tether.observe.limits import SpendLimit, set_spend_limits
 
 app = tether.App(os.environ.get("ALERT_STORE"), lease_seconds=3.0)
@@ -24,8 +23,7 @@ async def slow(ctx: tether.Context, seconds: float) -> str:
     return await think(seconds)
 
 
-configure(
-    app,
+app.alerts(
     os.environ.get("ALERT_WEBHOOK"),  # unset: alerts are recorded and listed only
     every=0.3,
     stuck_after=1.0,

@@ -240,3 +240,21 @@ async def test_a_flagged_prompt_change_is_one_alert_however_often_it_is_checked(
         assert alert.details is not None and alert.details["candidate"] == "p2"
     finally:
         await app.store.close()
+
+
+def test_app_alerts_and_the_environment_configure_the_same_watch(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.engine.background import background_tasks
+
+    app = tether.App(sqlite_url)
+    config = app.alerts("https://hooks.example.com/x", every=2.0, kinds=("stuck",))
+    assert alert_config(app) is config and config.every == 2.0
+    assert len(background_tasks(app)) == 1
+    # A worker (or app.run) of an App that configured nothing picks $TETHER_ALERT_WEBHOOK up.
+    monkeypatch.setenv("TETHER_ALERT_WEBHOOK", "https://hooks.example.com/env")
+    other = tether.App(sqlite_url)
+    other.prepare()
+    found = alert_config(other)
+    assert found is not None and found.webhook == "https://hooks.example.com/env"
+    assert len(background_tasks(other)) == 1

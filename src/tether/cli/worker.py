@@ -78,10 +78,6 @@ def worker(
     from tether.observe.export import instrument
 
     instrument(application)
-    # Alerts go to $TETHER_ALERT_WEBHOOK when it is set (or as the app configured them).
-    from tether.observe.alerts import configure_from_env
-
-    configure_from_env(application)
     names = ", ".join(application.workflow_names()) or "none"
     log.info("app %s on %s; workflows: %s", app, redact_url(application.store.url), names)
 
