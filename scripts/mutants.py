@@ -845,6 +845,47 @@ MUTANTS += [
                 "::test_parallel_steps_and_a_failure_each_stream_once_in_order")],
         "a completed step's events are missing from the stream",
     ),
+    # --- alerts and metrics --------------------------------------------------------------------
+    Mutant(
+        "alert-recorded-per-detector", "tether/store/alerts_sql.py",
+        (("    return (alert.id, alert.key, alert.series or alert.key,",
+          "    import uuid\n    return (alert.id + uuid.uuid4().hex, alert.key + uuid.uuid4().hex,"
+          " alert.series or alert.key,"),),
+        ["tests/integration/test_alerts_store.py"
+         "::test_one_occurrence_is_recorded_once_by_racing_detectors"],
+        "every worker that detects a stuck run records (and pages) its own alert",
+    ),
+    Mutant(
+        "alert-series-not-quiet", "tether/store/alerts_sql.py",
+        (("    if alert.quiet_seconds > 0:\n        recent", "    if False:\n        recent"),
+         ("    if alert.quiet_seconds > 0:\n        series", "    if False:\n        series")),
+        ["tests/integration/test_alerts_store.py::test_a_series_is_quiet_for_its_period"],
+        "two workers on either side of a window boundary each record a spend alert",
+    ),
+    Mutant(
+        "alert-claim-ignores-lease", "tether/store/alerts_sql.py",
+        (("lease_expires IS NULL OR lease_expires < {p})", "lease_expires IS NULL OR lease_expires > -{p})"),),
+        ["tests/integration/test_alerts_store.py::test_delivery_is_leased_retried_and_fenced"],
+        "two workers send the same alert at once",
+    ),
+    Mutant(
+        "alert-settle-unfenced", "tether/store/alerts_sql.py",
+        (("WHERE id = {p} AND lease_owner = {p} AND state", "WHERE id = {p} AND {p} IS NOT NULL AND state"),),
+        ["tests/integration/test_alerts_store.py::test_delivery_is_leased_retried_and_fenced"],
+        "a worker whose lease ran out overwrites the outcome of the worker that took over",
+    ),
+    Mutant(
+        "webhook-any-answer-delivers", "tether/observe/webhook.py",
+        (("        if 200 <= response.status_code < 300:", "        if True:"),),
+        [sqlite("tests/integration/test_alerts.py::test_a_receiver_that_never_accepts_leaves_the_alert_failed")],
+        "a receiver answering 500 is taken as delivered: the alert is lost",
+    ),
+    Mutant(
+        "metrics-count-a-step-twice", "tether/observe/metrics.py",
+        (("                    if key in self._seen:", "                    if False:"),),
+        [sqlite("tests/integration/test_metrics.py::test_metrics_show_runs_backlog_latency_tokens_and_spend")],
+        "a step in the overlap of two scrapes is counted by both",
+    ),
     Mutant(
         "fork-from-step-unchecked", "tether/engine/runtime.py",
         (("        if not 1 <= from_step <= end:", "        if False:"),),

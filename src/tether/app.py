@@ -22,6 +22,7 @@ from tether.store.base import Store
 if TYPE_CHECKING:
     from tether.agents.gate import Authorization, ToolCallRequest
     from tether.engine.context import Context
+    from tether.observe.alerts import AlertConfig
     from tether.trust.approvals import Approval
     from tether.trust.evidence import TrustReportRow
     from tether.trust.policy import Policy
@@ -59,13 +60,27 @@ class App(Runtime):
         """The trust policy (see `tether.Policy`); the trust gate reads it for each tool call."""
         self._prepared = False
 
+    def alerts(self, webhook: str | None = None, **options: Any) -> AlertConfig:
+        """Page someone: every worker of this App watches for stuck runs, flagged changes,
+        spend limits passing 80 % / 100 % and workflow versions no worker serves, records each
+        occurrence once and POSTs it to `webhook` (at least once, retried). Options: see
+        `tether.observe.alerts.AlertConfig`; `tether alerts` lists what was sent."""
+        from tether.observe.alerts import configure
+
+        return configure(self, webhook, **options)
+
     def prepare(self) -> None:
-        """Before this App first executes a run (a worker, or `run` in a script): export its
-        spans over OTLP when ``OTEL_*`` is configured (`tether.observe.export`). The observe
-        layer is imported only when an ``OTEL_`` setting is present, so plain runs pay nothing."""
+        """Before this App first executes a run (a worker, or `run` in a script): send alerts to
+        ``$TETHER_ALERT_WEBHOOK`` when it is set and export spans over OTLP when ``OTEL_*`` is
+        configured (`tether.observe`). The observe layer is imported only when one of those is
+        set, so plain runs pay nothing."""
         if self._prepared:
             return
         self._prepared = True
+        if os.environ.get("TETHER_ALERT_WEBHOOK"):
+            from tether.observe.alerts import configure_from_env
+
+            configure_from_env(self)
         if not any(key.startswith("OTEL_") for key in os.environ):
             return
         try:

@@ -7,6 +7,7 @@ from tether.cli.common import cli
 
 def main() -> None:
     # Command modules register on import; keep the imports here, in help order.
+    from tether.cli import alerts as _alerts  # noqa: F401
     from tether.cli import audit as _audit  # noqa: F401
     from tether.cli import budget as _budget  # noqa: F401
     from tether.cli import demo as _demo  # noqa: F401

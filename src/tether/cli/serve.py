@@ -50,6 +50,10 @@ def serve(
     trusted_proxy: list[str] = typer.Option(
         [], "--trusted-proxy", help="Address or network of the reverse proxy whose "
         "--auth-header and X-Forwarded-* headers are believed (repeatable)"),
+    metric_label: list[str] = typer.Option(
+        [], "--metric-label", help="A run label key /metrics breaks model calls, tokens and "
+        "spend down by, e.g. team or tenant (repeatable; at most 100 values each, the rest "
+        "count as 'other')"),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     create: bool = typer.Option(
         False, "--create", help="Create the SQLite store if it does not exist yet (by default "
@@ -92,10 +96,18 @@ def serve(
         )
     err_console.print(f"tether dashboard on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
     hosts = [*LOOPBACK, *allowed_host] + ([] if host in ("0.0.0.0", "::") else [host])
-    uvicorn.run(
-        create_app(tether_app, allowed_hosts=hosts, auth=auth), host=host, port=port,
-        log_level=log_level,
-        # The peer address must be the real TCP peer: trusted-proxy checks depend on it, and
-        # uvicorn would otherwise take it from an X-Forwarded-For anyone on loopback can send.
-        proxy_headers=False,
-    )
+    api = create_app(tether_app, allowed_hosts=hosts, auth=auth, metric_labels=metric_label)
+    # The /metrics figures also go out as OpenTelemetry metrics when OTEL_EXPORTER_OTLP_* is set.
+    from tether.observe.metrics import instrument_metrics
+
+    meters = instrument_metrics(tether_app, metrics=api.state.metrics)
+    try:
+        uvicorn.run(
+            api, host=host, port=port, log_level=log_level,
+            # The peer address must be the real TCP peer: trusted-proxy checks depend on it, and
+            # uvicorn would otherwise take it from an X-Forwarded-For anyone on loopback can send.
+            proxy_headers=False,
+        )
+    finally:
+        if meters is not None:
+            meters.shutdown()

@@ -67,7 +67,10 @@ def worker(
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
-    """Run a worker: claim runnable runs of the app's workflows and execute them."""
+    """Run a worker: claim runnable runs of the app's workflows and execute them.
+
+    With $TETHER_ALERT_WEBHOOK set it also watches for stuck runs, flagged changes, spend
+    limits and unserved versions, and POSTs alerts there (see `tether alerts`)."""
     configure_logging(log_level)
     application = load_app(app, store)
     open_sqlite_now(application)

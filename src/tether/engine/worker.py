@@ -8,7 +8,8 @@ runs it executes are renewed in one statement every third of the lease and retri
 while its lease can be relied on (`tether.engine.lease`). A worker never claims a run it holds
 itself; one it stopped executing (the store failed it, or a claim's answer was lost) is
 released when the store answers again or taken back by its next claim. On shutdown the worker stops claiming, lets in-flight runs finish for a grace
-period, then hands the rest back.
+period, then hands the rest back. Beside its runs a worker keeps schedules and retention, and runs the
+background tasks layers above registered for the App (`tether.engine.background`: alerts).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tether.engine import memory, presence
+from tether.engine import background, memory, presence
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
@@ -117,6 +118,10 @@ class Worker:
         )
         registry = await self._announce()
         await self._report_unrunnable_versions()
+        # Tasks registered by the layers above (alerts): after the announce, so a task that
+        # asks which workers are live counts this one.
+        extras_stop = asyncio.Event()
+        extras = background.start_background_tasks(app, extras_stop)
         poll = _POLL_MIN
         try:
             while not stop.is_set():
@@ -154,7 +159,9 @@ class Worker:
                 await self._idle(stop, poll if free > 0 else _POLL_MAX)
                 poll = min(poll * 2, _POLL_MAX)
         finally:
+            extras_stop.set()
             await self._shutdown()
+            await background.stop_background_tasks(extras)
             scheduler.cancel()
             cancels.cancel()
             if retention is not None:

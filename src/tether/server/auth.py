@@ -50,6 +50,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_PATHS = frozenset({"/api/health", "/login", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 """Served without authentication (besides routes declaring ``role("public")``)."""
+MACHINE_PATHS = frozenset({"/metrics"})
+"""Outside ``/api`` but read by programs (Prometheus): a 401, never a redirect to sign in."""
 SELF_CHECKED = frozenset({"/login", "/logout"})
 """Form posts that check their own CSRF field instead of the JSON body and header."""
 SESSION_COOKIE = "tether_session"
@@ -300,7 +302,8 @@ class AccessControl(BaseHTTPMiddleware):
             # Who is asking is kept in the store: without it, nobody can be let in.
             return _refuse(503, type(exc).__name__, str(exc))
         if principal is None:
-            if request.method in SAFE_METHODS and not path.startswith("/api/"):
+            browser = not path.startswith("/api/") and path not in MACHINE_PATHS
+            if request.method in SAFE_METHODS and browser:
                 return RedirectResponse(f"/login?next={quote(_local_target(request), safe='')}",
                                         status_code=303)
             return _refuse(

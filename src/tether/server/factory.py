@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 import tether.server.approvals as approvals
 import tether.server.audit as audit
 import tether.server.events as events
+import tether.server.metrics as metrics
 import tether.server.pages as pages
 import tether.server.policy as policy
 import tether.server.runs as runs
@@ -34,7 +35,8 @@ from tether.server.rendering import HERE, make_templates
 
 
 def create_app(
-    tether_app: App, *, allowed_hosts: Sequence[str] | None = None, auth: Auth | None = None
+    tether_app: App, *, allowed_hosts: Sequence[str] | None = None, auth: Auth | None = None,
+    metric_labels: Sequence[str] = (),
 ) -> FastAPI:
     """The HTTP API (under ``/api``) and the web dashboard for `tether_app`'s store.
 
@@ -43,7 +45,8 @@ def create_app(
     are the host names requests may be addressed to (``None`` or ``"*"``: any); `tether serve`
     sets them so that a rebinding DNS name cannot reach a dashboard bound to 127.0.0.1. `auth`
     says how requests authenticate (default: bearer tokens and dashboard sessions only, never
-    local mode; see `Auth`).
+    local mode; see `Auth`). `metric_labels`: the run label keys ``/metrics`` breaks model
+    calls, tokens and spend down by (e.g. ``team``, ``tenant``).
     """
     api = FastAPI(
         title="tether",
@@ -59,6 +62,9 @@ def create_app(
     api.state.tether = tether_app
     api.state.auth = auth
     api.state.templates = make_templates()
+    from tether.observe.metrics import Metrics
+
+    api.state.metrics = Metrics(tether_app.store, labels=metric_labels)
     api.state.features = {
         "approvals": approvals.available(tether_app),
         "stats": stats.available(tether_app),
@@ -75,6 +81,7 @@ def create_app(
     api.include_router(signin.router)
     api.include_router(audit.router)
     api.include_router(tokens.router)
+    api.include_router(metrics.router)
     if api.state.features["approvals"]:
         api.state.templates.env.globals["refusal"] = approvals.refusal
         api.include_router(approvals.router)

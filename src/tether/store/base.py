@@ -66,6 +66,14 @@ Rules every implementation keeps:
   moment, never zero times. Run and node budgets need no store round trip: a run has one
   holder at a time, so its engine keeps their reservations in memory (see
   `tether.engine.ledger`).
+* **Alerts.** An alert is one occurrence of a condition, identified by its `key`;
+  `record_alert` inserts it unless that key is stored, or (with a quiet period) unless an
+  alert of the same `series` was recorded within it — atomically across workers (SQLite
+  ``BEGIN IMMEDIATE``; PostgreSQL a transaction-scoped advisory lock per series), so any number
+  of detectors record each occurrence once. Delivery attempts are claimed with a lease
+  (`claim_alerts` counts the attempt), and an attempt's outcome is recorded only by the holder
+  of that lease (`settle_alert`): a claimer whose lease ran out sees its outcome ignored, and
+  the alert is sent again, under the same id, by the next claimer.
 * **Principals and the audit trail.** A principal's token is stored only as its SHA-256
   (`PrincipalRecord.token_hash`); the secret never reaches the store. Names are unique among
   active principals: `add_principal` refuses a name in use and replaces a revoked one, so a
@@ -76,6 +84,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -435,7 +444,8 @@ class Store(Protocol):
     ) -> int:
         """Delete finished runs (with journal, mailbox and events) finished before the time —
         only of `status` / `workflow` when given, never of the excluded ones — and, when no
-        filter is given, audit entries recorded before it; returns how many runs were
+        filter is given, audit entries and settled (delivered or failed) alerts recorded
+        before it; returns how many runs were
         deleted. Rows another session holds are skipped (they go at the next prune)."""
         ...
 
@@ -623,6 +633,48 @@ class Store(Protocol):
         """The run's events with ``id > after``, oldest first."""
         ...
 
+    # --- alerts (see "Alerts" above) --------------------------------------------------------
+
+    async def record_alert(self, alert: NewAlert) -> AlertRecord | None:
+        """Insert the alert ``pending``, due now; ``None`` (nothing written) when its key is
+        stored or its series is within its quiet period."""
+        ...
+
+    async def claim_alerts(
+        self, owner: str, *, limit: int, lease_seconds: float, only: str | None = None
+    ) -> list[AlertRecord]:
+        """Lease up to `limit` pending alerts that are due and not leased (or whose lease ran
+        out) to `owner`, counting one attempt each; oldest first. `only`: that alert id alone."""
+        ...
+
+    async def settle_alert(
+        self, alert_id: str, owner: str, *, delivered: bool, error: str | None = None,
+        retry_at: float | None = None,
+    ) -> bool:
+        """Record the outcome of `owner`'s attempt and drop its lease: ``delivered``, else
+        pending again from `retry_at`, else (``retry_at`` ``None``) ``failed``. ``False`` when
+        `owner` no longer holds the lease (nothing written)."""
+        ...
+
+    async def list_alerts(
+        self, *, kind: str | None = None, state: str | None = None,
+        since: float | None = None, limit: int = 100,
+    ) -> list[AlertRecord]:
+        """Newest first; every given filter must match (`since`: created at or after)."""
+        ...
+
+    # --- metrics -------------------------------------------------------------------------------
+
+    async def run_counts(self) -> list[tuple[str, str, int]]:
+        """``(workflow, status, count)`` of every run in the store, one query."""
+        ...
+
+    async def queue_backlog(self, now: float) -> list[tuple[str | None, int, float | None]]:
+        """``(queue, runs, oldest due)`` of the runs due by `now` and not claimed (``queued``,
+        or ``waiting`` past their timer), by queue (``None``: outside any queue); the oldest
+        due is when the longest-waiting of them became runnable."""
+        ...
+
     # --- trust layer ---------------------------------------------------------------------------
 
     async def put_trust_action(self, action: TrustActionRecord) -> TrustActionRecord:
@@ -792,6 +844,64 @@ class ScheduleRecord:
     last_run_id: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+ALERT_STATES = ("pending", "delivered", "failed")
+"""``pending`` not delivered yet (retried); ``delivered`` a 2xx answer was recorded;
+``failed`` given up after the configured attempts."""
+
+
+def alert_id(key: str) -> str:
+    """The alert's id, derived from its occurrence key: the same occurrence recorded by two
+    workers has one id, which is the idempotency key receivers see."""
+    return "al_" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    """An occurrence to record (see "Alerts" above)."""
+
+    key: str
+    """One occurrence of the condition: recording the same key again does nothing."""
+    kind: str
+    """``stuck``, ``change``, ``spend``, ``unserved`` or ``test``."""
+    subject: str
+    """What it is about: a run id, a node, ``tenant=acme``, ``workflow v2``."""
+    summary: str
+    """One line a person reads on the page."""
+    details: dict[str, Any] | None = None
+    series: str | None = None
+    """The condition the occurrence belongs to (default: `key`)."""
+    quiet_seconds: float = 0.0
+    """Record nothing while an alert of the same series is younger than this."""
+
+    @property
+    def id(self) -> str:
+        return alert_id(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One alert as stored, with its delivery state."""
+
+    id: str
+    key: str
+    series: str
+    kind: str
+    subject: str
+    summary: str
+    details: dict[str, Any] | None
+    created_at: float
+    state: str
+    attempts: int
+    """Delivery attempts claimed so far (a worker that died mid-attempt counts one)."""
+    next_attempt_at: float
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    last_error: str | None = None
+    delivered_at: float | None = None
 
 
 # --- trust layer -------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 
 from tether.errors import StoreError, StoreUnavailable, UserError
+from tether.store import alerts_sql as al
 from tether.store import events_sql
 from tether.store import postgres_access_sql as pa
 from tether.store import postgres_layers_sql as layers
@@ -63,9 +64,11 @@ from tether.store import ratelimits_sql as rs
 from tether.store import schedules_sql as sq
 from tether.store.base import (
     WORKER_LIVE_LEASES,
+    AlertRecord,
     AuditRecord,
     Claim,
     Heartbeat,
+    NewAlert,
     NewRun,
     NewRunEvent,
     PrincipalRecord,
@@ -623,6 +626,9 @@ class PostgresStore:
                     await self._statement(
                         "prune the audit trail", pa.prune_audit, finished_before
                     )
+                    await self._statement(
+                        "prune old alerts", al.pg_prune_alerts, finished_before
+                    )
                 return total
 
     # --- worker side ---------------------------------------------------------------------------
@@ -821,6 +827,39 @@ class PostgresStore:
             f"advance schedule {name}", sq.pg_advance_schedule, name, expected, next_at,
             fired_at, run_id,
         )
+    # --- alerts and metrics ----------------------------------------------------------------------
+
+    async def record_alert(self, alert: NewAlert) -> AlertRecord | None:
+        return await self._transaction(f"record alert {alert.key}", al.pg_record_alert, alert)
+
+    async def claim_alerts(
+        self, owner: str, *, limit: int, lease_seconds: float, only: str | None = None
+    ) -> list[AlertRecord]:
+        return await self._statement(
+            "claim alerts to deliver", al.pg_claim_alerts, owner, limit, lease_seconds, only
+        )
+
+    async def settle_alert(
+        self, alert_id: str, owner: str, *, delivered: bool, error: str | None = None,
+        retry_at: float | None = None,
+    ) -> bool:
+        return await self._statement(
+            f"record the delivery of alert {alert_id}", al.pg_settle_alert, alert_id, owner,
+            delivered, error, retry_at,
+        )
+
+    async def list_alerts(
+        self, *, kind: str | None = None, state: str | None = None,
+        since: float | None = None, limit: int = 100,
+    ) -> list[AlertRecord]:
+        return await self._read("list alerts", al.pg_list_alerts, kind, state, since, limit)
+
+    async def run_counts(self) -> list[tuple[str, str, int]]:
+        return await self._read("count runs", al.pg_run_counts)
+
+    async def queue_backlog(self, now: float) -> list[tuple[str | None, int, float | None]]:
+        return await self._read("measure the queue backlog", al.pg_queue_backlog, now)
+
     # --- worker registry -------------------------------------------------------------------------
 
     async def register_worker(self, worker: WorkerRecord) -> None:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from tether.errors import StoreError, StoreNotFound, UserError
+from tether.store import alerts_sql as al
 from tether.store import events_sql
 from tether.store import queues_sql as qs
 from tether.store import ratelimits_sql as rs
@@ -33,9 +34,11 @@ from tether.store import sqlite_sql as q
 from tether.store.base import (
     LIVE_MARK,
     WORKER_LIVE_LEASES,
+    AlertRecord,
     AuditRecord,
     Claim,
     Heartbeat,
+    NewAlert,
     NewRun,
     NewRunEvent,
     PrincipalRecord,
@@ -370,6 +373,7 @@ class SQLiteStore:
         )
         if status is None and workflow is None and not exclude_statuses and not exclude_workflows:
             await self._write(sa.prune_audit, finished_before)
+            await self._write(al.prune_alerts, finished_before)
         return deleted
 
     # --- worker side ---------------------------------------------------------------------------
@@ -513,6 +517,34 @@ class SQLiteStore:
         run_id: str | None = None,
     ) -> bool:
         return await self._write(sq.advance_schedule, name, expected, next_at, fired_at, run_id)
+    # --- alerts and metrics ----------------------------------------------------------------------
+
+    async def record_alert(self, alert: NewAlert) -> AlertRecord | None:
+        return await self._write(al.record_alert, alert)
+
+    async def claim_alerts(
+        self, owner: str, *, limit: int, lease_seconds: float, only: str | None = None
+    ) -> list[AlertRecord]:
+        return await self._write(al.claim_alerts, owner, limit, lease_seconds, only)
+
+    async def settle_alert(
+        self, alert_id: str, owner: str, *, delivered: bool, error: str | None = None,
+        retry_at: float | None = None,
+    ) -> bool:
+        return await self._write(al.settle_alert, alert_id, owner, delivered, error, retry_at)
+
+    async def list_alerts(
+        self, *, kind: str | None = None, state: str | None = None,
+        since: float | None = None, limit: int = 100,
+    ) -> list[AlertRecord]:
+        return await self._read(al.list_alerts, kind, state, since, limit)
+
+    async def run_counts(self) -> list[tuple[str, str, int]]:
+        return await self._read(al.run_counts)
+
+    async def queue_backlog(self, now: float) -> list[tuple[str | None, int, float | None]]:
+        return await self._read(al.queue_backlog, now)
+
     # --- worker registry -------------------------------------------------------------------------
 
     async def register_worker(self, worker: WorkerRecord) -> None:
