@@ -29,7 +29,7 @@ import httpx
 from tether.store.base import AlertRecord, Store
 
 if TYPE_CHECKING:
-    from tether.observe.alerts import AlertConfig
+    from tether.observe.alert_config import AlertConfig
 
 log = logging.getLogger("tether.alerts")
 
