@@ -21,12 +21,14 @@ from typing import Any, TypeAlias
 import psycopg
 from psycopg import AsyncConnection
 
+from tether.store import events_sql
 from tether.store.base import (
     FINISHED_STATUSES,
     LIVE_MARK,
     Claim,
     Heartbeat,
     NewRun,
+    NewRunEvent,
     RunRecord,
     SignalRecord,
     StepRecord,
@@ -263,6 +265,60 @@ async def create_run(
         # A retry after a lost connection: our first attempt did commit.
         return (existing, existing.fencing, True), False
     return (existing, None, False), False
+
+
+_CREATE_RUNS = f"""
+INSERT INTO runs ({RUN_COLUMNS})
+SELECT n.id, n.workflow, n.version,
+       CASE WHEN n.owner IS NULL THEN 'queued' ELSE 'running' END,
+       n.input, NULL, NULL, n.labels::jsonb, n.budget, n.parent_id, {NOW}, {NOW},
+       CASE WHEN n.owner IS NOT NULL THEN {NOW} END, NULL,
+       CASE WHEN n.owner IS NULL THEN coalesce(n.wake_at, {NOW}) END, NULL,
+       n.owner, CASE WHEN n.owner IS NOT NULL THEN {NOW} + n.lease END,
+       CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END, 0, false, NULL
+  FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+              %b::text[], %b::float8[], %b::text[], %b::float8[])
+       AS n(id, workflow, version, input, labels, budget, parent_id, wake_at, owner, lease)
+ ORDER BY n.id
+ON CONFLICT (id) DO NOTHING
+RETURNING {RUN_COLUMNS}
+"""
+
+
+async def create_runs(
+    conn: Conn, creates: Sequence[tuple[NewRun, str | None, float]]
+) -> list[Outcome]:
+    """`create_run` for many runs in one statement (a client starting a backlog: one round
+    trip per batch instead of per run). Rows ordered by id, so two batches inserting the same
+    ids wait on each other in one order. A run not inserted (its id exists, or a second
+    create of one id in the batch) gets `create_run`'s own answer for an existing id."""
+    if len(creates) == 1:
+        return [await create_run(conn, *creates[0])]
+    cur = await conn.execute(
+        _CREATE_RUNS,
+        (
+            [n.id for n, _, _ in creates],
+            [n.workflow for n, _, _ in creates],
+            [n.version for n, _, _ in creates],
+            [dumps(n.input) for n, _, _ in creates],
+            [json.dumps(n.labels or {}) for n, _, _ in creates],
+            [dumps(n.budget) for n, _, _ in creates],
+            [n.parent_id for n, _, _ in creates],
+            [n.wake_at for n, _, _ in creates],
+            [owner for _, owner, _ in creates],
+            [float(lease) for _, _, lease in creates],
+        ),
+    )
+    made = {row[0]: run_from_row(row) for row in await cur.fetchall()}
+    outcomes: list[Outcome] = []
+    for new, owner, lease in creates:
+        run = made.pop(new.id, None)
+        if run is None:
+            outcomes.append(await create_run(conn, new, owner, lease))
+        else:
+            claimed = owner is not None
+            outcomes.append(((run, 1 if claimed else None, True), not claimed))
+    return outcomes
 
 
 _T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in RUN_COLUMNS.split(","))
@@ -654,8 +710,26 @@ RETURNING run_id, seq
 """
 
 
+def _riding(statement: str) -> str:
+    """`statement` with a batch of run events appended ahead of it in a data-modifying CTE
+    (executed once, whatever the statement does): events cost no statement, transaction or
+    round trip of their own. They are not fenced (as `append_run_events` is not): keyed events
+    are stored once whoever writes them first."""
+    cte = f"ev AS ({events_sql.POSTGRES_APPEND.strip()})"
+    body = statement.strip()
+    if body.startswith("WITH "):
+        return f"WITH {cte},\n{body[5:]}"
+    return f"WITH {cte}\n{body}"
+
+
+_UPSERT_STEP_EV = _riding(_UPSERT_STEP)
+_UPSERT_STEPS_EV = _riding(_UPSERT_STEPS)
+
+
 async def write_steps(
-    conn: Conn, writes: Sequence[tuple[str, int, StepRecord]]
+    conn: Conn,
+    writes: Sequence[tuple[str, int, StepRecord]],
+    events: Sequence[NewRunEvent] = (),
 ) -> set[tuple[str, int]]:
     """Write many fenced journal entries in one statement (group commit of concurrent runs).
     Returns the ``(run_id, seq)`` written; a missing pair was fenced off. The keys must be
@@ -665,18 +739,26 @@ async def write_steps(
     the statement's start, so a takeover committing while the statement runs would not stop
     it; with the lock the statement waits for such a takeover and then re-reads the row,
     finds the new token and writes nothing. Share locks don't block each other, only the
-    UPDATEs of claims, heartbeats and finishes."""
+    UPDATEs of claims, heartbeats and finishes.
+
+    `events` ride along in the same statement (see `_riding`)."""
+    riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
     if len(writes) == 1:
         # A sequential run's every step: scalar parameters are cheaper to send than arrays.
         run_id, token, _ = writes[0]
         row = _step_row(*writes[0])
-        cur = await conn.execute(_UPSERT_STEP, (row[0], *row[2:], run_id, token))
+        cur = await conn.execute(
+            _UPSERT_STEP_EV if events else _UPSERT_STEP,
+            (*riders, row[0], *row[2:], run_id, token),
+        )
         return {(r[0], r[1]) for r in await cur.fetchall()}
     rows = [_step_row(*w) for w in writes]
     columns = [list(col) for col in zip(*rows, strict=True)]
     # The run ids again, as `id = ANY(...)`: an index lookup. Joined to the unnest instead, the
     # planner (which guesses one row for it) chose a nested loop over every running run.
-    cur = await conn.execute(_UPSERT_STEPS, [*columns, columns[0]])
+    cur = await conn.execute(
+        _UPSERT_STEPS_EV if events else _UPSERT_STEPS, [*riders, *columns, columns[0]]
+    )
     return {(r[0], r[1]) for r in await cur.fetchall()}
 
 
@@ -898,13 +980,20 @@ async def lock_runs(conn: Conn, run_ids: Sequence[str]) -> None:
     )
 
 
+_FINISH_RUN_EV = _riding(_FINISH_RUN)
+_FINISH_RUNS_EV = _riding(_FINISH_RUNS)
+
+
 async def finish_runs(
-    conn: Conn, finishes: Sequence[tuple[str, int, str, Any, dict[str, Any] | None]]
+    conn: Conn,
+    finishes: Sequence[tuple[str, int, str, Any, dict[str, Any] | None]],
+    events: Sequence[NewRunEvent] = (),
 ) -> set[str]:
     """`finish_run` for many runs in one statement; returns the ids finished. Run ids must be
     distinct. A run found already finished with the caller's token and status counts as
     finished: a token is unique to one claim, so that was our own earlier attempt whose commit
-    we did not hear about."""
+    we did not hear about. `events` ride along in the same statement (see `_riding`)."""
+    riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
     ids = [f[0] for f in finishes]
     tokens = [f[1] for f in finishes]
     statuses = [f[2] for f in finishes]
@@ -912,12 +1001,14 @@ async def finish_runs(
         # A lone finish (every sequential run): scalar parameters, no unnest to plan.
         run_id, token, status, output, error = finishes[0]
         cur = await conn.execute(
-            _FINISH_RUN, (status, dumps(output), dumps(error), run_id, token, status)
+            _FINISH_RUN_EV if events else _FINISH_RUN,
+            (*riders, status, dumps(output), dumps(error), run_id, token, status),
         )
     else:
         cur = await conn.execute(
-            _FINISH_RUNS,
-            (ids, tokens, statuses, [dumps(f[3]) for f in finishes], [dumps(f[4]) for f in finishes], ids),
+            _FINISH_RUNS_EV if events else _FINISH_RUNS,
+            (*riders, ids, tokens, statuses, [dumps(f[3]) for f in finishes],
+             [dumps(f[4]) for f in finishes], ids),
         )
     done = {r[0] for r in await cur.fetchall()}
     if len(done) < len(finishes):
