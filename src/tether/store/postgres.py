@@ -196,6 +196,7 @@ class _Write:
     finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None
     consume: tuple[str, int, StepRecord] | None = None
     create: tuple[NewRun, str | None, float] | None = None
+    signal: tuple[str, str, Any, str | None] | None = None
     result: Any = None
     notify: bool = False
     single: bool = False
@@ -389,6 +390,7 @@ class PostgresStore:
         finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None,
         consume: tuple[str, int, StepRecord] | None = None,
         create: tuple[NewRun, str | None, float] | None = None,
+        signal: tuple[str, str, Any, str | None] | None = None,
         single: bool = False,
     ) -> Any:
         state = await self._state()
@@ -398,7 +400,7 @@ class PostgresStore:
             # `pending` and go as the next batch, exactly as behind a batch in flight.
             write = _Write(
                 run_id, fn, None, step=step, finish=finish, consume=consume, create=create,
-                single=single,
+                signal=signal, single=single,
             )
             state.inflight += 1
             events, riders = _take_riding(state)
@@ -423,7 +425,7 @@ class PostgresStore:
         state.pending.append(
             _Write(
                 run_id, fn, future, step=step, finish=finish, consume=consume, create=create,
-                single=single,
+                signal=signal, single=single,
             )
         )
         if not state.scheduled:
@@ -495,10 +497,14 @@ class PostgresStore:
         if not batch:
             await events_sql.postgres_append(conn, events)  # one statement: autocommit
             return
-        if len(batch) == 1 and not events and (batch[0].single or batch[0].create):
+        if len(batch) == 1 and not events and (
+            batch[0].single or batch[0].create or batch[0].signal
+        ):
             write = batch[0]
             if write.create is not None:
                 write.result, write.notify = await q.create_run(conn, *write.create)
+            elif write.signal is not None:
+                write.result, write.notify = await q.send_signal(conn, *write.signal)
             else:
                 assert write.fn is not None
                 write.result, write.notify = await write.fn(conn)
@@ -509,10 +515,11 @@ class PostgresStore:
         finishes = _distinct_rounds([w for w in batch if w.finish is not None], _run_key)
         consumes = _distinct_rounds([w for w in batch if w.consume is not None], _run_key)
         creates = [w for w in batch if w.create is not None]
+        signals = _distinct_rounds([w for w in batch if w.signal is not None], _run_key)
         others = sorted((w for w in batch if w.fn is not None), key=lambda w: w.run_id)
         single_lock = not finishes or len(finishes[0]) == 1
         if (
-            not others and not consumes and not creates
+            not others and not consumes and not creates and not signals
             and len(steps) + len(finishes) == 1 and single_lock
         ):
             # The hot path: one multi-row statement, carrying the events, is the whole
@@ -529,6 +536,7 @@ class PostgresStore:
                 | {w.run_id for r in finishes for w in r}
                 | {w.run_id for r in steps for w in r}
                 | {w.run_id for r in consumes for w in r}
+                | {w.run_id for r in signals for w in r}
             )
             if len(locked) > 1:
                 await q.lock_runs(conn, sorted(locked))
@@ -537,6 +545,13 @@ class PostgresStore:
                 # One multi-row INSERT for all the runs started in this loop turn.
                 made = await q.create_runs(conn, [w.create for w in creates if w.create])
                 for write, (result, wake) in zip(creates, made, strict=True):
+                    write.result, write.notify = result, wake
+                    notify = notify or wake
+            for round_ in signals:
+                # One statement per round of distinct runs for the batch's signals (after
+                # the creates: a run may be started and signalled in one turn).
+                sent = await q.send_signals(conn, [w.signal for w in round_ if w.signal])
+                for write, (result, wake) in zip(round_, sent, strict=True):
                     write.result, write.notify = result, wake
                     notify = notify or wake
             await _apply_rounds(conn, steps, finishes, consumes, events)
@@ -629,9 +644,7 @@ class PostgresStore:
 
     async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord | None:
         key = secrets.token_hex(16)  # one per call, shared by its retries
-        return await self._submit(
-            run_id, lambda c: q.send_signal(c, run_id, name, payload, key), single=True
-        )
+        return await self._submit(run_id, None, signal=(run_id, name, payload, key))
 
     async def list_signals(self, run_id: str) -> list[SignalRecord]:
         return await self._read(f"list signals of run {run_id}", q.list_signals, run_id)
