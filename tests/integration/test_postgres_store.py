@@ -408,14 +408,16 @@ async def test_starts_and_signals_of_one_loop_turn_each_get_their_own_answer(
     starts = [NewRun(id=f"n{i:02}", workflow="wf", version="1", input={"i": i})
               for i in range(40)]
     reused = NewRun(id="w1", workflow="wf", version="1", input={"new": True})
-    results = await asyncio.gather(
-        *(store.create_run(new) for new in [*starts, reused]),
-        store.send_signal("w1", "go", {"n": 1}),
-        store.send_signal("w2", "other", {"n": 2}),
-        store.send_signal("nope", "go", None),
-        store.send_signal("n05", "go", {"n": 3}),
+    created, signalled = await asyncio.gather(  # all submitted in one loop turn
+        asyncio.gather(*(store.create_run(new) for new in [*starts, reused])),
+        asyncio.gather(
+            store.send_signal("w1", "go", {"n": 1}),
+            store.send_signal("w2", "other", {"n": 2}),
+            store.send_signal("nope", "go", None),
+            store.send_signal("n05", "go", {"n": 3}),
+        ),
     )
-    created, (woken, unwoken, missing, fresh) = results[:-4], results[-4:]
+    woken, unwoken, missing, fresh = signalled
     for new, (run, token, made) in zip(starts, created, strict=False):
         assert (run.id, run.input, run.status, token, made) == (new.id, new.input, "queued",
                                                                  None, True)

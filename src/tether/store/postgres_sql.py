@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, LiteralString, TypeAlias
 
 import psycopg
 from psycopg import AsyncConnection
@@ -753,7 +753,7 @@ RETURNING run_id, seq
 """
 
 
-def _riding(statement: str) -> str:
+def _riding(statement: LiteralString) -> LiteralString:
     """`statement` with a batch of run events appended ahead of it in a data-modifying CTE
     (executed once, whatever the statement does): events cost no statement, transaction or
     round trip of their own. They are not fenced (as `append_run_events` is not): keyed events
@@ -761,7 +761,7 @@ def _riding(statement: str) -> str:
     cte = f"ev AS ({events_sql.POSTGRES_APPEND.strip()})"
     body = statement.strip()
     if body.startswith("WITH "):
-        return f"WITH {cte},\n{body[5:]}"
+        return f"WITH {cte},\n{body.removeprefix('WITH ')}"
     return f"WITH {cte}\n{body}"
 
 
