@@ -8,8 +8,11 @@
   and are stripped before connecting: ``pool_max_size`` (per loop, default 8) and
   ``retry_seconds`` (how long to ride out a lost database, default 10).
 * **Group commit.** Writes submitted during one event-loop iteration are applied in one
-  transaction on one pooled connection; the batch's journal writes, finishes and signal
-  consumptions each become one multi-row statement. A write arriving on an idle loop is
+  transaction on one pooled connection; the batch's run creations, signals, journal writes,
+  finishes and signal consumptions each become one multi-row statement (a client starting
+  2,500 runs pays a few round trips, not 2,500). Run events (`submit_run_events`) ride in the
+  next journal write's or finish's statement as a data-modifying CTE, one such write in
+  flight per loop so a run's events commit in order. A write arriving on an idle loop is
   applied at once from its caller's task, and later writes batch behind it, so a sequential
   run pays one single-statement transaction (one round trip) per step while two hundred
   concurrent runs share them. Each write still gets its own fenced answer.
