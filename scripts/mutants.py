@@ -324,8 +324,9 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "pg-claim-ignores-lease-expiry", POSTGRES,
-        (("OR ({_TAKEOVER}) OR ({_STRAY}))",
-          "OR (status = 'running' AND lease_owner <> %s AND %s::float8 IS NOT NULL) OR ({_STRAY}))"),),
+        (("WHERE (({_TAKEOVER}) OR ({_STRAY}))",
+          "WHERE ((status = 'running' AND lease_owner <> %s AND %s::float8 IS NOT NULL)"
+          " OR ({_STRAY}))"),),
         [pg(EXPIRED), pg(TWO_CLAIMERS)],
         "a claim takes over runs whose lease is still live",
     ),
@@ -361,8 +362,10 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "pg-claim-not-locked", POSTGRES,
-        (("             LIMIT %s\n             FOR UPDATE SKIP LOCKED)",
-          "             LIMIT %s)"),),
+        (("             ORDER BY wake_at\n             LIMIT %s\n             FOR UPDATE SKIP LOCKED)",
+          "             ORDER BY wake_at\n             LIMIT %s)"),
+         ("             ORDER BY lease_expires\n             LIMIT %s\n             FOR UPDATE SKIP LOCKED)",
+          "             ORDER BY lease_expires\n             LIMIT %s)")),
         [pg(TWO_CLAIMERS)],
         "two workers claiming at once can both take the same run",
     ),

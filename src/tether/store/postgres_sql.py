@@ -514,19 +514,33 @@ async def claim_runs(
     names = list(latest)
     pairs_names = [name for name, _ in workflows]
     pairs_versions = [version for _, version in workflows]
+    # Runnable runs by due time and runs to take over by lease expiry, each from its own index
+    # in order and locked up to the limit, then the earliest of both: one ORDER BY over both
+    # kinds (a CASE) could use neither index, so a claim of 100 read and sorted every due run
+    # of a backlog.
     cur = await conn.execute(
         f"""
-        WITH candidate AS (
-            SELECT id, {_MARK} AS mark, (status = 'running' AND lease_owner <> %s) AS takeover
+        WITH due AS (
+            SELECT id, {_MARK} AS mark, false AS takeover, wake_at AS sort
               FROM runs
-             WHERE ((status IN ('queued', 'waiting') AND wake_at <= {NOW} AND queue IS NULL)
-                    OR ({_TAKEOVER}) OR ({_STRAY}))
-               AND ((version IS NULL AND workflow = ANY(%b::text[]))
-                    OR (workflow, version) IN (
-                        SELECT * FROM unnest(%b::text[], %b::text[])))
-             ORDER BY CASE WHEN status = 'running' THEN lease_expires ELSE wake_at END
+             WHERE status IN ('queued', 'waiting') AND wake_at <= {NOW} AND queue IS NULL
+               AND {_OF_WORKFLOWS}
+             ORDER BY wake_at
              LIMIT %s
-             FOR UPDATE SKIP LOCKED)
+             FOR UPDATE SKIP LOCKED),
+        held AS (
+            SELECT id, {_MARK} AS mark, lease_owner <> %s AS takeover, lease_expires AS sort
+              FROM runs
+             WHERE (({_TAKEOVER}) OR ({_STRAY}))
+               AND {_OF_WORKFLOWS}
+             ORDER BY lease_expires
+             LIMIT %s
+             FOR UPDATE SKIP LOCKED),
+        candidate AS (
+            SELECT id, mark, takeover, sort
+              FROM (SELECT * FROM due UNION ALL SELECT * FROM held) u
+             ORDER BY sort
+             LIMIT %s)
         UPDATE runs r SET status = 'running', lease_owner = %s,
             lease_expires = {NOW} + %s, fencing = r.fencing + 1,
             recoveries = r.recoveries + c.takeover::int,
@@ -537,9 +551,13 @@ async def claim_runs(
             wake_at = NULL, waiting_for = NULL
           FROM candidate c WHERE r.id = c.id
         RETURNING {_R_COLUMNS}, r.stalls, c.takeover,
-                  EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id)
+                  EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id), c.sort
         """,
         (
+            names,
+            pairs_names,
+            pairs_versions,
+            limit,
             owner,
             owner,
             lease_seconds,
@@ -550,15 +568,16 @@ async def claim_runs(
             pairs_names,
             pairs_versions,
             limit,
+            limit,
             owner,
             lease_seconds,
             names,
             [latest[n] for n in names],
         ),
     )
-    claims: list[Claim] = []
-    for row in await cur.fetchall():
-        claims.append(_claim_from_row(row))
+    # In due order (RETURNING follows the update's own order): the last column is the key.
+    rows = sorted(await cur.fetchall(), key=lambda row: (row[-1] is None, row[-1] or 0.0))
+    claims = [_claim_from_row(row[:-1]) for row in rows]
     resumed = [c.run.id for c in claims if c.journal is None]
     if not resumed:
         return claims
@@ -585,6 +604,11 @@ async def claim_runs(
     ]
 
 
+# The runs of the worker's workflows: unpinned ones by name, pinned ones by (name, version).
+_OF_WORKFLOWS = (
+    "((version IS NULL AND workflow = ANY(%b::text[]))"
+    " OR (workflow, version) IN (SELECT * FROM unnest(%b::text[], %b::text[])))"
+)
 # A run held by another owner whose lease expired, or whose owner is observed dead: its name
 # promises a liveness lock (`LIVE_MARK`) and the lock is free — the session holding it ended
 # (see "Liveness" in store/base.py; the probe is transaction-scoped, released at commit). But
