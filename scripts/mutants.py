@@ -41,6 +41,10 @@ RACING_WRITE = ("tests/integration/test_postgres_store.py"
                 "::test_a_write_racing_a_takeover_waits_for_it_and_is_fenced")
 MAILBOX = f"{CONTRACT}::test_signal_sent_before_the_wait_is_kept_and_consumed_in_order"
 LOST_WAKE_UP = f"{CONTRACT}::test_no_lost_wake_up_between_suspend_and_signal"
+BURST = (
+    "tests/integration/test_postgres_store.py::"
+    "test_starts_and_signals_of_one_loop_turn_each_get_their_own_answer"
+)
 SIGNAL_WAKES = f"{CONTRACT}::test_signal_wakes_a_waiting_run"
 EXPIRED = f"{CONTRACT}::test_expired_lease_is_taken_over_and_counted"
 WAIT_FOR_WORK = f"{CONTRACT}::test_wait_for_work_returns_on_new_work"
@@ -268,9 +272,24 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "pg-suspend-ignores-pending-signal", POSTGRES,
-        (("        pending = await cur.fetchone() is not None", "        pending = False"),),
+        (("            SELECT EXISTS (\n                SELECT 1 FROM signals WHERE run_id = %s",
+          "            SELECT false AND EXISTS (\n                SELECT 1 FROM signals WHERE run_id = %s"),),
         [pg(MAILBOX), pg(LOST_WAKE_UP)],
         "a run suspending for a signal already in its mailbox is left waiting",
+    ),
+    Mutant(
+        "pg-signal-batch-does-not-wake", POSTGRES,
+        (("     WHERE r.id = t.id AND t.status = 'waiting'\n       AND (t.waiting_for = req.name",
+          "     WHERE r.id = t.id AND t.status = 'never'\n       AND (t.waiting_for = req.name"),),
+        [BURST],
+        "signals sent together (one statement for the batch) do not make their runs runnable",
+    ),
+    Mutant(
+        "pg-start-batch-answers-the-wrong-run", POSTGRES,
+        (("        run = made.pop(new.id, None)\n",
+          "        run = made.pop(new.id, None)\n        run = run and next(iter(made.values()), run)\n"),),
+        [BURST],
+        "runs started together get another run's record back",
     ),
     Mutant(
         "sqlite-signal-wakes-any-wait", SQLITE,
@@ -311,8 +330,9 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "pg-claim-ignores-lease-expiry", POSTGRES,
-        (("OR ({_TAKEOVER}) OR ({_STRAY}))",
-          "OR (status = 'running' AND lease_owner <> %s AND %s::float8 IS NOT NULL) OR ({_STRAY}))"),),
+        (("WHERE (({_TAKEOVER}) OR ({_STRAY}))",
+          "WHERE ((status = 'running' AND lease_owner <> %s AND %s::float8 IS NOT NULL)"
+          " OR ({_STRAY}))"),),
         [pg(EXPIRED), pg(TWO_CLAIMERS)],
         "a claim takes over runs whose lease is still live",
     ),
@@ -348,8 +368,10 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "pg-claim-not-locked", POSTGRES,
-        (("             LIMIT %s\n             FOR UPDATE SKIP LOCKED)",
-          "             LIMIT %s)"),),
+        (("             ORDER BY wake_at\n             LIMIT %s\n             FOR UPDATE SKIP LOCKED)",
+          "             ORDER BY wake_at\n             LIMIT %s)"),
+         ("             ORDER BY lease_expires\n             LIMIT %s\n             FOR UPDATE SKIP LOCKED)",
+          "             ORDER BY lease_expires\n             LIMIT %s)")),
         [pg(TWO_CLAIMERS)],
         "two workers claiming at once can both take the same run",
     ),

@@ -392,3 +392,42 @@ async def test_claims_survive_a_connection_lost_while_loading_their_journals(pg_
         assert [(s.seq, s.output) for s in again.journal] == [(1, 7)]
     finally:
         await store.close()
+
+
+async def test_starts_and_signals_of_one_loop_turn_each_get_their_own_answer(
+    store: PostgresStore,
+) -> None:
+    """Starts and signals submitted together are applied as one multi-row statement per kind;
+    every caller still gets the answer for its own run: a new run, the existing run for a
+    reused id, a woken run, a run left waiting for another name, no run at all."""
+    for run_id in ("w1", "w2"):
+        await store.create_run(NewRun(id=run_id, workflow="wf", version="1", input=None))
+    claims = await store.claim_runs("me", WF, limit=2, lease_seconds=30)
+    for claim in claims:
+        await store.suspend_run(claim.run.id, claim.token, wake_at=None, waiting_for="go")
+
+    starts = [NewRun(id=f"n{i:02}", workflow="wf", version="1", input={"i": i})
+              for i in range(40)]
+    reused = NewRun(id="w1", workflow="wf", version="1", input={"new": True})
+    created, signalled = await asyncio.gather(  # all submitted in one loop turn
+        asyncio.gather(*(store.create_run(new) for new in [*starts, reused])),
+        asyncio.gather(
+            store.send_signal("w1", "go", {"n": 1}),
+            store.send_signal("w2", "other", {"n": 2}),
+            store.send_signal("nope", "go", None),
+            store.send_signal("n05", "go", {"n": 3}),
+        ),
+    )
+    woken, unwoken, missing, fresh = signalled
+    for new, (run, token, made) in zip(starts, created, strict=False):
+        assert (run.id, run.input, run.status, token, made) == (new.id, new.input, "queued",
+                                                                 None, True)
+    run, _, made = created[-1]
+    assert (run.id, run.input, made) == ("w1", None, False)  # the existing run, unchanged
+    assert woken is not None and (woken.id, woken.status) == ("w1", "queued")
+    assert unwoken is not None and (unwoken.id, unwoken.status) == ("w2", "waiting")
+    assert missing is None
+    assert fresh is not None and fresh.id == "n05"  # started in the same turn, then signalled
+    assert [s.payload for s in await store.list_signals("w1")] == [{"n": 1}]
+    assert [s.payload for s in await store.list_signals("n05")] == [{"n": 3}]
+    assert await store.get_run("nope") is None

@@ -8,8 +8,11 @@
   and are stripped before connecting: ``pool_max_size`` (per loop, default 8) and
   ``retry_seconds`` (how long to ride out a lost database, default 10).
 * **Group commit.** Writes submitted during one event-loop iteration are applied in one
-  transaction on one pooled connection; the batch's journal writes, finishes and signal
-  consumptions each become one multi-row statement. A write arriving on an idle loop is
+  transaction on one pooled connection; the batch's run creations, signals, journal writes,
+  finishes and signal consumptions each become one multi-row statement (a client starting
+  2,500 runs pays a few round trips, not 2,500). Run events (`submit_run_events`) ride in the
+  next journal write's or finish's statement as a data-modifying CTE, one such write in
+  flight per loop so a run's events commit in order. A write arriving on an idle loop is
   applied at once from its caller's task, and later writes batch behind it, so a sequential
   run pays one single-statement transaction (one round trip) per step while two hundred
   concurrent runs share them. Each write still gets its own fenced answer.
@@ -198,6 +201,8 @@ class _Write:
     step: tuple[str, int, StepRecord] | None = None
     finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None
     consume: tuple[str, int, StepRecord] | None = None
+    create: tuple[NewRun, str | None, float] | None = None
+    signal: tuple[str, str, Any, str | None] | None = None
     result: Any = None
     notify: bool = False
     single: bool = False
@@ -221,6 +226,17 @@ class _LoopState:
     waiters: set[asyncio.Future[None]] = field(default_factory=set[asyncio.Future[None]])
     woken: bool = False
     """A notification arrived while nobody waited; the next wait returns at once."""
+    riding: list[NewRunEvent] = field(default_factory=list[NewRunEvent])
+    """Run events waiting for the next write to carry them (`submit_run_events`)."""
+    riders: list[asyncio.Future[None]] = field(default_factory=list[asyncio.Future[None]])
+    """Their callers' futures (one per group that rides together), resolved when the write
+    carrying them commits."""
+    ride_check: bool = False
+    """A check is scheduled that appends the events alone if no write took them."""
+    carrying: bool = False
+    """A write carrying events is in flight. One at a time: event ids are taken at insert and
+    become visible at commit, so two transactions in flight could commit a run's events out
+    of order and a reader following ids would skip the earlier one."""
 
 
 class PostgresStore:
@@ -379,6 +395,8 @@ class PostgresStore:
         step: tuple[str, int, StepRecord] | None = None,
         finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None,
         consume: tuple[str, int, StepRecord] | None = None,
+        create: tuple[NewRun, str | None, float] | None = None,
+        signal: tuple[str, str, Any, str | None] | None = None,
         single: bool = False,
     ) -> Any:
         state = await self._state()
@@ -387,12 +405,21 @@ class PostgresStore:
             # with no batch task or future in between. Writes submitted meanwhile queue in
             # `pending` and go as the next batch, exactly as behind a batch in flight.
             write = _Write(
-                run_id, fn, None, step=step, finish=finish, consume=consume, single=single
+                run_id, fn, None, step=step, finish=finish, consume=consume, create=create,
+                signal=signal, single=single,
             )
             state.inflight += 1
+            events, riders = _take_riding(state)
             try:
-                await self._retrying("write", self._apply, state, [write])
+                await self._retrying("write", self._apply, state, [write], events)
+            except BaseException as exc:
+                self._riders_failed(state, events, riders, exc)
+                raise
+            else:
+                _resolve(riders, None)
             finally:
+                if events:
+                    self._carried(state)
                 state.inflight -= 1
                 if state.pending and not state.scheduled:
                     state.scheduled = True
@@ -402,7 +429,10 @@ class PostgresStore:
             return write.result
         future: asyncio.Future[Any] = state.loop.create_future()
         state.pending.append(
-            _Write(run_id, fn, future, step=step, finish=finish, consume=consume, single=single)
+            _Write(
+                run_id, fn, future, step=step, finish=finish, consume=consume, create=create,
+                signal=signal, single=single,
+            )
         )
         if not state.scheduled:
             state.scheduled = True
@@ -427,13 +457,17 @@ class PostgresStore:
                 task.add_done_callback(state.tasks.discard)
 
     async def _run_batch(self, state: _LoopState, batch: list[_Write]) -> None:
+        events, riders = _take_riding(state)
         try:
             try:
-                await self._retrying("write", self._apply, state, batch)
+                await self._retrying("write", self._apply, state, batch, events)
                 outcomes: list[tuple[bool, Any]] = [(True, w.result) for w in batch]
+                _resolve(riders, None)
             except StoreUnavailable as exc:
                 outcomes = [(False, exc)] * len(batch)
+                self._riders_failed(state, events, riders, exc)
             except Exception as exc:
+                self._riders_failed(state, events, riders, exc)
                 if len(batch) == 1:
                     outcomes = [(False, exc)]
                 else:
@@ -456,43 +490,77 @@ class PostgresStore:
                 else:
                     write.future.set_exception(value)
         finally:
+            if events:
+                self._carried(state)
             state.inflight -= 1
             if state.pending and not state.scheduled:
                 state.scheduled = True
                 state.loop.call_soon(self._dispatch, state, context=_BARE())
 
-    async def _apply(self, conn: Conn, batch: list[_Write]) -> None:
-        if len(batch) == 1 and batch[0].single:
+    async def _apply(
+        self, conn: Conn, batch: list[_Write], events: Sequence[NewRunEvent] = ()
+    ) -> None:
+        if not batch:
+            await events_sql.postgres_append(conn, events)  # one statement: autocommit
+            return
+        if len(batch) == 1 and not events and (
+            batch[0].single or batch[0].create or batch[0].signal
+        ):
             write = batch[0]
-            assert write.fn is not None
-            write.result, write.notify = await write.fn(conn)
+            if write.create is not None:
+                write.result, write.notify = await q.create_run(conn, *write.create)
+            elif write.signal is not None:
+                write.result, write.notify = await q.send_signal(conn, *write.signal)
+            else:
+                assert write.fn is not None
+                write.result, write.notify = await write.fn(conn)
             if write.notify:  # after the commit, as NOTIFY in a transaction is delivered
                 await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
             return
         steps = _distinct_rounds([w for w in batch if w.step is not None], _step_key)
         finishes = _distinct_rounds([w for w in batch if w.finish is not None], _run_key)
         consumes = _distinct_rounds([w for w in batch if w.consume is not None], _run_key)
+        creates = [w for w in batch if w.create is not None]
+        signals = _distinct_rounds([w for w in batch if w.signal is not None], _run_key)
         others = sorted((w for w in batch if w.fn is not None), key=lambda w: w.run_id)
         single_lock = not finishes or len(finishes[0]) == 1
-        if not others and not consumes and len(steps) + len(finishes) == 1 and single_lock:
-            # The hot path: one multi-row statement is the whole transaction (one round trip).
-            # Its statement locks its run rows in id order itself; several finishes must lock
-            # theirs in order first.
-            await _apply_rounds(conn, steps, finishes, [])
+        if (
+            not others and not consumes and not creates and not signals
+            and len(steps) + len(finishes) == 1 and single_lock
+        ):
+            # The hot path: one multi-row statement, carrying the events, is the whole
+            # transaction (one round trip). Its statement locks its run rows in id order itself;
+            # several finishes must lock theirs in order first.
+            await _apply_rounds(conn, steps, finishes, [], events)
             return
         async with conn.transaction():
             # Every run row this transaction will lock, taken up front in id order, so no two
             # transactions wait on each other in a cycle (the journal fence share-locks too).
+            # Runs being created are not locked: their rows don't exist yet.
             locked = (
                 {w.run_id for w in others}
                 | {w.run_id for r in finishes for w in r}
                 | {w.run_id for r in steps for w in r}
                 | {w.run_id for r in consumes for w in r}
+                | {w.run_id for r in signals for w in r}
             )
             if len(locked) > 1:
                 await q.lock_runs(conn, sorted(locked))
-            await _apply_rounds(conn, steps, finishes, consumes)
             notify = False
+            if creates:
+                # One multi-row INSERT for all the runs started in this loop turn.
+                made = await q.create_runs(conn, [w.create for w in creates if w.create])
+                for write, (result, wake) in zip(creates, made, strict=True):
+                    write.result, write.notify = result, wake
+                    notify = notify or wake
+            for round_ in signals:
+                # One statement per round of distinct runs for the batch's signals (after
+                # the creates: a run may be started and signalled in one turn).
+                sent = await q.send_signals(conn, [w.signal for w in round_ if w.signal])
+                for write, (result, wake) in zip(round_, sent, strict=True):
+                    write.result, write.notify = result, wake
+                    notify = notify or wake
+            await _apply_rounds(conn, steps, finishes, consumes, events)
             for write in others:
                 assert write.fn is not None
                 write.result, write.notify = await write.fn(conn)
@@ -552,9 +620,7 @@ class PostgresStore:
             if result[2] and owner is None:
                 await self._statement("wake workers", _notify, self.channel)
             return result
-        return await self._submit(
-            new.id, lambda c: q.create_run(c, new, owner, lease_seconds), single=True
-        )
+        return await self._submit(new.id, None, create=(new, owner, lease_seconds))
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         return await self._read(f"read run {run_id}", q.get_run, run_id)
@@ -584,9 +650,7 @@ class PostgresStore:
 
     async def send_signal(self, run_id: str, name: str, payload: Any) -> RunRecord | None:
         key = secrets.token_hex(16)  # one per call, shared by its retries
-        return await self._submit(
-            run_id, lambda c: q.send_signal(c, run_id, name, payload, key), single=True
-        )
+        return await self._submit(run_id, None, signal=(run_id, name, payload, key))
 
     async def list_signals(self, run_id: str) -> list[SignalRecord]:
         return await self._read(f"list signals of run {run_id}", q.list_signals, run_id)
@@ -931,8 +995,82 @@ class PostgresStore:
 
         # In the loop's write batch (group commit), not a transaction of its own: a busy worker
         # appends events as often as it journals steps, and each own transaction cost the
-        # server as much as a batch of steps. The key "" locks no run row (see `_apply`).
-        await self._submit("", append)
+        # server as much as a batch of steps. The key "" locks no run row (see `_apply`). Alone
+        # it is one statement (autocommit).
+        await self._submit("", append, single=True)
+
+    def submit_run_events(self, events: Sequence[NewRunEvent]) -> asyncio.Future[None]:
+        """`append_run_events` carried by the next write of this loop (no await): the engine
+        calls it just before a journal write, and the events go in that write's statement (see
+        `postgres_sql._riding`). If no write takes them within this loop turn, they are
+        appended alone."""
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if not events:
+            done: asyncio.Future[None] = loop.create_future()
+            done.set_result(None)
+            return done
+        if state is None or not state.ready.done() or state.ready.exception() is not None:
+            return loop.create_task(self.append_run_events(events), context=_BARE())
+        # One future for everything that will ride in the same write: a worker with hundreds
+        # of runs submits events before each journal write and awaits them at each run's
+        # end; a future per submission made those waits the busiest thing in the process.
+        if not state.riders:
+            state.riders.append(loop.create_future())
+        future = state.riders[-1]
+        state.riding.extend(events)
+        if not state.ride_check:
+            state.ride_check = True
+            loop.call_soon(self._ride_alone, state, context=_BARE())
+        return future
+
+    def _ride_alone(self, state: _LoopState) -> None:
+        state.ride_check = False
+        events, riders = _take_riding(state)
+        if not events:
+            return  # none waiting, or a write carrying events is in flight: it calls again
+
+        async def append() -> None:
+            try:
+                await self._retrying("append run events", self._apply, state, [], events)
+            except BaseException as exc:
+                _resolve(riders, exc if isinstance(exc, Exception) else StoreError(str(exc)))
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                _resolve(riders, None)
+            finally:
+                self._carried(state)
+
+        task = state.loop.create_task(append(), context=_BARE())
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+
+    def _carried(self, state: _LoopState) -> None:
+        """The write carrying events is done: events that queued meanwhile may go now."""
+        state.carrying = False
+        if state.riding and not state.ride_check and not state.loop.is_closed():
+            state.ride_check = True
+            state.loop.call_soon(self._ride_alone, state, context=_BARE())
+
+    def _riders_failed(
+        self,
+        state: _LoopState,
+        events: Sequence[NewRunEvent],
+        riders: list[asyncio.Future[None]],
+        exc: BaseException,
+    ) -> None:
+        """The write carrying events failed (a fenced-off run's write does not fail: it
+        commits, events included). Unless the store is gone, the events try again alone (once:
+        a failure of that fails their callers; run events are best-effort, see
+        `tether.engine.events`)."""
+        if not events:
+            return
+        if isinstance(exc, StoreUnavailable):
+            _resolve(riders, exc)
+            return
+        state.riding[:0] = events  # ahead of what queued meanwhile: order kept
+        state.riders[:0] = riders
 
     async def read_run_events(
         self, run_id: str, *, after: int = 0, limit: int = 500
@@ -1070,19 +1208,31 @@ async def _apply_rounds(
     steps: list[list[_Write]],
     finishes: list[list[_Write]],
     consumes: list[list[_Write]],
+    events: Sequence[NewRunEvent] = (),
 ) -> None:
+    """Apply the folded writes; `events` ride along in the first step or finish statement, or
+    are appended in a statement of their own when there is none."""
+    riding = events
     for round_ in consumes:
         taken = await q.consume_signals(conn, [w.consume for w in round_ if w.consume is not None])
         for write in round_:
             write.result = taken.get(write.run_id)
     for round_ in steps:
-        written = await q.write_steps(conn, [w.step for w in round_ if w.step is not None])
+        written = await q.write_steps(
+            conn, [w.step for w in round_ if w.step is not None], riding
+        )
+        riding = ()
         for write in round_:
             write.result = _step_key(write) in written
     for round_ in finishes:
-        finished = await q.finish_runs(conn, [w.finish for w in round_ if w.finish is not None])
+        finished = await q.finish_runs(
+            conn, [w.finish for w in round_ if w.finish is not None], riding
+        )
+        riding = ()
         for write in round_:
             write.result = write.run_id in finished
+    if riding:
+        await events_sql.postgres_append(conn, riding)
 
 
 def _split_by_run(writes: list[_Write], parts: int) -> list[list[_Write]]:
@@ -1095,6 +1245,27 @@ def _split_by_run(writes: list[_Write], parts: int) -> list[list[_Write]]:
             chunks.append(current := [])
         current.append(write)
     return chunks
+
+
+def _take_riding(state: _LoopState) -> tuple[list[NewRunEvent], list[asyncio.Future[None]]]:
+    """The events waiting to ride along, unless a write carrying events is in flight (see
+    `_LoopState.carrying`); the caller must call `_carried` when its write is done."""
+    if state.carrying or not state.riding:
+        return [], []
+    events, riders = state.riding, state.riders
+    state.riding, state.riders = [], []
+    state.carrying = True
+    return events, riders
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _wake_all(state: _LoopState) -> None:

@@ -16,17 +16,19 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, LiteralString, TypeAlias
 
 import psycopg
 from psycopg import AsyncConnection
 
+from tether.store import events_sql
 from tether.store.base import (
     FINISHED_STATUSES,
     LIVE_MARK,
     Claim,
     Heartbeat,
     NewRun,
+    NewRunEvent,
     RunRecord,
     SignalRecord,
     StepRecord,
@@ -265,6 +267,60 @@ async def create_run(
     return (existing, None, False), False
 
 
+_CREATE_RUNS = f"""
+INSERT INTO runs ({RUN_COLUMNS})
+SELECT n.id, n.workflow, n.version,
+       CASE WHEN n.owner IS NULL THEN 'queued' ELSE 'running' END,
+       n.input, NULL, NULL, n.labels::jsonb, n.budget, n.parent_id, {NOW}, {NOW},
+       CASE WHEN n.owner IS NOT NULL THEN {NOW} END, NULL,
+       CASE WHEN n.owner IS NULL THEN coalesce(n.wake_at, {NOW}) END, NULL,
+       n.owner, CASE WHEN n.owner IS NOT NULL THEN {NOW} + n.lease END,
+       CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END, 0, false, NULL
+  FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+              %b::text[], %b::float8[], %b::text[], %b::float8[])
+       AS n(id, workflow, version, input, labels, budget, parent_id, wake_at, owner, lease)
+ ORDER BY n.id
+ON CONFLICT (id) DO NOTHING
+RETURNING {RUN_COLUMNS}
+"""
+
+
+async def create_runs(
+    conn: Conn, creates: Sequence[tuple[NewRun, str | None, float]]
+) -> list[Outcome]:
+    """`create_run` for many runs in one statement (a client starting a backlog: one round
+    trip per batch instead of per run). Rows ordered by id, so two batches inserting the same
+    ids wait on each other in one order. A run not inserted (its id exists, or a second
+    create of one id in the batch) gets `create_run`'s own answer for an existing id."""
+    if len(creates) == 1:
+        return [await create_run(conn, *creates[0])]
+    cur = await conn.execute(
+        _CREATE_RUNS,
+        (
+            [n.id for n, _, _ in creates],
+            [n.workflow for n, _, _ in creates],
+            [n.version for n, _, _ in creates],
+            [dumps(n.input) for n, _, _ in creates],
+            [json.dumps(n.labels or {}) for n, _, _ in creates],
+            [dumps(n.budget) for n, _, _ in creates],
+            [n.parent_id for n, _, _ in creates],
+            [n.wake_at for n, _, _ in creates],
+            [owner for _, owner, _ in creates],
+            [float(lease) for _, _, lease in creates],
+        ),
+    )
+    made = {row[0]: run_from_row(row) for row in await cur.fetchall()}
+    outcomes: list[Outcome] = []
+    for new, owner, lease in creates:
+        run = made.pop(new.id, None)
+        if run is None:
+            outcomes.append(await create_run(conn, new, owner, lease))
+        else:
+            claimed = owner is not None
+            outcomes.append(((run, 1 if claimed else None, True), not claimed))
+    return outcomes
+
+
 _T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in RUN_COLUMNS.split(","))
 _SEND_SIGNAL = f"""
 WITH target AS (SELECT {RUN_COLUMNS} FROM runs WHERE id = %s FOR UPDATE),
@@ -302,6 +358,49 @@ async def send_signal(
     if row is None:
         return None, False
     return run_from_row(row), bool(row[-1])
+
+
+_SEND_SIGNALS = f"""
+WITH req AS (
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])
+        AS req(run_id, name, payload, key)),
+target AS (SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY(%b::text[]) ORDER BY id FOR UPDATE),
+mail AS (
+    INSERT INTO signals (run_id, name, payload, created_at, send_key)
+    SELECT req.run_id, req.name, req.payload, {NOW}, req.key
+      FROM req JOIN target t ON t.id = req.run_id
+    ON CONFLICT (send_key) DO NOTHING
+    RETURNING run_id),
+woke AS (
+    UPDATE runs r SET status = 'queued', wake_at = {NOW}, updated_at = {NOW}
+      FROM target t JOIN req ON req.run_id = t.id
+     WHERE r.id = t.id AND t.status = 'waiting'
+       AND (t.waiting_for = req.name
+            OR position(('|' || req.name || '|') IN ('|' || t.waiting_for || '|')) > 0)
+       AND t.id IN (SELECT run_id FROM mail)
+    RETURNING {_R_COLUMNS})
+SELECT *, true FROM woke
+UNION ALL
+SELECT {_T_COLUMNS}, t.id NOT IN (SELECT run_id FROM mail) FROM target t
+ WHERE t.id NOT IN (SELECT id FROM woke)
+"""
+
+
+async def send_signals(
+    conn: Conn, sends: Sequence[tuple[str, str, Any, str | None]]
+) -> list[Outcome]:
+    """`send_signal` for many runs in one statement (a server sending a thousand approvals at
+    once). Run ids must be distinct. Same locking and answers as `send_signal`, per run."""
+    if len(sends) == 1:
+        return [await send_signal(conn, *sends[0])]
+    ids = [run_id for run_id, _, _, _ in sends]
+    cur = await conn.execute(
+        _SEND_SIGNALS,
+        (ids, [name for _, name, _, _ in sends], [dumps(p) for _, _, p, _ in sends],
+         [key for _, _, _, key in sends], ids),
+    )
+    found = {row[0]: (run_from_row(row), bool(row[-1])) for row in await cur.fetchall()}
+    return [found.get(run_id, (None, False)) for run_id in ids]
 
 
 async def cancel_run(conn: Conn, run_id: str, reason: str) -> Outcome:
@@ -415,19 +514,33 @@ async def claim_runs(
     names = list(latest)
     pairs_names = [name for name, _ in workflows]
     pairs_versions = [version for _, version in workflows]
+    # Runnable runs by due time and runs to take over by lease expiry, each from its own index
+    # in order and locked up to the limit, then the earliest of both: one ORDER BY over both
+    # kinds (a CASE) could use neither index, so a claim of 100 read and sorted every due run
+    # of a backlog.
     cur = await conn.execute(
         f"""
-        WITH candidate AS (
-            SELECT id, {_MARK} AS mark, (status = 'running' AND lease_owner <> %s) AS takeover
+        WITH due AS (
+            SELECT id, {_MARK} AS mark, false AS takeover, wake_at AS sort
               FROM runs
-             WHERE ((status IN ('queued', 'waiting') AND wake_at <= {NOW} AND queue IS NULL)
-                    OR ({_TAKEOVER}) OR ({_STRAY}))
-               AND ((version IS NULL AND workflow = ANY(%b::text[]))
-                    OR (workflow, version) IN (
-                        SELECT * FROM unnest(%b::text[], %b::text[])))
-             ORDER BY CASE WHEN status = 'running' THEN lease_expires ELSE wake_at END
+             WHERE status IN ('queued', 'waiting') AND wake_at <= {NOW} AND queue IS NULL
+               AND {_OF_WORKFLOWS}
+             ORDER BY wake_at
              LIMIT %s
-             FOR UPDATE SKIP LOCKED)
+             FOR UPDATE SKIP LOCKED),
+        held AS (
+            SELECT id, {_MARK} AS mark, lease_owner <> %s AS takeover, lease_expires AS sort
+              FROM runs
+             WHERE (({_TAKEOVER}) OR ({_STRAY}))
+               AND {_OF_WORKFLOWS}
+             ORDER BY lease_expires
+             LIMIT %s
+             FOR UPDATE SKIP LOCKED),
+        candidate AS (
+            SELECT id, mark, takeover, sort
+              FROM (SELECT * FROM due UNION ALL SELECT * FROM held) u
+             ORDER BY sort
+             LIMIT %s)
         UPDATE runs r SET status = 'running', lease_owner = %s,
             lease_expires = {NOW} + %s, fencing = r.fencing + 1,
             recoveries = r.recoveries + c.takeover::int,
@@ -438,9 +551,13 @@ async def claim_runs(
             wake_at = NULL, waiting_for = NULL
           FROM candidate c WHERE r.id = c.id
         RETURNING {_R_COLUMNS}, r.stalls, c.takeover,
-                  EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id)
+                  EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id), c.sort
         """,
         (
+            names,
+            pairs_names,
+            pairs_versions,
+            limit,
             owner,
             owner,
             lease_seconds,
@@ -451,15 +568,16 @@ async def claim_runs(
             pairs_names,
             pairs_versions,
             limit,
+            limit,
             owner,
             lease_seconds,
             names,
             [latest[n] for n in names],
         ),
     )
-    claims: list[Claim] = []
-    for row in await cur.fetchall():
-        claims.append(_claim_from_row(row))
+    # In due order (RETURNING follows the update's own order): the last column is the key.
+    rows = sorted(await cur.fetchall(), key=lambda row: (row[-1] is None, row[-1] or 0.0))
+    claims = [_claim_from_row(row[:-1]) for row in rows]
     resumed = [c.run.id for c in claims if c.journal is None]
     if not resumed:
         return claims
@@ -486,6 +604,11 @@ async def claim_runs(
     ]
 
 
+# The runs of the worker's workflows: unpinned ones by name, pinned ones by (name, version).
+_OF_WORKFLOWS = (
+    "((version IS NULL AND workflow = ANY(%b::text[]))"
+    " OR (workflow, version) IN (SELECT * FROM unnest(%b::text[], %b::text[])))"
+)
 # A run held by another owner whose lease expired, or whose owner is observed dead: its name
 # promises a liveness lock (`LIVE_MARK`) and the lock is free — the session holding it ended
 # (see "Liveness" in store/base.py; the probe is transaction-scoped, released at commit). But
@@ -654,8 +777,26 @@ RETURNING run_id, seq
 """
 
 
+def _riding(statement: LiteralString) -> LiteralString:
+    """`statement` with a batch of run events appended ahead of it in a data-modifying CTE
+    (executed once, whatever the statement does): events cost no statement, transaction or
+    round trip of their own. They are not fenced (as `append_run_events` is not): keyed events
+    are stored once whoever writes them first."""
+    cte = f"ev AS ({events_sql.POSTGRES_APPEND.strip()})"
+    body = statement.strip()
+    if body.startswith("WITH "):
+        return f"WITH {cte},\n{body.removeprefix('WITH ')}"
+    return f"WITH {cte}\n{body}"
+
+
+_UPSERT_STEP_EV = _riding(_UPSERT_STEP)
+_UPSERT_STEPS_EV = _riding(_UPSERT_STEPS)
+
+
 async def write_steps(
-    conn: Conn, writes: Sequence[tuple[str, int, StepRecord]]
+    conn: Conn,
+    writes: Sequence[tuple[str, int, StepRecord]],
+    events: Sequence[NewRunEvent] = (),
 ) -> set[tuple[str, int]]:
     """Write many fenced journal entries in one statement (group commit of concurrent runs).
     Returns the ``(run_id, seq)`` written; a missing pair was fenced off. The keys must be
@@ -665,18 +806,26 @@ async def write_steps(
     the statement's start, so a takeover committing while the statement runs would not stop
     it; with the lock the statement waits for such a takeover and then re-reads the row,
     finds the new token and writes nothing. Share locks don't block each other, only the
-    UPDATEs of claims, heartbeats and finishes."""
+    UPDATEs of claims, heartbeats and finishes.
+
+    `events` ride along in the same statement (see `_riding`)."""
+    riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
     if len(writes) == 1:
         # A sequential run's every step: scalar parameters are cheaper to send than arrays.
         run_id, token, _ = writes[0]
         row = _step_row(*writes[0])
-        cur = await conn.execute(_UPSERT_STEP, (row[0], *row[2:], run_id, token))
+        cur = await conn.execute(
+            _UPSERT_STEP_EV if events else _UPSERT_STEP,
+            (*riders, row[0], *row[2:], run_id, token),
+        )
         return {(r[0], r[1]) for r in await cur.fetchall()}
     rows = [_step_row(*w) for w in writes]
     columns = [list(col) for col in zip(*rows, strict=True)]
     # The run ids again, as `id = ANY(...)`: an index lookup. Joined to the unnest instead, the
     # planner (which guesses one row for it) chose a nested loop over every running run.
-    cur = await conn.execute(_UPSERT_STEPS, [*columns, columns[0]])
+    cur = await conn.execute(
+        _UPSERT_STEPS_EV if events else _UPSERT_STEPS, [*riders, *columns, columns[0]]
+    )
     return {(r[0], r[1]) for r in await cur.fetchall()}
 
 
@@ -828,23 +977,26 @@ async def suspend_run(
         if row[1] in ("waiting", "queued") and row[3] is None:
             return row[1], False  # our earlier attempt committed
         return None, False
-    pending = False
+    # The mailbox look and the update in one statement, a new one after the lock (see above).
     names = waiting_names(waiting_for)
-    if names:
-        cur = await conn.execute(
-            "SELECT 1 FROM signals WHERE run_id = %s AND name = ANY(%b::text[]) "
-            "AND consumed_seq IS NULL LIMIT 1",
-            (run_id, names),
-        )
-        pending = await cur.fetchone() is not None
-    status = "queued" if pending else "waiting"
-    await conn.execute(
-        f"UPDATE runs SET status = %s, wake_at = CASE WHEN %s THEN {NOW} ELSE %s END, "
-        "waiting_for = %s, lease_owner = NULL, lease_expires = NULL, progress = NULL, "
-        f"updated_at = {NOW} WHERE id = %s",
-        (status, pending, wake_at, encode_waiting_for(waiting_for), run_id),
+    cur = await conn.execute(
+        f"""
+        WITH p AS (
+            SELECT EXISTS (
+                SELECT 1 FROM signals WHERE run_id = %s AND name = ANY(%b::text[])
+                   AND consumed_seq IS NULL) AS pending)
+        UPDATE runs SET status = CASE WHEN p.pending THEN 'queued' ELSE 'waiting' END,
+            wake_at = CASE WHEN p.pending THEN {NOW} ELSE %s END,
+            waiting_for = %s, lease_owner = NULL, lease_expires = NULL, progress = NULL,
+            updated_at = {NOW}
+          FROM p WHERE id = %s
+        RETURNING status, p.pending
+        """,
+        (run_id, names, wake_at, encode_waiting_for(waiting_for), run_id),
     )
-    return status, pending
+    row = await cur.fetchone()
+    assert row is not None  # locked above
+    return row[0], bool(row[1])
 
 
 async def release_run(conn: Conn, run_id: str, token: int) -> Outcome:
@@ -898,13 +1050,20 @@ async def lock_runs(conn: Conn, run_ids: Sequence[str]) -> None:
     )
 
 
+_FINISH_RUN_EV = _riding(_FINISH_RUN)
+_FINISH_RUNS_EV = _riding(_FINISH_RUNS)
+
+
 async def finish_runs(
-    conn: Conn, finishes: Sequence[tuple[str, int, str, Any, dict[str, Any] | None]]
+    conn: Conn,
+    finishes: Sequence[tuple[str, int, str, Any, dict[str, Any] | None]],
+    events: Sequence[NewRunEvent] = (),
 ) -> set[str]:
     """`finish_run` for many runs in one statement; returns the ids finished. Run ids must be
     distinct. A run found already finished with the caller's token and status counts as
     finished: a token is unique to one claim, so that was our own earlier attempt whose commit
-    we did not hear about."""
+    we did not hear about. `events` ride along in the same statement (see `_riding`)."""
+    riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
     ids = [f[0] for f in finishes]
     tokens = [f[1] for f in finishes]
     statuses = [f[2] for f in finishes]
@@ -912,12 +1071,14 @@ async def finish_runs(
         # A lone finish (every sequential run): scalar parameters, no unnest to plan.
         run_id, token, status, output, error = finishes[0]
         cur = await conn.execute(
-            _FINISH_RUN, (status, dumps(output), dumps(error), run_id, token, status)
+            _FINISH_RUN_EV if events else _FINISH_RUN,
+            (*riders, status, dumps(output), dumps(error), run_id, token, status),
         )
     else:
         cur = await conn.execute(
-            _FINISH_RUNS,
-            (ids, tokens, statuses, [dumps(f[3]) for f in finishes], [dumps(f[4]) for f in finishes], ids),
+            _FINISH_RUNS_EV if events else _FINISH_RUNS,
+            (*riders, ids, tokens, statuses, [dumps(f[3]) for f in finishes],
+             [dumps(f[4]) for f in finishes], ids),
         )
     done = {r[0] for r in await cur.fetchall()}
     if len(done) < len(finishes):
