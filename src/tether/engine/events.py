@@ -10,7 +10,8 @@ How the stream stays whole across a takeover, with no write on the journal's pat
    the outcome (``<run>:<seq>:completed``); the store appends an event whose key it already
    holds as a no-op;
 2. events are buffered and appended with the run's next journal write — in the same store
-   transaction where the store can (SQLite's group commit: `Store.submit_run_events`) — or
+   transaction where the store can (`Store.submit_run_events`: SQLite's group commit, the next
+   PostgreSQL write statement) — or
    `FLUSH_DELAY` after they were emitted when no write comes (a model streaming its text, a
    step that runs for a while), so events add no commit of their own to a step. A worker may
    die with events not yet appended — but the run is then taken over and *replayed*, and a
