@@ -337,6 +337,15 @@ def overhead(runs: int, latency: float, reps: int, with_dbos: bool) -> dict[str,
     if "dbos_s" in result:
         result["tether_vs_dbos"] = result["tether_s"] / result["dbos_s"]
         result["tether_cpu_vs_dbos"] = result["tether_cpu_s"] / result["dbos_cpu_s"]
+    # Ratios within each repetition (the sides ran back to back), then their median: steadier
+    # than ratios of medians when the machine's load drifts between repetitions.
+    pairs = [("tether", "plain"), ("floor", "plain"), ("tether", "floor"), ("tether", "dbos"),
+             ("tether.Agent", "plain")]
+    for a, b in pairs:
+        if sides[a] and len(sides[b]) == len(sides[a]):
+            result[f"paired_{a}_vs_{b}"] = mid([x / y for x, y in zip(sides[a], sides[b], strict=True)])
+            result[f"paired_{a}_cpu_vs_{b}"] = mid(
+                [x / y for x, y in zip(cpu[a], cpu[b], strict=True)])
     return result
 
 
