@@ -7,6 +7,10 @@
    the same server:
 
    * ``plain`` — the agent without durability, ``asyncio.gather`` of ``agent.run``;
+   * ``floor`` — the same agent with a durability capability that journals nothing (built on
+     the same pydantic-ai surface as ``TetherDurability``, same engine spec and codec, every
+     durable unit executed directly): what pydantic-ai's durable layer costs any engine
+     built on it, before the engine does any work;
    * ``tether`` — the same agent with ``TetherDurability(app)``, registered with
      ``app.register(agent)`` and executed by a worker (concurrency N) on SQLite: every model
      request and tool call a journaled step (targets: <= 1.10x plain, and faster than DBOS);
@@ -21,6 +25,10 @@
    stream. Latency = time the client read the first ``model_text_delta`` minus the time the provider
    wrote that chunk (same machine, same clock). Target: p95 <= 50 ms.
 
+Every side is warmed up with a few runs before the timed repetitions (the DBOS process before
+its timed runs), starts after a full garbage collection, and prints its CPU time and the part of
+it spent in the garbage collector (with 500 agent runs alive at once, a third of the CPU).
+
 Run from the repository root: ``python bench/bench_byoa.py [--runs 500] [--reps 3]``.
 """
 
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -45,6 +54,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 from bench.bench_agents import Provider, _pythonpath, close_clients, openai_model  # noqa: E402
 
 CALLS_PER_RUN = 5
+WARM_UP_RUNS = 5
 
 
 class Answer(pydantic.BaseModel):
@@ -85,8 +95,47 @@ def pydantic_agent(url: str, capabilities: list[Any] | None = None) -> Any:
 # --- 1. overhead ----------------------------------------------------------------------------------
 
 
-async def run_plain(url: str, runs: int) -> float:
-    agent = pydantic_agent(url)
+def floor_capability() -> Any:
+    """A durability capability on pydantic-ai's public engine surface that journals nothing:
+    each durable unit runs at once. Same engine spec as `TetherDurability` (its codec, sequential
+    tools, wrapped toolset kinds)."""
+    from pydantic_ai.durable_exec import (
+        BaseDurabilityCapability,
+        JournalCallableOperationBackend,
+        RoleBasedOperationConfig,
+    )
+
+    import tether
+
+    class Direct(JournalCallableOperationBackend[dict[str, Any]]):
+        async def execute(self, *, operation_id: Any, name: str, body: Any, cache_key: Any,
+                          config: Any) -> object:
+            return await body()
+
+    class Floor(BaseDurabilityCapability[Any]):
+        engine_spec = tether.TetherDurability.engine_spec
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._backend: tuple[object, Direct] | None = None
+
+        @property
+        def in_durable_context(self) -> bool:
+            return True
+
+        def get_durable_operation_backend(self) -> Direct:
+            # One per capability copy, as `TetherDurability` keeps it.
+            if self._backend is None or self._backend[0] is not self:
+                self._backend = (self, Direct(
+                    agent_name=self.name, default_model_id=self.default_model_id,
+                    config=RoleBasedOperationConfig(model={}, event={}, capability={}, tool={})))
+            return self._backend[1]
+
+    return Floor()
+
+
+async def run_plain(url: str, runs: int, floor: bool = False) -> float:
+    agent = pydantic_agent(url, [floor_capability()] if floor else None)
     started = time.perf_counter()
     await asyncio.gather(*(agent.run(f"question {i}") for i in range(runs)))
     elapsed = time.perf_counter() - started
@@ -144,7 +193,7 @@ async def run_tether_agent(url: str, runs: int, folder: Path) -> float:
     return await _worker_side(app, "support", [{"q": f"question {i}"} for i in range(runs)])
 
 
-def run_dbos(url: str, runs: int, folder: Path) -> tuple[float, float] | None:
+def run_dbos(url: str, runs: int, folder: Path) -> tuple[float, float, float] | None:
     """In a process of its own: DBOS keeps process-global state."""
     proc = subprocess.run(
         [sys.executable, __file__, "--role", "dbos", "--url", url, "--runs", str(runs),
@@ -156,7 +205,7 @@ def run_dbos(url: str, runs: int, folder: Path) -> tuple[float, float] | None:
             return None
         raise RuntimeError(f"dbos side failed: {proc.stderr[-2000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return float(out["elapsed"]), float(out["cpu"])
+    return float(out["elapsed"]), float(out["cpu"]), float(out["gc_cpu"])
 
 
 def dbos_role(url: str, runs: int, folder: Path) -> None:
@@ -178,56 +227,94 @@ def dbos_role(url: str, runs: int, folder: Path) -> None:
     DBOS.launch()
 
     async def main() -> float:
+        # Warm-up, as the in-process sides get: first-use costs (lazy imports, type adapters)
+        # are not what is compared.
+        await asyncio.gather(*(support(f"warm-up {i}") for i in range(WARM_UP_RUNS)))
         started = time.perf_counter()
         await asyncio.gather(*(support(f"question {i}") for i in range(runs)))
         elapsed = time.perf_counter() - started
         await close_clients()
         return elapsed
 
+    collecting = [0.0, 0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            collecting[0] = time.process_time()
+        else:
+            collecting[1] += time.process_time() - collecting[0]
+
+    gc.collect()
+    gc.callbacks.append(on_gc)
     before = time.process_time()
     elapsed = asyncio.run(main())
     used = time.process_time() - before
     DBOS.destroy()
-    print(json.dumps({"elapsed": elapsed, "cpu": used}))
+    print(json.dumps({"elapsed": elapsed, "cpu": used, "gc_cpu": collecting[1]}))
 
 
 def overhead(runs: int, latency: float, reps: int, with_dbos: bool) -> dict[str, Any]:
     provider = Provider(latency)
-    sides: dict[str, list[float]] = {"plain": [], "tether": [], "tether.Agent": [], "dbos": []}
+    sides: dict[str, list[float]] = {"plain": [], "floor": [], "tether": [], "tether.Agent": [],
+                                     "dbos": []}
     cpu: dict[str, list[float]] = {k: [] for k in sides}
+    gc_cpu: dict[str, list[float]] = {k: [] for k in sides}
+    collecting = [0.0, 0.0]  # (started, total) of the collector's CPU time
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            collecting[0] = time.process_time()
+        else:
+            collecting[1] += time.process_time() - collecting[0]
+
+    gc.callbacks.append(on_gc)
 
     def timed(side: str, fn: Any) -> float:
-        before = time.process_time()
+        gc.collect()  # what an earlier side left behind is not collected on this side's clock
+        before, collected = time.process_time(), collecting[1]
         elapsed = fn()
         cpu[side].append(time.process_time() - before)
+        gc_cpu[side].append(collecting[1] - collected)
         return elapsed
 
     try:
+        # Warm-up: each in-process side runs a few agents first, so the first side timed does
+        # not pay the process's first-use costs (lazy imports, type adapters) for the others.
+        asyncio.run(run_plain(provider.url, WARM_UP_RUNS))
+        asyncio.run(run_plain(provider.url, WARM_UP_RUNS, floor=True))
+        with tempfile.TemporaryDirectory(prefix="bench-byoa-") as folder:
+            asyncio.run(run_tether(provider.url, WARM_UP_RUNS, Path(folder)))
+        with tempfile.TemporaryDirectory(prefix="bench-byoa-") as folder:
+            asyncio.run(run_tether_agent(provider.url, WARM_UP_RUNS, Path(folder)))
         for rep in range(reps):  # alternate, so drift on a noisy machine hits every side
             before = provider.stats()["answered"]
             sides["plain"].append(timed("plain", lambda: asyncio.run(run_plain(provider.url, runs))))
+            sides["floor"].append(timed("floor", lambda: asyncio.run(
+                run_plain(provider.url, runs, floor=True))))
             with tempfile.TemporaryDirectory(prefix="bench-byoa-") as folder:
                 sides["tether"].append(timed("tether", lambda: asyncio.run(
                     run_tether(provider.url, runs, Path(folder)))))
             with tempfile.TemporaryDirectory(prefix="bench-byoa-") as folder:
                 sides["tether.Agent"].append(timed("tether.Agent", lambda: asyncio.run(
                     run_tether_agent(provider.url, runs, Path(folder)))))
-            expected = 3 * runs * CALLS_PER_RUN
+            expected = 4 * runs * CALLS_PER_RUN
             if with_dbos:
                 with tempfile.TemporaryDirectory(prefix="bench-byoa-dbos-") as folder:
                     took = run_dbos(provider.url, runs, Path(folder))
                 if took is not None:
                     sides["dbos"].append(took[0])
                     cpu["dbos"].append(took[1])
-                    expected += runs * CALLS_PER_RUN
+                    gc_cpu["dbos"].append(took[2])
+                    expected += (runs + WARM_UP_RUNS) * CALLS_PER_RUN
             answered = provider.stats()["answered"] - before
             # More is a durable side's retry of a request that failed under load (a timeout):
             # at-least-once for calls that did not complete, never a completed call again.
             assert answered >= expected, f"rep {rep}: {answered} requests, expected {expected}"
             print("  rep " + str(rep + 1) + ": " + ", ".join(
-                f"{k} {v[-1]:.2f}s (cpu {cpu[k][-1]:.1f}s)" for k, v in sides.items() if v)
+                f"{k} {v[-1]:.2f}s (cpu {cpu[k][-1]:.1f}s, gc {gc_cpu[k][-1]:.1f}s)"
+                for k, v in sides.items() if v)
                 + (f" ({answered - expected} retried request(s))" if answered > expected
-                   else ""), flush=True)
+                   else "") + f"; load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         provider.close()
 
@@ -235,17 +322,30 @@ def overhead(runs: int, latency: float, reps: int, with_dbos: bool) -> dict[str,
         return sorted(values)[len(values) // 2]
 
     result: dict[str, Any] = {"runs": runs, "latency_s": latency, "reps": sides,
-                              "floor_s": CALLS_PER_RUN * latency}
+                              "latency_floor_s": CALLS_PER_RUN * latency}
     for side, values in sides.items():
         if values:
             result[f"{side}_s"] = mid(values)
             result[f"{side}_cpu_s"] = mid(cpu[side])
+            result[f"{side}_gc_cpu_s"] = mid(gc_cpu[side])
     result["tether_vs_plain"] = result["tether_s"] / result["plain_s"]
+    result["floor_vs_plain"] = result["floor_s"] / result["plain_s"]
+    result["tether_vs_floor"] = result["tether_s"] / result["floor_s"]
+    result["floor_cpu_vs_plain"] = result["floor_cpu_s"] / result["plain_cpu_s"]
     result["tether_agent_vs_plain"] = result["tether.Agent_s"] / result["plain_s"]
     result["tether_cpu_vs_plain"] = result["tether_cpu_s"] / result["plain_cpu_s"]
     if "dbos_s" in result:
         result["tether_vs_dbos"] = result["tether_s"] / result["dbos_s"]
         result["tether_cpu_vs_dbos"] = result["tether_cpu_s"] / result["dbos_cpu_s"]
+    # Ratios within each repetition (the sides ran back to back), then their median: steadier
+    # than ratios of medians when the machine's load drifts between repetitions.
+    pairs = [("tether", "plain"), ("floor", "plain"), ("tether", "floor"), ("tether", "dbos"),
+             ("tether.Agent", "plain")]
+    for a, b in pairs:
+        if sides[a] and len(sides[b]) == len(sides[a]):
+            result[f"paired_{a}_vs_{b}"] = mid([x / y for x, y in zip(sides[a], sides[b], strict=True)])
+            result[f"paired_{a}_cpu_vs_{b}"] = mid(
+                [x / y for x, y in zip(cpu[a], cpu[b], strict=True)])
     return result
 
 

@@ -17,8 +17,11 @@ one tether step, through pydantic-ai's public engine surface (`pydantic_ai.durab
 2. a model step is priced and fingerprinted at record time (`guards.record_model_call`) and is
    checked against the run's budget before it is sent; provider faults are classified for the
    retry policy as for `tether.Agent`;
-3. values cross the journal as JSON (`JSON_CODEC`); tools run one at a time inside a workflow,
-   so sequence numbers are assigned in the same order on every execution.
+3. values cross the journal as JSON (`JOURNAL_CODEC`: pydantic-ai's `JSON_CODEC`, except that
+   a model response just received is handed back as the object itself, not rebuilt from its
+   JSON — the JSON is what is journaled, and what a replay rebuilds the same response from);
+   tools run one at a time inside a workflow, so sequence numbers are assigned in the same order
+   on every execution.
 
 Outside a workflow the capability is transparent: the agent runs as if it were not there.
 """
@@ -45,6 +48,7 @@ from pydantic_ai.messages import (
     AgentStreamEvent,
     ModelMessage,
     ModelRequest,
+    ModelResponse,
     SystemPromptPart,
 )
 from pydantic_ai.models import Model, ModelRequestParameters
@@ -73,6 +77,42 @@ from tether.errors import UserError
 from tether.observe import names
 from tether.store.base import SpendWindow
 
+
+class _Executed(dict[str, Any]):
+    """The JSON of a model response a step has just received, carrying the response itself:
+    the step journals the JSON (a plain dict), `JOURNAL_CODEC.load` returns the object."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, payload: dict[str, Any], value: ModelResponse) -> None:
+        super().__init__(payload)
+        self.value = value
+
+
+class _JournalCodec:
+    """`JSON_CODEC`, without rebuilding a model response that was not replayed.
+
+    A `ModelResponse` round-trips through its JSON exactly (its type adapter rebuilds an equal
+    response), so on first execution the response the model returned is used as it is — as
+    pydantic-ai's object-passing engines do — and only a replay rebuilds it from the journal.
+    Other values (tool results may hold objects JSON turns into dicts) round-trip as before, so
+    a first execution sees what a replay sees."""
+
+    def dump(self, tp: Any, value: Any) -> Any:
+        payload = JSON_CODEC.dump(tp, value)
+        if tp is ModelResponse and type(payload) is dict:
+            return _Executed(cast(dict[str, Any], payload), value)
+        return payload
+
+    def load(self, tp: Any, payload: Any) -> Any:
+        if type(payload) is _Executed:
+            return payload.value
+        return JSON_CODEC.load(tp, payload)
+
+
+JOURNAL_CODEC = _JournalCodec()
+"""The codec `TetherDurability` declares to pydantic-ai (see `_JournalCodec`)."""
+
 StepConfig = dict[str, Any]
 """How a durable unit runs as a step: ``retry`` (a `tether.Retry`), ``timeout`` (seconds).
 Per tool: ``Tool(..., metadata={"tether": {"retries": 2, "timeout": 30}})``."""
@@ -84,7 +124,9 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
     def __init__(self, capability: TetherDurability[Any], config: RoleBasedOperationConfig[StepConfig]) -> None:
         super().__init__(agent_name=capability.name, default_model_id=capability.default_model_id,
                          config=config)
-        self._capability = capability
+        self.capability = capability
+        self.model_operations: dict[tuple[str | None, str], Any] = {}
+        """Model operations bound through this backend, by ``(model_id, model_name)``."""
         self._prompt_hashes: dict[str, str] = {}
         self._tools_hashes: dict[tuple[tuple[str, int], ...], tuple[str, list[Any]]] = {}
 
@@ -100,7 +142,7 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
         ctx = current_context()
         if ctx is None:  # outside a workflow (or inside a step): run as a plain call
             return await body()
-        agent = self._capability.name
+        agent = self.capability.name
         retry = _retry_of(config)
         timeout = cast(float | None, config.get("timeout"))
         meta: dict[str, Any] = {names.NODE: agent, names.AGENT_NAME: agent}
@@ -113,11 +155,11 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
             params = cast(ModelRequestParameters, cache_key[3])
             settings = cast(dict[str, Any] | None, cache_key[2]) or {}
             estimate, budgets, windows = await precheck_model_call(
-                ctx, messages, node=agent, node_budget=self._capability.budget,
-                model_name=self._capability.model_name, provider=self._capability.provider,
+                ctx, messages, node=agent, node_budget=self.capability.budget,
+                model_name=self.capability.model_name, provider=self.capability.provider,
                 max_tokens=settings.get("max_tokens"))
             meta[names.OPERATION_NAME] = names.OP_CHAT
-            meta[names.REQUEST_MODEL] = self._capability.model_label
+            meta[names.REQUEST_MODEL] = self.capability.model_label
             record_input = {"messages": len(messages), "new": _describe(messages[-1])}
             fn = self._model_body(ctx, body, messages, params)
         elif isinstance(operation_id, ToolsetCallToolId):
@@ -166,7 +208,7 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
         self, ctx: Context, body: Callable[[], Awaitable[object]],
         messages: list[ModelMessage], params: ModelRequestParameters,
     ) -> Callable[[], Awaitable[object]]:
-        capability = self._capability
+        capability = self.capability
         app = ctx.app
         prompt_hash = self._prompt_hash(_instructions(messages))
         tools_hash = self._tools_hash(params)
@@ -219,7 +261,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         durable_unit_noun="step",
         durable_unit_plural="steps",
         durable_container_noun="workflow",
-        codec=JSON_CODEC,
+        codec=JOURNAL_CODEC,
         wrapped_toolset_kinds=frozenset({"function", "mcp", "dynamic"}),
         toolset_lifecycles={"function": "enter-always", "mcp": "enter-in-durable-unit",
                             "dynamic": "enter-never"},
@@ -258,6 +300,8 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         self.stream = stream
         self._model_config: StepConfig = {"retry": model_retry, "timeout": model_timeout}
         self._tool_config: StepConfig = {"retry": tool_retry, "timeout": tool_timeout}
+        self._backend: TetherOperationBackend | None = None
+        self._model_label: tuple[object, str] | None = None
 
     # --- what pydantic-ai asks an engine ---------------------------------------------------
 
@@ -275,15 +319,38 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         return conversation_id_from_run_id(run_id) if self.in_durable_context else None
 
     def get_durable_operation_backend(self) -> TetherOperationBackend:
+        # pydantic-ai asks for the backend on every model request: one per capability copy
+        # (the agent's bound copy shares nothing with the one it was copied from).
+        backend = self._backend
+        if backend is not None and backend.capability is self:
+            return backend
+        resolve = self._build_resolve_tool_config(self._tool_config)
+
         def tool_config(operation_id: DurableOperationId, tool: object | None,
                         tool_name: str) -> StepConfig | Literal[False]:
             assert isinstance(operation_id, ToolsetCallToolId | ToolsetValidateToolArgumentsId)
-            resolve = self._build_resolve_tool_config(self._tool_config)
             return cast(StepConfig | Literal[False], resolve(cast(ToolsetTool[Any] | None, tool), tool_name))
 
-        return TetherOperationBackend(self, RoleBasedOperationConfig(
+        backend = TetherOperationBackend(self, RoleBasedOperationConfig(
             model=self._model_config, event=self._tool_config, capability=self._tool_config,
             tool=self._tool_config, resolve_tool=tool_config))
+        self._backend = backend
+        return backend
+
+    def _bind_model_operations(self, backend: Any, *, model_id: str | None,
+                               model_name: str) -> Any:
+        # pydantic-ai binds the four model operations again for every request of a callable
+        # engine, because their names depend on the request's model; bound once per model they
+        # are the same operations, without the closures and codecs built per request.
+        cache = backend.model_operations if isinstance(backend, TetherOperationBackend) else None
+        if cache is None:
+            return super()._bind_model_operations(backend, model_id=model_id, model_name=model_name)  # pyright: ignore[reportPrivateUsage]
+        key = (model_id, model_name)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = super()._bind_model_operations(  # pyright: ignore[reportPrivateUsage]
+                backend, model_id=model_id, model_name=model_name)
+        return found
 
     def _toolset_base_config(self, kind: Any) -> Any:
         return self._tool_config
@@ -342,9 +409,12 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
     def model_label(self) -> str:
         """``provider:model`` of the agent's default model."""
         model = self.agent.model if self.agent is not None else None
-        if isinstance(model, Model):
-            return f"{model.system}:{model.model_name}"
-        return str(model or "unknown")
+        cached = self._model_label
+        if cached is not None and cached[0] is model:  # asked several times per request
+            return cached[1]
+        label = f"{model.system}:{model.model_name}" if isinstance(model, Model) else str(model or "unknown")
+        self._model_label = (model, label)
+        return label
 
     @property
     def model_name(self) -> str:

@@ -46,6 +46,9 @@ against budgets and spend limits and its request sets no ``max_tokens`` (`Agent`
 ``reserve_output_tokens`` changes it per agent)."""
 
 
+_UNBOUNDED_CALL = Usage(llm_calls=1)
+
+
 def estimate_tokens(messages: list[ModelMessage]) -> int:
     """A cheap upper-ish estimate of the prompt's tokens (about four characters per token, plus
     a few per part for the framing), without serialising the conversation."""
@@ -97,6 +100,10 @@ async def precheck_model_call(
     if recorded is not None and recorded.status == "completed":
         return ZERO, budgets, ()
     windows = spend_windows(ctx.app, ctx.labels)
+    if node_budget is None and ctx.budget is None and not windows:
+        # Nothing to reserve against: the estimate would not be read, so the conversation is
+        # not walked to make one (the common case of a run without limits).
+        return _UNBOUNDED_CALL, (), ()
     prompt = estimate_tokens(messages) + extra_prompt_tokens
     completion = int(max_tokens) if max_tokens else reserve_output_tokens
     caps = [f"{scope} budget max_cost_usd={b.max_cost_usd:g}" for b, scope in (

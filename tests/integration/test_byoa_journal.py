@@ -1,0 +1,83 @@
+"""What `TetherDurability` journals, and that a replay hands the agent what the first execution
+saw: the response a model step has just received is used as it is (not rebuilt from its JSON),
+so the journal must rebuild an equal one, and a tool's result must look the same both times."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pydantic
+import pytest
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+import tether
+
+_apps: list[tether.App] = []
+
+
+@pytest.fixture(autouse=True)
+def close_apps() -> Iterator[None]:
+    yield
+    while _apps:
+        _apps.pop().close()
+
+
+class Order(pydantic.BaseModel):
+    id: str
+    status: str
+
+
+def test_a_replay_sees_the_responses_and_tool_results_of_the_first_execution(
+    store_url: str,
+) -> None:
+    app = tether.App(store_url)
+    _apps.append(app)
+    requests: list[int] = []
+    seen: list[tuple[list[ModelResponse], list[Any]]] = []
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        requests.append(len(messages))
+        done = [p for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+        if not done:
+            return ModelResponse(parts=[ToolCallPart("lookup_order", {"order_id": "1042"})],
+                                 model_name="fake-1")
+        return ModelResponse(parts=[TextPart("order 1042 shipped")], model_name="fake-1")
+
+    agent = Agent(FunctionModel(respond), name="support",
+                  capabilities=[tether.TetherDurability(app)])
+
+    @agent.tool_plain
+    def lookup_order(order_id: str) -> Order:
+        """Look an order up."""
+        return Order(id=order_id, status="shipped")
+
+    @app.workflow(name="support_then_wait")
+    async def support_then_wait(ctx: tether.Context) -> str:
+        result = await agent.run("where is order 1042?")
+        messages = result.all_messages()
+        seen.append((
+            [m for m in messages if isinstance(m, ModelResponse)],
+            [p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)],
+        ))
+        await ctx.wait_for_signal("go")  # the run suspends; its next execution replays the agent
+        return result.output
+
+    info = app.run("support_then_wait")
+    assert info.status == "waiting" and len(requests) == 2
+    app.signal(info.id, "go", {})
+    info = app.run("support_then_wait", run_id=info.id)
+    assert info.status == "succeeded" and info.output == "order 1042 shipped"
+    assert len(requests) == 2  # replayed from the journal: the model was not asked again
+
+    (first_responses, first_results), (replayed_responses, replayed_results) = seen
+    assert replayed_responses == first_responses
+    assert first_results == replayed_results == [{"id": "1042", "status": "shipped"}]
+    assert [type(r) for r in first_results] == [dict]  # as a replay rebuilds it from JSON
+
+    model_steps = [s for s in info.steps if s.name == "support__model.request"]
+    assert len(model_steps) == 2
+    assert model_steps[0].output["parts"][0]["tool_name"] == "lookup_order"
+    assert model_steps[1].output["parts"][0]["content"] == "order 1042 shipped"
