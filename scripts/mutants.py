@@ -28,6 +28,7 @@ class Mutant:
 
 
 SQLITE = "tether/store/sqlite_sql.py"
+SQLITE_LAYERS = "tether/store/sqlite_layers_sql.py"
 POSTGRES = "tether/store/postgres_sql.py"
 GATE = "tether/trust/gate.py"
 CONTEXT = "tether/engine/context.py"
@@ -530,7 +531,7 @@ TRUST_REVIEWERS = ("tests/integration/test_trust_approvals.py"
 MUTANTS += [
     # --- reservations -----------------------------------------------------------------------
     Mutant(
-        "sqlite-spend-reservations-not-counted", SQLITE,
+        "sqlite-spend-reservations-not-counted", SQLITE_LAYERS,
         ((SPEND_CHECK, SPEND_CHECK.replace("spent + reserved", "spent + 0 * reserved")),),
         [sqlite(RESERVERS)],
         "a label spend limit ignores the calls in flight: concurrent workers overshoot it together",
@@ -542,7 +543,7 @@ MUTANTS += [
         "a label spend limit ignores the calls in flight: concurrent workers overshoot it together",
     ),
     Mutant(
-        "sqlite-spend-journal-not-counted", SQLITE,
+        "sqlite-spend-journal-not-counted", SQLITE_LAYERS,
         ((SPEND_CHECK, SPEND_CHECK.replace("spent + reserved", "0 * spent + reserved")),),
         [sqlite(SETTLES)],
         "a label spend limit counts the reservations but not what was already spent",
@@ -554,7 +555,7 @@ MUTANTS += [
         "a label spend limit counts the reservations but not what was already spent",
     ),
     Mutant(
-        "sqlite-spend-dead-holder-counted", SQLITE,
+        "sqlite-spend-dead-holder-counted", SQLITE_LAYERS,
         (("AND u.status = 'running' AND u.lease_expires > ?)\"",
           "AND u.status = 'running' AND u.lease_expires > ? - 3600)\""),),
         [sqlite(DEAD_HOLDER)],
@@ -568,7 +569,7 @@ MUTANTS += [
         "a dead worker's reservation keeps holding room after its lease ran out",
     ),
     Mutant(
-        "sqlite-spend-taken-over-holder-counted", SQLITE,
+        "sqlite-spend-taken-over-holder-counted", SQLITE_LAYERS,
         (("AND u.fencing = spend_reservations.token AND u.status", "AND u.status"),),
         [sqlite(TAKEN_OVER_HOLDER)],
         "a zombie's reservation keeps counting after its run was taken over",
@@ -729,10 +730,10 @@ MUTANTS += [
     Mutant(
         "sqlite-wait-any-consumes-every-name", SQLITE,
         (('    conn.execute("UPDATE signals SET consumed_seq = ? WHERE id = ?", (step.seq, row[0]))\n'
-          "    payload = _loads(row[2])",
+          "    payload = loads(row[2])",
           '    conn.execute(f"UPDATE signals SET consumed_seq = ? WHERE run_id = ? AND name IN '
           '({marks}) AND consumed_seq IS NULL", (step.seq, run_id, *names))\n'
-          "    payload = _loads(row[2])"),),
+          "    payload = loads(row[2])"),),
         [sqlite(WAIT_ANY_STORE)],
         "wait_for_any consumes every waiting signal among its names, not just the winner",
     ),

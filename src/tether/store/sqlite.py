@@ -30,6 +30,7 @@ from tether.store import queues_sql as qs
 from tether.store import ratelimits_sql as rs
 from tether.store import schedules_sql as sq
 from tether.store import sqlite_access_sql as sa
+from tether.store import sqlite_layers_sql as layers_q
 from tether.store import sqlite_sql as q
 from tether.store.base import (
     LIVE_MARK,
@@ -577,10 +578,10 @@ class SQLiteStore:
     async def load_window(
         self, since: float, until: float | None = None
     ) -> list[tuple[RunRecord, list[StepRecord]]]:
-        return await self._read(q.load_window, since, until)
+        return await self._read(layers_q.load_window, since, until)
 
     async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
-        return await self._read(q.label_spend, key, value, since)
+        return await self._read(layers_q.label_spend, key, value, since)
 
     async def reserve_spend(
         self,
@@ -591,11 +592,11 @@ class SQLiteStore:
         windows: Sequence[SpendWindow],
     ) -> SpendVerdict | None:
         return await self._write(
-            q.reserve_spend, run_id, token, reservation_id, cost_usd, tuple(windows)
+            layers_q.reserve_spend, run_id, token, reservation_id, cost_usd, tuple(windows)
         )
 
     async def release_spend(self, reservation_id: str) -> None:
-        await self._write(q.release_spend, reservation_id)
+        await self._write(layers_q.release_spend, reservation_id)
 
     # --- run events ------------------------------------------------------------------------------
 
@@ -616,10 +617,10 @@ class SQLiteStore:
     # --- trust layer -----------------------------------------------------------------------------
 
     async def put_trust_action(self, action: TrustActionRecord) -> TrustActionRecord:
-        return await self._write(q.put_trust_action, action)
+        return await self._write(layers_q.put_trust_action, action)
 
     async def get_trust_action(self, action_id: str) -> TrustActionRecord | None:
-        return await self._read(q.get_trust_action, action_id)
+        return await self._read(layers_q.get_trust_action, action_id)
 
     async def list_trust_actions(
         self,
@@ -634,7 +635,7 @@ class SQLiteStore:
     ) -> list[TrustActionRecord]:
         filters = (("status", status), ("agent", agent), ("category", category),
                    ("run_id", run_id), ("outcome", outcome))
-        return await self._read(q.list_trust_actions, filters, since, limit)
+        return await self._read(layers_q.list_trust_actions, filters, since, limit)
 
     async def decide_trust_action(
         self,
@@ -650,7 +651,7 @@ class SQLiteStore:
         signal: tuple[str, Any] | None,
     ) -> TrustActionRecord | None:
         decided = await self._write(
-            q.decide_trust_action,
+            layers_q.decide_trust_action,
             action_id,
             (status, decided_by, decided_at, final_args, final_digest, edited, reason),
             signal,
@@ -660,15 +661,15 @@ class SQLiteStore:
         return decided
 
     async def set_trust_outcome(self, action_id: str, outcome: str) -> None:
-        await self._write(q.set_trust_outcome, action_id, outcome)
+        await self._write(layers_q.set_trust_outcome, action_id, outcome)
 
     async def add_ring_change(self, change: RingChangeRecord) -> RingChangeRecord:
-        return await self._write(q.add_ring_change, change)
+        return await self._write(layers_q.add_ring_change, change)
 
     async def list_ring_changes(
         self, *, agent: str | None = None, category: str | None = None
     ) -> list[RingChangeRecord]:
-        return await self._read(q.list_ring_changes, agent, category)
+        return await self._read(layers_q.list_ring_changes, agent, category)
 
     # --- interfaces: principals and the audit trail --------------------------------------------
 

@@ -1,6 +1,6 @@
 """The SQL of the embedded store: one function per store operation, each run on the store's
 connection inside the transaction `SQLiteStore` opened for it (see `tether.store.sqlite`).
-Engine statements first, then those of the upper layers (observe, trust)."""
+The upper layers' statements (observe, trust) are in `sqlite_layers_sql`."""
 
 from __future__ import annotations
 
@@ -16,19 +16,15 @@ from tether.store.base import (
     Claim,
     Heartbeat,
     NewRun,
-    RingChangeRecord,
     RunRecord,
     SignalRecord,
-    SpendVerdict,
-    SpendWindow,
     StepRecord,
-    TrustActionRecord,
     WorkerRecord,
     encode_waiting_for,
     waiting_names,
 )
 
-_RUN_COLUMNS = (
+RUN_COLUMNS = (
     "id, workflow, version, status, input, output, error, labels, budget, parent_id, "
     "created_at, updated_at, started_at, finished_at, wake_at, waiting_for, lease_owner, "
     "lease_expires, fencing, recoveries, cancel_requested, progress"
@@ -47,11 +43,11 @@ _HELD_LIVE = _HELD + " AND cancel_requested = 0"
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
-def _dumps(value: Any) -> str | None:
+def dumps(value: Any) -> str | None:
     return None if value is None else _ENCODER.encode(value)
 
 
-def _loads(text: str | None) -> Any:
+def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
@@ -61,11 +57,11 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         workflow=row[1],
         version=row[2],
         status=row[3],
-        input=_loads(row[4]),
-        output=_loads(row[5]),
-        error=_loads(row[6]),
-        labels=_loads(row[7]) or {},
-        budget=_loads(row[8]),
+        input=loads(row[4]),
+        output=loads(row[5]),
+        error=loads(row[6]),
+        labels=loads(row[7]) or {},
+        budget=loads(row[8]),
         parent_id=row[9],
         created_at=row[10],
         updated_at=row[11],
@@ -78,7 +74,7 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         fencing=row[18],
         recoveries=row[19],
         cancel_requested=bool(row[20]),
-        progress=_loads(row[21]),
+        progress=loads(row[21]),
     )
 
 
@@ -89,15 +85,15 @@ def step_from_row(row: Sequence[Any]) -> StepRecord:
         name=row[2],
         kind=row[3],
         status=row[4],
-        input=_loads(row[5]),
-        output=_loads(row[6]),
-        error=_loads(row[7]),
+        input=loads(row[5]),
+        output=loads(row[6]),
+        error=loads(row[7]),
         attempts=row[8],
         started_at=row[9],
         finished_at=row[10],
         wake_at=row[11],
-        usage=_loads(row[12]),
-        meta=_loads(row[13]),
+        usage=loads(row[12]),
+        meta=loads(row[13]),
     )
 
 
@@ -108,15 +104,15 @@ def step_params(run_id: str, step: StepRecord) -> tuple[Any, ...]:
         step.name,
         step.kind,
         step.status,
-        _dumps(step.input),
-        _dumps(step.output),
-        _dumps(step.error),
+        dumps(step.input),
+        dumps(step.output),
+        dumps(step.error),
         step.attempts,
         step.started_at,
         step.finished_at,
         step.wake_at,
-        _dumps(step.usage),
-        _dumps(step.meta),
+        dumps(step.usage),
+        dumps(step.meta),
     )
 
 
@@ -155,7 +151,7 @@ _TAKE_EVENT_POSITIONS = (
 
 
 def get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
-    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     return None if row is None else run_from_row(row)
 
 
@@ -166,17 +162,17 @@ def create_run(
     claimed = owner is not None
     # One statement for the common case (a new id); an existing run is read only on conflict.
     row = conn.execute(
-        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
+        f"INSERT INTO runs ({RUN_COLUMNS}) VALUES "
         "(?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, 0, 0, NULL) "
-        f"ON CONFLICT (id) DO NOTHING RETURNING {_RUN_COLUMNS}",
+        f"ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}",
         (
             new.id,
             new.workflow,
             new.version,
             "running" if claimed else "queued",
-            _dumps(new.input),
-            _dumps(new.labels or {}),
-            _dumps(new.budget),
+            dumps(new.input),
+            dumps(new.labels or {}),
+            dumps(new.budget),
             new.parent_id,
             now,
             now,
@@ -229,7 +225,7 @@ def list_runs(
     for key, value in (labels or {}).items():
         where.append("json_extract(labels, ?) = ?")
         params.extend([f'$."{key}"', value])
-    sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+    sql = f"SELECT {RUN_COLUMNS} FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
@@ -271,7 +267,7 @@ def send_signal(
     now = time.time()
     conn.execute(
         "INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
-        (run_id, name, _dumps(payload), now),
+        (run_id, name, dumps(payload), now),
     )
     conn.execute(
         "UPDATE runs SET status = 'queued', wake_at = ?, updated_at = ? "
@@ -287,7 +283,7 @@ def list_signals(conn: sqlite3.Connection, run_id: str) -> list[SignalRecord]:
         "WHERE run_id = ? ORDER BY id",
         (run_id,),
     )
-    return [SignalRecord(r[0], r[1], r[2], _loads(r[3]), r[4], r[5]) for r in rows]
+    return [SignalRecord(r[0], r[1], r[2], loads(r[3]), r[4], r[5]) for r in rows]
 
 
 def cancel_run(conn: sqlite3.Connection, run_id: str, reason: str) -> RunRecord | None:
@@ -295,7 +291,7 @@ def cancel_run(conn: sqlite3.Connection, run_id: str, reason: str) -> RunRecord 
     if run is None or run.status in FINISHED_STATUSES:
         return run
     now = time.time()
-    error = _dumps({"type": "RunCancelled", "message": reason})
+    error = dumps({"type": "RunCancelled", "message": reason})
     if run.status == "running":
         conn.execute(
             "UPDATE runs SET cancel_requested = 1, error = ?, updated_at = ? WHERE id = ?",
@@ -463,7 +459,7 @@ def _take(
             claim_mark = ?,
             version = coalesce(version, ?), started_at = coalesce(started_at, ?),
             updated_at = ?, wake_at = NULL, waiting_for = NULL
-        WHERE id = ? RETURNING {_RUN_COLUMNS}, stalls
+        WHERE id = ? RETURNING {RUN_COLUMNS}, stalls
         """,
         (
             owner, now + lease_seconds, 1 if recovered else 0,
@@ -508,7 +504,7 @@ def set_budget(
 ) -> RunRecord | None:
     now = time.time()
     conn.execute(
-        "UPDATE runs SET budget = ?, updated_at = ? WHERE id = ?", (_dumps(budget), now, run_id)
+        "UPDATE runs SET budget = ?, updated_at = ? WHERE id = ?", (dumps(budget), now, run_id)
     )
     conn.execute(
         "UPDATE runs SET status = 'queued', wake_at = ? "
@@ -540,7 +536,7 @@ def heartbeat(
     if progress:
         conn.executemany(
             "UPDATE runs SET progress = ? WHERE id = ? AND lease_owner = ?",
-            [(_dumps(p), run_id, owner) for run_id, p in progress.items()],
+            [(dumps(p), run_id, owner) for run_id, p in progress.items()],
         )
     return Heartbeat(
         renewed=len(rows),
@@ -561,7 +557,7 @@ def register_worker(conn: sqlite3.Connection, worker: WorkerRecord) -> None:
     conn.execute(
         f"INSERT OR REPLACE INTO workers ({_WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (worker.owner, worker.name, worker.host, worker.pid, worker.started_at, now,
-         worker.lease_seconds, _dumps([list(pair) for pair in worker.workflows])),
+         worker.lease_seconds, dumps([list(pair) for pair in worker.workflows])),
     )
 
 
@@ -584,7 +580,7 @@ def list_workers(conn: sqlite3.Connection, live_leases: float) -> list[WorkerRec
 
 
 def worker_from_row(row: Sequence[Any]) -> WorkerRecord:
-    listed: list[list[str]] = _loads(row[7]) or []
+    listed: list[list[str]] = loads(row[7]) or []
     pairs = tuple((str(pair[0]), str(pair[1])) for pair in listed)
     return WorkerRecord(row[0], row[1], row[2], int(row[3]), float(row[4]), float(row[5]),
                         float(row[6]), pairs)
@@ -637,7 +633,7 @@ def consume_signal(
     if row is None:
         return None
     conn.execute("UPDATE signals SET consumed_seq = ? WHERE id = ?", (step.seq, row[0]))
-    payload = _loads(row[1])
+    payload = loads(row[1])
     completed = StepRecord(
         run_id=run_id,
         seq=step.seq,
@@ -672,7 +668,7 @@ def consume_first_signal(
     if row is None:
         return None
     conn.execute("UPDATE signals SET consumed_seq = ? WHERE id = ?", (step.seq, row[0]))
-    payload = _loads(row[2])
+    payload = loads(row[2])
     completed = StepRecord(
         run_id=run_id,
         seq=step.seq,
@@ -742,7 +738,7 @@ def finish_run(
             "lease_owner = NULL, lease_expires = NULL, wake_at = NULL, waiting_for = NULL, "
             "progress = NULL "
             f"WHERE {condition}",
-            (status, _dumps(output), _dumps(error), now, now, run_id, token),
+            (status, dumps(output), dumps(error), now, now, run_id, token),
         ).rowcount
         == 1
     )
@@ -758,240 +754,3 @@ def release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
         ).rowcount
         == 1
     )
-
-
-# --- observe layer -------------------------------------------------------------------------------
-
-
-# Runs active in a window: finished inside it (runs_finished index) or not finished yet (the
-# status indexes). Two indexed branches instead of an OR that would scan every run.
-_WINDOW_RUNS = (
-    "SELECT {cols} FROM runs WHERE finished_at >= ? AND created_at < ? "
-    "UNION ALL SELECT {cols} FROM runs WHERE status IN ('queued', 'running', 'waiting') "
-    "AND created_at < ?"
-)
-
-
-def load_window(
-    conn: sqlite3.Connection, since: float, until: float | None
-) -> list[tuple[RunRecord, list[StepRecord]]]:
-    until = time.time() if until is None else until
-    window = (since, until, until)
-    runs = sorted(
-        (run_from_row(row) for row in conn.execute(_WINDOW_RUNS.format(cols=_RUN_COLUMNS), window)),
-        key=lambda run: (run.created_at, run.id),
-    )
-    journals: dict[str, list[StepRecord]] = {run.id: [] for run in runs}
-    # Reports never read step inputs and outputs (model responses can be large): left out.
-    rows = conn.execute(
-        "SELECT s.run_id, s.seq, s.name, s.kind, s.status, NULL, NULL, s.error, s.attempts, "
-        "s.started_at, s.finished_at, s.wake_at, s.usage, s.meta "
-        f"FROM ({_WINDOW_RUNS.format(cols='id')}) w "
-        "JOIN steps s ON s.run_id = w.id ORDER BY s.run_id, s.seq",
-        window,
-    )
-    for row in rows:
-        journal = journals.get(row[0])
-        if journal is not None:  # a run created between the two reads is left out
-            journal.append(step_from_row(row))
-    return [(run, journals[run.id]) for run in runs]
-
-
-def label_spend(
-    conn: sqlite3.Connection, key: str, value: str, since: float
-) -> tuple[float, int]:
-    row = conn.execute(
-        "SELECT coalesce(sum(json_extract(s.usage, '$.cost_usd')), 0), "
-        "coalesce(sum(json_extract(s.usage, '$.unpriced_calls')), 0) "
-        "FROM (SELECT id, labels FROM runs WHERE finished_at >= ? UNION ALL "
-        "SELECT id, labels FROM runs WHERE status IN ('queued', 'running', 'waiting')) r "
-        "JOIN steps s ON s.run_id = r.id "
-        "WHERE json_extract(r.labels, ?) = ? AND s.usage IS NOT NULL AND s.finished_at >= ?",
-        (since, f'$."{key}"', value, since),
-    ).fetchone()
-    return float(row[0]), int(row[1])
-
-
-_RESERVATION_DEAD = (
-    "NOT EXISTS (SELECT 1 FROM runs u WHERE u.id = spend_reservations.run_id "
-    "AND u.fencing = spend_reservations.token AND u.status = 'running' AND u.lease_expires > ?)"
-)
-_SPEND_TOLERANCE = 1e-12
-"""Float noise: a reservation that fits exactly must not be refused for a rounding error."""
-
-
-def reserve_spend(
-    conn: sqlite3.Connection,
-    run_id: str,
-    token: int,
-    reservation_id: str,
-    cost_usd: float,
-    windows: Sequence[SpendWindow],
-) -> SpendVerdict | None:
-    # Runs inside the store's BEGIN IMMEDIATE: no other process writes until it commits, so the
-    # sums below and the insert are one atomic decision across every worker on the file.
-    now = time.time()
-    keys = sorted({w.key for w in windows})
-    marks = ",".join("?" * len(keys))
-    conn.execute(
-        f"DELETE FROM spend_reservations WHERE limit_key IN ({marks}) AND {_RESERVATION_DEAD}",
-        (*keys, now),
-    )
-    if conn.execute(
-        "SELECT 1 FROM spend_reservations WHERE id = ? LIMIT 1", (reservation_id,)
-    ).fetchone():
-        return None
-    for window in windows:
-        spent, unpriced = label_spend(conn, window.label, window.value, window.since)
-        reserved = float(conn.execute(
-            "SELECT coalesce(sum(cost_usd), 0) FROM spend_reservations WHERE limit_key = ?",
-            (window.key,),
-        ).fetchone()[0])
-        if spent + reserved + cost_usd > window.max_usd + _SPEND_TOLERANCE:
-            return SpendVerdict(window, spent, reserved, unpriced)
-    conn.executemany(
-        "INSERT INTO spend_reservations (limit_key, id, run_id, token, cost_usd, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [(key, reservation_id, run_id, token, cost_usd, now) for key in keys],
-    )
-    return None
-
-
-def release_spend(conn: sqlite3.Connection, reservation_id: str) -> None:
-    conn.execute("DELETE FROM spend_reservations WHERE id = ?", (reservation_id,))
-
-
-# --- trust layer -------------------------------------------------------------------------------
-
-_ACTION_COLUMNS = (
-    "id, run_id, seq, workflow, agent, tool, category, ring, status, args, digest, created_at, "
-    "args_schema, checks, context, reviewers, started_by, call_id, reason, expires_at, "
-    "decided_by, decided_at, final_args, final_digest, edited, outcome"
-)
-_ACTION_JSON = frozenset({9, 12, 13, 14, 15, 22})
-"""Positions of JSON-encoded columns in `_ACTION_COLUMNS`."""
-
-
-def action_from_row(row: Sequence[Any]) -> TrustActionRecord:
-    values = [_loads(v) if i in _ACTION_JSON else v for i, v in enumerate(row)]
-    values[24] = bool(values[24])
-    return TrustActionRecord(*values)
-
-
-def action_params(action: TrustActionRecord) -> tuple[Any, ...]:
-    values = (
-        action.id, action.run_id, action.seq, action.workflow, action.agent, action.tool,
-        action.category, action.ring, action.status, action.args, action.digest,
-        action.created_at, action.args_schema, action.checks, action.context, action.reviewers,
-        action.started_by, action.call_id, action.reason, action.expires_at, action.decided_by,
-        action.decided_at, action.final_args, action.final_digest, int(action.edited),
-        action.outcome,
-    )
-    return tuple(_dumps(v) if i in _ACTION_JSON else v for i, v in enumerate(values))
-
-
-def get_trust_action(conn: sqlite3.Connection, action_id: str) -> TrustActionRecord | None:
-    row = conn.execute(
-        f"SELECT {_ACTION_COLUMNS} FROM trust_actions WHERE id = ?", (action_id,)
-    ).fetchone()
-    return None if row is None else action_from_row(row)
-
-
-def put_trust_action(conn: sqlite3.Connection, action: TrustActionRecord) -> TrustActionRecord:
-    marks = ", ".join("?" * len(_ACTION_COLUMNS.split(",")))
-    conn.execute(
-        f"INSERT INTO trust_actions ({_ACTION_COLUMNS}) VALUES ({marks}) "
-        "ON CONFLICT (id) DO NOTHING",
-        action_params(action),
-    )
-    stored = get_trust_action(conn, action.id)
-    assert stored is not None
-    return stored
-
-
-def list_trust_actions(
-    conn: sqlite3.Connection,
-    filters: tuple[tuple[str, str | None], ...],
-    since: float | None,
-    limit: int,
-) -> list[TrustActionRecord]:
-    where: list[str] = []
-    params: list[Any] = []
-    for column, value in filters:  # column names are fixed by the caller, values bound
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if since is not None:
-        where.append("created_at >= ?")
-        params.append(since)
-    sql = f"SELECT {_ACTION_COLUMNS} FROM trust_actions"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-    params.append(limit)
-    return [action_from_row(row) for row in conn.execute(sql, params)]
-
-
-def decide_trust_action(
-    conn: sqlite3.Connection,
-    action_id: str,
-    decision: tuple[Any, ...],
-    signal: tuple[str, Any] | None,
-) -> TrustActionRecord | None:
-    status, decided_by, decided_at, final_args, final_digest, edited, reason = decision
-    changed = conn.execute(
-        "UPDATE trust_actions SET status = ?, decided_by = ?, decided_at = ?, final_args = ?, "
-        "final_digest = ?, edited = ?, reason = coalesce(?, reason) "
-        "WHERE id = ? AND status = 'pending'",
-        (status, decided_by, decided_at, _dumps(final_args), final_digest, int(edited), reason,
-         action_id),
-    ).rowcount
-    if not changed:
-        return None
-    action = get_trust_action(conn, action_id)
-    assert action is not None
-    if signal is not None:
-        send_signal(conn, action.run_id, signal[0], signal[1])
-    return action
-
-
-def set_trust_outcome(conn: sqlite3.Connection, action_id: str, outcome: str) -> None:
-    conn.execute("UPDATE trust_actions SET outcome = ? WHERE id = ?", (outcome, action_id))
-
-
-def add_ring_change(conn: sqlite3.Connection, change: RingChangeRecord) -> RingChangeRecord:
-    row = conn.execute(
-        "INSERT INTO trust_ring_changes (agent, category, from_ring, to_ring, reason, evidence, "
-        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (change.agent, change.category, change.from_ring, change.to_ring, change.reason,
-         _dumps(change.evidence), change.created_at),
-    ).fetchone()
-    return RingChangeRecord(
-        agent=change.agent, category=change.category, from_ring=change.from_ring,
-        to_ring=change.to_ring, reason=change.reason, evidence=change.evidence,
-        created_at=change.created_at, id=row[0],
-    )
-
-
-def list_ring_changes(
-    conn: sqlite3.Connection, agent: str | None, category: str | None
-) -> list[RingChangeRecord]:
-    where: list[str] = []
-    params: list[Any] = []
-    if agent is not None:
-        where.append("agent = ?")
-        params.append(agent)
-    if category is not None:
-        where.append("category = ?")
-        params.append(category)
-    sql = (
-        "SELECT agent, category, from_ring, to_ring, reason, evidence, created_at, id "
-        "FROM trust_ring_changes"
-    )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id"
-    return [
-        RingChangeRecord(r[0], r[1], r[2], r[3], r[4], _loads(r[5]), r[6], r[7])
-        for r in conn.execute(sql, params)
-    ]
