@@ -15,8 +15,8 @@ import tether
 from tests.pg import postgres_base_url, postgres_schema_url
 from tether.errors import StoreUnavailable, UserError
 from tether.store.base import NewRun, StepRecord
+from tether.store.migrate import migration_files
 from tether.store.postgres import PostgresStore, parse_postgres_url
-from tether.store.sqlite import migration_files
 
 pytestmark = pytest.mark.timeout(90)
 WF = (("wf", "1"),)

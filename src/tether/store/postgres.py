@@ -87,7 +87,7 @@ from tether.store.base import (
     TrustActionRecord,
     WorkerRecord,
 )
-from tether.store.sqlite import migration_files
+from tether.store.migrate import migration_files
 
 log = logging.getLogger("tether.store.postgres")
 

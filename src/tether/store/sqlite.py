@@ -19,7 +19,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -55,6 +54,7 @@ from tether.store.base import (
     TrustActionRecord,
     WorkerRecord,
 )
+from tether.store.migrate import migrate_sqlite
 from tether.store.sqlite_liveness import LockFiles
 
 T = TypeVar("T")
@@ -247,7 +247,7 @@ class SQLiteStore:
         with self._open_lock:
             if self._writer is None:
                 writer = _Connection(self._connect)
-                writer.call_sync(_migrate_in_transaction)
+                writer.call_sync(migrate_sqlite)
                 self._reader = writer if self._memory else _Connection(self._connect)
                 self._writer = writer
         assert self._writer is not None and self._reader is not None
@@ -792,62 +792,3 @@ def _claim_with_queues(
     limits (queues_sql.py)."""
     claims = _claim_runs(conn, owner, workflows, limit, lease_seconds, executing, probe)
     return claims + qs.claim_queued(conn, owner, workflows, limit - len(claims), lease_seconds)
-
-
-# --- migrations --------------------------------------------------------------------------------
-
-
-def migration_files(dialect: str) -> list[tuple[int, str, str]]:
-    """``(number, name, sql)`` for every numbered migration of a dialect, in order."""
-    folder = resources.files("tether.store") / "migrations" / dialect
-    found: list[tuple[int, str, str]] = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-def _split_statements(sql: str) -> list[str]:
-    statements: list[str] = []
-    buffer = ""
-    for line in sql.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip():
-                statements.append(buffer)
-            buffer = ""
-    if buffer.strip() and not all(
-        part.strip().startswith("--") or not part.strip() for part in buffer.splitlines()
-    ):
-        raise StoreError("migration ends with an incomplete SQL statement")
-    return statements
-
-
-def _migrate_in_transaction(conn: sqlite3.Connection) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        _migrate(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
-    pending = [m for m in migration_files("sqlite") if m[0] > current]
-    if not pending:
-        return
-    for number, name, sql in pending:
-        # Re-read inside the transaction: another process may have migrated meanwhile.
-        if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
-            continue
-        try:
-            for statement in _split_statements(sql):
-                conn.execute(statement)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite migration {name} failed: {exc}") from exc
-        conn.execute(f"PRAGMA user_version = {number}")
-
-
