@@ -96,8 +96,8 @@ MUTANTS: list[Mutant] = [
         (("({_STEP_COLUMNS})\nSELECT" + " ?," * 13 + " ?\nWHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})",
           "({_STEP_COLUMNS})\nSELECT" + " ?," * 13
           + f" ?\nWHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND {NOT_NULL})"),
-         ("ev_started)\nSELECT" + " ?," * 15 + " ?\nWHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})",
-          "ev_started)\nSELECT" + " ?," * 15
+         ("ev_pos)\nSELECT" + " ?," * 14 + " ?\nWHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})",
+          "ev_pos)\nSELECT" + " ?," * 14
           + f" ?\nWHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND {NOT_NULL})"),),
         [sqlite(FENCED), sqlite(ZOMBIE)],
         "a journal write is not conditional on the fencing token",

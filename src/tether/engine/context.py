@@ -349,14 +349,14 @@ class Context(DurableWaits, StopControl):
         self._events.emit(self.run_id, kind, seq=rec.seq, data=data,
                           key=f"{self.run_id}:{rec.seq}:{what}", provisional=provisional)
 
-    def _step_events(self, seq: int) -> int:
-        """What the step's final journal row stands for in the event stream (`Store.write_step`):
-        0 nothing (its events are appended), 1 its outcome, 2 its start too (the start event,
-        still held back, is withdrawn)."""
+    def _step_events(self, seq: int) -> bool:
+        """Whether the step's final journal row stands for its events (`Store.write_step`); if
+        so, its start event, if still held back, is withdrawn (the row stands for it too)."""
         if not self._derived:
-            return 0
+            return False
         assert self._events is not None
-        return 2 if self._events.withdraw(f"{self.run_id}:{seq}:started") else 1
+        self._events.withdraw(f"{self.run_id}:{seq}:started")
+        return True
 
     # --- executor hooks --------------------------------------------------------------------------
 
@@ -455,7 +455,7 @@ class Context(DurableWaits, StopControl):
             rec = self._pending_values.pop(0)
             await self._write_fenced(rec)
 
-    async def _write_fenced(self, rec: StepRecord, events: int = 0) -> None:
+    async def _write_fenced(self, rec: StepRecord, events: bool = False) -> None:
         if self._events is not None:
             self._events.join_write()  # events ride along in the journal write's transaction
         try:
@@ -470,7 +470,7 @@ class Context(DurableWaits, StopControl):
         if not written:
             raise self._stop(await self._lost())
 
-    async def _write(self, rec: StepRecord, events: int = 0) -> None:
+    async def _write(self, rec: StepRecord, events: bool = False) -> None:
         await self._flush_values()
         await self._write_fenced(rec, events)
         previous = self._journal.get(rec.seq)

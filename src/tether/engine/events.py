@@ -106,10 +106,10 @@ class EventLog:
             # and frames) would otherwise stay reachable through the timer.
             self._timer = loop.call_later(FLUSH_DELAY, self._due, context=contextvars.Context())
 
-    def withdraw(self, key: str) -> bool:
+    def withdraw(self, key: str) -> None:
         """Drop the provisional event `key` if it is still held back (its step's journal row
-        will stand for it); ``False`` if it was appended already."""
-        return self._provisional.pop(key, None) is not None
+        will stand for it)."""
+        self._provisional.pop(key, None)
 
     def join_write(self) -> None:
         """Called just before a journal write: hand the buffered events to the store now, so

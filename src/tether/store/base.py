@@ -314,12 +314,12 @@ class Store(Protocol):
     passes `write_step` ``events`` instead of appending step events)."""
 
     async def write_step(
-        self, run_id: str, token: int, step: StepRecord, *, events: int = 0
+        self, run_id: str, token: int, step: StepRecord, *, events: bool = False
     ) -> bool:
         """Insert or replace the journal entry ``(run_id, step.seq)``; fenced. With
-        `derives_step_events`, ``events`` says which of the step's run events the row stands
-        for: 0 none, 1 its outcome (``step_completed``/``step_failed``), 2 also its
-        ``step_started`` (which was then never appended as an event of its own)."""
+        `derives_step_events` and ``events``, the row stands for the step's run events: its
+        outcome (``step_completed``/``step_failed``), and its ``step_started`` unless that was
+        appended as an event of its own."""
         ...
 
     async def consume_signal(

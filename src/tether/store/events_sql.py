@@ -74,7 +74,7 @@ SELECT id, kind, at, seq, data, NULL, NULL, NULL, NULL FROM run_events
  WHERE run_id = ?1 AND id > ?2
 UNION ALL
 SELECT ev_pos - 1, 'step_started', started_at, seq, NULL, name, kind, attempts, meta FROM steps
- WHERE run_id = ?1 AND ev_pos > ?2 + 1 AND ev_started = 1
+ WHERE run_id = ?1 AND ev_pos > ?2 + 1
    AND NOT EXISTS (SELECT 1 FROM run_events WHERE key = steps.run_id || ':' || steps.seq || ':started')
 UNION ALL
 SELECT ev_pos, 'step_' || status, finished_at, seq, error, name, kind, attempts, meta FROM steps

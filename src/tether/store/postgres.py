@@ -789,7 +789,7 @@ class PostgresStore:
     """Step events are stored as rows (batched apart from the journal writes)."""
 
     async def write_step(
-        self, run_id: str, token: int, step: StepRecord, *, events: int = 0
+        self, run_id: str, token: int, step: StepRecord, *, events: bool = False
     ) -> bool:
         return await self._submit(run_id, None, step=(run_id, token, step))
 

@@ -435,7 +435,7 @@ class SQLiteStore:
     ``events``), not stored as rows of their own."""
 
     async def write_step(
-        self, run_id: str, token: int, step: StepRecord, *, events: int = 0
+        self, run_id: str, token: int, step: StepRecord, *, events: bool = False
     ) -> bool:
         return await self._write(q.write_step, run_id, token, step, events)
 

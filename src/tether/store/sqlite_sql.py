@@ -125,12 +125,12 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
     input = excluded.input, output = excluded.output, error = excluded.error,
     attempts = excluded.attempts, started_at = excluded.started_at,
     finished_at = excluded.finished_at, wake_at = excluded.wake_at,
-    usage = excluded.usage, meta = excluded.meta, ev_pos = NULL, ev_started = 0
+    usage = excluded.usage, meta = excluded.meta, ev_pos = NULL
 """
 
 _UPSERT_STEP_EVENTS = f"""
-INSERT INTO steps ({_STEP_COLUMNS}, ev_pos, ev_started)
-SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+INSERT INTO steps ({_STEP_COLUMNS}, ev_pos)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})
 ON CONFLICT (run_id, seq) DO UPDATE SET
     name = excluded.name, kind = excluded.kind, status = excluded.status,
@@ -138,7 +138,7 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
     attempts = excluded.attempts, started_at = excluded.started_at,
     finished_at = excluded.finished_at, wake_at = excluded.wake_at,
     usage = excluded.usage, meta = excluded.meta,
-    ev_pos = excluded.ev_pos, ev_started = excluded.ev_started
+    ev_pos = excluded.ev_pos
 """
 
 _TAKE_EVENT_POSITIONS = (
@@ -605,14 +605,14 @@ def next_wake(conn: sqlite3.Connection) -> float | None:
 
 
 def write_step(
-    conn: sqlite3.Connection, run_id: str, token: int, step: StepRecord, events: int = 0
+    conn: sqlite3.Connection, run_id: str, token: int, step: StepRecord, events: bool = False
 ) -> bool:
     if not events:
         return conn.execute(_UPSERT_STEP, (*step_params(run_id, step), run_id, token)).rowcount == 1
     # The row stands for the step's events (`events_sql`): two positions of the run_events id
     # counter, taken in this write's transaction, so they follow every event committed before.
     (position,) = conn.execute(_TAKE_EVENT_POSITIONS).fetchone()
-    params = (*step_params(run_id, step), position, 1 if events == 2 else 0, run_id, token)
+    params = (*step_params(run_id, step), position, run_id, token)
     return conn.execute(_UPSERT_STEP_EVENTS, params).rowcount == 1
 
 
