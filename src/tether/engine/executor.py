@@ -210,6 +210,9 @@ class RunExecutor:
         output: Any = None,
         error: dict[str, Any] | None = None,
     ) -> str:
+        events = getattr(self._app, "run_events", None)
+        if events is not None:
+            events.join_write()  # the run's last events ride in the finish, ahead of `finished`
         if await self._store.finish_run(run_id, token, status=status, output=output, error=error):
             await self._tell_parent(run_id, status, output, error)
             return status

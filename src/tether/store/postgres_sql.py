@@ -551,7 +551,7 @@ async def claim_runs(
             wake_at = NULL, waiting_for = NULL
           FROM candidate c WHERE r.id = c.id
         RETURNING {_R_COLUMNS}, r.stalls, c.takeover,
-                  EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id), c.sort
+                  c.mark > 0, c.sort
         """,
         (
             names,
@@ -630,7 +630,11 @@ _STRAY = (
     "status = 'running' AND lease_owner = %s "
     "AND %b::text[] IS NOT NULL AND NOT (id = ANY(%b::text[]))"
 )
-# The journal position at the claim (see "Stalls" in store/base.py).
+# The journal position at the claim (see "Stalls" in store/base.py); also whether the run has a
+# journal to load (sequence numbers start at 1). Read by index before the row is locked, but a
+# run that is not running gets no journal writes. An EXISTS over steps in RETURNING was
+# planned, on tables without statistics yet, as a hashed subplan reading the whole journal
+# table per claim.
 _MARK = "(SELECT coalesce(max(s.seq), 0) FROM steps s WHERE s.run_id = runs.id)"
 _STALLS = (
     "stalls = CASE WHEN c.takeover"
@@ -674,7 +678,7 @@ async def claim_run(conn: Conn, run_id: str, owner: str, lease_seconds: float) -
             wake_at = NULL, waiting_for = NULL
           FROM candidate c WHERE r.id = c.id
         RETURNING {_R_COLUMNS}, r.stalls, c.takeover,
-                  EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.id)
+                  c.mark > 0
         """,
         (run_id, owner, lease_seconds, owner, lease_seconds),
     )
@@ -1015,25 +1019,43 @@ async def release_run(conn: Conn, run_id: str, token: int) -> Outcome:
     return await cur.fetchone() is not None, False
 
 
+# A run's ``finished`` event is appended by the statement that finishes it, only when it
+# does (the engine emits the same keyed event afterwards; the store drops that copy, see
+# `PostgresStore.finish_run`): no statement of its own. It follows any events riding along
+# (`_riding`): `_FINISHED_EVENT` waits for their CTE, so their ids come first.
+_FINISHED_EVENT = f"""
+INSERT INTO run_events (run_id, kind, at, seq, data, key)
+SELECT fin.id, 'finished', {NOW}, NULL, json_build_object('status', fin.status)::text,
+       fin.id || ':finished'
+  FROM fin
+ ORDER BY fin.id
+ON CONFLICT (key) DO NOTHING
+"""
 _FINISH_RUNS = f"""
 WITH f AS (
     SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[])
-        AS f(id, token, status, output, error))
-UPDATE runs r SET status = f.status, output = f.output, error = f.error,
-    finished_at = {NOW}, updated_at = {NOW}, lease_owner = NULL, lease_expires = NULL,
-    wake_at = NULL, waiting_for = NULL, progress = NULL
-  FROM f
- WHERE r.id = ANY(%b::text[]) AND r.id = f.id AND r.fencing = f.token
-   AND r.status = 'running' AND (f.status = 'cancelled' OR NOT r.cancel_requested)
-RETURNING r.id
+        AS f(id, token, status, output, error)),
+fin AS (
+    UPDATE runs r SET status = f.status, output = f.output, error = f.error,
+        finished_at = {NOW}, updated_at = {NOW}, lease_owner = NULL, lease_expires = NULL,
+        wake_at = NULL, waiting_for = NULL, progress = NULL
+      FROM f
+     WHERE r.id = ANY(%b::text[]) AND r.id = f.id AND r.fencing = f.token
+       AND r.status = 'running' AND (f.status = 'cancelled' OR NOT r.cancel_requested)
+    RETURNING r.id, r.status),
+fe AS ({_FINISHED_EVENT.strip()})
+SELECT id FROM fin
 """
 _FINISH_RUN = f"""
-UPDATE runs SET status = %s, output = %s, error = %s,
-    finished_at = {NOW}, updated_at = {NOW}, lease_owner = NULL, lease_expires = NULL,
-    wake_at = NULL, waiting_for = NULL, progress = NULL
- WHERE id = %s AND fencing = %s AND status = 'running'
-   AND (%s = 'cancelled' OR NOT cancel_requested)
-RETURNING id
+WITH fin AS (
+    UPDATE runs SET status = %s, output = %s, error = %s,
+        finished_at = {NOW}, updated_at = {NOW}, lease_owner = NULL, lease_expires = NULL,
+        wake_at = NULL, waiting_for = NULL, progress = NULL
+     WHERE id = %s AND fencing = %s AND status = 'running'
+       AND (%s = 'cancelled' OR NOT cancel_requested)
+    RETURNING id, status),
+fe AS ({_FINISHED_EVENT.strip()})
+SELECT id FROM fin
 """
 _ALREADY_FINISHED = """
 SELECT r.id FROM runs r
@@ -1050,8 +1072,16 @@ async def lock_runs(conn: Conn, run_ids: Sequence[str]) -> None:
     )
 
 
-_FINISH_RUN_EV = _riding(_FINISH_RUN)
-_FINISH_RUNS_EV = _riding(_FINISH_RUNS)
+def _riding_first(statement: LiteralString) -> LiteralString:
+    """`_riding`, with the finished event after the riding events: it waits for their CTE
+    (which returns a row per event stored), so their ids are taken first."""
+    return _riding(statement).replace(
+        "ON CONFLICT (key) DO NOTHING),", "ON CONFLICT (key) DO NOTHING RETURNING 1),", 1
+    ).replace("  FROM fin\n", "  FROM fin\n WHERE (SELECT count(*) FROM ev) >= 0\n", 1)
+
+
+_FINISH_RUN_EV = _riding_first(_FINISH_RUN)
+_FINISH_RUNS_EV = _riding_first(_FINISH_RUNS)
 
 
 async def finish_runs(
