@@ -431,3 +431,75 @@ async def test_starts_and_signals_of_one_loop_turn_each_get_their_own_answer(
     assert [s.payload for s in await store.list_signals("w1")] == [{"n": 1}]
     assert [s.payload for s in await store.list_signals("n05")] == [{"n": 3}]
     assert await store.get_run("nope") is None
+
+
+def test_a_runs_step_and_finished_events_take_no_rows_or_statements_of_their_own(
+    pg_url: str,
+) -> None:
+    """A step's events are read from its journal row and the finished event is appended by the
+    finish: a three-step run stores two event rows (its start and its end), and its stream
+    still shows every event, in order, once."""
+    app = tether.App(pg_url)
+
+    @app.step()
+    async def add(x: int) -> int:
+        return x + 1
+
+    @app.workflow(name="three")
+    async def three(ctx: tether.Context) -> int:
+        return await add(await add(await add(0)))
+
+    try:
+        info = app.run("three")
+        events = list(tether.RunHandle(app, info.id).events(follow=False))
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT kind FROM run_events WHERE run_id = %s ORDER BY id", (info.id,)
+            ).fetchall()
+    finally:
+        app.close()
+    assert [r[0] for r in rows] == ["run_started", "finished"]
+    assert [(e.kind, e.seq) for e in events] == [
+        ("run_started", None),
+        ("step_started", 1), ("step_completed", 1),
+        ("step_started", 2), ("step_completed", 2),
+        ("step_started", 3), ("step_completed", 3),
+        ("finished", None)]
+    assert events[-1].data == {"status": "succeeded"}
+    ids = [e.id for e in events]
+    assert ids == sorted(set(ids))
+
+
+async def test_no_two_transactions_in_flight_hold_positions_of_one_run() -> None:
+    """Event ids are taken at insert and seen at commit: a second write taking positions in a
+    run's stream waits until the first one's transaction is done, while other runs' writes
+    go meanwhile."""
+    from tether.store.postgres_commit import GroupCommit, LoopState, Write
+
+    loop = asyncio.get_running_loop()
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def apply(state: LoopState, batch: list[Write], events: Any) -> None:
+        started.append(",".join(f"{w.run_id}:{w.step[2].seq if w.step else '-'}" for w in batch))
+        if batch[0].run_id == "x" and len(started) == 1:
+            await release.wait()
+        for write in batch:
+            write.result = True
+
+    state = LoopState(loop=loop, pool=None, ready=loop.create_future())
+    commits = GroupCommit(apply)
+
+    def step(run_id: str, seq: int) -> Write:
+        rec = StepRecord(run_id=run_id, seq=seq, name="s", kind="step", status="completed")
+        return Write(run_id, None, step=(run_id, 1, rec), position=True)
+
+    first = asyncio.create_task(commits.submit(state, step("x", 1)))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(commits.submit(state, step("x", 2)))
+    other = asyncio.create_task(commits.submit(state, step("y", 1)))
+    await asyncio.wait_for(other, 5)
+    assert started == ["x:1", "y:1"]  # x's second write held back while its first is in flight
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), 5) == [True, True]
+    assert started == ["x:1", "y:1", "x:2"]

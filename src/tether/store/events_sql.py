@@ -3,7 +3,7 @@
 Appends ignore an event whose `key` is already stored: emitting an event twice (a replay
 after a takeover emits again what it replays) stores it once, at its first position.
 
-On SQLite a step's own events are not rows of ``run_events``: the step's final journal row
+On both stores a step's own events are not rows of ``run_events``: the step's final journal row
 (completed or failed) carries a position in the stream (``ev_pos``, migration 0024), taken
 from the same id counter in the journal write's transaction, and the reader derives
 ``step_started`` (at ``ev_pos - 1``, unless that event was appended while the step ran) and
@@ -28,12 +28,6 @@ Conn = Any
 
 def _dumps(data: Any) -> str | None:
     return None if data is None else json.dumps(data, separators=(",", ":"), default=str)
-
-
-def _row(row: Sequence[Any], data: Any) -> RunEventRecord:
-    return RunEventRecord(id=int(row[0]), run_id=str(row[1]), kind=str(row[2]),
-                          at=float(row[3]), seq=None if row[4] is None else int(row[4]),
-                          data=data)
 
 
 STEP_EVENT_META = ("gen_ai.operation.name", "gen_ai.tool.name", "gen_ai.request.model",
@@ -86,10 +80,14 @@ ORDER BY 1 LIMIT ?3
 def sqlite_read(
     conn: sqlite3.Connection, run_id: str, after: int, limit: int
 ) -> list[RunEventRecord]:
+    return _records(run_id, conn.execute(_SQLITE_READ, (run_id, after, limit)))
+
+
+def _records(run_id: str, rows: Any) -> list[RunEventRecord]:
+    """Events from the rows of `_SQLITE_READ` or `_POSTGRES_READ`: a row of run_events, or an
+    event derived from a journal row."""
     events: list[RunEventRecord] = []
-    for pos, kind, at, seq, data, name, step_kind, attempts, meta in conn.execute(
-        _SQLITE_READ, (run_id, after, limit)
-    ):
+    for pos, kind, at, seq, data, name, step_kind, attempts, meta in rows:
         if name is None:  # a row of run_events
             value = None if data is None else json.loads(data)
         else:  # derived from a journal row; `data` is the step's error
@@ -134,10 +132,23 @@ async def postgres_append(conn: Conn, events: Sequence[NewRunEvent]) -> None:
     await conn.execute(POSTGRES_APPEND, postgres_params(events))
 
 
+# As `_SQLITE_READ`: a step's derived events are read from its journal row, which the
+# journal's primary key finds by run.
+_POSTGRES_READ = """
+SELECT id, kind, at, seq, data, NULL, NULL, NULL, NULL FROM run_events
+ WHERE run_id = %(run)s AND id > %(after)s
+UNION ALL
+SELECT ev_pos - 1, 'step_started', started_at, seq, NULL, name, kind, attempts, meta FROM steps
+ WHERE run_id = %(run)s AND ev_pos > %(after)s + 1
+   AND NOT EXISTS (SELECT 1 FROM run_events
+                    WHERE key = steps.run_id || ':' || steps.seq || ':started')
+UNION ALL
+SELECT ev_pos, 'step_' || status, finished_at, seq, error, name, kind, attempts, meta FROM steps
+ WHERE run_id = %(run)s AND ev_pos > %(after)s
+ORDER BY 1 LIMIT %(limit)s
+"""
+
+
 async def postgres_read(conn: Conn, run_id: str, after: int, limit: int) -> list[RunEventRecord]:
-    cur = await conn.execute(
-        "SELECT id, run_id, kind, at, seq, data FROM run_events "
-        "WHERE run_id = %s AND id > %s ORDER BY id LIMIT %s",
-        (run_id, after, limit),
-    )
-    return [_row(r, None if r[5] is None else json.loads(r[5])) for r in await cur.fetchall()]
+    cur = await conn.execute(_POSTGRES_READ, {"run": run_id, "after": after, "limit": limit})
+    return _records(run_id, await cur.fetchall())

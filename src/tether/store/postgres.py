@@ -40,14 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import secrets
 import threading
 import time
 import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -88,21 +86,13 @@ from tether.store.base import (
     WorkerRecord,
 )
 from tether.store.migrate import migration_files
+from tether.store.postgres_commit import BARE, GroupCommit, LoopState, Write, wake_all
+from tether.store.postgres_commit import apply as _apply_batch
 
 log = logging.getLogger("tether.store.postgres")
 
-# The store's own tasks and callbacks run in an empty contextvars context: started from inside
-# a run, they would otherwise keep that run's workflow Context (journal, frames) reachable for
-# as long as they live.
-_BARE = contextvars.Context
-
 T = TypeVar("T")
 Conn: TypeAlias = AsyncConnection[Any]
-_MAX_INFLIGHT_BATCHES = 4
-"""Write transactions one loop keeps in flight at once; more writes wait and join the next
-batch, which is what makes batches grow under load."""
-_SPLIT_ABOVE = 128
-"""Batches this large are split over the free connections."""
 _TRANSIENT = (psycopg.OperationalError,)
 
 
@@ -188,68 +178,18 @@ def parse_postgres_url(url: str) -> tuple[str, int, float]:
     return conninfo, pool_max, retry
 
 
-@dataclass(eq=False)
-class _Write:
-    """One write waiting for its batch. Journal writes (`step`), run finishes (`finish`) and
-    signal consumptions (`consume`) are folded into multi-row statements per kind; anything
-    else runs `fn` in the batch's transaction."""
-
-    run_id: str
-    fn: Callable[[Conn], Awaitable[q.Outcome]] | None
-    future: asyncio.Future[Any] | None
-    """None for a write applied directly by its caller (see `PostgresStore._submit`)."""
-    step: tuple[str, int, StepRecord] | None = None
-    finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None
-    consume: tuple[str, int, StepRecord] | None = None
-    create: tuple[NewRun, str | None, float] | None = None
-    signal: tuple[str, str, Any, str | None] | None = None
-    result: Any = None
-    notify: bool = False
-    single: bool = False
-    """`fn` is one statement, so alone in its batch it runs in autocommit: no BEGIN or COMMIT
-    round trips."""
-
-
-@dataclass(eq=False)
-class _LoopState:
-    """What one event loop owns: its pool, its write batch, its LISTEN connection."""
-
-    loop: asyncio.AbstractEventLoop
-    pool: _Pool
-    ready: asyncio.Future[None]
-    """Resolved once the pool is open and the schema migrated."""
-    pending: list[_Write] = field(default_factory=list[_Write])
-    scheduled: bool = False
-    inflight: int = 0
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set[asyncio.Task[Any]])
-    listener: asyncio.Task[None] | None = None
-    waiters: set[asyncio.Future[None]] = field(default_factory=set[asyncio.Future[None]])
-    woken: bool = False
-    """A notification arrived while nobody waited; the next wait returns at once."""
-    riding: list[NewRunEvent] = field(default_factory=list[NewRunEvent])
-    """Run events waiting for the next write to carry them (`submit_run_events`)."""
-    riders: list[asyncio.Future[None]] = field(default_factory=list[asyncio.Future[None]])
-    """Their callers' futures (one per group that rides together), resolved when the write
-    carrying them commits."""
-    ride_check: bool = False
-    """A check is scheduled that appends the events alone if no write took them."""
-    carrying: bool = False
-    """A write carrying events is in flight. One at a time: event ids are taken at insert and
-    become visible at commit, so two transactions in flight could commit a run's events out
-    of order and a reader following ids would skip the earlier one."""
-
-
 class PostgresStore:
     """The PostgreSQL store (see the module docstring)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.conninfo, self.pool_max_size, self.retry_seconds = parse_postgres_url(url)
-        self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+        self._states: dict[asyncio.AbstractEventLoop, LoopState] = {}
         self._states_lock = threading.Lock()
         self._migrated = False
         self._liveness: dict[str, asyncio.Task[None]] = {}
         self._queues_seen = False
+        self._commits = GroupCommit(self._apply)
         self._finished_events: dict[str, None] = {}
         """Keys of `finished` events this store appended with the finish (oldest first)."""
         self._queues_looked = -_QUEUE_LOOK
@@ -262,7 +202,7 @@ class PostgresStore:
     async def open(self) -> None:
         await self._state()
 
-    async def _state(self) -> _LoopState:
+    async def _state(self) -> LoopState:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is not None and state.ready.done():
@@ -274,7 +214,7 @@ class PostgresStore:
             state = self._states.get(loop)
             fresh = state is None
             if state is None:
-                state = self._states[loop] = _LoopState(
+                state = self._states[loop] = LoopState(
                     loop=loop,
                     pool=_Pool(self.conninfo, self.pool_max_size, min(10.0, self.retry_seconds)),
                     ready=loop.create_future(),
@@ -354,7 +294,7 @@ class PostgresStore:
     # --- running statements ----------------------------------------------------------------------
 
     async def _retrying(
-        self, what: str, fn: Callable[..., Awaitable[T]], state: _LoopState, *args: Any
+        self, what: str, fn: Callable[..., Awaitable[T]], state: LoopState, *args: Any
     ) -> T:
         """Run ``fn(conn, *args)`` on a pooled connection; ride out a lost database."""
         deadline = time.monotonic() + self.retry_seconds
@@ -395,187 +335,31 @@ class PostgresStore:
         fn: Callable[[Conn], Awaitable[q.Outcome]] | None,
         *,
         step: tuple[str, int, StepRecord] | None = None,
+        position: bool = False,
         finish: tuple[str, int, str, Any, dict[str, Any] | None] | None = None,
         consume: tuple[str, int, StepRecord] | None = None,
         create: tuple[NewRun, str | None, float] | None = None,
         signal: tuple[str, str, Any, str | None] | None = None,
         single: bool = False,
     ) -> Any:
-        state = await self._state()
-        if not state.pending and not state.inflight:
-            # An idle loop (a sequential run's every write): apply it from the caller's task,
-            # with no batch task or future in between. Writes submitted meanwhile queue in
-            # `pending` and go as the next batch, exactly as behind a batch in flight.
-            write = _Write(
-                run_id, fn, None, step=step, finish=finish, consume=consume, create=create,
-                signal=signal, single=single,
-            )
-            state.inflight += 1
-            events, riders = _take_riding(state)
-            try:
-                await self._retrying("write", self._apply, state, [write], events)
-            except BaseException as exc:
-                self._riders_failed(state, events, riders, exc)
-                raise
-            else:
-                _resolve(riders, None)
-            finally:
-                if events:
-                    self._carried(state)
-                state.inflight -= 1
-                if state.pending and not state.scheduled:
-                    state.scheduled = True
-                    state.loop.call_soon(self._dispatch, state, context=_BARE())
-            if write.notify:
-                _wake_all(state)
-            return write.result
-        future: asyncio.Future[Any] = state.loop.create_future()
-        state.pending.append(
-            _Write(
-                run_id, fn, future, step=step, finish=finish, consume=consume, create=create,
-                signal=signal, single=single,
-            )
+        """A write through the loop's group commit (`tether.store.postgres_commit`)."""
+        write = Write(
+            run_id, fn, step=step, position=position, finish=finish, consume=consume,
+            create=create, signal=signal, single=single,
         )
-        if not state.scheduled:
-            state.scheduled = True
-            state.loop.call_soon(self._dispatch, state, context=_BARE())
-        return await future
-
-    def _dispatch(self, state: _LoopState) -> None:
-        state.scheduled = False
-        while state.pending and state.inflight < _MAX_INFLIGHT_BATCHES:
-            free = _MAX_INFLIGHT_BATCHES - state.inflight
-            if len(state.pending) >= 2 * _SPLIT_ABOVE and free > 1:
-                # A burst (a thousand signals at once): spread it over several connections.
-                # Chunks hold disjoint runs, so they never wait on each other's row locks.
-                batches = _split_by_run(state.pending, free)
-            else:
-                batches = [state.pending]
-            state.pending = []
-            for batch in batches:
-                state.inflight += 1
-                task = state.loop.create_task(self._run_batch(state, batch), context=_BARE())
-                state.tasks.add(task)
-                task.add_done_callback(state.tasks.discard)
-
-    async def _run_batch(self, state: _LoopState, batch: list[_Write]) -> None:
-        events, riders = _take_riding(state)
-        try:
-            try:
-                await self._retrying("write", self._apply, state, batch, events)
-                outcomes: list[tuple[bool, Any]] = [(True, w.result) for w in batch]
-                _resolve(riders, None)
-            except StoreUnavailable as exc:
-                outcomes = [(False, exc)] * len(batch)
-                self._riders_failed(state, events, riders, exc)
-            except Exception as exc:
-                self._riders_failed(state, events, riders, exc)
-                if len(batch) == 1:
-                    outcomes = [(False, exc)]
-                else:
-                    # One write failed the shared transaction: apply each alone so the error
-                    # reaches only its own caller.
-                    outcomes = []
-                    for write in batch:
-                        try:
-                            await self._retrying("write", self._apply, state, [write])
-                            outcomes.append((True, write.result))
-                        except Exception as single:
-                            outcomes.append((False, single))
-            if any(ok and w.notify for (ok, _), w in zip(outcomes, batch, strict=True)):
-                _wake_all(state)
-            for (ok, value), write in zip(outcomes, batch, strict=True):
-                if write.future is None or write.future.done():
-                    continue
-                if ok:
-                    write.future.set_result(value)
-                else:
-                    write.future.set_exception(value)
-        finally:
-            if events:
-                self._carried(state)
-            state.inflight -= 1
-            if state.pending and not state.scheduled:
-                state.scheduled = True
-                state.loop.call_soon(self._dispatch, state, context=_BARE())
+        return await self._commits.submit(await self._state(), write)
 
     async def _apply(
-        self, conn: Conn, batch: list[_Write], events: Sequence[NewRunEvent] = ()
+        self, state: LoopState, batch: list[Write], events: Sequence[NewRunEvent]
     ) -> None:
-        if not batch:
-            await events_sql.postgres_append(conn, events)  # one statement: autocommit
-            return
-        if len(batch) == 1 and not events and (
-            batch[0].single or batch[0].create or batch[0].signal
-        ):
-            write = batch[0]
-            if write.create is not None:
-                write.result, write.notify = await q.create_run(conn, *write.create)
-            elif write.signal is not None:
-                write.result, write.notify = await q.send_signal(conn, *write.signal)
-            else:
-                assert write.fn is not None
-                write.result, write.notify = await write.fn(conn)
-            if write.notify:  # after the commit, as NOTIFY in a transaction is delivered
-                await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
-            return
-        steps = _distinct_rounds([w for w in batch if w.step is not None], _step_key)
-        finishes = _distinct_rounds([w for w in batch if w.finish is not None], _run_key)
-        consumes = _distinct_rounds([w for w in batch if w.consume is not None], _run_key)
-        creates = [w for w in batch if w.create is not None]
-        signals = _distinct_rounds([w for w in batch if w.signal is not None], _run_key)
-        others = sorted((w for w in batch if w.fn is not None), key=lambda w: w.run_id)
-        single_lock = not finishes or len(finishes[0]) == 1
-        if (
-            not others and not consumes and not creates and not signals
-            and len(steps) + len(finishes) == 1 and single_lock
-        ):
-            # The hot path: one multi-row statement, carrying the events, is the whole
-            # transaction (one round trip). Its statement locks its run rows in id order itself;
-            # several finishes must lock theirs in order first.
-            await _apply_rounds(conn, steps, finishes, [], events)
-            return
-        async with conn.transaction():
-            # Every run row this transaction will lock, taken up front in id order, so no two
-            # transactions wait on each other in a cycle (the journal fence share-locks too).
-            # Runs being created are not locked: their rows don't exist yet.
-            locked = (
-                {w.run_id for w in others}
-                | {w.run_id for r in finishes for w in r}
-                | {w.run_id for r in steps for w in r}
-                | {w.run_id for r in consumes for w in r}
-                | {w.run_id for r in signals for w in r}
-            )
-            if len(locked) > 1:
-                await q.lock_runs(conn, sorted(locked))
-            notify = False
-            if creates:
-                # One multi-row INSERT for all the runs started in this loop turn.
-                made = await q.create_runs(conn, [w.create for w in creates if w.create])
-                for write, (result, wake) in zip(creates, made, strict=True):
-                    write.result, write.notify = result, wake
-                    notify = notify or wake
-            for round_ in signals:
-                # One statement per round of distinct runs for the batch's signals (after
-                # the creates: a run may be started and signalled in one turn).
-                sent = await q.send_signals(conn, [w.signal for w in round_ if w.signal])
-                for write, (result, wake) in zip(round_, sent, strict=True):
-                    write.result, write.notify = result, wake
-                    notify = notify or wake
-            await _apply_rounds(conn, steps, finishes, consumes, events)
-            for write in others:
-                assert write.fn is not None
-                write.result, write.notify = await write.fn(conn)
-                notify = notify or write.notify
-            if notify:
-                await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+        await self._retrying("write", _apply_batch, state, batch, events, self.channel)
 
     # --- wake-ups ------------------------------------------------------------------------------
 
     async def wait_for_work(self, timeout: float) -> None:
         state = await self._state()
         if state.listener is None or state.listener.done():
-            state.listener = state.loop.create_task(self._listen(state), context=_BARE())
+            state.listener = state.loop.create_task(self._listen(state), context=BARE())
         if state.woken:
             state.woken = False
             return
@@ -588,7 +372,7 @@ class PostgresStore:
         finally:
             state.waiters.discard(future)
 
-    async def _listen(self, state: _LoopState) -> None:
+    async def _listen(self, state: LoopState) -> None:
         """Keep one LISTEN connection for the loop, reconnecting with backoff."""
         delay = 0.05
         reconnecting = False
@@ -599,10 +383,10 @@ class PostgresStore:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     delay = 0.05
                     if reconnecting:
-                        _wake_all(state)  # whatever was sent while we were not listening
+                        wake_all(state)  # whatever was sent while we were not listening
                     reconnecting = True
                     async for _ in conn.notifies():
-                        _wake_all(state)
+                        wake_all(state)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -748,7 +532,7 @@ class PostgresStore:
                 await task
 
     async def _keep_liveness(
-        self, state: _LoopState, owner: str, locked: asyncio.Future[None]
+        self, state: LoopState, owner: str, locked: asyncio.Future[None]
     ) -> None:
         """Hold `owner`'s liveness lock on a session of its own, for as long as this task runs:
         the server releases it when the session ends (the process died). A lost session is
@@ -787,13 +571,13 @@ class PostgresStore:
     async def next_wake(self) -> float | None:
         return await self._read("find the next due run", q.next_wake)
 
-    derives_step_events = False
-    """Step events are stored as rows (batched apart from the journal writes)."""
+    derives_step_events = True
+    """A step's final journal row stands for its run events (`postgres_sql._EV_POS`)."""
 
     async def write_step(
         self, run_id: str, token: int, step: StepRecord, *, events: bool = False
     ) -> bool:
-        return await self._submit(run_id, None, step=(run_id, token, step))
+        return await self._submit(run_id, None, step=(run_id, token, step), position=events)
 
     async def consume_signal(
         self, run_id: str, token: int, step: StepRecord
@@ -1037,66 +821,8 @@ class PostgresStore:
             done.set_result(None)
             return done
         if state is None or not state.ready.done() or state.ready.exception() is not None:
-            return loop.create_task(self.append_run_events(events), context=_BARE())
-        # One future for everything that will ride in the same write: a worker with hundreds
-        # of runs submits events before each journal write and awaits them at each run's
-        # end; a future per submission made those waits the busiest thing in the process.
-        if not state.riders:
-            state.riders.append(loop.create_future())
-        future = state.riders[-1]
-        state.riding.extend(events)
-        if not state.ride_check:
-            state.ride_check = True
-            loop.call_soon(self._ride_alone, state, context=_BARE())
-        return future
-
-    def _ride_alone(self, state: _LoopState) -> None:
-        state.ride_check = False
-        events, riders = _take_riding(state)
-        if not events:
-            return  # none waiting, or a write carrying events is in flight: it calls again
-
-        async def append() -> None:
-            try:
-                await self._retrying("append run events", self._apply, state, [], events)
-            except BaseException as exc:
-                _resolve(riders, exc if isinstance(exc, Exception) else StoreError(str(exc)))
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                _resolve(riders, None)
-            finally:
-                self._carried(state)
-
-        task = state.loop.create_task(append(), context=_BARE())
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
-
-    def _carried(self, state: _LoopState) -> None:
-        """The write carrying events is done: events that queued meanwhile may go now."""
-        state.carrying = False
-        if state.riding and not state.ride_check and not state.loop.is_closed():
-            state.ride_check = True
-            state.loop.call_soon(self._ride_alone, state, context=_BARE())
-
-    def _riders_failed(
-        self,
-        state: _LoopState,
-        events: Sequence[NewRunEvent],
-        riders: list[asyncio.Future[None]],
-        exc: BaseException,
-    ) -> None:
-        """The write carrying events failed (a fenced-off run's write does not fail: it
-        commits, events included). Unless the store is gone, the events try again alone (once:
-        a failure of that fails their callers; run events are best-effort, see
-        `tether.engine.events`)."""
-        if not events:
-            return
-        if isinstance(exc, StoreUnavailable):
-            _resolve(riders, exc)
-            return
-        state.riding[:0] = events  # ahead of what queued meanwhile: order kept
-        state.riders[:0] = riders
+            return loop.create_task(self.append_run_events(events), context=BARE())
+        return self._commits.submit_events(state, events)
 
     async def read_run_events(
         self, run_id: str, *, after: int = 0, limit: int = 500
@@ -1202,108 +928,7 @@ class PostgresStore:
         return await self._read("list the audit trail", pa.list_audit, filters, since, limit)
 
 
-def _step_key(write: _Write) -> Any:
-    assert write.step is not None
-    return (write.step[0], write.step[2].seq)
-
-
-def _run_key(write: _Write) -> Any:
-    return write.run_id
-
-
-def _distinct_rounds(writes: list[_Write], key: Callable[[_Write], Any]) -> list[list[_Write]]:
-    """Split writes so no round touches the same row twice (one statement cannot update a row
-    twice); in practice there is one round."""
-    rounds: list[list[_Write]] = []
-    seen: list[set[Any]] = []
-    for write in writes:
-        k = key(write)
-        for index, keys in enumerate(seen):
-            if k not in keys:
-                keys.add(k)
-                rounds[index].append(write)
-                break
-        else:
-            seen.append({k})
-            rounds.append([write])
-    return rounds
-
-
-async def _apply_rounds(
-    conn: Conn,
-    steps: list[list[_Write]],
-    finishes: list[list[_Write]],
-    consumes: list[list[_Write]],
-    events: Sequence[NewRunEvent] = (),
-) -> None:
-    """Apply the folded writes; `events` ride along in the first step or finish statement, or
-    are appended in a statement of their own when there is none."""
-    riding = events
-    for round_ in consumes:
-        taken = await q.consume_signals(conn, [w.consume for w in round_ if w.consume is not None])
-        for write in round_:
-            write.result = taken.get(write.run_id)
-    for round_ in steps:
-        written = await q.write_steps(
-            conn, [w.step for w in round_ if w.step is not None], riding
-        )
-        riding = ()
-        for write in round_:
-            write.result = _step_key(write) in written
-    for round_ in finishes:
-        finished = await q.finish_runs(
-            conn, [w.finish for w in round_ if w.finish is not None], riding
-        )
-        riding = ()
-        for write in round_:
-            write.result = write.run_id in finished
-    if riding:
-        await events_sql.postgres_append(conn, riding)
-
-
-def _split_by_run(writes: list[_Write], parts: int) -> list[list[_Write]]:
-    ordered = sorted(writes, key=lambda w: w.run_id)  # stable: a run's writes keep their order
-    size = -(-len(ordered) // parts)
-    chunks: list[list[_Write]] = [[]]
-    for write in ordered:
-        current = chunks[-1]
-        if len(current) >= size and current[-1].run_id != write.run_id:
-            chunks.append(current := [])
-        current.append(write)
-    return chunks
-
-
-def _take_riding(state: _LoopState) -> tuple[list[NewRunEvent], list[asyncio.Future[None]]]:
-    """The events waiting to ride along, unless a write carrying events is in flight (see
-    `_LoopState.carrying`); the caller must call `_carried` when its write is done."""
-    if state.carrying or not state.riding:
-        return [], []
-    events, riders = state.riding, state.riders
-    state.riding, state.riders = [], []
-    state.carrying = True
-    return events, riders
-
-
-def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-
-
-def _wake_all(state: _LoopState) -> None:
-    if not state.waiters:
-        state.woken = True
-        return
-    for future in state.waiters:
-        if not future.done():
-            future.set_result(None)
-
-
-async def _close_state(state: _LoopState) -> None:
+async def _close_state(state: LoopState) -> None:
     if state.listener is not None:
         state.listener.cancel()
         with contextlib.suppress(BaseException):

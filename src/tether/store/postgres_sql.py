@@ -742,58 +742,87 @@ def _step_row(run_id: str, token: int, step: StepRecord) -> tuple[Any, ...]:
     )
 
 
+# A journal write with ``positions`` (`Store.write_step`'s ``events``) takes a position in the
+# run event stream for the row: ``ev_pos`` from the run_events id sequence, which counts in
+# twos (migration 0024), so ``ev_pos - 1`` is never an event's id and the derived
+# ``step_started`` sits there (see `tether.store.events_sql`). A rewrite keeps the position
+# the row already has (a retry whose first attempt committed must not move its events); a
+# write without one clears it, as on SQLite.
+_EV_POS = "CASE WHEN s.pos THEN nextval('run_events_id_seq') END"
+_KEEP_POS = (
+    "CASE WHEN excluded.ev_pos IS NULL THEN NULL ELSE coalesce(steps.ev_pos, excluded.ev_pos) END"
+)
 _UPSERT_STEPS = f"""
 WITH s AS (
     SELECT * FROM unnest(%b::text[], %b::bigint[], %b::int[], %b::text[], %b::text[],
                          %b::text[], %b::text[], %b::text[], %b::text[], %b::int[],
-                         %b::float8[], %b::float8[], %b::float8[], %b::text[], %b::text[])
+                         %b::float8[], %b::float8[], %b::float8[], %b::text[], %b::text[],
+                         %b::bool[])
         AS s(run_id, token, seq, name, kind, status, input, output, error, attempts,
-             started_at, finished_at, wake_at, usage, meta)),
+             started_at, finished_at, wake_at, usage, meta, pos)),
 held AS (
     SELECT r.id, r.fencing FROM runs r
      WHERE r.id = ANY(%b::text[]) AND r.status = 'running' AND NOT r.cancel_requested
      ORDER BY r.id FOR SHARE OF r)
-INSERT INTO steps ({STEP_COLUMNS})
+INSERT INTO steps ({STEP_COLUMNS}, ev_pos)
 SELECT s.run_id, s.seq, s.name, s.kind, s.status, s.input, s.output, s.error, s.attempts,
-       s.started_at, s.finished_at, s.wake_at, s.usage, s.meta
+       s.started_at, s.finished_at, s.wake_at, s.usage, s.meta, {_EV_POS}
   FROM s JOIN held h ON h.id = s.run_id AND h.fencing = s.token
+ WHERE true
 ON CONFLICT (run_id, seq) DO UPDATE SET
     name = excluded.name, kind = excluded.kind, status = excluded.status,
     input = excluded.input, output = excluded.output, error = excluded.error,
     attempts = excluded.attempts, started_at = excluded.started_at,
     finished_at = excluded.finished_at, wake_at = excluded.wake_at,
-    usage = excluded.usage, meta = excluded.meta
+    usage = excluded.usage, meta = excluded.meta, ev_pos = {_KEEP_POS}
 RETURNING run_id, seq
 """
 
 
-_UPSERT_STEP = f"""
-INSERT INTO steps ({STEP_COLUMNS})
-SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s
+def _upsert_step(position: bool) -> LiteralString:
+    pos = "nextval('run_events_id_seq')" if position else "NULL"
+    keep = _KEEP_POS if position else "NULL"
+    return f"""
+INSERT INTO steps ({STEP_COLUMNS}, ev_pos)
+SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {pos}
  WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE)
 ON CONFLICT (run_id, seq) DO UPDATE SET
     name = excluded.name, kind = excluded.kind, status = excluded.status,
     input = excluded.input, output = excluded.output, error = excluded.error,
     attempts = excluded.attempts, started_at = excluded.started_at,
     finished_at = excluded.finished_at, wake_at = excluded.wake_at,
-    usage = excluded.usage, meta = excluded.meta
+    usage = excluded.usage, meta = excluded.meta, ev_pos = {keep}
 RETURNING run_id, seq
 """
+
+
+_UPSERT_STEP = _upsert_step(False)
+_UPSERT_STEP_POS = _upsert_step(True)
 
 
 def _riding(statement: LiteralString) -> LiteralString:
     """`statement` with a batch of run events appended ahead of it in a data-modifying CTE
     (executed once, whatever the statement does): events cost no statement, transaction or
     round trip of their own. They are not fenced (as `append_run_events` is not): keyed events
-    are stored once whoever writes them first."""
-    cte = f"ev AS ({events_sql.POSTGRES_APPEND.strip()})"
+    are stored once whoever writes them first.
+
+    The statement's own positions in the stream (a step's ``ev_pos``, a finished event) come
+    after the events': its first ``WHERE`` waits for the CTE, which returns a row per event
+    stored, so their ids are taken first."""
+    cte = f"ev AS ({events_sql.POSTGRES_APPEND.strip()} RETURNING 1)"
     body = statement.strip()
     if body.startswith("WITH "):
-        return f"WITH {cte},\n{body.removeprefix('WITH ')}"
-    return f"WITH {cte}\n{body}"
+        body = f"WITH {cte},\n{body.removeprefix('WITH ')}"
+    else:
+        body = f"WITH {cte}\n{body}"
+    head, where, tail = body.partition("\n WHERE ")
+    if not where:
+        raise AssertionError("a statement that events ride in needs a WHERE to order them")
+    return f"{head}{where}(SELECT count(*) FROM ev) >= 0 AND {tail}"
 
 
 _UPSERT_STEP_EV = _riding(_UPSERT_STEP)
+_UPSERT_STEP_POS_EV = _riding(_UPSERT_STEP_POS)
 _UPSERT_STEPS_EV = _riding(_UPSERT_STEPS)
 
 
@@ -801,6 +830,7 @@ async def write_steps(
     conn: Conn,
     writes: Sequence[tuple[str, int, StepRecord]],
     events: Sequence[NewRunEvent] = (),
+    positions: Sequence[bool] | None = None,
 ) -> set[tuple[str, int]]:
     """Write many fenced journal entries in one statement (group commit of concurrent runs).
     Returns the ``(run_id, seq)`` written; a missing pair was fenced off. The keys must be
@@ -812,19 +842,23 @@ async def write_steps(
     finds the new token and writes nothing. Share locks don't block each other, only the
     UPDATEs of claims, heartbeats and finishes.
 
-    `events` ride along in the same statement (see `_riding`)."""
+    `events` ride along in the same statement (see `_riding`); `positions` (one per write)
+    says which rows stand for their step's events (see `_EV_POS`)."""
     riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
     if len(writes) == 1:
         # A sequential run's every step: scalar parameters are cheaper to send than arrays.
         run_id, token, _ = writes[0]
         row = _step_row(*writes[0])
-        cur = await conn.execute(
-            _UPSERT_STEP_EV if events else _UPSERT_STEP,
-            (*riders, row[0], *row[2:], run_id, token),
-        )
+        position = bool(positions and positions[0])
+        if position:
+            statement = _UPSERT_STEP_POS_EV if events else _UPSERT_STEP_POS
+        else:
+            statement = _UPSERT_STEP_EV if events else _UPSERT_STEP
+        cur = await conn.execute(statement, (*riders, row[0], *row[2:], run_id, token))
         return {(r[0], r[1]) for r in await cur.fetchall()}
     rows = [_step_row(*w) for w in writes]
-    columns = [list(col) for col in zip(*rows, strict=True)]
+    columns: list[list[Any]] = [list(col) for col in zip(*rows, strict=True)]
+    columns.append([bool(p) for p in positions] if positions else [False] * len(writes))
     # The run ids again, as `id = ANY(...)`: an index lookup. Joined to the unnest instead, the
     # planner (which guesses one row for it) chose a nested loop over every running run.
     cur = await conn.execute(
@@ -1022,12 +1056,13 @@ async def release_run(conn: Conn, run_id: str, token: int) -> Outcome:
 # A run's ``finished`` event is appended by the statement that finishes it, only when it
 # does (the engine emits the same keyed event afterwards; the store drops that copy, see
 # `PostgresStore.finish_run`): no statement of its own. It follows any events riding along
-# (`_riding`): `_FINISHED_EVENT` waits for their CTE, so their ids come first.
+# (`_riding`), after them.
 _FINISHED_EVENT = f"""
 INSERT INTO run_events (run_id, kind, at, seq, data, key)
 SELECT fin.id, 'finished', {NOW}, NULL, json_build_object('status', fin.status)::text,
        fin.id || ':finished'
   FROM fin
+ WHERE true
  ORDER BY fin.id
 ON CONFLICT (key) DO NOTHING
 """
@@ -1072,16 +1107,8 @@ async def lock_runs(conn: Conn, run_ids: Sequence[str]) -> None:
     )
 
 
-def _riding_first(statement: LiteralString) -> LiteralString:
-    """`_riding`, with the finished event after the riding events: it waits for their CTE
-    (which returns a row per event stored), so their ids are taken first."""
-    return _riding(statement).replace(
-        "ON CONFLICT (key) DO NOTHING),", "ON CONFLICT (key) DO NOTHING RETURNING 1),", 1
-    ).replace("  FROM fin\n", "  FROM fin\n WHERE (SELECT count(*) FROM ev) >= 0\n", 1)
-
-
-_FINISH_RUN_EV = _riding_first(_FINISH_RUN)
-_FINISH_RUNS_EV = _riding_first(_FINISH_RUNS)
+_FINISH_RUN_EV = _riding(_FINISH_RUN)
+_FINISH_RUNS_EV = _riding(_FINISH_RUNS)
 
 
 async def finish_runs(
