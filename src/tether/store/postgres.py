@@ -39,13 +39,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
 import threading
 import time
 import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -100,7 +101,8 @@ class _Pool:
     """Connections of one event loop. Deliberately not psycopg_pool: its background tasks
     (connecting, refilling) outlive the work and make ``asyncio.run()`` hang at exit when a loop
     ends with the pool open. Here connections are made inline, in the task that needs one, so a
-    loop can end at any time; idle connections are just sockets."""
+    loop can end at any time; idle connections are just sockets. Taking and giving back a
+    connection awaits nothing while one is free (every statement pays for it)."""
 
     def __init__(self, conninfo: str, max_size: int, connect_timeout: float) -> None:
         self.conninfo = conninfo
@@ -108,30 +110,54 @@ class _Pool:
         if "connect_timeout" not in conninfo:  # libpq waits forever on a silent host
             self.kwargs["connect_timeout"] = max(2, round(connect_timeout))
         self.idle: list[Conn] = []
-        self.slots = asyncio.Semaphore(max_size)
+        self.free = max_size
+        self.queue: collections.deque[asyncio.Future[None]] = collections.deque()
         self.closed = False
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncGenerator[Conn]:
-        async with self.slots:
-            conn = self.idle.pop() if self.idle else None
-            if conn is None or conn.closed:
-                conn = await AsyncConnection.connect(self.conninfo, **self.kwargs)
-            healthy = False
+    async def take(self) -> Conn:
+        if self.free > 0 and not self.queue:
+            self.free -= 1
+        else:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.queue.append(turn)
             try:
-                yield conn
-                healthy = True
-            finally:
-                reusable = (
-                    healthy
-                    and not self.closed
-                    and not conn.closed
-                    and conn.info.transaction_status == TransactionStatus.IDLE
-                )
-                if reusable:
-                    self.idle.append(conn)
+                await turn  # handed a slot by `give_back`
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self._pass_slot()  # handed one as we were cancelled: pass it on
                 else:
-                    await _close_quietly(conn)
+                    with contextlib.suppress(ValueError):  # skipped already if done
+                        self.queue.remove(turn)
+                raise
+        conn = self.idle.pop() if self.idle else None
+        if conn is None or conn.closed:
+            try:
+                conn = await AsyncConnection.connect(self.conninfo, **self.kwargs)
+            except BaseException:
+                self._pass_slot()
+                raise
+        return conn
+
+    async def give_back(self, conn: Conn, healthy: bool) -> None:
+        reusable = (
+            healthy
+            and not self.closed
+            and not conn.closed
+            and conn.info.transaction_status == TransactionStatus.IDLE
+        )
+        if reusable:
+            self.idle.append(conn)
+        self._pass_slot()
+        if not reusable:
+            await _close_quietly(conn)
+
+    def _pass_slot(self) -> None:
+        while self.queue:
+            turn = self.queue.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.free += 1
 
     async def close(self) -> None:
         self.closed = True
@@ -301,8 +327,14 @@ class PostgresStore:
         delay = 0.02
         while True:
             try:
-                async with state.pool.connection() as conn:
-                    return await fn(conn, *args)
+                conn = await state.pool.take()
+                healthy = False
+                try:
+                    result = await fn(conn, *args)
+                    healthy = True
+                    return result
+                finally:
+                    await state.pool.give_back(conn, healthy)
             except _TRANSIENT as exc:
                 if time.monotonic() + delay > deadline:
                     raise StoreUnavailable(
