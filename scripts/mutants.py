@@ -30,6 +30,7 @@ class Mutant:
 SQLITE = "tether/store/sqlite_sql.py"
 SQLITE_LAYERS = "tether/store/sqlite_layers_sql.py"
 POSTGRES = "tether/store/postgres_sql.py"
+PG_JOURNAL = "tether/store/postgres_journal_sql.py"
 GATE = "tether/trust/gate.py"
 CONTEXT = "tether/engine/context.py"
 STEPS = "tether/engine/steps.py"
@@ -133,52 +134,52 @@ MUTANTS: list[Mutant] = [
         "releasing a run is not conditional on the fencing token",
     ),
     Mutant(
-        "pg-fencing-write-step", POSTGRES,
-        ((" WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE)\nON CONFLICT",
+        "pg-fencing-write-step", PG_JOURNAL,
+        ((" WHERE EXISTS (SELECT 1 FROM runs WHERE {HELD_LIVE} FOR SHARE)\nON CONFLICT",
           f" WHERE EXISTS (SELECT 1 FROM runs WHERE id = %s AND {PG_NOT_NULL} FOR SHARE)\n"
           "ON CONFLICT"),),
         [pg(FENCED), pg(ZOMBIE)],
         "a journal write (one statement per write) is not conditional on the fencing token",
     ),
     Mutant(
-        "pg-fencing-write-steps-batch", POSTGRES,
+        "pg-fencing-write-steps-batch", PG_JOURNAL,
         (("  FROM s JOIN held h ON h.id = s.run_id AND h.fencing = s.token",
           "  FROM s JOIN held h ON h.id = s.run_id"),),
         [RACING_WRITE],
         "journal writes grouped into one statement are not conditional on their tokens",
     ),
     Mutant(
-        "pg-fencing-finish", POSTGRES,
-        (("WHERE id = %s AND fencing = %s AND status = 'running'\n   AND (%s = 'cancelled'",
-          f"WHERE id = %s AND {PG_NOT_NULL} AND status = 'running'\n   AND (%s = 'cancelled'"),),
+        "pg-fencing-finish", PG_JOURNAL,
+        (("WHERE id = %s AND fencing = %s AND status = 'running'\n       AND (%s = 'cancelled'",
+          f"WHERE id = %s AND {PG_NOT_NULL} AND status = 'running'\n       AND (%s = 'cancelled'"),),
         [pg(FENCED), pg(ZOMBIE)],
         "finishing a run is not conditional on the fencing token",
     ),
     Mutant(
-        "pg-fencing-suspend", POSTGRES,
+        "pg-fencing-suspend", PG_JOURNAL,
         (("    if row is None or row[0] != token:\n        return None, False",
           "    if row is None:\n        return None, False"),),
         [pg(FENCED)],
         "suspending a run is not conditional on the fencing token",
     ),
     Mutant(
-        "pg-fencing-consume-signal", POSTGRES,
-        (('_CONSUME_SIGNAL = f"""\nWITH held AS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE),',
+        "pg-fencing-consume-signal", PG_JOURNAL,
+        (('_CONSUME_SIGNAL = f"""\nWITH held AS (SELECT 1 FROM runs WHERE {HELD_LIVE} FOR SHARE),',
           '_CONSUME_SIGNAL = f"""\nWITH held AS (SELECT 1 FROM runs WHERE id = %s AND '
           f'{PG_NOT_NULL} FOR SHARE),'),),
         [pg(FENCED)],
         "consuming a signal is not conditional on the fencing token",
     ),
     Mutant(
-        "pg-fencing-consume-signals-batch", POSTGRES,
+        "pg-fencing-consume-signals-batch", PG_JOURNAL,
         (("    SELECT r.id FROM runs r JOIN req ON req.run_id = r.id AND req.token = r.fencing",
           "    SELECT r.id FROM runs r JOIN req ON req.run_id = r.id"),),
         [pg(CONCURRENT_CONSUMES)],
         "signals consumed for several runs in one statement ignore the tokens",
     ),
     Mutant(
-        "pg-fencing-release", POSTGRES,
-        (('f"progress = NULL, wake_at = {NOW}, updated_at = {NOW} WHERE {_HELD} RETURNING 1",',
+        "pg-fencing-release", PG_JOURNAL,
+        (('f"progress = NULL, wake_at = {NOW}, updated_at = {NOW} WHERE {HELD} RETURNING 1",',
           f'f"progress = NULL, wake_at = {{NOW}}, updated_at = {{NOW}} WHERE id = %s AND '
           f'{PG_NOT_NULL} RETURNING 1",'),),
         [pg(FENCED)],
@@ -199,14 +200,14 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "pg-cancel-does-not-fence-live-writes", POSTGRES,
-        (('_HELD_LIVE = _HELD + " AND NOT cancel_requested"', "_HELD_LIVE = _HELD"),),
+        (('HELD_LIVE = HELD + " AND NOT cancel_requested"', "_HELD_LIVE = _HELD"),),
         [pg(CANCEL_FENCES)],
         "a run being cancelled keeps journaling and can finish as succeeded",
     ),
     Mutant(
-        "pg-fence-without-row-lock", POSTGRES,
-        ((" WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE} FOR SHARE)\nON CONFLICT",
-          " WHERE EXISTS (SELECT 1 FROM runs WHERE {_HELD_LIVE})\nON CONFLICT"),
+        "pg-fence-without-row-lock", PG_JOURNAL,
+        ((" WHERE EXISTS (SELECT 1 FROM runs WHERE {HELD_LIVE} FOR SHARE)\nON CONFLICT",
+          " WHERE EXISTS (SELECT 1 FROM runs WHERE {HELD_LIVE})\nON CONFLICT"),
          ("     ORDER BY r.id FOR SHARE OF r)\nINSERT INTO steps", "     ORDER BY r.id)\nINSERT INTO steps")),
         [RACING_WRITE],
         "the fence reads the run row without locking it: a write racing a takeover lands",
@@ -220,7 +221,7 @@ MUTANTS: list[Mutant] = [
         "a wait consumes the newest waiting signal instead of the oldest",
     ),
     Mutant(
-        "pg-mailbox-newest-first", POSTGRES,
+        "pg-mailbox-newest-first", PG_JOURNAL,
         (("         WHERE run_id = %s AND name = %s AND consumed_seq IS NULL\n"
           "           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)\n"
           "         ORDER BY id LIMIT 1 FOR UPDATE)",
@@ -231,7 +232,7 @@ MUTANTS: list[Mutant] = [
         "a wait consumes the newest waiting signal instead of the oldest",
     ),
     Mutant(
-        "pg-mailbox-newest-first-batch", POSTGRES,
+        "pg-mailbox-newest-first-batch", PG_JOURNAL,
         (("ORDER BY o.id LIMIT 1 FOR UPDATE)", "ORDER BY o.id DESC LIMIT 1 FOR UPDATE)"),),
         [pg(CONCURRENT_CONSUMES)],
         "runs resuming together consume their newest signals instead of the oldest",
@@ -244,7 +245,7 @@ MUTANTS: list[Mutant] = [
         "a wait for one signal consumes a signal of another name",
     ),
     Mutant(
-        "pg-mailbox-ignores-signal-name", POSTGRES,
+        "pg-mailbox-ignores-signal-name", PG_JOURNAL,
         (("         WHERE run_id = %s AND name = %s AND consumed_seq IS NULL\n",
           "         WHERE run_id = %s AND %s::text IS NOT NULL AND consumed_seq IS NULL\n"),),
         [pg(MAILBOX)],
@@ -272,7 +273,7 @@ MUTANTS: list[Mutant] = [
         "a run suspending for a signal already in its mailbox is left waiting",
     ),
     Mutant(
-        "pg-suspend-ignores-pending-signal", POSTGRES,
+        "pg-suspend-ignores-pending-signal", PG_JOURNAL,
         (("            SELECT EXISTS (\n                SELECT 1 FROM signals WHERE run_id = %s",
           "            SELECT false AND EXISTS (\n                SELECT 1 FROM signals WHERE run_id = %s"),),
         [pg(MAILBOX), pg(LOST_WAKE_UP)],
@@ -315,9 +316,9 @@ MUTANTS: list[Mutant] = [
         "a new run does not wake a worker of this process waiting for work",
     ),
     Mutant(
-        "pg-write-does-not-notify", "tether/store/postgres.py",
-        (("            if write.notify:  # after the commit",
-          "            if False:  # after the commit"),),
+        "pg-write-does-not-notify", "tether/store/postgres_commit.py",
+        (("        if write.notify:  # after the commit",
+          "        if False:  # after the commit"),),
         [pg(WAIT_FOR_WORK), NOTIFY],
         "a write that makes a run runnable does not NOTIFY idle workers",
     ),
@@ -330,7 +331,7 @@ MUTANTS: list[Mutant] = [
         "a claim takes over runs whose lease is still live",
     ),
     Mutant(
-        "pg-claim-ignores-lease-expiry", POSTGRES,
+        "pg-claim-ignores-lease-expiry", PG_JOURNAL,
         (("WHERE (({_TAKEOVER}) OR ({_STRAY}))",
           "WHERE ((status = 'running' AND lease_owner <> %s AND %s::float8 IS NOT NULL)"
           " OR ({_STRAY}))"),),
@@ -345,7 +346,7 @@ MUTANTS: list[Mutant] = [
         "claiming one run by id takes it from a live holder",
     ),
     Mutant(
-        "pg-claim-one-ignores-lease-expiry", POSTGRES,
+        "pg-claim-one-ignores-lease-expiry", PG_JOURNAL,
         (("                    OR ({_TAKEOVER}))\n             FOR UPDATE SKIP LOCKED)",
           "                    OR (status = 'running' AND lease_owner <> %s AND %s::float8 IS NOT NULL))\n"
           "             FOR UPDATE SKIP LOCKED)"),),
@@ -361,14 +362,14 @@ MUTANTS: list[Mutant] = [
         "a heartbeat reports the leases renewed but does not move their expiry",
     ),
     Mutant(
-        "pg-heartbeat-does-not-extend", POSTGRES,
+        "pg-heartbeat-does-not-extend", PG_JOURNAL,
         (("        UPDATE runs r SET lease_expires = {NOW} + %s,",
           "        UPDATE runs r SET lease_expires = r.lease_expires + 0 * %s,"),),
         [pg(HEARTBEAT)],
         "a heartbeat reports the leases renewed but does not move their expiry",
     ),
     Mutant(
-        "pg-claim-not-locked", POSTGRES,
+        "pg-claim-not-locked", PG_JOURNAL,
         (("             ORDER BY wake_at\n             LIMIT %s\n             FOR UPDATE SKIP LOCKED)",
           "             ORDER BY wake_at\n             LIMIT %s)"),
          ("             ORDER BY lease_expires\n             LIMIT %s\n             FOR UPDATE SKIP LOCKED)",
@@ -633,7 +634,7 @@ MUTANTS += [
         "claiming one run by id takes over the claimer's own run",
     ),
     Mutant(
-        "pg-claim-takes-own-run", POSTGRES,
+        "pg-claim-takes-own-run", PG_JOURNAL,
         (("    f\"status = 'running' AND lease_owner <> %s \"",
           "    f\"status = 'running' AND %s::text IS NOT NULL \""),),
         [pg(OWN_RUN)],
@@ -647,7 +648,7 @@ MUTANTS += [
         "a claim takes back, from under its own worker, a run that worker is executing",
     ),
     Mutant(
-        "pg-stray-claim-takes-executing-runs", POSTGRES,
+        "pg-stray-claim-takes-executing-runs", PG_JOURNAL,
         (('"AND %b::text[] IS NOT NULL AND NOT (id = ANY(%b::text[]))"',
           '"AND %b::text[] IS NOT NULL AND %b::text[] IS NOT NULL"'),),
         [pg(STRAYS)],
@@ -661,7 +662,7 @@ MUTANTS += [
         "a renewal keeps alive every run leased to the owner, also those it stopped executing",
     ),
     Mutant(
-        "pg-heartbeat-renews-unasked-runs", POSTGRES,
+        "pg-heartbeat-renews-unasked-runs", PG_JOURNAL,
         (("AND (%b::text[] IS NULL OR id = ANY(%b::text[]))",
           "AND (%b::text[] IS NULL OR %b::text[] IS NOT NULL)"),),
         [pg(RENEWS_ASKED)],
@@ -701,7 +702,7 @@ MUTANTS += [
         "takeovers count as stalls even when the holder journaled steps in between",
     ),
     Mutant(
-        "pg-stalls-not-reset-by-progress", POSTGRES,
+        "pg-stalls-not-reset-by-progress", PG_JOURNAL,
         (("THEN (CASE WHEN c.mark = r.claim_mark THEN r.stalls + 1 ELSE 1 END)",
           "THEN (CASE WHEN c.mark = r.claim_mark THEN r.stalls + 1 ELSE r.stalls + 1 END)"),),
         [pg(STALLS)],
@@ -717,7 +718,7 @@ MUTANTS += [
         "wait_for_any takes the newest signal among its names instead of the oldest",
     ),
     Mutant(
-        "pg-wait-any-newest-first", POSTGRES,
+        "pg-wait-any-newest-first", PG_JOURNAL,
         (("         WHERE run_id = %s AND name = ANY(%b::text[]) AND consumed_seq IS NULL\n"
           "           AND EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM earlier)\n"
           "         ORDER BY id LIMIT 1",
@@ -738,7 +739,7 @@ MUTANTS += [
         "wait_for_any consumes every waiting signal among its names, not just the winner",
     ),
     Mutant(
-        "pg-wait-any-consumes-every-name", POSTGRES,
+        "pg-wait-any-consumes-every-name", PG_JOURNAL,
         (("    UPDATE signals SET consumed_seq = %s WHERE id = (\n"
           "        SELECT id FROM signals\n"
           "         WHERE run_id = %s AND name = ANY(%b::text[]) AND consumed_seq IS NULL\n"

@@ -355,7 +355,7 @@ async def test_claims_survive_a_connection_lost_while_loading_their_journals(pg_
     """The claim commits, then its journals are read in a second statement; if the connection
     drops in between, the claims are still handed over (the engine loads the journals itself)
     instead of being stranded until their leases expire."""
-    from tether.store import postgres_sql as q
+    from tether.store import postgres_journal_sql as q
 
     store = PostgresStore(pg_url)
     await store.open()

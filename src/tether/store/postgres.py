@@ -58,6 +58,7 @@ from tether.errors import StoreError, StoreUnavailable, UserError
 from tether.store import alerts_sql as al
 from tether.store import events_sql
 from tether.store import postgres_access_sql as pa
+from tether.store import postgres_journal_sql as j
 from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
 from tether.store import postgres_workers_sql as workers
@@ -528,7 +529,7 @@ class PostgresStore:
             return []
         busy = None if executing is None else sorted(executing)
         claims: list[Claim] = await self._statement(
-            "claim runs", q.claim_runs, owner, tuple(workflows), limit, lease_seconds, busy
+            "claim runs", j.claim_runs, owner, tuple(workflows), limit, lease_seconds, busy
         )
         if len(claims) < limit and await self._queued_runs_exist():
             # Runs of named queues: claimed within their limits (see store/queues_sql.py).
@@ -539,7 +540,7 @@ class PostgresStore:
         return claims
 
     async def claim_run(self, run_id: str, owner: str, *, lease_seconds: float) -> Claim | None:
-        return await self._submit(run_id, lambda c: q.claim_run(c, run_id, owner, lease_seconds))
+        return await self._submit(run_id, lambda c: j.claim_run(c, run_id, owner, lease_seconds))
 
     async def hold_liveness(self, owner: str) -> bool:
         if owner in self._liveness:
@@ -575,7 +576,7 @@ class PostgresStore:
             try:
                 conn = await AsyncConnection.connect(state.pool.conninfo, **state.pool.kwargs)
                 async with conn:
-                    await conn.execute(q.LIVENESS_LOCK, (owner,))
+                    await conn.execute(j.LIVENESS_LOCK, (owner,))
                     delay = 0.05
                     if not locked.done():
                         locked.set_result(None)
@@ -597,7 +598,7 @@ class PostgresStore:
         runs: Collection[str] | None = None,
     ) -> Heartbeat:
         return await self._statement(
-            "renew leases", q.heartbeat, owner, lease_seconds, progress, runs
+            "renew leases", j.heartbeat, owner, lease_seconds, progress, runs
         )
 
     async def next_wake(self) -> float | None:
@@ -620,11 +621,11 @@ class PostgresStore:
         self, run_id: str, token: int, step: StepRecord, names: Sequence[str]
     ) -> SignalRecord | None:
         return await self._submit(
-            run_id, lambda c: q.consume_first_signal(c, run_id, token, step, tuple(names))
+            run_id, lambda c: j.consume_first_signal(c, run_id, token, step, tuple(names))
         )
 
     async def cancel_requests(self, owner: str) -> frozenset[str]:
-        return await self._read("read cancel requests", q.cancel_requests, owner)
+        return await self._read("read cancel requests", j.cancel_requests, owner)
 
     async def suspend_run(
         self,
@@ -635,7 +636,7 @@ class PostgresStore:
         waiting_for: str | Sequence[str] | None,
     ) -> str | None:
         return await self._submit(
-            run_id, lambda c: q.suspend_run(c, run_id, token, wake_at, waiting_for)
+            run_id, lambda c: j.suspend_run(c, run_id, token, wake_at, waiting_for)
         )
 
     async def finish_run(
@@ -659,7 +660,7 @@ class PostgresStore:
         return finished
 
     async def release_run(self, run_id: str, token: int) -> bool:
-        return await self._submit(run_id, lambda c: q.release_run(c, run_id, token), single=True)
+        return await self._submit(run_id, lambda c: j.release_run(c, run_id, token), single=True)
 
     # --- queues ----------------------------------------------------------------------------------
 

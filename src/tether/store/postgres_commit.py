@@ -30,6 +30,7 @@ from psycopg import AsyncConnection
 
 from tether.errors import StoreError, StoreUnavailable
 from tether.store import events_sql
+from tether.store import postgres_journal_sql as j
 from tether.store import postgres_sql as q
 from tether.store.base import NewRun, NewRunEvent, StepRecord
 
@@ -407,7 +408,7 @@ async def apply(
             | {w.run_id for r in signals for w in r}
         )
         if len(locked) > 1:
-            await q.lock_runs(conn, sorted(locked))
+            await j.lock_runs(conn, sorted(locked))
         notify = False
         if creates:
             # One multi-row INSERT for all the runs started in this loop turn.
@@ -469,11 +470,11 @@ async def _apply_rounds(
     are appended in a statement of their own when there is none."""
     riding = events
     for round_ in consumes:
-        taken = await q.consume_signals(conn, [w.consume for w in round_ if w.consume is not None])
+        taken = await j.consume_signals(conn, [w.consume for w in round_ if w.consume is not None])
         for write in round_:
             write.result = taken.get(write.run_id)
     for round_ in steps:
-        written = await q.write_steps(
+        written = await j.write_steps(
             conn, [w.step for w in round_ if w.step is not None], riding,
             [w.position for w in round_],
         )
@@ -481,7 +482,7 @@ async def _apply_rounds(
         for write in round_:
             write.result = _step_key(write) in written
     for round_ in finishes:
-        finished = await q.finish_runs(
+        finished = await j.finish_runs(
             conn, [w.finish for w in round_ if w.finish is not None], riding
         )
         riding = ()

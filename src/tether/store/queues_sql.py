@@ -178,7 +178,7 @@ async def pg_claim_queued(
     lease_seconds: float,
 ) -> list[Claim]:
     """In a transaction: lock out other claims of queued runs, rank, claim."""
-    from tether.store import postgres_sql as pq
+    from tether.store import postgres_journal_sql as pq
 
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
     latest: dict[str, str] = {}
