@@ -199,8 +199,24 @@ MUTANTS: list[Mutant] = [
         "a run being cancelled keeps journaling and can finish as succeeded",
     ),
     Mutant(
+        "pg-fencing-suspend-batch", PG_JOURNAL,
+        ((" WHERE r.id = ANY(%b::text[]) AND r.id = p.id AND r.fencing = p.token\n",
+          " WHERE r.id = ANY(%b::text[]) AND r.id = p.id AND p.token IS NOT NULL\n"),),
+        ["tests/integration/test_postgres_store.py::"
+         "test_suspensions_of_one_loop_turn_share_a_statement_and_keep_their_guarantees"],
+        "suspensions applied together are not conditional on the fencing token",
+    ),
+    Mutant(
+        "pg-suspend-batch-ignores-pending-signal", PG_JOURNAL,
+        (("UPDATE runs r SET status = CASE WHEN p.pending THEN 'queued' ELSE 'waiting' END,",
+          "UPDATE runs r SET status = CASE WHEN false THEN 'queued' ELSE 'waiting' END,"),),
+        ["tests/integration/test_postgres_store.py::"
+         "test_suspensions_of_one_loop_turn_share_a_statement_and_keep_their_guarantees"],
+        "a run suspended with others for a signal already in its mailbox waits for ever",
+    ),
+    Mutant(
         "pg-cancel-does-not-fence-live-writes", POSTGRES,
-        (('HELD_LIVE = HELD + " AND NOT cancel_requested"', "_HELD_LIVE = _HELD"),),
+        (('HELD_LIVE = HELD + " AND NOT cancel_requested"', "HELD_LIVE = HELD"),),
         [pg(CANCEL_FENCES)],
         "a run being cancelled keeps journaling and can finish as succeeded",
     ),

@@ -503,3 +503,30 @@ async def test_no_two_transactions_in_flight_hold_positions_of_one_run() -> None
     release.set()
     assert await asyncio.wait_for(asyncio.gather(first, second), 5) == [True, True]
     assert started == ["x:1", "y:1", "x:2"]
+
+
+async def test_suspensions_of_one_loop_turn_share_a_statement_and_keep_their_guarantees(
+    store: PostgresStore,
+) -> None:
+    """Runs suspending together are suspended by one statement after their rows are locked:
+    a run whose mailbox already holds the signal it waits for stays runnable, a fenced-off run
+    is not touched, the others wait."""
+    for run_id in ("r1", "r2", "r3"):
+        await store.create_run(NewRun(id=run_id, workflow="wf", version="1", input=None))
+    claims = {c.run.id: c for c in await store.claim_runs("w1", WF, limit=3, lease_seconds=30)}
+    await store.send_signal("r1", "go", {"early": True})
+    # The first goes alone (an idle loop's write is applied at once), the others as one batch.
+    outcomes = await asyncio.gather(
+        store.suspend_run("r2", claims["r2"].token, wake_at=None, waiting_for=["go", "stop"]),
+        store.suspend_run("r1", claims["r1"].token, wake_at=None, waiting_for="go"),
+        store.suspend_run("r3", claims["r3"].token + 1, wake_at=None, waiting_for="go"),
+        store.suspend_run("r4", 1, wake_at=None, waiting_for="go"),
+    )
+    assert outcomes == ["waiting", "queued", None, None]
+    runs = {r: await store.get_run(r) for r in ("r1", "r2", "r3")}
+    assert runs["r1"] is not None and runs["r1"].status == "queued"
+    assert runs["r2"] is not None and runs["r2"].status == "waiting"
+    assert runs["r3"] is not None and runs["r3"].status == "running"
+    # The waiting run wakes on either name.
+    woken = await store.send_signal("r2", "stop", None)
+    assert woken is not None and woken.status == "queued"

@@ -373,12 +373,13 @@ class PostgresStore:
         consume: tuple[str, int, StepRecord] | None = None,
         create: tuple[NewRun, str | None, float] | None = None,
         signal: tuple[str, str, Any, str | None] | None = None,
+        suspend: tuple[str, int, float | None, str | Sequence[str] | None] | None = None,
         single: bool = False,
     ) -> Any:
         """A write through the loop's group commit (`tether.store.postgres_commit`)."""
         write = Write(
             run_id, fn, step=step, position=position, finish=finish, consume=consume,
-            create=create, signal=signal, single=single,
+            create=create, signal=signal, suspend=suspend, single=single,
         )
         return await self._commits.submit(await self._state(), write)
 
@@ -635,9 +636,7 @@ class PostgresStore:
         wake_at: float | None,
         waiting_for: str | Sequence[str] | None,
     ) -> str | None:
-        return await self._submit(
-            run_id, lambda c: j.suspend_run(c, run_id, token, wake_at, waiting_for)
-        )
+        return await self._submit(run_id, None, suspend=(run_id, token, wake_at, waiting_for))
 
     async def finish_run(
         self,

@@ -64,6 +64,7 @@ class Write:
     consume: tuple[str, int, StepRecord] | None = None
     create: tuple[NewRun, str | None, float] | None = None
     signal: tuple[str, str, Any, str | None] | None = None
+    suspend: tuple[str, int, float | None, str | Sequence[str] | None] | None = None
     result: Any = None
     notify: bool = False
     single: bool = False
@@ -366,6 +367,13 @@ async def apply(
     if not batch:
         await events_sql.postgres_append(conn, events)  # one statement: autocommit
         return
+    if len(batch) == 1 and not events and batch[0].suspend is not None:
+        write = batch[0]
+        async with conn.transaction():  # its own lock, then the mailbox (see `suspend_run`)
+            write.result, write.notify = await j.suspend_run(conn, *batch[0].suspend)
+            if write.notify:
+                await conn.execute("SELECT pg_notify(%s, '')", (channel,))
+        return
     if len(batch) == 1 and not events and (
         batch[0].single or batch[0].create or batch[0].signal
     ):
@@ -385,10 +393,11 @@ async def apply(
     consumes = _distinct_rounds([w for w in batch if w.consume is not None], _run_key)
     creates = [w for w in batch if w.create is not None]
     signals = _distinct_rounds([w for w in batch if w.signal is not None], _run_key)
+    suspends = _distinct_rounds([w for w in batch if w.suspend is not None], _run_key)
     others = sorted((w for w in batch if w.fn is not None), key=lambda w: w.run_id)
     single_lock = not finishes or len(finishes[0]) == 1
     if (
-        not others and not consumes and not creates and not signals
+        not others and not consumes and not creates and not signals and not suspends
         and len(steps) + len(finishes) == 1 and single_lock
     ):
         # The hot path: one multi-row statement, carrying the events, is the whole
@@ -406,8 +415,10 @@ async def apply(
             | {w.run_id for r in steps for w in r}
             | {w.run_id for r in consumes for w in r}
             | {w.run_id for r in signals for w in r}
+            | {w.run_id for r in suspends for w in r}
         )
-        if len(locked) > 1:
+        if len(locked) > 1 or suspends:
+            # Suspensions read the mailbox after this lock, in a statement of their own.
             await j.lock_runs(conn, sorted(locked))
         notify = False
         if creates:
@@ -424,6 +435,12 @@ async def apply(
                 write.result, write.notify = result, wake
                 notify = notify or wake
         await _apply_rounds(conn, steps, finishes, consumes, events)
+        for round_ in suspends:
+            # One statement for the batch's suspensions (after their journal writes).
+            outcomes = await j.suspend_runs(conn, [w.suspend for w in round_ if w.suspend])
+            for write in round_:
+                write.result, write.notify = outcomes.get(write.run_id, (None, False))
+                notify = notify or write.notify
         for write in others:
             assert write.fn is not None
             write.result, write.notify = await write.fn(conn)

@@ -576,6 +576,59 @@ async def suspend_run(
     return row[0], bool(row[1])
 
 
+_SUSPEND_RUNS = f"""
+WITH req AS (
+    SELECT * FROM unnest(%b::text[], %b::bigint[], %b::float8[], %b::text[], %b::text[])
+        AS req(id, token, wake_at, waiting_for, names)),
+p AS (
+    SELECT req.*, EXISTS (
+        SELECT 1 FROM signals s
+         WHERE s.run_id = req.id AND s.consumed_seq IS NULL
+           AND s.name IN (SELECT jsonb_array_elements_text(req.names::jsonb))) AS pending
+      FROM req)
+UPDATE runs r SET status = CASE WHEN p.pending THEN 'queued' ELSE 'waiting' END,
+    wake_at = CASE WHEN p.pending THEN {NOW} ELSE p.wake_at END,
+    waiting_for = p.waiting_for, lease_owner = NULL, lease_expires = NULL, progress = NULL,
+    updated_at = {NOW}
+  FROM p
+ WHERE r.id = ANY(%b::text[]) AND r.id = p.id AND r.fencing = p.token
+   AND r.status = 'running' AND NOT r.cancel_requested
+RETURNING r.id, r.status, p.pending
+"""
+_ALREADY_SUSPENDED = """
+SELECT r.id, r.status FROM runs r
+  JOIN unnest(%b::text[], %b::bigint[]) AS s(id, token) ON r.id = s.id AND r.fencing = s.token
+ WHERE r.status IN ('waiting', 'queued') AND r.lease_owner IS NULL
+"""
+
+
+async def suspend_runs(
+    conn: Conn,
+    suspends: Sequence[tuple[str, int, float | None, str | Sequence[str] | None]],
+) -> dict[str, Outcome]:
+    """`suspend_run` for several runs (distinct ids) in one statement, inside a transaction
+    that has already locked their rows in an earlier statement (`lock_runs`): under READ
+    COMMITTED this statement's fresh snapshot sees every signal committed before the lock was
+    granted, as `suspend_run`'s second statement does. Returns the outcome per run id; a run
+    missing was fenced off."""
+    ids = [s[0] for s in suspends]
+    cur = await conn.execute(
+        _SUSPEND_RUNS,
+        (ids, [s[1] for s in suspends], [s[2] for s in suspends],
+         [encode_waiting_for(s[3]) for s in suspends],
+         [dumps(waiting_names(s[3])) for s in suspends], ids),
+    )
+    done: dict[str, Outcome] = {r[0]: (r[1], bool(r[2])) for r in await cur.fetchall()}
+    missing = [s for s in suspends if s[0] not in done]
+    if missing:
+        # Our earlier attempt committed (see `suspend_run`).
+        cur = await conn.execute(
+            _ALREADY_SUSPENDED, ([s[0] for s in missing], [s[1] for s in missing])
+        )
+        done |= {r[0]: (r[1], False) for r in await cur.fetchall()}
+    return done
+
+
 async def release_run(conn: Conn, run_id: str, token: int) -> Outcome:
     cur = await conn.execute(
         "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires = NULL, "
