@@ -530,3 +530,17 @@ async def test_suspensions_of_one_loop_turn_share_a_statement_and_keep_their_gua
     # The waiting run wakes on either name.
     woken = await store.send_signal("r2", "stop", None)
     assert woken is not None and woken.status == "queued"
+
+
+async def test_reads_of_one_loop_turn_each_get_their_own_run(store: PostgresStore) -> None:
+    """Reads asked while one is on its way are read together in one statement; each caller
+    gets its own run (or None), also when asking twice for one id."""
+    for run_id in ("r1", "r2", "r3"):
+        await store.create_run(
+            NewRun(id=run_id, workflow="wf", version="1", input={"n": run_id})
+        )
+    ids = ["r2", "r1", "missing", "r3", "r1"]
+    runs = await asyncio.gather(*(store.get_run(run_id) for run_id in ids))
+    assert [None if r is None else (r.id, r.input) for r in runs] == [
+        ("r2", {"n": "r2"}), ("r1", {"n": "r1"}), None, ("r3", {"n": "r3"}),
+        ("r1", {"n": "r1"})]

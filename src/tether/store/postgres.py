@@ -88,7 +88,14 @@ from tether.store.base import (
     WorkerRecord,
 )
 from tether.store.migrate import migration_files
-from tether.store.postgres_commit import BARE, GroupCommit, LoopState, Write, wake_all
+from tether.store.postgres_commit import (
+    BARE,
+    GroupCommit,
+    LoopState,
+    Write,
+    resolve_with,
+    wake_all,
+)
 from tether.store.postgres_commit import apply as _apply_batch
 
 log = logging.getLogger("tether.store.postgres")
@@ -443,7 +450,45 @@ class PostgresStore:
         return await self._submit(new.id, None, create=(new, owner, lease_seconds))
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        return await self._read(f"read run {run_id}", q.get_run, run_id)
+        state = await self._state()
+        if not state.reading:
+            # Nothing read meanwhile: one statement of its own, from the caller's task.
+            state.reading = True
+            try:
+                return await self._retrying(f"read run {run_id}", q.get_run, state, run_id)
+            finally:
+                state.reading = False
+                if state.wanted:
+                    self._read_wanted(state)
+        # Reads asked while one is on its way go together, in one statement, when it is back
+        # (a client signalling five hundred runs checks each first).
+        future: asyncio.Future[RunRecord | None] = state.loop.create_future()
+        state.wanted.setdefault(run_id, []).append(future)
+        return await future
+
+    def _read_wanted(self, state: LoopState) -> None:
+        wanted, state.wanted = state.wanted, {}
+        state.reading = True
+
+        async def read() -> None:
+            try:
+                found = await self._retrying("read runs", q.get_runs, state, list(wanted))
+            except BaseException as exc:
+                for futures in wanted.values():
+                    resolve_with(futures, exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for run_id, futures in wanted.items():
+                    resolve_with(futures, None, found.get(run_id))
+            finally:
+                state.reading = False
+                if state.wanted and not state.loop.is_closed():
+                    self._read_wanted(state)
+
+        task = state.loop.create_task(read(), context=BARE())
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
 
     async def list_runs(
         self,

@@ -104,6 +104,12 @@ class LoopState:
     """A transaction carrying events is in flight (one at a time; see the module docstring)."""
     flying: set[str] = field(default_factory=set[str])
     """Runs with positions in a transaction in flight (see the module docstring)."""
+    reading: bool = False
+    """A `get_run` is on its way (`PostgresStore.get_run`)."""
+    wanted: dict[str, list[asyncio.Future[Any]]] = field(
+        default_factory=dict[str, list[asyncio.Future[Any]]]
+    )
+    """`get_run` calls waiting to be read together, by run id."""
 
 
 Apply: TypeAlias = Callable[[LoopState, list[Write], Sequence[NewRunEvent]], Awaitable[None]]
@@ -331,6 +337,18 @@ def resolve(futures: list[asyncio.Future[None]], error: BaseException | None) ->
             continue
         if error is None:
             future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+def resolve_with(
+    futures: list[asyncio.Future[Any]], error: BaseException | None, value: Any = None
+) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(value)
         else:
             future.set_exception(error)
 

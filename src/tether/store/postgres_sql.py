@@ -121,6 +121,14 @@ async def get_run(conn: Conn, run_id: str) -> RunRecord | None:
     return None if row is None else run_from_row(row)
 
 
+async def get_runs(conn: Conn, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+    """`get_run` for many runs in one statement: the runs found, by id."""
+    cur = await conn.execute(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY(%b::text[])", (list(run_ids),)
+    )
+    return {row[0]: run_from_row(row) for row in await cur.fetchall()}
+
+
 async def list_runs(
     conn: Conn,
     status: str | None,
