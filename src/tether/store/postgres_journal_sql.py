@@ -331,7 +331,6 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
     attempts = excluded.attempts, started_at = excluded.started_at,
     finished_at = excluded.finished_at, wake_at = excluded.wake_at,
     usage = excluded.usage, meta = excluded.meta, ev_pos = {keep}
-RETURNING run_id, seq
 """
 
 
@@ -394,7 +393,7 @@ async def write_steps(
         else:
             statement = _UPSERT_STEP_EV if events else _UPSERT_STEP
         cur = await conn.execute(statement, (*riders, row[0], *row[2:], run_id, token))
-        return {(r[0], r[1]) for r in await cur.fetchall()}
+        return {(run_id, writes[0][2].seq)} if cur.rowcount == 1 else set()
     rows = [_step_row(*w) for w in writes]
     columns: list[list[Any]] = [list(col) for col in zip(*rows, strict=True)]
     columns.append([bool(p) for p in positions] if positions else [False] * len(writes))
