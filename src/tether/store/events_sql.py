@@ -117,7 +117,7 @@ ON CONFLICT (key) DO NOTHING
 
 def postgres_params(events: Sequence[NewRunEvent]) -> tuple[list[Any], ...]:
     """The parameters of `POSTGRES_APPEND` (also used where events ride along in another
-    statement, see `tether.store.postgres_sql`)."""
+    statement, see `tether.store.postgres_journal_sql`)."""
     return (
         [e.run_id for e in events],
         [e.kind for e in events],

@@ -7,22 +7,26 @@
   ``postgresql://app@db:5432/prod?options=-csearch_path%3Dtether``. Two options are tether's own
   and are stripped before connecting: ``pool_max_size`` (per loop, default 8) and
   ``retry_seconds`` (how long to ride out a lost database, default 10).
-* **Group commit.** Writes submitted during one event-loop iteration are applied in one
-  transaction on one pooled connection; the batch's run creations, signals, journal writes,
-  finishes and signal consumptions each become one multi-row statement (a client starting
-  2,500 runs pays a few round trips, not 2,500). Run events (`submit_run_events`) ride in the
-  next journal write's or finish's statement as a data-modifying CTE, one such write in
-  flight per loop so a run's events commit in order. A write arriving on an idle loop is
-  applied at once from its caller's task, and later writes batch behind it, so a sequential
-  run pays one single-statement transaction (one round trip) per step while two hundred
-  concurrent runs share them. Each write still gets its own fenced answer.
+* **Group commit** (`tether.store.postgres_commit`). Writes submitted during one event-loop
+  iteration are applied in one transaction on one pooled connection; the batch's run
+  creations, signals, journal writes, suspensions, finishes and signal consumptions each
+  become one multi-row statement (a client starting 2,500 runs pays a few round trips, not
+  2,500). Run events (`submit_run_events`) ride in the next write's statement as a
+  data-modifying CTE; a step's own events are its journal row (`derives_step_events`) and a
+  run's ``finished`` event is appended by the statement that finishes it, so a step costs its
+  journal write alone. No two transactions in flight hold positions of one run's event
+  stream, so a run's events commit in order. A write arriving on an idle loop is applied at
+  once from its caller's task, and later writes batch behind it, so a sequential run pays one
+  single-statement transaction (one round trip) per step while two hundred concurrent runs
+  share them. Each write still gets its own fenced answer. Reads of runs (`get_run`) asked
+  while one is on its way go together in one statement.
 * **Fencing.** A write for a claimed run checks the run's token in the same statement and
   share-locks the run row while doing so, so a write racing a takeover waits for it and is
   rejected rather than judged against the row as it was when the statement began.
 * **Faults.** A lost connection (server restart, ``pg_terminate_backend``) is retried with
   backoff for ``retry_seconds``, then `StoreUnavailable` is raised and the engine leaves the run
-  for takeover. Every write is idempotent (see `tether.store.postgres_sql`), so retrying after an
-  unknown commit outcome is safe.
+  for takeover. Every write is idempotent (see `tether.store.postgres_sql` and
+  `tether.store.postgres_journal_sql`), so retrying after an unknown commit outcome is safe.
 * **Wake-ups.** Transactions that make a run runnable NOTIFY a channel named after the schema;
   each loop that waits for work keeps one dedicated LISTEN connection. Due timers are found by
   the worker's polling.
@@ -651,7 +655,7 @@ class PostgresStore:
         return await self._read("find the next due run", q.next_wake)
 
     derives_step_events = True
-    """A step's final journal row stands for its run events (`postgres_sql._EV_POS`)."""
+    """A step's final journal row stands for its run events (`postgres_journal_sql._EV_POS`)."""
 
     async def write_step(
         self, run_id: str, token: int, step: StepRecord, *, events: bool = False
@@ -696,7 +700,7 @@ class PostgresStore:
             run_id, None, finish=(run_id, token, status, output, error)
         )
         if finished:
-            # The statement appended the run's `finished` event (`postgres_sql._FINISH_RUN`):
+            # The statement appended the run's `finished` event (`postgres_journal_sql._FINISH_RUN`):
             # the copy the engine emits next is dropped instead of sent to be ignored.
             self._finished_events[f"{run_id}:finished"] = None
             if len(self._finished_events) > _FINISHED_KEPT:
@@ -888,7 +892,7 @@ class PostgresStore:
     def submit_run_events(self, events: Sequence[NewRunEvent]) -> asyncio.Future[None]:
         """`append_run_events` carried by the next write of this loop (no await): the engine
         calls it just before a journal write, and the events go in that write's statement (see
-        `postgres_sql._riding`). If no write takes them within this loop turn, they are
+        `postgres_journal_sql._riding`). If no write takes them within this loop turn, they are
         appended alone."""
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
