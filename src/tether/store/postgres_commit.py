@@ -385,6 +385,13 @@ async def apply(
     if not batch:
         await events_sql.postgres_append(conn, events)  # one statement: autocommit
         return
+    step = batch[0].step if len(batch) == 1 else None
+    if step is not None:
+        # A sequential run's every step: one statement, carrying the events (autocommit).
+        write = batch[0]
+        written = await j.write_steps(conn, [step], events, [write.position])
+        write.result = bool(written)
+        return
     if len(batch) == 1 and not events and batch[0].suspend is not None:
         write = batch[0]
         async with conn.transaction():  # its own lock, then the mailbox (see `suspend_run`)
