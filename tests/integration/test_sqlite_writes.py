@@ -1,0 +1,145 @@
+"""The SQLite store's write path, on a real file: a lone write commits at once, concurrent
+writes still share commits, instant steps still let other tasks run, and a failing write is
+undone alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import tether
+from tether.store.sqlite import SQLiteStore
+
+
+def _writer(app: tether.App) -> sqlite3.Connection:
+    store = app.store
+    assert isinstance(store, SQLiteStore)
+    writer, _ = store._ensure_open()  # pyright: ignore[reportPrivateUsage]
+    return writer._conn  # pyright: ignore[reportPrivateUsage]
+
+
+class Commits:
+    """Counts the COMMIT statements the store's write connection runs."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.count = 0
+        self._conn = conn
+        conn.set_trace_callback(self._seen)
+
+    def _seen(self, statement: str) -> None:
+        if statement.strip().upper() == "COMMIT":
+            self.count += 1
+
+    def close(self) -> None:
+        self._conn.set_trace_callback(None)
+
+
+@pytest.fixture
+def app(sqlite_url: str) -> Iterator[tether.App]:
+    app = tether.App(sqlite_url)
+
+    @app.step
+    async def noop(i: int) -> int:
+        return i
+
+    @app.workflow(name="sequence")
+    async def sequence(ctx: tether.Context, steps: int = 10) -> int:
+        for i in range(steps):
+            await noop(i)
+        return steps
+
+    yield app
+    app.close()
+
+
+async def test_concurrent_runs_share_commits(app: tether.App) -> None:
+    await app.run_async("sequence", {"steps": 1})  # the store is open
+    commits = Commits(_writer(app))
+    try:
+        infos = await asyncio.gather(*(app.run_async("sequence", {"steps": 5}) for _ in range(50)))
+    finally:
+        commits.close()
+    assert all(info.status == "succeeded" and len(info.steps) == 5 for info in infos)
+    # 50 runs x (create + 5 steps + finish) = 350 writes; alone, each would be a commit.
+    # Sharing: the first write of a loop iteration commits at once, the rest of that
+    # iteration's writes together -- about two commits per iteration.
+    assert commits.count < 350 / 5, commits.count
+
+
+async def test_a_run_of_instant_steps_lets_other_tasks_run(app: tether.App) -> None:
+    ticks = 0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    info = await app.run_async("sequence", {"steps": 200})
+    during = ticks - before
+    stop = True
+    await task
+    assert info.status == "succeeded"
+    # Every journal write yields once: the ticker runs at least once per step.
+    assert during >= 200, during
+
+
+async def test_a_lone_write_commits_before_it_returns(app: tether.App, sqlite_url: str) -> None:
+    seen: list[int] = []
+
+    @app.step
+    async def look(i: int) -> int:
+        # Another connection, as another process would: the previous step is already there.
+        path = sqlite_url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as other:
+            (count,) = other.execute("SELECT count(*) FROM steps WHERE status = 'completed'").fetchone()
+        seen.append(int(count))
+        return i
+
+    @app.workflow(name="looking")
+    async def looking(ctx: tether.Context) -> int:
+        for i in range(5):
+            await look(i)
+        return 5
+
+    await app.run_async("sequence", {"steps": 0})
+    await app.run_async("looking")
+    assert seen == [0, 1, 2, 3, 4]
+
+
+async def test_a_failing_write_is_undone_alone(app: tether.App) -> None:
+    await app.run_async("sequence", {"steps": 0})
+    store = app.store
+    assert isinstance(store, SQLiteStore)
+
+    def insert_then_fail(conn: sqlite3.Connection, marker: str) -> Any:
+        conn.execute("INSERT INTO kv (key, value) VALUES (?, '1')", (marker,))
+        raise RuntimeError("boom")
+
+    def insert(conn: sqlite3.Connection, marker: str) -> str:
+        conn.execute("INSERT INTO kv (key, value) VALUES (?, '1')", (marker,))
+        return marker
+
+    conn = _writer(app)
+    conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT)")
+    # Alone (committed at once) and in a shared batch: the failing write leaves nothing.
+    with pytest.raises(RuntimeError, match="boom"):
+        await store._write(insert_then_fail, "alone")  # pyright: ignore[reportPrivateUsage]
+    results = await asyncio.gather(
+        store._write(insert, "first"),  # pyright: ignore[reportPrivateUsage]
+        store._write(insert_then_fail, "batched"),  # pyright: ignore[reportPrivateUsage]
+        store._write(insert, "second"),  # pyright: ignore[reportPrivateUsage]
+        return_exceptions=True,
+    )
+    assert results[0] == "first" and results[2] == "second"
+    assert isinstance(results[1], RuntimeError)
+    keys = {row[0] for row in conn.execute("SELECT key FROM kv")}
+    assert keys == {"first", "second"}
