@@ -143,3 +143,17 @@ async def test_a_failing_write_is_undone_alone(app: tether.App) -> None:
     assert isinstance(results[1], RuntimeError)
     keys = {row[0] for row in conn.execute("SELECT key FROM kv")}
     assert keys == {"first", "second"}
+
+
+async def test_a_run_commits_once_per_step_plus_its_start_and_end(app: tether.App) -> None:
+    await app.run_async("sequence", {"steps": 1})
+    commits = Commits(_writer(app))
+    try:
+        info = await app.run_async("sequence", {"steps": 5})
+    finally:
+        commits.close()
+    # Created, five steps, ended -- the run's events ride in those transactions, its
+    # `finished` event in the one that ends it.
+    assert commits.count == 7, commits.count
+    kinds = [event.kind for event in await app.run_events_async(info.id)]
+    assert kinds == ["run_started"] + ["step_started", "step_completed"] * 5 + ["finished"]

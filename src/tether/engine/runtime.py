@@ -114,6 +114,7 @@ class Runtime:
             executor=self._threads,
             live=self.live_contexts,
             app=self,
+            events=self.run_events,
         )
         self.executor.listeners.append(self.run_events.on_run_end)
 

@@ -786,6 +786,7 @@ class PostgresStore:
         return await self._read("find the next due run", q.next_wake)
 
     derives_step_events = False
+    finish_appends_event = False
     """Step events are stored as rows (batched apart from the journal writes)."""
 
     async def write_step(

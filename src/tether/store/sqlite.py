@@ -454,6 +454,7 @@ class SQLiteStore:
         return await self._read(q.next_wake)
 
     derives_step_events = True
+    finish_appends_event = True
     """Steps' started/completed/failed events are read from their journal rows (`write_step`'s
     ``events``), not stored as rows of their own."""
 

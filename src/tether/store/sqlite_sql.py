@@ -732,7 +732,7 @@ def finish_run(
 ) -> bool:
     now = time.time()
     condition = _HELD if status == "cancelled" else _HELD_LIVE
-    return (
+    ended = (
         conn.execute(
             "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, updated_at = ?, "
             "lease_owner = NULL, lease_expires = NULL, wake_at = NULL, waiting_for = NULL, "
@@ -742,6 +742,13 @@ def finish_run(
         ).rowcount
         == 1
     )
+    if ended:  # the run's last event, in the transaction that ends it (`finish_appends_event`)
+        conn.execute(
+            "INSERT OR IGNORE INTO run_events (run_id, kind, at, data, key) "
+            "VALUES (?, 'finished', ?, ?, ?)",
+            (run_id, now, dumps({"status": status}), f"{run_id}:finished"),
+        )
+    return ended
 
 
 def release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
