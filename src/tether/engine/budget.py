@@ -35,6 +35,10 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
+        if other is ZERO:  # most steps spend nothing: no new object
+            return self
+        if self is ZERO:
+            return other
         return Usage(
             llm_calls=self.llm_calls + other.llm_calls,
             tool_calls=self.tool_calls + other.tool_calls,

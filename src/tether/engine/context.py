@@ -471,7 +471,8 @@ class Context(DurableWaits, StopControl):
             raise self._stop(await self._lost())
 
     async def _write(self, rec: StepRecord, events: bool = False) -> None:
-        await self._flush_values()
+        if self._pending_values:
+            await self._flush_values()
         await self._write_fenced(rec, events)
         previous = self._journal.get(rec.seq)
         if previous is not None and previous.usage:
@@ -630,15 +631,19 @@ class Context(DurableWaits, StopControl):
             reservation = await self._reserve(seq, estimate, budgets, windows)
             if record_input is None and (args or kwargs):
                 record_input = describe_arguments(args, kwargs)
+            checked = False
             if self._events is not None:
                 await self._check_lease()  # a zombie announces no step it will not start
+                checked = True
                 # Held back on a deriving store: a step that ends soon has its start
                 # event read from its journal row instead (`_step_events`).
                 self._emit_step("step_started", StepRecord(
                     run_id=self.run_id, seq=seq, name=name, kind=kind, status="running",
                     attempts=failures + 1, meta=meta), provisional=self._derived)
             while True:
-                await self._check_lease()
+                if not checked:  # nothing awaited since the check just above
+                    await self._check_lease()
+                checked = False
                 attempt = failures + 1
                 started = time.time()
                 first_started = first_started or started
