@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import tether
+from tether.store.base import NewRun, NewRunEvent, StepRecord
 from tether.store.sqlite import SQLiteStore
 
 
@@ -157,3 +160,81 @@ async def test_a_run_commits_once_per_step_plus_its_start_and_end(app: tether.Ap
     assert commits.count == 7, commits.count
     kinds = [event.kind for event in await app.run_events_async(info.id)]
     assert kinds == ["run_started"] + ["step_started", "step_completed"] * 5 + ["finished"]
+
+
+async def test_an_event_appended_by_another_process_keeps_the_stream_in_order(
+    app: tether.App, sqlite_url: str
+) -> None:
+    """Step rows take positions reserved ahead for their run; an event another process
+    appends for the run meanwhile (its id past them) must still come before the steps
+    journaled after it, so a reader resuming after that event misses none of them."""
+    other = tether.App(sqlite_url)
+    appended: list[int] = []
+
+    @app.step
+    async def mark(i: int) -> int:
+        if i == 2:
+            run_id = tether.current_step().run_id
+            await other.store.append_run_events([NewRunEvent(
+                run_id=run_id, kind="note", at=time.time(), seq=None, data={"from": "other"},
+                key=None)])
+            (event,) = [e for e in await other.run_events_async(run_id) if e.kind == "note"]
+            appended.append(event.id)
+        return i
+
+    @app.workflow(name="marked")
+    async def marked(ctx: tether.Context) -> int:
+        for i in range(5):
+            await mark(i)
+        return 5
+
+    try:
+        info = await app.run_async("marked")
+        events = await app.run_events_async(info.id)
+        ids = [e.id for e in events]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids), ids
+        after = await app.run_events_async(info.id, after=appended[0])
+        assert [(e.kind, e.seq) for e in after] == [
+            ("step_started", 3), ("step_completed", 3), ("step_started", 4),
+            ("step_completed", 4), ("step_started", 5), ("step_completed", 5), ("finished", None),
+        ]
+    finally:
+        other.close()
+
+
+async def test_a_run_claimed_back_after_another_holder_keeps_its_steps_in_order(
+    tmp_path: Path,
+) -> None:
+    """Holder A journals a step, loses the run to B, which journals two, and claims it back:
+    A's reserved positions from its first claim are below B's, so its next step must not use
+    them (positions are reserved per claim)."""
+    url = f"sqlite:///{tmp_path / 'tether.db'}"
+    a, b = SQLiteStore(url), SQLiteStore(url)
+    try:
+        _, token, _ = await a.create_run(
+            NewRun(id="r1", workflow="w", version=None, input=None), owner="a",
+            lease_seconds=0.05)
+        assert token is not None
+
+        def step(seq: int) -> StepRecord:
+            now = time.time()
+            return StepRecord(run_id="r1", seq=seq, name=f"s{seq}", kind="step",
+                              status="completed", output=seq, attempts=1, started_at=now,
+                              finished_at=now)
+
+        assert await a.write_step("r1", token, step(1), events=True)
+        await asyncio.sleep(0.1)
+        claim = await b.claim_run("r1", "b", lease_seconds=0.05)
+        assert claim is not None
+        assert await b.write_step("r1", claim.token, step(2), events=True)
+        assert await b.write_step("r1", claim.token, step(3), events=True)
+        await asyncio.sleep(0.1)
+        again = await a.claim_run("r1", "a", lease_seconds=5)
+        assert again is not None
+        assert await a.write_step("r1", again.token, step(4), events=True)
+        completed = [r.seq for r in await a.read_run_events("r1", after=0, limit=100)
+                     if r.kind == "step_completed"]
+        assert completed == [1, 2, 3, 4]
+    finally:
+        await a.close()
+        await b.close()

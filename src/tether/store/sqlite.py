@@ -231,6 +231,8 @@ class SQLiteStore:
         self._waiters_lock = threading.Lock()
         self._locks = None if self._memory else LockFiles(self.path)
         self._probed_at = 0.0
+        self._positions: q.Positions = {}
+        """Event positions reserved for the steps of runs held here (`q.step_position`)."""
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -461,7 +463,7 @@ class SQLiteStore:
     async def write_step(
         self, run_id: str, token: int, step: StepRecord, *, events: bool = False
     ) -> bool:
-        return await self._write(q.write_step, run_id, token, step, events)
+        return await self._write(q.write_step, run_id, token, step, events, self._positions)
 
     async def consume_signal(
         self, run_id: str, token: int, step: StepRecord
@@ -484,6 +486,7 @@ class SQLiteStore:
         wake_at: float | None,
         waiting_for: str | Sequence[str] | None,
     ) -> str | None:
+        self._positions.pop((run_id, token), None)
         status = await self._write(q.suspend_run, run_id, token, wake_at, waiting_for)
         if status == "queued":
             self._notify()
@@ -498,9 +501,11 @@ class SQLiteStore:
         output: Any = None,
         error: dict[str, Any] | None = None,
     ) -> bool:
+        self._positions.pop((run_id, token), None)
         return await self._write(q.finish_run, run_id, token, status, output, error)
 
     async def release_run(self, run_id: str, token: int) -> bool:
+        self._positions.pop((run_id, token), None)
         released = await self._write(q.release_run, run_id, token)
         if released:
             self._notify()

@@ -142,9 +142,15 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
 """
 
 _TAKE_EVENT_POSITIONS = (
-    "UPDATE sqlite_sequence SET seq = seq + 2 WHERE name = 'run_events' RETURNING seq"
+    "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'run_events' RETURNING seq"
 )
-"""Two positions of the run event stream (the second is the row's ``ev_pos``)."""
+"""Reserve the next positions of the run event stream (returns the last one reserved)."""
+
+POSITION_BLOCK = 64
+"""Positions reserved at a time for the steps of one run held by one claim (32 steps)."""
+
+Positions = dict[tuple[str, int], tuple[int, int]]
+"""The reserved positions of runs held here, by (run, fencing token): (next, last)."""
 
 
 # --- statements, run on the store's threads ------------------------------------------------------
@@ -605,15 +611,47 @@ def next_wake(conn: sqlite3.Connection) -> float | None:
 
 
 def write_step(
-    conn: sqlite3.Connection, run_id: str, token: int, step: StepRecord, events: bool = False
+    conn: sqlite3.Connection, run_id: str, token: int, step: StepRecord, events: bool = False,
+    positions: Positions | None = None,
 ) -> bool:
     if not events:
         return conn.execute(_UPSERT_STEP, (*step_params(run_id, step), run_id, token)).rowcount == 1
-    # The row stands for the step's events (`events_sql`): two positions of the run_events id
-    # counter, taken in this write's transaction, so they follow every event committed before.
-    (position,) = conn.execute(_TAKE_EVENT_POSITIONS).fetchone()
+    # The row stands for the step's events (`events_sql`) at two positions of the stream.
+    position = step_position(conn, run_id, token, positions)
     params = (*step_params(run_id, step), position, run_id, token)
     return conn.execute(_UPSERT_STEP_EVENTS, params).rowcount == 1
+
+
+def step_position(
+    conn: sqlite3.Connection, run_id: str, token: int, positions: Positions | None
+) -> int:
+    """The position of a step row's outcome event (its start is the one before).
+
+    Both must follow every event of the run committed before, in commit order. Positions
+    come from the run_events id counter, reserved `POSITION_BLOCK` at a time per run and
+    claim (`positions`, kept by the store), so most steps write no counter page: a reserved
+    position is used only while no event of the run was appended since the reservation
+    (an appended event's id is past the whole block; then a new block is taken here). Only
+    the claim's holder writes the run's steps, and a new claim has a new token, so no other
+    step row of the run can sit past a position reserved under this one."""
+    key = (run_id, token)
+    held = positions.get(key) if positions is not None else None
+    if held is not None and held[0] <= held[1]:
+        (last,) = conn.execute(
+            "SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if held[0] - 1 > last:
+            assert positions is not None
+            positions[key] = (held[0] + 2, held[1])
+            return held[0]
+    block = POSITION_BLOCK if positions is not None else 2
+    (end,) = conn.execute(_TAKE_EVENT_POSITIONS, (block,)).fetchone()
+    position = end - block + 2
+    if positions is not None:
+        if len(positions) > 10_000:
+            positions.clear()  # runs this process no longer holds (any entry may go)
+        positions[key] = (position + 2, end)
+    return position
 
 
 def consume_signal(
