@@ -18,7 +18,9 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -70,6 +72,22 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
+_YIELD_EVERY = 0.001
+"""Seconds a quiet loop's lone writer may go without yielding (see `_Connection.write`)."""
+_BUSY_FOR = 0.05
+"""Seconds a loop counts as busy after a second writer turned up while one was committing."""
+
+
+@dataclass(slots=True)
+class _LoopWrites:
+    """What `_Connection.write` knows of one event loop's writers."""
+
+    inline: bool = False
+    """A write committed at once is yielding: writers arriving now join a batch."""
+    yield_at: float = 0.0
+    busy_until: float = 0.0
+
+
 class _Connection:
     """One SQLite connection shared by the event loops of a process, guarded by a lock.
 
@@ -88,7 +106,8 @@ class _Connection:
         self._lock = threading.Lock()
         self._batches: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         self._batches_lock = threading.Lock()
-        self._inline: set[asyncio.AbstractEventLoop] = set()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWrites] = (
+            weakref.WeakKeyDictionary())
 
     def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
         with self._lock:
@@ -99,24 +118,36 @@ class _Connection:
             return fn(self._conn, *args)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Commit `fn` before returning. The first write of a loop iteration with no batch
-        pending commits at once, in the caller, then yields once (so a run of instant steps
-        still lets the loop's other tasks in); writes arriving while it or a batch is in
-        progress join the batch, so concurrent runs keep sharing one commit per iteration."""
+        """Commit `fn` before returning. A write with nothing queued on its loop commits at
+        once, in the caller; writes arriving while one of those yields, or while a batch is
+        queued, join the batch, so concurrent runs keep sharing commits.
+
+        After committing at once the caller yields -- then other writers of the loop find it
+        in progress and batch -- unless the loop is *quiet*: no other writer turned up in the
+        last `_BUSY_FOR` seconds. A quiet loop's lone writer (one run of instant steps) yields
+        only every `_YIELD_EVERY` seconds, which still lets timers, I/O and any new writer in
+        (and a new writer makes the loop busy again)."""
         loop = asyncio.get_running_loop()
         with self._batches_lock:
-            alone = loop not in self._batches and loop not in self._inline
+            state = self._loops.get(loop)
+            if state is None:
+                state = self._loops[loop] = _LoopWrites()
+            alone = not state.inline and loop not in self._batches
             if alone:
-                self._inline.add(loop)
+                state.inline = True
+            elif state.inline:
+                state.busy_until = time.monotonic() + _BUSY_FOR
         if not alone:
             return await self.submit(fn, *args)
         try:
             with self._lock:
                 ((ok, value),) = self._transaction([(fn, args, None)])
-            await asyncio.sleep(0)
+            now = time.monotonic()
+            if now >= state.yield_at or now < state.busy_until:
+                state.yield_at = now + _YIELD_EVERY
+                await asyncio.sleep(0)
         finally:
-            with self._batches_lock:
-                self._inline.discard(loop)
+            state.inline = False
         if ok:
             return value
         raise value
