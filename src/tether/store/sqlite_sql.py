@@ -141,6 +141,13 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
     ev_pos = excluded.ev_pos
 """
 
+_UPSERT_STEP_RESERVED = _UPSERT_STEP_EVENTS.replace(
+    "WHERE EXISTS",
+    "WHERE ?15 - 1 > (SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = ?16)\n  AND EXISTS",
+)
+"""`_UPSERT_STEP_EVENTS` at a reserved position (?15), only if no event of the run (?16) is
+past it; the fencing condition's parameters follow (?17, ?18)."""
+
 _TAKE_EVENT_POSITIONS = (
     "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'run_events' RETURNING seq"
 )
@@ -616,34 +623,34 @@ def write_step(
 ) -> bool:
     if not events:
         return conn.execute(_UPSERT_STEP, (*step_params(run_id, step), run_id, token)).rowcount == 1
-    # The row stands for the step's events (`events_sql`) at two positions of the stream.
-    position = step_position(conn, run_id, token, positions)
-    params = (*step_params(run_id, step), position, run_id, token)
-    return conn.execute(_UPSERT_STEP_EVENTS, params).rowcount == 1
-
-
-def step_position(
-    conn: sqlite3.Connection, run_id: str, token: int, positions: Positions | None
-) -> int:
-    """The position of a step row's outcome event (its start is the one before).
-
-    Both must follow every event of the run committed before, in commit order. Positions
-    come from the run_events id counter, reserved `POSITION_BLOCK` at a time per run and
-    claim (`positions`, kept by the store), so most steps write no counter page: a reserved
-    position is used only while no event of the run was appended since the reservation
-    (an appended event's id is past the whole block; then a new block is taken here). Only
-    the claim's holder writes the run's steps, and a new claim has a new token, so no other
-    step row of the run can sit past a position reserved under this one."""
+    # The row stands for the step's events (`events_sql`) at two positions of the stream:
+    # both must follow every event of the run committed before, in commit order.
+    #
+    # Positions come from the run_events id counter, reserved `POSITION_BLOCK` at a time per
+    # run and claim (`positions`, kept by the store), so most steps write no counter page. A
+    # reserved position is used only while no event of the run was appended since it was
+    # reserved (an appended event's id is past the whole block; then a new block is taken).
+    # Only the claim's holder writes the run's steps, and a new claim has a new token, so no
+    # other step row of the run can sit past a position reserved under this one.
+    params = step_params(run_id, step)
     key = (run_id, token)
     held = positions.get(key) if positions is not None else None
     if held is not None and held[0] <= held[1]:
-        (last,) = conn.execute(
-            "SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        if held[0] - 1 > last:
-            assert positions is not None
-            positions[key] = (held[0] + 2, held[1])
-            return held[0]
+        assert positions is not None
+        positions[key] = (held[0] + 2, held[1])
+        if conn.execute(_UPSERT_STEP_RESERVED, (*params, held[0], run_id, run_id, token)).rowcount:
+            return True
+        # Fenced off, or an event of the run is past the reserved position.
+    position = take_positions(conn, run_id, token, positions)
+    return conn.execute(_UPSERT_STEP_EVENTS, (*params, position, run_id, token)).rowcount == 1
+
+
+def take_positions(
+    conn: sqlite3.Connection, run_id: str, token: int, positions: Positions | None
+) -> int:
+    """Reserve a block of event positions for the run's steps under this claim; returns the
+    first step row's (its start event takes the position before)."""
+    key = (run_id, token)
     block = POSITION_BLOCK if positions is not None else 2
     (end,) = conn.execute(_TAKE_EVENT_POSITIONS, (block,)).fetchone()
     position = end - block + 2
