@@ -611,7 +611,7 @@ def next_wake(conn: sqlite3.Connection) -> float | None:
     row = conn.execute(
         "SELECT min(t) FROM ("
         " SELECT min(wake_at) AS t FROM runs WHERE status = 'waiting' AND wake_at IS NOT NULL"
-        " UNION ALL SELECT min(wake_at) FROM runs WHERE status = 'queued'"
+        " UNION ALL SELECT min(wake_at) FROM runs WHERE status = 'queued' AND wake_at IS NOT NULL"
         " UNION ALL SELECT min(lease_expires) FROM runs WHERE status = 'running')"
     ).fetchone()
     return row[0]
