@@ -51,6 +51,8 @@ class Usage:
     def to_dict(self) -> dict[str, Any]:
         # Field by field rather than dataclasses.asdict: this runs for every journaled step,
         # and asdict's recursive deep copy was a tenth of a step's engine time.
+        if self is ZERO:
+            return {}
         return {k: v for k in _USAGE_FIELDS if (v := getattr(self, k))}
 
     @classmethod
