@@ -236,8 +236,9 @@ def measure_sequential(args: argparse.Namespace, report: Report) -> dict[str, fl
                   cpu[ours] / cpu[dbos], cpu[ours] / cpu[langgraph]]
         ratio_rows.append([label, *(f"{r:.1f}x" for r in ratios)])
         if label.startswith("each"):
-            report.add("sequential vs DBOS (defaults)", ">= 20x", f"{ratios[0]:.1f}x", ratios[0] >= 20)
-            report.add("sequential vs LangGraph (defaults)", ">= 10x", f"{ratios[1]:.1f}x", ratios[1] >= 10)
+            # Issue 15's targets, on a quiet machine (the first issue asked 20x / 10x).
+            report.add("sequential vs DBOS (defaults)", ">= 30x", f"{ratios[0]:.1f}x", ratios[0] >= 30)
+            report.add("sequential vs LangGraph (defaults)", ">= 15x", f"{ratios[1]:.1f}x", ratios[1] >= 15)
         else:
             report.add(f"sequential vs DBOS ({label})", "report", f"{ratios[0]:.1f}x", None)
             report.add(f"sequential vs LangGraph ({label})", "report", f"{ratios[1]:.1f}x", None)

@@ -885,6 +885,27 @@ MUTANTS += [
                 "::test_parallel_steps_and_a_failure_each_stream_once_in_order")],
         "a completed step's events are missing from the stream",
     ),
+    Mutant(
+        "events-reserved-position-behind-an-event", SQLITE,
+        (("    \"WHERE ?15 - 1 > (SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = ?16)"
+          "\\n  AND EXISTS\",",
+          "    \"WHERE ?15 + ?16 IS NOT NULL AND EXISTS\","),),
+        ["tests/integration/test_sqlite_writes.py"
+         "::test_an_event_appended_by_another_process_keeps_the_stream_in_order"],
+        "a step row takes a reserved position although an event of its run was appended past "
+        "it meanwhile: a reader resuming after that event misses the step",
+    ),
+    Mutant(
+        "events-reserved-positions-outlive-the-claim", SQLITE,
+        (("    params = step_params(run_id, step)\n    key = (run_id, token)",
+          "    params = step_params(run_id, step)\n    key = (run_id, 0)"),
+         ("    key = (run_id, token)\n    block = POSITION_BLOCK",
+          "    key = (run_id, 0)\n    block = POSITION_BLOCK"),),
+        ["tests/integration/test_sqlite_writes.py"
+         "::test_a_run_claimed_back_after_another_holder_keeps_its_steps_in_order"],
+        "positions reserved under an earlier claim are used after another holder wrote steps "
+        "past them",
+    ),
     # --- alerts and metrics --------------------------------------------------------------------
     Mutant(
         "alert-recorded-per-detector", "tether/store/alerts_sql.py",

@@ -65,3 +65,22 @@ async def _guarded(task: BackgroundTask, app: Any, stop: asyncio.Event) -> None:
 
 def _name(task: BackgroundTask) -> str:
     return str(getattr(task, "__qualname__", None) or getattr(task, "__name__", None) or task)
+
+
+class Later:
+    """A background task started only once `delay` seconds have passed; `cancel` stops it,
+    started or not. For work that is seldom due before its owner ends (an `App.run`'s lease
+    renewals and cancel watch): a timer costs far less than a task started and cancelled."""
+
+    def __init__(self, delay: float, start: Callable[[], Awaitable[None]]) -> None:
+        self._start = start
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(delay, self._begin)
+
+    def _begin(self) -> None:
+        self._task = asyncio.ensure_future(self._start())
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()

@@ -35,6 +35,10 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
+        if other is ZERO:  # most steps spend nothing: no new object
+            return self
+        if self is ZERO:
+            return other
         return Usage(
             llm_calls=self.llm_calls + other.llm_calls,
             tool_calls=self.tool_calls + other.tool_calls,
@@ -47,6 +51,8 @@ class Usage:
     def to_dict(self) -> dict[str, Any]:
         # Field by field rather than dataclasses.asdict: this runs for every journaled step,
         # and asdict's recursive deep copy was a tenth of a step's engine time.
+        if self is ZERO:
+            return {}
         return {k: v for k in _USAGE_FIELDS if (v := getattr(self, k))}
 
     @classmethod

@@ -37,7 +37,14 @@ from tether.engine.ledger import OVERSHOOT, Ledger, Reservation, window_exceeded
 from tether.engine.registry import StepDef, make_step
 from tether.engine.retry import NO_RETRY, Retry
 from tether.engine.serde import Decoder, to_jsonable
-from tether.engine.steps import StepContext, current_step, describe_arguments, error_record, running
+from tether.engine.steps import (
+    StepContext,
+    current_step,
+    describe_arguments,
+    enter_step,
+    error_record,
+    leave_step,
+)
 from tether.engine.stopping import StopControl
 from tether.engine.waits import DurableWaits
 from tether.errors import (
@@ -471,7 +478,8 @@ class Context(DurableWaits, StopControl):
             raise self._stop(await self._lost())
 
     async def _write(self, rec: StepRecord, events: bool = False) -> None:
-        await self._flush_values()
+        if self._pending_values:
+            await self._flush_values()
         await self._write_fenced(rec, events)
         previous = self._journal.get(rec.seq)
         if previous is not None and previous.usage:
@@ -630,15 +638,20 @@ class Context(DurableWaits, StopControl):
             reservation = await self._reserve(seq, estimate, budgets, windows)
             if record_input is None and (args or kwargs):
                 record_input = describe_arguments(args, kwargs)
+            checked = False
             if self._events is not None:
                 await self._check_lease()  # a zombie announces no step it will not start
+                checked = True
                 # Held back on a deriving store: a step that ends soon has its start
                 # event read from its journal row instead (`_step_events`).
-                self._emit_step("step_started", StepRecord(
-                    run_id=self.run_id, seq=seq, name=name, kind=kind, status="running",
-                    attempts=failures + 1, meta=meta), provisional=self._derived)
+                self._events.emit(
+                    self.run_id, "step_started", seq=seq,
+                    data=step_event_data(name, kind, failures + 1, meta, None),
+                    key=f"{self.run_id}:{seq}:started", provisional=self._derived)
             while True:
-                await self._check_lease()
+                if not checked:  # nothing awaited since the check just above
+                    await self._check_lease()
+                checked = False
                 attempt = failures + 1
                 started = time.time()
                 first_started = first_started or started
@@ -739,20 +752,21 @@ class Context(DurableWaits, StopControl):
         step_ctx: StepContext,
     ) -> Any:
         outer = _current.set(None)
+        inner = enter_step(step_ctx)  # `running`, without a generator per step
         try:
-            with running(step_ctx):
-                if is_async:
-                    if timeout is None:
-                        return await fn(*args, **kwargs)
-                    async with asyncio.timeout(timeout):
-                        return await fn(*args, **kwargs)
-                loop = asyncio.get_running_loop()
-                call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-                future = loop.run_in_executor(self._executor, call)
+            if is_async:
                 if timeout is None:
-                    return await future
-                return await asyncio.wait_for(future, timeout)
+                    return await fn(*args, **kwargs)
+                async with asyncio.timeout(timeout):
+                    return await fn(*args, **kwargs)
+            loop = asyncio.get_running_loop()
+            call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+            future = loop.run_in_executor(self._executor, call)
+            if timeout is None:
+                return await future
+            return await asyncio.wait_for(future, timeout)
         finally:
+            leave_step(inner)
             _current.reset(outer)
 
 

@@ -83,6 +83,8 @@ class EventLog:
         submit = getattr(store, "submit_run_events", None)
         self._submit: Any = submit if callable(submit) else None
         self._submitted: set[asyncio.Future[None]] = set()
+        self._finish_appends = self._submit is not None and bool(
+            getattr(store, "finish_appends_event", False))
 
     def emit(
         self, run_id: str, kind: str, *, seq: int | None = None,
@@ -200,9 +202,19 @@ class EventLog:
             # with the next replay of the run.
             log.warning("could not append %d run event(s)", len(batch), exc_info=True)
 
+    def before_end(self, run_id: str) -> None:
+        """Called just before run `run_id`'s final write: on a store that appends the
+        ``finished`` event in that write's transaction, what was emitted before it (the run's
+        held-back starts included) goes into the same transaction, ahead of it."""
+        if not self._finish_appends:
+            return
+        for key in [k for k, event in self._provisional.items() if event.run_id == run_id]:
+            self._buffer.append(self._provisional.pop(key))
+        self.join_write()
+
     async def on_run_end(self, run_id: str, status: str) -> None:
         """Executor listener: the run ended or suspended."""
-        if status in FINISHED_STATUSES:
+        if status in FINISHED_STATUSES and not self._finish_appends:
             self.emit(run_id, "finished", data={"status": status}, key=f"{run_id}:finished")
         await self.flush()
 

@@ -12,6 +12,7 @@ from tether.engine.budget import Budget
 from tether.engine.children import notify_parent, outcome_payload, parent_of
 from tether.engine.context import Context, bound, error_record
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
+from tether.engine.events import EventLog
 from tether.engine.serde import to_jsonable
 from tether.errors import RunFailed, StepFailed, StoreUnavailable
 from tether.store.base import FINISHED_STATUSES, Claim, StepRecord, Store
@@ -35,8 +36,10 @@ class RunExecutor:
         executor: Executor | None,
         live: dict[str, Context],
         app: object = None,
+        events: EventLog | None = None,
     ) -> None:
         self._app = app
+        self._events = events
         self._store = store
         self._workflows = workflows
         self._max_recoveries = max_recoveries
@@ -210,9 +213,8 @@ class RunExecutor:
         output: Any = None,
         error: dict[str, Any] | None = None,
     ) -> str:
-        events = getattr(self._app, "run_events", None)
-        if events is not None:
-            events.join_write()  # the run's last events ride in the finish, ahead of `finished`
+        if self._events is not None:
+            self._events.before_end(run_id)
         if await self._store.finish_run(run_id, token, status=status, output=output, error=error):
             await self._tell_parent(run_id, status, output, error)
             return status

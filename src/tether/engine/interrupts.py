@@ -41,13 +41,17 @@ class _Cancellable(Protocol):
 
 
 async def watch_cancels(
-    store: Store, owner: str, live: Mapping[str, _Cancellable], holding: Callable[[], bool]
+    store: Store, owner: str, live: Mapping[str, _Cancellable], holding: Callable[[], bool],
+    *, first: float = CANCEL_WATCH,
 ) -> None:
-    """Forever: every `CANCEL_WATCH` seconds while `holding()`, ask the store which runs leased
-    by `owner` have a cancel request and cancel their live contexts (cancel this task to stop).
-    The heartbeat notices cancels too, but only every third of the lease."""
+    """Forever: every `CANCEL_WATCH` seconds while `holding()` (the first time after `first`),
+    ask the store which runs leased by `owner` have a cancel request and cancel their live
+    contexts (cancel this task to stop). The heartbeat notices cancels too, but only every
+    third of the lease."""
+    wait = first
     while True:
-        await asyncio.sleep(CANCEL_WATCH)
+        await asyncio.sleep(wait)
+        wait = CANCEL_WATCH
         if not holding():
             continue
         try:

@@ -120,10 +120,11 @@ class Leases:
             return False
         return run_id in beat.renewed_ids
 
-    async def keep(self) -> None:
-        """Renew and hand back until cancelled."""
+    async def keep(self, *, first: float | None = None) -> None:
+        """Renew and hand back until cancelled: first after `first` seconds (default: a third
+        of the lease), then every third of the lease."""
         interval = self.lease_seconds / 3
-        wait = interval
+        wait = interval if first is None else first
         while True:
             await asyncio.sleep(wait)
             wait = interval

@@ -21,13 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar, cast, overload
 
+from tether.engine.background import Later
 from tether.engine.budget import Budget
 from tether.engine.children import CHILD_KIND, notify_parent, outcome_payload, parent_of
 from tether.engine.context import APPROVAL_SIGNAL_PREFIX, BUDGET_SIGNAL, Context, step_wrapper
 from tether.engine.events import EventLog, RunEvent, read_events
 from tether.engine.executor import RunExecutor
 from tether.engine.handles import Portal, RunEventStream, RunHandle
-from tether.engine.interrupts import watch_cancels
+from tether.engine.interrupts import CANCEL_WATCH, watch_cancels
 from tether.engine.lease import Leases
 from tether.engine.queues import Queue, Rate
 from tether.engine.ratelimits import RateLimit, make_limit
@@ -114,6 +115,7 @@ class Runtime:
             executor=self._threads,
             live=self.live_contexts,
             app=self,
+            events=self.run_events,
         )
         self.executor.listeners.append(self.run_events.on_run_end)
 
@@ -534,10 +536,10 @@ class Runtime:
         if claim is not None:
             quiet_control_flow(asyncio.get_running_loop())
             leases.hold(run.id, sent)
-            beat = asyncio.create_task(leases.keep())
-            cancels = asyncio.create_task(
-                watch_cancels(self.store, owner, self.live_contexts, lambda: True)
-            )
+            # Started only when first due: most runs of `run` end before either is.
+            beat = Later(self.lease_seconds / 3, lambda: leases.keep(first=0.0))
+            cancels = Later(CANCEL_WATCH, lambda: watch_cancels(
+                self.store, owner, self.live_contexts, lambda: True, first=0.0))
             try:
                 await self.executor.execute(claim, fresh=fresh, leases=leases, keep_journal=True)
             finally:

@@ -2,15 +2,13 @@
 a step's failure and arguments are journaled as.
 
 `Context` executes the step (`tether.engine.context`) and makes its `StepContext` current for
-the step's code with `running`.
+the step's code with `enter_step` / `leave_step`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import traceback
-from collections.abc import Generator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,14 +27,13 @@ def current_step() -> StepContext:
     return step
 
 
-@contextlib.contextmanager
-def running(step: StepContext) -> Generator[StepContext, None, None]:
-    """Make `step` the current step of the calling task while its code runs."""
-    token = _current_step.set(step)
-    try:
-        yield step
-    finally:
-        _current_step.reset(token)
+def enter_step(step: StepContext) -> Token[StepContext | None]:
+    """Make `step` the current step of the calling task; `leave_step` with the token after."""
+    return _current_step.set(step)
+
+
+def leave_step(token: Token[StepContext | None]) -> None:
+    _current_step.reset(token)
 
 
 @dataclass(slots=True)

@@ -357,12 +357,17 @@ class Store(Protocol):
         if fenced off."""
         ...
 
+    finish_appends_event: bool
+    """Whether `finish_run` appends the run's ``finished`` event in the transaction that ends
+    it (then the engine does not append it after)."""
+
     async def finish_run(
         self, run_id: str, token: int, *, status: str, output: Any = None,
         error: dict[str, Any] | None = None,
     ) -> bool:
         """Set a final status, release the lease; fenced. The cancel-request condition does not
-        apply when `status` is ``cancelled``."""
+        apply when `status` is ``cancelled``. With `finish_appends_event`, the run's
+        ``finished`` event (keyed ``<run>:finished``) is appended with it."""
         ...
 
     async def release_run(self, run_id: str, token: int) -> bool:

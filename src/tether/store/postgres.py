@@ -228,8 +228,6 @@ class PostgresStore:
         self._liveness: dict[str, asyncio.Task[None]] = {}
         self._queues_seen = False
         self._commits = GroupCommit(self._apply)
-        self._finished_events: dict[str, None] = {}
-        """Keys of `finished` events this store appended with the finish (oldest first)."""
         self._queues_looked = -_QUEUE_LOOK
         self.channel = "tether"
         """The NOTIFY channel; named after the schema on open so schemas sharing a database
@@ -656,6 +654,9 @@ class PostgresStore:
 
     derives_step_events = True
     """A step's final journal row stands for its run events (`postgres_journal_sql._EV_POS`)."""
+    finish_appends_event = True
+    """The statement that finishes a run appends its ``finished`` event
+    (`postgres_journal_sql._FINISH_RUN`)."""
 
     async def write_step(
         self, run_id: str, token: int, step: StepRecord, *, events: bool = False
@@ -696,16 +697,7 @@ class PostgresStore:
         output: Any = None,
         error: dict[str, Any] | None = None,
     ) -> bool:
-        finished = await self._submit(
-            run_id, None, finish=(run_id, token, status, output, error)
-        )
-        if finished:
-            # The statement appended the run's `finished` event (`postgres_journal_sql._FINISH_RUN`):
-            # the copy the engine emits next is dropped instead of sent to be ignored.
-            self._finished_events[f"{run_id}:finished"] = None
-            if len(self._finished_events) > _FINISHED_KEPT:
-                del self._finished_events[next(iter(self._finished_events))]
-        return finished
+        return await self._submit(run_id, None, finish=(run_id, token, status, output, error))
 
     async def release_run(self, run_id: str, token: int) -> bool:
         return await self._submit(run_id, lambda c: j.release_run(c, run_id, token), single=True)
@@ -861,21 +853,7 @@ class PostgresStore:
 
     # --- run events ------------------------------------------------------------------------------
 
-    def _not_stored(self, events: Sequence[NewRunEvent]) -> Sequence[NewRunEvent]:
-        """`events` without the `finished` events this store appended when it finished their
-        runs (each dropped once: a later copy is appended, and ignored, as any repeat)."""
-        if not self._finished_events or not any(e.kind == "finished" for e in events):
-            return events
-        kept: list[NewRunEvent] = []
-        for event in events:
-            if event.kind == "finished" and event.key in self._finished_events:
-                del self._finished_events[event.key]
-            else:
-                kept.append(event)
-        return kept
-
     async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
-        events = self._not_stored(events)
         if not events:
             return
 
@@ -896,7 +874,6 @@ class PostgresStore:
         appended alone."""
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
-        events = self._not_stored(events)
         if not events:
             done: asyncio.Future[None] = loop.create_future()
             done.set_result(None)
@@ -1018,9 +995,6 @@ async def _close_state(state: LoopState) -> None:
 
 
 _QUEUE_LOOK = 1.0
-_FINISHED_KEPT = 10_000
-"""How many `finished` event keys a store remembers to drop (the engine emits each right after
-the finish, so a few would do; the rest bounds the memory if no engine copy comes)."""
 
 
 async def _notify(conn: Conn, channel: str) -> None:

@@ -1,6 +1,6 @@
 """The embedded store: one SQLite file in WAL mode, shared by any number of worker processes.
 
-Writes are group-committed per event-loop iteration (see `_Connection`): each caller learns its
+Writes are group-committed per event-loop iteration (see `tether.store.sqlite_commit`): each caller learns its
 outcome only after the commit, a single sequential run pays one commit per step, and two hundred
 concurrent runs share commits. Reads use a second connection, so they never wait behind a
 commit.
@@ -13,7 +13,6 @@ Durability: by default ``synchronous=NORMAL`` — a committed step survives a pr
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
 import sqlite3
 import threading
@@ -55,6 +54,7 @@ from tether.store.base import (
     WorkerRecord,
 )
 from tether.store.migrate import migrate_sqlite
+from tether.store.sqlite_commit import Connection
 from tether.store.sqlite_liveness import LockFiles
 
 T = TypeVar("T")
@@ -70,124 +70,6 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
-class _Connection:
-    """One SQLite connection shared by the event loops of a process, guarded by a lock.
-
-    Reads run inline. Writes are *group-committed on the caller's loop*: every write submitted
-    during one loop iteration is queued, and a callback scheduled with ``call_soon`` applies
-    the queue in one ``BEGIN IMMEDIATE`` transaction before any caller is told its outcome.
-    A lone sequential run pays one commit per step and no thread hop; two hundred concurrent
-    runs share one commit per iteration. A write that raises is undone alone (the batch is
-    replayed with a savepoint per write), so write functions must only touch the connection.
-    """
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
-        self._conn = connect()
-        self._lock = threading.Lock()
-        self._batches: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        self._batches_lock = threading.Lock()
-
-    def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        with self._lock:
-            return fn(self._conn, *args)
-
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        with self._lock:
-            return fn(self._conn, *args)
-
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.submit(fn, *args)
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Queue a write into this loop turn's batch now; the future has its outcome."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        with self._batches_lock:
-            batch = self._batches.get(loop)
-            if batch is None:
-                batch = self._batches[loop] = []
-                loop.call_soon(self._flush, loop, context=contextvars.Context())
-            batch.append((fn, args, future))
-        return future
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        with self._batches_lock:
-            batch = self._batches.pop(loop, [])
-        if batch:
-            with self._lock:
-                outcomes = self._transaction(batch)
-            for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.cancelled():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
-
-    def _transaction(self, batch: list[Any]) -> list[tuple[bool, Any]]:
-        # Writes almost never raise (a fenced-off write returns False), so a batch first runs
-        # without a savepoint per write; only when one raises is the batch rolled back and
-        # replayed with savepoints, so that the failing write alone is undone.
-        if len(batch) > 1:
-            outcomes = self._attempt(batch, isolated=False)
-            if outcomes is not None:
-                return outcomes
-        outcomes = self._attempt(batch, isolated=True)
-        assert outcomes is not None
-        return outcomes
-
-    def _attempt(self, batch: list[Any], *, isolated: bool) -> list[tuple[bool, Any]] | None:
-        """One transaction over the batch. Not `isolated`: ``None`` (all rolled back) as soon
-        as a write raises. `isolated`: each write in a savepoint of its own."""
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            return [(False, StoreError(f"SQLite could not begin a write: {exc}"))] * len(batch)
-        outcomes: list[tuple[bool, Any]] = []
-        single = len(batch) == 1
-        if not isolated:
-            for fn, args, _ in batch:
-                try:
-                    outcomes.append((True, fn(conn, *args)))
-                except Exception:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    return None
-            return self._commit(batch, outcomes)
-        for fn, args, _ in batch:
-            if not single:
-                conn.execute("SAVEPOINT op")
-            try:
-                outcomes.append((True, fn(conn, *args)))
-                if not single:
-                    conn.execute("RELEASE op")
-            except Exception as exc:
-                outcomes.append((False, exc))
-                if single:
-                    conn.execute("ROLLBACK")
-                    return outcomes
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-        return self._commit(batch, outcomes)
-
-    def _commit(
-        self, batch: list[Any], outcomes: list[tuple[bool, Any]]
-    ) -> list[tuple[bool, Any]]:
-        conn = self._conn
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            return [(False, StoreError(f"SQLite commit failed: {exc}"))] * len(batch)
-        return outcomes
-
-
 class SQLiteStore:
     """The embedded default store (see the module docstring)."""
 
@@ -201,13 +83,15 @@ class SQLiteStore:
             )
         self._synchronous = sync
         self._memory = self.path == ":memory:"
-        self._writer: _Connection | None = None
-        self._reader: _Connection | None = None
+        self._writer: Connection | None = None
+        self._reader: Connection | None = None
         self._open_lock = threading.Lock()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._waiters_lock = threading.Lock()
         self._locks = None if self._memory else LockFiles(self.path)
         self._probed_at = 0.0
+        self._positions: q.Positions = {}
+        """Event positions reserved for the steps of runs held here (`q.step_position`)."""
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -241,14 +125,14 @@ class SQLiteStore:
             ) from None
         return conn
 
-    def _ensure_open(self) -> tuple[_Connection, _Connection]:
+    def _ensure_open(self) -> tuple[Connection, Connection]:
         if self._writer is not None and self._reader is not None:
             return self._writer, self._reader
         with self._open_lock:
             if self._writer is None:
-                writer = _Connection(self._connect)
+                writer = Connection(self._connect)
                 writer.call_sync(migrate_sqlite)
-                self._reader = writer if self._memory else _Connection(self._connect)
+                self._reader = writer if self._memory else Connection(self._connect)
                 self._writer = writer
         assert self._writer is not None and self._reader is not None
         return self._writer, self._reader
@@ -431,13 +315,14 @@ class SQLiteStore:
         return await self._read(q.next_wake)
 
     derives_step_events = True
+    finish_appends_event = True
     """Steps' started/completed/failed events are read from their journal rows (`write_step`'s
     ``events``), not stored as rows of their own."""
 
     async def write_step(
         self, run_id: str, token: int, step: StepRecord, *, events: bool = False
     ) -> bool:
-        return await self._write(q.write_step, run_id, token, step, events)
+        return await self._write(q.write_step, run_id, token, step, events, self._positions)
 
     async def consume_signal(
         self, run_id: str, token: int, step: StepRecord
@@ -460,6 +345,7 @@ class SQLiteStore:
         wake_at: float | None,
         waiting_for: str | Sequence[str] | None,
     ) -> str | None:
+        self._positions.pop((run_id, token), None)
         status = await self._write(q.suspend_run, run_id, token, wake_at, waiting_for)
         if status == "queued":
             self._notify()
@@ -474,9 +360,11 @@ class SQLiteStore:
         output: Any = None,
         error: dict[str, Any] | None = None,
     ) -> bool:
+        self._positions.pop((run_id, token), None)
         return await self._write(q.finish_run, run_id, token, status, output, error)
 
     async def release_run(self, run_id: str, token: int) -> bool:
+        self._positions.pop((run_id, token), None)
         released = await self._write(q.release_run, run_id, token)
         if released:
             self._notify()

@@ -141,10 +141,23 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
     ev_pos = excluded.ev_pos
 """
 
-_TAKE_EVENT_POSITIONS = (
-    "UPDATE sqlite_sequence SET seq = seq + 2 WHERE name = 'run_events' RETURNING seq"
+_UPSERT_STEP_RESERVED = _UPSERT_STEP_EVENTS.replace(
+    "WHERE EXISTS",
+    "WHERE ?15 - 1 > (SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = ?16)\n  AND EXISTS",
 )
-"""Two positions of the run event stream (the second is the row's ``ev_pos``)."""
+"""`_UPSERT_STEP_EVENTS` at a reserved position (?15), only if no event of the run (?16) is
+past it; the fencing condition's parameters follow (?17, ?18)."""
+
+_TAKE_EVENT_POSITIONS = (
+    "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'run_events' RETURNING seq"
+)
+"""Reserve the next positions of the run event stream (returns the last one reserved)."""
+
+POSITION_BLOCK = 64
+"""Positions reserved at a time for the steps of one run held by one claim (32 steps)."""
+
+Positions = dict[tuple[str, int], tuple[int, int]]
+"""The reserved positions of runs held here, by (run, fencing token): (next, last)."""
 
 
 # --- statements, run on the store's threads ------------------------------------------------------
@@ -598,22 +611,54 @@ def next_wake(conn: sqlite3.Connection) -> float | None:
     row = conn.execute(
         "SELECT min(t) FROM ("
         " SELECT min(wake_at) AS t FROM runs WHERE status = 'waiting' AND wake_at IS NOT NULL"
-        " UNION ALL SELECT min(wake_at) FROM runs WHERE status = 'queued'"
+        " UNION ALL SELECT min(wake_at) FROM runs WHERE status = 'queued' AND wake_at IS NOT NULL"
         " UNION ALL SELECT min(lease_expires) FROM runs WHERE status = 'running')"
     ).fetchone()
     return row[0]
 
 
 def write_step(
-    conn: sqlite3.Connection, run_id: str, token: int, step: StepRecord, events: bool = False
+    conn: sqlite3.Connection, run_id: str, token: int, step: StepRecord, events: bool = False,
+    positions: Positions | None = None,
 ) -> bool:
     if not events:
         return conn.execute(_UPSERT_STEP, (*step_params(run_id, step), run_id, token)).rowcount == 1
-    # The row stands for the step's events (`events_sql`): two positions of the run_events id
-    # counter, taken in this write's transaction, so they follow every event committed before.
-    (position,) = conn.execute(_TAKE_EVENT_POSITIONS).fetchone()
-    params = (*step_params(run_id, step), position, run_id, token)
-    return conn.execute(_UPSERT_STEP_EVENTS, params).rowcount == 1
+    # The row stands for the step's events (`events_sql`) at two positions of the stream:
+    # both must follow every event of the run committed before, in commit order.
+    #
+    # Positions come from the run_events id counter, reserved `POSITION_BLOCK` at a time per
+    # run and claim (`positions`, kept by the store), so most steps write no counter page. A
+    # reserved position is used only while no event of the run was appended since it was
+    # reserved (an appended event's id is past the whole block; then a new block is taken).
+    # Only the claim's holder writes the run's steps, and a new claim has a new token, so no
+    # other step row of the run can sit past a position reserved under this one.
+    params = step_params(run_id, step)
+    key = (run_id, token)
+    held = positions.get(key) if positions is not None else None
+    if held is not None and held[0] <= held[1]:
+        assert positions is not None
+        positions[key] = (held[0] + 2, held[1])
+        if conn.execute(_UPSERT_STEP_RESERVED, (*params, held[0], run_id, run_id, token)).rowcount:
+            return True
+        # Fenced off, or an event of the run is past the reserved position.
+    position = take_positions(conn, run_id, token, positions)
+    return conn.execute(_UPSERT_STEP_EVENTS, (*params, position, run_id, token)).rowcount == 1
+
+
+def take_positions(
+    conn: sqlite3.Connection, run_id: str, token: int, positions: Positions | None
+) -> int:
+    """Reserve a block of event positions for the run's steps under this claim; returns the
+    first step row's (its start event takes the position before)."""
+    key = (run_id, token)
+    block = POSITION_BLOCK if positions is not None else 2
+    (end,) = conn.execute(_TAKE_EVENT_POSITIONS, (block,)).fetchone()
+    position = end - block + 2
+    if positions is not None:
+        if len(positions) > 10_000:
+            positions.clear()  # runs this process no longer holds (any entry may go)
+        positions[key] = (position + 2, end)
+    return position
 
 
 def consume_signal(
@@ -732,7 +777,7 @@ def finish_run(
 ) -> bool:
     now = time.time()
     condition = _HELD if status == "cancelled" else _HELD_LIVE
-    return (
+    ended = (
         conn.execute(
             "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, updated_at = ?, "
             "lease_owner = NULL, lease_expires = NULL, wake_at = NULL, waiting_for = NULL, "
@@ -742,6 +787,13 @@ def finish_run(
         ).rowcount
         == 1
     )
+    if ended:  # the run's last event, in the transaction that ends it (`finish_appends_event`)
+        conn.execute(
+            "INSERT OR IGNORE INTO run_events (run_id, kind, at, data, key) "
+            "VALUES (?, 'finished', ?, ?, ?)",
+            (run_id, now, dumps({"status": status}), f"{run_id}:finished"),
+        )
+    return ended
 
 
 def release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
