@@ -81,3 +81,48 @@ def test_a_replay_sees_the_responses_and_tool_results_of_the_first_execution(
     assert len(model_steps) == 2
     assert model_steps[0].output["parts"][0]["tool_name"] == "lookup_order"
     assert model_steps[1].output["parts"][0]["content"] == "order 1042 shipped"
+
+
+def test_the_tools_hash_is_the_schemas_hash_computed_once_while_they_stay_the_same(
+    store_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tether.agents.durability as durability
+    from tether.agents.models import short_hash
+    from tether.observe import names
+
+    hashed: list[Any] = []
+
+    def counting(value: Any) -> str:
+        hashed.append(value)
+        return short_hash(value)
+
+    monkeypatch.setattr(durability, "short_hash", counting)
+    app = tether.App(store_url)
+    _apps.append(app)
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if not any(isinstance(p, ToolReturnPart) for m in messages for p in m.parts):
+            return ModelResponse(parts=[ToolCallPart("lookup_order", {"order_id": "7"})])
+        return ModelResponse(parts=[TextPart("done")])
+
+    agent = Agent(FunctionModel(respond), name="support",
+                  capabilities=[tether.TetherDurability(app)])
+
+    @agent.tool_plain
+    def lookup_order(order_id: str) -> str:
+        """Look an order up."""
+        return "shipped"
+
+    @app.workflow(name="twice")
+    async def twice(ctx: tether.Context) -> str:
+        return (await agent.run("where is order 7?")).output
+
+    info = app.run("twice")
+    assert info.status == "succeeded"
+    hashes = [s.meta[names.TOOLS_HASH] for s in info.steps if s.name == "support__model.request"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    # pydantic-ai copies the definitions per request: equal, so not encoded and hashed again
+    assert len([v for v in hashed if isinstance(v, list)]) == 1
+    schema = {"additionalProperties": False, "properties": {"order_id": {"type": "string"}},
+              "required": ["order_id"], "type": "object"}
+    assert hashes[0] == short_hash([["lookup_order", schema]])
