@@ -33,6 +33,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from typing import Any, Literal, cast
 
 from pydantic_ai.agent import EventStreamHandler
+from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.durable_exec import (
     JSON_CODEC,
     BaseDurabilityCapability,
@@ -356,6 +357,19 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             found = cache[key] = super()._bind_model_operations(  # pyright: ignore[reportPrivateUsage]
                 backend, model_id=model_id, model_name=model_name)
         return found
+
+    @property
+    def _has_prepare_model_request(self) -> bool:
+        # pydantic-ai copies every tool definition (schemas, metadata) for every request attempt
+        # when a capability overrides `prepare_model_request`, so that such a hook may edit them
+        # in place without the next attempt seeing it. The durable base's hook edits nothing: it
+        # only swaps a model that is not durable (a `RetryModelRequest` to another model) for a
+        # durable one, and it still runs for every attempt. So this capability asks for no copy;
+        # another capability with its own hook still gets them (the core asks each one). A
+        # subclass that overrides the hook gets them too.
+        hook = type(self).prepare_model_request
+        return hook not in (AbstractCapability.prepare_model_request,
+                            BaseDurabilityCapability.prepare_model_request)
 
     def _toolset_base_config(self, kind: Any) -> Any:
         return self._tool_config
