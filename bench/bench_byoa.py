@@ -11,6 +11,9 @@
      the same pydantic-ai surface as ``TetherDurability``, same engine spec and codec, every
      durable unit executed directly): what pydantic-ai's durable layer costs any engine
      built on it, before the engine does any work;
+   * ``lean floor`` — the floor without the two parts of that layer ``TetherDurability`` skips
+     (it binds the four model operations once per model rather than per request, and asks the
+     core for no per-attempt copy of the tool definitions): the floor tether stands on;
    * ``tether`` — the same agent with ``TetherDurability(app)``, registered with
      ``app.register(agent)`` and executed by a worker (concurrency N) on SQLite: every model
      request and tool call a journaled step (targets: <= 1.10x plain, and faster than DBOS);
@@ -95,10 +98,12 @@ def pydantic_agent(url: str, capabilities: list[Any] | None = None) -> Any:
 # --- 1. overhead ----------------------------------------------------------------------------------
 
 
-def floor_capability() -> Any:
+def floor_capability(lean: bool = False) -> Any:
     """A durability capability on pydantic-ai's public engine surface that journals nothing:
     each durable unit runs at once. Same engine spec as `TetherDurability` (its codec, sequential
-    tools, wrapped toolset kinds)."""
+    tools, wrapped toolset kinds). `lean`: also what `TetherDurability` skips of the layer (the
+    four model operations bound once per model, not per request; no per-attempt copy of the
+    tool definitions), so the floor tether itself stands on."""
     from pydantic_ai.durable_exec import (
         BaseDurabilityCapability,
         JournalCallableOperationBackend,
@@ -118,6 +123,7 @@ def floor_capability() -> Any:
         def __init__(self) -> None:
             super().__init__()
             self._backend: tuple[object, Direct] | None = None
+            self._bound: dict[tuple[str | None, str], Any] = {}
 
         @property
         def in_durable_context(self) -> bool:
@@ -129,13 +135,28 @@ def floor_capability() -> Any:
                 self._backend = (self, Direct(
                     agent_name=self.name, default_model_id=self.default_model_id,
                     config=RoleBasedOperationConfig(model={}, event={}, capability={}, tool={})))
+                self._bound = {}
             return self._backend[1]
 
-    return Floor()
+    class LeanFloor(Floor):
+        @property
+        def _has_prepare_model_request(self) -> bool:
+            return False
+
+        def _bind_model_operations(self, backend: Any, *, model_id: str | None,
+                                   model_name: str) -> Any:
+            key = (model_id, model_name)
+            found = self._bound.get(key)
+            if found is None:
+                found = self._bound[key] = super()._bind_model_operations(  # pyright: ignore[reportPrivateUsage]
+                    backend, model_id=model_id, model_name=model_name)
+            return found
+
+    return LeanFloor() if lean else Floor()
 
 
-async def run_plain(url: str, runs: int, floor: bool = False) -> float:
-    agent = pydantic_agent(url, [floor_capability()] if floor else None)
+async def run_plain(url: str, runs: int, floor: bool = False, lean: bool = False) -> float:
+    agent = pydantic_agent(url, [floor_capability(lean)] if floor else None)
     started = time.perf_counter()
     await asyncio.gather(*(agent.run(f"question {i}") for i in range(runs)))
     elapsed = time.perf_counter() - started
@@ -255,8 +276,8 @@ def dbos_role(url: str, runs: int, folder: Path) -> None:
 
 def overhead(runs: int, latency: float, reps: int, with_dbos: bool) -> dict[str, Any]:
     provider = Provider(latency)
-    sides: dict[str, list[float]] = {"plain": [], "floor": [], "tether": [], "tether.Agent": [],
-                                     "dbos": []}
+    sides: dict[str, list[float]] = {"plain": [], "floor": [], "lean floor": [], "tether": [],
+                                     "tether.Agent": [], "dbos": []}
     cpu: dict[str, list[float]] = {k: [] for k in sides}
     gc_cpu: dict[str, list[float]] = {k: [] for k in sides}
     collecting = [0.0, 0.0]  # (started, total) of the collector's CPU time
@@ -282,6 +303,7 @@ def overhead(runs: int, latency: float, reps: int, with_dbos: bool) -> dict[str,
         # not pay the process's first-use costs (lazy imports, type adapters) for the others.
         asyncio.run(run_plain(provider.url, WARM_UP_RUNS))
         asyncio.run(run_plain(provider.url, WARM_UP_RUNS, floor=True))
+        asyncio.run(run_plain(provider.url, WARM_UP_RUNS, floor=True, lean=True))
         with tempfile.TemporaryDirectory(prefix="bench-byoa-") as folder:
             asyncio.run(run_tether(provider.url, WARM_UP_RUNS, Path(folder)))
         with tempfile.TemporaryDirectory(prefix="bench-byoa-") as folder:
@@ -291,13 +313,15 @@ def overhead(runs: int, latency: float, reps: int, with_dbos: bool) -> dict[str,
             sides["plain"].append(timed("plain", lambda: asyncio.run(run_plain(provider.url, runs))))
             sides["floor"].append(timed("floor", lambda: asyncio.run(
                 run_plain(provider.url, runs, floor=True))))
+            sides["lean floor"].append(timed("lean floor", lambda: asyncio.run(
+                run_plain(provider.url, runs, floor=True, lean=True))))
             with tempfile.TemporaryDirectory(prefix="bench-byoa-") as folder:
                 sides["tether"].append(timed("tether", lambda: asyncio.run(
                     run_tether(provider.url, runs, Path(folder)))))
             with tempfile.TemporaryDirectory(prefix="bench-byoa-") as folder:
                 sides["tether.Agent"].append(timed("tether.Agent", lambda: asyncio.run(
                     run_tether_agent(provider.url, runs, Path(folder)))))
-            expected = 4 * runs * CALLS_PER_RUN
+            expected = 5 * runs * CALLS_PER_RUN
             if with_dbos:
                 with tempfile.TemporaryDirectory(prefix="bench-byoa-dbos-") as folder:
                     took = run_dbos(provider.url, runs, Path(folder))
@@ -332,6 +356,8 @@ def overhead(runs: int, latency: float, reps: int, with_dbos: bool) -> dict[str,
     result["floor_vs_plain"] = result["floor_s"] / result["plain_s"]
     result["tether_vs_floor"] = result["tether_s"] / result["floor_s"]
     result["floor_cpu_vs_plain"] = result["floor_cpu_s"] / result["plain_cpu_s"]
+    result["lean_floor_vs_plain"] = result["lean floor_s"] / result["plain_s"]
+    result["tether_vs_lean_floor"] = result["tether_s"] / result["lean floor_s"]
     result["tether_agent_vs_plain"] = result["tether.Agent_s"] / result["plain_s"]
     result["tether_cpu_vs_plain"] = result["tether_cpu_s"] / result["plain_cpu_s"]
     if "dbos_s" in result:
@@ -339,8 +365,8 @@ def overhead(runs: int, latency: float, reps: int, with_dbos: bool) -> dict[str,
         result["tether_cpu_vs_dbos"] = result["tether_cpu_s"] / result["dbos_cpu_s"]
     # Ratios within each repetition (the sides ran back to back), then their median: steadier
     # than ratios of medians when the machine's load drifts between repetitions.
-    pairs = [("tether", "plain"), ("floor", "plain"), ("tether", "floor"), ("tether", "dbos"),
-             ("tether.Agent", "plain")]
+    pairs = [("tether", "plain"), ("floor", "plain"), ("lean floor", "plain"), ("tether", "floor"),
+             ("tether", "lean floor"), ("tether", "dbos"), ("tether.Agent", "plain")]
     for a, b in pairs:
         if sides[a] and len(sides[b]) == len(sides[a]):
             result[f"paired_{a}_vs_{b}"] = mid([x / y for x, y in zip(sides[a], sides[b], strict=True)])

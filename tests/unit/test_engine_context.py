@@ -317,3 +317,33 @@ async def test_a_caught_nondeterminism_error_still_fails_the_run() -> None:
     await app.store.release_run(handle.id, claim.token)
     info = await app.run_async("wf", run_id=handle.id)
     assert info.status == "failed" and info.error["type"] == "NonDeterminismError"
+
+
+async def test_a_finished_runs_context_is_freed_without_the_garbage_collector() -> None:
+    # With hundreds of runs on a worker, a context (its journal, its workflow's frames) that
+    # only the collector can free stays in memory after its run ended, and is traversed by
+    # every full collection until then.
+    import gc
+    import weakref
+
+    app = make_app()
+    seen: list[weakref.ref[tether.Context]] = []
+
+    @app.step
+    async def work(n: int) -> int:
+        return n + 1
+
+    @app.workflow
+    async def flow(ctx: tether.Context) -> int:
+        seen.append(weakref.ref(ctx))
+        return await work(1)
+
+    await app.run_async("flow")  # the first run pays one-time costs (imports, caches)
+    gc.collect()
+    gc.disable()
+    try:
+        info = await app.run_async("flow")
+        assert info.status == "succeeded"
+        assert seen[-1]() is None, "the run's Context is kept alive by a reference cycle"
+    finally:
+        gc.enable()

@@ -28,10 +28,12 @@ Outside a workflow the capability is transparent: the agent runs as if it were n
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
 
 from pydantic_ai.agent import EventStreamHandler
+from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.durable_exec import (
     JSON_CODEC,
     BaseDurabilityCapability,
@@ -128,7 +130,7 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
         self.model_operations: dict[tuple[str | None, str], Any] = {}
         """Model operations bound through this backend, by ``(model_id, model_name)``."""
         self._prompt_hashes: dict[str, str] = {}
-        self._tools_hashes: dict[tuple[tuple[str, int], ...], tuple[str, list[Any]]] = {}
+        self._tools_hashes: dict[tuple[str, ...], tuple[str, list[Any]]] = {}
 
     async def execute(
         self,
@@ -192,16 +194,20 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
         return found
 
     def _tools_hash(self, params: ModelRequestParameters) -> str:
-        # The agent's tool definitions are the same objects request after request: hash once.
+        # pydantic-ai hands each request fresh copies of the tool definitions (a durability
+        # capability overrides `prepare_model_request`, so the core copies them per attempt):
+        # their schemas are compared with the ones hashed last time for these tool names (a
+        # comparison in C, allocating nothing) instead of being encoded and hashed again.
         tools = (*params.function_tools, *params.output_tools)
-        key = tuple((t.name, id(t.parameters_json_schema)) for t in tools)
+        key = tuple(t.name for t in tools)
+        schemas = [t.parameters_json_schema for t in tools]
         cached = self._tools_hashes.get(key)
-        if cached is not None:
+        if cached is not None and cached[1] == schemas:
             return cached[0]
         found = short_hash([[t.name, t.parameters_json_schema] for t in tools])
-        if len(self._tools_hashes) < 256:
-            # The schemas are kept with their hash, so their ids cannot be reused meanwhile.
-            self._tools_hashes[key] = (found, [t.parameters_json_schema for t in tools])
+        if key in self._tools_hashes or len(self._tools_hashes) < 256:
+            # A copy of its own: what a request's hooks do to theirs later cannot change it.
+            self._tools_hashes[key] = (found, copy.deepcopy(schemas))
         return found
 
     def _model_body(
@@ -351,6 +357,19 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             found = cache[key] = super()._bind_model_operations(  # pyright: ignore[reportPrivateUsage]
                 backend, model_id=model_id, model_name=model_name)
         return found
+
+    @property
+    def _has_prepare_model_request(self) -> bool:
+        # pydantic-ai copies every tool definition (schemas, metadata) for every request attempt
+        # when a capability overrides `prepare_model_request`, so that such a hook may edit them
+        # in place without the next attempt seeing it. The durable base's hook edits nothing: it
+        # only swaps a model that is not durable (a `RetryModelRequest` to another model) for a
+        # durable one, and it still runs for every attempt. So this capability asks for no copy;
+        # another capability with its own hook still gets them (the core asks each one). A
+        # subclass that overrides the hook gets them too.
+        hook = type(self).prepare_model_request
+        return hook not in (AbstractCapability.prepare_model_request,
+                            BaseDurabilityCapability.prepare_model_request)
 
     def _toolset_base_config(self, kind: Any) -> Any:
         return self._tool_config

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol
 
@@ -71,11 +72,31 @@ def _request_cancels(live: Mapping[str, _Cancellable], run_ids: Collection[str])
             ctx.request_cancel()
 
 
+def _weakly(
+    stop: Callable[[BaseException], BaseException],
+) -> Callable[[BaseException], BaseException]:
+    """`stop` without a strong reference to the object it is bound to. The context owns its
+    `StepInterrupts`; holding the context's bound method back would make every run's context
+    (its journal, its workflow's frames) a reference cycle, kept in memory after the run ended
+    until the garbage collector's next full pass — hundreds of finished runs' journals on a busy
+    worker. The context outlives every call (it owns this object), so the reference is live."""
+    if not inspect.ismethod(stop):
+        return stop
+    ref = weakref.WeakMethod(stop)
+
+    def call(signal: BaseException) -> BaseException:
+        bound = ref()
+        assert bound is not None, "a run's step interrupts outlived its context"
+        return bound(signal)
+
+    return call
+
+
 class StepInterrupts:
     """The tasks running one run's steps, and why they were interrupted (once they were)."""
 
     def __init__(self, stop: Callable[[BaseException], BaseException]) -> None:
-        self._stop = stop
+        self._stop = _weakly(stop)
         """The context's `_stop`: records the signal that stops the run, returns the first."""
         self._tasks: dict[int, asyncio.Task[Any]] = {}
         self.reason: BaseException | None = None
