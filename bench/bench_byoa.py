@@ -413,8 +413,9 @@ def first_delta(runs: int) -> dict[str, Any]:
     port = free_port()
     worker = subprocess.Popen([sys.executable, "-m", "tether", "worker", "--app", STREAM_APP,
                                "--store", store], cwd=ROOT, env=env)
+    # --create: the worker, started a moment before, may not have created the file yet.
     server = subprocess.Popen([sys.executable, "-m", "tether", "serve", "--port", str(port),
-                               "--store", store], cwd=ROOT, env=env,
+                               "--store", store, "--create"], cwd=ROOT, env=env,
                               stderr=subprocess.DEVNULL)
     client = tether.App(store)
     base = f"http://127.0.0.1:{port}"
