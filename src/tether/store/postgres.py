@@ -2,7 +2,7 @@
 
 * **Connections.** psycopg 3 async with a small connection pool *per event loop* (a process may
   call the store from its worker loop and from the App's sync portal; a connection must never
-  be shared across loops), which connects inline so any loop may end at any time (`_Pool`).
+  be shared across loops), which connects inline so any loop may end at any time (`postgres_pool.Pool`).
   The URL is a libpq URL and may carry libpq options, e.g.
   ``postgresql://app@db:5432/prod?options=-csearch_path%3Dtether``. Two options are tether's own
   and are stripped before connecting: ``pool_max_size`` (per loop, default 8) and
@@ -43,7 +43,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import secrets
@@ -52,13 +51,12 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import AsyncConnection, sql
-from psycopg.pq import TransactionStatus
 
-from tether.errors import StoreError, StoreUnavailable, UserError
+from tether.errors import StoreError, StoreUnavailable
 from tether.store import alerts_sql as al
 from tether.store import events_sql
 from tether.store import postgres_access_sql as pa
@@ -101,119 +99,13 @@ from tether.store.postgres_commit import (
     wake_all,
 )
 from tether.store.postgres_commit import apply as _apply_batch
+from tether.store.postgres_pool import Pool, parse_postgres_url
 
 log = logging.getLogger("tether.store.postgres")
 
 T = TypeVar("T")
 Conn: TypeAlias = AsyncConnection[Any]
 _TRANSIENT = (psycopg.OperationalError,)
-
-
-class _Pool:
-    """Connections of one event loop. Deliberately not psycopg_pool: its background tasks
-    (connecting, refilling) outlive the work and make ``asyncio.run()`` hang at exit when a loop
-    ends with the pool open. Here connections are made inline, in the task that needs one, so a
-    loop can end at any time; idle connections are just sockets. Taking and giving back a
-    connection awaits nothing while one is free (every statement pays for it)."""
-
-    def __init__(self, conninfo: str, max_size: int, connect_timeout: float) -> None:
-        self.conninfo = conninfo
-        self.kwargs: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout" not in conninfo:  # libpq waits forever on a silent host
-            self.kwargs["connect_timeout"] = max(2, round(connect_timeout))
-        self.idle: list[Conn] = []
-        self.free = max_size
-        self.queue: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.closed = False
-
-    async def take(self) -> Conn:
-        if self.free > 0 and not self.queue:
-            self.free -= 1
-        else:
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.queue.append(turn)
-            try:
-                await turn  # handed a slot by `give_back`
-            except BaseException:
-                if turn.done() and not turn.cancelled():
-                    self._pass_slot()  # handed one as we were cancelled: pass it on
-                else:
-                    with contextlib.suppress(ValueError):  # skipped already if done
-                        self.queue.remove(turn)
-                raise
-        conn = self.idle.pop() if self.idle else None
-        if conn is None or conn.closed:
-            try:
-                conn = await AsyncConnection.connect(self.conninfo, **self.kwargs)
-            except BaseException:
-                self._pass_slot()
-                raise
-        return conn
-
-    async def give_back(self, conn: Conn, healthy: bool) -> None:
-        reusable = (
-            healthy
-            and not self.closed
-            and not conn.closed
-            and conn.info.transaction_status == TransactionStatus.IDLE
-        )
-        if reusable:
-            self.idle.append(conn)
-        self._pass_slot()
-        if not reusable:
-            await _close_quietly(conn)
-
-    def _pass_slot(self) -> None:
-        while self.queue:
-            turn = self.queue.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-        self.free += 1
-
-    async def close(self) -> None:
-        self.closed = True
-        idle, self.idle = self.idle, []
-        for conn in idle:
-            await _close_quietly(conn)
-
-    def abandon(self) -> None:
-        """Close idle connections of a loop that no longer runs (no awaiting possible)."""
-        self.closed = True
-        idle, self.idle = self.idle, []
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                conn.pgconn.finish()
-
-
-async def _close_quietly(conn: Conn) -> None:
-    with contextlib.suppress(Exception):
-        await conn.close()
-
-
-def parse_postgres_url(url: str) -> tuple[str, int, float]:
-    """``(libpq conninfo, pool_max_size, retry_seconds)`` from a store URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise UserError(f"not a PostgreSQL URL: {url!r} (expected postgresql://user@host/db)")
-    libpq: list[tuple[str, str]] = []
-    pool_max, retry = 8, 10.0
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        try:
-            if key == "pool_max_size":
-                pool_max = int(value)
-            elif key == "retry_seconds":
-                retry = float(value)
-            else:
-                libpq.append((key, value))
-        except ValueError:
-            raise UserError(
-                f"invalid {key}={value!r} in store URL {url!r}: expected a number"
-            ) from None
-    if pool_max < 1:
-        raise UserError(f"pool_max_size must be at least 1 in {url!r}")
-    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(libpq)))
-    return conninfo, pool_max, retry
 
 
 class PostgresStore:
@@ -252,7 +144,7 @@ class PostgresStore:
             if state is None:
                 state = self._states[loop] = LoopState(
                     loop=loop,
-                    pool=_Pool(self.conninfo, self.pool_max_size, min(10.0, self.retry_seconds)),
+                    pool=Pool(self.conninfo, self.pool_max_size, min(10.0, self.retry_seconds)),
                     ready=loop.create_future(),
                 )
         if not fresh:

@@ -30,6 +30,7 @@ from tether.store import schedules_sql as sq
 from tether.store import sqlite_access_sql as sa
 from tether.store import sqlite_layers_sql as layers_q
 from tether.store import sqlite_sql as q
+from tether.store import sqlite_workers_sql as workers_q
 from tether.store.base import (
     LIVE_MARK,
     WORKER_LIVE_LEASES,
@@ -437,16 +438,16 @@ class SQLiteStore:
     # --- worker registry -------------------------------------------------------------------------
 
     async def register_worker(self, worker: WorkerRecord) -> None:
-        await self._write(q.register_worker, worker)
+        await self._write(workers_q.register_worker, worker)
 
     async def touch_worker(self, owner: str) -> bool:
-        return await self._write(q.touch_worker, owner)
+        return await self._write(workers_q.touch_worker, owner)
 
     async def remove_worker(self, owner: str) -> None:
-        await self._write(q.remove_worker, owner)
+        await self._write(workers_q.remove_worker, owner)
 
     async def list_workers(self) -> list[WorkerRecord]:
-        return await self._read(q.list_workers, WORKER_LIVE_LEASES)
+        return await self._read(workers_q.list_workers, WORKER_LIVE_LEASES)
 
     async def pending_versions(self) -> list[tuple[str, str | None, str, int]]:
         return await self._read(q.pending_versions)
