@@ -28,6 +28,7 @@ from tether.store.base import (
     SignalRecord,
     StepRecord,
 )
+from tether.store.jsontext import dumps, loads
 
 Conn: TypeAlias = AsyncConnection[Any]
 Outcome: TypeAlias = tuple[Any, bool]
@@ -53,17 +54,6 @@ _PRUNE_CHUNK = 500
 # Array parameters are sent as %b (binary): text-format arrays are escaped element by element
 # with regular expressions, which made up a sixth of a busy worker's CPU.
 
-# One encoder for every write: json.dumps with non-default separators builds a new encoder on
-# each call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-def dumps(value: Any) -> str | None:
-    return None if value is None else _ENCODER.encode(value)
-
-
-def loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:

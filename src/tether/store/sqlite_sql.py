@@ -4,7 +4,6 @@ The upper layers' statements (observe, trust) are in `sqlite_layers_sql`."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -22,6 +21,7 @@ from tether.store.base import (
     encode_waiting_for,
     waiting_names,
 )
+from tether.store.jsontext import dumps, loads
 
 RUN_COLUMNS = (
     "id, workflow, version, status, input, output, error, labels, budget, parent_id, "
@@ -37,17 +37,6 @@ _HELD = "id = ? AND fencing = ? AND status = 'running'"
 _HELD_LIVE = _HELD + " AND cancel_requested = 0"
 
 
-# One encoder for every write: json.dumps with non-default separators builds a new encoder on
-# each call, which showed up in every journaled step.
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-def dumps(value: Any) -> str | None:
-    return None if value is None else _ENCODER.encode(value)
-
-
-def loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:
