@@ -31,8 +31,9 @@ def budget(
     ),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
-    """Change a run's budget: the limits given replace the run's own, the others are kept.
-    A run waiting on its budget (``on_exceed="suspend"``) becomes runnable again."""
+    """Change a run's budget: the limits given replace its own, the others are kept.
+
+    A run waiting on its budget (on_exceed="suspend") becomes runnable again."""
     given: dict[str, Any] = {
         "max_cost_usd": max_cost_usd, "max_llm_calls": max_llm_calls, "max_tokens": max_tokens,
         "max_tool_calls": max_tool_calls, "max_steps": max_steps, "max_duration": max_duration,

@@ -43,8 +43,10 @@ def prune(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Delete finished runs (succeeded, failed, refused, cancelled) older than the given age,
-    with their journals and signals. Queued, running and waiting runs are never touched."""
+    """Delete finished runs older than --older-than, with their journals and signals.
+
+    Only succeeded, failed, refused and cancelled runs: queued, running and waiting runs are
+    never touched."""
     age = parse_age(older_than)
     app = require_store(load_app(None, store))
     try:

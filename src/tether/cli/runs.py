@@ -199,7 +199,9 @@ def cancel(
     app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
-    """Cancel a run: a queued or waiting run at once, a running one at its next step."""
+    """Cancel a run: a queued or waiting one at once, a running one within about half a second.
+
+    A running `async` step is interrupted (its cleanup runs); a thread step is abandoned."""
     application = require_store(load_app(app, store))
     before = application.get_run(run)
     if before.finished:
@@ -234,8 +236,10 @@ def fork(
     app: str | None = typer.Option(None, "--app", help=STORE_APP_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
-    """Start a new run that reuses the journal before a step, optionally on another workflow
-    version (to move a run a deploy stranded); print its id."""
+    """Start a new run that reuses a run's journal before a step; print its id.
+
+    With --version it runs the rest on another workflow version (to move a run a deploy
+    stranded)."""
     application = require_store(load_app(app, store))
     detail = {"from_step": from_step, "version": version}
     with audited(application, "run.fork", run, detail=detail) as entry:

@@ -155,8 +155,9 @@ def trust(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
-    """Evidence per agent and category: reviews, edits, rejections, automatic actions and
-    their later failures, and whether to widen or narrow the ring."""
+    """Evidence per agent and category, and whether to widen or narrow its ring.
+
+    Reviews, edits, rejections, automatic actions and their later failures."""
     rows = load_app(app, store).trust_report()
     if as_json:
         print_json([report_json(r) for r in rows])
