@@ -86,7 +86,7 @@ def test_cancel_from_another_process_stops_a_running_run(workers: Workers, tmp_p
     assert re.search(r"lease owner\s+w1:[0-9a-f]{8}(~live)? \(lease expires in", shown)
     cancelled = tether_cli("cancel", run, "--reason", "wrong customer", store=store)
     assert cancelled.returncode == 0, cancelled.stderr
-    assert "will stop at its next step" in cancelled.stdout
+    assert "cancel requested; the worker holding it stops it" in cancelled.stdout
     gate.touch()
     wait_until(lambda: app.get_run(run).finished, timeout=20, what="the cancel to land")
     info = app.get_run(run)

@@ -214,7 +214,8 @@ def cancel(
     elif info.finished:
         typer.echo(f"run {run} ended ({info.status}) before the cancel reached it")
     else:
-        typer.echo(f"run {run} will stop at its next step (cancel requested; now {info.status})")
+        typer.echo(f"run {run}: cancel requested; the worker holding it stops it within about half a "
+                    f"second (now {info.status})")
 
 
 @cli.command()

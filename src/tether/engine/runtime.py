@@ -623,7 +623,8 @@ class Runtime:
         )
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> RunInfo:
-        """Cancel a queued or waiting run now; a running one stops at its next step."""
+        """Cancel a queued or waiting run now. A running one is interrupted by the process that
+        holds it: at once in this process, within about half a second in another."""
         return self.portal.run(self.cancel_async(run_id, reason))
 
     def fork(

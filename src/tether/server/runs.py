@@ -189,8 +189,8 @@ async def signal_run(request: Request, run_id: str, body: SendSignal) -> dict[st
 
 @router.post("/{run_id}/cancel", **role("operator", "run.cancel"))
 async def cancel_run(request: Request, run_id: str, body: CancelRun | None = None) -> dict[str, Any]:
-    """Cancel a queued or waiting run now; a running one stops at its next step. Cancelling an
-    ended run changes nothing and returns it as it is."""
+    """Cancel a queued or waiting run now; a running one is interrupted by the worker holding it
+    (within about half a second). Cancelling an ended run changes nothing and returns it as it is."""
     reason = body.reason if body is not None else CancelRun().reason
     note(request, reason=reason)
     return run_json(await tether_app_of(request).cancel_async(run_id, reason))
