@@ -3,6 +3,7 @@ on stderr saying what was wrong and what to do, exit code 2, and nothing created
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -110,3 +111,15 @@ def test_forking_past_the_end_of_the_journal(tmp_path: Path) -> None:
         "got 999; nothing was forked",
     )
     assert [r.id for r in app.list_runs()] == [run_id]
+
+
+def test_serving_on_a_port_that_is_taken(tmp_path: Path) -> None:
+    # Refused before anything is announced (no "dashboard on …" line for a server that never
+    # listened) and without uvicorn's traceback.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = tether_cli("serve", "--create", "--port", str(port),
+                            store=f"sqlite:///{tmp_path}/tether.db", timeout=60)
+    assert_one_error_line(result, f"cannot listen on 127.0.0.1:{port}", "pick another --port")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import socket
 
 import typer
 
@@ -32,12 +34,31 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port`, or one clear error (a port in use, a host that is not
+    this machine's) before anything is announced; uvicorn serves on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        hint = ("another process listens there; stop it or pick another --port"
+                if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+                else "check --host (an address of this machine) and --port")
+        raise UserError(f"cannot listen on {host}:{port}: {reason}; {hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 @cli.command()
 @handle_errors
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind. Any other than loopback "
                              "needs principals (`tether tokens create`)."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free one)."),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
     app: str | None = typer.Option(None, "--app", help=APP_HELP + " (lets the API start its "
                                    "workflows with input checks; optional)"),
@@ -87,6 +108,9 @@ def serve(
         trusted_proxies=trusted_proxy,
         session_secret=os.environ.get("TETHER_SESSION_SECRET"),
     )
+    # Bound before anything is announced: a port in use is one clear error.
+    sock = listen_socket(host, port)
+    port = sock.getsockname()[1]
     if not configured:
         err_console.print(
             f"[bold yellow]LOCAL MODE:[/] no principals configured; no sign-in, every action is "
@@ -102,12 +126,14 @@ def serve(
 
     meters = instrument_metrics(tether_app, metrics=api.state.metrics)
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             api, host=host, port=port, log_level=log_level,
             # The peer address must be the real TCP peer: trusted-proxy checks depend on it, and
             # uvicorn would otherwise take it from an X-Forwarded-For anyone on loopback can send.
             proxy_headers=False,
         )
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         if meters is not None:
             meters.shutdown()
