@@ -123,3 +123,18 @@ def test_serving_on_a_port_that_is_taken(tmp_path: Path) -> None:
         result = tether_cli("serve", "--create", "--port", str(port),
                             store=f"sqlite:///{tmp_path}/tether.db", timeout=60)
     assert_one_error_line(result, f"cannot listen on 127.0.0.1:{port}", "pick another --port")
+
+
+def test_an_unreachable_postgresql_server() -> None:
+    # Nothing listens on port 1. The store rides out an outage for retry_seconds, saying so once
+    # (it printed a line per retry), then one error line that keeps psycopg's two-line message
+    # on one line.
+    store = "postgresql://postgres@127.0.0.1:1/tether?retry_seconds=2"
+    result = tether_cli("runs", store=store, timeout=60)
+    assert result.returncode == 2, result.stderr
+    warning, error = result.stderr.strip().splitlines()
+    assert warning.startswith("PostgreSQL: could not apply migrations"), warning
+    assert "retrying for up to 2s" in warning
+    assert error.startswith("error: PostgreSQL unreachable for 2s"), error
+    assert "check the server and the URL" in error
+    assert result.stdout == ""

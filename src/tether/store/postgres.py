@@ -227,6 +227,7 @@ class PostgresStore:
         """Run ``fn(conn, *args)`` on a pooled connection; ride out a lost database."""
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.02
+        retried = False
         while True:
             try:
                 conn = await state.pool.take()
@@ -238,13 +239,19 @@ class PostgresStore:
                 finally:
                     await state.pool.give_back(conn, healthy)
             except _TRANSIENT as exc:
+                # psycopg's messages span lines ("\n\tIs the server running…"): one line each.
+                reason = " ".join(str(exc).split())
                 if time.monotonic() + delay > deadline:
                     raise StoreUnavailable(
                         f"PostgreSQL unreachable for {self.retry_seconds:.0f}s while trying to "
-                        f"{what} ({type(exc).__name__}: {exc}); check the server and the URL "
+                        f"{what} ({type(exc).__name__}: {reason}); check the server and the URL "
                         f"{_safe(self.url)}"
                     ) from exc
-                log.warning("PostgreSQL: could not %s (%s); retrying in %.2fs", what, exc, delay)
+                # Said once per call, not once per retry (a CLI command printed thirty lines).
+                log.log(logging.DEBUG if retried else logging.WARNING,
+                        "PostgreSQL: could not %s (%s); retrying for up to %.0fs",
+                        what, reason, self.retry_seconds)
+                retried = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
