@@ -887,9 +887,9 @@ MUTANTS += [
     ),
     Mutant(
         "events-reserved-position-behind-an-event", SQLITE,
-        (("    \"WHERE ?15 - 1 > (SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = ?16)"
+        (("    \"WHERE ? - 1 > (SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = ?)"
           "\\n  AND EXISTS\",",
-          "    \"WHERE ?15 + ?16 IS NOT NULL AND EXISTS\","),),
+          "    \"WHERE ? + ? IS NOT NULL AND EXISTS\","),),
         ["tests/integration/test_sqlite_writes.py"
          "::test_an_event_appended_by_another_process_keeps_the_stream_in_order"],
         "a step row takes a reserved position although an event of its run was appended past "

@@ -65,22 +65,25 @@ def sqlite_append(conn: sqlite3.Connection, events: Sequence[NewRunEvent]) -> No
 
 _SQLITE_READ = """
 SELECT id, kind, at, seq, data, NULL, NULL, NULL, NULL FROM run_events
- WHERE run_id = ?1 AND id > ?2
+ WHERE run_id = ? AND id > ?
 UNION ALL
 SELECT ev_pos - 1, 'step_started', started_at, seq, NULL, name, kind, attempts, meta FROM steps
- WHERE run_id = ?1 AND ev_pos > ?2 + 1
+ WHERE run_id = ? AND ev_pos > ? + 1
    AND NOT EXISTS (SELECT 1 FROM run_events WHERE key = steps.run_id || ':' || steps.seq || ':started')
 UNION ALL
 SELECT ev_pos, 'step_' || status, finished_at, seq, error, name, kind, attempts, meta FROM steps
- WHERE run_id = ?1 AND ev_pos > ?2
-ORDER BY 1 LIMIT ?3
+ WHERE run_id = ? AND ev_pos > ?
+ORDER BY 1 LIMIT ?
 """
 
 
 def sqlite_read(
     conn: sqlite3.Connection, run_id: str, after: int, limit: int
 ) -> list[RunEventRecord]:
-    return _records(run_id, conn.execute(_SQLITE_READ, (run_id, after, limit)))
+    # Plain ? marks (numbered ones with a sequence are an error from Python 3.14 on).
+    return _records(
+        run_id, conn.execute(_SQLITE_READ, (run_id, after, run_id, after, run_id, after, limit))
+    )
 
 
 def _records(run_id: str, rows: Any) -> list[RunEventRecord]:

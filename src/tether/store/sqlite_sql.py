@@ -131,10 +131,11 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
 
 _UPSERT_STEP_RESERVED = _UPSERT_STEP_EVENTS.replace(
     "WHERE EXISTS",
-    "WHERE ?15 - 1 > (SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = ?16)\n  AND EXISTS",
+    "WHERE ? - 1 > (SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = ?)\n  AND EXISTS",
 )
-"""`_UPSERT_STEP_EVENTS` at a reserved position (?15), only if no event of the run (?16) is
-past it; the fencing condition's parameters follow (?17, ?18)."""
+"""`_UPSERT_STEP_EVENTS` at a reserved position, only if no event of the run is past it. Its
+parameters: the row's (the position last), the position and the run again, then the fencing
+condition's (plain ? marks: numbered ones with a sequence are an error from Python 3.14 on)."""
 
 _TAKE_EVENT_POSITIONS = (
     "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'run_events' RETURNING seq"
@@ -585,7 +586,9 @@ def write_step(
     if held is not None and held[0] <= held[1]:
         assert positions is not None
         positions[key] = (held[0] + 2, held[1])
-        if conn.execute(_UPSERT_STEP_RESERVED, (*params, held[0], run_id, run_id, token)).rowcount:
+        if conn.execute(
+            _UPSERT_STEP_RESERVED, (*params, held[0], held[0], run_id, run_id, token)
+        ).rowcount:
             return True
         # Fenced off, or an event of the run is past the reserved position.
     position = take_positions(conn, run_id, token, positions)
