@@ -116,6 +116,8 @@ class PostgresStore:
         self.conninfo, self.pool_max_size, self.retry_seconds = parse_postgres_url(url)
         self._states: dict[asyncio.AbstractEventLoop, LoopState] = {}
         self._states_lock = threading.Lock()
+        self._listening: dict[asyncio.AbstractEventLoop, Conn] = {}
+        """Each loop's LISTEN connection (`_listen`), for closing from outside its loop."""
         self._migrated = False
         self._liveness: dict[str, asyncio.Task[None]] = {}
         self._queues_seen = False
@@ -138,7 +140,7 @@ class PostgresStore:
             return state
         with self._states_lock:
             for dead in [lp for lp in self._states if lp.is_closed()]:
-                self._states.pop(dead).pool.abandon()
+                self._abandon(self._states.pop(dead))
             state = self._states.get(loop)
             fresh = state is None
             if state is None:
@@ -176,10 +178,40 @@ class PostgresStore:
         for state in states:
             if state.loop is current:
                 await _close_state(state)
-            elif state.loop.is_running():
+            elif _closes_itself(state.loop):
                 future = asyncio.run_coroutine_threadsafe(_close_state(state), state.loop)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.wrap_future(future), 5.0)
+            else:
+                self._abandon(state)
+        self._listening.clear()
+
+    def close_sync(self) -> None:
+        """Close every loop's connections from synchronous code (`App.close`). A loop running in
+        another thread closes its own; one that has ended, or that runs in this thread (an
+        `async def` calling `app.close()`, blocked in this call), cannot await: its connections
+        are finished at once. (Closing through another loop waited 5 s on the blocked one and
+        left its connections to the garbage collector.)"""
+        with self._states_lock:
+            states, self._states = list(self._states.values()), {}
+        for state in states:
+            if _closes_itself(state.loop):
+                future = asyncio.run_coroutine_threadsafe(_close_state(state), state.loop)
+                with contextlib.suppress(Exception):
+                    future.result(5.0)
+            else:
+                self._abandon(state)
+        self._listening.clear()
+
+    def _abandon(self, state: LoopState) -> None:
+        """Finish a loop's connections without awaiting (its loop cannot run them now)."""
+        if state.listener is not None and not state.loop.is_closed():
+            state.listener.cancel()  # so it does not reconnect when its loop runs again
+        listening = self._listening.pop(state.loop, None)
+        if listening is not None:
+            with contextlib.suppress(Exception):
+                listening.pgconn.finish()
+        state.pool.abandon()
 
     async def _migrate(self, conn: Conn) -> None:
         async with conn.transaction():
@@ -321,6 +353,7 @@ class PostgresStore:
         while True:
             try:
                 conn = await AsyncConnection.connect(state.pool.conninfo, **state.pool.kwargs)
+                self._listening[state.loop] = conn
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     delay = 0.05
@@ -883,6 +916,16 @@ class PostgresStore:
     ) -> list[AuditRecord]:
         filters = (("principal", principal), ("action", action), ("target", target))
         return await self._read("list the audit trail", pa.list_audit, filters, since, limit)
+
+
+def _closes_itself(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether `loop` can run a close: running, and not in this thread (where it waits on us)."""
+    if not loop.is_running() or loop.is_closed():
+        return False
+    try:
+        return asyncio.get_running_loop() is not loop
+    except RuntimeError:  # no loop runs in this thread
+        return True
 
 
 async def _close_state(state: LoopState) -> None:
