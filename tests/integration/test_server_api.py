@@ -185,6 +185,20 @@ def test_start_with_bad_input_is_a_422_naming_the_field(
     assert error["message"]
 
 
+def test_a_body_that_is_not_json_is_a_422_saying_so(client: TestClient) -> None:
+    response = client.post("/api/runs", content=b"{workflow: hello}",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["fields"] == [{"field": "body", "message": error["fields"][0]["message"]}]
+    assert "the request body is not valid JSON (Expecting property name" in error["message"]
+    assert app_runs(client) == []
+
+
+def app_runs(client: TestClient) -> list[Any]:
+    return client.get("/api/runs").json()["runs"]
+
+
 def test_signal_resumes_a_waiting_run(app: tether.App, client: TestClient) -> None:
     run_id = waiting_run(app)
     response = client.post(f"/api/runs/{run_id}/signal", json={"name": "approval", "data": {"ok": True}})

@@ -92,6 +92,15 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _validation_field(err: dict[str, Any]) -> dict[str, str]:
+    if err.get("type") == "json_invalid":
+        # pydantic says "JSON decode error" at the body's character offset: say what it is.
+        why = (err.get("ctx") or {}).get("error")
+        return {"field": "body", "message": "the request body is not valid JSON"
+                + (f" ({why}, at character {err['loc'][-1]})" if why else "")}
+    return {"field": _field_name(err.get("loc", ())), "message": str(err.get("msg", ""))}
+
+
 def install_error_handlers(api: FastAPI) -> None:
     """Answer every failure in the API's error shape."""
 
@@ -102,10 +111,7 @@ def install_error_handlers(api: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        fields = [
-            {"field": _field_name(err.get("loc", ())), "message": str(err.get("msg", ""))}
-            for err in exc.errors()
-        ]
+        fields = [_validation_field(err) for err in exc.errors()]
         message = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
         return error_response(request, 422, "ValidationError", f"invalid request — {message}", fields)
 
