@@ -35,3 +35,9 @@ def test_stats_and_cost_reject_an_unknown_group_by_key(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, [command, "--by", "bogus", "--store", store])
         assert result.exit_code == 2, result.output
         assert "'bogus'" in result.output and "team" in result.output
+    # A plain workflow's steps belong to no agent node: the default grouping says where they are.
+    by_node = CliRunner().invoke(cli, ["stats", "--store", store])
+    assert by_node.exit_code == 0, by_node.output
+    assert "no agent node ran in the last 7d; workflow steps: --by workflow" in by_node.output
+    by_workflow = CliRunner().invoke(cli, ["stats", "--by", "workflow", "--store", store])
+    assert "hello" in by_workflow.output

@@ -57,3 +57,25 @@ def test_show_keeps_long_step_names_whole_at_80_columns(tmp_path: Path) -> None:
         assert "…" not in listing and info.id in listing
     finally:
         app.close()
+
+
+def test_stats_fit_80_columns_without_cutting_a_number() -> None:
+    from tether.cli.observe import stats_tables
+    from tether.observe.stats import StatsRow
+
+    rows = [
+        StatsRow(group={"node": "case_study_writer_v2"}, runs=1204, steps=98765, calls=98765,
+                 failures=12, retries=3, input_tokens=1_234_567, output_tokens=89_012,
+                 cost_usd=123.4567, queued_seconds=12.5, latencies=[0.25, 1.5, 30.125]),
+        StatsRow(group={"node": "planner"}, runs=7, steps=7, calls=7, latencies=[0.3]),
+    ]
+    text = "".join(rendered(t, 80) for t in stats_tables(rows, "7d", 80))
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "…" not in text
+    for value in ("case_study_writer_v2", "98765", "1323579", "123.4567", "0.001250", "12.5"):
+        assert value in text, (value, text)
+    # Zero in every group: left out, and said so.
+    assert "none in any group: refused, rate wait s" in " ".join(text.split())
+    # Wide enough: one table with everything.
+    [whole] = stats_tables(rows, "7d", 200)
+    assert "$/call" in rendered(whole, 200) and "p95 s" in rendered(whole, 200)

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from tether.cli.common import (
@@ -76,33 +77,83 @@ def stats(
     from tether.observe.stats import stats_report
 
     rows = asyncio.run(stats_report(app, by, since=start, until=end))
-    _print_stats(rows, since, json_output)
+    _print_stats(rows, since, json_output, by)
 
 
-def _print_stats(rows: list[StatsRow], since: str, json_output: bool) -> None:
+def _print_stats(rows: list[StatsRow], since: str, json_output: bool, by: str = "node") -> None:
     if json_output:
         print_json({"since": since, "rows": [r.to_dict() for r in rows]})
         return
     if not rows:
-        console.print(f"no steps in the last {since}")
+        if by == "node":  # plain workflow steps belong to no agent node
+            console.print(f"no agent node ran in the last {since}; workflow steps: --by workflow "
+                          "or --by step")
+        else:
+            console.print(f"no steps in the last {since}")
         return
-    table = Table(title=f"last {since}")
-    dims = list(rows[0].group)
-    _dimension_columns(table, dims, [r.group for r in rows])
-    for name in ["runs", "calls", "p50 s", "p95 s", "fail %", "refused", "retries",
-                 "tokens", "cost $", "$/call", "$/run", "queued s", "rate wait s"]:
-        table.add_column(name, justify="right")
+    for table in stats_tables(rows, since, console.width):
+        console.print(table)
+
+
+_ALWAYS = ("runs", "calls", "p50 s", "p95 s", "fail %")
+_SPEND = ("tokens", "cost $", "$/call", "$/run")
+_NOTHING = {"0", "-", "0.0", "0.0000"}
+
+
+def stats_tables(rows: list[StatsRow], since: str, width: int) -> list[Table]:
+    """The stats as tables no wider than `width` where possible. Columns that are zero in every
+    group are left out and named under the table; if the rest is still too wide, spend goes to
+    a table of its own. A number is never cut or wrapped (a header may wrap)."""
+    cells: list[dict[str, str]] = []
     for r in rows:
         unpriced = f" (+{r.unpriced_calls} unpriced)" if r.unpriced_calls else ""
-        table.add_row(
-            *[v or "-" for v in r.group.values()],
-            str(r.runs), str(r.calls or r.steps), _fmt(r.p50), _fmt(r.p95),
-            _fmt(None if r.failure_rate is None else 100 * r.failure_rate, 1),
-            str(r.refusals), str(r.retries), str(r.input_tokens + r.output_tokens),
-            f"{r.cost_usd:.4f}{unpriced}", _fmt(r.cost_per_call, 6), _fmt(r.cost_per_run, 4),
-            _fmt(r.queued_seconds, 1), _fmt(r.rate_wait_seconds, 1),
-        )
-    console.print(table)
+        cells.append({
+            "runs": str(r.runs), "calls": str(r.calls or r.steps), "p50 s": _fmt(r.p50),
+            "p95 s": _fmt(r.p95),
+            "fail %": _fmt(None if r.failure_rate is None else 100 * r.failure_rate, 1),
+            "refused": str(r.refusals), "retries": str(r.retries),
+            "queued s": _fmt(r.queued_seconds, 1), "rate wait s": _fmt(r.rate_wait_seconds, 1),
+            "tokens": str(r.input_tokens + r.output_tokens),
+            "cost $": f"{r.cost_usd:.4f}{unpriced}", "$/call": _fmt(r.cost_per_call, 6),
+            "$/run": _fmt(r.cost_per_run, 4),
+        })
+    names = list(cells[0])
+    empty = [n for n in names if n not in _ALWAYS and all(c[n] in _NOTHING for c in cells)]
+    shown = [n for n in names if n not in empty]
+    note = f"none in any group: {', '.join(empty)}" if empty else None
+
+    def table(columns: list[str], title: str, caption: str | None) -> Table:
+        t = Table(title=title, caption=caption)
+        _dimension_columns(t, list(rows[0].group), [r.group for r in rows])
+        for name in columns:
+            # As wide as its longest number (never cut) and its header's longest word (a header
+            # wraps at spaces).
+            least = max(*(len(c[name]) for c in cells), *(len(w) for w in name.split()))
+            t.add_column(name, justify="right", min_width=least, overflow="fold")
+        for r, row in zip(rows, cells, strict=True):
+            t.add_row(*[v or "-" for v in r.group.values()], *[row[n] for n in columns])
+        return t
+
+    def fits(columns: list[str]) -> bool:
+        return Console(width=10_000).measure(table(columns, "", None)).minimum <= width
+
+    # All in one table if it fits; else as many columns per table as fit, spend apart.
+    groups: list[list[str]] = []
+    if fits(shown):
+        groups.append(shown)
+    else:
+        for part in ([n for n in shown if n not in _SPEND], [n for n in shown if n in _SPEND]):
+            current: list[str] = []
+            for name in part:
+                if current and not fits([*current, name]):
+                    groups.append(current)
+                    current = []
+                current.append(name)
+            if current:
+                groups.append(current)
+    titles = [f"last {since}"] + [f"last {since}, continued"] * (len(groups) - 1)
+    return [table(g, title, note if i == len(groups) - 1 else None)
+            for i, (g, title) in enumerate(zip(groups, titles, strict=True))]
 
 
 def _print_changes(found: list[Change], since: str, json_output: bool) -> None:
