@@ -588,7 +588,7 @@ class PostgresStore:
         status: str,
         output: Any = None,
         error: dict[str, Any] | None = None,
-    ) -> bool:
+    ) -> RunRecord | None:
         return await self._submit(run_id, None, finish=(run_id, token, status, output, error))
 
     async def release_run(self, run_id: str, token: int) -> bool:

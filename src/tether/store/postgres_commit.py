@@ -542,6 +542,6 @@ async def _apply_rounds(
         )
         riding = ()
         for write in round_:
-            write.result = write.run_id in finished
+            write.result = finished.get(write.run_id)
     if riding:
         await events_sql.postgres_append(conn, riding)

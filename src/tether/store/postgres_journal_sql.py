@@ -17,6 +17,7 @@ from tether.store.base import (
     Claim,
     Heartbeat,
     NewRunEvent,
+    RunRecord,
     SignalRecord,
     StepRecord,
     encode_waiting_for,
@@ -27,6 +28,7 @@ from tether.store.postgres_sql import (
     HELD_LIVE,
     NOW,
     R_COLUMNS,
+    RUN_COLUMNS,
     STEP_COLUMNS,
     Conn,
     Outcome,
@@ -668,9 +670,9 @@ fin AS (
       FROM f
      WHERE r.id = ANY(%b::text[]) AND r.id = f.id AND r.fencing = f.token
        AND r.status = 'running' AND (f.status = 'cancelled' OR NOT r.cancel_requested)
-    RETURNING r.id, r.status),
+    RETURNING {R_COLUMNS}),
 fe AS ({_FINISHED_EVENT.strip()})
-SELECT id FROM fin
+SELECT {RUN_COLUMNS} FROM fin
 """
 _FINISH_RUN = f"""
 WITH fin AS (
@@ -679,12 +681,12 @@ WITH fin AS (
         wake_at = NULL, waiting_for = NULL, progress = NULL
      WHERE id = %s AND fencing = %s AND status = 'running'
        AND (%s = 'cancelled' OR NOT cancel_requested)
-    RETURNING id, status),
+    RETURNING {RUN_COLUMNS}),
 fe AS ({_FINISHED_EVENT.strip()})
-SELECT id FROM fin
+SELECT {RUN_COLUMNS} FROM fin
 """
-_ALREADY_FINISHED = """
-SELECT r.id FROM runs r
+_ALREADY_FINISHED = f"""
+SELECT {R_COLUMNS} FROM runs r
   JOIN unnest(%b::text[], %b::bigint[], %b::text[]) AS f(id, token, status)
     ON r.id = f.id AND r.fencing = f.token AND r.status = f.status
 """
@@ -706,9 +708,9 @@ async def finish_runs(
     conn: Conn,
     finishes: Sequence[tuple[str, int, str, Any, dict[str, Any] | None]],
     events: Sequence[NewRunEvent] = (),
-) -> set[str]:
-    """`finish_run` for many runs in one statement; returns the ids finished. Run ids must be
-    distinct. A run found already finished with the caller's token and status counts as
+) -> dict[str, RunRecord]:
+    """`finish_run` for many runs in one statement; returns the rows finished, by id. Run ids
+    must be distinct. A run found already finished with the caller's token and status counts as
     finished: a token is unique to one claim, so that was our own earlier attempt whose commit
     we did not hear about. `events` ride along in the same statement (see `_riding`)."""
     riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
@@ -728,12 +730,12 @@ async def finish_runs(
             (*riders, ids, tokens, statuses, [dumps(f[3]) for f in finishes],
              [dumps(f[4]) for f in finishes], ids),
         )
-    done = {r[0] for r in await cur.fetchall()}
+    done = {r[0]: run_from_row(r) for r in await cur.fetchall()}
     if len(done) < len(finishes):
         missing = [i for i, run_id in enumerate(ids) if run_id not in done]
         cur = await conn.execute(
             _ALREADY_FINISHED,
             ([ids[i] for i in missing], [tokens[i] for i in missing], [statuses[i] for i in missing]),
         )
-        done |= {r[0] for r in await cur.fetchall()}
+        done.update((r[0], run_from_row(r)) for r in await cur.fetchall())
     return done
