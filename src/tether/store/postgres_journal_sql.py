@@ -12,6 +12,7 @@ from typing import Any, LiteralString
 import psycopg
 
 from tether.store import events_sql
+from tether.store import postgres_wire as wire
 from tether.store.base import (
     LIVE_MARK,
     Claim,
@@ -338,6 +339,8 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
 
 _UPSERT_STEP = _upsert_step(False)
 _UPSERT_STEP_POS = _upsert_step(True)
+_UPSERT_STEP_WIRE = wire.Prepared("upsert_step", _UPSERT_STEP)
+_UPSERT_STEP_POS_WIRE = wire.Prepared("upsert_step_pos", _UPSERT_STEP_POS)
 
 
 def _riding(statement: LiteralString) -> LiteralString:
@@ -390,12 +393,14 @@ async def write_steps(
         run_id, token, _ = writes[0]
         row = _step_row(*writes[0])
         position = bool(positions and positions[0])
-        if position:
-            statement = _UPSERT_STEP_POS_EV if events else _UPSERT_STEP_POS
+        params = (row[0], *row[2:], run_id, token)
+        if events:
+            statement = _UPSERT_STEP_POS_EV if position else _UPSERT_STEP_EV
+            count = (await conn.execute(statement, (*riders, *params))).rowcount
         else:
-            statement = _UPSERT_STEP_EV if events else _UPSERT_STEP
-        cur = await conn.execute(statement, (*riders, row[0], *row[2:], run_id, token))
-        return {(run_id, writes[0][2].seq)} if cur.rowcount == 1 else set()
+            prepared = _UPSERT_STEP_POS_WIRE if position else _UPSERT_STEP_WIRE
+            count = wire.rowcount(await wire.run(conn, prepared, params))
+        return {(run_id, writes[0][2].seq)} if count == 1 else set()
     rows = [_step_row(*w) for w in writes]
     columns: list[list[Any]] = [list(col) for col in zip(*rows, strict=True)]
     columns.append([bool(p) for p in positions] if positions else [False] * len(writes))
@@ -701,6 +706,7 @@ async def lock_runs(conn: Conn, run_ids: Sequence[str]) -> None:
 
 
 _FINISH_RUN_EV = _riding(_FINISH_RUN)
+_FINISH_RUN_WIRE = wire.Prepared("finish_run", _FINISH_RUN)
 _FINISH_RUNS_EV = _riding(_FINISH_RUNS)
 
 
@@ -720,17 +726,20 @@ async def finish_runs(
     if len(finishes) == 1:
         # A lone finish (every sequential run): scalar parameters, no unnest to plan.
         run_id, token, status, output, error = finishes[0]
-        cur = await conn.execute(
-            _FINISH_RUN_EV if events else _FINISH_RUN,
-            (*riders, status, dumps(output), dumps(error), run_id, token, status),
-        )
+        params = (status, dumps(output), dumps(error), run_id, token, status)
+        if events:
+            cur = await conn.execute(_FINISH_RUN_EV, (*riders, *params))
+            found = await cur.fetchall()
+        else:
+            found = wire.rows(conn, await wire.run(conn, _FINISH_RUN_WIRE, params))
     else:
         cur = await conn.execute(
             _FINISH_RUNS_EV if events else _FINISH_RUNS,
             (*riders, ids, tokens, statuses, [dumps(f[3]) for f in finishes],
              [dumps(f[4]) for f in finishes], ids),
         )
-    done = {r[0]: run_from_row(r) for r in await cur.fetchall()}
+        found = await cur.fetchall()
+    done = {r[0]: run_from_row(r) for r in found}
     if len(done) < len(finishes):
         missing = [i for i, run_id in enumerate(ids) if run_id not in done]
         cur = await conn.execute(
