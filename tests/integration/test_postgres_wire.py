@@ -83,3 +83,18 @@ async def test_a_lost_connection_raises_operational_error(
     await asyncio.sleep(0.05)
     with pytest.raises(psycopg.OperationalError):
         await wire.run(conn, INSERT, (2, 2.0, True, "b"))
+
+
+async def test_subclasses_are_sent_as_what_they_are(conn: psycopg.AsyncConnection[object]) -> None:
+    import enum
+
+    class Kind(enum.StrEnum):
+        STEP = "step"
+
+    class Count(enum.IntEnum):
+        TWO = 2
+
+    row = (Count.TWO, 2.5, True, Kind.STEP)
+    assert wire.rows(conn, await wire.run(conn, INSERT, row)) == [(2, 2.5, True, "step")]
+    with pytest.raises(TypeError):
+        await wire.run(conn, INSERT, (3, 1.0, True, b"bytes"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, LiteralString, TypeAlias
 
 from psycopg import AsyncConnection, errors, pq
@@ -152,13 +152,32 @@ def _text(value: Any) -> bytes | None:
     """A parameter in PostgreSQL's text format (the server knows its type from the statement)."""
     if value is None:
         return None
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, bool):  # before int: a bool is an int
-        return b"t" if value else b"f"
-    if isinstance(value, int):
-        return str(value).encode()
-    if isinstance(value, float):
-        # The shortest repr reads back as the same double ('inf' and 'nan' included).
-        return repr(value).encode()
-    raise TypeError(f"no text form for a parameter of type {type(value).__name__}")
+    kind: type = type(value)
+    encode = _TEXT.get(kind)
+    if encode is None:  # a subclass (a str enum): by what it is an instance of
+        base = next((t for t in _TEXT if isinstance(value, t)), None)
+        if base is None:
+            raise TypeError(f"no text form for a parameter of type {type(value).__name__}")
+        encode = _TEXT[base]
+    return encode(value)
+
+
+def _bool(value: bool) -> bytes:
+    return b"t" if value else b"f"
+
+
+def _int(value: int) -> bytes:
+    return b"%d" % value
+
+
+def _float(value: float) -> bytes:
+    # The shortest repr reads back as the same double ('inf' and 'nan' included).
+    return float.__repr__(value).encode()
+
+
+_TEXT: dict[type, Callable[[Any], bytes]] = {  # bool before int: a bool is an int
+    bool: _bool,
+    str: str.encode,
+    int: _int,
+    float: _float,
+}
