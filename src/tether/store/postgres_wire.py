@@ -148,12 +148,11 @@ def _sqlstate(result: pq.abc.PGresult) -> str | None:
     return state.decode() if state else None
 
 
-def _text(value: Any) -> bytes | None:
+def _text(value: object) -> bytes | None:
     """A parameter in PostgreSQL's text format (the server knows its type from the statement)."""
     if value is None:
         return None
-    kind: type = type(value)
-    encode = _TEXT.get(kind)
+    encode = _TEXT.get(type(value))
     if encode is None:  # a subclass (a str enum): by what it is an instance of
         base = next((t for t in _TEXT if isinstance(value, t)), None)
         if base is None:
