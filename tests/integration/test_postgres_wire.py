@@ -98,3 +98,19 @@ async def test_subclasses_are_sent_as_what_they_are(conn: psycopg.AsyncConnectio
     assert wire.rows(conn, await wire.run(conn, INSERT, row)) == [(2, 2.5, True, "step")]
     with pytest.raises(TypeError):
         await wire.run(conn, INSERT, (3, 1.0, True, b"bytes"))
+
+
+async def test_inside_a_transaction_a_deallocated_statement_still_runs(
+    conn: psycopg.AsyncConnection[object],
+) -> None:
+    """A batch of several writes runs them in one transaction, where a statement found
+    deallocated would abort the transaction: there psycopg executes it."""
+    await wire.run(conn, INSERT, (1, 1.0, True, "a"))
+    async with conn.transaction():
+        await conn.execute("DEALLOCATE ALL")
+        assert wire.rowcount(await wire.run(conn, INSERT, (2, 2.0, False, "b"))) == 1
+        assert wire.rows(conn, await wire.run(conn, INSERT, (3, 3.0, None, None))) == [
+            (3, 3.0, None, None)
+        ]
+    cur = await conn.execute("SELECT count(*) FROM t")
+    assert await cur.fetchone() == (3,)

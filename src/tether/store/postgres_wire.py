@@ -12,8 +12,9 @@ its rows are read with psycopg's own row loader.
 
 What the store sees is what `execute` gives: a failed statement raises the psycopg error of
 its SQLSTATE, a lost connection `psycopg.OperationalError`, and a connection left mid-exchange
-(a cancelled caller) is not idle, so the pool closes it rather than reuse it. Only for the
-pool's autocommit connections, outside a transaction: each statement is its own transaction.
+(a cancelled caller) is not idle, so the pool closes it rather than reuse it. For the pool's
+autocommit connections, where each statement is its own transaction; inside a transaction
+(a batch of several writes) the statement goes through psycopg.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ _prepared: weakref.WeakKeyDictionary[Conn, set[bytes]] = weakref.WeakKeyDictiona
 class Prepared:
     """A statement with ``%s`` placeholders (no ``%b``, no literal ``%``), sent by `run`."""
 
-    __slots__ = ("name", "text")
+    __slots__ = ("name", "sql", "text")
+
+    sql: LiteralString
 
     def __init__(self, name: str, sql: LiteralString) -> None:
         if "%b" in sql or "%%" in sql:
@@ -54,13 +57,19 @@ class Prepared:
             return f"${count}"
 
         self.name = f"tether_{name}".encode()
+        self.sql = sql
         self.text = re.sub(r"%s", number, sql).encode()
 
 
 async def run(conn: Conn, statement: Prepared, params: Sequence[Any]) -> pq.abc.PGresult:
     """Execute `statement` with `params` (str, int, float, bool or None) on `conn`; the result,
-    whose status is OK (else the statement's psycopg error is raised)."""
+    whose status is OK (else the statement's psycopg error is raised). Inside a transaction
+    psycopg executes it: a statement found deallocated there could not run again."""
     pgconn = conn.pgconn
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        cur = await conn.execute(statement.sql, params)
+        assert cur.pgresult is not None
+        return cur.pgresult
     values = [_text(v) for v in params]
     names = _prepared.get(conn)
     if names is None:
