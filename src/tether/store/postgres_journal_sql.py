@@ -343,7 +343,9 @@ _UPSERT_STEP_WIRE = wire.Prepared("upsert_step", _UPSERT_STEP)
 _UPSERT_STEP_POS_WIRE = wire.Prepared("upsert_step_pos", _UPSERT_STEP_POS)
 
 
-def _riding(statement: LiteralString) -> LiteralString:
+def _riding(
+    statement: LiteralString, append: LiteralString = events_sql.POSTGRES_APPEND
+) -> LiteralString:
     """`statement` with a batch of run events appended ahead of it in a data-modifying CTE
     (executed once, whatever the statement does): events cost no statement, transaction or
     round trip of their own. They are not fenced (as `append_run_events` is not): keyed events
@@ -352,7 +354,7 @@ def _riding(statement: LiteralString) -> LiteralString:
     The statement's own positions in the stream (a step's ``ev_pos``, a finished event) come
     after the events': its first ``WHERE`` waits for the CTE, which returns a row per event
     stored, so their ids are taken first."""
-    cte = f"ev AS ({events_sql.POSTGRES_APPEND.strip()} RETURNING 1)"
+    cte = f"ev AS ({append.strip()} RETURNING 1)"
     body = statement.strip()
     if body.startswith("WITH "):
         body = f"WITH {cte},\n{body.removeprefix('WITH ')}"
@@ -367,6 +369,13 @@ def _riding(statement: LiteralString) -> LiteralString:
 _UPSERT_STEP_EV = _riding(_UPSERT_STEP)
 _UPSERT_STEP_POS_EV = _riding(_UPSERT_STEP_POS)
 _UPSERT_STEPS_EV = _riding(_UPSERT_STEPS)
+# A sequential run's first step carries its one `run_started` event.
+_UPSERT_STEP_EV1_WIRE = wire.Prepared(
+    "upsert_step_ev1", _riding(_UPSERT_STEP, events_sql.POSTGRES_APPEND_ONE)
+)
+_UPSERT_STEP_POS_EV1_WIRE = wire.Prepared(
+    "upsert_step_pos_ev1", _riding(_UPSERT_STEP_POS, events_sql.POSTGRES_APPEND_ONE)
+)
 
 
 async def write_steps(
@@ -387,20 +396,25 @@ async def write_steps(
 
     `events` ride along in the same statement (see `_riding`); `positions` (one per write)
     says which rows stand for their step's events (see `_EV_POS`)."""
-    riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
     if len(writes) == 1:
         # A sequential run's every step: scalar parameters are cheaper to send than arrays.
         run_id, token, _ = writes[0]
         row = _step_row(*writes[0])
         position = bool(positions and positions[0])
         params = (row[0], *row[2:], run_id, token)
-        if events:
+        if len(events) == 1:
+            prepared = _UPSERT_STEP_POS_EV1_WIRE if position else _UPSERT_STEP_EV1_WIRE
+            one = events_sql.postgres_one(events[0])
+            count = wire.rowcount(await wire.run(conn, prepared, (*one, *params)))
+        elif events:
             statement = _UPSERT_STEP_POS_EV if position else _UPSERT_STEP_EV
+            riders = events_sql.postgres_params(events)
             count = (await conn.execute(statement, (*riders, *params))).rowcount
         else:
             prepared = _UPSERT_STEP_POS_WIRE if position else _UPSERT_STEP_WIRE
             count = wire.rowcount(await wire.run(conn, prepared, params))
         return {(run_id, writes[0][2].seq)} if count == 1 else set()
+    riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
     rows = [_step_row(*w) for w in writes]
     columns: list[list[Any]] = [list(col) for col in zip(*rows, strict=True)]
     columns.append([bool(p) for p in positions] if positions else [False] * len(writes))
