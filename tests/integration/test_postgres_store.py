@@ -505,6 +505,52 @@ async def test_no_two_transactions_in_flight_hold_positions_of_one_run() -> None
     assert started == ["x:1", "y:1", "x:2"]
 
 
+async def test_a_failed_batch_retried_write_by_write_keeps_each_runs_event_order() -> None:
+    """A batch whose shared transaction fails is applied again write by write. A run's events
+    that rode in it were emitted before its journal write, which takes the next positions in
+    the run's stream: they are stored ahead of that write on the retry path too."""
+    from tether.store.base import NewRunEvent
+    from tether.store.postgres_commit import GroupCommit, LoopState, Write
+
+    loop = asyncio.get_running_loop()
+    release = asyncio.Event()
+    stored: list[str] = []  # what committed, in commit order
+
+    async def apply(state: LoopState, batch: list[Write], events: Any) -> None:
+        if not batch and not stored and not release.is_set():
+            await release.wait()  # hold the first events in flight: the next ones queue
+        if len(batch) > 1 or any(w.run_id == "bad" for w in batch):
+            raise RuntimeError("this write breaks its transaction")
+        stored.extend(f"event {e.run_id}" for e in events)
+        for write in batch:
+            stored.append(f"step {write.run_id}")
+            write.result = True
+
+    state = LoopState(loop=loop, pool=None, ready=loop.create_future())
+    commits = GroupCommit(apply)
+
+    def step(run_id: str) -> Write:
+        rec = StepRecord(run_id=run_id, seq=1, name="s", kind="step", status="completed")
+        return Write(run_id, None, step=(run_id, 1, rec), position=True)
+
+    def event(run_id: str) -> list[NewRunEvent]:
+        return [NewRunEvent(run_id=run_id, kind="run_started", at=0.0, key=f"{run_id}:started")]
+
+    first = commits.submit_events(state, event("z"))
+    for _ in range(3):
+        await asyncio.sleep(0)  # z's events go alone and wait in flight
+    riding = commits.submit_events(state, event("x") + event("bad"))
+    good = asyncio.create_task(commits.submit(state, step("x")))
+    bad = asyncio.create_task(commits.submit(state, step("bad")))
+    await asyncio.sleep(0)
+    release.set()  # x's and bad's writes go as one batch, carrying their events, and fail
+    assert await asyncio.wait_for(good, 5) is True
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(bad, 5)
+    await asyncio.wait_for(asyncio.gather(first, riding), 5)
+    assert stored.index("event x") < stored.index("step x"), stored
+
+
 async def test_suspensions_of_one_loop_turn_share_a_statement_and_keep_their_guarantees(
     store: PostgresStore,
 ) -> None:

@@ -79,3 +79,25 @@ def test_what_app_run_returns_is_what_get_run_reads(store_url: str) -> None:
         assert as_dict(failed) == as_dict(app.get_run(failed.id))
     finally:
         app.close()
+
+
+def test_app_run_reads_nothing_back_from_the_store(store_url: str) -> None:
+    """The run's row comes from the statement that finished it, the journal from what the run
+    wrote: a run started and finished by `app.run` costs the store no read."""
+    app = make_app(store_url)
+    reads: list[str] = []
+    try:
+        app.run("doomed")  # warm: the store is open, the schema migrated
+        store: Any = app.store
+        for name in ("get_run", "load_run", "load_steps"):
+            def counted(*args: Any, _name: str = name, _read: Any = getattr(store, name)) -> Any:
+                reads.append(_name)
+                return _read(*args)
+
+            setattr(store, name, counted)
+        failed = app.run("doomed")
+        assert reads == []
+        assert failed.status == "failed" and [s.name for s in failed.steps] == ["fetch", "broken"]
+        assert as_dict(failed) == as_dict(app.get_run(failed.id))
+    finally:
+        app.close()

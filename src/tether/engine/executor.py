@@ -15,7 +15,7 @@ from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.events import EventLog
 from tether.engine.serde import to_jsonable
 from tether.errors import RunFailed, StepFailed, StoreUnavailable
-from tether.store.base import FINISHED_STATUSES, Claim, StepRecord, Store
+from tether.store.base import FINISHED_STATUSES, Claim, RunRecord, StepRecord, Store
 
 if TYPE_CHECKING:
     from tether.engine.lease import Leases
@@ -47,7 +47,9 @@ class RunExecutor:
         self._live = live
         self._parents: dict[str, str] = {}
         """Runs being executed that are child runs: their parents, told when they end."""
-        self._kept: dict[str, list[StepRecord]] = {}
+        self._keeping: dict[str, RunRecord | None] = {}
+        """Runs executed with `keep_journal`: their rows as the store finished them, once it has."""
+        self._kept: dict[str, tuple[RunRecord, list[StepRecord]]] = {}
         self.listeners: list[Callable[[str, str], Awaitable[None]]] = []
         """Called with ``(run_id, status)`` after a run ends or suspends (not when dropped)."""
 
@@ -58,20 +60,24 @@ class RunExecutor:
         """Returns the status the run was left in, or ``dropped`` if the lease was lost.
         `fresh`: the run was created claimed a moment ago, so its journal is known empty.
         `leases`: the holder's leases; with them no step starts unless the run's lease can be
-        relied on (`Leases.ensure`). `keep_journal`: when the run finishes here, keep its
-        journal as written for `take_journal` (so `App.run` need not read it back)."""
+        relied on (`Leases.ensure`). `keep_journal`: when the run finishes here, keep its row
+        as the store finished it and its journal as written for `take_finished` (so `App.run`
+        need not read either back)."""
         run = claim.run
         parent = parent_of(run)
-        if parent is None:
-            return await self._execute(claim, fresh=fresh, leases=leases, keep=keep_journal)
-        self._parents[run.id] = parent
+        if keep_journal:
+            self._keeping[run.id] = None
+        if parent is not None:
+            self._parents[run.id] = parent
         try:
             return await self._execute(claim, fresh=fresh, leases=leases, keep=keep_journal)
         finally:
             self._parents.pop(run.id, None)
+            self._keeping.pop(run.id, None)
 
-    def take_journal(self, run_id: str) -> list[StepRecord] | None:
-        """The journal of a run that `execute` (with `keep_journal`) finished, as written."""
+    def take_finished(self, run_id: str) -> tuple[RunRecord, list[StepRecord]] | None:
+        """The row and journal of a run that `execute` (with `keep_journal`) finished: the row
+        as the store's finish returned it, the journal as written."""
         return self._kept.pop(run_id, None)
 
     async def _execute(
@@ -135,7 +141,9 @@ class RunExecutor:
         finally:
             self._live.pop(run.id, None)
         if keep and status in FINISHED_STATUSES:
-            self._kept[run.id] = ctx.written_journal()
+            ended = self._keeping.get(run.id)
+            if ended is not None:
+                self._kept[run.id] = (ended, ctx.written_journal())
         if status != "dropped":
             for listener in self.listeners:
                 try:
@@ -215,16 +223,26 @@ class RunExecutor:
     ) -> str:
         if self._events is not None:
             self._events.before_end(run_id)
-        if await self._store.finish_run(run_id, token, status=status, output=output, error=error):
+        if await self._finish(run_id, token, status, output, error):
             await self._tell_parent(run_id, status, output, error)
             return status
         return await self._lost(run_id, token)
 
+    async def _finish(
+        self, run_id: str, token: int, status: str, output: Any, error: dict[str, Any] | None
+    ) -> bool:
+        ended = await self._store.finish_run(
+            run_id, token, status=status, output=output, error=error
+        )
+        if ended is not None and run_id in self._keeping:
+            self._keeping[run_id] = ended
+        return ended is not None
+
     async def _lost(self, run_id: str, token: int) -> str:
         run = await self._store.get_run(run_id)
         cancelled = run is not None and run.fencing == token and run.cancel_requested
-        if cancelled and await self._store.finish_run(
-            run_id, token, status="cancelled", error=run.error if run else None
+        if cancelled and await self._finish(
+            run_id, token, "cancelled", None, run.error if run else None
         ):
             await self._tell_parent(run_id, "cancelled", None, run.error if run else None)
             return "cancelled"

@@ -545,13 +545,11 @@ class Runtime:
             finally:
                 beat.cancel()
                 cancels.cancel()
-            steps = self.executor.take_journal(run.id)
-            if steps is not None:
-                # Finished here: the journal is what this process wrote; only the run's row
-                # (its end as the store stamped it) is read.
-                ended = await self.store.get_run(run.id)
-                if ended is not None and ended.status in FINISHED_STATUSES:
-                    return RunInfo.from_records(ended, steps)
+            finished = self.executor.take_finished(run.id)
+            if finished is not None:
+                # Finished here: the journal is what this process wrote, the row what the
+                # store's finish returned (its end as the store stamped it); nothing is read.
+                return RunInfo.from_records(*finished)
         return await self.get_run_async(run.id)
 
     async def run_worker_async(

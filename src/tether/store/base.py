@@ -364,10 +364,11 @@ class Store(Protocol):
     async def finish_run(
         self, run_id: str, token: int, *, status: str, output: Any = None,
         error: dict[str, Any] | None = None,
-    ) -> bool:
-        """Set a final status, release the lease; fenced. The cancel-request condition does not
-        apply when `status` is ``cancelled``. With `finish_appends_event`, the run's
-        ``finished`` event (keyed ``<run>:finished``) is appended with it."""
+    ) -> RunRecord | None:
+        """Set a final status, release the lease; fenced. Returns the run's row as it ended
+        (what `get_run` would read right after), ``None`` if fenced off. The cancel-request
+        condition does not apply when `status` is ``cancelled``. With `finish_appends_event`,
+        the run's ``finished`` event (keyed ``<run>:finished``) is appended with it."""
         ...
 
     async def release_run(self, run_id: str, token: int) -> bool:

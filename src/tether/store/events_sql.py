@@ -131,6 +131,18 @@ def postgres_params(events: Sequence[NewRunEvent]) -> tuple[list[Any], ...]:
     )
 
 
+POSTGRES_APPEND_ONE = """
+INSERT INTO run_events (run_id, kind, at, seq, data, key) VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (key) DO NOTHING
+"""
+"""`POSTGRES_APPEND` for one event, its parameters scalars (`postgres_one`)."""
+
+
+def postgres_one(event: NewRunEvent) -> tuple[Any, ...]:
+    """The parameters of `POSTGRES_APPEND_ONE`."""
+    return (event.run_id, event.kind, event.at, event.seq, _dumps(event.data), event.key)
+
+
 async def postgres_append(conn: Conn, events: Sequence[NewRunEvent]) -> None:
     await conn.execute(POSTGRES_APPEND, postgres_params(events))
 

@@ -19,7 +19,11 @@
   once from its caller's task, and later writes batch behind it, so a sequential run pays one
   single-statement transaction (one round trip) per step while two hundred concurrent runs
   share them. Each write still gets its own fenced answer. Reads of runs (`get_run`) asked
-  while one is on its way go together in one statement.
+  while one is on its way go together in one statement. The finish returns the run's row, so
+  `App.run` reads nothing back: a sequential run of N steps is N + 2 statements.
+* **Straight through libpq** (`tether.store.postgres_wire`). A lone journal write and a lone
+  finish (every step and end of a sequential run) skip psycopg's cursor machinery: prepared
+  once per connection, parameters sent as text, same errors.
 * **Fencing.** A write for a claimed run checks the run's token in the same statement and
   share-locks the run row while doing so, so a write racing a takeover waits for it and is
   rejected rather than judged against the row as it was when the statement began.
@@ -628,7 +632,7 @@ class PostgresStore:
         status: str,
         output: Any = None,
         error: dict[str, Any] | None = None,
-    ) -> bool:
+    ) -> RunRecord | None:
         return await self._submit(run_id, None, finish=(run_id, token, status, output, error))
 
     async def release_run(self, run_id: str, token: int) -> bool:

@@ -15,7 +15,8 @@ transactions (see "Group commit" in `tether.store.postgres`).
   events (`Write.position`) and by finishes (the `finished` event). Hence: events ride in one
   transaction in flight at a time (`LoopState.carrying`), and no transaction is sent with
   positions of a run that another one in flight holds (`LoopState.flying`), nor before that
-  run's events waiting to ride (they were emitted first).
+  run's events waiting to ride (they were emitted first). A batch that fails is applied again
+  write by write, its events first.
 """
 
 from __future__ import annotations
@@ -210,12 +211,24 @@ class GroupCommit:
                 outcomes = [(False, exc)] * len(batch)
                 _riders_failed(state, events, riders, exc)
             except Exception as exc:
-                _riders_failed(state, events, riders, exc)
                 if len(batch) == 1:
+                    _riders_failed(state, events, riders, exc)
                     outcomes = [(False, exc)]
                 else:
                     # One write failed the shared transaction: apply each alone so the error
-                    # reaches only its own caller.
+                    # reaches only its own caller. The events go again first, alone: they were
+                    # emitted before the writes, and a journal write or finish takes the next
+                    # positions of its run's stream (once: a second failure is their callers').
+                    if events:
+                        try:
+                            await self._apply(state, [], events)
+                        except BaseException as again:
+                            failed = again if isinstance(again, Exception) else None
+                            resolve(riders, failed or StoreError(str(again)))
+                            if not isinstance(again, Exception):
+                                raise
+                        else:
+                            resolve(riders, None)
                     outcomes = []
                     for write in batch:
                         try:
@@ -529,6 +542,6 @@ async def _apply_rounds(
         )
         riding = ()
         for write in round_:
-            write.result = write.run_id in finished
+            write.result = finished.get(write.run_id)
     if riding:
         await events_sql.postgres_append(conn, riding)

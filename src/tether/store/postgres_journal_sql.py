@@ -12,11 +12,13 @@ from typing import Any, LiteralString
 import psycopg
 
 from tether.store import events_sql
+from tether.store import postgres_wire as wire
 from tether.store.base import (
     LIVE_MARK,
     Claim,
     Heartbeat,
     NewRunEvent,
+    RunRecord,
     SignalRecord,
     StepRecord,
     encode_waiting_for,
@@ -27,6 +29,7 @@ from tether.store.postgres_sql import (
     HELD_LIVE,
     NOW,
     R_COLUMNS,
+    RUN_COLUMNS,
     STEP_COLUMNS,
     Conn,
     Outcome,
@@ -336,9 +339,13 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
 
 _UPSERT_STEP = _upsert_step(False)
 _UPSERT_STEP_POS = _upsert_step(True)
+_UPSERT_STEP_WIRE = wire.Prepared("upsert_step", _UPSERT_STEP)
+_UPSERT_STEP_POS_WIRE = wire.Prepared("upsert_step_pos", _UPSERT_STEP_POS)
 
 
-def _riding(statement: LiteralString) -> LiteralString:
+def _riding(
+    statement: LiteralString, append: LiteralString = events_sql.POSTGRES_APPEND
+) -> LiteralString:
     """`statement` with a batch of run events appended ahead of it in a data-modifying CTE
     (executed once, whatever the statement does): events cost no statement, transaction or
     round trip of their own. They are not fenced (as `append_run_events` is not): keyed events
@@ -347,7 +354,7 @@ def _riding(statement: LiteralString) -> LiteralString:
     The statement's own positions in the stream (a step's ``ev_pos``, a finished event) come
     after the events': its first ``WHERE`` waits for the CTE, which returns a row per event
     stored, so their ids are taken first."""
-    cte = f"ev AS ({events_sql.POSTGRES_APPEND.strip()} RETURNING 1)"
+    cte = f"ev AS ({append.strip()} RETURNING 1)"
     body = statement.strip()
     if body.startswith("WITH "):
         body = f"WITH {cte},\n{body.removeprefix('WITH ')}"
@@ -362,6 +369,13 @@ def _riding(statement: LiteralString) -> LiteralString:
 _UPSERT_STEP_EV = _riding(_UPSERT_STEP)
 _UPSERT_STEP_POS_EV = _riding(_UPSERT_STEP_POS)
 _UPSERT_STEPS_EV = _riding(_UPSERT_STEPS)
+# A sequential run's first step carries its one `run_started` event.
+_UPSERT_STEP_EV1_WIRE = wire.Prepared(
+    "upsert_step_ev1", _riding(_UPSERT_STEP, events_sql.POSTGRES_APPEND_ONE)
+)
+_UPSERT_STEP_POS_EV1_WIRE = wire.Prepared(
+    "upsert_step_pos_ev1", _riding(_UPSERT_STEP_POS, events_sql.POSTGRES_APPEND_ONE)
+)
 
 
 async def write_steps(
@@ -382,18 +396,25 @@ async def write_steps(
 
     `events` ride along in the same statement (see `_riding`); `positions` (one per write)
     says which rows stand for their step's events (see `_EV_POS`)."""
-    riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
     if len(writes) == 1:
         # A sequential run's every step: scalar parameters are cheaper to send than arrays.
         run_id, token, _ = writes[0]
         row = _step_row(*writes[0])
         position = bool(positions and positions[0])
-        if position:
-            statement = _UPSERT_STEP_POS_EV if events else _UPSERT_STEP_POS
+        params = (row[0], *row[2:], run_id, token)
+        if len(events) == 1:
+            prepared = _UPSERT_STEP_POS_EV1_WIRE if position else _UPSERT_STEP_EV1_WIRE
+            one = events_sql.postgres_one(events[0])
+            count = wire.rowcount(await wire.run(conn, prepared, (*one, *params)))
+        elif events:
+            statement = _UPSERT_STEP_POS_EV if position else _UPSERT_STEP_EV
+            riders = events_sql.postgres_params(events)
+            count = (await conn.execute(statement, (*riders, *params))).rowcount
         else:
-            statement = _UPSERT_STEP_EV if events else _UPSERT_STEP
-        cur = await conn.execute(statement, (*riders, row[0], *row[2:], run_id, token))
-        return {(run_id, writes[0][2].seq)} if cur.rowcount == 1 else set()
+            prepared = _UPSERT_STEP_POS_WIRE if position else _UPSERT_STEP_WIRE
+            count = wire.rowcount(await wire.run(conn, prepared, params))
+        return {(run_id, writes[0][2].seq)} if count == 1 else set()
+    riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
     rows = [_step_row(*w) for w in writes]
     columns: list[list[Any]] = [list(col) for col in zip(*rows, strict=True)]
     columns.append([bool(p) for p in positions] if positions else [False] * len(writes))
@@ -668,9 +689,9 @@ fin AS (
       FROM f
      WHERE r.id = ANY(%b::text[]) AND r.id = f.id AND r.fencing = f.token
        AND r.status = 'running' AND (f.status = 'cancelled' OR NOT r.cancel_requested)
-    RETURNING r.id, r.status),
+    RETURNING {R_COLUMNS}),
 fe AS ({_FINISHED_EVENT.strip()})
-SELECT id FROM fin
+SELECT {RUN_COLUMNS} FROM fin
 """
 _FINISH_RUN = f"""
 WITH fin AS (
@@ -679,12 +700,12 @@ WITH fin AS (
         wake_at = NULL, waiting_for = NULL, progress = NULL
      WHERE id = %s AND fencing = %s AND status = 'running'
        AND (%s = 'cancelled' OR NOT cancel_requested)
-    RETURNING id, status),
+    RETURNING {RUN_COLUMNS}),
 fe AS ({_FINISHED_EVENT.strip()})
-SELECT id FROM fin
+SELECT {RUN_COLUMNS} FROM fin
 """
-_ALREADY_FINISHED = """
-SELECT r.id FROM runs r
+_ALREADY_FINISHED = f"""
+SELECT {R_COLUMNS} FROM runs r
   JOIN unnest(%b::text[], %b::bigint[], %b::text[]) AS f(id, token, status)
     ON r.id = f.id AND r.fencing = f.token AND r.status = f.status
 """
@@ -699,6 +720,7 @@ async def lock_runs(conn: Conn, run_ids: Sequence[str]) -> None:
 
 
 _FINISH_RUN_EV = _riding(_FINISH_RUN)
+_FINISH_RUN_WIRE = wire.Prepared("finish_run", _FINISH_RUN)
 _FINISH_RUNS_EV = _riding(_FINISH_RUNS)
 
 
@@ -706,9 +728,9 @@ async def finish_runs(
     conn: Conn,
     finishes: Sequence[tuple[str, int, str, Any, dict[str, Any] | None]],
     events: Sequence[NewRunEvent] = (),
-) -> set[str]:
-    """`finish_run` for many runs in one statement; returns the ids finished. Run ids must be
-    distinct. A run found already finished with the caller's token and status counts as
+) -> dict[str, RunRecord]:
+    """`finish_run` for many runs in one statement; returns the rows finished, by id. Run ids
+    must be distinct. A run found already finished with the caller's token and status counts as
     finished: a token is unique to one claim, so that was our own earlier attempt whose commit
     we did not hear about. `events` ride along in the same statement (see `_riding`)."""
     riders: tuple[Any, ...] = events_sql.postgres_params(events) if events else ()
@@ -718,22 +740,25 @@ async def finish_runs(
     if len(finishes) == 1:
         # A lone finish (every sequential run): scalar parameters, no unnest to plan.
         run_id, token, status, output, error = finishes[0]
-        cur = await conn.execute(
-            _FINISH_RUN_EV if events else _FINISH_RUN,
-            (*riders, status, dumps(output), dumps(error), run_id, token, status),
-        )
+        params = (status, dumps(output), dumps(error), run_id, token, status)
+        if events:
+            cur = await conn.execute(_FINISH_RUN_EV, (*riders, *params))
+            found = await cur.fetchall()
+        else:
+            found = wire.rows(conn, await wire.run(conn, _FINISH_RUN_WIRE, params))
     else:
         cur = await conn.execute(
             _FINISH_RUNS_EV if events else _FINISH_RUNS,
             (*riders, ids, tokens, statuses, [dumps(f[3]) for f in finishes],
              [dumps(f[4]) for f in finishes], ids),
         )
-    done = {r[0] for r in await cur.fetchall()}
+        found = await cur.fetchall()
+    done = {r[0]: run_from_row(r) for r in found}
     if len(done) < len(finishes):
         missing = [i for i, run_id in enumerate(ids) if run_id not in done]
         cur = await conn.execute(
             _ALREADY_FINISHED,
             ([ids[i] for i in missing], [tokens[i] for i in missing], [statuses[i] for i in missing]),
         )
-        done |= {r[0] for r in await cur.fetchall()}
+        done.update((r[0], run_from_row(r)) for r in await cur.fetchall())
     return done

@@ -21,6 +21,7 @@ from typing import Any, TypeAlias
 
 from psycopg import AsyncConnection
 
+from tether.store import postgres_wire as wire
 from tether.store.base import (
     FINISHED_STATUSES,
     NewRun,
@@ -215,20 +216,27 @@ async def next_wake(conn: Conn) -> float | None:
 # --- client writes -------------------------------------------------------------------------------
 
 
+_CREATE_RUN = wire.Prepared(
+    "create_run",
+    f"""
+INSERT INTO runs ({RUN_COLUMNS}) VALUES (
+    %s, %s, %s, %s, %s, NULL, NULL, %s::jsonb, %s, %s, {NOW}, {NOW},
+    CASE WHEN %s::boolean THEN {NOW} END, NULL,
+    CASE WHEN %s::boolean THEN NULL ELSE coalesce(%s, {NOW}) END, NULL,
+    %s, CASE WHEN %s::boolean THEN {NOW} + %s END, %s, 0, false, NULL)
+ON CONFLICT (id) DO NOTHING
+RETURNING {RUN_COLUMNS}
+""",
+)
+
+
 async def create_run(
     conn: Conn, new: NewRun, owner: str | None, lease_seconds: float
 ) -> Outcome:
     claimed = owner is not None
-    cur = await conn.execute(
-        f"""
-        INSERT INTO runs ({RUN_COLUMNS}) VALUES (
-            %s, %s, %s, %s, %s, NULL, NULL, %s::jsonb, %s, %s, {NOW}, {NOW},
-            CASE WHEN %s THEN {NOW} END, NULL,
-            CASE WHEN %s THEN NULL ELSE coalesce(%s, {NOW}) END, NULL,
-            %s, CASE WHEN %s THEN {NOW} + %s END, %s, 0, false, NULL)
-        ON CONFLICT (id) DO NOTHING
-        RETURNING {RUN_COLUMNS}
-        """,
+    result = await wire.run(
+        conn,
+        _CREATE_RUN,
         (
             new.id,
             new.workflow,
@@ -247,9 +255,9 @@ async def create_run(
             1 if claimed else 0,
         ),
     )
-    row = await cur.fetchone()
-    if row is not None:
-        return (run_from_row(row), 1 if claimed else None, True), not claimed
+    found = wire.rows(conn, result)
+    if found:
+        return (run_from_row(found[0]), 1 if claimed else None, True), not claimed
     existing = await get_run(conn, new.id)
     assert existing is not None
     if claimed and existing.lease_owner == owner:

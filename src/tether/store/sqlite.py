@@ -360,7 +360,7 @@ class SQLiteStore:
         status: str,
         output: Any = None,
         error: dict[str, Any] | None = None,
-    ) -> bool:
+    ) -> RunRecord | None:
         self._positions.pop((run_id, token), None)
         return await self._write(q.finish_run, run_id, token, status, output, error)
 

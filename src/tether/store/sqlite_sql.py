@@ -724,26 +724,25 @@ def finish_run(
     status: str,
     output: Any,
     error: dict[str, Any] | None,
-) -> bool:
+) -> RunRecord | None:
     now = time.time()
     condition = _HELD if status == "cancelled" else _HELD_LIVE
-    ended = (
-        conn.execute(
-            "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, updated_at = ?, "
-            "lease_owner = NULL, lease_expires = NULL, wake_at = NULL, waiting_for = NULL, "
-            "progress = NULL "
-            f"WHERE {condition}",
-            (status, dumps(output), dumps(error), now, now, run_id, token),
-        ).rowcount
-        == 1
+    row = conn.execute(
+        "UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, updated_at = ?, "
+        "lease_owner = NULL, lease_expires = NULL, wake_at = NULL, waiting_for = NULL, "
+        "progress = NULL "
+        f"WHERE {condition} RETURNING {RUN_COLUMNS}",
+        (status, dumps(output), dumps(error), now, now, run_id, token),
+    ).fetchone()
+    if row is None:
+        return None
+    # the run's last event, in the transaction that ends it (`finish_appends_event`)
+    conn.execute(
+        "INSERT OR IGNORE INTO run_events (run_id, kind, at, data, key) "
+        "VALUES (?, 'finished', ?, ?, ?)",
+        (run_id, now, dumps({"status": status}), f"{run_id}:finished"),
     )
-    if ended:  # the run's last event, in the transaction that ends it (`finish_appends_event`)
-        conn.execute(
-            "INSERT OR IGNORE INTO run_events (run_id, kind, at, data, key) "
-            "VALUES (?, 'finished', ?, ?, ?)",
-            (run_id, now, dumps({"status": status}), f"{run_id}:finished"),
-        )
-    return ended
+    return run_from_row(row)
 
 
 def release_run(conn: sqlite3.Connection, run_id: str, token: int) -> bool:
