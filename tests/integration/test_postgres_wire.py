@@ -61,6 +61,14 @@ async def test_errors_are_psycopgs(conn: psycopg.AsyncConnection[object]) -> Non
     assert await cur.fetchone() == (2,)
 
 
+async def test_a_nul_in_a_string_is_refused_not_cut(conn: psycopg.AsyncConnection[object]) -> None:
+    # libpq takes text parameters as C strings: sent as is, "ab\0cd" would be stored as "ab".
+    with pytest.raises(psycopg.DataError, match="NUL"):
+        await wire.run(conn, INSERT, (1, 1.0, True, "ab\x00cd"))
+    cur = await conn.execute("SELECT count(*) FROM t")
+    assert await cur.fetchone() == (0,)
+
+
 async def test_a_statement_deallocated_under_it_is_prepared_again(
     conn: psycopg.AsyncConnection[object],
 ) -> None:

@@ -170,6 +170,14 @@ def _text(value: object) -> bytes | None:
     return encode(value)
 
 
+def _str(value: str) -> bytes:
+    # Text parameters reach libpq as C strings: a NUL would silently cut the value (a run id,
+    # a step name) where psycopg's execute refuses it. Refused the same way here.
+    if "\x00" in value:
+        raise errors.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    return value.encode()
+
+
 def _bool(value: bool) -> bytes:
     return b"t" if value else b"f"
 
@@ -185,7 +193,7 @@ def _float(value: float) -> bytes:
 
 _TEXT: dict[type, Callable[[Any], bytes]] = {  # bool before int: a bool is an int
     bool: _bool,
-    str: str.encode,
+    str: _str,
     int: _int,
     float: _float,
 }
