@@ -105,8 +105,9 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "sqlite-fencing-finish", SQLITE,
-        (('            f"WHERE {condition}",',
-          f'            "WHERE id = ? AND {NOT_NULL} AND status = \'running\'",'),),
+        (('        f"WHERE {condition} RETURNING {RUN_COLUMNS}",',
+          f'        "WHERE id = ? AND {NOT_NULL} AND status = \'running\' RETURNING "'
+          '        f"{RUN_COLUMNS}",'),),
         [sqlite(FENCED), sqlite(ZOMBIE)],
         "finishing a run is not conditional on the fencing token",
     ),
