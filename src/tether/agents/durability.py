@@ -74,15 +74,16 @@ from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.context import Context, current_context, current_step
 from tether.engine.registry import WorkflowDef
 from tether.engine.retry import Retry
-from tether.engine.serde import to_jsonable
+from tether.engine.serde import JsonObject, to_jsonable
 from tether.errors import UserError
 from tether.observe import names
 from tether.store.base import SpendWindow
 
 
-class _Executed(dict[str, Any]):
+class _Executed(JsonObject):
     """The JSON of a model response a step has just received, carrying the response itself:
-    the step journals the JSON (a plain dict), `JOURNAL_CODEC.load` returns the object."""
+    the step journals the JSON (already JSON values, so as it is), `JOURNAL_CODEC.load`
+    returns the object."""
 
     __slots__ = ("value",)
 

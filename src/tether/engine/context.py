@@ -664,9 +664,7 @@ class Context(DurableWaits, StopControl):
                     meta=dict(meta or {}),
                 )
                 try:
-                    result = await self._interrupts.guard(
-                        seq, self._invoke(fn, args, kwargs, is_async, timeout, step_ctx)
-                    )
+                    result = await self._invoke(seq, fn, args, kwargs, is_async, timeout, step_ctx)
                     output = to_jsonable(result, what=f"the result of step {name!r}")
                 except (Exception, SystemExit) as exc:
                     if exc is self._interrupts.reason:  # max_duration ran out, not a failure
@@ -744,6 +742,7 @@ class Context(DurableWaits, StopControl):
 
     async def _invoke(
         self,
+        seq: int,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -751,23 +750,38 @@ class Context(DurableWaits, StopControl):
         timeout: float | None,
         step_ctx: StepContext,
     ) -> Any:
+        # Guarded against interrupts in this frame (`StepInterrupts.begin`…`end`), not through
+        # `guard`: one coroutine less for every step in flight.
+        interrupts = self._interrupts
+        task = interrupts.begin(seq)
         outer = _current.set(None)
         inner = enter_step(step_ctx)  # `running`, without a generator per step
         try:
             if is_async:
                 if timeout is None:
-                    return await fn(*args, **kwargs)
-                async with asyncio.timeout(timeout):
-                    return await fn(*args, **kwargs)
-            loop = asyncio.get_running_loop()
-            call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-            future = loop.run_in_executor(self._executor, call)
-            if timeout is None:
-                return await future
-            return await asyncio.wait_for(future, timeout)
+                    result = await fn(*args, **kwargs)
+                else:
+                    async with asyncio.timeout(timeout):
+                        result = await fn(*args, **kwargs)
+            else:
+                loop = asyncio.get_running_loop()
+                call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+                future = loop.run_in_executor(self._executor, call)
+                if timeout is None:
+                    result = await future
+                else:
+                    result = await asyncio.wait_for(future, timeout)
+        except asyncio.CancelledError:
+            reason = interrupts.cancelled(task)
+            if reason is None:
+                raise
+            raise reason from None
         finally:
             leave_step(inner)
             _current.reset(outer)
+            interrupts.end(seq)
+        interrupts.returned(task)
+        return result
 
 
 BUDGET_SIGNAL = "tether.budget"

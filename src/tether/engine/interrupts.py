@@ -1,8 +1,9 @@
 """Interrupting running steps: what a cancel, or a run's ``max_duration`` running out, does to
 the steps of the run that are executing right now.
 
-1. A step's function (and its in-process retry backoff) is awaited through `StepInterrupts.guard`,
-   which notes the task awaiting it.
+1. A step's function (and its in-process retry backoff) is awaited through `StepInterrupts.guard`
+   (or, for the function, in `Context._invoke` between `begin` and `end`), which notes the task
+   awaiting it.
 2. `StepInterrupts.interrupt` records why and cancels those tasks. An ``async`` step sees
    `asyncio.CancelledError` at the await it is in, so its ``finally`` blocks and context
    managers run. A plain ``def`` step runs in a thread, which cannot be interrupted: the task
@@ -117,6 +118,35 @@ class StepInterrupts:
                 task.cancel()
             else:  # app.cancel() from another thread than the worker's loop
                 loop.call_soon_threadsafe(task.cancel)
+
+    def begin(self, seq: int) -> asyncio.Task[Any] | None:
+        """What `guard` does before awaiting, for a caller that awaits the step's work in its
+        own frame (`Context._invoke`: one coroutine less per step): note the task running step
+        `seq`, or raise at once when the run was interrupted already. Pair with `end`; a
+        `CancelledError` goes through `cancelled`, a result through `returned`."""
+        if self.reason is not None:
+            raise self._stop(self.reason)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[seq] = task
+        return task
+
+    def returned(self, task: asyncio.Task[Any] | None) -> None:
+        """The step returned: if it swallowed our cancellation, the run still stops."""
+        if task is not None and self.reason is not None and task.cancelling():
+            task.uncancel()
+            raise self._stop(self.reason)
+
+    def cancelled(self, task: asyncio.Task[Any] | None) -> BaseException | None:
+        """The step was cancelled: the interrupt's reason to raise instead (``None``: not an
+        interrupt, let the cancellation pass)."""
+        if self.reason is None or task is None:
+            return None
+        task.uncancel()
+        return self._stop(self.reason)
+
+    def end(self, seq: int) -> None:
+        self._tasks.pop(seq, None)
 
     async def guard(self, seq: int, work: Awaitable[Any]) -> Any:
         """Await the work of step `seq` so that an interrupt stops it (see the module doc)."""

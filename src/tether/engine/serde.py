@@ -12,9 +12,16 @@ import pydantic_core
 from tether.errors import UserError
 
 
+class JsonObject(dict[str, Any]):
+    """A JSON object its producer built of JSON values only (a serializer's output): journaled
+    as it is, without the copy `to_jsonable` makes of any other value."""
+
+    __slots__ = ()
+
+
 def to_jsonable(value: Any, *, what: str) -> Any:
     """Convert to plain JSON values; `what` names the value in the error."""
-    if value is None or type(value) in (str, int, float, bool):
+    if value is None or type(value) in (str, int, float, bool) or isinstance(value, JsonObject):
         return value
     try:
         return pydantic_core.to_jsonable_python(value)

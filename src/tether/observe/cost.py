@@ -82,6 +82,14 @@ def price_call(
             + (cache_read_tokens * cache_rate if cache_rate is not None else 0)
         ) / 1_000_000
         return Price(cost_usd=cost, source="override")
+    if not cache_read_tokens and not cache_write_tokens:
+        rates = _linear_rates(provider, name)
+        if rates is not None:
+            base, per_input, per_output = rates
+            total = (
+                base + per_input * input_tokens / _MILLION + per_output * output_tokens / _MILLION
+            )
+            return Price(cost_usd=float(total), source=PRICE_DATA_VERSION)
     usage = genai_prices.Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -97,6 +105,62 @@ def price_call(
         cost_usd=float(total if isinstance(total, Decimal) else Decimal(str(total))),
         source=PRICE_DATA_VERSION,
     )
+
+
+_MILLION = Decimal(1_000_000)
+_SAMPLES = ((123_457, 6_791), (1, 1), (2_000_003, 999_999))
+_linear: dict[tuple[str | None, str], tuple[Decimal, Decimal, Decimal] | None] = {}
+_linear_data: list[object] = [None]
+
+
+def _linear_rates(provider: str | None, name: str) -> tuple[Decimal, Decimal, Decimal] | None:
+    """``(per call, per million input tokens, per million output tokens)`` of a model whose
+    genai-prices price is one flat set of rates (no tiers, no dated prices), so a call of only
+    input and output tokens costs exactly ``base + rates x tokens``; ``None`` for any other
+    model (or an unknown one), which genai-prices prices call by call.
+
+    genai-prices' own calculation walks its unit registry for every call (~0.1 ms, the largest
+    part of recording a model call); the rates are derived from it once per model and price
+    data, and checked against it at sample points, so the result is the same Decimal."""
+    from genai_prices.data_snapshot import get_snapshot
+    from genai_prices.types import ModelPrice, TieredPrices
+
+    data = get_snapshot()
+    if _linear_data[0] is not data:  # new price data (genai-prices can update itself)
+        _linear.clear()
+        _linear_data[0] = data
+    key = (provider, name)
+    if key in _linear:
+        return _linear[key]
+    rates: tuple[Decimal, Decimal, Decimal] | None = None
+    try:
+        _, info = data.find_provider_model(name, None, provider, None)
+        prices: Any = info.prices
+        if isinstance(prices, ModelPrice) and not any(
+            isinstance(v, TieredPrices) for v in vars(prices).values()
+        ):
+
+            def total(inputs: int, outputs: int) -> Decimal:
+                calc = genai_prices.calc_price(
+                    genai_prices.Usage(input_tokens=inputs, output_tokens=outputs),
+                    model_ref=name,
+                    provider_id=provider,
+                )
+                value = calc.total_price
+                return value if isinstance(value, Decimal) else Decimal(str(value))
+
+            base = total(0, 0)
+            found = (base, total(1_000_000, 0) - base, total(0, 1_000_000) - base)
+            if all(
+                found[0] + found[1] * i / _MILLION + found[2] * o / _MILLION == total(i, o)
+                for i, o in _SAMPLES
+            ):
+                rates = found
+    except LookupError:
+        pass
+    if len(_linear) < 1024:
+        _linear[key] = rates
+    return rates
 
 
 # --- configuration: price overrides -------------------------------------------------------------
