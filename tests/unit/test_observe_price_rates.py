@@ -48,3 +48,18 @@ def test_flat_rates_are_derived_once_and_tiered_models_have_none() -> None:
     assert _linear_rates("google", "gemini-2.5-pro") is None  # tiers by prompt size
     assert _linear_rates("acme", "acme-llm-9") is None  # unknown: priced (or not) call by call
     assert price_call("acme-llm-9", provider="acme", input_tokens=10).cost_usd is None
+
+
+def test_when_genai_prices_internals_move_calls_are_priced_call_by_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The flat rates read genai-prices' snapshot, which is not its public API: if that breaks,
+    # pricing falls back to calc_price rather than failing every recorded call.
+    import sys
+    import types
+
+    # The snapshot module gone from where tether imports it (genai-prices keeps its own
+    # reference, so calc_price still works).
+    monkeypatch.setitem(sys.modules, "genai_prices.data_snapshot", types.ModuleType("moved"))
+    price = price_call("gpt-4o", provider="openai", input_tokens=1234, output_tokens=56)
+    assert price.cost_usd == genai("gpt-4o", "openai", 1234, 56)

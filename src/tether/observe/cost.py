@@ -122,10 +122,13 @@ def _linear_rates(provider: str | None, name: str) -> tuple[Decimal, Decimal, De
     genai-prices' own calculation walks its unit registry for every call (~0.1 ms, the largest
     part of recording a model call); the rates are derived from it once per model and price
     data, and checked against it at sample points, so the result is the same Decimal."""
-    from genai_prices.data_snapshot import get_snapshot
-    from genai_prices.types import ModelPrice, TieredPrices
+    try:
+        from genai_prices.data_snapshot import get_snapshot
+        from genai_prices.types import ModelPrice, TieredPrices
 
-    data = get_snapshot()
+        data = get_snapshot()
+    except Exception:  # these are genai-prices' internals: if they move, price call by call
+        return None
     if _linear_data[0] is not data:  # new price data (genai-prices can update itself)
         _linear.clear()
         _linear_data[0] = data
@@ -156,8 +159,8 @@ def _linear_rates(provider: str | None, name: str) -> tuple[Decimal, Decimal, De
                 for i, o in _SAMPLES
             ):
                 rates = found
-    except LookupError:
-        pass
+    except Exception:  # an unknown model (LookupError), or genai-prices' internals moved
+        rates = None
     if len(_linear) < 1024:
         _linear[key] = rates
     return rates
