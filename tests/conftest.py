@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import postgres_schema_url
+from tests.pg import postgres_schema_url, vacuum_catalog
 
 # No test may reach a real model provider: any key in the environment is removed, and the
 # OpenAI client's default host is pointed at a closed local port.
@@ -25,6 +25,14 @@ for _var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_AP
              "GROQ_API_KEY", "MISTRAL_API_KEY", "TETHER_MODEL", "TETHER_STORE"):
     os.environ.pop(_var, None)
 os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # The PostgreSQL catalog rows this run's test schemas left dead (see `vacuum_catalog`).
+    try:
+        vacuum_catalog()
+    except Exception as exc:  # housekeeping: never what decides a run
+        print(f"\nnote: could not VACUUM the PostgreSQL catalog after the tests: {exc}")
 
 
 @pytest.fixture
