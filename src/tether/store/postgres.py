@@ -67,31 +67,20 @@ from tether.store import postgres_access_sql as pa
 from tether.store import postgres_journal_sql as j
 from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
-from tether.store import postgres_workers_sql as workers
 from tether.store import queues_sql as qs
 from tether.store import ratelimits_sql as rs
-from tether.store import schedules_sql as sq
 from tether.store.base import (
-    WORKER_LIVE_LEASES,
-    AlertRecord,
-    AuditRecord,
     Claim,
     Heartbeat,
-    NewAlert,
     NewRun,
     NewRunEvent,
-    PrincipalRecord,
     QueueRecord,
     RingChangeRecord,
     RunEventRecord,
     RunRecord,
-    ScheduleRecord,
     SignalRecord,
-    SpendVerdict,
-    SpendWindow,
     StepRecord,
     TrustActionRecord,
-    WorkerRecord,
 )
 from tether.store.migrate import migration_files
 from tether.store.postgres_commit import (
@@ -103,6 +92,7 @@ from tether.store.postgres_commit import (
     wake_all,
 )
 from tether.store.postgres_commit import apply as _apply_batch
+from tether.store.postgres_layers import LayerStatements
 from tether.store.postgres_pool import Pool, parse_postgres_url
 
 log = logging.getLogger("tether.store.postgres")
@@ -112,7 +102,7 @@ Conn: TypeAlias = AsyncConnection[Any]
 _TRANSIENT = (psycopg.OperationalError,)
 
 
-class PostgresStore:
+class PostgresStore(LayerStatements):
     """The PostgreSQL store (see the module docstring)."""
 
     def __init__(self, url: str) -> None:
@@ -666,127 +656,6 @@ class PostgresStore:
     async def settle_rate(self, grant: str) -> None:
         await self._statement("settle a rate-limit grant", rs.pg_settle, grant)
 
-    # --- schedules -------------------------------------------------------------------------------
-
-    async def put_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
-        return await self._statement(
-            f"save schedule {schedule.name}", sq.pg_put_schedule, schedule
-        )
-
-    async def get_schedule(self, name: str) -> ScheduleRecord | None:
-        return await self._read(f"read schedule {name}", sq.pg_get_schedule, name)
-
-    async def list_schedules(self, *, due_by: float | None = None) -> list[ScheduleRecord]:
-        return await self._read("list schedules", sq.pg_list_schedules, due_by)
-
-    async def set_schedule_paused(self, name: str, paused: bool) -> ScheduleRecord | None:
-        return await self._statement(
-            f"pause schedule {name}", sq.pg_set_schedule_paused, name, paused
-        )
-
-    async def delete_schedule(self, name: str) -> bool:
-        return await self._statement(f"delete schedule {name}", sq.pg_delete_schedule, name)
-
-    async def advance_schedule(
-        self, name: str, expected: float, next_at: float, *, fired_at: float | None = None,
-        run_id: str | None = None,
-    ) -> bool:
-        return await self._statement(
-            f"advance schedule {name}", sq.pg_advance_schedule, name, expected, next_at,
-            fired_at, run_id,
-        )
-    # --- alerts and metrics ----------------------------------------------------------------------
-
-    async def record_alert(self, alert: NewAlert) -> AlertRecord | None:
-        return await self._transaction(f"record alert {alert.key}", al.pg_record_alert, alert)
-
-    async def claim_alerts(
-        self, owner: str, *, limit: int, lease_seconds: float, only: str | None = None
-    ) -> list[AlertRecord]:
-        return await self._statement(
-            "claim alerts to deliver", al.pg_claim_alerts, owner, limit, lease_seconds, only
-        )
-
-    async def settle_alert(
-        self, alert_id: str, owner: str, *, delivered: bool, error: str | None = None,
-        retry_at: float | None = None,
-    ) -> bool:
-        return await self._statement(
-            f"record the delivery of alert {alert_id}", al.pg_settle_alert, alert_id, owner,
-            delivered, error, retry_at,
-        )
-
-    async def list_alerts(
-        self, *, kind: str | None = None, state: str | None = None,
-        since: float | None = None, limit: int = 100,
-    ) -> list[AlertRecord]:
-        return await self._read("list alerts", al.pg_list_alerts, kind, state, since, limit)
-
-    async def run_counts(self) -> list[tuple[str, str, int]]:
-        return await self._read("count runs", al.pg_run_counts)
-
-    async def queue_backlog(self, now: float) -> list[tuple[str | None, int, float | None]]:
-        return await self._read("measure the queue backlog", al.pg_queue_backlog, now)
-
-    # --- worker registry -------------------------------------------------------------------------
-
-    async def register_worker(self, worker: WorkerRecord) -> None:
-        await self._statement("register the worker", workers.register_worker, worker)
-
-    async def touch_worker(self, owner: str) -> bool:
-        return await self._statement("refresh the worker registry", workers.touch_worker, owner)
-
-    async def remove_worker(self, owner: str) -> None:
-        await self._statement("unregister the worker", workers.remove_worker, owner)
-
-    async def list_workers(self) -> list[WorkerRecord]:
-        return await self._read("list workers", workers.list_workers, WORKER_LIVE_LEASES)
-
-    async def pending_versions(self) -> list[tuple[str, str | None, str, int]]:
-        return await self._read("count pending runs", workers.pending_versions)
-
-    # --- used by upper layers that keep their own tables ----------------------------------------
-
-    async def write(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``await fn(connection, *args)`` in its own transaction (upper-layer tables)."""
-        return await self._transaction("write", fn, *args)
-
-    async def read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``await fn(connection, *args)`` on a pooled autocommit connection."""
-        return await self._read("read", fn, *args)
-
-    # --- observe layer ---------------------------------------------------------------------------
-
-    async def load_window(
-        self, since: float, until: float | None = None
-    ) -> list[tuple[RunRecord, list[StepRecord]]]:
-        return await self._read("load runs for a report", layers.load_window, since, until)
-
-    async def label_spend(self, key: str, value: str, since: float) -> tuple[float, int]:
-        return await self._read(
-            f"sum the spend of label {key}={value}", layers.label_spend, key, value, since
-        )
-
-    async def reserve_spend(
-        self,
-        run_id: str,
-        token: int,
-        reservation_id: str,
-        cost_usd: float,
-        windows: Sequence[SpendWindow],
-    ) -> SpendVerdict | None:
-        # Its own transaction on its own connection, not a batch member: it waits on advisory
-        # locks, and a batch's row locks must never wait behind those.
-        return await self._transaction(
-            f"reserve spend for run {run_id}", layers.reserve_spend,
-            run_id, token, reservation_id, cost_usd, tuple(windows),
-        )
-
-    async def release_spend(self, reservation_id: str) -> None:
-        await self._statement(
-            f"release spend reservation {reservation_id}", layers.release_spend, reservation_id
-        )
-
     # --- run events ------------------------------------------------------------------------------
 
     async def append_run_events(self, events: Sequence[NewRunEvent]) -> None:
@@ -885,42 +754,6 @@ class PostgresStore:
         self, *, agent: str | None = None, category: str | None = None
     ) -> list[RingChangeRecord]:
         return await self._read("list ring changes", layers.list_ring_changes, agent, category)
-
-    # --- interfaces: principals and the audit trail --------------------------------------------
-
-    async def add_principal(self, principal: PrincipalRecord) -> bool:
-        return await self._transaction(f"add principal {principal.name}", pa.add_principal, principal)
-
-    async def get_principal(self, name: str) -> PrincipalRecord | None:
-        return await self._read(f"read principal {name}", pa.get_principal, name)
-
-    async def principal_by_token(self, token_hash: str) -> PrincipalRecord | None:
-        return await self._read("check a token", pa.principal_by_token, token_hash)
-
-    async def list_principals(self) -> list[PrincipalRecord]:
-        return await self._read("list principals", pa.list_principals)
-
-    async def has_principals(self) -> bool:
-        return await self._read("look for principals", pa.has_principals)
-
-    async def revoke_principal(self, name: str, revoked_at: float) -> bool:
-        return await self._transaction(f"revoke {name}", pa.revoke_principal, name, revoked_at)
-
-    async def add_audit(self, entry: AuditRecord) -> AuditRecord:
-        return await self._transaction("record an audit entry", pa.add_audit, entry)
-
-    async def list_audit(
-        self,
-        *,
-        principal: str | None = None,
-        action: str | None = None,
-        target: str | None = None,
-        since: float | None = None,
-        limit: int = 100,
-    ) -> list[AuditRecord]:
-        filters = (("principal", principal), ("action", action), ("target", target))
-        return await self._read("list the audit trail", pa.list_audit, filters, since, limit)
-
 
 def _closes_itself(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether `loop` can run a close: running, and not in this thread (where it waits on us)."""
