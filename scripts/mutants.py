@@ -33,6 +33,7 @@ POSTGRES = "tether/store/postgres_sql.py"
 PG_JOURNAL = "tether/store/postgres_journal_sql.py"
 GATE = "tether/trust/gate.py"
 CONTEXT = "tether/engine/context.py"
+STEP_BUDGET = "tether/engine/step_budget.py"
 STEPS = "tether/engine/steps.py"
 
 CONTRACT = "tests/integration/test_store_contract.py"
@@ -441,7 +442,7 @@ MUTANTS: list[Mutant] = [
         "a budget of N model calls allows N + 1",
     ),
     Mutant(
-        "budget-node-budgets-ignored", CONTEXT,
+        "budget-node-budgets-ignored", STEP_BUDGET,
         (("        for budget, spent, scope in budgets:\n            self._check_one(",
           "        for budget, spent, scope in ():\n            self._check_one("),),
         BUDGET_TESTS,
@@ -599,7 +600,7 @@ MUTANTS += [
         "a zombie's reservation keeps counting after its run was taken over",
     ),
     Mutant(
-        "ledger-run-reservations-not-counted", CONTEXT,
+        "ledger-run-reservations-not-counted", STEP_BUDGET,
         (('            spent = self._usage + ledger.reserved("run")',
           "            spent = self._usage"),),
         [sqlite(PARALLEL_CALLS)],
@@ -613,7 +614,7 @@ MUTANTS += [
         "a step's reservation is not held in memory, so concurrent steps do not see it",
     ),
     Mutant(
-        "ledger-node-reservations-not-counted", CONTEXT,
+        "ledger-node-reservations-not-counted", STEP_BUDGET,
         (("self._check_one(budget, spent + ledger.reserved(scope), 0, 0.0, estimate, scope)",
           "self._check_one(budget, spent, 0, 0.0, estimate, scope)"),),
         [f"{BUDGETS}::test_concurrent_steps_under_one_node_budget_run_exactly_what_it_allows"],

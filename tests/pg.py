@@ -94,3 +94,15 @@ def postgres_schema_url() -> Iterator[str]:
                 (f"%{schema}%",),
             )
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def sessions(application_name: str) -> int:
+    """How many server sessions carry `application_name` (tagged in a test's URL)."""
+    import psycopg
+
+    with psycopg.connect(postgres_base_url(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()
+    return int(row[0]) if row else 0

@@ -10,11 +10,10 @@ import time
 import warnings
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 import tether
-from tests.pg import postgres_base_url, postgres_schema_url
+from tests.pg import postgres_schema_url, sessions
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -25,15 +24,6 @@ def tagged_url() -> Iterator[tuple[str, str]]:
     with postgres_schema_url() as url:
         name = url.rsplit("%3D", 1)[-1]
         yield url + "&application_name=" + name, name
-
-
-def sessions(application_name: str) -> int:
-    with psycopg.connect(postgres_base_url(), autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-            (application_name,),
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def make_app(url: str) -> tether.App:

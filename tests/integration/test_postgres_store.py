@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 import tether
-from tests.pg import postgres_base_url, postgres_schema_url
+from tests.pg import postgres_base_url, postgres_schema_url, sessions
 from tether.errors import StoreUnavailable, UserError
 from tether.store.base import NewRun, StepRecord
 from tether.store.migrate import migration_files
@@ -50,15 +50,6 @@ def terminate(application_name: str) -> int:
             (application_name,),
         ).fetchall()
     return len(rows)
-
-
-def sessions(application_name: str) -> int:
-    with psycopg.connect(postgres_base_url(), autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-            (application_name,),
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def test_url_options_are_split_from_libpq_options() -> None:

@@ -33,10 +33,11 @@ from tether.engine.children import CHILD_WAIT_KIND, outcome_usage
 from tether.engine.control import CancelRun, DropRun, Suspend
 from tether.engine.interrupts import StepInterrupts
 from tether.engine.lease import Leases
-from tether.engine.ledger import OVERSHOOT, Ledger, Reservation, window_exceeded
+from tether.engine.ledger import OVERSHOOT, Ledger, Reservation
 from tether.engine.registry import StepDef, make_step
 from tether.engine.retry import NO_RETRY, Retry
 from tether.engine.serde import Decoder, to_jsonable
+from tether.engine.step_budget import BUDGET_SIGNAL, StepBudgets
 from tether.engine.steps import (
     StepContext,
     current_step,
@@ -48,7 +49,6 @@ from tether.engine.steps import (
 from tether.engine.stopping import StopControl
 from tether.engine.waits import DurableWaits
 from tether.errors import (
-    BudgetExceeded,
     NonDeterminismError,
     StepFailed,
     StoreUnavailable,
@@ -109,7 +109,7 @@ def step_wrapper(definition: StepDef) -> Callable[..., Any]:
     return call
 
 
-class Context(DurableWaits, StopControl):
+class Context(DurableWaits, StopControl, StepBudgets):
     """Handed to a workflow as its first argument; every method is journaled.
 
     The waits (`DurableWaits`) and the executor's stop hooks (`StopControl`) are inherited;
@@ -506,64 +506,6 @@ class Context(DurableWaits, StopControl):
             return CancelRun()
         return DropRun()
 
-    def _check_budget(
-        self, estimate: Usage, budgets: tuple[tuple[Budget, Usage, str], ...]
-    ) -> None:
-        # Spent = journaled + reserved by the steps in flight (see tether.engine.ledger).
-        steps = len(self._journal) + 1
-        elapsed = time.time() - self._run.created_at
-        ledger = self._ledger
-        if self._budget is not None:
-            spent = self._usage + ledger.reserved("run")
-            self._check_one(self._budget, spent, steps, elapsed, estimate, "run")
-        for budget, spent, scope in budgets:
-            self._check_one(budget, spent + ledger.reserved(scope), 0, 0.0, estimate, scope)
-
-    async def _reserve(
-        self,
-        seq: int,
-        estimate: Usage,
-        budgets: tuple[tuple[Budget, Usage, str], ...],
-        windows: tuple[SpendWindow, ...],
-    ) -> Reservation | None:
-        """Hold `estimate` (already checked against the budgets) until the step settles."""
-        if not windows and (estimate is ZERO or (self._budget is None and not budgets)):
-            return None  # the hot path of plain steps and of runs without limits: no work
-        scopes = (["run"] if self._budget is not None else []) + [scope for _, _, scope in budgets]
-        reservation = self._ledger.hold(scopes, estimate)
-        if windows:
-            try:
-                verdict = await self._ledger.reserve_windows(reservation, seq, windows)
-            except StoreUnavailable:
-                await reservation.release()
-                raise self._stop(DropRun()) from None
-            except BaseException:
-                await reservation.release()
-                raise
-            if verdict is not None:
-                error = window_exceeded(self.run_id, verdict, estimate)
-                self.fatal = error
-                raise error
-        return reservation
-
-    def _check_one(
-        self, budget: Budget, spent: Usage, steps: int, elapsed: float, estimate: Usage, scope: str
-    ) -> None:
-        try:
-            budget.check(
-                spent=spent,
-                steps=steps,
-                elapsed=elapsed,
-                estimate=estimate,
-                scope=scope,
-                run_id=self.run_id,
-            )
-        except BudgetExceeded as exc:
-            if budget.on_exceed == "suspend":
-                raise self._stop(Suspend(wake_at=None, waiting_for=BUDGET_SIGNAL)) from exc
-            self.fatal = exc
-            raise
-
     async def _execute_step(
         self,
         seq: int,
@@ -784,7 +726,6 @@ class Context(DurableWaits, StopControl):
         return result
 
 
-BUDGET_SIGNAL = "tether.budget"
 APPROVAL_SIGNAL_PREFIX = "approval"
 """A run gated on approval request X waits for ``approval:X`` (see `tether.trust.gate`); only a
 recorded decision may send it, so `App.signal` refuses that name."""
