@@ -14,6 +14,8 @@ import tether
 from tether.access.principals import login_name
 from tether.cli import audit as _audit  # noqa: F401 - registers the commands
 from tether.cli import runs as _runs  # noqa: F401
+from tether.cli import tokens as _tokens  # noqa: F401
+from tether.cli import trust as _trust  # noqa: F401
 from tether.cli import worker as _worker  # noqa: F401
 from tether.cli.common import cli
 
@@ -282,6 +284,29 @@ def test_reading_a_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None
         assert result.exit_code == 2
         assert f"no tether store at {missing}" in result.stderr
     assert not missing.exists()  # and no empty database was left behind
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["approvals"],
+        ["approve", "req-1", "--as", "rita"],
+        ["reject", "req-1", "--reason", "no", "--as", "rita"],
+        ["trust"],
+        ["tokens", "list"],
+        ["tokens", "revoke", "rita"],
+    ],
+    ids=lambda args: "-".join(args[:2]),
+)
+def test_approval_trust_and_token_commands_refuse_a_store_that_does_not_exist(
+    tmp_path: Path, args: list[str]
+) -> None:
+    # A typo in --store must not leave an empty database behind and answer "none" from it.
+    missing = tmp_path / "typo.db"
+    result = CliRunner().invoke(cli, [*args, "--store", f"sqlite:///{missing}"])
+    assert result.exit_code == 2, result.output
+    assert f"no tether store at {missing}" in result.stderr
+    assert not missing.exists()
 
 
 def test_runs_and_show_say_a_run_whose_worker_vanished_is_stuck(app: tether.App) -> None:

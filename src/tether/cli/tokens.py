@@ -18,6 +18,7 @@ from tether.cli.common import (
     handle_errors,
     load_app,
     print_json,
+    require_store,
 )
 from tether.store.base import ROLES, PrincipalRecord
 
@@ -90,7 +91,7 @@ def list_(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Principals with their roles (never their tokens)."""
-    app = load_app(None, store)
+    app = require_store(load_app(None, store))
     from tether.access.principals import list_principals
 
     found = app.portal.run(list_principals(app.store))
@@ -122,7 +123,7 @@ def revoke(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Revoke a principal's token: requests with it are refused (401) from now on."""
-    app = load_app(None, store)
+    app = require_store(load_app(None, store))
     with audited(app, "token.revoke", name):
         from tether.access.principals import revoke_principal
 

@@ -25,6 +25,7 @@ from tether.cli.common import (
     load_app,
     parse_json,
     print_json,
+    require_store,
 )
 from tether.errors import UserError
 
@@ -78,7 +79,7 @@ def approvals(
     store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Approval requests with the context a reviewer needs (pending ones by default)."""
-    application = load_app(None, store)
+    application = require_store(load_app(None, store))
     if approval_id is not None:
         found = [application.get_approval(approval_id)]
     else:
@@ -113,7 +114,7 @@ def approve(
         raise UserError('--edit must be a JSON object of argument names to values, e.g. '
                         '\'{"body": "new text"}\'')
     who = reviewer_name(reviewer)
-    application = load_app(None, store)
+    application = require_store(load_app(None, store))
     action = "approval.edit" if edits else "approval.approve"
     detail = {"edits": sorted(edits)} if edits else None
     with audited(application, action, approval_id, who, detail):
@@ -136,7 +137,7 @@ def reject(
 ) -> None:
     """Reject a request; the reason goes back to the agent."""
     who = reviewer_name(reviewer)
-    application = load_app(None, store)
+    application = require_store(load_app(None, store))
     with audited(application, "approval.reject", approval_id, who, {"reason": reason}):
         approval = application.reject(approval_id, reviewer=who, reason=reason)
     console.print(
@@ -158,7 +159,7 @@ def trust(
     """Evidence per agent and category, and whether to widen or narrow its ring.
 
     Reviews, edits, rejections, automatic actions and their later failures."""
-    rows = load_app(app, store).trust_report()
+    rows = require_store(load_app(app, store)).trust_report()
     if as_json:
         print_json([report_json(r) for r in rows])
         return
