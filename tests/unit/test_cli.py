@@ -286,6 +286,17 @@ def test_reading_a_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None
     assert not missing.exists()  # and no empty database was left behind
 
 
+def test_a_reserved_signal_name_says_what_to_do(app: tether.App) -> None:
+    waiting = app.run("approval", {"who": "globex"})
+    for name, advice in (("tether.child.x", "a name of your own"), ("tether.budget", "tether budget")):
+        result = invoke(app, "signal", waiting.id, name, "--data", "{}")
+        assert result.exit_code == 2, result.output
+        line = result.stderr.strip()
+        assert line.startswith("error: signal names starting with 'tether.' are reserved"), line
+        assert advice in line and not line.endswith(";"), line
+    assert app.get_run(waiting.id).status == "waiting"
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -332,8 +332,12 @@ class Runtime:
         if name.startswith("tether."):
             # Reserved for tether's own waits; a stray one would wake a run that cannot
             # proceed (a budget-parked run would spin between queued and waiting).
-            hint = " use app.raise_budget() to resume a run parked on its budget" if name == BUDGET_SIGNAL else ""
-            raise UserError(f"signal names starting with 'tether.' are reserved ({name!r});{hint}")
+            hint = (
+                "use app.raise_budget() or `tether budget RUN` to resume a run parked on its budget"
+                if name == BUDGET_SIGNAL
+                else "send it under a name of your own"
+            )
+            raise UserError(f"signal names starting with 'tether.' are reserved ({name!r}); {hint}")
         run = await self.store.get_run(run_id)
         if run is None:
             raise UnknownRun(run_id)
