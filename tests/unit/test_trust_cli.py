@@ -106,6 +106,7 @@ def test_reject_and_trust_report(app: tether.App) -> None:
 
 
 def test_unknown_request_is_a_clear_error(app: tether.App) -> None:
+    app.list_runs()  # the store exists (a missing one is its own error: test_cli.py)
     result = invoke(app, "approve", "nope", "--as", "alice")
     assert result.exit_code == 2
     assert "no approval request 'nope'" in result.output
