@@ -31,7 +31,9 @@ class LockFiles:
 
     def __init__(self, db_path: str) -> None:
         # Hidden, next to the database (the locks must live on the host that has the file).
-        path = os.path.abspath(db_path)
+        # The resolved path: workers that reach one file by different names (a symlink) must
+        # share one folder, or none sees the others' locks and a dead one waits out its lease.
+        path = os.path.realpath(db_path)
         self.folder = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.workers")
         self._held: dict[str, int] = {}
 
