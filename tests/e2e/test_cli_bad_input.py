@@ -138,3 +138,37 @@ def test_an_unreachable_postgresql_server() -> None:
     assert error.startswith("error: PostgreSQL unreachable for 2s"), error
     assert "check the server and the URL" in error
     assert result.stdout == ""
+
+
+def test_a_postgresql_database_that_does_not_exist() -> None:
+    # The server answers, and says the database is not there: a wrong URL, not an outage, so
+    # one error line at once — no "retrying" warning, not "unreachable" after retry_seconds.
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.pg import postgres_base_url
+
+    url = urlsplit(postgres_base_url())
+    store = urlunsplit(url._replace(path="/tether_no_such_database", query=""))
+    result = tether_cli("runs", store=store, timeout=60)
+    assert_one_error_line(result, 'database "tether_no_such_database" does not exist',
+                          "check the database, user and password in the URL")
+    assert "unreachable" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["runs", "--bogus"], "No such option: --bogus"),
+        (["runs", "--limit", "0"], "--limit"),
+        (["show"], "Missing argument"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+        (["worker", "-c", "0"], "--concurrency"),
+    ],
+    ids=["unknown-option", "bad-value", "missing-argument", "unknown-command", "worker-flag"],
+)
+def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+    # The command-line parser's own errors (a usage block and a boxed message) come out in the
+    # same one-line shape as every other error, with where to look for the right usage.
+    result = tether_cli(*args, store=f"sqlite:///{tmp_path}/tether.db")
+    assert_one_error_line(result, fragment, "--help")
+    assert not (tmp_path / "tether.db").exists()

@@ -100,6 +100,16 @@ async def test_start_with_a_run_id_is_idempotent(store_url: str) -> None:
     assert len(runs) == 1 and runs[0].input == {"who": "a"}
 
 
+async def test_an_empty_run_id_is_refused_not_replaced(store_url: str) -> None:
+    # `--run-id ''` (an unset shell variable) made a run under a fresh id, silently: a second
+    # start with the same empty id was then no longer idempotent.
+    app, _ = build(store_url)
+    for bad in ("", "  "):
+        with pytest.raises(tether.UserError, match="a run id must be a non-empty string"):
+            await app.start_async("hello", {"who": "a"}, run_id=bad)
+    assert await app.list_runs_async() == []
+
+
 async def test_a_signal_to_an_unknown_or_finished_run_is_an_error(store_url: str) -> None:
     app, _ = build(store_url)
     with pytest.raises(tether.UnknownRun, match="no run with id 'nope'"):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
+import typer
+
 from tether.cli.common import cli
 
 
@@ -20,7 +24,28 @@ def main() -> None:
     from tether.cli import trust as _trust  # noqa: F401
     from tether.cli import worker as _worker  # noqa: F401
 
-    cli()
+    try:
+        code = cli(standalone_mode=False)
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:
+        # The parser's own errors (unknown option, bad value, missing argument: click's
+        # `UsageError`, which Typer vendors under another module in recent versions) in the
+        # shape of every other error: one line, what was wrong and where the right usage is.
+        describe = getattr(exc, "format_message", None)
+        status = getattr(exc, "exit_code", None)
+        if describe is None or not isinstance(status, int):
+            raise
+        message = " ".join(str(describe()).split())
+        if not message:  # `tether` alone: the help is the answer (printed already)
+            sys.exit(status)
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            message += f" (see `{ctx.command_path} --help`)"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(status)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["cli", "main"]

@@ -746,6 +746,9 @@ class Runtime:
         for key, value in (labels or {}).items():
             if not (_is_str(key) and _is_str(value)):
                 raise UserError(f"labels must map strings to strings; got {key!r}: {value!r}")
+        if run_id is not None and not (_is_str(run_id) and run_id.strip()):
+            raise UserError(f"a run id must be a non-empty string, got {run_id!r}; leave it out "
+                            "to have one made")
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
         recorded = dict(labels or {})
         # The starter is always recorded (the same-user rule of approvals depends on it).

@@ -60,7 +60,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import AsyncConnection, sql
 
-from tether.errors import StoreError, StoreUnavailable
+from tether.errors import StoreError, StoreNotFound, StoreUnavailable
 from tether.store import alerts_sql as al
 from tether.store import events_sql
 from tether.store import postgres_access_sql as pa
@@ -100,6 +100,9 @@ log = logging.getLogger("tether.store.postgres")
 T = TypeVar("T")
 Conn: TypeAlias = AsyncConnection[Any]
 _TRANSIENT = (psycopg.OperationalError,)
+_REFUSED = ("does not exist", "password authentication failed", "no pg_hba.conf entry")
+"""What a server says at connection time about a URL that will not work however long one
+retries (a database or role that does not exist, a wrong password, no access rule)."""
 
 
 class PostgresStore(LayerStatements):
@@ -108,6 +111,8 @@ class PostgresStore(LayerStatements):
     def __init__(self, url: str) -> None:
         self.url = url
         self.conninfo, self.pool_max_size, self.retry_seconds = parse_postgres_url(url)
+        self._reached = False
+        """Whether a statement of this store has ever succeeded (see `_REFUSED`)."""
         self._states: dict[asyncio.AbstractEventLoop, LoopState] = {}
         self._states_lock = threading.Lock()
         self._listening: dict[asyncio.AbstractEventLoop, Conn] = {}
@@ -260,13 +265,21 @@ class PostgresStore(LayerStatements):
                 healthy = False
                 try:
                     result = await fn(conn, *args)
-                    healthy = True
+                    healthy = self._reached = True
                     return result
                 finally:
                     await state.pool.give_back(conn, healthy)
             except _TRANSIENT as exc:
                 # psycopg's messages span lines ("\n\tIs the server running…"): one line each.
                 reason = " ".join(str(exc).split())
+                if not self._reached and any(m in reason for m in _REFUSED):
+                    # A server that answers "no such database/role" or "wrong password" before
+                    # this store ever got in is a wrong URL, not an outage: said at once.
+                    raise StoreNotFound(
+                        f"PostgreSQL refused the store {_safe(self.url)}: {reason}; check the "
+                        "database, user and password in the URL (create the database first, "
+                        "e.g. `createdb NAME`)"
+                    ) from None
                 if time.monotonic() + delay > deadline:
                     raise StoreUnavailable(
                         f"PostgreSQL unreachable for {self.retry_seconds:.0f}s while trying to "
