@@ -7,6 +7,8 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 import tether
 from tether.store.base import NewRunEvent, StepRecord
 
@@ -276,3 +278,47 @@ def test_a_step_run_again_after_a_lost_worker_streams_its_start_once(store_url: 
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_reader_resuming_after_the_finished_event_is_told_the_stream_ended(
+    store_url: str,
+) -> None:
+    """A browser's EventSource reconnects with the last id it saw when the stream closes, i.e.
+    after ``finished``: it must get 204 (stop reconnecting), not a stream held open forever and
+    polling the store; `handle.events(after=…)` past the end ends likewise."""
+    from fastapi.testclient import TestClient
+
+    from tether.server import create_app
+    from tether.server.auth import Auth
+
+    app = make_app(store_url)
+    try:
+        info = app.run("counter", {"n": 1})
+        app.signal(info.id, "go", {})
+        app.run("counter", run_id=info.id)
+        last = list(tether.RunHandle(app, info.id).events())[-1]
+        assert last.kind == "finished"
+        assert list(tether.RunHandle(app, info.id).events(after=last.id)) == []
+        with TestClient(create_app(app, auth=Auth(local_user="tester"))) as http:
+            for headers, query in (({"Last-Event-ID": str(last.id)}, ""), ({}, f"?after={last.id}")):
+                with http.stream("GET", f"/api/runs/{info.id}/events{query}",
+                                 headers=headers) as response:
+                    assert response.status_code == 204
+                    assert response.read() == b""
+    finally:
+        app.close()
+
+
+@pytest.mark.timeout(30)
+async def test_an_async_reader_resuming_after_the_end_stops(store_url: str) -> None:
+    app = make_app(store_url)
+    try:
+        info = await app.run_async("counter", {"n": 1})
+        await app.signal_async(info.id, "go", {})
+        await app.run_async("counter", run_id=info.id)
+        events = [e async for e in tether.RunHandle(app, info.id).events()]
+        assert events[-1].kind == "finished"
+        assert [e async for e in tether.RunHandle(app, info.id).events(after=events[-1].id)] == []
+    finally:
+        await app.store.close()

@@ -227,7 +227,18 @@ async def read_events(store: Store, run_id: str, *, after: int = 0, limit: int =
                       check_finished: bool = True) -> list[RunEvent]:
     """The run's events after position `after` (adding the ``finished`` event of a run whose
     worker died before appending it, when `check_finished`)."""
+    return (await read_events_or_end(store, run_id, after=after, limit=limit,
+                                     check_finished=check_finished))[0]
+
+
+async def read_events_or_end(store: Store, run_id: str, *, after: int = 0, limit: int = 500,
+                             check_finished: bool = True) -> tuple[list[RunEvent], bool]:
+    """`read_events`, and whether the reader is past the end: the run finished and its
+    ``finished`` event is at or before `after` (a reader resuming after the end, as a browser's
+    `EventSource` does once the stream closed, would otherwise wait forever). Known only when
+    `check_finished`."""
     records = await store.read_run_events(run_id, after=after, limit=limit)
+    past_end = False
     if check_finished and (not records or records[-1].kind != "finished"):
         run = await store.get_run(run_id)
         if run is not None and run.status in FINISHED_STATUSES and not any(
@@ -237,7 +248,8 @@ async def read_events(store: Store, run_id: str, *, after: int = 0, limit: int =
                 run_id=run_id, kind="finished", at=run.finished_at or time.time(),
                 data={"status": run.status}, key=f"{run_id}:finished")])
             records = await store.read_run_events(run_id, after=after, limit=limit)
-    return [_event(r) for r in records]
+            past_end = not records  # its one finished event is kept (by key) before `after`
+    return [_event(r) for r in records], past_end
 
 
 def _event(record: RunEventRecord) -> RunEvent:
@@ -255,7 +267,10 @@ async def follow_events(
     idle = 0
     while True:
         # The run record is read only now and then: a finished run's own event usually is there.
-        events = await read_events(store, run_id, after=after, check_finished=idle % 20 == 0)
+        events, past_end = await read_events_or_end(store, run_id, after=after,
+                                                    check_finished=idle % 20 == 0)
+        if past_end:
+            return
         for event in events:
             after = event.id
             yield event

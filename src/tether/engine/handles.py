@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
 
-from tether.engine.events import RunEvent, follow_events, read_events
+from tether.engine.events import RunEvent, follow_events, read_events, read_events_or_end
 from tether.engine.records import RunInfo
 from tether.engine.worker import quiet_control_flow
 from tether.errors import UnknownRun, UserError, error_from_record
@@ -140,8 +140,10 @@ class RunEventStream:
         after = self._after
         idle = 0
         while True:
-            events = self._app.portal.run(read_events(
+            events, past_end = self._app.portal.run(read_events_or_end(
                 self._app.store, self._run_id, after=after, check_finished=idle % 20 == 0))
+            if past_end:
+                return
             for event in events:
                 after = event.id
                 yield event
