@@ -35,7 +35,7 @@ def returns(messages: list[ModelMessage]) -> list[ToolReturnPart]:
     return [p for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
 
 
-def mailer(app: tether.App, sent: list[dict[str, Any]]) -> Agent[None, str]:
+def mailer(app: tether.App, sent: list[dict[str, Any]], trust: bool = True) -> Agent[None, str]:
     """Asks to send one email (a requires_approval tool), then reports what came back."""
 
     def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -46,7 +46,7 @@ def mailer(app: tether.App, sent: list[dict[str, Any]]) -> Agent[None, str]:
         return ModelResponse(parts=[TextPart(f"tool said: {got[-1].content}")])
 
     agent = Agent(FunctionModel(respond), name="mailer",
-                  capabilities=[tether.TetherDurability(app), TetherTrust()])
+                  capabilities=[tether.TetherDurability(app), *([TetherTrust()] if trust else [])])
 
     @agent.tool_plain(requires_approval=True)
     def send_email(to: str, body: str) -> str:
@@ -74,6 +74,17 @@ def test_requires_approval_suspends_and_an_edit_runs_once(store_url: str) -> Non
     assert [s["body"] for s in sent] == ["Edited"]
     tool_step = next(s for s in info.steps if ".call_tool:send_email" in s.name)
     assert sent[0]["key"] == f"{info.id}:{tool_step.seq}"
+
+
+def test_a_tool_needing_approval_without_tether_trust_names_the_fix(store_url: str) -> None:
+    # With TetherDurability alone nothing decides the call; pydantic-ai's own error advises a
+    # DeferredToolRequests output type, which on tether would end the run undecided.
+    sent: list[dict[str, Any]] = []
+    app = new_app(store_url)
+    app.register(mailer(app, sent, trust=False))
+    info = app.run("mailer", {"prompt": "write to acme"})
+    assert info.status == "failed" and sent == []
+    assert info.error is not None and "add tether.TetherTrust" in info.error["message"]
 
 
 def test_a_rejection_reaches_the_model_and_nothing_is_sent(store_url: str) -> None:

@@ -46,6 +46,7 @@ from pydantic_ai.durable_exec import (
     ToolsetValidateToolArgumentsId,
     conversation_id_from_run_id,
 )
+from pydantic_ai.exceptions import UserError as PydanticAIUserError
 from pydantic_ai.messages import (
     AgentStreamEvent,
     ModelMessage,
@@ -420,7 +421,18 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
                 raise UserError(f"run {ctx.run_id}: workflow {name!r} takes the input "
                                 f"{{'prompt': …}}, not {sorted(extra)}")
             # Streamed requests, so the run's event stream carries the model's text live.
-            result = await agent.run(prompt, event_stream_handler=_drain if stream else None)
+            try:
+                result = await agent.run(prompt, event_stream_handler=_drain if stream else None)
+            except PydanticAIUserError as exc:
+                if "DeferredToolRequests" not in str(exc):
+                    raise
+                # pydantic-ai's advice (add DeferredToolRequests to the output type) would end
+                # the run with the call undecided; on tether the call becomes an approval.
+                raise UserError(
+                    f"agent {name!r} called a tool that needs approval (requires_approval, or "
+                    "a deferred tool) and nothing decides it: add tether.TetherTrust(risks=…) "
+                    "to the agent's capabilities so the call becomes a tether approval request "
+                    "(docs/byoa.md)") from exc
             return to_jsonable(result.output, what=f"the output of agent {name!r}")
 
         app.add_workflow(WorkflowDef(name=name, version=self.version, fn=workflow))
