@@ -69,6 +69,11 @@ BROKEN_MODULES = {
         "failed at {file}:3: RuntimeError: config missing",
     ),
     "no_app": ("import tether\nother = tether.App()\n", "has no 'app'; it defines other"),
+    # tether refuses what the module asked for: the module's line, not tether's own file.
+    "refused_by_tether": (
+        "import tether\n\napp = tether.App('bogus://x')\n",
+        "failed at {file}:3: unsupported store URL 'bogus://x'",
+    ),
 }
 
 

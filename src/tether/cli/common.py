@@ -102,8 +102,9 @@ def _import_app_module(spec: str, module_name: str) -> Any:
         raise UserError(f"--app {spec!r}: importing {module_name!r} failed at "
                         f"{_where(exc)}: {type(exc).__name__}: {exc}") from None
     except TetherError as exc:
-        raise UserError(f"--app {spec!r}: importing {module_name!r} failed at {_where(exc)}: "
-                        f"{exc}") from None
+        # tether refused something the module asked for: point at the module's line that asked.
+        raise UserError(f"--app {spec!r}: importing {module_name!r} failed at "
+                        f"{_where(exc, caller=True)}: {exc}") from None
     except Exception as exc:
         raise UserError(
             f"--app {spec!r}: importing {module_name!r} failed at {_where(exc)}: "
@@ -111,11 +112,15 @@ def _import_app_module(spec: str, module_name: str) -> Any:
         ) from None
 
 
-def _where(exc: BaseException) -> str:
-    """``file:line`` of the innermost frame outside the import machinery."""
+def _where(exc: BaseException, caller: bool = False) -> str:
+    """``file:line`` of the innermost frame outside the import machinery (`caller`: and
+    outside tether itself — the user's line that called into tether)."""
     import traceback
 
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    if caller:
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+        frames = [f for f in frames if not os.path.abspath(f.filename).startswith(package)] or frames
     if not frames:
         return "import"
     return f"{frames[-1].filename}:{frames[-1].lineno}"
