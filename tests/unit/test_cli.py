@@ -388,3 +388,21 @@ def test_cli_mutations_are_in_the_audit_trail(app: tether.App) -> None:
         (me, "run.cancel", waiting.id, "ok", "cli"),
         ("dana", "run.start", started.stdout.strip(), "ok", "cli"),
     ]
+
+
+def test_text_from_api_clients_is_printed_literally(app: tether.App) -> None:
+    # Run ids, labels and audit targets come from API clients (an operator picks a run id, a
+    # viewer the path of a refused request). Printed as Rich markup, "[/bold]" made `tether
+    # runs`, `show` and `audit` crash for everyone, and an escape sequence reached the terminal.
+    from tether.access.audit import record
+
+    hostile = "[/bold]"
+    app.start("greet", {"who": "x"}, run_id=hostile, labels={"team": "[/red]"})
+    app.portal.run(record(app.store, "vic", "POST /api/x\x1b[2J[red]", hostile, outcome="failed"))
+    for args in (["runs"], ["show", hostile], ["audit"]):
+        result = invoke(app, *args)
+        assert result.exit_code == 0, (args, result.output)
+        assert hostile in result.stdout
+        assert "\x1b" not in result.stdout
+    assert "[/red]" in invoke(app, "runs").stdout
+    assert "\\x1b[2J[red]" in invoke(app, "audit").stdout

@@ -59,7 +59,15 @@ def audit(
     for e in entries:
         table.add_row(
             datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S"), e.principal,
-            e.action, e.target or "", e.outcome, e.via or "",
+            _printable(e.action), _printable(e.target or ""), e.outcome, e.via or "",
             json.dumps(e.detail, sort_keys=True) if e.detail else "",
         )
-    console.print(table)
+    # What API clients asked for (a refused request's path, a run id they chose) is text, not
+    # Rich markup: "[/bold]" in a target would otherwise stop the listing with a MarkupError.
+    console.print(table, markup=False)
+
+
+def _printable(text: str) -> str:
+    """Control characters (an escape sequence in a refused request's path) shown escaped,
+    so the trail cannot write to the reader's terminal."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -152,7 +152,7 @@ def list_runs(
     elif not runs:
         console.print("no runs match" if (status or workflow or labels or degraded) else "no runs yet")
     else:
-        console.print(runs_table(runs, verdicts))
+        console.print(runs_table(runs, verdicts), markup=False)  # ids and labels are text
 
 
 @cli.command()
@@ -170,7 +170,7 @@ def show(
     if as_json:
         print_json(run_detail(info, verdict))
     else:
-        console.print(run_view(info, verdict))
+        console.print(run_view(info, verdict), markup=False)  # ids and labels are text
 
 
 @cli.command()
