@@ -362,6 +362,14 @@ class Runtime:
             return
         action = await self.store.get_trust_action(approval_id)
         if action is None:
+            if approval_id.startswith(f"{run_id}-"):
+                # This run's own request ids are `<run id>-<seq>`: sent before the run asks,
+                # the signal would wait in the mailbox and be taken as the decision.
+                raise UserError(
+                    f"signal {name!r} is reserved for the decision of approval request "
+                    f"{approval_id} of run {run_id}, which the run has not made yet; only a "
+                    "recorded decision (`tether approve` / `tether reject`) may send it"
+                )
             return  # the workflow's own signal that happens to look alike
         where = "" if action.run_id == run_id else f" of run {action.run_id}"
         raise UserError(
