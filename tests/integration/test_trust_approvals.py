@@ -312,7 +312,9 @@ def test_an_unedited_approval_runs_only_the_arguments_that_were_proposed(sqlite_
     info = resume(app, run.id)
     assert info.status == "failed"
     assert info.error is not None and info.error["type"] == "ApprovalMismatch"
-    assert "other arguments than the ones proposed" in info.error["message"]
+    # No decision was recorded for it, which is now caught first; the proposed-arguments rule
+    # stays behind it for a recorded decision.
+    assert "does not match the decision recorded" in info.error["message"]
     assert outbox == []
 
 
@@ -500,3 +502,20 @@ def test_a_decision_cannot_be_sent_before_the_run_asks_for_it(store_url: str) ->
     assert resume(app, run.id).status == "waiting"
     assert pending_one(app).id == f"{run.id}-2"
     assert outbox == []
+
+
+def test_a_forged_decision_behind_the_apps_back_is_not_acted_on(store_url: str) -> None:
+    # The mailbox is not the authority: a self-consistent "approval" (its own args, their
+    # digest, edited) put in the store directly before the run asks is checked against the
+    # decision recorded for the request — there is none — and nothing is sent.
+    outbox: list[dict[str, Any]] = []
+    app = make_app(store_url, tether.Policy({"send": "review"}), outbox)
+    run = app.start("outreach", INPUT)
+    args = {**INPUT, "subject": "Hello", "to": "attacker@evil.com"}
+    forge(app, run.id, approval_signal(f"{run.id}-2"),
+          {"approval_id": f"{run.id}-2", "status": "approved", "edited": True, "args": args,
+           "digest": args_digest(args), "reviewer": "alice"})
+    info = resume(app, run.id)
+    assert outbox == []
+    assert info.status == "failed"
+    assert info.error is not None and "does not match the decision recorded" in info.error["message"]

@@ -154,6 +154,8 @@ async def authorize(ctx: Context, request: ToolCallRequest) -> Authorization:
         decision = await ctx.run_step(
             EXPIRE_STEP, _expire, (store, approval_id), record_input={"approval_id": approval_id}
         )
+    else:
+        await _check_recorded(ctx, store, approval_id, decision)
     if isinstance(decision, dict):
         verdict = cast(dict[str, Any], decision)
         ctx.emit_event("approval_decided", key=f"{ctx.run_id}:approval:{approval_id}:decided",
@@ -255,6 +257,25 @@ def decision_payload(action: TrustActionRecord) -> dict[str, Any]:
         "reason": action.reason,
         "decided_at": action.decided_at,
     }
+
+
+async def _check_recorded(ctx: Context, store: Store, approval_id: str, decision: Any) -> None:
+    """The signal only wakes the run; the decision recorded for the request is the authority.
+    A signal put in the mailbox some other way (straight into the store, or ahead of the
+    request) that does not match it is not acted on: the run fails, the tool is not called."""
+    if not isinstance(decision, dict):
+        return  # `_conclude` says what is wrong with it
+    action = await store.get_trust_action(approval_id)
+    given = cast(dict[str, Any], decision)
+    if action is not None and action.status not in ("pending", "expired"):
+        recorded = decision_payload(action)
+        if all(recorded.get(k) == given.get(k) for k in ("status", "digest", "reviewer")) and (
+            bool(recorded.get("edited")) == bool(given.get("edited"))
+        ):
+            return
+    raise _mismatch(ctx, approval_id, "the decision received does not match the decision "
+                    "recorded for the request (only `tether approve` / `tether reject`, "
+                    "app.approve / app.reject or the dashboard record one)")
 
 
 def _conclude(
