@@ -519,3 +519,46 @@ def test_a_forged_decision_behind_the_apps_back_is_not_acted_on(store_url: str) 
     assert outbox == []
     assert info.status == "failed"
     assert info.error is not None and "does not match the decision recorded" in info.error["message"]
+
+
+def test_a_fork_that_kept_the_request_but_not_the_decision_asks_again(store_url: str) -> None:
+    # Forked from the approval wait, the fork kept the source's request — already decided, and
+    # another run's: it waited forever and no reviewer could answer it (409). It asks again.
+    outbox: list[dict[str, Any]] = []
+    app = make_app(store_url, tether.Policy({"send": "review"}), outbox)
+    source = app.run("outreach", INPUT)
+    app.approve(pending_one(app).id, reviewer="rita")
+    assert resume(app, source.id).status == "succeeded" and len(outbox) == 1
+
+    wait_seq = next(s.seq for s in app.get_run(source.id).steps if s.kind == "signal")
+    fork = app.fork(source.id, from_step=wait_seq)
+    info = resume(app, fork.id)
+    assert info.status == "waiting" and len(outbox) == 1
+    again = pending_one(app)
+    assert again.run_id == fork.id and again.id == f"{fork.id}-{wait_seq}"
+    assert again.args == {"to": INPUT["to"], "subject": "Hello", "body": INPUT["body"]}
+    assert info.waiting_for == f"approval:{again.id}"
+
+    app.approve(again.id, reviewer="rob")
+    info = resume(app, fork.id)
+    assert info.status == "succeeded"
+    assert info.output["results"][0]["reviewer"] == "rob"
+    assert len(outbox) == 2 and outbox[1]["key"].startswith(f"{fork.id}:")
+    assert [s.name for s in info.steps].count("trust.ask_again") == 1
+
+
+def test_a_fork_of_a_run_still_waiting_for_review_gets_its_own_request(store_url: str) -> None:
+    outbox: list[dict[str, Any]] = []
+    app = make_app(store_url, tether.Policy({"send": "review"}), outbox)
+    source = app.run("outreach", INPUT)
+    first = pending_one(app)
+    fork = app.fork(source.id)  # keeps every completed step: the gate, not a decision
+    assert resume(app, fork.id).status == "waiting"
+    requests = {a.run_id: a for a in app.approvals()}
+    assert set(requests) == {source.id, fork.id} and requests[source.id].id == first.id
+    app.reject(requests[fork.id].id, reviewer="rita", reason="not this one")
+    app.approve(first.id, reviewer="rita")
+    assert resume(app, source.id).status == "succeeded"
+    forked = resume(app, fork.id)
+    assert forked.status == "succeeded" and forked.output["results"][0]["decision"] == "reject"
+    assert len(outbox) == 1 and outbox[0]["key"].startswith(f"{source.id}:")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from dataclasses import replace
 from typing import Any, cast
 
 from tether.agents.gate import Authorization as Authorization  # the seam's types, re-exported
@@ -40,6 +41,8 @@ from tether.trust.snapshot import take_snapshot
 """Run label naming who started the run; that identity may not approve the run's requests."""
 GATE_STEP = "trust.gate"
 EXPIRE_STEP = "trust.expire"
+ASK_AGAIN_STEP = "trust.ask_again"
+"""In a fork that kept another run's approval request but not its decision: the fork's own."""
 _OPEN_POLICY = Policy(default="auto")
 """Used when the App has no policy: everything is ``auto``, but failing checks still go to
 review."""
@@ -142,6 +145,18 @@ async def authorize(ctx: Context, request: ToolCallRequest) -> Authorization:
     if gated["digest"] != digest:
         raise _mismatch(ctx, approval_id, "the proposed arguments differ from the ones the "
                         "approval request was made for")
+    if not approval_id.startswith(f"{ctx.run_id}-"):
+        # A fork kept the source run's gate step. If it kept the decision too (the signal wait
+        # is in its journal), that decision stands; if not, nobody would ever decide a request
+        # of another run for this one, so the fork asks again — its own request, its own
+        # reviewer, its own starter for the same-user rule.
+        following = ctx.journal.get(ctx.next_sequence())
+        if following is None or following.name == ASK_AGAIN_STEP:
+            gated = await ctx.run_step(
+                ASK_AGAIN_STEP, _ask_again, (ctx, store, policy, approval_id),
+                record_input={"approval_id": approval_id},
+            )
+            approval_id = str(gated["id"])
     expires_at = gated.get("expires_at")
     remaining = None if expires_at is None else max(0.001, float(expires_at) - time.time())
     ctx.emit_event("approval_requested", key=f"{ctx.run_id}:approval:{approval_id}:requested",
@@ -231,6 +246,35 @@ async def _gate(
     if action.status == "auto":
         _unsettled.setdefault(ctx, []).append(action)
     return action
+
+
+async def _ask_again(
+    ctx: Context, store: Store, policy: Policy, source_id: str
+) -> dict[str, Any]:
+    """The request `source_id` (of the run this one was forked from), made anew for this run."""
+    seq = current_step().seq
+    action_id = f"{ctx.run_id}-{seq}"
+    action = await store.get_trust_action(action_id)  # this step ran before a crash
+    if action is None:
+        source = await store.get_trust_action(source_id)
+        if source is None:
+            raise RunFailed(f"run {ctx.run_id} was forked after approval request {source_id}, "
+                            "which is gone from the store; fork from before its trust.gate step")
+        reason = f"asked again in run {ctx.run_id}, a fork of run {source.run_id} ({source_id})"
+        seconds = policy.expire_seconds(source.category)
+        action = await store.put_trust_action(replace(
+            source, id=action_id, run_id=ctx.run_id, seq=seq, status="pending",
+            created_at=time.time(), reason=reason,
+            context=await take_snapshot(ctx, store, agent=source.agent,
+                                        category=source.category, reason=reason),
+            reviewers=policy.reviewers_for(source.category),
+            started_by=ctx.labels.get(STARTED_BY_LABEL),
+            expires_at=time.time() + seconds if seconds is not None else None,
+            decided_by=None, decided_at=None, final_args=None, final_digest=None,
+            edited=False, outcome=None,
+        ))
+    return {"id": action.id, "status": action.status, "ring": action.ring,
+            "digest": action.digest, "reason": action.reason, "expires_at": action.expires_at}
 
 
 async def _expire(store: Store, approval_id: str) -> dict[str, Any]:
