@@ -190,6 +190,18 @@ def test_the_audit_trail_records_who_did_what_to_which_target(world: World) -> N
     assert w.as_("vic").get("/api/runs").status_code == 401
 
 
+def test_a_refused_request_cannot_write_pages_into_the_audit_trail(world: World) -> None:
+    # Any principal may be refused; what it chose (a path of thousands of characters, escape
+    # sequences) is kept short in the entry, so a viewer cannot flood everyone's trail.
+    w = world
+    w.as_("vic").post("/api/%1b%5b2J" + "x" * 30_000, json={})
+    entries = w.as_("ada").get("/api/audit", params={"limit": 5}).json()["entries"]
+    mine = [e for e in entries if e["principal"] == "vic"]
+    assert mine, entries
+    assert all(len(e["action"]) <= 400 and len(e["target"] or "") <= 400 for e in mine)
+    assert mine[0]["action"].endswith("chars)"), mine[0]["action"][-40:]
+
+
 def test_forged_forwarded_headers_from_an_untrusted_peer_are_ignored(store_url: str) -> None:
     app = make_app(store_url, tether.Policy({"send": "review"}), [])
     tokens = principals(app)

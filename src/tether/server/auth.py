@@ -410,14 +410,24 @@ class AccessControl(BaseHTTPMiddleware):
                 detail["error"] = f"{error.get('type')}: {error.get('message')}"
         outcome = "ok" if status < 400 else ("denied" if status in (401, 403) else "failed")
         try:
-            await record(tether_app_of(request).store, principal.name, str(action),
-                         None if target is None else str(target), outcome=outcome,
+            # What a client chose (an unknown path, an id) is kept short: any principal may be
+            # refused, and a refusal must not let it write pages into everyone's trail.
+            await record(tether_app_of(request).store, principal.name, _clip(str(action)),
+                         None if target is None else _clip(str(target)), outcome=outcome,
                          detail=detail, via=VIA.get(principal.via, principal.via))
         except Exception:
             # The mutation already happened; losing its audit line is logged loudly rather
             # than turning a done change into an error the client would retry.
             log.error("cannot record %s by %s in the audit trail", action, principal.name,
                       exc_info=True)
+
+
+AUDIT_TEXT_LIMIT = 300
+"""Characters of a client-chosen action or target kept in an audit entry."""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= AUDIT_TEXT_LIMIT else f"{text[:AUDIT_TEXT_LIMIT]}… ({len(text)} chars)"
 
 
 MAX_DEPTH = 64
