@@ -457,6 +457,19 @@ MUTANTS: list[Mutant] = [
         "an approval not marked edited may carry other arguments than the proposed ones",
     ),
     Mutant(
+        "gate-decision-not-checked-against-the-store", GATE,
+        (("        await _check_recorded(ctx, store, approval_id, decision)", "        pass"),),
+        [APPROVALS],
+        "a decision signal put in the mailbox is acted on without a matching recorded decision",
+    ),
+    Mutant(
+        "gate-fork-never-asks-again", GATE,
+        (("        if following is None or following.name == ASK_AGAIN_STEP:",
+          "        if False:"),),
+        [APPROVALS],
+        "a fork that kept another run's request but not its decision waits on it forever",
+    ),
+    Mutant(
         "gate-recorded-digest-not-rechecked", GATE,
         (('    if gated["digest"] != digest:', "    if False:"),),
         [APPROVALS],

@@ -318,6 +318,56 @@ def test_an_unedited_approval_runs_only_the_arguments_that_were_proposed(sqlite_
     assert outbox == []
 
 
+def tamper(sqlite_url: str, run_id: str, approval_id: str, *, args: dict[str, Any],
+           digest: str, decision_too: bool) -> None:
+    """Rewrite a genuine decision's signal in the mailbox (and, `decision_too`, the decision
+    recorded for the request) to other arguments: a store-level attacker after the review."""
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        (raw,) = db.execute("SELECT payload FROM signals WHERE run_id = ? AND name = ?",
+                            (run_id, approval_signal(approval_id))).fetchone()
+        db.execute("UPDATE signals SET payload = ? WHERE run_id = ? AND name = ?",
+                   (json.dumps({**json.loads(raw), "args": args, "digest": digest}), run_id,
+                    approval_signal(approval_id)))
+        if decision_too:
+            db.execute("UPDATE trust_actions SET final_args = ?, final_digest = ? WHERE id = ?",
+                       (json.dumps(args), digest, approval_id))
+
+
+def test_a_genuine_decision_rewritten_to_other_arguments_never_runs_them(
+    sqlite_url: str,
+) -> None:
+    # The recorded decision matches (same reviewer, status, digest); only the arguments the
+    # run is handed changed: the digest check behind the store check refuses them.
+    outbox: list[dict[str, Any]] = []
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}), outbox)
+    run = app.run("outreach", INPUT)
+    approval = pending_one(app)
+    app.approve(approval.id, reviewer="alice")
+    tamper(sqlite_url, run.id, approval.id, args={**approval.args, "to": "attacker@evil.com"},
+           digest=approval.digest, decision_too=False)
+    info = resume(app, run.id)
+    assert info.status == "failed" and outbox == []
+    assert info.error is not None and "do not match the digest" in info.error["message"]
+
+
+def test_a_recorded_unedited_approval_rewritten_to_other_arguments_is_refused(
+    sqlite_url: str,
+) -> None:
+    # Decision and signal both rewritten, consistently (args and their digest), not as an edit:
+    # an unedited approval must be for exactly the arguments the agent proposed.
+    outbox: list[dict[str, Any]] = []
+    app = make_app(sqlite_url, tether.Policy({"send": "review"}), outbox)
+    run = app.run("outreach", INPUT)
+    approval = pending_one(app)
+    app.approve(approval.id, reviewer="alice")
+    other = {**approval.args, "to": "attacker@evil.com"}
+    tamper(sqlite_url, run.id, approval.id, args=other, digest=args_digest(other),
+           decision_too=True)
+    info = resume(app, run.id)
+    assert info.status == "failed" and outbox == []
+    assert info.error is not None and "other arguments than the ones proposed" in info.error["message"]
+
+
 @pytest.mark.parametrize("payload", [None, {"approved": True}, "yes"])
 def test_a_plain_signal_named_like_an_approval_is_refused_and_the_run_keeps_waiting(
     store_url: str, payload: Any
