@@ -123,3 +123,30 @@ def test_unreachable_provider_is_retried_then_fails(sqlite_url: str) -> None:
     assert info.status == "failed"
     assert info.steps[0].attempts == 3
     assert info.error is not None and "researcher" in info.error["message"]
+
+
+def test_a_failed_model_step_names_its_model_like_a_completed_one(
+        sqlite_url: str, server: FakeProvider) -> None:
+    """Stats, cost, /metrics and change detection group by `gen_ai.request.model`: a call that
+    failed for good must land in its model's group, not in a `openai:gpt-4.1-mini` group of
+    its own that reads as another model with a 100 % failure rate."""
+    import asyncio
+
+    from tether.observe import stats_report
+
+    app = make_app(sqlite_url, server)
+    try:
+        ok = app.run("researcher", {})
+        server.fail_next("500", times=5)
+        failed = app.run("researcher", {})
+        rows = asyncio.run(stats_report(app, "model"))
+    finally:
+        app.close()
+    assert ok.status == "succeeded" and failed.status == "failed"
+    completed, lost = ok.steps[0], failed.steps[0]
+    assert lost.status == "failed"
+    for key in ("gen_ai.request.model", "gen_ai.provider.name"):
+        assert lost.meta.get(key) == completed.meta.get(key), key
+    models = {r.group["model"]: r for r in rows}
+    assert set(models) == {"gpt-4.1-mini", None}  # None: the tool step
+    assert models["gpt-4.1-mini"].failures == 1

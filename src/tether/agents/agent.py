@@ -44,7 +44,6 @@ from tether.agents.guards import (
 from tether.agents.models import (
     DEFAULT_MODEL_RETRY,
     load_response,
-    model_label,
     request_model,
     resolve_model,
     short_hash,
@@ -361,7 +360,8 @@ class Agent:
             is_async=True,
             kind="step",
             meta={names.OPERATION_NAME: names.OP_CHAT, names.NODE: self.name,
-                  names.AGENT_NAME: self.name, names.REQUEST_MODEL: model_label(model)},
+                  names.AGENT_NAME: self.name, names.REQUEST_MODEL: model.model_name,
+                  names.PROVIDER_NAME: model.system},
             estimate=estimate,
             budgets=budgets,
             windows=windows,

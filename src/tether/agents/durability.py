@@ -163,7 +163,11 @@ class TetherOperationBackend(JournalCallableOperationBackend[StepConfig]):
                 model_name=self.capability.model_name, provider=self.capability.provider,
                 max_tokens=settings.get("max_tokens"))
             meta[names.OPERATION_NAME] = names.OP_CHAT
-            meta[names.REQUEST_MODEL] = self.capability.model_label
+            # The name alone, as a completed call records it (`record_model_call`): a call
+            # that fails for good must be grouped with its model, not as `provider:name`.
+            meta[names.REQUEST_MODEL] = self.capability.model_name
+            if self.capability.provider is not None:
+                meta[names.PROVIDER_NAME] = self.capability.provider
             record_input = {"messages": len(messages), "new": _describe(messages[-1])}
             fn = self._model_body(ctx, body, messages, params)
         elif isinstance(operation_id, ToolsetCallToolId):
