@@ -245,3 +245,37 @@ def test_the_dashboard_and_the_api_show_what_a_run_did_without(sqlite_url: str) 
         assert "skipped, its default used" in page.text
         shown = http.get(f"/api/runs/{info.id}").json()
         assert [d["node"] for d in shown["degraded"]] == ["case_studies"]
+
+
+def test_stats_count_a_skipped_nodes_calls_not_the_skip_decision(sqlite_url: str) -> None:
+    """The `{node}.skipped` / `{node}.fallback` decision is a bookkeeping step of the node: in
+    `tether stats` it must not count as one of the node's steps, or a node whose every call
+    failed shows a 50 % failure rate and a p50 latency of about zero."""
+    import asyncio
+
+    from tether.observe import stats_report
+
+    def handler(turn: Turn) -> Any:
+        if turn.node in ("flaky", "flaky_too"):
+            raise RuntimeError("provider down")
+        return f"{turn.node} done"
+
+    model = ScriptedModel(handler)
+    once = tether.Retry(max_attempts=1)
+    app = tether.App(sqlite_url)
+    app.register(Sequential("p", [
+        Optional(Agent("flaky", model, retry=once), default="none"),
+        Fallback(Agent("flaky_too", model, retry=once), Agent("backup", model)),
+    ]))
+    try:
+        info = app.run("p", {})
+        rows = {r.group["node"]: r for r in asyncio.run(stats_report(app, "node"))}
+    finally:
+        app.close()
+    assert info.status == "succeeded", info.error
+    assert [d["how"] for d in info.degraded] == ["skipped", "fallback"]
+    for node in ("flaky", "flaky_too"):
+        row = rows[node]
+        assert (row.steps, row.failures, row.failure_rate) == (1, 1, 1.0), node
+        assert len(row.latencies) == 1, node
+    assert rows["backup"].failures == 0

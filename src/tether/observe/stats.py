@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.engine.ratelimits import RATE_WAIT
+from tether.engine.records import DEGRADED
 from tether.observe.window import (
     RunJournal,
     check_dimensions,
@@ -154,6 +155,11 @@ def compute_stats(
             touched = True
             key = tuple(dimension_value(d, journal, rec) for d in dims)
             if any(key[i] is None for i in by_node):
+                continue
+            # A degraded pipeline's decision (`{node}.skipped`, `{node}.fallback`) is bookkeeping
+            # of the node, not work it did: counted as a step it would halve the failure rate of
+            # a node whose every call failed and pull its latency towards zero.
+            if (rec.meta or {}).get(DEGRADED):
                 continue
             row = row_for(key)
             row.steps += 1
