@@ -233,6 +233,46 @@ def test_otlp_over_http_when_the_standard_settings_are_present(
     assert attrs["tether.run.id"].string_value == info.id
 
 
+def test_a_suspended_runs_spans_leave_without_waiting_for_the_batch_timer(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker that resumes a run takes the spans ended before its suspension as exported by
+    # the worker that suspended it; held in that worker's batch (5 s by default), a SIGKILL
+    # meanwhile lost them for good. They are sent once the segment ends: here the batch timer
+    # is a minute and nothing is flushed or shut down, yet the collector gets them.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[bytes] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+        app = make_app(sqlite_url)
+        export = instrument(app)
+        assert export is not None
+        assert app.run("outreach", {"company": "acme"}).status == "waiting"
+        deadline = time.monotonic() + 30
+        while not any(b"chat gpt-4o-mini" in body for body in received):
+            assert time.monotonic() < deadline, "the suspended run's spans never left"
+            time.sleep(0.05)
+        export.shutdown()
+    finally:
+        server.shutdown()
+
+
 def _rec(seq: int, node: str, start: float, end: float) -> Any:
     from tether.store.base import StepRecord
 

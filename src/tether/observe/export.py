@@ -10,7 +10,9 @@ Without an explicit processor the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 reads the rest of the ``OTEL_EXPORTER_OTLP_*`` settings itself. The packages come with the
 ``otel`` extra (``pip install 'tether[otel]'``).
 
-Which spans were exported is remembered per process. When a run resumes in another process,
+Spans queued at the end of a segment are flushed to the collector at once (one flush at a
+time, in a thread), not when the batch's timer fires: a worker killed in between would lose
+them, since nobody exports them again. Which spans were exported is remembered per process. When a run resumes in another process,
 spans that ended before the run's last suspension are taken as already exported (by the worker
 that suspended it); a step of a parallel branch that finished while the run was suspending may
 then be exported twice, with the same ids.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -32,6 +35,8 @@ log = logging.getLogger("tether.observe")
 EXTENSION_KEY = "tether.observe.export"
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _REMEMBERED_RUNS = 10_000
+FLUSH_TIMEOUT_MS = 10_000
+"""How long one flush after a segment may wait for the collector."""
 _SUSPENSION_MIN_SECONDS = 0.01
 """A wait shorter than this was satisfied at once (the signal was there): no suspension."""
 
@@ -71,6 +76,9 @@ class SpanExport:
         self._scope = InstrumentationScope("tether", __version__)
         self._exported: OrderedDict[str, set[str]] = OrderedDict()
         self._shut = False
+        self._flush_lock = threading.Lock()
+        self._flush_wanted = False
+        self._flushing = False
 
     async def on_run(self, run_id: str, status: str) -> None:
         """The executor listener: export what finished in this segment of the run."""
@@ -107,7 +115,33 @@ class SpanExport:
                 self._exported.popitem(last=False)
         for span in fresh:
             self.processor.on_end(self.to_otel(span))
+        if fresh:
+            self._flush_soon()
         return fresh
+
+    def _flush_soon(self) -> None:
+        """Send what this segment queued now, not when the batch's timer fires (5 s by
+        default): a worker killed meanwhile would lose those spans for good, since a worker that
+        resumes the run takes spans ended before the suspension as exported. One flush at a time
+        off the event loop; segments ending meanwhile ride on the next."""
+        with self._flush_lock:
+            self._flush_wanted = True
+            if self._flushing or self._shut:
+                return
+            self._flushing = True
+        threading.Thread(target=self._flush_loop, name="tether-otlp-flush", daemon=True).start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._flush_lock:
+                if not self._flush_wanted or self._shut:
+                    self._flushing = False
+                    return
+                self._flush_wanted = False
+            try:
+                self.processor.force_flush(FLUSH_TIMEOUT_MS)
+            except Exception:  # a collector down: the batch keeps the spans and retries
+                log.warning("OTLP: flushing spans failed", exc_info=True)
 
     def to_otel(self, span: Span) -> Any:
         """The OpenTelemetry SDK's ReadableSpan for one of our spans."""
