@@ -59,6 +59,34 @@ def test_show_keeps_long_step_names_whole_at_80_columns(tmp_path: Path) -> None:
         app.close()
 
 
+def test_runs_detail_wraps_without_losing_letters_at_76_to_100_columns(tmp_path: Path) -> None:
+    # The detail column used to have min_width=12: with a 6-character "took" (e.g. "437 ms")
+    # it got 11 columns at 80, and Rich cropped each folded line by a letter.
+    from dataclasses import replace
+    from datetime import timedelta
+
+    app = tether.App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(name="hello")
+    async def hello(ctx: tether.Context) -> None:
+        raise ValueError("no live worker serves hello v1 start one with tether worker --app")
+
+    try:
+        info = app.run("hello", {})
+        message = "no live worker serves hello v1 start one with tether worker --app"
+        for took in (timedelta(milliseconds=1), timedelta(milliseconds=437),
+                     timedelta(seconds=754)):
+            shown = replace(info, finished_at=info.created_at + took)
+            for width in range(76, 101):
+                text = rendered(runs_table([shown]), width)
+                words = " ".join(text.split())
+                assert all(len(line) <= width for line in text.splitlines()), text
+                for word in message.split():
+                    assert word in words, (width, took, word, text)
+    finally:
+        app.close()
+
+
 def test_stats_fit_80_columns_without_cutting_a_number() -> None:
     from tether.cli.observe import stats_tables
     from tether.observe.stats import StatsRow

@@ -131,7 +131,10 @@ def runs_table(runs: list[RunInfo], verdicts: dict[str, Verdict] | None = None) 
     table.add_column("steps", justify="right", no_wrap=True)
     table.add_column("created", no_wrap=True)
     table.add_column("took", justify="right", no_wrap=True)
-    table.add_column("labels / detail", overflow="fold", min_width=12)
+    # No min_width here: when the other columns leave the detail less than a minimum, Rich
+    # wraps its text at the minimum and then crops each line to the narrower column, so a
+    # letter per line vanished ("serves hell" for "serves hello" at 80 columns).
+    table.add_column("labels / detail", overflow="fold")
     for info in runs:
         detail = Text(format_labels(info.labels) if info.labels else "", style="dim")
         verdict = (verdicts or {}).get(info.id)
