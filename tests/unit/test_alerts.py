@@ -30,6 +30,7 @@ from tether.store.base import AlertRecord, NewAlert, alert_id
         ({"spend_thresholds": (80,)}, "80"),
         ({"timeout": 30.0, "delivery_lease": 10.0}, "delivery_lease"),
         ({"webhook": "hooks.example.com/x"}, "http"),
+        ({"headers": {"Authorization": "Bearer …"}}, "Authorization.*ASCII"),
     ],
 )
 def test_bad_configuration_says_what_is_wrong(options: dict[str, Any], names: str) -> None:

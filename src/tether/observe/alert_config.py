@@ -80,6 +80,16 @@ class AlertConfig:
                     f"alerts: spend threshold {t!r} is not a fraction of the limit; use e.g. "
                     "(0.8, 1.0) for 80 % and 100 %"
                 )
+        for name, value in dict(self.headers).items():
+            # Checked here, not when the first alert is sent: httpx refuses a non-ASCII header
+            # when the watcher builds its client, which stopped the whole watcher on every
+            # worker (no alert recorded either) with only a log line.
+            if not (isinstance(name, str) and isinstance(value, str)
+                    and name.isascii() and value.isascii()):
+                raise UserError(
+                    f"alerts: header {name!r}: {value!r} is not ASCII text; HTTP headers must "
+                    "be (a pasted '…' placeholder?)"
+                )
         if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
             raise UserError(
                 f"alerts: webhook {self.webhook!r} is not an http(s) URL; give e.g. "
