@@ -166,9 +166,10 @@ async def _watch_loop_lag(lease_seconds: float) -> None:
         lag = time.monotonic() - before - tick
         if lag >= threshold:
             log.warning(
-                "the event loop was blocked for %.1fs (lease %.1fs): an async step doing "
-                "blocking work? Leases may expire and runs be taken over; make such steps "
-                "plain `def` (they run in a thread) or await non-blocking calls",
+                "the event loop was blocked for %.1fs (lease %.1fs): the process paused "
+                "(SIGSTOP, a suspended VM), or an async step doing blocking work? Leases may "
+                "expire and runs be taken over; make blocking steps plain `def` (they run in "
+                "a thread) or await non-blocking calls",
                 lag,
                 lease_seconds,
             )

@@ -4,7 +4,8 @@ The engine keeps schedules and retention itself; a layer above (alert evaluation
 delivery in `tether.observe.alerts`) joins every worker of an App by registering a coroutine
 function ``task(app, stop)`` here. `Worker.run` starts each one once it has announced itself,
 and at shutdown sets `stop` and cancels the tasks still running. A task that raises is logged
-and not restarted: it must catch its own transient failures (a store blip) and keep going.
+and started again after a pause (1 s, doubling to a minute), so one bad moment does not turn
+alerting off for the worker's life; it should still catch its own transient failures.
 The list lives in ``app.extensions``, so two Apps in one process keep separate tasks.
 """
 
@@ -54,13 +55,26 @@ async def stop_background_tasks(tasks: list[asyncio.Task[None]], grace: float = 
         await asyncio.wait(pending)
 
 
+RESTART_AFTER = (1.0, 60.0)
+"""Seconds before a background task that raised starts again: first, and at most."""
+
+
 async def _guarded(task: BackgroundTask, app: Any, stop: asyncio.Event) -> None:
-    try:
-        await task(app, stop)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background task %s stopped with an error", _name(task))
+    pause = RESTART_AFTER[0]
+    while not stop.is_set():
+        try:
+            await task(app, stop)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task %s stopped with an error; starting it again in "
+                          "%.0fs", _name(task), pause)
+        try:
+            await asyncio.wait_for(stop.wait(), pause)
+        except TimeoutError:
+            pass
+        pause = min(pause * 2, RESTART_AFTER[1])
 
 
 def _name(task: BackgroundTask) -> str:
