@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tether.cli.common import cli, console, handle_errors
+from tether.cli.common import cli, console, handle_errors, redact_url
 from tether.errors import UserError
 
 if TYPE_CHECKING:
@@ -217,7 +217,8 @@ def _approve_step(app: Any, info: Any, yes: bool) -> None:
                   "waits. The request a reviewer sees, with the run's context:\n")
     pending = [a for a in app.approvals() if a.run_id == info.id]
     if pending:
-        console.print(render_approval(pending[0]), highlight=False)
+        console.print(render_approval(pending[0], command=os.environ.get("TETHER_CLI_PREFIX") or "tether",
+                                      store=redact_url(app.store.url)), highlight=False)
     else:  # no trust layer record (a custom gate): show the draft itself
         _print_email(_draft(info))
     interactive = sys.stdin.isatty() and not yes

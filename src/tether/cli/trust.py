@@ -25,6 +25,7 @@ from tether.cli.common import (
     load_app,
     parse_json,
     print_json,
+    redact_url,
     require_store,
 )
 from tether.errors import UserError
@@ -95,7 +96,8 @@ def approvals(
             console.print(Rule())
         from tether.trust.render import render_approval
 
-        console.print(render_approval(approval), highlight=False)
+        console.print(render_approval(approval, store=redact_url(store) if store else None),
+                      highlight=False)
 
 
 @cli.command()

@@ -64,10 +64,11 @@ def _entries(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return [cast(dict[str, Any], v) for v in cast(list[Any], value) if isinstance(v, dict)]
 
 
-def render_approval(approval: Approval) -> str:
+def render_approval(approval: Approval, *, command: str = "tether", store: str | None = None) -> str:
     """The request as a reviewer should see it before deciding: the proposed call and its
     arguments, the checks, the run so far, latency against the node's usual p95, spend against
-    the budget, model and prompt versions, and the category's history."""
+    the budget, model and prompt versions, and the category's history. The commands to decide
+    it are spelt with `command` (e.g. ``./dev tether``) and, given, ``--store STORE``."""
     a = approval
     c = a.context
     lines = [
@@ -151,9 +152,10 @@ def render_approval(approval: Approval) -> str:
         if a.expires_at is not None:
             lines.append(f"Expires {_ago(a.expires_at)}.")
         who = f" (reviewers: {escape(', '.join(a.reviewers))})" if a.reviewers else ""
+        where = f" --store {escape(store)}" if store else ""
         lines.append(
-            f"Decide: tether approve {escape(a.id)} {escape('[--edit JSON]')} | "
-            f"tether reject {escape(a.id)} --reason TEXT{who}"
+            f"Decide: {escape(command)} approve {escape(a.id)}{where} {escape('[--edit JSON]')} | "
+            f"{escape(command)} reject {escape(a.id)}{where} --reason TEXT{who}"
         )
     else:
         by = f" by {escape(a.decided_by)}" if a.decided_by else ""
