@@ -73,6 +73,20 @@ def test_token_budget_is_checked_with_an_estimate_before_the_call(sqlite_url: st
     assert info.error is not None and "max_tokens=10" in info.error["message"]
 
 
+def test_token_estimate_does_not_undercount_non_latin_text(sqlite_url: str) -> None:
+    # Tokenizers give CJK text, emoji and most non-Latin scripts about a token per character
+    # (often more), not one per four: estimating them at four characters per token let a
+    # prompt four times over a token budget or spend limit through, to be paid.
+    calls: list[int] = []
+    app = tether.App(sqlite_url)
+    app.register(Agent("looper", endless_tool_caller(calls), tools=[search], prompt="{text}",
+                       model_settings={"max_tokens": 10}, budget=Budget(max_tokens=3000)))
+    info = app.run("looper", {"text": "数据" * 2000})
+    assert info.status == "failed"
+    assert calls == []
+    assert info.error is not None and "max_tokens=3000" in info.error["message"]
+
+
 def test_loop_guard_stops_identical_tool_calls(sqlite_url: str) -> None:
     ran: list[str] = []
 

@@ -50,25 +50,36 @@ _UNBOUNDED_CALL = Usage(llm_calls=1)
 
 
 def estimate_tokens(messages: list[ModelMessage]) -> int:
-    """A cheap upper-ish estimate of the prompt's tokens (about four characters per token, plus
-    a few per part for the framing), without serialising the conversation."""
+    """A cheap upper-ish estimate of the prompt's tokens (about four characters per token, a
+    token per character outside ASCII, plus a few per part for the framing), without
+    serialising the conversation."""
     chars = 0
     for message in messages:
         instructions = getattr(message, "instructions", None)
         if instructions:
-            chars += len(instructions)
+            chars += _weight(instructions)
         for part in message.parts:
             chars += 16
             content = getattr(part, "content", None)
             if isinstance(content, str):
-                chars += len(content)
+                chars += _weight(content)
             elif content is not None:
                 chars += len(ModelMessagesTypeAdapter.dump_json([message]))
                 break
             args = getattr(part, "args", None)
             if args is not None:
-                chars += len(args) if isinstance(args, str) else len(str(args))
+                chars += _weight(args if isinstance(args, str) else str(args))
     return max(1, chars // 4)
+
+
+def _weight(text: str) -> int:
+    """`text`'s length in estimate units, four to a token. Tokenizers give CJK, emoji and most
+    non-Latin scripts about a token per character, so a character outside ASCII weighs four:
+    counted as a quarter token, a prompt in those scripts would be under-reserved up to four
+    times, and budgets and spend limits passed by that much."""
+    if text.isascii():
+        return len(text)
+    return len(text) + 3 * (len(text) - len(text.encode("ascii", "ignore")))
 
 
 def node_usage(ctx: Context, node: str) -> Usage:
