@@ -534,8 +534,8 @@ GUARDS = "tether/agents/guards.py"
 SPEND = "tests/integration/test_spend_reservations.py"
 RESERVERS = f"{SPEND}::test_concurrent_reservers_on_two_connections_never_pass_the_limit"
 SETTLES = f"{SPEND}::test_a_reservation_settles_into_the_journal_without_a_gap"
-DEAD_HOLDER = f"{SPEND}::test_a_dead_holders_reservation_expires_with_its_lease"
-TAKEN_OVER_HOLDER = f"{SPEND}::test_a_reservation_stops_counting_when_its_run_is_taken_over"
+DEAD_HOLDER = f"{SPEND}::test_a_dead_holders_reservation_counts_as_spent_until_the_window_passes_it"
+TAKEN_OVER_HOLDER = f"{SPEND}::test_a_zombie_cannot_release_its_reservation_after_a_takeover"
 BUDGETS = "tests/integration/test_budget_reservations.py"
 PARALLEL_CALLS = f"{BUDGETS}::test_a_parallel_under_a_call_budget_sends_exactly_the_budget"
 DOLLAR_CAP = f"{BUDGETS}::test_a_dollar_cap_ends_the_run_at_or_under_it"
@@ -587,30 +587,32 @@ MUTANTS += [
         "a label spend limit counts the reservations but not what was already spent",
     ),
     Mutant(
-        "sqlite-spend-dead-holder-counted", SQLITE_LAYERS,
-        (("AND u.status = 'running' AND u.lease_expires > ?)\"",
-          "AND u.status = 'running' AND u.lease_expires > ? - 3600)\""),),
+        "sqlite-spend-dead-holder-forgotten", SQLITE_LAYERS,
+        (('f"AND (created_at >= ? OR NOT {_RESERVATION_DEAD})"',
+          'f"AND (0 AND created_at >= ? OR NOT {_RESERVATION_DEAD})"'),),
         [sqlite(DEAD_HOLDER)],
-        "a dead worker's reservation keeps holding room after its lease ran out",
+        "a dead worker's call in flight stops counting with its lease: the re-sent call passes the limit",
     ),
     Mutant(
-        "pg-spend-dead-holder-counted", LAYERS,
-        (("AND u.status = 'running' AND u.lease_expires > {NOW})",
-          "AND u.status = 'running' AND u.lease_expires > {NOW} - 3600)"),),
+        "pg-spend-dead-holder-forgotten", LAYERS,
+        (("AND (r.created_at >= %s OR {_LIVE}))", "AND (false AND r.created_at >= %s OR {_LIVE}))"),),
         [pg(DEAD_HOLDER)],
-        "a dead worker's reservation keeps holding room after its lease ran out",
+        "a dead worker's call in flight stops counting with its lease: the re-sent call passes the limit",
     ),
     Mutant(
-        "sqlite-spend-taken-over-holder-counted", SQLITE_LAYERS,
-        (("AND u.fencing = spend_reservations.token AND u.status", "AND u.status"),),
+        "sqlite-spend-zombie-releases", SQLITE_LAYERS,
+        (('f"DELETE FROM spend_reservations WHERE id = ? AND {_HOLDER_HOLDS}"',
+          '"DELETE FROM spend_reservations WHERE id = ?"'),),
         [sqlite(TAKEN_OVER_HOLDER)],
-        "a zombie's reservation keeps counting after its run was taken over",
+        "a worker that lost its run releases its reservation though its call may have been billed",
     ),
     Mutant(
-        "pg-spend-taken-over-holder-counted", LAYERS,
-        (("u.id = r.run_id AND u.fencing = r.token\n", "u.id = r.run_id\n"),),
+        "pg-spend-zombie-releases", LAYERS,
+        (('"DELETE FROM spend_reservations r WHERE r.id = %s AND EXISTS (SELECT 1 FROM runs u "\n'
+          '        "WHERE u.id = r.run_id AND u.fencing = r.token AND u.status = \'running\')",',
+          '"DELETE FROM spend_reservations r WHERE r.id = %s",'),),
         [pg(TAKEN_OVER_HOLDER)],
-        "a zombie's reservation keeps counting after its run was taken over",
+        "a worker that lost its run releases its reservation though its call may have been billed",
     ),
     Mutant(
         "ledger-run-reservations-not-counted", STEP_BUDGET,

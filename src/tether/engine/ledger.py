@@ -14,8 +14,9 @@ completion bounded by ``max_tokens``, priced) *reserves* it before it runs:
    across every worker, counting the open reservations of live holders.
 
 After the step's outcome is journaled the reservation is released (settled to the real usage,
-which the journal now holds); a failed or interrupted step releases it too, and a dead
-worker's store reservations expire with its lease. The one overshoot left is a step that spent
+which the journal now holds); a failed or interrupted step releases it too. A dead worker's
+store reservations stay counted as spent in their windows (its calls may have been billed, and
+the runs taken over send them again); only the run's holder releases one. The one overshoot left is a step that spent
 more than it reserved (a response longer than its bound); it is recorded on the step's meta
 under `OVERSHOOT` so runs and cost reports can show it.
 """

@@ -56,11 +56,14 @@ Rules every implementation keeps:
   before it is sent (`reserve_spend`). In one transaction, serialised per limit key with every
   other reserver on any worker (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a transaction-scoped
   advisory lock per key, taken in sorted order), the store sums for each window the journaled
-  cost of the label's steps plus the open reservations of *live* holders, and inserts the
-  reservation only if every window still fits; otherwise it inserts nothing and says which
-  window did not fit, with the figures. A reservation is live while its run is ``running``
-  with the reserving fencing token and an unexpired lease, so a dead worker's reservations
-  expire with its lease and a zombie's stop counting at the takeover. The journaled sum and
+  cost of the label's steps plus the open reservations, and inserts the reservation only if
+  every window still fits; otherwise it inserts nothing and says which window did not fit,
+  with the figures. A reservation is live while its run is ``running`` with the reserving
+  fencing token and an unexpired lease. One that is no longer live — its worker died or lost
+  the run mid-call — may stand for a call that was sent and billed, and whose run sends it
+  again: it counts as spent when it was made (inside a window that started before it) and is
+  forgotten once it is older than every window checked; only the run's current holder may
+  release a reservation (`release_spend`). The journaled sum and
   the reservations are read in one snapshot, and a call's journal entry is written *before*
   its reservation is released (`release_spend`), so a settling call is counted twice for a
   moment, never zero times. Run and node budgets need no store round trip: a run has one

@@ -97,17 +97,23 @@ _SPEND_TOLERANCE = 1e-12
 # The journaled spend and the open reservations in ONE statement, so one snapshot: a call that
 # settles meanwhile (journal entry committed, then its reservation deleted) is seen either
 # reserved, or journaled, or both, never neither.
+_LIVE = f"""EXISTS (SELECT 1 FROM runs u WHERE u.id = r.run_id AND u.fencing = r.token
+                     AND u.status = 'running' AND u.lease_expires > {NOW})"""
+"""A reservation's holder still holds its run: the call is in flight."""
+
+# A dead holder's reservation is a call that may have been sent and billed: it counts as spent
+# when it was made (`created_at` inside the window), and is forgotten only once it is older
+# than every window checked.
 _WINDOW_FIGURES = f"""
 SELECT j.cost, j.unpriced,
-       (SELECT coalesce(sum(cost_usd), 0) FROM spend_reservations WHERE limit_key = %s)
+       (SELECT coalesce(sum(cost_usd), 0) FROM spend_reservations r
+         WHERE r.limit_key = %s AND (r.created_at >= %s OR {_LIVE}))
   FROM ({_LABEL_SPENT}) j
 """
 
 _FORGET_DEAD = f"""
 DELETE FROM spend_reservations r
- WHERE r.limit_key = ANY(%b::text[])
-   AND NOT EXISTS (SELECT 1 FROM runs u WHERE u.id = r.run_id AND u.fencing = r.token
-                     AND u.status = 'running' AND u.lease_expires > {NOW})
+ WHERE r.limit_key = ANY(%b::text[]) AND r.created_at < %s AND NOT {_LIVE}
 """
 
 
@@ -132,7 +138,7 @@ async def reserve_spend(
     # one order so two calls under two shared limits cannot wait on each other in a cycle.
     for lock in sorted(spend_lock_id(k) for k in keys):
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-    await conn.execute(_FORGET_DEAD, (keys,))
+    await conn.execute(_FORGET_DEAD, (keys, min(w.since for w in windows)))
     cur = await conn.execute(
         "SELECT 1 FROM spend_reservations WHERE id = %s LIMIT 1", (reservation_id,)
     )
@@ -141,7 +147,7 @@ async def reserve_spend(
     for window in windows:
         cur = await conn.execute(
             _WINDOW_FIGURES,
-            (window.key, window.since, window.label, window.value, window.since),
+            (window.key, window.since, window.since, window.label, window.value, window.since),
         )
         row = await cur.fetchone()
         spent, unpriced, reserved = (
@@ -159,7 +165,12 @@ async def reserve_spend(
 
 
 async def release_spend(conn: Conn, reservation_id: str) -> None:
-    await conn.execute("DELETE FROM spend_reservations WHERE id = %s", (reservation_id,))
+    # Only by the run's holder: a worker that lost the run meanwhile (paused, cut off) may
+    # have had its call billed though its journal write was refused, so its hold stays spent.
+    await conn.execute(
+        "DELETE FROM spend_reservations r WHERE r.id = %s AND EXISTS (SELECT 1 FROM runs u "
+        "WHERE u.id = r.run_id AND u.fencing = r.token AND u.status = 'running')",
+        (reservation_id,))
 
 
 # --- trust layer ---------------------------------------------------------------------------------

@@ -81,6 +81,10 @@ _RESERVATION_DEAD = (
     "NOT EXISTS (SELECT 1 FROM runs u WHERE u.id = spend_reservations.run_id "
     "AND u.fencing = spend_reservations.token AND u.status = 'running' AND u.lease_expires > ?)"
 )
+_HOLDER_HOLDS = (
+    "EXISTS (SELECT 1 FROM runs u WHERE u.id = spend_reservations.run_id "
+    "AND u.fencing = spend_reservations.token AND u.status = 'running')"
+)
 _SPEND_TOLERANCE = 1e-12
 """Float noise: a reservation that fits exactly must not be refused for a rounding error."""
 
@@ -98,9 +102,12 @@ def reserve_spend(
     now = time.time()
     keys = sorted({w.key for w in windows})
     marks = ",".join("?" * len(keys))
+    # A dead holder's reservation is a call that may have been sent and billed: it counts as
+    # spent when it was made, and is forgotten only once it is older than every window here.
     conn.execute(
-        f"DELETE FROM spend_reservations WHERE limit_key IN ({marks}) AND {_RESERVATION_DEAD}",
-        (*keys, now),
+        f"DELETE FROM spend_reservations WHERE limit_key IN ({marks}) AND created_at < ? "
+        f"AND {_RESERVATION_DEAD}",
+        (*keys, min(w.since for w in windows), now),
     )
     if conn.execute(
         "SELECT 1 FROM spend_reservations WHERE id = ? LIMIT 1", (reservation_id,)
@@ -109,8 +116,9 @@ def reserve_spend(
     for window in windows:
         spent, unpriced = label_spend(conn, window.label, window.value, window.since)
         reserved = float(conn.execute(
-            "SELECT coalesce(sum(cost_usd), 0) FROM spend_reservations WHERE limit_key = ?",
-            (window.key,),
+            "SELECT coalesce(sum(cost_usd), 0) FROM spend_reservations WHERE limit_key = ? "
+            f"AND (created_at >= ? OR NOT {_RESERVATION_DEAD})",
+            (window.key, window.since, now),
         ).fetchone()[0])
         if spent + reserved + cost_usd > window.max_usd + _SPEND_TOLERANCE:
             return SpendVerdict(window, spent, reserved, unpriced)
@@ -123,7 +131,10 @@ def reserve_spend(
 
 
 def release_spend(conn: sqlite3.Connection, reservation_id: str) -> None:
-    conn.execute("DELETE FROM spend_reservations WHERE id = ?", (reservation_id,))
+    # Only by the run's holder: a worker that lost the run meanwhile (paused, cut off) may
+    # have had its call billed though its journal write was refused, so its hold stays spent.
+    conn.execute(f"DELETE FROM spend_reservations WHERE id = ? AND {_HOLDER_HOLDS}",
+                 (reservation_id,))
 
 
 # --- trust layer -------------------------------------------------------------------------------
