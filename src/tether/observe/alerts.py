@@ -262,7 +262,8 @@ class AlertWatch:
                 why = (f"${spent:.4f} spent of ${limit.max_usd:g} ({fraction:.0%})"
                        if fraction >= threshold else
                        f"run {refused} was refused a model call by the limit "
-                       f"(${spent:.4f} spent, {fraction:.0%})")
+                       f"(${spent:.4f} journaled, {fraction:.0%}; the rest was held by calls "
+                       "in flight, or cut by a worker's crash)")
                 found.append(NewAlert(
                     key=f"{series}@{int(now // window)}",
                     series=series,
