@@ -615,6 +615,13 @@ MUTANTS += [
         "a worker that lost its run releases its reservation though its call may have been billed",
     ),
     Mutant(
+        "ledger-run-hold-not-written", STEP_BUDGET,
+        (("        if self._budget is not None:\n            try:\n                await hold_in_store(",
+          "        if False:\n            try:\n                await hold_in_store("),),
+        ["tests/e2e/test_budget_processes.py::test_a_call_cut_by_a_sigkill_counts_against_the_runs_budget"],
+        "a call cut by a worker's death is not counted against the run's budget on takeover",
+    ),
+    Mutant(
         "ledger-run-reservations-not-counted", STEP_BUDGET,
         (('            spent = self._usage + ledger.reserved("run")',
           "            spent = self._usage"),),

@@ -32,7 +32,9 @@ def process_env(ledger: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     paths = [str(ROOT / "src"), str(ROOT)]
     if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
+        # First: a caller's own sources win (scripts/mutate.py points it at a mutated copy,
+        # which the processes started here must run too).
+        paths.insert(0, env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.pop("TETHER_STORE", None)
     if ledger is not None:

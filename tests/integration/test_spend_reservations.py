@@ -145,3 +145,24 @@ async def test_every_window_must_fit_and_a_refusal_reserves_nothing(store: Store
     assert refused is not None and refused.window.label == "team"
     # Nothing was held under the tenant either.
     assert await store.reserve_spend("m", token, "m:2", 1.0, [tenant]) is None
+
+
+async def test_a_runs_budget_holds_outlive_a_dead_holder_and_only_its_holder_releases(
+    store: Store, other: Store
+) -> None:
+    first = await held_run(store, "h", lease=0.3)
+    await store.hold_usage("h", first, "h:3:1", {"llm_calls": 1, "cost_usd": 0.2})
+    await store.hold_usage("h", first, "h:3:1", {"llm_calls": 1, "cost_usd": 0.2})  # a retry
+    assert await store.lost_holds("h", first) == []  # its own holds are not lost
+    deadline = time.monotonic() + 10
+    claims = []
+    while not claims:
+        assert time.monotonic() < deadline, "the run was never taken over"
+        claims = await other.claim_runs("w2", WF, limit=1, lease_seconds=30)
+        await asyncio.sleep(0.05)
+    token = claims[0].token
+    await store.release_hold("h:3:1")  # the old holder's release changes nothing now
+    assert await other.lost_holds("h", token) == [{"llm_calls": 1, "cost_usd": 0.2}]
+    await other.hold_usage("h", token, f"h:3:{token}", {"llm_calls": 1})
+    await other.release_hold(f"h:3:{token}")  # the holder's own release works
+    assert await other.lost_holds("h", token) == [{"llm_calls": 1, "cost_usd": 0.2}]

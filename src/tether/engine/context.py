@@ -21,7 +21,7 @@ import inspect
 import time
 import uuid as uuid_module
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -129,7 +129,10 @@ class Context(DurableWaits, StopControl, StepBudgets):
         app: Any = None,
         replay_only: bool = False,
         leases: Leases | None = None,
+        lost: Sequence[Usage] = (),
     ) -> None:
+        """`lost`: the worst cases of calls earlier holders had in flight when they died
+        (`Store.lost_holds`): never journaled, maybe billed, counted against the budget."""
         self.app = app
         self._leases = leases
         self._replay_only = replay_only
@@ -148,6 +151,8 @@ class Context(DurableWaits, StopControl, StepBudgets):
                 self._usage = self._usage + Usage.from_dict(rec.usage)
             if rec.kind == CHILD_WAIT_KIND:
                 self._usage = self._usage + outcome_usage(rec)
+        for usage in lost:
+            self._usage = self._usage + usage
         self._pending_values: list[StepRecord] = []
         self._inflight: set[asyncio.Future[None]] = set()
         self._running: dict[int, dict[str, Any]] = {}

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, cast
 
-from tether.engine.budget import Budget
+from tether.engine.budget import Budget, Usage
 from tether.engine.children import notify_parent, outcome_payload, parent_of
 from tether.engine.context import Context, bound, error_record
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
@@ -124,6 +124,10 @@ class RunExecutor:
         budget = Budget.from_dict(run.budget)
         if definition.budget is not None:
             budget = definition.budget.merged(budget)
+        # Calls an earlier holder of a budgeted run had in flight when it died: not journaled,
+        # maybe billed, and sent again now — so they count against the budget.
+        lost = [Usage.from_dict(u) for u in await self._store.lost_holds(run.id, token)] if (
+            budget is not None and not fresh) else []
         ctx = Context(
             run=run,
             token=token,
@@ -133,6 +137,7 @@ class RunExecutor:
             executor=self._executor,
             app=self._app,
             leases=leases,
+            lost=lost,
         )
         self._live[run.id] = ctx
         try:

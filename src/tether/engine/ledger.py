@@ -16,7 +16,9 @@ completion bounded by ``max_tokens``, priced) *reserves* it before it runs:
 After the step's outcome is journaled the reservation is released (settled to the real usage,
 which the journal now holds); a failed or interrupted step releases it too. A dead worker's
 store reservations stay counted as spent in their windows (its calls may have been billed, and
-the runs taken over send them again); only the run's holder releases one. The one overshoot left is a step that spent
+the runs taken over send them again); only the run's holder releases one. For the run's own
+budget the same holds through `hold_in_store`: a run with a budget records each reservation in
+the store before the call, and the next holder counts what a dead one left (`lost_holds`). The one overshoot left is a step that spent
 more than it reserved (a response longer than its bound); it is recorded on the step's meta
 under `OVERSHOOT` so runs and cost reports can show it.
 """
@@ -45,6 +47,8 @@ class Reservation:
     scopes: tuple[str, ...]
     estimate: Usage
     store_id: str | None = None
+    hold_id: str | None = None
+    """The run budget's hold in the store (`Store.hold_usage`), when the run has a budget."""
     released: bool = False
 
     def overshoot(self, actual: Usage) -> dict[str, Any] | None:
@@ -63,9 +67,12 @@ class Reservation:
         self.released = True
         self.ledger.drop(self.scopes, self.estimate)
         if self.store_id is not None:
-            # A store that cannot be reached now: the row stops counting with the lease.
+            # A store that cannot be reached now: the row stays counted, as a dead holder's.
             with contextlib.suppress(Exception):
                 await self.ledger.store.release_spend(self.store_id)
+        if self.hold_id is not None:
+            with contextlib.suppress(Exception):
+                await self.ledger.store.release_hold(self.hold_id)
 
 
 @dataclass(slots=True)
@@ -116,6 +123,15 @@ class Ledger:
             return verdict
         reservation.store_id = store_id
         return None
+
+
+async def hold_in_store(ledger: Ledger, reservation: Reservation, seq: int) -> None:
+    """Record the run budget's share of `reservation` in the store before the call is sent: if
+    this worker dies mid-call, the worker that takes the run over counts it (`lost_holds`)."""
+    hold_id = f"{ledger.run_id}:{seq}:{ledger.token}"
+    await ledger.store.hold_usage(ledger.run_id, ledger.token, hold_id,
+                                  reservation.estimate.to_dict())
+    reservation.hold_id = hold_id
 
 
 def window_exceeded(run_id: str, verdict: SpendVerdict, estimate: Usage) -> BudgetExceeded:

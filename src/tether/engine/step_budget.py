@@ -12,7 +12,7 @@ from typing import Protocol
 
 from tether.engine.budget import ZERO, Budget, Usage
 from tether.engine.control import DropRun, Suspend
-from tether.engine.ledger import Ledger, Reservation, window_exceeded
+from tether.engine.ledger import Ledger, Reservation, hold_in_store, window_exceeded
 from tether.errors import BudgetExceeded, StoreUnavailable
 from tether.store.base import RunRecord, SpendWindow, StepRecord
 
@@ -77,6 +77,15 @@ class StepBudgets(_Budgeted):
                 error = window_exceeded(self.run_id, verdict, estimate)
                 self.fatal = error
                 raise error
+        if self._budget is not None:
+            try:
+                await hold_in_store(self._ledger, reservation, seq)
+            except StoreUnavailable:
+                await reservation.release()
+                raise self._stop(DropRun()) from None
+            except BaseException:
+                await reservation.release()
+                raise
         return reservation
 
     def _check_one(

@@ -66,9 +66,11 @@ Rules every implementation keeps:
   release a reservation (`release_spend`). The journaled sum and
   the reservations are read in one snapshot, and a call's journal entry is written *before*
   its reservation is released (`release_spend`), so a settling call is counted twice for a
-  moment, never zero times. Run and node budgets need no store round trip: a run has one
-  holder at a time, so its engine keeps their reservations in memory (see
-  `tether.engine.ledger`).
+  moment, never zero times. Run and node budgets are checked in memory: a run has one holder
+  at a time, so its engine keeps their reservations there (see `tether.engine.ledger`). A run
+  with a budget also records each call's worst case before it is sent (`hold_usage`), deleted
+  by its holder once settled (`release_hold`); a holder that died mid-call leaves its holds,
+  and the next holder counts them (`lost_holds`): maybe billed, never journaled.
 * **Alerts.** An alert is one occurrence of a condition, identified by its `key`;
   `record_alert` inserts it unless that key is stored, or (with a quiet period) unless an
   alert of the same `series` was recorded within it — atomically across workers (SQLite
@@ -429,6 +431,21 @@ class Store(Protocol):
         """Reserve `cost_usd` against every window atomically (see *Reservations* above).
         ``None``: reserved (or already reserved under this id: a retry); else the first window
         that would be passed, and nothing is reserved."""
+        ...
+
+    async def hold_usage(self, run_id: str, token: int, hold_id: str, usage: dict[str, Any]) -> None:
+        """Record a budgeted run's call in flight (its worst case, `usage`) before it is sent;
+        idempotent. See *Reservations* above."""
+        ...
+
+    async def release_hold(self, hold_id: str) -> None:
+        """Drop a hold — only by the run's current holder (its call's usage is journaled, or the
+        call failed). Idempotent."""
+        ...
+
+    async def lost_holds(self, run_id: str, token: int) -> list[dict[str, Any]]:
+        """The usage of the run's holds left by earlier holders (workers that died or lost the
+        run mid-call): calls that may have been billed but were never journaled."""
         ...
 
     async def release_spend(self, reservation_id: str) -> None:

@@ -27,6 +27,7 @@ from tether.store.base import (
     StepRecord,
     WorkerRecord,
 )
+from tether.store.jsontext import dumps, loads
 
 T = TypeVar("T")
 
@@ -167,6 +168,18 @@ class LayerStatements:
         await self._statement(
             f"release spend reservation {reservation_id}", layers.release_spend, reservation_id
         )
+
+    async def hold_usage(self, run_id: str, token: int, hold_id: str, usage: dict[str, Any]) -> None:
+        await self._statement(f"hold the budget of a call of run {run_id}", layers.hold_usage,
+                              run_id, token, hold_id, dumps(usage))
+
+    async def release_hold(self, hold_id: str) -> None:
+        await self._statement(f"release budget hold {hold_id}", layers.release_hold, hold_id)
+
+    async def lost_holds(self, run_id: str, token: int) -> list[dict[str, Any]]:
+        found = await self._read(f"read the budget holds of run {run_id}", layers.lost_holds,
+                                 run_id, token)
+        return [loads(u) for u in found]
 
     # --- interfaces: principals and the audit trail --------------------------------------------
 

@@ -164,6 +164,30 @@ async def reserve_spend(
     return None
 
 
+async def hold_usage(conn: Conn, run_id: str, token: int, hold_id: str, usage: str) -> None:
+    await conn.execute(
+        f"INSERT INTO run_holds (id, run_id, token, usage, created_at) "
+        f"VALUES (%s, %s, %s, %s, {NOW}) ON CONFLICT DO NOTHING",
+        (hold_id, run_id, token, usage),
+    )
+
+
+async def release_hold(conn: Conn, hold_id: str) -> None:
+    await conn.execute(
+        "DELETE FROM run_holds h WHERE h.id = %s AND EXISTS (SELECT 1 FROM runs u "
+        "WHERE u.id = h.run_id AND u.fencing = h.token AND u.status = 'running')",
+        (hold_id,),
+    )
+
+
+async def lost_holds(conn: Conn, run_id: str, token: int) -> list[str]:
+    cur = await conn.execute(
+        "SELECT usage FROM run_holds WHERE run_id = %s AND token <> %s ORDER BY created_at",
+        (run_id, token),
+    )
+    return [r[0] for r in await cur.fetchall()]
+
+
 async def release_spend(conn: Conn, reservation_id: str) -> None:
     # Only by the run's holder: a worker that lost the run meanwhile (paused, cut off) may
     # have had its call billed though its journal write was refused, so its hold stays spent.

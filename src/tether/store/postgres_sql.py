@@ -483,7 +483,8 @@ async def prune(
             RETURNING id),
         journal AS (DELETE FROM steps WHERE run_id IN (SELECT id FROM doomed)),
         mailbox AS (DELETE FROM signals WHERE run_id IN (SELECT id FROM doomed)),
-        events AS (DELETE FROM run_events WHERE run_id IN (SELECT id FROM doomed))
+        events AS (DELETE FROM run_events WHERE run_id IN (SELECT id FROM doomed)),
+        holds AS (DELETE FROM run_holds WHERE run_id IN (SELECT id FROM doomed))
         SELECT count(*) FROM doomed
         """,
         (finished_before, status, status, workflow, workflow, list(exclude_statuses),

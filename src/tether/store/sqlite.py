@@ -54,6 +54,7 @@ from tether.store.base import (
     TrustActionRecord,
     WorkerRecord,
 )
+from tether.store.jsontext import dumps, loads
 from tether.store.migrate import migrate_sqlite
 from tether.store.sqlite_commit import Connection
 from tether.store.sqlite_liveness import LockFiles
@@ -486,6 +487,15 @@ class SQLiteStore:
 
     async def release_spend(self, reservation_id: str) -> None:
         await self._write(layers_q.release_spend, reservation_id)
+
+    async def hold_usage(self, run_id: str, token: int, hold_id: str, usage: dict[str, Any]) -> None:
+        await self._write(layers_q.hold_usage, run_id, token, hold_id, dumps(usage))
+
+    async def release_hold(self, hold_id: str) -> None:
+        await self._write(layers_q.release_hold, hold_id)
+
+    async def lost_holds(self, run_id: str, token: int) -> list[dict[str, Any]]:
+        return [loads(u) for u in await self._read(layers_q.lost_holds, run_id, token)]
 
     # --- run events ------------------------------------------------------------------------------
 

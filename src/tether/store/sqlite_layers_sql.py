@@ -130,6 +130,31 @@ def reserve_spend(
     return None
 
 
+def hold_usage(
+    conn: sqlite3.Connection, run_id: str, token: int, hold_id: str, usage: str
+) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO run_holds (id, run_id, token, usage, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (hold_id, run_id, token, usage, time.time()),
+    )
+
+
+def release_hold(conn: sqlite3.Connection, hold_id: str) -> None:
+    conn.execute(
+        "DELETE FROM run_holds WHERE id = ? AND EXISTS (SELECT 1 FROM runs u "
+        "WHERE u.id = run_holds.run_id AND u.fencing = run_holds.token AND u.status = 'running')",
+        (hold_id,),
+    )
+
+
+def lost_holds(conn: sqlite3.Connection, run_id: str, token: int) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT usage FROM run_holds WHERE run_id = ? AND token <> ? ORDER BY created_at",
+        (run_id, token),
+    )]
+
+
 def release_spend(conn: sqlite3.Connection, reservation_id: str) -> None:
     # Only by the run's holder: a worker that lost the run meanwhile (paused, cut off) may
     # have had its call billed though its journal write was refused, so its hold stays spent.

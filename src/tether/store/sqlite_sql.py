@@ -361,6 +361,7 @@ def prune(
     conn.execute(f"DELETE FROM steps WHERE run_id IN ({doomed})", params)
     conn.execute(f"DELETE FROM signals WHERE run_id IN ({doomed})", params)
     conn.execute(f"DELETE FROM run_events WHERE run_id IN ({doomed})", params)
+    conn.execute(f"DELETE FROM run_holds WHERE run_id IN ({doomed})", params)
     return conn.execute(f"DELETE FROM runs WHERE id IN ({doomed})", params).rowcount
 
 

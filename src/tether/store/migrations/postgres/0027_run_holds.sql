@@ -1,0 +1,12 @@
+-- Run holds: the worst case of a budgeted run's calls in flight, written before the call is
+-- sent and deleted by the run's holder once the call's usage is journaled (store/base.py,
+-- "Reservations"). A hold left by a worker that died mid-call stands for a call that may have
+-- been sent and billed: the worker that takes the run over counts it against the run's budget.
+CREATE TABLE run_holds (
+    id         text PRIMARY KEY,   -- "<run id>:<seq>:<fencing token>"
+    run_id     text NOT NULL,
+    token      bigint NOT NULL,
+    usage      text NOT NULL,      -- the estimate (Usage as JSON)
+    created_at double precision NOT NULL
+);
+CREATE INDEX run_holds_run ON run_holds (run_id);
