@@ -18,9 +18,11 @@ which the journal now holds); a failed or interrupted step releases it too. A de
 store reservations stay counted as spent in their windows (its calls may have been billed, and
 the runs taken over send them again); only the run's holder releases one. For the run's own
 budget the same holds through `hold_in_store`: a run with a budget records each reservation in
-the store before the call, and the next holder counts what a dead one left (`lost_holds`). The one overshoot left is a step that spent
-more than it reserved (a response longer than its bound); it is recorded on the step's meta
-under `OVERSHOOT` so runs and cost reports can show it.
+the store before the call, and the next holder counts what a dead one left (`lost_holds`).
+
+The one overshoot left is a step that spent more than it reserved (a response longer than its
+bound); it is recorded on the step's meta under `OVERSHOOT` so runs and cost reports can show
+it.
 """
 
 from __future__ import annotations
