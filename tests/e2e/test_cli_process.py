@@ -174,3 +174,30 @@ def test_an_app_that_names_its_store_in_code(workers: Workers, tmp_path: Path) -
     shown = tether_cli("show", run, "--app", "my_flows:app", "--json", store="", cwd=project)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["output"] == {"greeting": "HELLO X"}
+
+
+def test_workers_lists_the_live_workers_and_the_runs_they_hold(
+    workers: Workers, tmp_path: Path
+) -> None:
+    store = workers.store
+    gate = tmp_path / "gate"
+    app = client(store)
+    run = app.start("pipeline", {"steps": 3, "gate": str(gate), "gate_at": 1}).id
+    proc = workers.start("lister")
+    wait_until(lambda: app.get_run(run).status == "running", timeout=20, what="the run to run")
+    listed = tether_cli("workers", "--json", store=store)
+    assert listed.returncode == 0, listed.stderr
+    (worker,) = json.loads(listed.stdout)["workers"]
+    assert worker["name"] == "lister" and worker["pid"] == proc.pid
+    assert worker["held_runs"] == [run] and not worker["late"]
+    assert {"workflow": "pipeline", "version": "1"} in worker["workflows"]
+    table = tether_cli("workers", store=store)
+    assert table.returncode == 0 and "lister" in table.stdout and str(proc.pid) in table.stdout
+    workers.kill("lister")
+    # A killed worker leaves the list once it is seen dead; its run waits for a takeover.
+    after = wait_until(
+        lambda: (out := json.loads(tether_cli("workers", "--json", store=store).stdout))
+        and not out["workers"] and out,
+        timeout=30, what="the killed worker to leave the list")
+    assert after["orphaned_runs"] == [run]
+    gate.touch()

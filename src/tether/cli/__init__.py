@@ -23,6 +23,7 @@ def main() -> None:
     from tether.cli import tokens as _tokens  # noqa: F401
     from tether.cli import trust as _trust  # noqa: F401
     from tether.cli import worker as _worker  # noqa: F401
+    from tether.cli import workers as _workers  # noqa: F401
 
     try:
         code = cli(standalone_mode=False)
