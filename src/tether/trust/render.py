@@ -96,6 +96,8 @@ def render_approval(approval: Approval, *, command: str = "tether", store: str |
     )
     # The gate's own bookkeeping steps are counted above but not listed: they are noise here.
     listed = [s for s in _entries(c, "steps") if not str(s.get("name", "")).startswith("trust.")]
+    if len(listed) > MAX_STEP_LINES:
+        lines.append(f"    (the last {MAX_STEP_LINES} of {len(listed)}; `tether show` has all)")
     for step in listed[-MAX_STEP_LINES:]:
         extra = f" x{step['attempts']}" if step.get("attempts", 1) > 1 else ""
         error = f"  [red]{escape(str(step['error'])[:120])}[/]" if step.get("error") else ""
