@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -263,6 +264,8 @@ def test_beyond_loopback_without_principals_serve_refuses_to_start(store_url: st
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "without authentication" in lines[0]
     assert "tether tokens create" in lines[0]
+    if store_url.startswith("sqlite:"):  # refused before the store it would have created
+        assert not Path(store_url.removeprefix("sqlite:///")).exists()
 
 
 def test_local_mode_on_loopback_acts_as_the_os_user_until_a_principal_exists(

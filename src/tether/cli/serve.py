@@ -88,20 +88,20 @@ def serve(
     from tether.server.auth import Auth
 
     tether_app = load_app(app, store)
-    if not create:
-        try:
-            require_store(tether_app)
-        except StoreNotFound as exc:
-            raise StoreNotFound(f"{exc}; or pass --create to start with an empty one") from None
-    open_sqlite_now(tether_app)
     loopback = is_loopback(host)
+    try:
+        require_store(tether_app)
+        missing = False
+    except StoreNotFound as exc:
+        if not create:
+            raise StoreNotFound(f"{exc}; or pass --create to start with an empty one") from None
+        missing = True
+    if missing and not loopback:
+        raise _unauthenticated(host)  # a store about to be created has no principals
+    open_sqlite_now(tether_app)
     configured = tether_app.portal.run(tether_app.store.has_principals())
     if not configured and not loopback:
-        raise UserError(
-            f"refusing to serve on {host} without authentication: no principals are configured. "
-            "Create one with `tether tokens create NAME --role admin` (then sign in with its "
-            "token), or bind 127.0.0.1 for local mode"
-        )
+        raise _unauthenticated(host)
     auth = Auth(
         local_user=login_name() if loopback else None,
         identity_headers=auth_header,
@@ -137,3 +137,11 @@ def serve(
         sock.close()
         if meters is not None:
             meters.shutdown()
+
+
+def _unauthenticated(host: str) -> UserError:
+    return UserError(
+        f"refusing to serve on {host} without authentication: no principals are configured. "
+        "Create one with `tether tokens create NAME --role admin` (then sign in with its "
+        "token), or bind 127.0.0.1 for local mode"
+    )
