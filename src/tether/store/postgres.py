@@ -65,7 +65,6 @@ from tether.store import alerts_sql as al
 from tether.store import events_sql
 from tether.store import postgres_access_sql as pa
 from tether.store import postgres_journal_sql as j
-from tether.store import postgres_layers_sql as layers
 from tether.store import postgres_sql as q
 from tether.store import queues_sql as qs
 from tether.store import ratelimits_sql as rs
@@ -75,12 +74,10 @@ from tether.store.base import (
     NewRun,
     NewRunEvent,
     QueueRecord,
-    RingChangeRecord,
     RunEventRecord,
     RunRecord,
     SignalRecord,
     StepRecord,
-    TrustActionRecord,
 )
 from tether.store.migrate import migration_files
 from tether.store.postgres_commit import (
@@ -707,66 +704,6 @@ class PostgresStore(LayerStatements):
             f"read the events of run {run_id}", events_sql.postgres_read, run_id, after, limit
         )
 
-    # --- trust layer -----------------------------------------------------------------------------
-
-    async def put_trust_action(self, action: TrustActionRecord) -> TrustActionRecord:
-        return await self._submit(action.run_id, lambda c: layers.put_trust_action(c, action))
-
-    async def get_trust_action(self, action_id: str) -> TrustActionRecord | None:
-        return await self._read(f"read approval {action_id}", layers.get_trust_action, action_id)
-
-    async def list_trust_actions(
-        self,
-        *,
-        status: str | None = None,
-        agent: str | None = None,
-        category: str | None = None,
-        run_id: str | None = None,
-        outcome: str | None = None,
-        since: float | None = None,
-        limit: int = 10_000,
-    ) -> list[TrustActionRecord]:
-        filters = (
-            ("status", status),
-            ("agent", agent),
-            ("category", category),
-            ("run_id", run_id),
-            ("outcome", outcome),
-        )
-        return await self._read(
-            "list trust actions", layers.list_trust_actions, filters, since, limit
-        )
-
-    async def decide_trust_action(
-        self,
-        action_id: str,
-        *,
-        status: str,
-        decided_by: str | None,
-        decided_at: float,
-        final_args: dict[str, Any] | None,
-        final_digest: str | None,
-        edited: bool,
-        reason: str | None,
-        signal: tuple[str, Any] | None,
-    ) -> TrustActionRecord | None:
-        decision = (status, decided_by, decided_at, final_args, final_digest, edited, reason)
-        return await self._submit(
-            action_id, lambda c: layers.decide_trust_action(c, action_id, decision, signal)
-        )
-
-    async def set_trust_outcome(self, action_id: str, outcome: str) -> None:
-        await self._submit(action_id, lambda c: layers.set_trust_outcome(c, action_id, outcome))
-
-    async def add_ring_change(self, change: RingChangeRecord) -> RingChangeRecord:
-        return await self._submit(
-            f"{change.agent}/{change.category}", lambda c: layers.add_ring_change(c, change)
-        )
-
-    async def list_ring_changes(
-        self, *, agent: str | None = None, category: str | None = None
-    ) -> list[RingChangeRecord]:
-        return await self._read("list ring changes", layers.list_ring_changes, agent, category)
 
 def _closes_itself(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether `loop` can run a close: running, and not in this thread (where it waits on us)."""

@@ -1,6 +1,7 @@
 """The PostgreSQL store's statements for what the layers above the engine's core keep in the
 store: schedules, alerts and metrics, the worker registry, the observe layer, tables an upper
-layer keeps itself, principals and the audit trail. Each method names what it does and runs one
+layer keeps itself, principals and the audit trail, the trust layer's actions and ring changes.
+Each method names what it does and runs one
 statement function (``*_sql`` modules) through the store's own runners; `PostgresStore` mixes it
 in. A move out of postgres.py, which had grown past the size one module should have."""
 
@@ -20,11 +21,13 @@ from tether.store.base import (
     AuditRecord,
     NewAlert,
     PrincipalRecord,
+    RingChangeRecord,
     RunRecord,
     ScheduleRecord,
     SpendVerdict,
     SpendWindow,
     StepRecord,
+    TrustActionRecord,
     WorkerRecord,
 )
 from tether.store.jsontext import dumps, loads
@@ -46,6 +49,8 @@ class LayerStatements:
         async def _transaction(
             self, what: str, fn: Callable[..., Awaitable[T]], *args: Any
         ) -> T: ...
+
+        async def _submit(self, run_id: str, fn: Callable[[Any], Awaitable[Any]]) -> Any: ...
 
     # --- schedules -------------------------------------------------------------------------------
 
@@ -215,3 +220,64 @@ class LayerStatements:
     ) -> list[AuditRecord]:
         filters = (("principal", principal), ("action", action), ("target", target))
         return await self._read("list the audit trail", pa.list_audit, filters, since, limit)
+
+    # --- trust layer -----------------------------------------------------------------------------
+
+    async def put_trust_action(self, action: TrustActionRecord) -> TrustActionRecord:
+        return await self._submit(action.run_id, lambda c: layers.put_trust_action(c, action))
+
+    async def get_trust_action(self, action_id: str) -> TrustActionRecord | None:
+        return await self._read(f"read approval {action_id}", layers.get_trust_action, action_id)
+
+    async def list_trust_actions(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        category: str | None = None,
+        run_id: str | None = None,
+        outcome: str | None = None,
+        since: float | None = None,
+        limit: int = 10_000,
+    ) -> list[TrustActionRecord]:
+        filters = (
+            ("status", status),
+            ("agent", agent),
+            ("category", category),
+            ("run_id", run_id),
+            ("outcome", outcome),
+        )
+        return await self._read(
+            "list trust actions", layers.list_trust_actions, filters, since, limit
+        )
+
+    async def decide_trust_action(
+        self,
+        action_id: str,
+        *,
+        status: str,
+        decided_by: str | None,
+        decided_at: float,
+        final_args: dict[str, Any] | None,
+        final_digest: str | None,
+        edited: bool,
+        reason: str | None,
+        signal: tuple[str, Any] | None,
+    ) -> TrustActionRecord | None:
+        decision = (status, decided_by, decided_at, final_args, final_digest, edited, reason)
+        return await self._submit(
+            action_id, lambda c: layers.decide_trust_action(c, action_id, decision, signal)
+        )
+
+    async def set_trust_outcome(self, action_id: str, outcome: str) -> None:
+        await self._submit(action_id, lambda c: layers.set_trust_outcome(c, action_id, outcome))
+
+    async def add_ring_change(self, change: RingChangeRecord) -> RingChangeRecord:
+        return await self._submit(
+            f"{change.agent}/{change.category}", lambda c: layers.add_ring_change(c, change)
+        )
+
+    async def list_ring_changes(
+        self, *, agent: str | None = None, category: str | None = None
+    ) -> list[RingChangeRecord]:
+        return await self._read("list ring changes", layers.list_ring_changes, agent, category)
