@@ -1,9 +1,9 @@
 """The PostgreSQL store's statements for what the layers above the engine's core keep in the
 store: schedules, alerts and metrics, the worker registry, the observe layer, tables an upper
 layer keeps itself, principals and the audit trail, the trust layer's actions and ring changes.
-Each method names what it does and runs one
-statement function (``*_sql`` modules) through the store's own runners; `PostgresStore` mixes it
-in. A move out of postgres.py, which had grown past the size one module should have."""
+Each method names what it does and runs one statement function (``*_sql`` modules) through the
+store's own runners; `PostgresStore` mixes it in. A move out of postgres.py, which had grown
+past the size one module should have."""
 
 from __future__ import annotations
 
