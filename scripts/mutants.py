@@ -616,8 +616,8 @@ MUTANTS += [
     ),
     Mutant(
         "ledger-run-hold-not-written", STEP_BUDGET,
-        (("        if self._budget is not None:\n            try:\n                await hold_in_store(",
-          "        if False:\n            try:\n                await hold_in_store("),),
+        (("            if self._budget is not None:\n                await hold_in_store(",
+          "            if False:\n                await hold_in_store("),),
         ["tests/e2e/test_budget_processes.py::test_a_call_cut_by_a_sigkill_counts_against_the_runs_budget"],
         "a call cut by a worker's death is not counted against the run's budget on takeover",
     ),

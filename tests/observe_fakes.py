@@ -3,6 +3,8 @@ layer records for model and tool calls (meta keys from tether.observe.names, usa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import tether
@@ -52,3 +54,42 @@ def tool_call(node: str, tool: str) -> str:
                      n.TOOL_NAME: tool, n.RISK: "read"})
     step.add_usage(tether.Usage(tool_calls=1))
     return f"{tool} result"
+
+
+@contextmanager
+def otlp_collector() -> Iterator[tuple[str, list[Any]]]:
+    """A local OTLP/HTTP collector: yields its endpoint URL and the list of
+    `ExportTraceServiceRequest`s it received (decoded protobuf), appended as they arrive."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[Any] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append(request)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", received
+    finally:
+        server.shutdown()
+
+
+def span_names(received: list[Any]) -> list[str]:
+    """The names of every span in what an `otlp_collector` received."""
+    return [span.name for request in received for rs in request.resource_spans
+            for ss in rs.scope_spans for span in ss.spans]

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tether
-from tests.observe_fakes import model_call, tool_call
+from tests.observe_fakes import model_call, otlp_collector, span_names, tool_call
 from tether.observe import names as n
 from tether.observe.export import _SUSPENSION_MIN_SECONDS, instrument
 from tether.observe.spans import build_spans, format_span_tree, trace_id
@@ -170,32 +170,8 @@ def test_otlp_over_http_when_the_standard_settings_are_present(
 ) -> None:
     """The real OTLP/HTTP exporter, configured only by OTEL_EXPORTER_OTLP_ENDPOINT, delivers
     the run's spans to a collector (a local HTTP server decoding the protobuf)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-
-    received: list[ExportTraceServiceRequest] = []
-
-    class Collector(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            received.append(request)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    with otlp_collector() as (endpoint, received):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
         monkeypatch.setenv("OTEL_SERVICE_NAME", "sales-agent")
         app = make_app(sqlite_url)
         export = instrument(app)
@@ -204,8 +180,6 @@ def test_otlp_over_http_when_the_standard_settings_are_present(
         app.signal(info.id, "approval", {"approved": True})
         app.run("outreach", {"company": "acme"}, run_id=info.id)
         export.shutdown()  # flushes the batch
-    finally:
-        server.shutdown()
     spans = [
         span
         for request in received
@@ -240,37 +214,18 @@ def test_a_suspended_runs_spans_leave_without_waiting_for_the_batch_timer(
     # the worker that suspended it; held in that worker's batch (5 s by default), a SIGKILL
     # meanwhile lost them for good. They are sent once the segment ends: here the batch timer
     # is a minute and nothing is flushed or shut down, yet the collector gets them.
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    received: list[bytes] = []
-
-    class Collector(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    with otlp_collector() as (endpoint, received):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
         app = make_app(sqlite_url)
         export = instrument(app)
         assert export is not None
         assert app.run("outreach", {"company": "acme"}).status == "waiting"
         deadline = time.monotonic() + 30
-        while not any(b"chat gpt-4o-mini" in body for body in received):
+        while "chat gpt-4o-mini" not in span_names(received):
             assert time.monotonic() < deadline, "the suspended run's spans never left"
             time.sleep(0.05)
         export.shutdown()
-    finally:
-        server.shutdown()
 
 
 def _rec(seq: int, node: str, start: float, end: float) -> Any:

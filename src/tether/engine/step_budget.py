@@ -64,28 +64,21 @@ class StepBudgets(_Budgeted):
             return None  # the hot path of plain steps and of runs without limits: no work
         scopes = (["run"] if self._budget is not None else []) + [scope for _, _, scope in budgets]
         reservation = self._ledger.hold(scopes, estimate)
-        if windows:
-            try:
+        try:
+            if windows:
                 verdict = await self._ledger.reserve_windows(reservation, seq, windows)
-            except StoreUnavailable:
-                await reservation.release()
-                raise self._stop(DropRun()) from None
-            except BaseException:
-                await reservation.release()
-                raise
-            if verdict is not None:
-                error = window_exceeded(self.run_id, verdict, estimate)
-                self.fatal = error
-                raise error
-        if self._budget is not None:
-            try:
+                if verdict is not None:  # refused: reserve_windows released it
+                    error = window_exceeded(self.run_id, verdict, estimate)
+                    self.fatal = error
+                    raise error
+            if self._budget is not None:
                 await hold_in_store(self._ledger, reservation, seq)
-            except StoreUnavailable:
-                await reservation.release()
-                raise self._stop(DropRun()) from None
-            except BaseException:
-                await reservation.release()
-                raise
+        except StoreUnavailable:
+            await reservation.release()
+            raise self._stop(DropRun()) from None
+        except BaseException:
+            await reservation.release()  # idempotent
+            raise
         return reservation
 
     def _check_one(
