@@ -1,7 +1,7 @@
 """Mutation check of the guarantee-bearing code: break each guarantee on purpose, run the tests
 that should notice, and report which breakages (mutants) no test caught.
 
-    python scripts/mutate.py                 # every mutant in scripts/mutants.py
+    python scripts/mutate.py                 # every mutant in scripts/mutants.py and mutants_layers.py
     python scripts/mutate.py -k fencing,gate # only mutants whose name contains one of these
     python scripts/mutate.py --list          # names, files and the tests each one runs
     python scripts/mutate.py --baseline      # first check the selected tests pass unmutated
@@ -25,7 +25,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutants import MUTANTS, Mutant
+from mutants import MUTANTS as FIRST
+from mutants import Mutant
+from mutants_layers import LAYER_MUTANTS
+
+MUTANTS = [*FIRST, *LAYER_MUTANTS]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
