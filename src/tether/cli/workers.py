@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 import typer
 from rich.table import Table
@@ -19,6 +18,7 @@ from tether.cli.common import (
     print_json,
     require_store,
 )
+from tether.engine.presence import held_by, worker_fields
 
 HELD_SCAN = 1000
 """At most this many running runs are read to find what each worker holds."""
@@ -34,23 +34,13 @@ def workers(
     app = require_store(load_app(None, store))
     found = app.portal.run(app.store.list_workers())
     running = app.portal.run(app.store.list_runs(status="running", limit=HELD_SCAN))
-    held: dict[str, list[str]] = {w.owner: [] for w in found}
-    orphans: list[str] = []
-    for run in running:
-        held.get(run.lease_owner or "", orphans).append(run.id)
+    held, orphans = held_by(found, running)
     now = time.time()
     if as_json:
         print_json({
-            "workers": [{
-                "owner": w.owner, "name": w.name, "host": w.host, "pid": w.pid,
-                "started_at": _iso(w.started_at), "last_seen": _iso(w.last_seen),
-                "seconds_since_heartbeat": max(0.0, now - w.last_seen),
-                "late": now - w.last_seen > w.lease_seconds,
-                "lease_seconds": w.lease_seconds,
-                "workflows": [{"workflow": n, "version": v} for n, v in w.workflows],
-                "held_runs": held[w.owner],
-            } for w in found],
-            "orphaned_runs": orphans,
+            "workers": [{**worker_fields(w, now), "held_runs": [r.id for r in held[w.owner]]}
+                        for w in found],
+            "orphaned_runs": [r.id for r in orphans],
         })
         return
     if not found:
@@ -70,10 +60,6 @@ def workers(
     if orphans:
         console.print(f"{len(orphans)} running run(s) held by no live worker: taken over when "
                       "their lease expires", markup=False)
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def _age(seconds: float) -> str:

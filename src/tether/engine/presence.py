@@ -28,7 +28,8 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 from tether.engine.registry import version_key
 from tether.store.base import WORKER_LIVE_LEASES, Store, WorkerRecord
@@ -61,6 +62,40 @@ def worker_record(app: PresenceHost, owner: str, name: str) -> WorkerRecord:
         lease_seconds=app.lease_seconds,
         workflows=tuple(sorted(app.workflow_keys())),
     )
+
+
+class _Held(Protocol):
+    @property
+    def lease_owner(self) -> str | None: ...
+
+
+H = TypeVar("H", bound=_Held)
+
+
+def held_by(workers: Sequence[WorkerRecord], running: Sequence[H]) -> tuple[dict[str, list[H]], list[H]]:
+    """The running runs each live worker's lease holds, and those whose lease names no live
+    worker (their worker died; another takes each over when its lease expires)."""
+    held: dict[str, list[H]] = {w.owner: [] for w in workers}
+    orphans: list[H] = []
+    for run in running:
+        held.get(run.lease_owner or "", orphans).append(run)
+    return held, orphans
+
+
+def worker_fields(worker: WorkerRecord, now: float) -> dict[str, Any]:
+    """A live worker as the API and ``tether workers --json`` show it (without its runs)."""
+    return {
+        "owner": worker.owner,
+        "name": worker.name,
+        "host": worker.host,
+        "pid": worker.pid,
+        "started_at": datetime.fromtimestamp(worker.started_at, UTC).isoformat(),
+        "last_seen": datetime.fromtimestamp(worker.last_seen, UTC).isoformat(),
+        "seconds_since_heartbeat": max(0.0, now - worker.last_seen),
+        "late": now - worker.last_seen > worker.lease_seconds,
+        "lease_seconds": worker.lease_seconds,
+        "workflows": [{"workflow": w, "version": v} for w, v in worker.workflows],
+    }
 
 
 async def announce(store: Store, record: WorkerRecord) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from tether.engine.presence import held_by, worker_fields
 from tether.engine.records import RunInfo
 from tether.server.pages import REFRESH_SECONDS
 from tether.server.rendering import render, tether_app_of
@@ -27,39 +28,17 @@ HELD_SCAN = 1000
 """At most this many running runs are read to find what each worker holds."""
 
 
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
-
-
 async def _snapshot(request: Request) -> tuple[list[WorkerRecord], dict[str, list[RunInfo]], list[RunInfo]]:
     app = tether_app_of(request)
     workers = await app.store.list_workers()
     running = await app.list_runs_async(status="running", limit=HELD_SCAN)
-    held: dict[str, list[RunInfo]] = {w.owner: [] for w in workers}
-    orphans: list[RunInfo] = []
-    for run in running:
-        if run.lease_owner in held:
-            held[run.lease_owner].append(run)
-        else:
-            orphans.append(run)
+    held, orphans = held_by(workers, running)
     return workers, held, orphans
 
 
 def worker_json(worker: WorkerRecord, held: list[RunInfo], now: float) -> dict[str, Any]:
     """One live worker as the API returns it."""
-    return {
-        "owner": worker.owner,
-        "name": worker.name,
-        "host": worker.host,
-        "pid": worker.pid,
-        "started_at": _iso(worker.started_at),
-        "last_seen": _iso(worker.last_seen),
-        "seconds_since_heartbeat": max(0.0, now - worker.last_seen),
-        "late": now - worker.last_seen > worker.lease_seconds,
-        "lease_seconds": worker.lease_seconds,
-        "workflows": [{"workflow": w, "version": v} for w, v in worker.workflows],
-        "held_runs": [run_summary_json(run) for run in held],
-    }
+    return {**worker_fields(worker, now), "held_runs": [run_summary_json(run) for run in held]}
 
 
 @router.get("/api/workers")
