@@ -1,10 +1,12 @@
 """Budgets and spend limits across real worker processes (tests/e2e/budget_app.py against the
 local fake provider): a burst of runs on several workers under one label spend limit, a dead
-worker's reservation expiring with its lease, and a run's budget surviving a SIGKILL."""
+worker's reservation staying counted, a paused one unable to release its reservation once woken,
+and a run's budget surviving a SIGKILL."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+import signal
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,44 @@ def test_a_dead_workers_call_in_flight_stays_counted_against_the_limit(
         assert refused.status == "failed"
         assert refused.error is not None and refused.error["type"] == "BudgetExceeded"
         assert len(provider.requests) == 2  # the cut call and its re-send; no third call
+    finally:
+        app.close()
+
+
+def test_a_paused_worker_woken_after_a_takeover_cannot_release_its_reservation(
+    store_url: str, tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The zombie release: worker a is SIGSTOPped (not killed) mid-call holding $0.10 of the
+    # $0.25 tenant limit; b takes the run over after the lease and sends the call again. Woken,
+    # a's call ends, its journal write is fenced off and it drops the run -- releasing its
+    # reservation on the way out. Its call may have been billed, so that release must not
+    # count: were it honoured, $0.10 journaled would leave room for a third $0.10 call.
+    monkeypatch.setenv("BUDGET_LIMIT_USD", "0.25")
+    provider.fail_next("hang", seconds=6)  # a's call: the connection closes, unanswered
+    app = client(store_url)
+    try:
+        with worker_pool(tmp_path, store_url) as workers:
+            zombie = workers.start("a", app=APP)
+            first = app.start("caller", {}, labels=ACME).id
+            wait_until(lambda: len(provider.requests) == 1, timeout=30,
+                       what="the first call to be in flight (reserved) on worker a")
+            zombie.send_signal(signal.SIGSTOP)
+            try:
+                workers.start("b", app=APP)
+                (taken,) = wait_until(lambda: finished(app, [first]), timeout=60,
+                                      what="the first run to end on worker b")
+            finally:
+                zombie.send_signal(signal.SIGCONT)
+            assert taken.status == "succeeded", taken.error  # $0.10 cut + $0.10 sent again
+            wait_until(lambda: f"run {first}: lease lost" in workers.log("a"), timeout=30,
+                       what="worker a, woken, dropping the run it lost")
+            assert zombie.poll() is None, workers.log("a")  # a lives on, a worker again
+            second = app.start("caller", {}, labels=ACME).id
+            (refused,) = wait_until(lambda: finished(app, [second]), timeout=60,
+                                    what="the second run to end")
+        assert refused.status == "failed", "a's reservation was released by a zombie"
+        assert refused.error is not None and refused.error["type"] == "BudgetExceeded"
+        assert len(provider.requests) == 2  # a's call and b's re-send; no third call
     finally:
         app.close()
 
