@@ -106,6 +106,7 @@ from tether.store.records import (
     AlertRecord,
     AuditRecord,
     Claim,
+    CutCall,
     Heartbeat,
     NewAlert,
     NewRun,
@@ -123,6 +124,7 @@ from tether.store.records import (
     TrustActionRecord,
     WorkerRecord,
     alert_id,
+    cut_call,
     encode_waiting_for,
     waiting_names,
 )
@@ -141,6 +143,7 @@ __all__ = [
     "AlertRecord",
     "AuditRecord",
     "Claim",
+    "CutCall",
     "Heartbeat",
     "NewAlert",
     "NewRun",
@@ -159,6 +162,7 @@ __all__ = [
     "TrustActionRecord",
     "WorkerRecord",
     "alert_id",
+    "cut_call",
     "encode_waiting_for",
     "waiting_names",
 ]
@@ -446,6 +450,16 @@ class Store(Protocol):
     async def lost_holds(self, run_id: str, token: int) -> list[dict[str, Any]]:
         """The usage of the run's holds left by earlier holders (workers that died or lost the
         run mid-call): calls that may have been billed but were never journaled."""
+        ...
+
+    async def cut_calls(
+        self, *, run_id: str | None = None, since: float = 0.0, until: float | None = None
+    ) -> list[CutCall]:
+        """The calls earlier holders left in flight (see *Reservations* above): run holds and
+        spend reservations whose token is not the run's current fencing token, made in
+        ``[since, until)`` (``None``: now), of one run or of every run, oldest first. A call
+        with both is listed once, with its hold's usage. Dead spend reservations are forgotten
+        once older than every window checked; run holds stay until the run is pruned."""
         ...
 
     async def release_spend(self, reservation_id: str) -> None:
