@@ -189,6 +189,8 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
     total = sum(r.cost_usd for r in rows)
     unpriced = sum(r.unpriced_calls for r in rows)
     overshoot = sum(r.overshoot_usd for r in rows)
+    cut_calls = sum(r.cut_calls for r in rows)
+    cut_usd = sum(r.cut_usd for r in rows)
     if json_output:
         print_json({
             "since": since,
@@ -196,6 +198,8 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
             "total_usd": round(total, 10),
             "unpriced_calls": unpriced,
             "overshoot_usd": round(overshoot, 10),
+            "cut_calls": cut_calls,
+            "cut_usd": round(cut_usd, 10),
         })
         return
     if not rows:
@@ -204,14 +208,24 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
     table = Table(title=f"model spend, last {since}")
     dims = list(rows[0].group)
     _dimension_columns(table, dims, [r.group for r in rows])
-    for name in ["calls", "unpriced", "in tokens", "out tokens", "cost $"]:
+    columns = ["calls", "unpriced", "in tokens", "out tokens", "cost $"]
+    # Apart from the journaled spend: sent, maybe billed, never journaled; a worst case.
+    columns += ["cut by crashes", "cut $ (worst)"] if cut_calls else []
+    for name in columns:
         table.add_column(name, justify="right")
     for r in rows:
+        cut = [str(r.cut_calls), f"{r.cut_usd:.6f}"] if cut_calls else []
         table.add_row(*[v or "-" for v in r.group.values()], str(r.calls), str(r.unpriced_calls),
-                      str(r.input_tokens), str(r.output_tokens), f"{r.cost_usd:.6f}")
+                      str(r.input_tokens), str(r.output_tokens), f"{r.cost_usd:.6f}", *cut)
     console.print(table)
     note = f"; {unpriced} unpriced call(s) not included (unknown model)" if unpriced else ""
     if overshoot:
         note += (f"; ${overshoot:.6f} of it beyond the calls' reservations (responses longer "
                  "than the bound reserved against budgets and spend limits)")
     console.print(f"total ${total:.6f}{note}", highlight=False)
+    if cut_calls:
+        console.print(
+            f"cut by crashes (not journaled, worst case): up to ${cut_usd:.6f} more in "
+            f"{cut_calls} call(s) sent by workers that died or lost their run mid-call and sent "
+            "again; a provider may have billed them. Not included above. Runs without a budget "
+            "or spend limit record no such calls.", highlight=False)

@@ -1,0 +1,119 @@
+"""Calls cut by a crash, where a user reads spend: a worker that held a run died mid-call,
+leaving the call's hold in the store (sent, maybe billed, never journaled); the run is taken
+over and the call sent again. The run (`RunInfo`, `tether show`, the API and the dashboard)
+and the cost report (`tether cost`) show that call apart from the journaled spend, as its worst
+case — before, they read as if the call had been sent once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+import tether
+from tests.observe_fakes import model_call
+from tether.cli import observe as _observe  # noqa: F401 - registers the commands
+from tether.cli import runs as _runs  # noqa: F401
+from tether.cli.common import cli
+from tether.observe.attribution import cost_report
+from tether.server import create_app
+from tether.server.auth import Auth
+
+HELD = {"llm_calls": 1, "input_tokens": 1500, "output_tokens": 500, "cost_usd": 0.25}
+"""The worst case the dead worker held for its call (what the agents layer reserves)."""
+
+
+def make_app(url: str) -> tether.App:
+    app = tether.App(url, lease_seconds=0.3)
+
+    async def research() -> Any:
+        return model_call("researcher", "gpt-4o-mini", 1200, 300)
+
+    @app.workflow(name="research")
+    async def research_flow(ctx: tether.Context) -> str:
+        await ctx.run_step("research", research)
+        return "done"
+
+    return app
+
+
+def cut_then_taken_over(app: tether.App, labels: dict[str, str]) -> tether.RunInfo:
+    """A run whose first holder held its first call in the store, then died; another holder
+    takes it over (its lease ran out) and runs it to the end."""
+    run_id = app.start("research", {}, labels=labels).id
+
+    async def die_mid_call() -> float:
+        claim = await app.store.claim_run(run_id, "dead-worker", lease_seconds=0.3)
+        assert claim is not None and claim.run.lease_expires is not None
+        await app.store.hold_usage(run_id, claim.token, f"{run_id}:1:{claim.token}", HELD)
+        return claim.run.lease_expires
+
+    expires = app.portal.run(die_mid_call())
+    time.sleep(max(0.0, expires - time.time()) + 0.01)  # the dead worker's lease runs out
+    return app.run("research", run_id=run_id)
+
+
+@pytest.fixture
+def app(store_url: str) -> Iterator[tether.App]:
+    app = make_app(store_url)
+    yield app
+    app.close()
+
+
+def test_a_runs_call_cut_by_a_crash_shows_on_the_run(app: tether.App) -> None:
+    ran = cut_then_taken_over(app, {"team": "sales"})
+    for info in (ran, app.get_run(ran.id)):
+        assert info.status == "succeeded" and info.recoveries == 1
+        (cut,) = info.cut
+        assert (cut.seq, cut.usage) == (1, HELD)
+        (step,) = info.steps
+        assert (step.attempts, info.cut_sends(step.seq)) == (1, 1)  # sent twice in all
+        assert info.cut_usage.cost_usd == pytest.approx(0.25)
+        assert info.usage.llm_calls == 1  # the journal: the re-send only
+
+    shown = CliRunner().invoke(cli, ["show", ran.id, "--store", app.store.url])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "cut by crashes 1 call sent by workers that died or lost the run (seq 1)" in text
+    assert "up to $0.2500 (2,000 tokens) on top of the usage above" in text
+    assert " 2 (1 cut) " in text
+    assert "1 more sent by workers that died, not journaled: up to $0.2500" in text
+
+    detail = json.loads(CliRunner().invoke(
+        cli, ["show", ran.id, "--json", "--store", app.store.url]).output)
+    assert detail["cut_by_crashes"]["calls"] == 1
+    assert detail["cut_by_crashes"]["worst_case"]["cost_usd"] == pytest.approx(0.25)
+    assert detail["journal"][0]["cut_sends"] == 1
+
+    with TestClient(create_app(app, auth=Auth(local_user="tester")),
+                    base_url="http://127.0.0.1:8000") as client:
+        api = client.get(f"/api/runs/{ran.id}").json()
+        assert api["cut_by_crashes"]["calls"] == 1
+        assert api["journal"][0]["cut_sends"] == 1
+        page = client.get(f"/runs/{ran.id}").text
+        assert 'id="cut-by-crashes"' in page and "2 (1 cut)" in page
+
+
+def test_the_cost_report_shows_calls_cut_by_crashes_apart(app: tether.App) -> None:
+    cut_then_taken_over(app, {"team": "sales"})
+    clean = app.run("research", {}, labels={"team": "support"})
+    rows = {r.group["team"]: r for r in asyncio.run(cost_report(app, "team,model"))}
+    assert rows["sales"].calls == 1 and rows["sales"].cost_usd == pytest.approx(clean.cost_usd)
+    assert (rows["sales"].cut_calls, rows["sales"].cut_usd) == (1, pytest.approx(0.25))
+    assert rows["sales"].group["model"] == "gpt-4o-mini"  # the model of the step sent again
+    assert (rows["support"].cut_calls, rows["support"].cut_usd) == (0, 0.0)
+
+    report = CliRunner().invoke(cli, ["cost", "--since", "1d", "--store", app.store.url])
+    assert report.exit_code == 0, report.output
+    text = " ".join(report.output.split())
+    assert "cut by crashes (not journaled, worst case): up to $0.250000 more in 1 call(s)" in text
+    data = json.loads(CliRunner().invoke(
+        cli, ["cost", "--since", "1d", "--json", "--store", app.store.url]).output)
+    assert data["total_usd"] == pytest.approx(2 * clean.cost_usd)  # journaled only
+    assert (data["cut_calls"], data["cut_usd"]) == (1, pytest.approx(0.25))
