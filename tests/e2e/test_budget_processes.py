@@ -5,15 +5,16 @@ and a run's budget surviving a SIGKILL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import tether
 from tests.e2e.budget_app import CALL_USD, answer_at_bound, tool_then_answer
-from tests.e2e.harness import client, wait_until, worker_pool
+from tests.e2e.harness import client, tether_cli, wait_until, worker_pool
 from tests.fake_provider import FakeProvider
 
 APP = "tests.e2e.budget_app:app"
@@ -182,5 +183,23 @@ def test_a_call_cut_by_a_sigkill_counts_against_the_runs_budget(
         assert info.error is not None and info.error["type"] == "BudgetExceeded"
         assert len(provider.requests) == 5  # the cut call, its re-send and three more
         assert info.usage.llm_calls == 4  # journaled; the cut one is the fifth
+        # What a user reads: the journal said the first call was tried once and the spend
+        # report counted four calls -- below the provider's bill for five.
+        (cut,) = info.cut
+        first_call = next(s for s in info.steps if s.seq == cut.seq)
+        assert (first_call.attempts, info.cut_sends(cut.seq)) == (1, 1)  # two sends, one cut
+        assert info.cut_usage.cost_usd == pytest.approx(CALL_USD)
+        shown = " ".join(tether_cli("show", run, store=store_url).stdout.split())
+        assert "cut by crashes 1 call sent by workers that died" in shown, shown
+        assert "never journaled: up to $0.1000 (" in shown, shown
+        assert " 2 (1 cut) " in shown, shown
+        report = json.loads(tether_cli("cost", "--by", "model", "--json", store=store_url).stdout)
+        assert report["total_usd"] == pytest.approx(4 * CALL_USD)  # journaled
+        assert (report["cut_calls"], report["cut_usd"]) == (1, pytest.approx(CALL_USD))
+        (row,) = report["rows"]
+        assert (row["model"], row["calls"], row["cut_calls"]) == ("gpt-4.1-mini", 4, 1)
+        table = " ".join(tether_cli("cost", "--by", "model", store=store_url).stdout.split())
+        assert "cut by crashes (not journaled, worst case): up to $0.100000 more in 1 call(s)" \
+            in table, table
     finally:
         app.close()
