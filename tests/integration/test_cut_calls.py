@@ -24,6 +24,7 @@ from tether.cli.common import cli
 from tether.observe.attribution import cost_report
 from tether.server import create_app
 from tether.server.auth import Auth
+from tether.store.base import StepRecord
 
 HELD = {"llm_calls": 1, "input_tokens": 1500, "output_tokens": 500, "cost_usd": 0.25}
 """The worst case the dead worker held for its call (what the agents layer reserves)."""
@@ -117,3 +118,54 @@ def test_the_cost_report_shows_calls_cut_by_crashes_apart(app: tether.App) -> No
         cli, ["cost", "--since", "1d", "--json", "--store", app.store.url]).output)
     assert data["total_usd"] == pytest.approx(2 * clean.cost_usd)  # journaled only
     assert (data["cut_calls"], data["cut_usd"]) == (1, pytest.approx(0.25))
+
+
+def test_a_run_without_a_budget_marks_the_step_a_lost_worker_was_in(app: tether.App) -> None:
+    # Nothing is held in the store before the call of a run without a budget or spend limit;
+    # what is known is where its lost holder was at its last heartbeat. The step there is
+    # marked when it is journaled after the takeover, and `tether show` says so.
+    run_id = app.start("research", {}).id
+
+    async def lost_in_step_one() -> float:
+        assert await app.store.claim_run(run_id, "lost-worker", lease_seconds=0.3)
+        await app.store.heartbeat("lost-worker", 0.3, {run_id: {
+            "seq": 1, "name": "research", "kind": "step", "started_at": time.time()}})
+        return time.time() + 0.3
+
+    expires = app.portal.run(lost_in_step_one())
+    time.sleep(max(0.0, expires - time.time()) + 0.01)  # the lost worker's lease runs out
+    info = app.run("research", run_id=run_id)
+    assert info.status == "succeeded" and info.recoveries == 1 and info.cut == []
+    (step,) = info.steps
+    assert step.attempts == 1 and step.meta.get("tether.lost_send") == 1
+    shown = CliRunner().invoke(cli, ["show", run_id, "--store", app.store.url])
+    text = " ".join(shown.output.split())
+    assert " 1 (+1 lost) " in text, text
+    assert "a lost worker was in seq 1: its call may have been sent and billed once more" in text
+    with TestClient(create_app(app, auth=Auth(local_user="tester")),
+                    base_url="http://127.0.0.1:8000") as client:
+        assert "1 (+1 lost)" in client.get(f"/runs/{run_id}").text
+
+
+def test_a_step_the_lost_worker_had_journaled_is_not_marked(app: tether.App) -> None:
+    # Its last heartbeat named step 1, but it journaled step 1 before it was lost.
+    first = app.run("research", {})
+    run_id = app.start("research", {}).id
+
+    async def lost_after_journaling() -> float:
+        claim = await app.store.claim_run(run_id, "lost-worker", lease_seconds=0.3)
+        assert claim is not None
+        await app.store.heartbeat("lost-worker", 0.3, {run_id: {"seq": 1, "name": "research"}})
+        step = first.steps[0]
+        done = await app.store.write_step(run_id, claim.token, StepRecord(
+            run_id=run_id, seq=1, name=step.name, kind="step", status="completed",
+            output=step.output, attempts=1, started_at=time.time(), finished_at=time.time(),
+            usage=step.usage.to_dict(), meta=step.meta))
+        assert done
+        return time.time() + 0.3
+
+    expires = app.portal.run(lost_after_journaling())
+    time.sleep(max(0.0, expires - time.time()) + 0.01)
+    info = app.run("research", run_id=run_id)
+    assert info.status == "succeeded" and info.recoveries == 1
+    assert "tether.lost_send" not in info.steps[0].meta

@@ -107,8 +107,14 @@ def format_cut(info: RunInfo) -> str:
 
 def format_recoveries(info: RunInfo) -> str:
     text = str(info.recoveries)
-    if info.recoveries and not info.cut and info.budget is None and any(
-            s.usage.llm_calls for s in info.steps):
+    if not info.recoveries or info.cut:
+        return text
+    lost = [s.seq for s in info.steps if _lost_send(info, s)]
+    if lost:
+        text += (f" (a lost worker was in seq {', '.join(map(str, lost))}: its call may have "
+                 "been sent and billed once more than the journal says; without a budget "
+                 "or spend limit its cost is not known)")
+    elif info.budget is None and any(s.usage.llm_calls for s in info.steps):
         # Without a budget or a spend limit nothing is written before a call is sent.
         text += (" (a model call in flight at a takeover was sent again; such calls are "
                  "counted only for runs with a budget or a spend limit)")
@@ -116,9 +122,19 @@ def format_recoveries(info: RunInfo) -> str:
 
 
 def format_tries(info: RunInfo, step: StepInfo) -> str:
-    """Journaled attempts, plus the sends of workers that died (``3 (1 cut)``)."""
+    """Journaled attempts, plus the sends of workers that died (``3 (1 cut)``), or a send a
+    lost worker may have made (``1 (+1 lost)``: a run without a budget)."""
     cut = info.cut_sends(step.seq) if info.cut else 0
-    return f"{step.attempts + cut} ({cut} cut)" if cut else str(step.attempts)
+    if cut:
+        return f"{step.attempts + cut} ({cut} cut)"
+    return f"{step.attempts} (+1 lost)" if _lost_send(info, step) else str(step.attempts)
+
+
+def _lost_send(info: RunInfo, step: StepInfo) -> bool:
+    """Marked `LOST_SEND` and not listed among the run's cut calls (those say more)."""
+    from tether.engine.ledger import LOST_SEND
+
+    return bool(step.meta.get(LOST_SEND)) and not (info.cut and info.cut_sends(step.seq))
 
 
 def run_duration(info: RunInfo) -> float | None:
@@ -495,6 +511,9 @@ def _step_detail(info: RunInfo, step: StepInfo) -> Text:
         worst = f"${cut.cost_usd:.4f}" if cut.cost_usd else f"{cut.tokens:,} tokens"
         text.append(f"{'; ' if parts else ''}{sends} more sent by workers that died, "
                     f"not journaled: up to {worst}", style="yellow")
+    elif _lost_send(info, step):
+        text.append(f"{'; ' if parts else ''}also in flight on a worker lost mid-step: maybe "
+                    "sent and billed once more, not journaled (cost unknown)", style="yellow")
     return text
 
 

@@ -138,6 +138,7 @@ class RunExecutor:
             app=self._app,
             leases=leases,
             lost=lost,
+            resent=_lost_in(run, journal) if claim.recovered else None,
         )
         self._live[run.id] = ctx
         try:
@@ -305,3 +306,13 @@ def _failure(run_id: str, exc: BaseException) -> dict[str, Any]:
         record["message"] = f"run {run_id}: {exc}"
         record["details"] = {"step": exc.step, "seq": exc.seq, "cause": exc.error_type}
     return record
+
+
+def _lost_in(run: RunRecord, journal: list[StepRecord]) -> int | None:
+    """The step a lost holder was in at its last heartbeat (`RunRecord.progress`, kept by the
+    takeover), if it never journaled its outcome: its call may have been sent."""
+    seq = (run.progress or {}).get("seq")
+    if not isinstance(seq, int) or any(
+            rec.seq == seq and rec.status in ("completed", "failed") for rec in journal):
+        return None
+    return seq

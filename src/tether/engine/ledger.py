@@ -39,6 +39,14 @@ from tether.store.base import SpendVerdict, SpendWindow, Store
 OVERSHOOT = "tether.overshoot"
 """Step meta key: ``{"cost_usd": …, "tokens": …}`` a step spent beyond its reservation."""
 
+LOST_SEND = "tether.lost_send"
+"""Step meta key (value ``1``): the step was in flight on an earlier holder of the run when
+that holder was lost (its last heartbeat said so) and that holder never journaled it; it was
+started again here, so its call may have been sent, and billed, once more than `attempts`
+says. What a run without a budget knows of a call cut by a crash: it holds nothing in the store
+before a call (`Store.cut_calls` has the calls of runs with a budget or a spend limit, with
+their worst case). One at most per takeover, and only for a step that spanned a heartbeat."""
+
 
 @dataclass(slots=True)
 class Reservation:
