@@ -145,6 +145,12 @@ def test_a_run_without_a_budget_marks_the_step_a_lost_worker_was_in(app: tether.
     with TestClient(create_app(app, auth=Auth(local_user="tester")),
                     base_url="http://127.0.0.1:8000") as client:
         assert "1 (+1 lost)" in client.get(f"/runs/{run_id}").text
+    (row,) = asyncio.run(cost_report(app, "model"))
+    assert (row.calls, row.lost_sends, row.cut_calls) == (1, 1, 0)
+    report = " ".join(CliRunner().invoke(
+        cli, ["cost", "--since", "1d", "--store", app.store.url]).output.split())
+    assert "and 1 call(s) of runs without a budget or spend limit were in flight on a " \
+        "worker lost mid-call" in report, report
 
 
 def test_a_step_the_lost_worker_had_journaled_is_not_marked(app: tether.App) -> None:

@@ -191,6 +191,7 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
     overshoot = sum(r.overshoot_usd for r in rows)
     cut_calls = sum(r.cut_calls for r in rows)
     cut_usd = sum(r.cut_usd for r in rows)
+    lost = sum(r.lost_sends for r in rows)
     if json_output:
         print_json({
             "since": since,
@@ -200,6 +201,7 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
             "overshoot_usd": round(overshoot, 10),
             "cut_calls": cut_calls,
             "cut_usd": round(cut_usd, 10),
+            "lost_sends": lost,
         })
         return
     if not rows:
@@ -227,5 +229,10 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
         console.print(
             f"cut by crashes (not journaled, worst case): up to ${cut_usd:.6f} more in "
             f"{cut_calls} call(s) sent by workers that died or lost their run mid-call and sent "
-            "again; a provider may have billed them. Not included above. Runs without a budget "
-            "or spend limit record no such calls.", highlight=False)
+            "again; a provider may have billed them. Not included above.", highlight=False)
+    if lost:
+        console.print(
+            f"and {lost} call(s) of runs without a budget or spend limit were in flight on a "
+            "worker lost mid-call (its last heartbeat): maybe sent and billed once more, cost "
+            "unknown. A budget on those runs would record each call's worst case.",
+            highlight=False)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.engine.ledger import OVERSHOOT
+from tether.engine.ledger import LOST_SEND, OVERSHOOT
 from tether.engine.records import RunInfo
 from tether.observe import names as n
 from tether.observe.window import (
@@ -54,6 +54,9 @@ class CostRow:
     cut_usd: float = 0.0
     """The worst case of the `cut_calls` (what they were reserved at): what the provider may
     have billed on top of `cost_usd`."""
+    lost_sends: int = 0
+    """Calls of runs without a budget or spend limit that a lost worker was in at its last
+    heartbeat (`LOST_SEND`): maybe sent and billed once more than `calls`, cost unknown."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +71,7 @@ class CostRow:
             "price_sources": self.price_sources,
             "cut_calls": self.cut_calls,
             "cut_usd": round(self.cut_usd, 10),
+            "lost_sends": self.lost_sends,
         }
 
 
@@ -81,7 +85,8 @@ async def cost_report(
     """Spend of the model calls that ended in the window, grouped by `by` (label keys, or
     ``model``, ``provider``, ``node``, ``workflow``, ``version``…), most expensive first; and,
     apart, the calls cut by crashes that were sent in the window (`CostRow.cut_calls`), put on
-    the group of the step that sent them again."""
+    the group of the step that sent them again, and the calls a lost worker of a run without a
+    budget may have sent (`CostRow.lost_sends`)."""
     dims = parse_dimensions(by, "team,model")
     until = until if until is not None else time.time()
     since = since or 0.0
@@ -99,11 +104,15 @@ async def cost_report(
         run_sets[key].add(journal.run.id)
         return row
 
+    cut = await store_of(source).cut_calls(since=since, until=until)
+    cut_at = {(call.run_id, call.seq) for call in cut}
     for journal in journals:
         for rec in journal.leaf_steps(since, until):
             if not is_model_call(rec):
                 continue
             row = row_of(journal, rec)
+            if (rec.meta or {}).get(LOST_SEND) and (journal.run.id, rec.seq) not in cut_at:
+                row.lost_sends += 1
             usage = rec.usage or {}
             row.calls += int(usage.get("llm_calls") or 1)
             row.unpriced_calls += int(usage.get("unpriced_calls") or 0)
@@ -116,7 +125,7 @@ async def cost_report(
             if source_name and source_name not in row.price_sources:
                 row.price_sources.append(str(source_name))
     by_run = {journal.run.id: journal for journal in journals}
-    for call in await store_of(source).cut_calls(since=since, until=until):
+    for call in cut:
         journal = by_run.get(call.run_id)
         if journal is None:  # a run pruned meanwhile (its holds go with it)
             continue
