@@ -118,6 +118,12 @@ def test_the_cost_report_shows_calls_cut_by_crashes_apart(app: tether.App) -> No
         cli, ["cost", "--since", "1d", "--json", "--store", app.store.url]).output)
     assert data["total_usd"] == pytest.approx(2 * clean.cost_usd)  # journaled only
     assert (data["cut_calls"], data["cut_usd"]) == (1, pytest.approx(0.25))
+    with TestClient(create_app(app, auth=Auth(local_user="tester")),
+                    base_url="http://127.0.0.1:8000") as client:
+        total = client.get("/api/cost", params={"since": "1d"}).json()["total"]
+        assert (total["cut_calls"], total["cut_usd"]) == (1, pytest.approx(0.25))
+        page = " ".join(client.get("/cost", params={"since": "1d"}).text.split())
+        assert "Cut by crashes (not journaled, worst case): up to $0.2500 more in 1 call(s)" in page
 
 
 def test_a_run_without_a_budget_marks_the_step_a_lost_worker_was_in(app: tether.App) -> None:
