@@ -70,7 +70,9 @@ Rules every implementation keeps:
   at a time, so its engine keeps their reservations there (see `tether.engine.ledger`). A run
   with a budget also records each call's worst case before it is sent (`hold_usage`), deleted
   by its holder once settled (`release_hold`); a holder that died mid-call leaves its holds,
-  and the next holder counts them (`lost_holds`): maybe billed, never journaled.
+  and the next holder counts them (`lost_holds`): maybe billed, never journaled. Those holds,
+  and the spend reservations of dead holders, are also what reports show as the calls cut by
+  crashes (`cut_calls`).
 * **Alerts.** An alert is one occurrence of a condition, identified by its `key`;
   `record_alert` inserts it unless that key is stored, or (with a quiet period) unless an
   alert of the same `series` was recorded within it — atomically across workers (SQLite
