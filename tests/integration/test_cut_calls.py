@@ -81,7 +81,8 @@ def test_a_runs_call_cut_by_a_crash_shows_on_the_run(app: tether.App) -> None:
     shown = CliRunner().invoke(cli, ["show", ran.id, "--store", app.store.url])
     assert shown.exit_code == 0, shown.output
     text = " ".join(shown.output.split())
-    assert "cut by crashes 1 call sent by workers that died or lost the run (seq 1)" in text
+    assert ("cut by crashes 1 call sent by workers that died, stopped or lost the run mid-call "
+            "(seq 1)") in text
     assert "up to $0.2500 (2,000 tokens) on top of the usage above" in text
     assert " 2 (1 cut) " in text
     assert "1 more sent by workers that died, not journaled: up to $0.2500" in text
@@ -181,3 +182,45 @@ def test_a_step_the_lost_worker_had_journaled_is_not_marked(app: tether.App) -> 
     info = app.run("research", run_id=run_id)
     assert info.status == "succeeded" and info.recoveries == 1
     assert "tether.lost_send" not in info.steps[0].meta
+
+
+def test_a_call_cut_short_by_a_workers_shutdown_is_counted_as_cut(store_url: str) -> None:
+    # A worker stopping gracefully cancels what is still running after its grace period; a
+    # call out at that moment may have been billed and is sent again by the next holder. It
+    # released its hold as the run's holder, so the call was counted nowhere; now it is kept,
+    # a lost holder's: the budget counts it and the run shows it as cut.
+    app = tether.App(store_url, lease_seconds=5)
+    sent, released = asyncio.Event(), asyncio.Event()
+    worst = tether.Usage(llm_calls=1, output_tokens=100, cost_usd=0.1)
+
+    async def call() -> str:
+        sent.set()
+        await released.wait()  # the provider answers only for the second worker
+        return "answer"
+
+    @app.workflow(name="one_call")
+    async def one_call(ctx: tether.Context) -> str:
+        return str(await ctx.run_step("model", call, estimate=worst))
+
+    async def scenario() -> tether.RunInfo:
+        handle = await app.start_async("one_call", {}, budget=tether.Budget(max_llm_calls=5))
+        stop = asyncio.Event()
+        first = asyncio.create_task(app.run_worker_async(stop=stop, grace_period=0.1))
+        await asyncio.wait_for(sent.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(first, 10)  # cancelled mid-call after 0.1 s, run released
+        released.set()
+        stop = asyncio.Event()
+        second = asyncio.create_task(app.run_worker_async(stop=stop))
+        assert await handle.result_async(timeout=20) == "answer"
+        stop.set()
+        await asyncio.wait_for(second, 10)
+        return await app.get_run_async(handle.id)
+
+    try:
+        info = asyncio.run(scenario())
+    finally:
+        app.close()
+    assert info.status == "succeeded"
+    assert [(c.seq, c.usage["cost_usd"]) for c in info.cut] == [(1, 0.1)]
+    assert info.cut_sends(1) == 1 and info.steps[0].attempts == 1

@@ -100,8 +100,8 @@ def format_cut(info: RunInfo) -> str:
     if usage.unpriced_calls:
         bound += f" (+{usage.unpriced_calls} unpriced)"
     steps = ", ".join(str(seq) for seq in sorted({c.seq for c in info.cut}))
-    return (f"{calls} call{'s' if calls != 1 else ''} sent by workers that died or lost the run "
-            f"(seq {steps}), never journaled: up to {bound} on top of the usage above, if "
+    return (f"{calls} call{'s' if calls != 1 else ''} sent by workers that died, stopped or lost "
+            f"the run mid-call (seq {steps}), never journaled: up to {bound} on top of the usage above, if "
             "the provider billed them")
 
 

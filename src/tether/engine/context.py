@@ -619,6 +619,12 @@ class Context(DurableWaits, StopControl, StepBudgets):
                 try:
                     result = await self._invoke(seq, fn, args, kwargs, is_async, timeout, step_ctx)
                     output = to_jsonable(result, what=f"the result of step {name!r}")
+                except asyncio.CancelledError:
+                    if reservation is not None:
+                        # Cut short in flight (a worker stopping past its grace period): it may
+                        # have been billed, and the run's next holder sends it again.
+                        reservation.abandon()
+                    raise
                 except (Exception, SystemExit) as exc:
                     if exc is self._interrupts.reason:  # max_duration ran out, not a failure
                         raise

@@ -14,7 +14,8 @@ completion bounded by ``max_tokens``, priced) *reserves* it before it runs:
    across every worker, counting the open reservations of live holders.
 
 After the step's outcome is journaled the reservation is released (settled to the real usage,
-which the journal now holds); a failed or interrupted step releases it too. A dead worker's
+which the journal now holds); a failed or interrupted step releases it too — except a call cut
+short in flight by its worker's shutdown, whose store rows stay as a dead worker's. A dead worker's
 store reservations stay counted as spent in their windows (its calls may have been billed, and
 the runs taken over send them again); only the run's holder releases one. For the run's own
 budget the same holds through `hold_in_store`: a run with a budget records each reservation in
@@ -69,6 +70,14 @@ class Reservation:
         if self.estimate.tokens > 0 and actual.tokens > self.estimate.tokens:
             over["tokens"] = actual.tokens - self.estimate.tokens
         return over or None
+
+    def abandon(self) -> None:
+        """Give the room back in memory only: the call was cut short in flight (its worker is
+        stopping) and may have been billed. Its store rows stay, a lost holder's once the run
+        changes hands: counted as spent, and shown as cut (`Store.cut_calls`)."""
+        if not self.released:
+            self.released = True
+            self.ledger.drop(self.scopes, self.estimate)
 
     async def release(self) -> None:
         """Give the room back (idempotent): the step's usage is journaled, or it never came."""
