@@ -228,8 +228,9 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
     if cut_calls:
         console.print(
             f"cut by crashes (not journaled, worst case): up to ${cut_usd:.6f} more in "
-            f"{cut_calls} call(s) sent by workers that died, stopped or lost their run mid-call and sent "
-            "again; a provider may have billed them. Not included above.", highlight=False)
+            f"{cut_calls} call(s) sent by workers that died, stopped or lost their run "
+            "mid-call and sent again; a provider may have billed them. Not included above.",
+            highlight=False)
     if lost:
         console.print(
             f"and {lost} call(s) of runs without a budget or spend limit were in flight on a "

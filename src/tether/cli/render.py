@@ -101,8 +101,8 @@ def format_cut(info: RunInfo) -> str:
         bound += f" (+{usage.unpriced_calls} unpriced)"
     steps = ", ".join(str(seq) for seq in sorted({c.seq for c in info.cut}))
     return (f"{calls} call{'s' if calls != 1 else ''} sent by workers that died, stopped or lost "
-            f"the run mid-call (seq {steps}), never journaled: up to {bound} on top of the usage above, if "
-            "the provider billed them")
+            f"the run mid-call (seq {steps}), never journaled: up to {bound} on top of the "
+            "usage above, if the provider billed them")
 
 
 def format_recoveries(info: RunInfo) -> str:
