@@ -138,7 +138,7 @@ class RunExecutor:
             app=self._app,
             leases=leases,
             lost=lost,
-            resent=_lost_in(run, journal) if claim.recovered else None,
+            resent=_lost_in(run) if claim.recovered else None,
         )
         self._live[run.id] = ctx
         try:
@@ -308,11 +308,9 @@ def _failure(run_id: str, exc: BaseException) -> dict[str, Any]:
     return record
 
 
-def _lost_in(run: RunRecord, journal: list[StepRecord]) -> int | None:
+def _lost_in(run: RunRecord) -> int | None:
     """The step a lost holder was in at its last heartbeat (`RunRecord.progress`, kept by the
-    takeover), if it never journaled its outcome: its call may have been sent."""
+    takeover): its call may have been sent. If that holder journaled the step's outcome after
+    all, the step replays and is not journaled again, so the mark is never written."""
     seq = (run.progress or {}).get("seq")
-    if not isinstance(seq, int) or any(
-            rec.seq == seq and rec.status in ("completed", "failed") for rec in journal):
-        return None
-    return seq
+    return seq if isinstance(seq, int) else None
