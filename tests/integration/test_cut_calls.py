@@ -115,6 +115,7 @@ def test_the_cost_report_shows_calls_cut_by_crashes_apart(app: tether.App) -> No
     assert report.exit_code == 0, report.output
     text = " ".join(report.output.split())
     assert "cut by crashes (not journaled, worst case): up to $0.250000 more in 1 call(s)" in text
+    assert "sales, gpt-4o-mini: 1 call(s), up to $0.250000" in text
     data = json.loads(CliRunner().invoke(
         cli, ["cost", "--since", "1d", "--json", "--store", app.store.url]).output)
     assert data["total_usd"] == pytest.approx(2 * clean.cost_usd)  # journaled only

@@ -210,15 +210,11 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
     table = Table(title=f"model spend, last {since}")
     dims = list(rows[0].group)
     _dimension_columns(table, dims, [r.group for r in rows])
-    columns = ["calls", "unpriced", "in tokens", "out tokens", "cost $"]
-    # Apart from the journaled spend: sent, maybe billed, never journaled; a worst case.
-    columns += ["cut by crashes", "cut $ (worst)"] if cut_calls else []
-    for name in columns:
+    for name in ["calls", "unpriced", "in tokens", "out tokens", "cost $"]:
         table.add_column(name, justify="right")
     for r in rows:
-        cut = [str(r.cut_calls), f"{r.cut_usd:.6f}"] if cut_calls else []
         table.add_row(*[v or "-" for v in r.group.values()], str(r.calls), str(r.unpriced_calls),
-                      str(r.input_tokens), str(r.output_tokens), f"{r.cost_usd:.6f}", *cut)
+                      str(r.input_tokens), str(r.output_tokens), f"{r.cost_usd:.6f}")
     console.print(table)
     note = f"; {unpriced} unpriced call(s) not included (unknown model)" if unpriced else ""
     if overshoot:
@@ -226,11 +222,17 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
                  "than the bound reserved against budgets and spend limits)")
     console.print(f"total ${total:.6f}{note}", highlight=False)
     if cut_calls:
+        # Apart from the journaled spend: sent, maybe billed, never journaled; a worst case.
         console.print(
             f"cut by crashes (not journaled, worst case): up to ${cut_usd:.6f} more in "
             f"{cut_calls} call(s) sent by workers that died, stopped or lost their run "
-            "mid-call and sent again; a provider may have billed them. Not included above.",
+            "mid-call and sent again; a provider may have billed them. Not included above:",
             highlight=False)
+        for r in rows:
+            if r.cut_calls:
+                group = ", ".join(v or "-" for v in r.group.values())
+                console.print(f"  {group}: {r.cut_calls} call(s), up to ${r.cut_usd:.6f}",
+                              highlight=False)
     if lost:
         console.print(
             f"and {lost} call(s) of runs without a budget or spend limit were in flight on a "
