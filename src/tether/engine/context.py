@@ -621,8 +621,9 @@ class Context(DurableWaits, StopControl, StepBudgets):
                     output = to_jsonable(result, what=f"the result of step {name!r}")
                 except asyncio.CancelledError:
                     if reservation is not None:
-                        # Cut short in flight (a worker stopping past its grace period): it may
-                        # have been billed, and the run's next holder sends it again.
+                        # Cancelled in flight (a worker stopping past its grace period, or
+                        # workflow code cancelling it): it may have been billed. Its store rows
+                        # stay; once the run changes hands they count as a lost holder's.
                         reservation.abandon()
                     raise
                 except (Exception, SystemExit) as exc:

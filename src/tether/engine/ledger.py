@@ -14,8 +14,9 @@ completion bounded by ``max_tokens``, priced) *reserves* it before it runs:
    across every worker, counting the open reservations of live holders.
 
 After the step's outcome is journaled the reservation is released (settled to the real usage,
-which the journal now holds); a failed or interrupted step releases it too — except a call cut
-short in flight by its worker's shutdown, whose store rows stay as a dead worker's. A dead worker's
+which the journal now holds); a failed or interrupted step releases it too — except a call
+cancelled in flight (its worker stopping, or workflow code cancelling the step), whose store
+rows stay, counted once the run changes hands as a dead worker's are. A dead worker's
 store reservations stay counted as spent in their windows (its calls may have been billed, and
 the runs taken over send them again); only the run's holder releases one. For the run's own
 budget the same holds through `hold_in_store`: a run with a budget records each reservation in
