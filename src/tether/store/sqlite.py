@@ -133,7 +133,11 @@ class SQLiteStore:
         with self._open_lock:
             if self._writer is None:
                 writer = Connection(self._connect)
-                writer.call_sync(migrate_sqlite)
+                try:
+                    writer.call_sync(migrate_sqlite, f"the SQLite store {self.url}")
+                except BaseException:
+                    writer.close()
+                    raise
                 self._reader = writer if self._memory else Connection(self._connect)
                 self._writer = writer
         assert self._writer is not None and self._reader is not None
