@@ -5,6 +5,7 @@ stays usable. The "newer tether" is this one with one fake migration more."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,3 +139,63 @@ def test_every_requirement_a_migration_declares_is_one_this_code_meets() -> None
         for number, name, sql in migrate.migration_files(dialect):
             requires = migrate.required_code(sql)
             assert requires is None or requires <= number, name
+
+
+async def test_a_running_worker_stops_when_a_newer_tether_migrates_the_store_under_it(
+    store_url: str,
+) -> None:
+    # The rolling upgrade itself: this worker is running when the newer code arrives. It
+    # stops within about a lease period instead of carrying on beside the newer code, gives
+    # its run back unfinished, and the newer code's worker finishes that run.
+    app = tether.App(store_url, lease_seconds=1.0)
+    entered = asyncio.Event()
+    finish = asyncio.Event()
+
+    @app.step
+    async def slow() -> str:
+        entered.set()
+        await finish.wait()
+        return "done"
+
+    @app.workflow
+    async def waits(ctx: tether.Context) -> str:
+        return await slow()
+
+    future_sql = f"-- requires-code: {FUTURE}\nCREATE TABLE future_rows (x integer);\n"
+    try:
+        run = (await app.start_async("waits", {})).id
+        worker = asyncio.create_task(app.run_worker_async(concurrency=2))
+        await asyncio.wait_for(entered.wait(), 30)
+        with future_code(future_sql):
+            newer = new_app(store_url)
+
+            @newer.step(name="slow")
+            async def slow_now() -> str:
+                return "done by the newer code"
+
+            @newer.workflow(name="waits")
+            async def waits_now(ctx: tether.Context) -> str:
+                return await slow_now()
+
+            try:
+                await newer.store.open()  # migrates: the store is now too new for `app`
+                with pytest.raises(SchemaTooNew, match="upgrade tether on this host"):
+                    await asyncio.wait_for(worker, 30)
+                info = await newer.get_run_async(run)
+                assert info.status == "queued", info  # given back, not finished nor failed
+                assert not any(s.status == "completed" for s in info.steps)
+                stop = asyncio.Event()
+                newer_worker = asyncio.create_task(newer.run_worker_async(stop=stop))
+                for _ in range(600):
+                    info = await newer.get_run_async(run)
+                    if info.finished:
+                        break
+                    await asyncio.sleep(0.05)
+                stop.set()
+                await newer_worker
+                assert info.status == "succeeded" and info.output == "done by the newer code"
+            finally:
+                await newer.store.close()
+    finally:
+        finish.set()
+        await app.store.close()

@@ -387,6 +387,12 @@ class Store(Protocol):
         rows of workers silent for over an hour."""
         ...
 
+    async def check_schema(self) -> None:
+        """Raise `SchemaTooNew` if a newer tether has since applied a migration that code this
+        old must not run beside (store/migrate.py); a running worker asks once per lease
+        period, because opening is not the only moment a store can become too new."""
+        ...
+
     async def touch_worker(self, owner: str) -> bool:
         """Set the worker's `last_seen` to now; ``False`` when its row is gone (register
         again)."""

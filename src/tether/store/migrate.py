@@ -87,6 +87,13 @@ REQUIREMENT_SQL = (
 )
 
 
+def sqlite_requirement(conn: sqlite3.Connection) -> Requirement | None:
+    """The strictest requirement a migrated SQLite store records (read by running workers, which
+    a newer tether may have migrated the store under)."""
+    row = conn.execute(REQUIREMENT_SQL).fetchone()
+    return Requirement(*row) if row else None
+
+
 def _split_statements(sql: str) -> list[str]:
     statements: list[str] = []
     buffer = ""
@@ -103,28 +110,29 @@ def _split_statements(sql: str) -> list[str]:
     return statements
 
 
-def migrate_sqlite(conn: sqlite3.Connection, store: str = "this SQLite store") -> None:
+def migrate_sqlite(conn: sqlite3.Connection, store: str = "this SQLite store") -> int:
     """Apply the SQLite migrations the file has not seen, in one write transaction; refuse
-    (`SchemaTooNew`) a file whose migrations require newer code than this."""
+    (`SchemaTooNew`) a file whose migrations require newer code than this. Returns the last
+    migration this code knows."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        _migrate(conn, store)
+        known = _migrate(conn, store)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    return known
 
 
-def _migrate(conn: sqlite3.Connection, store: str) -> None:
+def _migrate(conn: sqlite3.Connection, store: str) -> int:
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     files = migration_files("sqlite")
     known = files[-1][0]
     if current > known and current >= COMPAT_TABLE:
-        row = conn.execute(REQUIREMENT_SQL).fetchone()
-        too_new(store, known, Requirement(*row) if row else None)
+        too_new(store, known, sqlite_requirement(conn))
     pending = [m for m in files if m[0] > current]
     if not pending:
-        return
+        return known
     applied: list[tuple[int, str, str]] = []
     for number, name, sql in pending:
         # Re-read inside the transaction: another process may have migrated meanwhile.
@@ -142,5 +150,6 @@ def _migrate(conn: sqlite3.Connection, store: str) -> None:
         conn.executemany(
             "INSERT OR IGNORE INTO schema_compat (version, name, requires, applied_by) "
             "VALUES (?, ?, ?, ?)", rows)
+    return known
 
 
