@@ -17,7 +17,6 @@ import pytest
 import tether
 from tests.e2e.harness import tether_cli
 from tether import _version
-from tether.errors import SchemaTooNew
 from tether.store import migrate, postgres
 from tether.store.postgres import parse_postgres_url
 
@@ -81,7 +80,7 @@ def test_a_store_from_a_future_that_declares_older_code_unsafe_is_refused(
     before = migrated_to(store_url)
     app = new_app(store_url)
     try:
-        with pytest.raises(SchemaTooNew) as refused:
+        with pytest.raises(tether.SchemaTooNew) as refused:
             app.run("greet", {"who": "today"})
     finally:
         app.close()
@@ -179,7 +178,7 @@ async def test_a_running_worker_stops_when_a_newer_tether_migrates_the_store_und
 
             try:
                 await newer.store.open()  # migrates: the store is now too new for `app`
-                with pytest.raises(SchemaTooNew, match="upgrade tether on this host"):
+                with pytest.raises(tether.SchemaTooNew, match="upgrade tether on this host"):
                     await asyncio.wait_for(worker, 30)
                 info = await newer.get_run_async(run)
                 assert info.status == "queued", info  # given back, not finished nor failed
