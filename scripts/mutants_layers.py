@@ -32,6 +32,9 @@ DOLLAR_CAP = f"{BUDGETS}::test_a_dollar_cap_ends_the_run_at_or_under_it"
 SPEND_CHECK = "        if spent + reserved + cost_usd > window.max_usd + _SPEND_TOLERANCE:"
 
 # --- leases --------------------------------------------------------------------------------------
+COMPAT = "tests/integration/test_schema_compat.py"
+COMPAT_REFUSED = f"{COMPAT}::test_a_store_from_a_future_that_declares_older_code_unsafe_is_refused"
+COMPAT_RUNNING = f"{COMPAT}::test_a_running_worker_stops_when_a_newer_tether_migrates_the_store_under_it"
 LEASE = "tether/engine/lease.py"
 STORE_LEASES = "tests/integration/test_store_leases.py"
 ENGINE_LEASES = "tests/integration/test_engine_leases.py"
@@ -466,5 +469,18 @@ LAYER_MUTANTS: list[Mutant] = [
         (("        if not 1 <= from_step <= end:", "        if False:"),),
         [sqlite("tests/integration/test_deploy_safety.py::test_bad_forks_are_refused_and_create_nothing")],
         "a fork from a step past the journal's end (or below 1) is created",
+    ),
+    Mutant(
+        "schema-requirement-ignored", "tether/store/migrate.py",
+        (("    if found is None or found.requires <= known:", "    if True:"),),
+        [sqlite(COMPAT_REFUSED), pg(COMPAT_REFUSED)],
+        "older code opens (and writes to) a store whose migration declares it unsafe",
+    ),
+    Mutant(
+        "worker-never-rechecks-schema", "tether/engine/worker.py",
+        (("                await self.app.store.check_schema()",
+          "                await asyncio.sleep(0)"),),
+        [sqlite(COMPAT_RUNNING)],
+        "a worker running when a newer tether migrates the store keeps writing beside it",
     ),
 ]

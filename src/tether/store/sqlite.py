@@ -55,7 +55,7 @@ from tether.store.base import (
     WorkerRecord,
 )
 from tether.store.jsontext import dumps, loads
-from tether.store.migrate import migrate_sqlite
+from tether.store.migrate import migrate_sqlite, sqlite_requirement, too_new
 from tether.store.sqlite_commit import Connection
 from tether.store.sqlite_liveness import LockFiles
 
@@ -93,6 +93,9 @@ class SQLiteStore:
         self._locks = None if self._memory else LockFiles(self.path)
         self._probed_at = 0.0
         self._positions: q.Positions = {}
+        self._described = f"the SQLite store {self.url}"
+        self._known_schema = 0
+        """The last migration this code knows (set when the store is opened)."""
         """Event positions reserved for the steps of runs held here (`q.step_position`)."""
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -133,7 +136,11 @@ class SQLiteStore:
         with self._open_lock:
             if self._writer is None:
                 writer = Connection(self._connect)
-                writer.call_sync(migrate_sqlite)
+                try:
+                    self._known_schema = writer.call_sync(migrate_sqlite, self._described)
+                except BaseException:
+                    writer.close()
+                    raise
                 self._reader = writer if self._memory else Connection(self._connect)
                 self._writer = writer
         assert self._writer is not None and self._reader is not None
@@ -440,6 +447,10 @@ class SQLiteStore:
 
     async def register_worker(self, worker: WorkerRecord) -> None:
         await self._write(workers_q.register_worker, worker)
+
+    async def check_schema(self) -> None:
+        self._ensure_open()
+        too_new(self._described, self._known_schema, await self._read(sqlite_requirement))
 
     async def touch_worker(self, owner: str) -> bool:
         return await self._write(workers_q.touch_worker, owner)
