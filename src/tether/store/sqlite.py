@@ -93,10 +93,10 @@ class SQLiteStore:
         self._locks = None if self._memory else LockFiles(self.path)
         self._probed_at = 0.0
         self._positions: q.Positions = {}
+        """Event positions reserved for the steps of runs held here (`q.step_position`)."""
         self._described = f"the SQLite store {self.url}"
         self._known_schema = 0
         """The last migration this code knows (set when the store is opened)."""
-        """Event positions reserved for the steps of runs held here (`q.step_position`)."""
 
     # --- lifecycle -----------------------------------------------------------------------------
 
