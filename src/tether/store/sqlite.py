@@ -13,6 +13,7 @@ Durability: by default ``synchronous=NORMAL`` — a committed step survives a pr
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 import threading
@@ -56,6 +57,7 @@ from tether.store.base import (
 )
 from tether.store.jsontext import dumps, loads
 from tether.store.migrate import migrate_sqlite, sqlite_requirement, too_new
+from tether.store.sqlite_checkpoint import BACKSTOP_PAGES, CHECKPOINT_EVERY, CHECKPOINTS
 from tether.store.sqlite_commit import Connection
 from tether.store.sqlite_liveness import LockFiles
 
@@ -121,6 +123,8 @@ class SQLiteStore:
             conn.execute("PRAGMA busy_timeout = 30000")
             if not self._memory:
                 _enable_wal(conn, self.path)
+                # Checkpoints run beside the writer (`sqlite_checkpoint`); its own stay a backstop.
+                conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.Error as exc:
             conn.close()
@@ -135,7 +139,9 @@ class SQLiteStore:
             return self._writer, self._reader
         with self._open_lock:
             if self._writer is None:
-                writer = Connection(self._connect)
+                writer = (Connection(self._connect) if self._memory else Connection(
+                    self._connect, every=CHECKPOINT_EVERY,
+                    on_commits=functools.partial(CHECKPOINTS.request, self.path)))
                 try:
                     self._known_schema = writer.call_sync(migrate_sqlite, self._described)
                 except BaseException:
