@@ -15,7 +15,6 @@ import tether
 from tether.store import sqlite_checkpoint
 from tether.store.sqlite import SQLiteStore
 
-
 _RUNS_PAST_TWO_REQUESTS = 2 * sqlite_checkpoint.CHECKPOINT_EVERY // 12 + 2
 """Runs of `sequence` (12 commits each: the start, 10 steps, the finish) that take a store's
 writer past two checkpoint requests."""

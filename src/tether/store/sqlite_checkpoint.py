@@ -29,7 +29,7 @@ log = logging.getLogger("tether.store")
 
 CHECKPOINT_EVERY = 300
 """Write commits between two checkpoint requests of one store. Measured on the sequential path
-(alternated pairs): every 300 commits gave 3–22 % more steps/s than checkpoints inside the
+(alternated pairs): every 300 commits gave 3-22 % more steps/s than checkpoints inside the
 commits; every 100 (three times the copies and ``fsync`` calls) and every 1,000 gave none."""
 BACKSTOP_PAGES = 10_000
 """The writer's own ``wal_autocheckpoint`` (SQLite's default is 1,000 pages)."""
