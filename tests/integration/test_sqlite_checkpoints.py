@@ -11,29 +11,13 @@ from typing import Any
 
 import pytest
 
-import tether
+from tests.integration.sequence_app import sequence_app
 from tether.store import sqlite_checkpoint
 from tether.store.sqlite import SQLiteStore
 
 _RUNS_PAST_TWO_REQUESTS = 2 * sqlite_checkpoint.CHECKPOINT_EVERY // 12 + 2
 """Runs of `sequence` (12 commits each: the start, 10 steps, the finish) that take a store's
 writer past two checkpoint requests."""
-
-
-def _sequence_app(url: str) -> tether.App:
-    app = tether.App(url)
-
-    @app.step
-    async def noop(i: int) -> int:
-        return i
-
-    @app.workflow(name="sequence")
-    async def sequence(ctx: tether.Context, steps: int = 10) -> int:
-        for i in range(steps):
-            await noop(i)
-        return steps
-
-    return app
 
 
 def _wait_for(predicate: Any, seconds: float = 10.0) -> bool:
@@ -58,7 +42,7 @@ def test_the_checkpoint_thread_copies_the_wal_while_the_writer_only_commits(
 
     monkeypatch.setattr(sqlite_checkpoint, "checkpoint", recorded)
     db = tmp_path / "runs.db"
-    app = _sequence_app(f"sqlite:///{db}")
+    app = sequence_app(f"sqlite:///{db}")
     try:
         for _ in range(_RUNS_PAST_TWO_REQUESTS):
             assert app.run("sequence").status == "succeeded"
@@ -108,7 +92,7 @@ def test_a_checkpoint_never_creates_a_file_that_is_gone(
 def test_memory_stores_ask_for_no_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[str] = []
     monkeypatch.setattr(sqlite_checkpoint.CHECKPOINTS, "request", asked.append)
-    app = _sequence_app("sqlite:///:memory:")
+    app = sequence_app("sqlite:///:memory:")
     try:
         for _ in range(12):
             assert app.run("sequence").status == "succeeded"
@@ -123,7 +107,7 @@ def test_a_file_store_asks_every_checkpoint_every_commits(
     asked: list[str] = []
     monkeypatch.setattr(sqlite_checkpoint.CHECKPOINTS, "request", asked.append)
     db = tmp_path / "runs.db"
-    app = _sequence_app(f"sqlite:///{db}")
+    app = sequence_app(f"sqlite:///{db}")
     try:
         app.run("sequence")  # opens the store (its migrations commit once)
         before = len(asked)
