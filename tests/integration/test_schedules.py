@@ -7,6 +7,7 @@ The scheduler's clock is injected, so ticks are exact and no test waits for wall
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,6 +106,68 @@ def test_overlap_while_the_previous_run_is_unfinished(store_url: str, overlap: s
         assert _fire(app, clock, scheduler) == []
     else:
         assert third == []  # skip dropped it; allow already started it
+
+
+def test_queue_starts_the_ticks_it_held_once(store_url: str) -> None:
+    # Measured from outside: a 2-second schedule of a 5-second run with overlap="queue" ran up
+    # to three runs at once, and its backlog grew — every held tick started when the run ended.
+    clock = Clock(T0)
+    app = make_app(store_url, overlap="queue")
+    scheduler = Scheduler(app, clock=clock)
+    app.portal.run(scheduler.register())
+    clock.now += 10
+    first = _fire(app, clock, scheduler)
+    for _ in range(3):  # the ticks at +20, +30, +40 come while the first run is unfinished
+        clock.now += 10
+        assert _fire(app, clock, scheduler) == []
+    app.run("report", run_id=first[0])
+    clock.now += 1
+    assert _fire(app, clock, scheduler) == [tick_run_id("report", T0 + 40)]
+    assert _fire(app, clock, scheduler) == []
+    assert len(scheduled_runs(app)) == 2
+
+
+def test_a_tick_held_by_queue_is_not_dropped_as_missed(sqlite_url: str) -> None:
+    # A daily report whose run lasts past the next day's tick: that tick, held behind it, is
+    # ten minutes late when it may start. It was held, not missed while no worker ran, so
+    # catchup="none" must not drop it (it did: the day was skipped). The held tick is ten
+    # minutes before the wall clock, as the previous run's end is stamped with it.
+    held = (int(time.time()) // 60 - 10) * 60
+    at = datetime.fromtimestamp(held, UTC)
+    clock = Clock(held - 86400 - 1)
+    app = make_app(sqlite_url, overlap="queue", catchup="none",
+                   cron=f"0 {at.minute} {at.hour} * * *")
+    scheduler = Scheduler(app, clock=clock)
+    app.portal.run(scheduler.register())
+    clock.now += 1
+    first = _fire(app, clock, scheduler)
+    clock.now = held
+    assert _fire(app, clock, scheduler) == []  # held: the first run is unfinished
+    app.run("report", run_id=first[0])
+    clock.now = time.time() + 1
+    assert _fire(app, clock, scheduler) == [tick_run_id("report", held)]
+
+
+@pytest.mark.parametrize("overlap", ["skip", "queue"])
+def test_catchup_all_never_runs_a_schedule_twice_at_once(sqlite_url: str, overlap: str) -> None:
+    clock = Clock(T0)
+    app = make_app(sqlite_url, cron="0 * * * *", catchup="all", overlap=overlap)
+    scheduler = Scheduler(app, clock=clock)
+    app.portal.run(scheduler.register())
+    nine = T0 + 60
+    clock.now = nine + 2 * 3600 + 1800  # 09:00, 10:00 and 11:00 missed
+    started: list[str] = []
+    for _ in range(4):
+        now = _fire(app, clock, scheduler)
+        assert len(now) <= 1
+        started += now
+        if now:
+            app.run("report", run_id=now[0])  # ends before the next pass
+        clock.now += 1
+    if overlap == "queue":  # every missed tick, one after another
+        assert started == [tick_run_id("report", nine + h * 3600) for h in range(3)]
+    else:  # skip: the latest only
+        assert started == [tick_run_id("report", nine + 2 * 3600)]
 
 
 @pytest.mark.parametrize(("catchup", "expected"), [
