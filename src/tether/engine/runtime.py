@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast, overload
 
 from tether.engine.background import Later
 from tether.engine.budget import Budget
-from tether.engine.children import CHILD_KIND, notify_parent, outcome_payload, parent_of
+from tether.engine.children import CHILD_KIND, SUPERSEDED, notify_parent, outcome_payload, parent_of
 from tether.engine.context import APPROVAL_SIGNAL_PREFIX, BUDGET_SIGNAL, Context, step_wrapper
 from tether.engine.events import EventLog, RunEvent, read_events
 from tether.engine.executor import RunExecutor
@@ -116,6 +116,7 @@ class Runtime:
             live=self.live_contexts,
             app=self,
             events=self.run_events,
+            cancel=self.cancel_async,
         )
         self.executor.listeners.append(self.run_events.on_run_end)
 
@@ -490,7 +491,7 @@ class Runtime:
         # Moving a run onto another version supersedes it: two live copies of one run on two
         # versions would both act (send the email twice) if an old worker came back.
         supersede = (
-            f"moved to version {version} as run {new_id} (fork from step {from_step})"
+            f"{SUPERSEDED}{version} as run {new_id} (fork from step {from_step})"
             if version is not None
             else None
         )

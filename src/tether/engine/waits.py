@@ -53,6 +53,7 @@ class _Journaled(Protocol):
     _budget: Budget | None
     _usage: Usage
     _pending_values: list[StepRecord]
+    children: list[str]
 
     @property
     def run_id(self) -> str: ...
@@ -181,6 +182,7 @@ class DurableWaits(_Journaled):
                 "@app.workflow function"
             )
         child_id = child_run_id(self.run_id, seq)
+        self.children.append(child_id)
         definition = self.app.get_workflow(name) if self.app is not None else None
         canonical: Any = definition.canonical_input(input) if definition is not None else dict(input or {})
         own = remaining_budget(self._budget, self._usage, self._run.created_at)
