@@ -179,6 +179,26 @@ async def test_a_child_created_after_its_parent_was_cancelled_is_not_run(store_u
     assert child.steps == [] and child.output is None
 
 
+async def test_a_version_fork_of_a_parent_keeps_its_children(store_url: str) -> None:
+    # A fork onto another version cancels the source, but the fork waits for the same
+    # children: that cancel must not reach them.
+    app = build(store_url)
+
+    @app.workflow(name="waits_on_gate", version="2")
+    async def waits_on_gate_v2(ctx: tether.Context) -> Any:
+        return await ctx.run_child("gate")
+
+    async with worker(app):
+        source = await app.start_async("waits_on_gate")
+        child_id = f"{source.id}.1"
+        await until(lambda: _status(app, child_id, "waiting"), timeout=30)
+        await app.fork_async(source.id, version="2")
+        assert (await app.get_run_async(source.id)).status == "cancelled"
+        await app.signal_async(child_id, "go", "done")  # the child is claimed again, and runs
+        await until(lambda: _status(app, child_id, "succeeded"), timeout=30)
+    # (the fork takes the child's outcome when it looks, within a minute: not waited for here)
+
+
 async def test_a_child_cancelled_alone_fails_the_wait_of_its_parent(store_url: str) -> None:
     app = build(store_url)
     async with worker(app):
