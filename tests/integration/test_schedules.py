@@ -10,6 +10,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
@@ -52,6 +53,31 @@ def test_next_tick_honours_the_time_zone_and_a_seconds_field() -> None:
     monday_9_paris = datetime(2026, 12, 7, 8, 0, tzinfo=UTC).timestamp()  # 09:00 CET
     assert next_tick("0 9 * * MON", "Europe/Paris", T0 - 3600 * 2) == monday_9_paris
     assert next_tick("*/10 * * * * *", "UTC", T0) == T0 + 10
+
+
+def test_a_daily_schedule_runs_once_on_the_night_clocks_go_back(sqlite_url: str) -> None:
+    # 02:30 comes twice in Paris on 2026-10-25 (CEST, then CET an hour later): a daily job
+    # started twice that night. An hourly one still runs each hour of real time.
+    paris = ZoneInfo("Europe/Paris")
+    saturday_noon = datetime(2026, 10, 24, 12, 0, tzinfo=paris).timestamp()
+    sunday_noon = datetime(2026, 10, 25, 12, 0, tzinfo=paris).timestamp()  # 25 h later
+    ticks: dict[str, list[str]] = {}
+    for cron in ("30 2 * * *", "0 * * * *"):
+        clock = Clock(saturday_noon)
+        app = make_app(sqlite_url, cron=cron, timezone="Europe/Paris", catchup="all",
+                       overlap="allow")
+        scheduler = Scheduler(app, clock=clock)
+        app.portal.run(scheduler.register())
+        ticks[cron] = []
+        while clock.now < sunday_noon:  # a pass every minute
+            clock.now += 60
+            ticks[cron] += [datetime.fromtimestamp(int(r.rsplit("-", 1)[1]), paris).isoformat()
+                            for r in _fire(app, clock, scheduler)]
+        app.portal.run(app.store.delete_schedule("report"))
+    assert ticks["30 2 * * *"] == ["2026-10-25T02:30:00+02:00"]
+    assert ticks["0 * * * *"][12:16] == ["2026-10-25T01:00:00+02:00", "2026-10-25T02:00:00+02:00",
+                                         "2026-10-25T02:00:00+01:00", "2026-10-25T03:00:00+01:00"]
+    assert len(ticks["0 * * * *"]) == 25  # 24 hours of wall clock, 25 of real time
 
 
 def test_racing_workers_start_one_run_per_tick(store_url: str) -> None:

@@ -112,12 +112,24 @@ def _cron(expression: str) -> tuple[str, bool]:
 
 
 def next_tick(cron: str, timezone: str, after: float) -> float:
-    """The first tick of `cron` in `timezone` strictly after `after` (epoch seconds)."""
+    """The first tick of `cron` in `timezone` strictly after `after` (epoch seconds).
+
+    When clocks go back, the wall times of the repeated hour come twice. An expression with a
+    fixed hour (``30 2 * * *``) ticks at the first of them only — a daily job runs once that
+    day, as cron does; one whose hour field is a wildcard (``0 * * * *``, ``*/30 * * * *``)
+    ticks at both, as each is another hour of real time."""
     from croniter import croniter
 
     expression, seconds = _cron(cron)
-    start = datetime.fromtimestamp(after, _zone(timezone))
-    return float(croniter(expression, start, second_at_beginning=seconds).get_next(float))
+    zone = _zone(timezone)
+    fields = expression.split()
+    hour = fields[2 if seconds else 1] if len(fields) >= 5 else expression
+    fixed_hour = not hour.startswith(("*", "@hourly"))
+    ticks = croniter(expression, datetime.fromtimestamp(after, zone), second_at_beginning=seconds)
+    while True:
+        tick = float(ticks.get_next(float))
+        if not (fixed_hour and datetime.fromtimestamp(tick, zone).fold):
+            return tick
 
 
 def tick_run_id(name: str, tick: float) -> str:
