@@ -15,8 +15,8 @@ How it holds across any number of workers and hosts:
 Overlap (a tick due while the previous scheduled run is unfinished): ``skip`` drops the tick,
 ``queue`` holds it until the previous run ends (then starts it, once: ticks held together
 collapse into one run), ``allow`` starts it. With ``skip`` or ``queue`` a pass starts one run
-at most, so a schedule never runs twice at once (``queue`` with ``catchup="all"`` starts the
-missed ticks one after another).
+at most, so a schedule never runs twice at once (``queue`` with ``catchup="all"`` starts every
+due tick, held or missed, one after another).
 Catch-up: a tick seen at most `ON_TIME` seconds late (a slow poll, a worker restarting) is on
 time and always starts. For ticks missed longer (no worker ran), ``latest`` starts one run for
 the most recent of them, ``all`` one per missed tick (at most `MAX_CATCHUP`), ``none`` none.
@@ -213,7 +213,7 @@ class Scheduler:
         if len(ticks) > 1 and record.overlap != "allow":
             # One run at a time: the due ticks collapse into one run for the latest — except
             # `queue` with `catchup="all"`, which starts the oldest and holds the others, so
-            # each missed tick runs after the one before it ends.
+            # each due tick (held or missed) runs after the one before it ends.
             if record.overlap == "queue" and record.catchup == "all":
                 ticks, following = ticks[:1], ticks[1]
             else:
