@@ -281,3 +281,18 @@ def test_the_schedules_commands(sqlite_url: str) -> None:
     assert missing.exit_code == 2 and "no schedule named 'nope'" in missing.output
     assert runner.invoke(cli, ["schedules", "delete", "report", "--store", sqlite_url]).exit_code == 0
     assert app.portal.run(app.store.list_schedules()) == []
+
+
+def test_a_schedule_with_an_input_its_workflow_refuses_fails_when_declared(
+    sqlite_url: str,
+) -> None:
+    # It was accepted, and every tick's run failed — the first one maybe a week later.
+    app = tether.App(sqlite_url)
+
+    @app.workflow(name="weekly")
+    async def weekly(ctx: tether.Context, who: str) -> str:
+        return who
+
+    with pytest.raises(tether.UserError, match="invalid input for workflow 'weekly': who: Field"):
+        app.schedule("0 9 * * MON", workflow="weekly", input={"whom": "acme"})
+    assert app.schedules == {}

@@ -269,6 +269,9 @@ class Runtime:
                 name=name or wf, cron=cron, workflow=wf, input=dict(input or {}),
                 timezone=timezone, labels=dict(labels or {}), overlap=overlap, catchup=catchup,
             )
+            known = self.get_workflow(wf)
+            if known is not None:  # a bad input fails now, not at the first tick (next Monday)
+                known.validate_input(declared.input)
             if declared.name in self.schedules and self.schedules[declared.name] != declared:
                 raise UserError(
                     f"schedule {declared.name!r} is declared twice; give the second a name="
