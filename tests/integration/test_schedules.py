@@ -296,3 +296,14 @@ def test_a_schedule_with_an_input_its_workflow_refuses_fails_when_declared(
     with pytest.raises(tether.UserError, match="invalid input for workflow 'weekly': who: Field"):
         app.schedule("0 9 * * MON", workflow="weekly", input={"whom": "acme"})
     assert app.schedules == {}
+
+
+def test_a_worker_says_when_it_cannot_fire_a_schedule_it_declares(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A typo in workflow= was silent: the worker skipped the schedule on every pass.
+    app = make_app(sqlite_url)
+    app.schedule("0 9 * * MON", workflow="reprot", name="typo")
+    with caplog.at_level("WARNING", logger="tether.schedules"):
+        app.portal.run(Scheduler(app).register())
+    assert "schedule typo starts workflow 'reprot', which this worker does not serve" in caplog.text

@@ -161,8 +161,15 @@ class Scheduler:
 
     async def register(self) -> None:
         """Save the App's declared schedules in the store (keeps pauses and progress)."""
+        served = self.app.workflow_names()
         for schedule in self.app.schedules.values():
             await self.app.store.put_schedule(schedule.record(self.clock()))
+            if served and self.app.get_workflow(schedule.workflow) is None:
+                log.warning(
+                    "schedule %s starts workflow %r, which this worker does not serve (it serves "
+                    "%s): only workers that serve it fire the schedule", schedule.name,
+                    schedule.workflow, ", ".join(served),
+                )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fire due schedules every `POLL_SECONDS` until `stop` is set."""
