@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 import tether
-from tether.store.base import NewRun
 from tests.integration.test_engine_runs import until, worker
+from tether.store.base import NewRun
 
 pytestmark = pytest.mark.timeout(90)
 

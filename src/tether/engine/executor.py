@@ -120,7 +120,8 @@ class RunExecutor:
             )
         if run.cancel_requested:
             return await self._end(run.id, token, "cancelled", error=run.error)
-        above = await self._store.get_run(run.parent_id) if parent_of(run) else None
+        parent = parent_of(run)
+        above = await self._store.get_run(parent) if parent is not None else None
         if above is not None and cancels_children(above):
             # Started by a parent that was being cancelled (a start the cancel cut short, or
             # one made after `App.cancel` read the parent's journal): cancelled, not run.
