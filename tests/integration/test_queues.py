@@ -78,3 +78,12 @@ async def test_starting_in_an_undeclared_queue_is_a_user_error(store_url: str) -
         await app.start_async("job", {"key": "x"}, queue="nope")
 
 
+async def test_a_priority_the_store_cannot_hold_is_a_user_error(store_url: str) -> None:
+    # It was an OverflowError from SQLite (and a driver error from PostgreSQL's integer).
+    app = build(store_url, Probe())
+    for priority in (2**31, -(2**31), 10**30):
+        with pytest.raises(tether.UserError, match="must be an integer between -2147483647"):
+            await app.start_async("job", {"key": "x"}, queue="tenants", priority=priority)
+    assert await app.list_runs_async() == []
+
+

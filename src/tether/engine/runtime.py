@@ -726,8 +726,9 @@ class Runtime:
             key = new.labels.get(declared.key_label)
         if key is not None and not _is_str(key):
             raise UserError(f"app.start(key=...) must be a string, got {key!r}")
-        if not isinstance(cast(object, priority), int):
-            raise UserError(f"app.start(priority=...) must be an integer, got {priority!r}")
+        if not isinstance(cast(object, priority), int) or not -(2**31) < priority < 2**31:
+            raise UserError(f"app.start(priority=...) must be an integer between -2147483647 and "
+                            f"2147483647 (a 32-bit column), got {priority!r}")
         return dataclasses.replace(new, queue=queue, queue_key=key, priority=priority)
 
     def _new_run(
