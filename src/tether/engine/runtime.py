@@ -42,6 +42,7 @@ from tether.engine.registry import (
 from tether.engine.retention import Retention
 from tether.engine.retry import Retry
 from tether.engine.schedules import Catchup, Overlap, Schedule
+from tether.engine.waits import wait_seconds
 from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
 from tether.errors import UnknownRun, UnknownWorkflow, UserError
 from tether.store import open_store
@@ -762,7 +763,7 @@ class Runtime:
         if run_id is not None and not (_is_str(run_id) and run_id.strip()):
             raise UserError(f"a run id must be a non-empty string, got {run_id!r}; leave it out "
                             "to have one made")
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        seconds = None if delay is None else wait_seconds(delay, "app.start(delay=)")
         recorded = dict(labels or {})
         # The starter is always recorded (the same-user rule of approvals depends on it).
         recorded[STARTED_BY_LABEL] = (
