@@ -232,6 +232,6 @@ def test_a_timer_no_date_can_hold_is_refused(sqlite_url: str, bad: float) -> Non
         info = app.run("waits", {"how": how, "seconds": bad})
         assert info.status == "failed", info
         assert info.error is not None and "a finite number up to a century" in info.error["message"]
-    with pytest.raises(tether.UserError, match="app.start.delay=. takes seconds"):
+    with pytest.raises(tether.UserError, match=r"app\.start\(delay=\) takes seconds"):
         app.start("waits", {"how": "sleep", "seconds": 1}, delay=bad)
     assert len(app.list_runs()) == 2  # the list of runs can be read; the start made nothing
