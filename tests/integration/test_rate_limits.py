@@ -64,6 +64,19 @@ def test_a_rate_limit_names_a_provider_or_a_model(sqlite_url: str) -> None:
         app.rate_limit("openai:*")
 
 
+def test_a_rate_limit_takes_a_finite_window_and_whole_counts(sqlite_url: str) -> None:
+    app = tether.App(sqlite_url)
+    # Each was accepted: NaN or an infinite window, a fractional or string count (a TypeError
+    # at the first request), True for 1.
+    for bad in ({"per": float("nan")}, {"per": float("inf")}, {"per": 0}, {"per": "60"}):
+        with pytest.raises(tether.UserError, match="per must be a positive number of seconds"):
+            app.rate_limit("openai:*", requests=10, **bad)
+    for count in (1.5, "5", True, 0):
+        with pytest.raises(tether.UserError, match="requests must be an integer of at least 1"):
+            app.rate_limit("openai:*", requests=count)
+    assert app.rate_limits == {}
+
+
 def test_the_wait_is_until_the_oldest_grant_leaves_the_window() -> None:
     grants = [(100.0, 10), (101.0, 10), (102.0, 10)]
     assert decide(grants, 103.0, 3, None, 60.0, 0) == pytest.approx(57.0)
