@@ -372,6 +372,30 @@ LAYER_MUTANTS: list[Mutant] = [
         "two workers seeing the same tick each start a run for it",
     ),
     Mutant(
+        "schedule-queue-starts-every-held-tick", "tether/engine/schedules.py",
+        (("        if len(ticks) > 1 and record.overlap != \"allow\":",
+          "        if False:"),),
+        [sqlite("tests/integration/test_schedules.py::test_queue_starts_the_ticks_it_held_once")],
+        "overlap='queue' starts every tick it held at once: the schedule runs several times at "
+        "once and its backlog grows",
+    ),
+    Mutant(
+        "schedule-fixed-hour-twice-when-clocks-go-back", "tether/engine/schedules.py",
+        (("        if not (fixed_hour and datetime.fromtimestamp(tick, zone).fold):",
+          "        if True:"),),
+        ["tests/integration/test_schedules.py::test_a_daily_schedule_runs_once_on_the_night_"
+         "clocks_go_back"],
+        "a daily job runs twice on the night clocks go back",
+    ),
+    Mutant(
+        "child-outlives-cancelled-parent", "tether/engine/executor.py",
+        (("            if status == \"cancelled\":\n                await self._cancel_children(run_id)\n",
+          ""),),
+        [sqlite("tests/integration/test_child_runs.py::test_the_worker_of_a_cancelled_parent_"
+                "cancels_its_children")],
+        "a child the parent started after App.cancel read its journal runs on after the cancel",
+    ),
+    Mutant(
         "optional-absorbs-run-budget", "tether/agents/pipeline.py",
         (("    except BudgetExceeded:\n        raise\n    except RunFailed as exc:\n"
           "        if ctx.fatal is not None:\n            raise\n",
