@@ -36,6 +36,9 @@ ZOMBIE_E2E = ("tests/e2e/test_budget_processes.py::"
 SPEND_CHECK = "        if spent + reserved + cost_usd > window.max_usd + _SPEND_TOLERANCE:"
 
 # --- leases --------------------------------------------------------------------------------------
+COMPAT = "tests/integration/test_schema_compat.py"
+COMPAT_REFUSED = f"{COMPAT}::test_a_store_from_a_future_that_declares_older_code_unsafe_is_refused"
+COMPAT_RUNNING = f"{COMPAT}::test_a_running_worker_stops_when_a_newer_tether_migrates_the_store_under_it"
 LEASE = "tether/engine/lease.py"
 STORE_LEASES = "tests/integration/test_store_leases.py"
 ENGINE_LEASES = "tests/integration/test_engine_leases.py"
@@ -404,6 +407,30 @@ LAYER_MUTANTS: list[Mutant] = [
         "two workers seeing the same tick each start a run for it",
     ),
     Mutant(
+        "schedule-queue-starts-every-held-tick", "tether/engine/schedules.py",
+        (("        if len(ticks) > 1 and record.overlap != \"allow\":",
+          "        if False:"),),
+        [sqlite("tests/integration/test_schedules.py::test_queue_starts_the_ticks_it_held_once")],
+        "overlap='queue' starts every tick it held at once: the schedule runs several times at "
+        "once and its backlog grows",
+    ),
+    Mutant(
+        "schedule-fixed-hour-twice-when-clocks-go-back", "tether/engine/schedules.py",
+        (("        if not (fixed_hour and datetime.fromtimestamp(tick, zone).fold):",
+          "        if True:"),),
+        ["tests/integration/test_schedules.py::test_a_daily_schedule_runs_once_on_the_night_"
+         "clocks_go_back"],
+        "a daily job runs twice on the night clocks go back",
+    ),
+    Mutant(
+        "child-outlives-cancelled-parent", "tether/engine/executor.py",
+        (("            if status == \"cancelled\":\n                await self._cancel_children(run_id)\n",
+          ""),),
+        [sqlite("tests/integration/test_child_runs.py::test_the_worker_of_a_cancelled_parent_"
+                "cancels_its_children")],
+        "a child the parent started after App.cancel read its journal runs on after the cancel",
+    ),
+    Mutant(
         "optional-absorbs-run-budget", "tether/agents/pipeline.py",
         (("    except BudgetExceeded:\n        raise\n    except RunFailed as exc:\n"
           "        if ctx.fatal is not None:\n            raise\n",
@@ -501,5 +528,18 @@ LAYER_MUTANTS: list[Mutant] = [
         (("        if not 1 <= from_step <= end:", "        if False:"),),
         [sqlite("tests/integration/test_deploy_safety.py::test_bad_forks_are_refused_and_create_nothing")],
         "a fork from a step past the journal's end (or below 1) is created",
+    ),
+    Mutant(
+        "schema-requirement-ignored", "tether/store/migrate.py",
+        (("    if found is None or found.requires <= known:", "    if True:"),),
+        [sqlite(COMPAT_REFUSED), pg(COMPAT_REFUSED)],
+        "older code opens (and writes to) a store whose migration declares it unsafe",
+    ),
+    Mutant(
+        "worker-never-rechecks-schema", "tether/engine/worker.py",
+        (("                await self.app.store.check_schema()",
+          "                await asyncio.sleep(0)"),),
+        [sqlite(COMPAT_RUNNING)],
+        "a worker running when a newer tether migrates the store keeps writing beside it",
     ),
 ]

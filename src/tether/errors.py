@@ -8,7 +8,8 @@ TetherError
 ├── StepFailed                 a step failed for good (retries exhausted); raised inside the workflow
 ├── StoreError                 the store could not do what was asked (corrupt data, bad schema)
 │   ├── StoreUnavailable       the database cannot be reached (after the store's own retries)
-│   └── StoreNotFound          no database where the store URL points (a missing directory…)
+│   ├── StoreNotFound          no database where the store URL points (a missing directory…)
+│   └── SchemaTooNew           the store was migrated by newer tether that older code must not use
 └── RunError                   what happened to a run, raised to whoever waits for it
     ├── RunFailed
     │   ├── BudgetExceeded
@@ -75,6 +76,13 @@ class StoreNotFound(StoreError):
     """There is no database where the store URL points and none can be created there (the
     SQLite file's directory does not exist), or a command that only reads refuses to create
     one. The message names the path and what to do."""
+
+
+class SchemaTooNew(StoreError):
+    """The store carries a migration that declares older code unsafe on it (it was migrated
+    by a newer tether) and this code does not know that migration. Nothing was written; the
+    message names the migration, the tether that applied it and what to do: upgrade tether on
+    this host."""
 
 
 class StepFailed(TetherError):

@@ -28,10 +28,12 @@ POISON_APP = "tests.e2e.workflows_fixture:poison_app"
 T = TypeVar("T")
 
 
-def process_env(ledger: Path | None = None) -> dict[str, str]:
+def process_env(ledger: Path | None = None, src: Path | None = None) -> dict[str, str]:
+    """The environment of a tether process: this tree's sources, or `src` (another version's
+    ``src`` folder, for the rolling-upgrade tests) — then the caller's PYTHONPATH does not win."""
     env = dict(os.environ)
-    paths = [str(ROOT / "src"), str(ROOT)]
-    if env.get("PYTHONPATH"):
+    paths = [str(src or ROOT / "src"), str(ROOT)]
+    if env.get("PYTHONPATH") and src is None:
         # First: a caller's own sources win (scripts/mutate.py points it at a mutated copy,
         # which the processes started here must run too).
         paths.insert(0, env["PYTHONPATH"])
@@ -91,6 +93,7 @@ class Workers:
         args: Iterable[str] = (),
         cwd: Path = ROOT,
         store_option: bool = True,
+        src: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         self._count += 1
         name = name or f"w{self._count}"
@@ -99,7 +102,7 @@ class Workers:
             [sys.executable, "-m", "tether", "worker", "--app", app, "--id", name,
              *(["--store", self.store] if store_option else []), *args],
             cwd=cwd,
-            env=process_env(self.ledger),
+            env=process_env(self.ledger, src),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 import tether
 from tests.integration.test_engine_runs import until, worker
+from tether.store.base import NewRun
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,6 +44,15 @@ def build(store_url: str) -> tether.App:
             return await ctx.run_child("gate")
         except tether.RunCancelled as exc:
             return f"child cancelled: {exc}"
+
+    @app.step
+    async def hold() -> None:
+        await asyncio.sleep(3600)
+
+    @app.workflow
+    async def starts_then_holds(ctx: tether.Context) -> None:
+        await ctx.start_child("gate")
+        await hold()
 
     @app.workflow
     async def fails(ctx: tether.Context) -> None:
@@ -134,6 +145,58 @@ async def test_cancelling_the_parent_cancels_its_waiting_child(store_url: str) -
         await app.cancel_async(handle.id)
         await until(lambda: _status(app, child_id, "cancelled"), timeout=30)
     assert (await app.get_run_async(handle.id)).status == "cancelled"
+
+
+async def test_the_worker_of_a_cancelled_parent_cancels_its_children(store_url: str) -> None:
+    # `App.cancel` from another process cancels the children in the parent's journal when it
+    # is called; a child the parent starts before its worker sees the cancel is not there yet
+    # (measured from outside: one child of a fan-out ran to completion in 5 of 5 cancels).
+    # Here the cancel request reaches the parent's worker alone, as from a `tether cancel`
+    # that read the journal before the start: the worker must cancel the child.
+    app = build(store_url)
+    async with worker(app):
+        handle = await app.start_async("starts_then_holds")
+        child_id = f"{handle.id}.1"
+        await until(lambda: _status(app, child_id, "waiting"), timeout=30)
+        await app.store.cancel_run(handle.id, "stop")
+        await until(lambda: _status(app, handle.id, "cancelled"), timeout=30)
+        await until(lambda: _status(app, child_id, "cancelled"), timeout=30)
+    child = await app.get_run_async(child_id)
+    assert child.error is not None and f"parent {handle.id} cancelled" in child.error["message"]
+
+
+async def test_a_child_created_after_its_parent_was_cancelled_is_not_run(store_url: str) -> None:
+    # A start the cancel cut short may still have created the child (it is not journaled, so
+    # nothing above finds it): the worker that claims it cancels it instead of running it.
+    app = build(store_url)
+    await app.store.create_run(NewRun(id="p1", workflow="gate", version=None, input={}))
+    await app.store.cancel_run("p1", "stop")
+    await app.store.create_run(NewRun(id="p1.1", workflow="summarise", version=None,
+                                      input={"text": "x"}, parent_id="p1"))
+    async with worker(app):
+        await until(lambda: _status(app, "p1.1", "cancelled"), timeout=30)
+    child = await app.get_run_async("p1.1")
+    assert child.steps == [] and child.output is None
+
+
+async def test_a_version_fork_of_a_parent_keeps_its_children(store_url: str) -> None:
+    # A fork onto another version cancels the source, but the fork waits for the same
+    # children: that cancel must not reach them.
+    app = build(store_url)
+
+    @app.workflow(name="waits_on_gate", version="2")
+    async def waits_on_gate_v2(ctx: tether.Context) -> Any:
+        return await ctx.run_child("gate")
+
+    async with worker(app):
+        source = await app.start_async("waits_on_gate")
+        child_id = f"{source.id}.1"
+        await until(lambda: _status(app, child_id, "waiting"), timeout=30)
+        await app.fork_async(source.id, version="2")
+        assert (await app.get_run_async(source.id)).status == "cancelled"
+        await app.signal_async(child_id, "go", "done")  # the child is claimed again, and runs
+        await until(lambda: _status(app, child_id, "succeeded"), timeout=30)
+    # (the fork takes the child's outcome when it looks, within a minute: not waited for here)
 
 
 async def test_a_child_cancelled_alone_fails_the_wait_of_its_parent(store_url: str) -> None:

@@ -187,3 +187,51 @@ async def test_a_task_group_over_two_waits_waits_for_both(store_url: str) -> Non
         await app.signal_async(handle.id, "b", 2)
         await app.signal_async(handle.id, "a", 1)
         assert await handle.result_async(timeout=20) == [1, 2]
+
+
+def test_a_zero_timeout_times_out_at_once_unless_a_signal_is_there(sqlite_url: str) -> None:
+    # timeout=0 waited for ever (0 was taken as "no timeout").
+    app = tether.App(sqlite_url)
+
+    @app.workflow
+    async def poll(ctx: tether.Context) -> list[str]:
+        seen = []
+        for _ in range(2):
+            try:
+                seen.append((await ctx.wait_for_any(["a", "b"], timeout=0))[0])
+            except tether.SignalTimeout:
+                seen.append("nothing")
+        try:
+            seen.append(await ctx.wait_for_signal("c", timeout=0))
+        except tether.SignalTimeout:
+            seen.append("nothing")
+        return seen
+
+    app.start("poll", run_id="p")
+    app.signal("p", "b")
+    info = app.run("poll", run_id="p")
+    assert info.status == "succeeded" and info.output == ["b", "nothing", "nothing"]
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 1e12])
+def test_a_timer_no_date_can_hold_is_refused(sqlite_url: str, bad: float) -> None:
+    # An infinite or huge timeout was stored as the run's wake-up time: `tether runs` (and
+    # every list of runs) then failed on it with "year 33715 is out of range"; NaN waited
+    # for ever, and app.start(delay=nan) left a run no worker would ever claim.
+    app = tether.App(sqlite_url)
+
+    @app.workflow
+    async def waits(ctx: tether.Context, how: str, seconds: float) -> str:
+        if how == "sleep":
+            await ctx.sleep(seconds)
+        else:
+            await ctx.wait_for_any(["a"], timeout=seconds)
+        return "done"
+
+    for how in ("sleep", "any"):
+        info = app.run("waits", {"how": how, "seconds": bad})
+        assert info.status == "failed", info
+        assert info.error is not None and "a finite number up to a century" in info.error["message"]
+    with pytest.raises(tether.UserError, match=r"app\.start\(delay=\) takes seconds"):
+        app.start("waits", {"how": "sleep", "seconds": 1}, delay=bad)
+    assert len(app.list_runs()) == 2  # the list of runs can be read; the start made nothing

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from contextlib import AsyncExitStack
+from typing import Any
 
 import pytest
 
@@ -76,5 +77,28 @@ async def test_starting_in_an_undeclared_queue_is_a_user_error(store_url: str) -
     app = build(store_url, Probe())
     with pytest.raises(tether.UserError, match="queue 'nope' is not declared"):
         await app.start_async("job", {"key": "x"}, queue="nope")
+
+
+def test_a_queue_refuses_limits_it_cannot_keep(sqlite_url: str) -> None:
+    # Each was accepted (an infinite or NaN period, True as a count or a concurrency) or
+    # raised a bare OverflowError / ValueError (rate=inf, a three-item rate).
+    app = tether.App(sqlite_url)
+    bad_rates: list[Any] = [(5, float("inf")), float("inf"), (5, float("nan")), (True, 5), (5, 1, 1),
+                 (5, "x")]
+    for rate in bad_rates:
+        with pytest.raises(tether.UserError, match="rate must be starts per second"):
+            app.queue("q", concurrency=2, rate=rate)
+    with pytest.raises(tether.UserError, match="concurrency must be a positive integer"):
+        app.queue("q", concurrency=True)
+    assert app.queue("q", concurrency=2, rate=(3, 2)).record().rate_seconds == 2.0
+
+
+async def test_a_priority_the_store_cannot_hold_is_a_user_error(store_url: str) -> None:
+    # It was an OverflowError from SQLite (and a driver error from PostgreSQL's integer).
+    app = build(store_url, Probe())
+    for priority in (2**31, -(2**31), 10**30):
+        with pytest.raises(tether.UserError, match="must be an integer between -2147483647"):
+            await app.start_async("job", {"key": "x"}, queue="tenants", priority=priority)
+    assert await app.list_runs_async() == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,22 @@ def test_a_rate_limit_names_a_provider_or_a_model(sqlite_url: str) -> None:
         app.rate_limit("gpt-4.1-mini", requests=10)
     with pytest.raises(tether.UserError, match="requests=, tokens="):
         app.rate_limit("openai:*")
+
+
+def test_a_rate_limit_takes_a_finite_window_and_whole_counts(sqlite_url: str) -> None:
+    app = tether.App(sqlite_url)
+    # Each was accepted: NaN or an infinite window, a fractional or string count (a TypeError
+    # at the first request), True for 1.
+    bad_windows: list[dict[str, Any]] = [
+        {"per": float("nan")}, {"per": float("inf")}, {"per": 0}, {"per": "60"}]
+    for bad in bad_windows:
+        with pytest.raises(tether.UserError, match="per must be a positive number of seconds"):
+            app.rate_limit("openai:*", requests=10, **bad)
+    counts: list[Any] = [1.5, "5", True, 0]
+    for count in counts:
+        with pytest.raises(tether.UserError, match="requests must be an integer of at least 1"):
+            app.rate_limit("openai:*", requests=count)
+    assert app.rate_limits == {}
 
 
 def test_the_wait_is_until_the_oldest_grant_leaves_the_window() -> None:

@@ -7,8 +7,10 @@ The scheduler's clock is injected, so ticks are exact and no test waits for wall
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
@@ -51,6 +53,31 @@ def test_next_tick_honours_the_time_zone_and_a_seconds_field() -> None:
     monday_9_paris = datetime(2026, 12, 7, 8, 0, tzinfo=UTC).timestamp()  # 09:00 CET
     assert next_tick("0 9 * * MON", "Europe/Paris", T0 - 3600 * 2) == monday_9_paris
     assert next_tick("*/10 * * * * *", "UTC", T0) == T0 + 10
+
+
+def test_a_daily_schedule_runs_once_on_the_night_clocks_go_back(sqlite_url: str) -> None:
+    # 02:30 comes twice in Paris on 2026-10-25 (CEST, then CET an hour later): a daily job
+    # started twice that night. An hourly one still runs each hour of real time.
+    paris = ZoneInfo("Europe/Paris")
+    saturday_noon = datetime(2026, 10, 24, 12, 0, tzinfo=paris).timestamp()
+    sunday_noon = datetime(2026, 10, 25, 12, 0, tzinfo=paris).timestamp()  # 25 h later
+    ticks: dict[str, list[str]] = {}
+    for cron in ("30 2 * * *", "0 * * * *"):
+        clock = Clock(saturday_noon)
+        app = make_app(sqlite_url, cron=cron, timezone="Europe/Paris", catchup="all",
+                       overlap="allow")
+        scheduler = Scheduler(app, clock=clock)
+        app.portal.run(scheduler.register())
+        ticks[cron] = []
+        while clock.now < sunday_noon:  # a pass every minute
+            clock.now += 60
+            ticks[cron] += [datetime.fromtimestamp(int(r.rsplit("-", 1)[1]), paris).isoformat()
+                            for r in _fire(app, clock, scheduler)]
+        app.portal.run(app.store.delete_schedule("report"))
+    assert ticks["30 2 * * *"] == ["2026-10-25T02:30:00+02:00"]
+    assert ticks["0 * * * *"][12:16] == ["2026-10-25T01:00:00+02:00", "2026-10-25T02:00:00+02:00",
+                                         "2026-10-25T02:00:00+01:00", "2026-10-25T03:00:00+01:00"]
+    assert len(ticks["0 * * * *"]) == 25  # 24 hours of wall clock, 25 of real time
 
 
 def test_racing_workers_start_one_run_per_tick(store_url: str) -> None:
@@ -105,6 +132,68 @@ def test_overlap_while_the_previous_run_is_unfinished(store_url: str, overlap: s
         assert _fire(app, clock, scheduler) == []
     else:
         assert third == []  # skip dropped it; allow already started it
+
+
+def test_queue_starts_the_ticks_it_held_once(store_url: str) -> None:
+    # Measured from outside: a 2-second schedule of a 5-second run with overlap="queue" ran up
+    # to three runs at once, and its backlog grew — every held tick started when the run ended.
+    clock = Clock(T0)
+    app = make_app(store_url, overlap="queue")
+    scheduler = Scheduler(app, clock=clock)
+    app.portal.run(scheduler.register())
+    clock.now += 10
+    first = _fire(app, clock, scheduler)
+    for _ in range(3):  # the ticks at +20, +30, +40 come while the first run is unfinished
+        clock.now += 10
+        assert _fire(app, clock, scheduler) == []
+    app.run("report", run_id=first[0])
+    clock.now += 1
+    assert _fire(app, clock, scheduler) == [tick_run_id("report", T0 + 40)]
+    assert _fire(app, clock, scheduler) == []
+    assert len(scheduled_runs(app)) == 2
+
+
+def test_a_tick_held_by_queue_is_not_dropped_as_missed(sqlite_url: str) -> None:
+    # A daily report whose run lasts past the next day's tick: that tick, held behind it, is
+    # ten minutes late when it may start. It was held, not missed while no worker ran, so
+    # catchup="none" must not drop it (it did: the day was skipped). The held tick is ten
+    # minutes before the wall clock, as the previous run's end is stamped with it.
+    held = (int(time.time()) // 60 - 10) * 60
+    at = datetime.fromtimestamp(held, UTC)
+    clock = Clock(held - 86400 - 1)
+    app = make_app(sqlite_url, overlap="queue", catchup="none",
+                   cron=f"0 {at.minute} {at.hour} * * *")
+    scheduler = Scheduler(app, clock=clock)
+    app.portal.run(scheduler.register())
+    clock.now += 1
+    first = _fire(app, clock, scheduler)
+    clock.now = held
+    assert _fire(app, clock, scheduler) == []  # held: the first run is unfinished
+    app.run("report", run_id=first[0])
+    clock.now = time.time() + 1
+    assert _fire(app, clock, scheduler) == [tick_run_id("report", held)]
+
+
+@pytest.mark.parametrize("overlap", ["skip", "queue"])
+def test_catchup_all_never_runs_a_schedule_twice_at_once(sqlite_url: str, overlap: str) -> None:
+    clock = Clock(T0)
+    app = make_app(sqlite_url, cron="0 * * * *", catchup="all", overlap=overlap)
+    scheduler = Scheduler(app, clock=clock)
+    app.portal.run(scheduler.register())
+    nine = T0 + 60
+    clock.now = nine + 2 * 3600 + 1800  # 09:00, 10:00 and 11:00 missed
+    started: list[str] = []
+    for _ in range(4):
+        now = _fire(app, clock, scheduler)
+        assert len(now) <= 1
+        started += now
+        if now:
+            app.run("report", run_id=now[0])  # ends before the next pass
+        clock.now += 1
+    if overlap == "queue":  # every missed tick, one after another
+        assert started == [tick_run_id("report", nine + h * 3600) for h in range(3)]
+    else:  # skip: the latest only
+        assert started == [tick_run_id("report", nine + 2 * 3600)]
 
 
 @pytest.mark.parametrize(("catchup", "expected"), [
@@ -192,3 +281,29 @@ def test_the_schedules_commands(sqlite_url: str) -> None:
     assert missing.exit_code == 2 and "no schedule named 'nope'" in missing.output
     assert runner.invoke(cli, ["schedules", "delete", "report", "--store", sqlite_url]).exit_code == 0
     assert app.portal.run(app.store.list_schedules()) == []
+
+
+def test_a_schedule_with_an_input_its_workflow_refuses_fails_when_declared(
+    sqlite_url: str,
+) -> None:
+    # It was accepted, and every tick's run failed — the first one maybe a week later.
+    app = tether.App(sqlite_url)
+
+    @app.workflow(name="weekly")
+    async def weekly(ctx: tether.Context, who: str) -> str:
+        return who
+
+    with pytest.raises(tether.UserError, match="invalid input for workflow 'weekly': who: Field"):
+        app.schedule("0 9 * * MON", workflow="weekly", input={"whom": "acme"})
+    assert app.schedules == {}
+
+
+def test_a_worker_says_when_it_cannot_fire_a_schedule_it_declares(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A typo in workflow= was silent: the worker skipped the schedule on every pass.
+    app = make_app(sqlite_url)
+    app.schedule("0 9 * * MON", workflow="reprot", name="typo")
+    with caplog.at_level("WARNING", logger="tether.schedules"):
+        app.portal.run(Scheduler(app).register())
+    assert "schedule typo starts workflow 'reprot', which this worker does not serve" in caplog.text

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import tether
+from tests.integration.sequence_app import sequence_app
 from tether.store.base import NewRun, NewRunEvent, StepRecord
 from tether.store.sqlite import SQLiteStore
 
@@ -43,18 +44,7 @@ class Commits:
 
 @pytest.fixture
 def app(sqlite_url: str) -> Iterator[tether.App]:
-    app = tether.App(sqlite_url)
-
-    @app.step
-    async def noop(i: int) -> int:
-        return i
-
-    @app.workflow(name="sequence")
-    async def sequence(ctx: tether.Context, steps: int = 10) -> int:
-        for i in range(steps):
-            await noop(i)
-        return steps
-
+    app = sequence_app(sqlite_url)
     yield app
     app.close()
 

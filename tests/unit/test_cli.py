@@ -52,6 +52,10 @@ def app(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tether.App
         await fetch(who)
         return await ctx.wait_for_signal("approval")
 
+    @app.workflow
+    async def family(ctx: tether.Context, who: str) -> Any:
+        return await ctx.run_child("approval", {"who": who})
+
     app.list_runs()  # creates the store file, as the first start would
     yield app
     app.close()
@@ -180,6 +184,14 @@ def test_cancel_a_waiting_run(app: tether.App) -> None:
     assert cancelled.status == "cancelled"
     again = invoke(app, "cancel", info.id)
     assert "already ended (cancelled)" in again.stdout
+
+
+def test_cancel_says_it_cancelled_the_children_too(app: tether.App) -> None:
+    parent = app.run("family", {"who": "acme"})  # waits for its child, which nobody runs
+    result = invoke(app, "cancel", parent.id)
+    assert result.exit_code == 0, result.output
+    assert f"run {parent.id} cancelled, with its 1 unfinished child run" in result.stdout
+    assert app.get_run(f"{parent.id}.1").status == "cancelled"
 
 
 def test_fork_reuses_the_journal_before_the_step(app: tether.App) -> None:

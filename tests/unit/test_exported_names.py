@@ -30,6 +30,7 @@ def test_the_error_tree_matches_its_drawing() -> None:
     assert issubclass(tether.LeaseLost, tether.RunError)
     assert issubclass(tether.UnknownRun, tether.UserError)
     assert issubclass(tether.SignalTimeout, TimeoutError)
+    assert issubclass(tether.SchemaTooNew, tether.StoreError)
     assert not issubclass(tether.UserError, tether.RunError)
 
 

@@ -207,15 +207,18 @@ def cancel(
     if before.finished:
         typer.echo(f"run {run} already ended ({before.status}); nothing to cancel")
         return
+    children = [c for c in before.children if not application.get_run(c).finished]
     with audited(application, "run.cancel", run, detail={"reason": reason}):
         info = application.cancel(run, reason)
+    family = (f", with its {len(children)} unfinished child run{'s' if len(children) != 1 else ''}"
+              if children else "")
     if info.status == "cancelled":
-        typer.echo(f"run {run} cancelled")
+        typer.echo(f"run {run} cancelled{family}")
     elif info.finished:
         typer.echo(f"run {run} ended ({info.status}) before the cancel reached it")
     else:
         typer.echo(f"run {run}: cancel requested; the worker holding it stops it within about half a "
-                    f"second (now {info.status})")
+                    f"second (now {info.status}){family}")
 
 
 @cli.command()

@@ -14,7 +14,10 @@ itself when it wakes, and it wakes at least every `CHILD_RECHECK` seconds while 
 The child inherits the parent's labels (its spend is attributed to whoever called the parent;
 `tether cost --by workflow` still splits it), and gets as its budget what is left of the
 parent's; what it spent is charged to the parent's ledger when the parent takes its outcome.
-Cancelling a parent cancels its children (`App.cancel`).
+Cancelling a parent cancels its children (`App.cancel`): those in its journal at once, the
+rest — a start the cancel cut short, whose child exists but is not journaled, or one made after
+`App.cancel` read the journal — when the parent's worker ends it; a child claimed after its
+parent was cancelled is cancelled instead of run.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ CHILD_WAIT_KIND = "child_wait"
 """Journal kind of the wait for a child's outcome; its output is `outcome_payload`."""
 CHILD_RECHECK = 60.0
 """A waiting parent wakes at least this often (seconds) to look at its child itself."""
+SUPERSEDED = "moved to version "
+"""How the reason of a run cancelled by a version fork begins (`App.fork(version=...)`): the
+new run waits for the same children, so that cancel does not reach them."""
 
 
 def child_run_id(parent_id: str, seq: int) -> str:
@@ -49,6 +55,19 @@ def parent_of(run: RunRecord) -> str | None:
     if parent is None or not run.id.startswith(parent + "."):
         return None
     return parent if run.id[len(parent) + 1:].isdigit() else None
+
+
+def cancels_children(run: RunRecord) -> bool:
+    """Whether `run` was cancelled (or asked to be) in a way that reaches its children: any
+    cancel but a version fork's."""
+    if run.status != "cancelled" and not run.cancel_requested:
+        return False
+    return not str((run.error or {}).get("message", "")).startswith(SUPERSEDED)
+
+
+def cancel_reason(run: RunRecord) -> str:
+    """Why a child of the cancelled `run` is cancelled."""
+    return f"parent {run.id} cancelled: {(run.error or {}).get('message', 'cancelled')}"
 
 
 def outcome_payload(

@@ -166,6 +166,9 @@ class Context(DurableWaits, StopControl, StepBudgets):
         self.interrupted: list[dict[str, Any]] = []
         """The steps a cancel cut short (``seq``, ``name``, ``kind``): none is journaled, so
         the run's error names them."""
+        self.children: list[str] = []
+        """The child runs this execution started or replayed the start of — an interrupted
+        start too, whose child may exist unjournaled: a cancel of this run reaches them."""
         self.fatal: BaseException | None = None
         """A failure the run must end with even if workflow code caught it."""
         self._events = None if replay_only else getattr(app, "run_events", None)

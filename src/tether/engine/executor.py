@@ -9,7 +9,13 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, cast
 
 from tether.engine.budget import Budget, Usage
-from tether.engine.children import notify_parent, outcome_payload, parent_of
+from tether.engine.children import (
+    cancel_reason,
+    cancels_children,
+    notify_parent,
+    outcome_payload,
+    parent_of,
+)
 from tether.engine.context import Context, bound, error_record
 from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.events import EventLog
@@ -37,8 +43,11 @@ class RunExecutor:
         live: dict[str, Context],
         app: object = None,
         events: EventLog | None = None,
+        cancel: Callable[[str, str], Awaitable[Any]] | None = None,
     ) -> None:
         self._app = app
+        self._cancel = cancel
+        """`App.cancel_async`: how a cancelled run's worker cancels the children it started."""
         self._events = events
         self._store = store
         self._workflows = workflows
@@ -111,6 +120,13 @@ class RunExecutor:
             )
         if run.cancel_requested:
             return await self._end(run.id, token, "cancelled", error=run.error)
+        parent = parent_of(run)
+        above = await self._store.get_run(parent) if parent is not None else None
+        if above is not None and cancels_children(above):
+            # Started by a parent that was being cancelled (a start the cancel cut short, or
+            # one made after `App.cancel` read the parent's journal): cancelled, not run.
+            error = {"type": "RunCancelled", "message": cancel_reason(above)}
+            return await self._end(run.id, token, "cancelled", error=error)
         definition = self._workflows.get((run.workflow, run.version or ""))
         if definition is None:  # claims filter by version; only a registry change gets here
             await self._store.release_run(run.id, token)
@@ -231,6 +247,8 @@ class RunExecutor:
             self._events.before_end(run_id)
         if await self._finish(run_id, token, status, output, error):
             await self._tell_parent(run_id, status, output, error)
+            if status == "cancelled":
+                await self._cancel_children(run_id)
             return status
         return await self._lost(run_id, token)
 
@@ -251,9 +269,31 @@ class RunExecutor:
             run_id, token, "cancelled", None, run.error if run else None
         ):
             await self._tell_parent(run_id, "cancelled", None, run.error if run else None)
+            await self._cancel_children(run_id)
             return "cancelled"
         log.warning("run %s: lease lost to another worker; dropping it", run_id)
         return "dropped"
+
+    async def _cancel_children(self, run_id: str) -> None:
+        """A run this worker executed ended cancelled: cancel the unfinished children it
+        started. `App.cancel` cancels those in the journal when it is called; this reaches the
+        ones it could not see (started after it read the journal, or by a start the cancel cut
+        short before it was journaled)."""
+        ctx = self._live.get(run_id)
+        if self._cancel is None or ctx is None or not ctx.children:
+            return
+        run = await self._store.get_run(run_id)
+        if run is None or not cancels_children(run):
+            return
+        for child_id in ctx.children:
+            child = await self._store.get_run(child_id)
+            if child is None or child.status in FINISHED_STATUSES:
+                continue
+            try:
+                await self._cancel(child_id, cancel_reason(run))
+            except StoreUnavailable:
+                log.warning("run %s: could not cancel its child %s; a worker that claims it "
+                            "will", run_id, child_id)
 
     async def _tell_parent(
         self, run_id: str, status: str, output: Any, error: dict[str, Any] | None

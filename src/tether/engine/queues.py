@@ -41,7 +41,8 @@ class Queue:
         limits = (("concurrency", cast(object, self.concurrency)),
                   ("per_key", cast(object, self.per_key)))
         for what, value in limits:
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
                 raise UserError(f"app.queue({self.name!r}): {what} must be a positive integer, "
                                 f"got {value!r}")
         self.record()  # validates the rate
@@ -55,16 +56,24 @@ class Queue:
 def _rate(name: str, rate: Rate | None) -> tuple[int | None, float | None]:
     if rate is None:
         return None, None
-    if isinstance(rate, tuple):
+    if isinstance(rate, tuple) and len(cast(tuple[object, ...], rate)) == 2:
         count, per = rate
-        seconds = per.total_seconds() if isinstance(per, timedelta) else float(per)
+        seconds = per.total_seconds() if isinstance(per, timedelta) else (
+            float(per) if _number(per) else -1.0)
     else:
         # n per second: n starts per second, or one start per 1/n seconds when n < 1.
-        per_second = float(rate)
+        per_second = float(cast(float, rate)) if _number(rate) else -1.0
         count, seconds = (math.floor(per_second), 1.0) if per_second >= 1 else (1, 1 / per_second if per_second > 0 else -1.0)
-    if not isinstance(cast(object, count), int) or count < 1 or seconds <= 0:
+    if (isinstance(count, bool) or not isinstance(cast(object, count), int) or count < 1
+            or not 0 < seconds < math.inf):
         raise UserError(
             f"app.queue({name!r}): rate must be starts per second (> 0) or (count, per) with a "
             f"positive count and period, got {rate!r}"
         )
     return count, seconds
+
+
+def _number(value: object) -> bool:
+    """A finite int or float (callers pass untyped values; True is not a number here)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))

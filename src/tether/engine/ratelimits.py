@@ -20,11 +20,12 @@ before sending it) still counts — the count errs on the side of fewer requests
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from tether.errors import UserError
 
@@ -83,15 +84,19 @@ def make_limit(
             f"app.rate_limit({pattern!r}): name a model as 'provider:model' or a provider as "
             "'provider:*' (e.g. 'openai:gpt-4.1-mini', 'openai:*')"
         )
-    seconds = per.total_seconds() if isinstance(per, timedelta) else float(per)
-    if seconds <= 0:
-        raise UserError(f"app.rate_limit({pattern!r}): per must be positive, got {per!r}")
+    seconds = cast(object, per.total_seconds() if isinstance(per, timedelta) else per)
+    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not 0 < seconds < math.inf):
+        raise UserError(f"app.rate_limit({pattern!r}): per must be a positive number of seconds "
+                        f"or a timedelta, got {per!r}")
     if requests is None and tokens is None:
         raise UserError(f"app.rate_limit({pattern!r}): give requests=, tokens= or both")
-    for what, value in (("requests", requests), ("tokens", tokens)):
-        if value is not None and value < 1:
-            raise UserError(f"app.rate_limit({pattern!r}): {what} must be at least 1")
-    return RateLimit(pattern, requests, tokens, seconds)
+    for what, value in (("requests", cast(object, requests)), ("tokens", cast(object, tokens))):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise UserError(f"app.rate_limit({pattern!r}): {what} must be an integer of at "
+                            f"least 1, got {value!r}")
+    return RateLimit(pattern, requests, tokens, float(cast(float, seconds)))
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast, overload
 
 from tether.engine.background import Later
 from tether.engine.budget import Budget
-from tether.engine.children import CHILD_KIND, notify_parent, outcome_payload, parent_of
+from tether.engine.children import CHILD_KIND, SUPERSEDED, notify_parent, outcome_payload, parent_of
 from tether.engine.context import APPROVAL_SIGNAL_PREFIX, BUDGET_SIGNAL, Context, step_wrapper
 from tether.engine.events import EventLog, RunEvent, read_events
 from tether.engine.executor import RunExecutor
@@ -42,6 +42,7 @@ from tether.engine.registry import (
 from tether.engine.retention import Retention
 from tether.engine.retry import Retry
 from tether.engine.schedules import Catchup, Overlap, Schedule
+from tether.engine.waits import wait_seconds
 from tether.engine.worker import Worker, default_worker_name, quiet_control_flow
 from tether.errors import UnknownRun, UnknownWorkflow, UserError
 from tether.store import open_store
@@ -116,6 +117,7 @@ class Runtime:
             live=self.live_contexts,
             app=self,
             events=self.run_events,
+            cancel=self.cancel_async,
         )
         self.executor.listeners.append(self.run_events.on_run_end)
 
@@ -268,6 +270,9 @@ class Runtime:
                 name=name or wf, cron=cron, workflow=wf, input=dict(input or {}),
                 timezone=timezone, labels=dict(labels or {}), overlap=overlap, catchup=catchup,
             )
+            known = self.get_workflow(wf)
+            if known is not None:  # a bad input fails now, not at the first tick (next Monday)
+                known.validate_input(declared.input)
             if declared.name in self.schedules and self.schedules[declared.name] != declared:
                 raise UserError(
                     f"schedule {declared.name!r} is declared twice; give the second a name="
@@ -490,7 +495,7 @@ class Runtime:
         # Moving a run onto another version supersedes it: two live copies of one run on two
         # versions would both act (send the email twice) if an old worker came back.
         supersede = (
-            f"moved to version {version} as run {new_id} (fork from step {from_step})"
+            f"{SUPERSEDED}{version} as run {new_id} (fork from step {from_step})"
             if version is not None
             else None
         )
@@ -722,8 +727,9 @@ class Runtime:
             key = new.labels.get(declared.key_label)
         if key is not None and not _is_str(key):
             raise UserError(f"app.start(key=...) must be a string, got {key!r}")
-        if not isinstance(cast(object, priority), int):
-            raise UserError(f"app.start(priority=...) must be an integer, got {priority!r}")
+        if not isinstance(cast(object, priority), int) or not -(2**31) < priority < 2**31:
+            raise UserError(f"app.start(priority=...) must be an integer between -2147483647 and "
+                            f"2147483647 (a 32-bit column), got {priority!r}")
         return dataclasses.replace(new, queue=queue, queue_key=key, priority=priority)
 
     def _new_run(
@@ -757,7 +763,7 @@ class Runtime:
         if run_id is not None and not (_is_str(run_id) and run_id.strip()):
             raise UserError(f"a run id must be a non-empty string, got {run_id!r}; leave it out "
                             "to have one made")
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        seconds = None if delay is None else wait_seconds(delay, "app.start(delay=)")
         recorded = dict(labels or {})
         # The starter is always recorded (the same-user rule of approvals depends on it).
         recorded[STARTED_BY_LABEL] = (

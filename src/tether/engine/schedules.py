@@ -13,7 +13,10 @@ How it holds across any number of workers and hosts:
    and advancing is harmless: the next pass recreates the same id, which is a no-op.
 
 Overlap (a tick due while the previous scheduled run is unfinished): ``skip`` drops the tick,
-``queue`` holds it until the previous run ends (then starts it, once), ``allow`` starts it.
+``queue`` holds it until the previous run ends (then starts it, once: ticks held together
+collapse into one run), ``allow`` starts it. With ``skip`` or ``queue`` a pass starts one run
+at most, so a schedule never runs twice at once (``queue`` with ``catchup="all"`` starts every
+due tick, held or missed, one after another).
 Catch-up: a tick seen at most `ON_TIME` seconds late (a slow poll, a worker restarting) is on
 time and always starts. For ticks missed longer (no worker ran), ``latest`` starts one run for
 the most recent of them, ``all`` one per missed tick (at most `MAX_CATCHUP`), ``none`` none.
@@ -33,7 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tether.engine.registry import WorkflowDef
 from tether.errors import UserError
-from tether.store.base import FINISHED_STATUSES, NewRun, ScheduleRecord, Store
+from tether.store.base import FINISHED_STATUSES, NewRun, RunRecord, ScheduleRecord, Store
 
 log = logging.getLogger("tether.schedules")
 
@@ -109,12 +112,24 @@ def _cron(expression: str) -> tuple[str, bool]:
 
 
 def next_tick(cron: str, timezone: str, after: float) -> float:
-    """The first tick of `cron` in `timezone` strictly after `after` (epoch seconds)."""
+    """The first tick of `cron` in `timezone` strictly after `after` (epoch seconds).
+
+    When clocks go back, the wall times of the repeated hour come twice. An expression with a
+    fixed hour (``30 2 * * *``) ticks at the first of them only — a daily job runs once that
+    day, as cron does; one whose hour field is a wildcard (``0 * * * *``, ``*/30 * * * *``)
+    ticks at both, as each is another hour of real time."""
     from croniter import croniter
 
     expression, seconds = _cron(cron)
-    start = datetime.fromtimestamp(after, _zone(timezone))
-    return float(croniter(expression, start, second_at_beginning=seconds).get_next(float))
+    zone = _zone(timezone)
+    fields = expression.split()
+    hour = fields[2 if seconds else 1] if len(fields) >= 5 else expression
+    fixed_hour = not hour.startswith(("*", "@hourly"))
+    ticks = croniter(expression, datetime.fromtimestamp(after, zone), second_at_beginning=seconds)
+    while True:
+        tick = float(ticks.get_next(float))
+        if not (fixed_hour and datetime.fromtimestamp(tick, zone).fold):
+            return tick
 
 
 def tick_run_id(name: str, tick: float) -> str:
@@ -146,8 +161,15 @@ class Scheduler:
 
     async def register(self) -> None:
         """Save the App's declared schedules in the store (keeps pauses and progress)."""
+        served = self.app.workflow_names()
         for schedule in self.app.schedules.values():
             await self.app.store.put_schedule(schedule.record(self.clock()))
+            if served and self.app.get_workflow(schedule.workflow) is None:
+                log.warning(
+                    "schedule %s starts workflow %r, which this worker does not serve (it serves "
+                    "%s): only workers that serve it fire the schedule", schedule.name,
+                    schedule.workflow, ", ".join(served),
+                )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fire due schedules every `POLL_SECONDS` until `stop` is set."""
@@ -183,12 +205,26 @@ class Scheduler:
         return run_id
 
     async def _fire(self, record: ScheduleRecord, now: float) -> list[str]:
-        ticks = self._ticks_to_start(record, now)
+        previous = await self._previous(record) if record.overlap != "allow" else None
+        unfinished = previous is not None and previous.status not in FINISHED_STATUSES
+        # A tick `queue` held while the previous run was unfinished is late from that run's
+        # end, not from the tick: it was held, not missed while no worker ran.
+        held_until = (previous.finished_at if previous is not None and not unfinished
+                      and record.overlap == "queue" else None)
+        ticks = self._ticks_to_start(record, now, held_until)
         following = next_tick(record.cron, record.timezone, now)
-        if ticks and record.overlap != "allow" and await self._previous_unfinished(record):
+        if ticks and unfinished:
             if record.overlap == "queue":
                 return []  # hold the tick (next_at stays due) until the previous run ends
             ticks = []  # skip: the due ticks are dropped
+        if len(ticks) > 1 and record.overlap != "allow":
+            # One run at a time: the due ticks collapse into one run for the latest — except
+            # `queue` with `catchup="all"`, which starts the oldest and holds the others, so
+            # each due tick (held or missed) runs after the one before it ends.
+            if record.overlap == "queue" and record.catchup == "all":
+                ticks, following = ticks[:1], ticks[1]
+            else:
+                ticks = ticks[-1:]
         created: list[str] = []
         for tick in ticks:
             run_id = tick_run_id(record.name, tick)
@@ -203,7 +239,9 @@ class Scheduler:
             log.debug("scheduler: schedule %s was advanced by another worker", record.name)
         return created
 
-    def _ticks_to_start(self, record: ScheduleRecord, now: float) -> list[float]:
+    def _ticks_to_start(
+        self, record: ScheduleRecord, now: float, held_until: float | None = None
+    ) -> list[float]:
         due: list[float] = []
         tick = record.next_at
         while tick <= now and len(due) < MAX_CATCHUP + 1:
@@ -211,19 +249,19 @@ class Scheduler:
             tick = next_tick(record.cron, record.timezone, tick)
         # A tick a poll or a restart late is on time and always starts; the catch-up policy
         # decides only about ticks missed while no worker ran.
-        on_time = [t for t in due if now - t <= ON_TIME]
-        missed = [t for t in due if now - t > ON_TIME]
+        since = held_until or 0.0
+        on_time = [t for t in due if now - max(t, since) <= ON_TIME]
+        missed = [t for t in due if now - max(t, since) > ON_TIME]
         if record.catchup == "all":
             return (missed + on_time)[-MAX_CATCHUP:]
         if record.catchup == "none":
             return on_time[-MAX_CATCHUP:]
         return (missed[-1:] + on_time)[-MAX_CATCHUP:]  # latest
 
-    async def _previous_unfinished(self, record: ScheduleRecord) -> bool:
+    async def _previous(self, record: ScheduleRecord) -> RunRecord | None:
         if record.last_run_id is None:
-            return False
-        run = await self.app.store.get_run(record.last_run_id)
-        return run is not None and run.status not in FINISHED_STATUSES
+            return None
+        return await self.app.store.get_run(record.last_run_id)
 
     async def _start(
         self, record: ScheduleRecord, run_id: str, tick: float, *, manual: bool = False

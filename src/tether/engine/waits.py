@@ -12,6 +12,7 @@ so a replay returns the recorded payload and never takes a second one.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
@@ -53,6 +54,7 @@ class _Journaled(Protocol):
     _budget: Budget | None
     _usage: Usage
     _pending_values: list[StepRecord]
+    children: list[str]
 
     @property
     def run_id(self) -> str: ...
@@ -103,15 +105,14 @@ class DurableWaits(_Journaled):
 
     def sleep(self, duration: timedelta | float) -> Coroutine[Any, Any, None]:
         """A durable timer: the run is suspended and the worker released until it is due."""
-        seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
-        return self._sleep(self._next_seq(), seconds)
+        return self._sleep(self._next_seq(), wait_seconds(duration, "ctx.sleep()"))
 
     def wait_for_signal(
         self, name: str, *, timeout: timedelta | float | None = None
     ) -> Coroutine[Any, Any, Any]:
         """Wait for the next signal `name` (kept if it arrived earlier) and return its payload.
         The run holds no worker while waiting. Raises `SignalTimeout` after `timeout`."""
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        seconds = None if timeout is None else wait_seconds(timeout, "ctx.wait_for_signal(timeout=)")
         return self._wait_for_signal(self._next_seq(), name, seconds)
 
     def wait_for_any(
@@ -126,7 +127,7 @@ class DurableWaits(_Journaled):
         `SignalTimeout` after `timeout`. Use this rather than ``asyncio.wait`` over
         `wait_for_signal` calls, which cannot work (see docs/concepts.md)."""
         wanted = signal_names(names)
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        seconds = None if timeout is None else wait_seconds(timeout, "ctx.wait_for_any(timeout=)")
         return self._wait_for_any(self._next_seq(), wanted, seconds)
 
     def run_child(
@@ -181,6 +182,7 @@ class DurableWaits(_Journaled):
                 "@app.workflow function"
             )
         child_id = child_run_id(self.run_id, seq)
+        self.children.append(child_id)
         definition = self.app.get_workflow(name) if self.app is not None else None
         canonical: Any = definition.canonical_input(input) if definition is not None else dict(input or {})
         own = remaining_budget(self._budget, self._usage, self._run.created_at)
@@ -291,7 +293,8 @@ class DurableWaits(_Journaled):
             raise SignalTimeout(label, self.run_id)
         self._check_duration()
         now = time.time()
-        deadline = rec.wake_at if rec is not None else (now + timeout if timeout else None)
+        deadline = rec.wake_at if rec is not None else (
+            None if timeout is None else now + timeout)
         if rec is not None:
             waiting = rec
         else:
@@ -302,7 +305,7 @@ class DurableWaits(_Journaled):
                 kind="signal",
                 status="waiting",
                 input=(
-                    {"timeout": timeout} if timeout else None
+                    {"timeout": timeout} if timeout is not None else None
                 ) if names is None else {"names": names, "timeout": timeout},
                 started_at=now,
                 wake_at=deadline,
@@ -345,6 +348,23 @@ class DurableWaits(_Journaled):
         )
 
 
+
+
+MAX_WAIT = 100 * 365 * 86400.0
+"""The longest timer or signal timeout, in seconds (a century): a wake-up time much further
+away cannot be shown as a date, and `tether runs` would fail on the run."""
+
+
+def wait_seconds(value: object, what: str) -> float:
+    """The seconds of a timer or a wait's timeout, given as a number or a `timedelta`: a
+    finite number up to `MAX_WAIT` (a negative one is due at once)."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds) or seconds > MAX_WAIT):
+        hint = "; without a timeout it waits for ever" if "timeout" in what else ""
+        raise UserError(f"{what} takes seconds (a finite number up to a century) or a timedelta, "
+                        f"got {value!r}{hint}")
+    return float(seconds)
 
 
 def signal_names(names: object) -> list[str]:

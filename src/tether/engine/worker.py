@@ -28,7 +28,7 @@ from tether.engine.control import CancelRun, DropRun, RefuseRun, Suspend
 from tether.engine.interrupts import watch_cancels
 from tether.engine.lease import Leases
 from tether.engine.schedules import Scheduler
-from tether.errors import StoreUnavailable
+from tether.errors import SchemaTooNew, StoreUnavailable
 from tether.store.base import LIVE_MARK
 
 if TYPE_CHECKING:
@@ -92,6 +92,8 @@ class Worker:
         self._quarantined: set[str] = set()
         self._slot_freed = asyncio.Event()
         self.completed = 0
+        self.too_new: SchemaTooNew | None = None
+        """Set when a newer tether migrated the store to a schema this code must not use."""
         self._released_at = 0.0
         self._released_at_count = 0
 
@@ -116,6 +118,7 @@ class Worker:
             if app.retention is not None
             else None
         )
+        schema = asyncio.create_task(self._watch_schema(stop), name="tether-schema-watch")
         registry = await self._announce()
         await self._report_unrunnable_versions()
         # Tasks registered by the layers above (alerts): after the announce, so a task that
@@ -160,6 +163,9 @@ class Worker:
                 poll = min(poll * 2, _POLL_MAX)
         finally:
             extras_stop.set()
+            schema.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await schema
             await self._shutdown()
             await background.stop_background_tasks(extras)
             scheduler.cancel()
@@ -180,6 +186,25 @@ class Worker:
             with contextlib.suppress(Exception):
                 await app.store.drop_liveness(self.owner)
             log.info("worker %s stopped", self.owner)
+        if self.too_new is not None:
+            raise self.too_new
+
+    async def _watch_schema(self, stop: asyncio.Event) -> None:
+        """Stop this worker once a newer tether migrates the store under it to a schema this
+        code must not use (asked once per lease period; store/migrate.py). Its runs are given
+        back at once, not finished here: workers of the newer code resume them from their
+        journals."""
+        while not stop.is_set():
+            await self._pause(stop, self.app.lease_seconds)
+            try:
+                await self.app.store.check_schema()
+            except SchemaTooNew as exc:
+                log.error("worker %s: stopping: %s", self.name, exc)
+                self.too_new = exc
+                stop.set()
+                return
+            except Exception as exc:
+                log.debug("worker %s: schema check failed (%s)", self.name, exc)
 
     async def _hold_liveness(self) -> None:
         """Take the store's liveness lock before the first claim; without it, claim under a
@@ -280,7 +305,8 @@ class Worker:
             len(self._active),
             self.grace_period,
         )
-        deadline = time.monotonic() + self.grace_period
+        # Code too old for the store must not write more than it has to: no grace.
+        deadline = time.monotonic() + (0.0 if self.too_new else self.grace_period)
         pending = set(self._active.values())
         while pending and time.monotonic() < deadline:
             # Keep leases alive while we wait.

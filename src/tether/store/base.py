@@ -46,6 +46,10 @@ Rules every implementation keeps:
 * **Values.** Payload fields (`input`, `output`, signal payloads, `error`, `usage`, `meta`,
   `labels`) are JSON-compatible Python values; the store encodes and decodes them.
 * **Time.** Timestamps are Unix epoch seconds (float).
+* **Schema.** Opening applies the migrations the store lacks. A store carrying a migration this
+  code does not know that declares older code unsafe (``-- requires-code``, recorded in
+  ``schema_compat``) is refused with `SchemaTooNew` before anything is written; a running
+  worker asks again once per lease period (`check_schema`). See `tether.store.migrate`.
 * **Worker registry.** Each worker process keeps one `WorkerRecord`: written at start
   (`register_worker`), its `last_seen` refreshed by the store's clock once per lease period
   (`touch_worker`), deleted on a graceful stop (`remove_worker`). `list_workers` returns the
@@ -391,6 +395,12 @@ class Store(Protocol):
     async def register_worker(self, worker: WorkerRecord) -> None:
         """Write the worker's row (`last_seen` = now), replacing any with its owner; forget
         rows of workers silent for over an hour."""
+        ...
+
+    async def check_schema(self) -> None:
+        """Raise `SchemaTooNew` if a newer tether has since applied a migration that code this
+        old must not run beside (store/migrate.py); a running worker asks once per lease
+        period, because opening is not the only moment a store can become too new."""
         ...
 
     async def touch_worker(self, owner: str) -> bool:

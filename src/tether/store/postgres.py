@@ -79,7 +79,14 @@ from tether.store.base import (
     SignalRecord,
     StepRecord,
 )
-from tether.store.migrate import migration_files
+from tether.store.migrate import (
+    COMPAT_TABLE,
+    REQUIREMENT_SQL,
+    Requirement,
+    compat_rows,
+    migration_files,
+    too_new,
+)
 from tether.store.postgres_commit import (
     BARE,
     GroupCommit,
@@ -115,6 +122,8 @@ class PostgresStore(LayerStatements):
         self._listening: dict[asyncio.AbstractEventLoop, Conn] = {}
         """Each loop's LISTEN connection (`_listen`), for closing from outside its loop."""
         self._migrated = False
+        self._known_schema = 0
+        """The last migration this code knows (set when the store is migrated)."""
         self._liveness: dict[str, asyncio.Task[None]] = {}
         self._queues_seen = False
         self._commits = GroupCommit(self._apply)
@@ -230,7 +239,14 @@ class PostgresStore(LayerStatements):
             )
             cur = await conn.execute("SELECT version FROM schema_migrations")
             applied = {r[0] for r in await cur.fetchall()}
-            for number, name, text in migration_files("postgres"):
+            files = migration_files("postgres")
+            known = self._known_schema = files[-1][0]
+            if applied and max(applied) > known and COMPAT_TABLE in applied:
+                cur = await conn.execute(REQUIREMENT_SQL)
+                row = await cur.fetchone()
+                too_new(_safe(self.url), known, Requirement(*row) if row else None)
+            done: list[tuple[int, str, str]] = []
+            for number, name, text in files:
                 if number in applied:
                     continue
                 try:
@@ -240,7 +256,18 @@ class PostgresStore(LayerStatements):
                 await conn.execute(
                     f"INSERT INTO schema_migrations VALUES (%s, %s, {q.NOW})", (number, name)
                 )
+                done.append((number, name, text))
+            rows = compat_rows(done)
+            if rows and (COMPAT_TABLE in applied or any(n == COMPAT_TABLE for n, _, _ in done)):
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO schema_compat (version, name, requires, applied_by) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
         self.channel = f"tether:{schema}"[:63]
+
+    async def check_schema(self) -> None:
+        found = await self._statement("read the schema's requirement", _requirement)
+        too_new(_safe(self.url), self._known_schema, found)
 
     async def _read_channel(self, conn: Conn) -> None:
         cur = await conn.execute("SELECT current_schema()")
@@ -728,6 +755,12 @@ _QUEUE_LOOK = 1.0
 
 async def _notify(conn: Conn, channel: str) -> None:
     await conn.execute("SELECT pg_notify(%s, '')", (channel,))
+
+
+async def _requirement(conn: Conn) -> Requirement | None:
+    cur = await conn.execute(REQUIREMENT_SQL)
+    row = await cur.fetchone()
+    return Requirement(*row) if row else None
 
 
 def _safe(url: str) -> str:

@@ -13,6 +13,7 @@ Durability: by default ``synchronous=NORMAL`` — a committed step survives a pr
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 import threading
@@ -56,7 +57,8 @@ from tether.store.base import (
     WorkerRecord,
 )
 from tether.store.jsontext import dumps, loads
-from tether.store.migrate import migrate_sqlite
+from tether.store.migrate import migrate_sqlite, sqlite_requirement, too_new
+from tether.store.sqlite_checkpoint import BACKSTOP_PAGES, CHECKPOINT_EVERY, CHECKPOINTS
 from tether.store.sqlite_commit import Connection
 from tether.store.sqlite_liveness import LockFiles
 
@@ -95,6 +97,9 @@ class SQLiteStore:
         self._probed_at = 0.0
         self._positions: q.Positions = {}
         """Event positions reserved for the steps of runs held here (`q.step_position`)."""
+        self._described = f"the SQLite store {self.url}"
+        self._known_schema = 0
+        """The last migration this code knows (set when the store is opened)."""
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -119,6 +124,8 @@ class SQLiteStore:
             conn.execute("PRAGMA busy_timeout = 30000")
             if not self._memory:
                 _enable_wal(conn, self.path)
+                # Checkpoints run beside the writer (`sqlite_checkpoint`); its own stay a backstop.
+                conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.Error as exc:
             conn.close()
@@ -133,8 +140,14 @@ class SQLiteStore:
             return self._writer, self._reader
         with self._open_lock:
             if self._writer is None:
-                writer = Connection(self._connect)
-                writer.call_sync(migrate_sqlite)
+                writer = (Connection(self._connect) if self._memory else Connection(
+                    self._connect, every=CHECKPOINT_EVERY,
+                    on_commits=functools.partial(CHECKPOINTS.request, self.path)))
+                try:
+                    self._known_schema = writer.call_sync(migrate_sqlite, self._described)
+                except BaseException:
+                    writer.close()
+                    raise
                 self._reader = writer if self._memory else Connection(self._connect)
                 self._writer = writer
         assert self._writer is not None and self._reader is not None
@@ -441,6 +454,10 @@ class SQLiteStore:
 
     async def register_worker(self, worker: WorkerRecord) -> None:
         await self._write(workers_q.register_worker, worker)
+
+    async def check_schema(self) -> None:
+        self._ensure_open()
+        too_new(self._described, self._known_schema, await self._read(sqlite_requirement))
 
     async def touch_worker(self, owner: str) -> bool:
         return await self._write(workers_q.touch_worker, owner)

@@ -46,8 +46,18 @@ class Connection:
     so write functions must only touch the connection.
     """
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        every: int = 0,
+        on_commits: Callable[[], None] | None = None,
+    ) -> None:
         self._conn = connect()
+        self._every = every
+        self._on_commits = on_commits
+        """Called every `every` commits (the store's checkpoint request, `sqlite_checkpoint`)."""
+        self._commits = 0
         self._lock = threading.Lock()
         self._batches: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         self._batches_lock = threading.Lock()
@@ -184,4 +194,9 @@ class Connection:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             return [(False, StoreError(f"SQLite commit failed: {exc}"))] * len(batch)
+        if self._on_commits is not None:
+            self._commits += 1
+            if self._commits >= self._every:
+                self._commits = 0
+                self._on_commits()
         return outcomes

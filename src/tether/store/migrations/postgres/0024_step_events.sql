@@ -1,3 +1,8 @@
+-- requires-code: 0024
+-- Older code must not share a store with this: it writes a step's events as rows of their own
+-- and reads only those, so on a store both write, older readers lose the "completed" events of
+-- steps newer code ran, and newer readers can see a step completed twice (measured with an old
+-- and a new worker on one store; docs/operations.md, "Upgrading").
 -- Step events derived from the journal, as on SQLite (see sqlite/0024 and
 -- `tether.store.events_sql`): a step's final row carries its position in the run's event
 -- stream, so its "started" (at ev_pos - 1, unless it was appended as a row while the step ran)

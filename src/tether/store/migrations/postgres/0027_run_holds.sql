@@ -1,3 +1,8 @@
+-- requires-code: 0027
+-- Older code must not share a store with this: it neither writes holds nor counts them, so a
+-- call cut by a SIGKILL on either kind of worker is sent again without being counted (measured:
+-- 6 requests under max_llm_calls=5 with an old and a new worker, either way round), and its
+-- prune leaves a run's holds behind.
 -- Run holds: the worst case of a budgeted run's calls in flight, written before the call is
 -- sent and deleted by the run's holder once the call's usage is journaled (store/base.py,
 -- "Reservations"). A hold left by a worker that died mid-call stands for a call that may have
