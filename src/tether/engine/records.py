@@ -224,7 +224,7 @@ class RunInfo:
             lease_expires=_ts(run.lease_expires),
             progress=run.progress,
             started_by=run.labels.get(STARTED_BY_LABEL),
-            cut=list(cut or ()),
+            cut=list(cut) if cut else [],
         )
 
 

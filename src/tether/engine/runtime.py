@@ -566,7 +566,8 @@ class Runtime:
             if finished is not None:
                 # Finished here: the journal is what this process wrote, the row what the
                 # store's finish returned (its end as the store stamped it); nothing is read.
-                return RunInfo.from_records(*finished, await cut_calls(self.store, finished[0]))
+                cut = await cut_calls(self.store, finished[0]) if finished[0].fencing > 1 else None
+                return RunInfo.from_records(*finished, cut)
         return await self.get_run_async(run.id)
 
     async def run_worker_async(
