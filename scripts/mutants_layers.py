@@ -29,6 +29,10 @@ TAKEN_OVER_HOLDER = f"{SPEND}::test_a_zombie_cannot_release_its_reservation_afte
 BUDGETS = "tests/integration/test_budget_reservations.py"
 PARALLEL_CALLS = f"{BUDGETS}::test_a_parallel_under_a_call_budget_sends_exactly_the_budget"
 DOLLAR_CAP = f"{BUDGETS}::test_a_dollar_cap_ends_the_run_at_or_under_it"
+CUT = "tests/integration/test_cut_calls.py"
+CUT_LISTED = f"{SPEND}::test_the_calls_a_lost_holder_left_in_flight_are_listed_once_each"
+ZOMBIE_E2E = ("tests/e2e/test_budget_processes.py::"
+              "test_a_paused_worker_woken_after_a_takeover_cannot_release_its_reservation")
 SPEND_CHECK = "        if spent + reserved + cost_usd > window.max_usd + _SPEND_TOLERANCE:"
 
 # --- leases --------------------------------------------------------------------------------------
@@ -96,7 +100,7 @@ LAYER_MUTANTS: list[Mutant] = [
         "sqlite-spend-zombie-releases", SQLITE_LAYERS,
         (('f"DELETE FROM spend_reservations WHERE id = ? AND {_HOLDER_HOLDS}"',
           '"DELETE FROM spend_reservations WHERE id = ?"'),),
-        [sqlite(TAKEN_OVER_HOLDER)],
+        [sqlite(TAKEN_OVER_HOLDER), sqlite(ZOMBIE_E2E)],
         "a worker that lost its run releases its reservation though its call may have been billed",
     ),
     Mutant(
@@ -104,8 +108,39 @@ LAYER_MUTANTS: list[Mutant] = [
         (('"DELETE FROM spend_reservations r WHERE r.id = %s AND EXISTS (SELECT 1 FROM runs u "\n'
           '        "WHERE u.id = r.run_id AND u.fencing = r.token AND u.status = \'running\')",',
           '"DELETE FROM spend_reservations r WHERE r.id = %s",'),),
-        [pg(TAKEN_OVER_HOLDER)],
+        [pg(TAKEN_OVER_HOLDER), pg(ZOMBIE_E2E)],
         "a worker that lost its run releases its reservation though its call may have been billed",
+    ),
+    Mutant(
+        "sqlite-cut-calls-include-the-holders", SQLITE_LAYERS,
+        (('"SELECT h.id, h.run_id, h.token, h.usage, h.created_at FROM run_holds h "\n'
+          '    "WHERE {where} AND h.token <> (SELECT u.fencing FROM runs u WHERE u.id = h.run_id) "',
+          '"SELECT h.id, h.run_id, h.token, h.usage, h.created_at FROM run_holds h "\n'
+          '    "WHERE {where} "'),),
+        [sqlite(CUT_LISTED)],
+        "a call in flight on the run's live holder is reported as cut by a crash",
+    ),
+    Mutant(
+        "pg-cut-calls-reservation-twice", LAYERS,
+        (('    "AND NOT EXISTS (SELECT 1 FROM run_holds o WHERE o.id = h.id) "\n'
+          '    "GROUP BY h.id, h.run_id, h.token ORDER BY 5, 1"',
+          '    "GROUP BY h.id, h.run_id, h.token ORDER BY 5, 1"'),),
+        [pg(CUT_LISTED)],
+        "a cut call with a hold and a spend reservation is reported twice",
+    ),
+    Mutant(
+        "ledger-shutdown-releases-the-cut-call", CONTEXT,
+        (("                        reservation.abandon()\n",
+          "                        await reservation.release()\n"),),
+        [sqlite(f"{CUT}::test_a_call_cut_short_by_a_workers_shutdown_is_counted_as_cut")],
+        "a call cut short by a worker's graceful stop is released: counted nowhere, sent again",
+    ),
+    Mutant(
+        "engine-lost-send-not-marked", "tether/engine/executor.py",
+        (("            resent=_lost_in(run) if claim.recovered else None,",
+          "            resent=None,"),),
+        [sqlite(f"{CUT}::test_a_run_without_a_budget_marks_the_step_a_lost_worker_was_in")],
+        "the step a lost worker of a run without a budget was in reads as sent once",
     ),
     Mutant(
         "ledger-run-hold-not-written", STEP_BUDGET,

@@ -1,9 +1,12 @@
 """Budgets and spend limits across real worker processes (tests/e2e/budget_app.py against the
 local fake provider): a burst of runs on several workers under one label spend limit, a dead
-worker's reservation expiring with its lease, and a run's budget surviving a SIGKILL."""
+worker's reservation staying counted, a paused one unable to release its reservation once woken,
+and a run's budget surviving a SIGKILL."""
 
 from __future__ import annotations
 
+import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 
 import tether
 from tests.e2e.budget_app import CALL_USD, answer_at_bound, tool_then_answer
-from tests.e2e.harness import client, wait_until, worker_pool
+from tests.e2e.harness import client, tether_cli, wait_until, worker_pool
 from tests.fake_provider import FakeProvider
 
 APP = "tests.e2e.budget_app:app"
@@ -94,6 +97,44 @@ def test_a_dead_workers_call_in_flight_stays_counted_against_the_limit(
         app.close()
 
 
+def test_a_paused_worker_woken_after_a_takeover_cannot_release_its_reservation(
+    store_url: str, tmp_path: Path, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The zombie release: worker a is SIGSTOPped (not killed) mid-call holding $0.10 of the
+    # $0.25 tenant limit; b takes the run over after the lease and sends the call again. Woken,
+    # a's call ends, its journal write is fenced off and it drops the run -- releasing its
+    # reservation on the way out. Its call may have been billed, so that release must not
+    # count: were it honoured, $0.10 journaled would leave room for a third $0.10 call.
+    monkeypatch.setenv("BUDGET_LIMIT_USD", "0.25")
+    provider.fail_next("hang", seconds=6)  # a's call: the connection closes, unanswered
+    app = client(store_url)
+    try:
+        with worker_pool(tmp_path, store_url) as workers:
+            zombie = workers.start("a", app=APP)
+            first = app.start("caller", {}, labels=ACME).id
+            wait_until(lambda: len(provider.requests) == 1, timeout=30,
+                       what="the first call to be in flight (reserved) on worker a")
+            zombie.send_signal(signal.SIGSTOP)
+            try:
+                workers.start("b", app=APP)
+                (taken,) = wait_until(lambda: finished(app, [first]), timeout=60,
+                                      what="the first run to end on worker b")
+            finally:
+                zombie.send_signal(signal.SIGCONT)
+            assert taken.status == "succeeded", taken.error  # $0.10 cut + $0.10 sent again
+            wait_until(lambda: f"run {first}: lease lost" in workers.log("a"), timeout=30,
+                       what="worker a, woken, dropping the run it lost")
+            assert zombie.poll() is None, workers.log("a")  # a lives on, a worker again
+            second = app.start("caller", {}, labels=ACME).id
+            (refused,) = wait_until(lambda: finished(app, [second]), timeout=60,
+                                    what="the second run to end")
+        assert refused.status == "failed", "a's reservation was released by a zombie"
+        assert refused.error is not None and refused.error["type"] == "BudgetExceeded"
+        assert len(provider.requests) == 2  # a's call and b's re-send; no third call
+    finally:
+        app.close()
+
+
 def test_a_runs_budget_holds_across_a_sigkill(
     store_url: str, tmp_path: Path, provider: FakeProvider
 ) -> None:
@@ -142,5 +183,23 @@ def test_a_call_cut_by_a_sigkill_counts_against_the_runs_budget(
         assert info.error is not None and info.error["type"] == "BudgetExceeded"
         assert len(provider.requests) == 5  # the cut call, its re-send and three more
         assert info.usage.llm_calls == 4  # journaled; the cut one is the fifth
+        # What a user reads: the journal said the first call was tried once and the spend
+        # report counted four calls -- below the provider's bill for five.
+        (cut,) = info.cut
+        first_call = next(s for s in info.steps if s.seq == cut.seq)
+        assert (first_call.attempts, info.cut_sends(cut.seq)) == (1, 1)  # two sends, one cut
+        assert info.cut_usage.cost_usd == pytest.approx(CALL_USD)
+        shown = " ".join(tether_cli("show", run, store=store_url).stdout.split())
+        assert "cut by crashes 1 call sent by workers that died" in shown, shown
+        assert "never journaled: up to $0.1000 (" in shown, shown
+        assert " 2 (1 cut) " in shown, shown
+        report = json.loads(tether_cli("cost", "--by", "model", "--json", store=store_url).stdout)
+        assert report["total_usd"] == pytest.approx(4 * CALL_USD)  # journaled
+        assert (report["cut_calls"], report["cut_usd"]) == (1, pytest.approx(CALL_USD))
+        (row,) = report["rows"]
+        assert (row["model"], row["calls"], row["cut_calls"]) == ("gpt-4.1-mini", 4, 1)
+        table = " ".join(tether_cli("cost", "--by", "model", store=store_url).stdout.split())
+        assert "cut by crashes (not journaled, worst case): up to $0.100000 more in 1 call(s)" \
+            in table, table
     finally:
         app.close()

@@ -166,3 +166,34 @@ async def test_a_runs_budget_holds_outlive_a_dead_holder_and_only_its_holder_rel
     await other.hold_usage("h", token, f"h:3:{token}", {"llm_calls": 1})
     await other.release_hold(f"h:3:{token}")  # the holder's own release works
     assert await other.lost_holds("h", token) == [{"llm_calls": 1, "cost_usd": 0.2}]
+
+
+async def test_the_calls_a_lost_holder_left_in_flight_are_listed_once_each(
+    store: Store, other: Store
+) -> None:
+    # What `tether show` and the cost report read: the calls cut by a crash, with the worst
+    # case each was held at — a hold's whole usage, else a spend reservation's cost.
+    first = await held_run(store, "c", lease=0.3)
+    limit, team = window(5.0), window(5.0, label="team", value="sales")
+    await store.hold_usage("c", first, f"c:3:{first}", {"llm_calls": 1, "cost_usd": 0.2,
+                                                         "output_tokens": 100})
+    assert await store.reserve_spend("c", first, f"c:3:{first}", 0.2, [limit]) is None
+    assert await store.reserve_spend("c", first, f"c:4:{first}", 0.3, [limit, team]) is None
+    assert await store.cut_calls(run_id="c") == []  # in flight with a live holder: not cut
+    deadline = time.monotonic() + 10
+    claims = []
+    while not claims:
+        assert time.monotonic() < deadline, "the run was never taken over"
+        claims = await other.claim_runs("w2", WF, limit=1, lease_seconds=30)
+        await asyncio.sleep(0.05)
+    token = claims[0].token
+    await other.hold_usage("c", token, f"c:3:{token}", {"llm_calls": 1})  # the re-send
+    cut = await other.cut_calls(run_id="c")
+    assert [(c.seq, c.token, c.usage) for c in cut] == [
+        (3, first, {"llm_calls": 1, "cost_usd": 0.2, "output_tokens": 100}),
+        (4, first, {"llm_calls": 1, "cost_usd": 0.3}),  # two limit keys, one call
+    ]
+    assert [c.run_id for c in await other.cut_calls()] == ["c", "c"]
+    assert await other.cut_calls(run_id="elsewhere") == []
+    assert await other.cut_calls(since=time.time() + 1) == []
+    assert await other.cut_calls(until=cut[0].created_at) == []

@@ -121,10 +121,17 @@ async def precheck_model_call(
         (node_budget, f"agent {node}"), (ctx.budget, "run"))
         if b is not None and b.max_cost_usd is not None]
     caps += [f"spend limit {w.description}" for w in windows]
-    if not caps:
+    if not caps and ctx.budget is None:
         return Usage(llm_calls=1, input_tokens=prompt, output_tokens=completion), budgets, windows
     price = price_model_call(ctx.app, model_name, provider=provider,
                              input_tokens=prompt, output_tokens=completion)
+    if not caps:
+        # Priced all the same, when known: the run budget's hold of this worst case in the
+        # store is what `tether show` and the cost report give for the call if a crash cuts it.
+        priced = price.cost_usd is not None
+        return Usage(llm_calls=1, input_tokens=prompt, output_tokens=completion,
+                     cost_usd=price.cost_usd or 0.0, unpriced_calls=0 if priced else 1
+                     ), budgets, windows
     if price.cost_usd is None:
         # Counting an unpriced call as $0 would let it through every dollar cap unseen.
         label = f"{provider}:{model_name}" if provider else model_name

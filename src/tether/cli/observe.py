@@ -189,6 +189,9 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
     total = sum(r.cost_usd for r in rows)
     unpriced = sum(r.unpriced_calls for r in rows)
     overshoot = sum(r.overshoot_usd for r in rows)
+    cut_calls = sum(r.cut_calls for r in rows)
+    cut_usd = sum(r.cut_usd for r in rows)
+    lost = sum(r.lost_sends for r in rows)
     if json_output:
         print_json({
             "since": since,
@@ -196,6 +199,9 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
             "total_usd": round(total, 10),
             "unpriced_calls": unpriced,
             "overshoot_usd": round(overshoot, 10),
+            "cut_calls": cut_calls,
+            "cut_usd": round(cut_usd, 10),
+            "lost_sends": lost,
         })
         return
     if not rows:
@@ -215,3 +221,21 @@ def _print_cost(rows: list[CostRow], since: str, json_output: bool) -> None:
         note += (f"; ${overshoot:.6f} of it beyond the calls' reservations (responses longer "
                  "than the bound reserved against budgets and spend limits)")
     console.print(f"total ${total:.6f}{note}", highlight=False)
+    if cut_calls:
+        # Apart from the journaled spend: sent, maybe billed, never journaled; a worst case.
+        console.print(
+            f"cut by crashes (not journaled, worst case): up to ${cut_usd:.6f} more in "
+            f"{cut_calls} call(s) sent by workers that died, stopped or lost their run "
+            "mid-call and sent again; a provider may have billed them. Not included above:",
+            highlight=False)
+        for r in rows:
+            if r.cut_calls:
+                group = ", ".join(v or "-" for v in r.group.values())
+                console.print(f"  {group}: {r.cut_calls} call(s), up to ${r.cut_usd:.6f}",
+                              highlight=False)
+    if lost:
+        console.print(
+            f"and {lost} call(s) of runs without a budget or spend limit were in flight on a "
+            "worker lost mid-call (its last heartbeat): maybe sent and billed once more, cost "
+            "unknown. A budget on those runs would record each call's worst case.",
+            highlight=False)

@@ -91,6 +91,52 @@ def format_cost(info: RunInfo) -> str:
     return text
 
 
+def format_cut(info: RunInfo) -> str:
+    """The calls cut by crashes: how many and their worst case (not in the run's usage)."""
+    usage = info.cut_usage
+    calls = len(info.cut)
+    tokens = f"{usage.tokens:,} tokens"
+    bound = f"${usage.cost_usd:.4f} ({tokens})" if usage.cost_usd else tokens
+    if usage.unpriced_calls:
+        bound += f" (+{usage.unpriced_calls} unpriced)"
+    steps = ", ".join(str(seq) for seq in sorted({c.seq for c in info.cut}))
+    return (f"{calls} call{'s' if calls != 1 else ''} sent by workers that died, stopped or lost "
+            f"the run mid-call (seq {steps}), never journaled: up to {bound} on top of the "
+            "usage above, if the provider billed them")
+
+
+def format_recoveries(info: RunInfo) -> str:
+    text = str(info.recoveries)
+    if not info.recoveries or info.cut:
+        return text
+    lost = [s.seq for s in info.steps if _lost_send(info, s)]
+    if lost:
+        text += (f" (a lost worker was in seq {', '.join(map(str, lost))}: its call may have "
+                 "been sent and billed once more than the journal says; without a budget "
+                 "or spend limit its cost is not known)")
+    elif info.budget is None and any(s.usage.llm_calls for s in info.steps):
+        # Without a budget or a spend limit nothing is written before a call is sent.
+        text += (" (a model call in flight at a takeover was sent again; such calls are "
+                 "counted only for runs with a budget or a spend limit)")
+    return text
+
+
+def format_tries(info: RunInfo, step: StepInfo) -> str:
+    """Journaled attempts, plus the sends of workers that died (``3 (1 cut)``), or a send a
+    lost worker may have made (``1 (+1 lost)``: a run without a budget)."""
+    cut = info.cut_sends(step.seq) if info.cut else 0
+    if cut:
+        return f"{step.attempts + cut} ({cut} cut)"
+    return f"{step.attempts} (+1 lost)" if _lost_send(info, step) else str(step.attempts)
+
+
+def _lost_send(info: RunInfo, step: StepInfo) -> bool:
+    """Marked `LOST_SEND` and not listed among the run's cut calls (those say more)."""
+    from tether.engine.ledger import LOST_SEND
+
+    return bool(step.meta.get(LOST_SEND)) and not (info.cut and info.cut_sends(step.seq))
+
+
 def run_duration(info: RunInfo) -> float | None:
     """Wall time from creation to the end (or to now for an unfinished run)."""
     end = info.finished_at.timestamp() if info.finished_at else time.time()
@@ -201,6 +247,8 @@ def run_header(info: RunInfo) -> Table:
         grid.add_row("finished", format_time(info.finished_at) + " UTC")
     grid.add_row("duration", format_duration(run_duration(info)))
     grid.add_row("usage", format_cost(info))
+    if info.cut:
+        grid.add_row("cut by crashes", Text(format_cut(info), style="yellow"))
     if info.status == "queued":
         # Stuck or just busy? A queued run only moves when a worker that has its workflow
         # (and version) is free.
@@ -225,7 +273,7 @@ def run_header(info: RunInfo) -> Table:
         grid.add_row("lease owner", owner)
         if info.progress:
             grid.add_row("in", _progress(info.progress))
-    grid.add_row("recoveries", str(info.recoveries))
+    grid.add_row("recoveries", format_recoveries(info))
     for part in info.degraded:
         grid.add_row("degraded", Text(_degradation(part), style="yellow"))
     if info.error:
@@ -279,9 +327,9 @@ def steps_table(info: RunInfo) -> Table:
             step.name,
             step.kind,
             status_text(step.status),
-            str(step.attempts),
+            format_tries(info, step),
             format_duration(step.duration),
-            _step_detail(step),
+            _step_detail(info, step),
         )
     return table
 
@@ -354,18 +402,34 @@ def run_detail(info: RunInfo, verdict: Verdict | None = None) -> dict[str, Any]:
         budget=info.budget,
         usage=info.usage.to_dict(),
         overshoot=info.overshoot or None,
-        journal=[step_detail(step) for step in info.steps],
+        cut_by_crashes=cut_detail(info),
+        journal=[step_detail(step, info) for step in info.steps],
     )
     return detail
 
 
-def step_detail(step: StepInfo) -> dict[str, Any]:
+def cut_detail(info: RunInfo) -> dict[str, Any] | None:
+    """The calls cut by crashes, for ``--json``: ``None`` when there were none (or the run
+    had no budget and no spend limit to record them)."""
+    if not info.cut:
+        return None
+    return {
+        "calls": len(info.cut),
+        "worst_case": info.cut_usage.to_dict(),
+        "sends": [{"seq": c.seq, "token": c.token, "worst_case": c.usage,
+                   "at": _iso(datetime.fromtimestamp(c.created_at, UTC))} for c in info.cut],
+    }
+
+
+def step_detail(step: StepInfo, info: RunInfo | None = None) -> dict[str, Any]:
+    cut = info.cut_sends(step.seq) if info is not None and info.cut else 0
     return {
         "seq": step.seq,
         "name": step.name,
         "kind": step.kind,
         "status": step.status,
         "attempts": step.attempts,
+        "cut_sends": cut,
         "duration_s": step.duration,
         "started_at": _iso(step.started_at),
         "finished_at": _iso(step.finished_at),
@@ -420,7 +484,7 @@ def _progress(progress: dict[str, Any]) -> str:
     return text
 
 
-def _step_detail(step: StepInfo) -> Text:
+def _step_detail(info: RunInfo, step: StepInfo) -> Text:
     if step.error and step.status in ("failed", "retrying"):
         text = error_line(step.error, 100)
         if step.status == "retrying" and step.wake_at is not None:
@@ -440,7 +504,17 @@ def _step_detail(step: StepInfo) -> Text:
         parts.append(f"{step.usage.tokens:,} tokens")
     if step.usage.cost_usd:
         parts.append(f"${step.usage.cost_usd:.4f}")
-    return Text(", ".join(parts))
+    text = Text(", ".join(parts))
+    sends = info.cut_sends(step.seq) if info.cut else 0
+    if sends:
+        cut = info.cut_usage_of(step.seq)
+        worst = f"${cut.cost_usd:.4f}" if cut.cost_usd else f"{cut.tokens:,} tokens"
+        text.append(f"{'; ' if parts else ''}{sends} more sent by workers that died, "
+                    f"not journaled: up to {worst}", style="yellow")
+    elif _lost_send(info, step):
+        text.append(f"{'; ' if parts else ''}also in flight on a worker lost mid-step: maybe "
+                    "sent and billed once more, not journaled (cost unknown)", style="yellow")
+    return text
 
 
 def _short(value: Any, width: int) -> str:

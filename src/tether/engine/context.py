@@ -33,7 +33,7 @@ from tether.engine.children import CHILD_WAIT_KIND, outcome_usage
 from tether.engine.control import CancelRun, DropRun, Suspend
 from tether.engine.interrupts import StepInterrupts
 from tether.engine.lease import Leases
-from tether.engine.ledger import OVERSHOOT, Ledger, Reservation
+from tether.engine.ledger import LOST_SEND, OVERSHOOT, Ledger, Reservation
 from tether.engine.registry import StepDef, make_step
 from tether.engine.retry import NO_RETRY, Retry
 from tether.engine.serde import Decoder, to_jsonable
@@ -130,9 +130,12 @@ class Context(DurableWaits, StopControl, StepBudgets):
         replay_only: bool = False,
         leases: Leases | None = None,
         lost: Sequence[Usage] = (),
+        resent: int | None = None,
     ) -> None:
         """`lost`: the worst cases of calls earlier holders had in flight when they died
-        (`Store.lost_holds`): never journaled, maybe billed, counted against the budget."""
+        (`Store.lost_holds`): never journaled, maybe billed, counted against the budget.
+        `resent`: the journal position the lost holder was in at its last heartbeat, not
+        journaled: the step there is marked `LOST_SEND` when it is journaled here."""
         self.app = app
         self._leases = leases
         self._replay_only = replay_only
@@ -146,6 +149,7 @@ class Context(DurableWaits, StopControl, StepBudgets):
         self._seq = 0
         self._usage = ZERO
         self._ledger = Ledger(store, run.id, token)
+        self._resent = resent
         for rec in journal:
             if rec.usage:
                 self._usage = self._usage + Usage.from_dict(rec.usage)
@@ -564,6 +568,8 @@ class Context(DurableWaits, StopControl, StepBudgets):
                     raise self._stop(Suspend(wake_at=self._wake_within_budget(rec.wake_at)))
                 await asyncio.sleep(remaining)
                 self._check_live()
+        if self._resent is not None and seq == self._resent:  # its last holder was lost in it
+            meta = {**(meta or {}), LOST_SEND: 1}
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._inflight.add(done)
@@ -616,6 +622,13 @@ class Context(DurableWaits, StopControl, StepBudgets):
                 try:
                     result = await self._invoke(seq, fn, args, kwargs, is_async, timeout, step_ctx)
                     output = to_jsonable(result, what=f"the result of step {name!r}")
+                except asyncio.CancelledError:
+                    if reservation is not None:
+                        # Cancelled in flight (a worker stopping past its grace period, or
+                        # workflow code cancelling it): it may have been billed. Its store rows
+                        # stay; once the run changes hands they count as a lost holder's.
+                        reservation.abandon()
+                    raise
                 except (Exception, SystemExit) as exc:
                     if exc is self._interrupts.reason:  # max_duration ran out, not a failure
                         raise

@@ -154,6 +154,7 @@ class RunExecutor:
             app=self._app,
             leases=leases,
             lost=lost,
+            resent=_lost_in(run) if claim.recovered else None,
         )
         self._live[run.id] = ctx
         try:
@@ -345,3 +346,11 @@ def _failure(run_id: str, exc: BaseException) -> dict[str, Any]:
         record["message"] = f"run {run_id}: {exc}"
         record["details"] = {"step": exc.step, "seq": exc.seq, "cause": exc.error_type}
     return record
+
+
+def _lost_in(run: RunRecord) -> int | None:
+    """The step a lost holder was in at its last heartbeat (`RunRecord.progress`, kept by the
+    takeover): its call may have been sent. If that holder journaled the step's outcome after
+    all, the step replays and is not journaled again, so the mark is never written."""
+    seq = (run.progress or {}).get("seq")
+    return seq if isinstance(seq, int) else None

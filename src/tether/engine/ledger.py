@@ -14,7 +14,9 @@ completion bounded by ``max_tokens``, priced) *reserves* it before it runs:
    across every worker, counting the open reservations of live holders.
 
 After the step's outcome is journaled the reservation is released (settled to the real usage,
-which the journal now holds); a failed or interrupted step releases it too. A dead worker's
+which the journal now holds); a failed or interrupted step releases it too — except a call
+cancelled in flight (its worker stopping, or workflow code cancelling the step), whose store
+rows stay, counted once the run changes hands as a dead worker's are. A dead worker's
 store reservations stay counted as spent in their windows (its calls may have been billed, and
 the runs taken over send them again); only the run's holder releases one. For the run's own
 budget the same holds through `hold_in_store`: a run with a budget records each reservation in
@@ -39,6 +41,14 @@ from tether.store.base import SpendVerdict, SpendWindow, Store
 OVERSHOOT = "tether.overshoot"
 """Step meta key: ``{"cost_usd": …, "tokens": …}`` a step spent beyond its reservation."""
 
+LOST_SEND = "tether.lost_send"
+"""Step meta key (value ``1``): the step was in flight on an earlier holder of the run when
+that holder was lost (its last heartbeat said so) and that holder never journaled it; it was
+started again here, so its call may have been sent, and billed, once more than `attempts`
+says. What a run without a budget knows of a call cut by a crash: it holds nothing in the store
+before a call (`Store.cut_calls` has the calls of runs with a budget or a spend limit, with
+their worst case). One at most per takeover, and only for a step that spanned a heartbeat."""
+
 
 @dataclass(slots=True)
 class Reservation:
@@ -61,6 +71,14 @@ class Reservation:
         if self.estimate.tokens > 0 and actual.tokens > self.estimate.tokens:
             over["tokens"] = actual.tokens - self.estimate.tokens
         return over or None
+
+    def abandon(self) -> None:
+        """Give the room back in memory only: the call was cut short in flight (its worker is
+        stopping) and may have been billed. Its store rows stay, a lost holder's once the run
+        changes hands: counted as spent, and shown as cut (`Store.cut_calls`)."""
+        if not self.released:
+            self.released = True
+            self.ledger.drop(self.scopes, self.estimate)
 
     async def release(self) -> None:
         """Give the room back (idempotent): the step's usage is journaled, or it never came."""

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tether.engine.budget import Usage
+from tether.engine.budget import ZERO, Usage
 from tether.engine.ledger import OVERSHOOT
-from tether.store.base import RunRecord, StepRecord
+from tether.store.base import CutCall, RunRecord, StepRecord, Store
 
 DEGRADED = "tether.degraded"
 """Step meta key of a journal entry recording that the run carried on past a failed part
@@ -109,6 +109,31 @@ class RunInfo:
     tether_labels: dict[str, str] = field(default_factory=dict[str, str])
     """tether's own ``tether.*`` labels (who started the run, the schedule and tick that
     started it…), kept apart from the user's `labels`."""
+    cut: list[CutCall] = field(default_factory=list[CutCall])
+    """Calls this run's earlier holders had in flight when they died or lost it (a SIGKILL, a
+    pause past the lease): maybe sent and billed, never journaled, sent again by the next
+    holder. Known only for runs with a budget or a spend limit (their calls are held in the
+    store before they are sent); not in `usage`."""
+
+    @property
+    def cut_usage(self) -> Usage:
+        """The worst case of the `cut` calls: what the provider may have billed on top of
+        `usage`."""
+        return self.cut_usage_of()
+
+    def cut_usage_of(self, seq: int | None = None) -> Usage:
+        """The worst case of the `cut` calls (at journal position `seq`, if given)."""
+        total = ZERO
+        for call in self.cut:
+            if seq is None or call.seq == seq:
+                total = total + Usage.from_dict(call.usage)
+        return total
+
+    def cut_sends(self, seq: int) -> int:
+        """How many times workers that died or lost the run sent the step at `seq` without
+        journaling it (not in the step's `attempts`): it was sent ``attempts + cut_sends``
+        times in all."""
+        return sum(1 for call in self.cut if call.seq == seq)
 
     @property
     def child_of(self) -> str | None:
@@ -163,7 +188,9 @@ class RunInfo:
         return found
 
     @classmethod
-    def from_records(cls, run: RunRecord, steps: list[StepRecord]) -> RunInfo:
+    def from_records(
+        cls, run: RunRecord, steps: list[StepRecord], cut: list[CutCall] | None = None
+    ) -> RunInfo:
         infos = [StepInfo.from_record(s) for s in steps]
         usage = Usage()
         for s in infos:
@@ -197,4 +224,11 @@ class RunInfo:
             lease_expires=_ts(run.lease_expires),
             progress=run.progress,
             started_by=run.labels.get(STARTED_BY_LABEL),
+            cut=list(cut) if cut else [],
         )
+
+
+async def cut_calls(store: Store, run: RunRecord) -> list[CutCall]:
+    """The calls `run`'s earlier holders left in flight (`Store.cut_calls`); no read for a run
+    claimed once at most (fencing token 1: there was no earlier holder)."""
+    return await store.cut_calls(run_id=run.id) if run.fencing > 1 else []

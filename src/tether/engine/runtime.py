@@ -32,7 +32,7 @@ from tether.engine.interrupts import CANCEL_WATCH, watch_cancels
 from tether.engine.lease import Leases
 from tether.engine.queues import Queue, Rate
 from tether.engine.ratelimits import RateLimit, make_limit
-from tether.engine.records import STARTED_BY_LABEL, RunInfo
+from tether.engine.records import STARTED_BY_LABEL, RunInfo, cut_calls
 from tether.engine.registry import (
     WorkflowDef,
     make_step,
@@ -388,7 +388,7 @@ class Runtime:
         loaded = await self.store.load_run(run_id)
         if loaded is None:
             raise UnknownRun(run_id)
-        return RunInfo.from_records(*loaded)
+        return RunInfo.from_records(*loaded, await cut_calls(self.store, loaded[0]))
 
     async def run_events_async(
         self, run_id: str, *, after: int = 0, limit: int = 500, check_finished: bool = True
@@ -566,7 +566,8 @@ class Runtime:
             if finished is not None:
                 # Finished here: the journal is what this process wrote, the row what the
                 # store's finish returned (its end as the store stamped it); nothing is read.
-                return RunInfo.from_records(*finished)
+                cut = await cut_calls(self.store, finished[0]) if finished[0].fencing > 1 else None
+                return RunInfo.from_records(*finished, cut)
         return await self.get_run_async(run.id)
 
     async def run_worker_async(

@@ -13,17 +13,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.engine.ledger import OVERSHOOT
+from tether.engine.ledger import LOST_SEND, OVERSHOOT
 from tether.engine.records import RunInfo
 from tether.observe import names as n
 from tether.observe.window import (
+    RunJournal,
     check_dimensions,
     dimension_value,
     display_names,
     is_model_call,
     load_window,
     parse_dimensions,
+    store_of,
 )
+from tether.store.base import StepRecord
 
 
 @dataclass(slots=True)
@@ -44,6 +47,16 @@ class CostRow:
     the worst case reserved against budgets and spend limits."""
     runs: int = 0
     price_sources: list[str] = field(default_factory=list[str])
+    cut_calls: int = 0
+    """Calls sent by workers that died or lost their run mid-call (a SIGKILL, a pause past the
+    lease), never journaled and sent again: not in `calls` nor `cost_usd`. Known for runs with
+    a budget or a spend limit only (`Store.cut_calls`)."""
+    cut_usd: float = 0.0
+    """The worst case of the `cut_calls` (what they were reserved at): what the provider may
+    have billed on top of `cost_usd`."""
+    lost_sends: int = 0
+    """Calls of runs without a budget or spend limit that a lost worker was in at its last
+    heartbeat (`LOST_SEND`): maybe sent and billed once more than `calls`, cost unknown."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +69,9 @@ class CostRow:
             "overshoot_usd": round(self.overshoot_usd, 10),
             "runs": self.runs,
             "price_sources": self.price_sources,
+            "cut_calls": self.cut_calls,
+            "cut_usd": round(self.cut_usd, 10),
+            "lost_sends": self.lost_sends,
         }
 
 
@@ -67,7 +83,10 @@ async def cost_report(
     until: float | None = None,
 ) -> list[CostRow]:
     """Spend of the model calls that ended in the window, grouped by `by` (label keys, or
-    ``model``, ``provider``, ``node``, ``workflow``, ``version``…), most expensive first."""
+    ``model``, ``provider``, ``node``, ``workflow``, ``version``…), most expensive first; and,
+    apart, the calls cut by crashes that were sent in the window (`CostRow.cut_calls`), put on
+    the group of the step that sent them again, and the calls a lost worker of a run without a
+    budget may have sent (`CostRow.lost_sends`)."""
     dims = parse_dimensions(by, "team,model")
     until = until if until is not None else time.time()
     since = since or 0.0
@@ -75,15 +94,25 @@ async def cost_report(
     run_sets: dict[tuple[str | None, ...], set[str]] = {}
     journals = await load_window(source, since, until)
     check_dimensions(dims, journals, default="team,model")
+
+    def row_of(journal: RunJournal, rec: StepRecord) -> CostRow:
+        key = tuple(dimension_value(d, journal, rec) for d in dims)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = CostRow(group=dict(zip(display_names(dims), key, strict=True)))
+            run_sets[key] = set()
+        run_sets[key].add(journal.run.id)
+        return row
+
+    cut = await store_of(source).cut_calls(since=since, until=until)
+    cut_at = {(call.run_id, call.seq) for call in cut}
     for journal in journals:
         for rec in journal.leaf_steps(since, until):
             if not is_model_call(rec):
                 continue
-            key = tuple(dimension_value(d, journal, rec) for d in dims)
-            row = rows.get(key)
-            if row is None:
-                row = rows[key] = CostRow(group=dict(zip(display_names(dims), key, strict=True)))
-                run_sets[key] = set()
+            row = row_of(journal, rec)
+            if (rec.meta or {}).get(LOST_SEND) and (journal.run.id, rec.seq) not in cut_at:
+                row.lost_sends += 1
             usage = rec.usage or {}
             row.calls += int(usage.get("llm_calls") or 1)
             row.unpriced_calls += int(usage.get("unpriced_calls") or 0)
@@ -95,7 +124,18 @@ async def cost_report(
             source_name = (rec.meta or {}).get(n.PRICE_SOURCE)
             if source_name and source_name not in row.price_sources:
                 row.price_sources.append(str(source_name))
-            run_sets[key].add(journal.run.id)
+    by_run = {journal.run.id: journal for journal in journals}
+    for call in cut:
+        journal = by_run.get(call.run_id)
+        if journal is None:  # a run pruned meanwhile (its holds go with it)
+            continue
+        # The cut call's model, node…: those of the step at its position, sent again; a
+        # position never journaled (the run ended first) has its run's labels only.
+        rec = next((r for r in journal.steps if r.seq == call.seq), None) or StepRecord(
+            run_id=call.run_id, seq=call.seq, name="", kind="step", status="failed")
+        row = row_of(journal, rec)
+        row.cut_calls += int(call.usage.get("llm_calls") or 1)
+        row.cut_usd += float(call.usage.get("cost_usd") or 0.0)
     for key, row in rows.items():
         row.runs = len(run_sets[key])
     return sorted(rows.values(), key=lambda r: (-r.cost_usd, -r.calls, str(r.group)))

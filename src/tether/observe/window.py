@@ -55,7 +55,8 @@ class RunJournal:
             yield rec
 
 
-def _store_of(source: Any) -> Store:
+def store_of(source: Any) -> Store:
+    """The store of an App, or the store itself."""
     return source.store if hasattr(source, "store") else source
 
 
@@ -64,7 +65,7 @@ async def load_window(
 ) -> list[RunJournal]:
     """Runs active between `since` and `until` (Unix seconds; default: everything, now) from
     an App or a Store, with labels inherited from parent runs."""
-    store = _store_of(source)
+    store = store_of(source)
     pairs = await store.load_window(since or 0.0, until if until is not None else time.time())
     runs: dict[str, RunRecord] = {run.id: run for run, _ in pairs}
     effective: dict[str, dict[str, str]] = {}

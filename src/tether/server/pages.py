@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 
 import tether.server.runquery as runquery
 from tether.engine.context import APPROVAL_SIGNAL_PREFIX
-from tether.engine.records import RunInfo
+from tether.engine.records import RunInfo, cut_calls
 from tether.errors import UnknownRun
 from tether.server.rendering import render, tether_app_of
 from tether.server.stats import node_rows, verdicts
@@ -104,7 +104,7 @@ async def run_page(request: Request, run_id: str) -> HTMLResponse:
     loaded = await app.store.load_run(run_id)
     if loaded is None:
         raise UnknownRun(run_id)
-    run = RunInfo.from_records(*loaded)
+    run = RunInfo.from_records(*loaded, await cut_calls(app.store, loaded[0]))
     (health,) = await verdicts(request, [run])
     now = datetime.now(UTC)
     finished = run.status in FINISHED_STATUSES

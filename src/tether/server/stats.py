@@ -127,6 +127,10 @@ async def _cost(request: Request, by: str, since: str) -> dict[str, Any]:
             "cost_usd": sum(r.cost_usd for r in rows),
             "calls": sum(r.calls for r in rows),
             "unpriced_calls": sum(r.unpriced_calls for r in rows),
+            # Apart from cost_usd: sent by workers that died mid-call, never journaled.
+            "cut_calls": sum(r.cut_calls for r in rows),
+            "cut_usd": sum(r.cut_usd for r in rows),
+            "lost_sends": sum(r.lost_sends for r in rows),
         },
     }
 

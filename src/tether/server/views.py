@@ -33,14 +33,15 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     }
 
 
-def step_json(step: StepInfo) -> dict[str, Any]:
-    """One journal entry as the API returns it."""
+def step_json(step: StepInfo, cut_sends: int = 0) -> dict[str, Any]:
+    """One journal entry as the API returns it (`cut_sends`: `RunInfo.cut_sends`)."""
     return {
         "seq": step.seq,
         "name": step.name,
         "kind": step.kind,
         "status": step.status,
         "attempts": step.attempts,
+        "cut_sends": cut_sends,
         "input": to_jsonable(step.input, what=f"the input of step #{step.seq}"),
         "output": to_jsonable(step.output, what=f"the output of step #{step.seq}"),
         "error": step.error,
@@ -93,7 +94,14 @@ def run_json(run: RunInfo) -> dict[str, Any]:
             "budget": run.budget,
             "lease_owner": run.lease_owner,
             "lease_expires": _iso(run.lease_expires),
-            "journal": [step_json(step) for step in run.steps],
+            # Sent by workers that died or lost the run, never journaled: not in `usage`.
+            "cut_by_crashes": {
+                "calls": len(run.cut),
+                "worst_case": usage_json(run.cut_usage),
+                "sends": [{"seq": c.seq, "worst_case": c.usage} for c in run.cut],
+            } if run.cut else None,
+            "journal": [step_json(step, run.cut_sends(step.seq) if run.cut else 0)
+                        for step in run.steps],
         }
     )
     return data

@@ -74,7 +74,9 @@ Rules every implementation keeps:
   at a time, so its engine keeps their reservations there (see `tether.engine.ledger`). A run
   with a budget also records each call's worst case before it is sent (`hold_usage`), deleted
   by its holder once settled (`release_hold`); a holder that died mid-call leaves its holds,
-  and the next holder counts them (`lost_holds`): maybe billed, never journaled.
+  and the next holder counts them (`lost_holds`): maybe billed, never journaled. Those holds,
+  and the spend reservations of dead holders, are also what reports show as the calls cut by
+  crashes (`cut_calls`).
 * **Alerts.** An alert is one occurrence of a condition, identified by its `key`;
   `record_alert` inserts it unless that key is stored, or (with a quiet period) unless an
   alert of the same `series` was recorded within it — atomically across workers (SQLite
@@ -110,6 +112,7 @@ from tether.store.records import (
     AlertRecord,
     AuditRecord,
     Claim,
+    CutCall,
     Heartbeat,
     NewAlert,
     NewRun,
@@ -127,6 +130,7 @@ from tether.store.records import (
     TrustActionRecord,
     WorkerRecord,
     alert_id,
+    cut_call,
     encode_waiting_for,
     waiting_names,
 )
@@ -145,6 +149,7 @@ __all__ = [
     "AlertRecord",
     "AuditRecord",
     "Claim",
+    "CutCall",
     "Heartbeat",
     "NewAlert",
     "NewRun",
@@ -163,6 +168,7 @@ __all__ = [
     "TrustActionRecord",
     "WorkerRecord",
     "alert_id",
+    "cut_call",
     "encode_waiting_for",
     "waiting_names",
 ]
@@ -456,6 +462,16 @@ class Store(Protocol):
     async def lost_holds(self, run_id: str, token: int) -> list[dict[str, Any]]:
         """The usage of the run's holds left by earlier holders (workers that died or lost the
         run mid-call): calls that may have been billed but were never journaled."""
+        ...
+
+    async def cut_calls(
+        self, *, run_id: str | None = None, since: float = 0.0, until: float | None = None
+    ) -> list[CutCall]:
+        """The calls earlier holders left in flight (see *Reservations* above): run holds and
+        spend reservations whose token is not the run's current fencing token, made in
+        ``[since, until)`` (``None``: now), of one run or of every run, oldest first. A call
+        with both is listed once, with its hold's usage. Dead spend reservations are forgotten
+        once older than every window checked; run holds stay until the run is pruned."""
         ...
 
     async def release_spend(self, reservation_id: str) -> None:

@@ -19,6 +19,7 @@ from tether.store.base import (
     WORKER_LIVE_LEASES,
     AlertRecord,
     AuditRecord,
+    CutCall,
     NewAlert,
     PrincipalRecord,
     RingChangeRecord,
@@ -185,6 +186,12 @@ class LayerStatements:
         found = await self._read(f"read the budget holds of run {run_id}", layers.lost_holds,
                                  run_id, token)
         return [loads(u) for u in found]
+
+    async def cut_calls(
+        self, *, run_id: str | None = None, since: float = 0.0, until: float | None = None
+    ) -> list[CutCall]:
+        what = f"read the calls cut in run {run_id}" if run_id else "read the calls cut"
+        return await self._read(what, layers.cut_calls, run_id, since, until)
 
     # --- interfaces: principals and the audit trail --------------------------------------------
 

@@ -10,12 +10,14 @@ from dataclasses import replace
 from typing import Any
 
 from tether.store.base import (
+    CutCall,
     RingChangeRecord,
     RunRecord,
     SpendVerdict,
     SpendWindow,
     StepRecord,
     TrustActionRecord,
+    cut_call,
 )
 from tether.store.postgres_sql import (
     NOW,
@@ -186,6 +188,32 @@ async def lost_holds(conn: Conn, run_id: str, token: int) -> list[str]:
         (run_id, token),
     )
     return [r[0] for r in await cur.fetchall()]
+
+
+# As in sqlite_layers_sql: rows whose token is not the run's fencing token now, a spend
+# reservation (one row per limit key) once, and not when the run's hold lists the call.
+_CUT_CALLS = (
+    "SELECT h.id, h.run_id, h.token, h.usage, h.created_at FROM run_holds h "
+    "WHERE {where} AND h.token <> (SELECT u.fencing FROM runs u WHERE u.id = h.run_id) "
+    "UNION ALL SELECT h.id, h.run_id, h.token, "
+    "json_build_object('llm_calls', 1, 'cost_usd', max(h.cost_usd))::text, min(h.created_at) "
+    "FROM spend_reservations h "
+    "WHERE {where} AND h.token <> (SELECT u.fencing FROM runs u WHERE u.id = h.run_id) "
+    "AND NOT EXISTS (SELECT 1 FROM run_holds o WHERE o.id = h.id) "
+    "GROUP BY h.id, h.run_id, h.token ORDER BY 5, 1"
+)
+
+
+async def cut_calls(
+    conn: Conn, run_id: str | None, since: float, until: float | None
+) -> list[CutCall]:
+    where = f"h.created_at >= %s AND h.created_at < coalesce(%s, {NOW})"
+    bounds: tuple[Any, ...] = (since, until)
+    if run_id is not None:
+        where += " AND h.run_id = %s"
+        bounds += (run_id,)
+    cur = await conn.execute(_CUT_CALLS.format(where=where), bounds + bounds)
+    return [cut_call(r[0], r[1], r[2], loads(r[3]), r[4]) for r in await cur.fetchall()]
 
 
 async def release_spend(conn: Conn, reservation_id: str) -> None:

@@ -271,6 +271,32 @@ class SpendVerdict:
     """Unpriced calls journaled in the window (not in `spent`)."""
 
 
+@dataclass(frozen=True, slots=True)
+class CutCall:
+    """A call a run's earlier holder had in flight when it died or lost the run: its run hold
+    (`Store.hold_usage`) or spend reservation was never released. It may have been sent and
+    billed; it was never journaled (the next holder sent it again)."""
+
+    run_id: str
+    seq: int
+    """The journal position of the call (the step the next holder ran again)."""
+    token: int
+    """The fencing token of the holder that lost it."""
+    usage: dict[str, Any]
+    """Its worst case as reserved: a run hold's whole `Usage` (calls, tokens, cost); a spend
+    reservation's cost alone (``llm_calls``, ``cost_usd``)."""
+    created_at: float
+    """When it was reserved, just before it was sent."""
+
+
+def cut_call(
+    hold_id: str, run_id: str, token: int, usage: dict[str, Any], created_at: float
+) -> CutCall:
+    """A `CutCall` from a stored row (its seq is in its id, ``<run id>:<seq>:<token>``)."""
+    seq = int(hold_id.rsplit(":", 2)[1])
+    return CutCall(run_id, seq, int(token), dict(usage), float(created_at))
+
+
 # --- schedules ---------------------------------------------------------------------------------
 
 

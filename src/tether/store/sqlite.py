@@ -38,6 +38,7 @@ from tether.store.base import (
     AlertRecord,
     AuditRecord,
     Claim,
+    CutCall,
     Heartbeat,
     NewAlert,
     NewRun,
@@ -513,6 +514,11 @@ class SQLiteStore:
 
     async def lost_holds(self, run_id: str, token: int) -> list[dict[str, Any]]:
         return [loads(u) for u in await self._read(layers_q.lost_holds, run_id, token)]
+
+    async def cut_calls(
+        self, *, run_id: str | None = None, since: float = 0.0, until: float | None = None
+    ) -> list[CutCall]:
+        return await self._read(layers_q.cut_calls, run_id, since, until)
 
     # --- run events ------------------------------------------------------------------------------
 

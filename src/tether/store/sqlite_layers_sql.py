@@ -9,12 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from tether.store.base import (
+    CutCall,
     RingChangeRecord,
     RunRecord,
     SpendVerdict,
     SpendWindow,
     StepRecord,
     TrustActionRecord,
+    cut_call,
 )
 from tether.store.sqlite_sql import (
     RUN_COLUMNS,
@@ -153,6 +155,33 @@ def lost_holds(conn: sqlite3.Connection, run_id: str, token: int) -> list[str]:
         "SELECT usage FROM run_holds WHERE run_id = ? AND token <> ? ORDER BY created_at",
         (run_id, token),
     )]
+
+
+# A call an earlier holder left in flight: its row's token is not the run's fencing token now.
+# A spend reservation is one row per limit key (one call): grouped by its id, and left out
+# when the run's hold (the whole usage, not just the cost) lists the call.
+_CUT_CALLS = (
+    "SELECT h.id, h.run_id, h.token, h.usage, h.created_at FROM run_holds h "
+    "WHERE {where} AND h.token <> (SELECT u.fencing FROM runs u WHERE u.id = h.run_id) "
+    "UNION ALL SELECT h.id, h.run_id, h.token, "
+    "json_object('llm_calls', 1, 'cost_usd', max(h.cost_usd)), min(h.created_at) "
+    "FROM spend_reservations h "
+    "WHERE {where} AND h.token <> (SELECT u.fencing FROM runs u WHERE u.id = h.run_id) "
+    "AND NOT EXISTS (SELECT 1 FROM run_holds o WHERE o.id = h.id) "
+    "GROUP BY h.id, h.run_id, h.token ORDER BY 5, 1"
+)
+
+
+def cut_calls(
+    conn: sqlite3.Connection, run_id: str | None, since: float, until: float | None
+) -> list[CutCall]:
+    where = "h.created_at >= ? AND h.created_at < ?"
+    bounds: tuple[Any, ...] = (since, time.time() if until is None else until)
+    if run_id is not None:
+        where += " AND h.run_id = ?"
+        bounds += (run_id,)
+    rows = conn.execute(_CUT_CALLS.format(where=where), bounds + bounds)
+    return [cut_call(r[0], r[1], r[2], loads(r[3]), r[4]) for r in rows]
 
 
 def release_spend(conn: sqlite3.Connection, reservation_id: str) -> None:
