@@ -26,11 +26,22 @@ CATALOG = ("pg_attribute", "pg_depend", "pg_class", "pg_index", "pg_type", "pg_c
 """The catalog tables a test schema's tables, indexes and sequences add rows to."""
 
 
+def schemas_made() -> int:
+    return _schemas_made
+
+
+def add_schemas_made(count: int) -> None:
+    """Count schemas another process made (a pytest-xdist worker), so `vacuum_catalog` runs."""
+    global _schemas_made
+    _schemas_made += count
+
+
 def vacuum_catalog() -> None:
     """Reclaim the catalog rows this run's schemas left dead. Every test schema adds thousands
     (its tables, columns, indexes), dead once it is dropped; on a server with autovacuum off —
     CI's machine runs one — they are never reclaimed, and every later migration, so every later
-    PostgreSQL test, gets slower (the catalog had grown to 0.6 GB). Called once per session."""
+    PostgreSQL test, gets slower (the catalog had grown to 0.6 GB). Called once per run: by the
+    pytest-xdist controller after all its workers (tests/conftest.py)."""
     if not _schemas_made:
         return
     import psycopg

@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 import tether
 from tether.access.principals import login_name
 from tether.cli import audit as _audit  # noqa: F401 - registers the commands
+from tether.cli import common
 from tether.cli import runs as _runs  # noqa: F401
 from tether.cli import tokens as _tokens  # noqa: F401
 from tether.cli import trust as _trust  # noqa: F401
@@ -25,6 +26,9 @@ def app(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tether.App
     # `--store` sets $TETHER_STORE for the process; monkeypatch restores it afterwards.
     monkeypatch.delenv("TETHER_STORE", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
+    # The CLI's console read $COLUMNS when it was made, if set then (pytest-xdist's workers have
+    # COLUMNS=80): unset its width so it reads the 200 above.
+    monkeypatch.setattr(common.console, "_width", None)
     app = tether.App(sqlite_url)
 
     @app.step(name="fetch")

@@ -10,6 +10,7 @@ from typer.testing import CliRunner, Result
 
 import tether
 from tests.integration.trust_workflows import close_apps, make_app  # noqa: F401 - fixture
+from tether.cli import common
 from tether.cli import runs as _runs  # noqa: F401 - registers the commands
 from tether.cli import trust as _trust  # noqa: F401 - registers the commands
 from tether.cli.common import cli
@@ -30,6 +31,9 @@ def app(
     monkeypatch.delenv("TETHER_STORE", raising=False)
     monkeypatch.delenv("TETHER_REVIEWER", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
+    # The CLI's console read $COLUMNS when it was made, if set then (pytest-xdist's workers have
+    # COLUMNS=80): unset its width so it reads the 200 above.
+    monkeypatch.setattr(common.console, "_width", None)
     app = make_app(sqlite_url, tether.Policy({"send": "review"}), outbox)
     return app
 
