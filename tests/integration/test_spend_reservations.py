@@ -113,19 +113,24 @@ async def test_a_dead_holders_reservation_counts_as_spent_until_the_window_passe
     assert await other.reserve_spend("live", live, "live:2", 0.5, [later]) is None
 
 
+async def take_over(other: Store) -> int:
+    """Claim the one run whose lease ran out from `other` (worker ``w2``); its new token."""
+    deadline = time.monotonic() + 10
+    while True:
+        claims = await other.claim_runs("w2", WF, limit=1, lease_seconds=30)
+        if claims:
+            return claims[0].token
+        assert time.monotonic() < deadline, "the run was never taken over"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_zombie_cannot_release_its_reservation_after_a_takeover(
     store: Store, other: Store
 ) -> None:
     zombie = await held_run(store, "z", lease=0.3)
     limit = window(1.0)
     assert await store.reserve_spend("z", zombie, "z:1", 0.6, [limit]) is None
-    deadline = time.monotonic() + 10
-    claims = []
-    while not claims:
-        assert time.monotonic() < deadline, "the run was never taken over"
-        claims = await other.claim_runs("w2", WF, limit=1, lease_seconds=30)
-        await asyncio.sleep(0.05)
-    token = claims[0].token
+    token = await take_over(other)
     assert token != zombie
     # The zombie's call may have been billed (its journal write will be refused): its hold
     # stays spent, and releasing it from the zombie changes nothing.
@@ -154,13 +159,7 @@ async def test_a_runs_budget_holds_outlive_a_dead_holder_and_only_its_holder_rel
     await store.hold_usage("h", first, "h:3:1", {"llm_calls": 1, "cost_usd": 0.2})
     await store.hold_usage("h", first, "h:3:1", {"llm_calls": 1, "cost_usd": 0.2})  # a retry
     assert await store.lost_holds("h", first) == []  # its own holds are not lost
-    deadline = time.monotonic() + 10
-    claims = []
-    while not claims:
-        assert time.monotonic() < deadline, "the run was never taken over"
-        claims = await other.claim_runs("w2", WF, limit=1, lease_seconds=30)
-        await asyncio.sleep(0.05)
-    token = claims[0].token
+    token = await take_over(other)
     await store.release_hold("h:3:1")  # the old holder's release changes nothing now
     assert await other.lost_holds("h", token) == [{"llm_calls": 1, "cost_usd": 0.2}]
     await other.hold_usage("h", token, f"h:3:{token}", {"llm_calls": 1})
@@ -180,13 +179,7 @@ async def test_the_calls_a_lost_holder_left_in_flight_are_listed_once_each(
     assert await store.reserve_spend("c", first, f"c:3:{first}", 0.2, [limit]) is None
     assert await store.reserve_spend("c", first, f"c:4:{first}", 0.3, [limit, team]) is None
     assert await store.cut_calls(run_id="c") == []  # in flight with a live holder: not cut
-    deadline = time.monotonic() + 10
-    claims = []
-    while not claims:
-        assert time.monotonic() < deadline, "the run was never taken over"
-        claims = await other.claim_runs("w2", WF, limit=1, lease_seconds=30)
-        await asyncio.sleep(0.05)
-    token = claims[0].token
+    token = await take_over(other)
     await other.hold_usage("c", token, f"c:3:{token}", {"llm_calls": 1})  # the re-send
     cut = await other.cut_calls(run_id="c")
     assert [(c.seq, c.token, c.usage) for c in cut] == [
